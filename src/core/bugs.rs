@@ -1,0 +1,43 @@
+//! Classic Raft bugs that can be planted on purpose (feature `planted-bugs`), so the simulator can
+//! prove that its checkers catch them. Every switch is off by default; production builds do not
+//! even compile them.
+
+/// Which bugs to plant. Each names the rule of the Raft paper it breaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Grant votes without the "candidate's log is at least as up to date" check (§5.4.1).
+    pub vote_without_log_check: bool,
+    /// Commit entries of earlier terms by counting replicas (the Figure 8 bug, §5.4.2).
+    pub commit_previous_term_by_counting: bool,
+    /// Serve reads from the leader's local state without confirming leadership (§6.4 of the thesis).
+    pub read_without_read_index: bool,
+    /// Acknowledge appended entries before they are durable (§5.3 requires them stored first).
+    pub ack_before_persist: bool,
+    /// Followers grant votes while they still hear from a leader, breaking the lease (§6.4.1).
+    pub vote_during_lease: bool,
+}
+
+impl PlantedBugs {
+    /// The bug called `name` on the command line, or `None` for an unknown name.
+    pub fn by_name(name: &str) -> Option<Self> {
+        let mut bugs = PlantedBugs::default();
+        match name {
+            "vote-without-log-check" => bugs.vote_without_log_check = true,
+            "commit-previous-term-by-counting" => bugs.commit_previous_term_by_counting = true,
+            "read-without-read-index" => bugs.read_without_read_index = true,
+            "ack-before-persist" => bugs.ack_before_persist = true,
+            "vote-during-lease" => bugs.vote_during_lease = true,
+            _ => return None,
+        }
+        Some(bugs)
+    }
+
+    /// Every name `by_name` knows.
+    pub const NAMES: [&'static str; 5] = [
+        "vote-without-log-check",
+        "commit-previous-term-by-counting",
+        "read-without-read-index",
+        "ack-before-persist",
+        "vote-during-lease",
+    ];
+}

@@ -1,0 +1,73 @@
+//! The core's whole surface: what goes in ([`Input`]) and what comes out ([`Action`]).
+
+use bytes::Bytes;
+
+use super::message::Message;
+use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, Term};
+
+/// A caller-chosen id that comes back with the outcome of a proposal or read.
+pub type RequestId = u64;
+
+/// Identifies one `Persist` action; completions are reported in order.
+pub type PersistId = u64;
+
+/// A command to replicate, with the id its outcome will carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub id: RequestId,
+    pub command: Bytes,
+}
+
+/// Everything that can happen to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Time has passed; `now_ms` is the caller's monotonic clock. Earlier values are ignored.
+    Tick { now_ms: u64 },
+    /// A message from a peer.
+    Message(Message),
+    /// Client commands to replicate. Many in one input become one append per peer.
+    Propose(Vec<Proposal>),
+    /// A linearizable read: answered by `ReadReady` once it is safe to read the state machine.
+    Read { id: RequestId },
+    /// Every `Persist` up to and including this one is durable.
+    Persisted { id: PersistId },
+    /// The state machine has applied every entry up to and including `index`.
+    Applied { index: LogIndex },
+    /// Hand leadership to another voter (Raft thesis §3.10).
+    TransferLeadership { to: NodeId },
+    /// Start an election now, skipping the pre-vote.
+    Campaign,
+}
+
+/// What the caller must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write this to stable storage. Entries replace any stored entries at or after the first
+    /// one's index. Report completion with `Input::Persisted { id }`, in order.
+    Persist {
+        id: PersistId,
+        hard_state: Option<HardState>,
+        entries: Vec<Entry>,
+        /// `false` only when the change is not needed for safety (a commit index alone).
+        sync: bool,
+    },
+    /// Deliver a message. With `after_persist`, not before every earlier `Persist` is durable:
+    /// the message promises something (a vote, stored entries) that a crash must not take back.
+    Send { message: Message, after_persist: bool },
+    /// Apply these committed entries to the state machine, in order, then report `Applied`.
+    Apply { entries: Vec<Entry> },
+    /// The proposal was appended at `index` in `term`; it takes effect if that entry is applied.
+    ProposalAccepted { id: RequestId, index: LogIndex, term: Term },
+    /// The proposal did not and will not take effect.
+    ProposalRefused { id: RequestId, reason: Refusal },
+    /// The read may now be served from the state machine, which has applied at least `index`.
+    ReadReady { id: RequestId, index: LogIndex },
+    /// The read cannot be served here.
+    ReadRefused { id: RequestId, reason: Refusal },
+    /// The node's role, term or known leader changed.
+    RoleChanged {
+        role: Role,
+        term: Term,
+        leader: Option<NodeId>,
+    },
+}

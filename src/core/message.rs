@@ -1,0 +1,85 @@
+//! Messages between the cores of one group. The shell carries them; the core never sees a socket.
+
+use super::types::{Entry, LogIndex, NodeId, Term};
+
+/// A message from one node to another, stamped with the sender's term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's term; for a pre-vote request and a granted pre-vote response, the term the
+    /// pre-candidate would campaign in.
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// Asks for a vote (or, with `pre_vote`, whether a vote would be granted).
+    VoteRequest {
+        pre_vote: bool,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+        /// Sent on the leader's request (TimeoutNow): voters ignore their leader lease.
+        leadership_transfer: bool,
+    },
+    VoteResponse { pre_vote: bool, granted: bool },
+    /// Log replication with the consistency check on `(prev_log_index, prev_log_term)`.
+    Append {
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    },
+    AppendResponse(AppendResponse),
+    /// Leader liveness, commit propagation and read confirmation; carries no entries.
+    Heartbeat {
+        /// Capped at the follower's known match index, so a follower never commits an entry it
+        /// has not been shown to hold.
+        commit: LogIndex,
+        /// The leader's heartbeat round, echoed back to confirm leadership for reads and leases.
+        round: u64,
+    },
+    HeartbeatResponse { round: u64 },
+    /// Tells the target of a leadership transfer to campaign at once.
+    TimeoutNow,
+}
+
+/// The answer to an `Append`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendResponse {
+    /// The follower's log matches the leader's up to and including `match_index`.
+    Accepted { match_index: LogIndex },
+    /// The consistency check failed at `rejected_index`; the hint lets the leader skip a whole
+    /// conflicting term at once (Raft §5.3, "fast backtracking").
+    Rejected {
+        rejected_index: LogIndex,
+        hint: RejectHint,
+    },
+}
+
+/// Where the follower's log diverges, as far as it can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejectHint {
+    /// The term of the follower's entry at the rejected index, or `None` if its log is shorter.
+    pub conflict_term: Option<Term>,
+    /// The first index of `conflict_term` in the follower's log, or its last index + 1.
+    pub conflict_index: LogIndex,
+}
+
+impl MessageBody {
+    /// A short name for traces and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MessageBody::VoteRequest { pre_vote: true, .. } => "PreVote",
+            MessageBody::VoteRequest { .. } => "Vote",
+            MessageBody::VoteResponse { pre_vote: true, .. } => "PreVoteResp",
+            MessageBody::VoteResponse { .. } => "VoteResp",
+            MessageBody::Append { .. } => "Append",
+            MessageBody::AppendResponse(_) => "AppendResp",
+            MessageBody::Heartbeat { .. } => "Heartbeat",
+            MessageBody::HeartbeatResponse { .. } => "HeartbeatResp",
+            MessageBody::TimeoutNow => "TimeoutNow",
+        }
+    }
+}

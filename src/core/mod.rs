@@ -1,0 +1,32 @@
+//! The sans-IO Raft core: a deterministic state machine that consumes [`Input`]s and emits
+//! [`Action`]s. It owns no sockets, files, clocks or threads; time arrives in `Input::Tick` and
+//! randomness comes from a generator seeded by `Config::seed`.
+//!
+//! Use: feed any number of inputs with [`RawNode::step`], then execute
+//! [`RawNode::take_actions`] in order. Batching inputs between two `take_actions` calls batches
+//! the output: one persist and one append per peer for many proposals.
+
+mod config;
+mod election;
+mod io;
+mod log;
+mod message;
+mod node;
+mod progress;
+mod quorum;
+mod reads;
+mod replication;
+mod types;
+
+#[cfg(feature = "planted-bugs")]
+mod bugs;
+
+#[cfg(feature = "planted-bugs")]
+pub use bugs::PlantedBugs;
+pub use config::{Config, ConfigError};
+pub use io::{Action, Input, PersistId, Proposal, RequestId};
+pub use log::RaftLog;
+pub use message::{AppendResponse, Message, MessageBody, RejectHint};
+pub use node::{RawNode, Recovered, Status};
+pub use progress::{Progress, ProgressState};
+pub use types::{Entry, EntryPayload, HardState, LogIndex, NodeId, ReadMode, Refusal, Role, Term};

@@ -1,0 +1,449 @@
+//! The node: its state, the one `step` entry point that dispatches every input, and
+//! `take_actions`, which turns the state changes of a batch of inputs into actions.
+//!
+//! Role-specific handling lives beside this file: `election.rs` (pre-vote, vote, becoming leader),
+//! `replication.rs` (appends, commit, leadership transfer), `reads.rs` (ReadIndex and lease).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{Config, ConfigError};
+use super::io::{Action, Input, PersistId, Proposal, RequestId};
+use super::log::RaftLog;
+use super::message::{Message, MessageBody};
+use super::progress::Progress;
+use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, Term};
+
+/// What storage handed back after a restart: the durable hard state and log.
+#[derive(Clone, Debug, Default)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    /// Contiguous from index 1.
+    pub entries: Vec<Entry>,
+}
+
+/// A snapshot of the node's state, for operators and for the simulator's checkers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub leader: Option<NodeId>,
+    pub commit: LogIndex,
+    pub applied: LogIndex,
+    pub persisted: LogIndex,
+    pub last_index: LogIndex,
+}
+
+/// State only a leader has.
+#[derive(Debug)]
+pub(super) struct LeaderState {
+    /// One per voter other than this node.
+    pub progress: BTreeMap<NodeId, Progress>,
+    pub heartbeat_deadline_ms: u64,
+    pub check_quorum_deadline_ms: u64,
+    /// The index of this term's no-op: reads wait until it commits.
+    pub term_start_index: LogIndex,
+    /// The last heartbeat round sent, and the highest one a quorum acknowledged.
+    pub round: u64,
+    pub round_confirmed: u64,
+    /// `(round, sent at)` of rounds not yet confirmed, for the lease.
+    pub round_sent_at_ms: VecDeque<(u64, u64)>,
+    /// A read is waiting for a round that has not been sent yet.
+    pub round_wanted: bool,
+    pub lease_until_ms: u64,
+    /// Reads waiting for their round: `(id, read index, round)`.
+    pub reads_awaiting_round: VecDeque<(RequestId, LogIndex, u64)>,
+    /// Reads that arrived before this term's no-op committed.
+    pub reads_awaiting_term_commit: Vec<RequestId>,
+    pub transfer: Option<Transfer>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Transfer {
+    pub to: NodeId,
+    pub deadline_ms: u64,
+    pub timeout_now_sent: bool,
+}
+
+/// One Raft node. See the module documentation of [`crate::core`] for how to drive it.
+pub struct RawNode {
+    pub(super) config: Config,
+    pub(super) rng: ChaCha8Rng,
+    pub(super) term: Term,
+    pub(super) vote: Option<NodeId>,
+    pub(super) role: Role,
+    pub(super) leader: Option<NodeId>,
+    pub(super) log: RaftLog,
+    pub(super) now_ms: u64,
+    pub(super) election_deadline_ms: u64,
+    /// With check-quorum, votes are refused until then: an election timeout after last hearing
+    /// from a leader (or after starting, since a restarted node may have heard from one).
+    pub(super) vote_lockout_until_ms: u64,
+    /// Answers to this node's current (pre-)campaign.
+    pub(super) votes: BTreeMap<NodeId, bool>,
+    pub(super) leader_state: Option<LeaderState>,
+    /// Confirmed reads waiting for the state machine to catch up: `(id, read index)`.
+    pub(super) reads_awaiting_apply: VecDeque<(RequestId, LogIndex)>,
+    /// Messages produced by this batch, sent by `take_actions`.
+    pub(super) messages: Vec<Message>,
+    /// Replies and notifications produced by this batch.
+    pub(super) events: Vec<Action>,
+    hard_state_emitted: HardState,
+    role_reported: (Role, Term, Option<NodeId>),
+    next_persist_id: PersistId,
+}
+
+impl RawNode {
+    /// Starts a node from what storage recovered, at the caller's time `now_ms`.
+    pub fn new(config: Config, recovered: Recovered, now_ms: u64) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let Recovered { hard_state, entries } = recovered;
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mut node = RawNode {
+            rng,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            log: RaftLog::recover(entries, hard_state.commit),
+            now_ms,
+            election_deadline_ms: 0,
+            vote_lockout_until_ms: now_ms + config.election_timeout_min_ms,
+            votes: BTreeMap::new(),
+            leader_state: None,
+            reads_awaiting_apply: VecDeque::new(),
+            messages: Vec::new(),
+            events: Vec::new(),
+            hard_state_emitted: hard_state,
+            role_reported: (Role::Follower, hard_state.term, None),
+            next_persist_id: 1,
+            config,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit: self.log.commit(),
+            applied: self.log.applied(),
+            persisted: self.log.persisted(),
+            last_index: self.log.last_index(),
+        }
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit(),
+        }
+    }
+
+    /// The leader's view of a follower, if this node leads.
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.leader_state.as_ref()?.progress.get(&peer)
+    }
+
+    /// Consumes one input. Effects accumulate until [`RawNode::take_actions`].
+    pub fn step(&mut self, input: Input) {
+        match input {
+            Input::Tick { now_ms } => self.tick(now_ms),
+            Input::Message(message) => self.step_message(message),
+            Input::Propose(proposals) => self.propose(proposals),
+            Input::Read { id } => self.read(id),
+            Input::Persisted { id } => {
+                self.log.persisted_to(id);
+                if self.role == Role::Leader {
+                    self.maybe_commit();
+                }
+            }
+            Input::Applied { index } => self.log.applied_to(index),
+            Input::TransferLeadership { to } => self.transfer_leadership(to),
+            Input::Campaign => {
+                if self.role != Role::Leader {
+                    self.campaign(false, false);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        if now_ms <= self.now_ms {
+            return;
+        }
+        self.now_ms = now_ms;
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
+                if self.now_ms >= self.election_deadline_ms && self.is_voter(self.config.id) {
+                    let pre_vote = self.config.pre_vote;
+                    self.campaign(pre_vote, false);
+                }
+            }
+        }
+    }
+
+    /// Term rules common to every role (Raft §5.1), then dispatch by message.
+    fn step_message(&mut self, message: Message) {
+        if message.to != self.config.id || message.from == self.config.id {
+            return;
+        }
+        if message.term > self.term {
+            match &message.body {
+                MessageBody::VoteRequest {
+                    pre_vote,
+                    leadership_transfer,
+                    ..
+                } => {
+                    if !leadership_transfer && self.in_vote_lockout() {
+                        return;
+                    }
+                    if !pre_vote {
+                        self.become_follower(message.term, None);
+                    }
+                }
+                MessageBody::VoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
+                    self.become_follower(message.term, Some(message.from));
+                }
+                _ => self.become_follower(message.term, None),
+            }
+        } else if message.term < self.term {
+            self.reply_to_stale(&message);
+            return;
+        }
+        let from = message.from;
+        match message.body {
+            MessageBody::VoteRequest {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                ..
+            } => self.handle_vote_request(from, message.term, pre_vote, last_log_index, last_log_term),
+            MessageBody::VoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(from, message.term, pre_vote, granted)
+            }
+            MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => self.handle_append(from, prev_log_index, prev_log_term, &entries, leader_commit),
+            MessageBody::AppendResponse(response) => self.handle_append_response(from, response),
+            MessageBody::Heartbeat { commit, round } => self.handle_heartbeat(from, commit, round),
+            MessageBody::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
+            MessageBody::TimeoutNow => {
+                if self.role == Role::Follower && self.is_voter(self.config.id) {
+                    self.campaign(false, true);
+                }
+            }
+        }
+    }
+
+    /// A message from an older term. A stale leader is told the newer term so that it steps
+    /// down; a stale pre-candidate is refused so that it stops waiting.
+    fn reply_to_stale(&mut self, message: &Message) {
+        let body = match message.body {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::HeartbeatResponse { round: 0 }
+            }
+            MessageBody::VoteRequest { pre_vote: true, .. } => MessageBody::VoteResponse {
+                pre_vote: true,
+                granted: false,
+            },
+            _ => return,
+        };
+        self.send(message.from, body);
+    }
+
+    fn propose(&mut self, proposals: Vec<Proposal>) {
+        let refusal = if self.role != Role::Leader {
+            Some(Refusal::NotLeader {
+                leader_hint: self.leader,
+            })
+        } else if self.leader_state.as_ref().is_some_and(|leader| leader.transfer.is_some()) {
+            Some(Refusal::TransferInProgress)
+        } else if (self.log.last_index() - self.log.commit()) as usize + proposals.len()
+            > self.config.uncommitted_entries_max
+        {
+            Some(Refusal::Overloaded)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            for proposal in proposals {
+                self.events.push(Action::ProposalRefused { id: proposal.id, reason });
+            }
+            return;
+        }
+        self.events.reserve(proposals.len());
+        for proposal in proposals {
+            let index = self.log.last_index() + 1;
+            self.log.append(Entry {
+                term: self.term,
+                index,
+                payload: super::types::EntryPayload::Command(proposal.command),
+            });
+            self.events.push(Action::ProposalAccepted {
+                id: proposal.id,
+                index,
+                term: self.term,
+            });
+        }
+    }
+
+    /// Steps down (or stays) as follower in `term`, following `leader` if known.
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(term >= self.term, "term must never decrease: {} -> {term}", self.term);
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        if self.role == Role::Leader {
+            self.step_down_as_leader();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.reset_election_timer();
+    }
+
+    /// Refuses what only a leader could finish.
+    fn step_down_as_leader(&mut self) {
+        let Some(leader_state) = self.leader_state.take() else {
+            return;
+        };
+        let reason = Refusal::NotLeader { leader_hint: None };
+        let waiting = leader_state.reads_awaiting_round.iter().map(|&(id, _, _)| id);
+        for id in waiting.chain(leader_state.reads_awaiting_term_commit.iter().copied()) {
+            self.events.push(Action::ReadRefused { id, reason });
+        }
+    }
+
+    pub(super) fn reset_election_timer(&mut self) {
+        let timeout = self
+            .rng
+            .random_range(self.config.election_timeout_min_ms..self.config.election_timeout_max_ms);
+        self.election_deadline_ms = self.now_ms + timeout;
+    }
+
+    pub(super) fn is_voter(&self, id: NodeId) -> bool {
+        self.config.voters.contains(&id)
+    }
+
+    pub(super) fn in_vote_lockout(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bugs.vote_during_lease {
+            return false;
+        }
+        self.config.check_quorum && (self.role == Role::Leader || self.now_ms < self.vote_lockout_until_ms)
+    }
+
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    pub(super) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        self.messages.push(Message {
+            from: self.config.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    /// Turns this batch's state changes into actions, to be executed in order: the persist first,
+    /// then the messages (held until durable where required), replies, and committed entries.
+    #[must_use = "actions carry obligations: persist, send, apply and reply"]
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        if self.role == Role::Leader {
+            self.send_appends();
+            self.flush_read_rounds();
+        }
+        self.release_applied_reads();
+        let mut actions = Vec::with_capacity(self.messages.len() + self.events.len() + 3);
+        let current = (self.role, self.term, self.leader);
+        if current != self.role_reported {
+            self.role_reported = current;
+            actions.push(Action::RoleChanged {
+                role: current.0,
+                term: current.1,
+                leader: current.2,
+            });
+        }
+        self.push_persist(&mut actions);
+        let outstanding = self.log.has_pending_persists();
+        let is_leader = self.role == Role::Leader;
+        for message in self.messages.drain(..) {
+            let after_persist = outstanding && !needs_no_persist(&message.body, is_leader, &self.config);
+            actions.push(Action::Send { message, after_persist });
+        }
+        actions.append(&mut self.events);
+        loop {
+            let entries = self.log.take_committed(self.config.apply_batch_entries_max);
+            if entries.is_empty() {
+                break;
+            }
+            actions.push(Action::Apply { entries });
+        }
+        actions
+    }
+
+    fn push_persist(&mut self, actions: &mut Vec<Action>) {
+        let hard_state = self.hard_state();
+        let hard_state_changed = hard_state != self.hard_state_emitted;
+        let has_entries = self.log.has_unsent();
+        if !hard_state_changed && !has_entries {
+            return;
+        }
+        let id = self.next_persist_id;
+        self.next_persist_id += 1;
+        let entries = self.log.take_unsent(id);
+        let sync = !entries.is_empty()
+            || hard_state.term != self.hard_state_emitted.term
+            || hard_state.vote != self.hard_state_emitted.vote;
+        self.hard_state_emitted = hard_state;
+        actions.push(Action::Persist {
+            id,
+            hard_state: hard_state_changed.then_some(hard_state),
+            entries,
+            sync,
+        });
+    }
+}
+
+/// Messages that may leave before this node's pending writes are durable: the leader's appends
+/// and heartbeats (the leader counts itself only once durable, Raft thesis §10.2.1).
+fn needs_no_persist(body: &MessageBody, is_leader: bool, config: &Config) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    if config.planted_bugs.ack_before_persist && matches!(body, MessageBody::AppendResponse(_)) {
+        return true;
+    }
+    let _ = config;
+    is_leader && matches!(body, MessageBody::Append { .. } | MessageBody::Heartbeat { .. })
+}

@@ -1,0 +1,103 @@
+//! The leader's view of one follower: how much of the log it holds and how to send it more.
+
+use std::collections::VecDeque;
+
+use super::types::LogIndex;
+
+/// How the leader sends to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Where the follower's log matches is unknown: one `Append` at a time until one is accepted.
+    Probe,
+    /// The follower is known to match: stream `Append`s optimistically, up to the in-flight limit.
+    Replicate,
+}
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The highest index known to match the leader's log.
+    pub match_index: LogIndex,
+    /// The next index to send.
+    pub next_index: LogIndex,
+    pub state: ProgressState,
+    /// In `Probe`: an `Append` is out and no answer has come yet.
+    pub probe_sent: bool,
+    /// In `Replicate`: the last index of each `Append` not yet acknowledged, oldest first.
+    pub inflight: VecDeque<LogIndex>,
+    /// The commit index last sent, so a commit advance is told even with no new entries.
+    pub commit_sent: LogIndex,
+    /// Heard from in the current check-quorum period.
+    pub recent_active: bool,
+    /// The highest heartbeat round this follower has acknowledged.
+    pub round_acknowledged: u64,
+    /// `match_index` at the previous heartbeat answer, to notice a stalled stream.
+    pub match_at_last_heartbeat: LogIndex,
+}
+
+impl Progress {
+    pub fn new(next_index: LogIndex) -> Self {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            commit_sent: 0,
+            recent_active: false,
+            round_acknowledged: 0,
+            match_at_last_heartbeat: 0,
+        }
+    }
+
+    /// Whether another `Append` may go out now.
+    pub fn is_paused(&self, inflight_max: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() >= inflight_max,
+        }
+    }
+
+    /// Records an `Append` carrying entries up to `last_index` (or none, for a commit update).
+    pub fn sent(&mut self, last_index: Option<LogIndex>) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                if let Some(last) = last_index {
+                    self.next_index = last + 1;
+                    self.inflight.push_back(last);
+                }
+            }
+        }
+    }
+
+    /// The follower holds everything up to `index`. Returns whether that is news.
+    pub fn accepted(&mut self, index: LogIndex) -> bool {
+        self.probe_sent = false;
+        if index <= self.match_index {
+            return false;
+        }
+        self.match_index = index;
+        self.next_index = self.next_index.max(index + 1);
+        while self.inflight.front().is_some_and(|&last| last <= index) {
+            self.inflight.pop_front();
+        }
+        if self.state == ProgressState::Probe {
+            self.become_replicate();
+        }
+        true
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.inflight.clear();
+    }
+
+    /// Back to one-at-a-time sending, from `next_index`.
+    pub fn become_probe(&mut self, next_index: LogIndex) {
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.next_index = next_index.max(self.match_index + 1);
+    }
+}

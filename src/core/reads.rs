@@ -1,0 +1,180 @@
+//! Linearizable reads without writing to the log (Raft thesis §6.4): ReadIndex, confirmed by a
+//! heartbeat round that a quorum acknowledges, or a leader lease earned by such rounds (§6.4.1).
+//!
+//! A read is served once the state machine has applied its read index, the commit index when the
+//! read arrived (taken only after the leader has committed an entry of its own term).
+
+use super::io::{Action, RequestId};
+use super::message::MessageBody;
+use super::progress::ProgressState;
+use super::quorum::majority_value;
+use super::node::RawNode;
+use super::types::{LogIndex, NodeId, ReadMode, Refusal};
+
+/// Unconfirmed heartbeat rounds remembered for the lease; older ones are forgotten.
+const ROUNDS_TRACKED_MAX: usize = 1024;
+
+impl RawNode {
+    pub(super) fn read(&mut self, id: RequestId) {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bugs.read_without_read_index && self.role == super::types::Role::Leader {
+            let applied = self.log.applied();
+            self.reads_awaiting_apply.push_back((id, applied));
+            return;
+        }
+        let Some(leader) = self.leader_state.as_mut() else {
+            let reason = Refusal::NotLeader { leader_hint: self.leader };
+            self.events.push(Action::ReadRefused { id, reason });
+            return;
+        };
+        if self.log.commit() < leader.term_start_index {
+            leader.reads_awaiting_term_commit.push(id);
+            return;
+        }
+        self.register_read(id);
+    }
+
+    /// Gives a read its read index; it waits for the next round unless the lease covers it.
+    fn register_read(&mut self, id: RequestId) {
+        let commit = self.log.commit();
+        let lease_valid = self.config.read_mode == ReadMode::Lease;
+        let now_ms = self.now_ms;
+        let Some(leader) = self.leader_state.as_mut() else {
+            return;
+        };
+        if lease_valid && leader.transfer.is_none() && now_ms < leader.lease_until_ms {
+            self.reads_awaiting_apply.push_back((id, commit));
+            return;
+        }
+        leader.reads_awaiting_round.push_back((id, commit, leader.round + 1));
+        leader.round_wanted = true;
+    }
+
+    /// The leader's no-op committed: reads that arrived before it can now be given an index.
+    pub(super) fn on_term_committed(&mut self) {
+        let Some(leader) = self.leader_state.as_mut() else {
+            return;
+        };
+        let waiting = std::mem::take(&mut leader.reads_awaiting_term_commit);
+        for id in waiting {
+            self.register_read(id);
+        }
+    }
+
+    /// Sends the one round that every read registered in this batch waits for.
+    pub(super) fn flush_read_rounds(&mut self) {
+        if self.leader_state.as_ref().is_some_and(|leader| leader.round_wanted) {
+            self.broadcast_heartbeat();
+        }
+    }
+
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let commit = self.log.commit();
+        let now_ms = self.now_ms;
+        let Some(leader) = self.leader_state.as_mut() else {
+            return;
+        };
+        leader.round += 1;
+        leader.round_wanted = false;
+        let round = leader.round;
+        if leader.round_sent_at_ms.len() == ROUNDS_TRACKED_MAX {
+            leader.round_sent_at_ms.pop_front();
+        }
+        leader.round_sent_at_ms.push_back((round, now_ms));
+        let beats: Vec<(NodeId, LogIndex)> = leader
+            .progress
+            .iter()
+            .map(|(&peer, progress)| (peer, commit.min(progress.match_index)))
+            .collect();
+        for (peer, commit) in beats {
+            self.send(peer, MessageBody::Heartbeat { commit, round });
+        }
+        self.confirm_rounds();
+    }
+
+    pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, round: u64) {
+        self.follow(from);
+        self.log.commit_to(commit.min(self.log.last_index()));
+        self.send(from, MessageBody::HeartbeatResponse { round });
+    }
+
+    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
+        let last_index = self.log.last_index();
+        let Some(leader) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(progress) = leader.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        progress.round_acknowledged = progress.round_acknowledged.max(round);
+        match progress.state {
+            ProgressState::Probe => progress.probe_sent = false,
+            ProgressState::Replicate => {
+                // No progress over a whole heartbeat interval with appends out: they were lost.
+                let stalled = progress.match_index < last_index
+                    && progress.match_index == progress.match_at_last_heartbeat
+                    && !progress.inflight.is_empty();
+                if stalled {
+                    let next_index = progress.match_index + 1;
+                    progress.become_probe(next_index);
+                }
+            }
+        }
+        progress.match_at_last_heartbeat = progress.match_index;
+        self.confirm_rounds();
+    }
+
+    /// Finds the highest round a quorum acknowledged; releases its reads and extends the lease.
+    fn confirm_rounds(&mut self) {
+        let id = self.config.id;
+        let lease_duration_ms = self.config.lease_duration_ms();
+        let lease_mode = self.config.read_mode == ReadMode::Lease;
+        let Some(leader) = self.leader_state.as_mut() else {
+            return;
+        };
+        let mut rounds: Vec<u64> = self
+            .config
+            .voters
+            .iter()
+            .map(|voter| {
+                if *voter == id {
+                    leader.round
+                } else {
+                    leader.progress.get(voter).map_or(0, |progress| progress.round_acknowledged)
+                }
+            })
+            .collect();
+        let confirmed = majority_value(&mut rounds);
+        if confirmed <= leader.round_confirmed {
+            return;
+        }
+        leader.round_confirmed = confirmed;
+        let mut sent_at_ms = None;
+        while let Some(&(round, at_ms)) = leader.round_sent_at_ms.front() {
+            if round > confirmed {
+                break;
+            }
+            leader.round_sent_at_ms.pop_front();
+            if round == confirmed {
+                sent_at_ms = Some(at_ms);
+            }
+        }
+        if let (true, Some(at_ms), None) = (lease_mode, sent_at_ms, leader.transfer) {
+            leader.lease_until_ms = leader.lease_until_ms.max(at_ms + lease_duration_ms);
+        }
+        while leader.reads_awaiting_round.front().is_some_and(|&(_, _, round)| round <= confirmed) {
+            let (read_id, index, _) = leader.reads_awaiting_round.pop_front().expect("checked non-empty");
+            self.reads_awaiting_apply.push_back((read_id, index));
+        }
+    }
+
+    /// Answers confirmed reads whose index the state machine has reached.
+    pub(super) fn release_applied_reads(&mut self) {
+        let applied = self.log.applied();
+        while self.reads_awaiting_apply.front().is_some_and(|&(_, index)| index <= applied) {
+            let (id, index) = self.reads_awaiting_apply.pop_front().expect("checked non-empty");
+            self.events.push(Action::ReadReady { id, index });
+        }
+    }
+}

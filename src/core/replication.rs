@@ -1,0 +1,256 @@
+//! Log replication (Raft §5.3), the commit rule (§5.4.2), the leader's timers (heartbeat,
+//! check-quorum) and leadership transfer (thesis §3.10).
+
+use super::message::{AppendResponse, MessageBody, RejectHint};
+use super::node::{RawNode, Transfer};
+use super::progress::ProgressState;
+use super::quorum::majority_value;
+use super::types::{Entry, LogIndex, NodeId, Role};
+
+impl RawNode {
+    pub(super) fn tick_leader(&mut self) {
+        let now_ms = self.now_ms;
+        let quorum = self.config.quorum();
+        let check_quorum = self.config.check_quorum;
+        let Some(leader) = self.leader_state.as_mut() else {
+            return;
+        };
+        if leader.transfer.is_some_and(|transfer| now_ms >= transfer.deadline_ms) {
+            leader.transfer = None;
+        }
+        if now_ms >= leader.check_quorum_deadline_ms {
+            let active = 1 + leader.progress.values().filter(|progress| progress.recent_active).count();
+            for progress in leader.progress.values_mut() {
+                progress.recent_active = false;
+            }
+            leader.check_quorum_deadline_ms = now_ms + self.config.election_timeout_min_ms;
+            if check_quorum && active < quorum {
+                let term = self.term;
+                return self.become_follower(term, None);
+            }
+        }
+        if now_ms >= leader.heartbeat_deadline_ms {
+            leader.heartbeat_deadline_ms = now_ms + self.config.heartbeat_interval_ms;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Sends every follower what it lacks, within the flow-control limits.
+    pub(super) fn send_appends(&mut self) {
+        let Some(leader) = self.leader_state.as_ref() else {
+            return;
+        };
+        let peers: Vec<NodeId> = leader.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_append(peer);
+        }
+    }
+
+    fn send_append(&mut self, peer: NodeId) {
+        let last_index = self.log.last_index();
+        let commit = self.log.commit();
+        let config = &self.config;
+        let Some(progress) = self.leader_state.as_mut().and_then(|leader| leader.progress.get_mut(&peer)) else {
+            return;
+        };
+        loop {
+            if progress.is_paused(config.inflight_messages_max) {
+                return;
+            }
+            let has_entries = progress.next_index <= last_index;
+            if !has_entries && progress.commit_sent >= commit {
+                return;
+            }
+            let prev_log_index = progress.next_index - 1;
+            let prev_log_term = self
+                .log
+                .term(prev_log_index)
+                .expect("the leader holds every entry before a follower's next index");
+            let entries: Vec<Entry> = self.log.slice(
+                progress.next_index,
+                last_index,
+                config.entries_per_message_max,
+                config.bytes_per_message_max,
+            );
+            let last_sent = entries.last().map(|entry| entry.index);
+            progress.sent(last_sent);
+            progress.commit_sent = commit;
+            let probing = progress.state == ProgressState::Probe;
+            self.messages.push(super::message::Message {
+                from: config.id,
+                to: peer,
+                term: self.term,
+                body: MessageBody::Append {
+                    prev_log_index,
+                    prev_log_term,
+                    entries,
+                    leader_commit: commit,
+                },
+            });
+            if probing || last_sent.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Follower side of §5.3: the consistency check, then merge and commit.
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: u64,
+        entries: &[Entry],
+        leader_commit: LogIndex,
+    ) {
+        self.follow(from);
+        let commit = self.log.commit();
+        let response = if prev_log_index < commit {
+            AppendResponse::Accepted { match_index: commit }
+        } else if self.log.term(prev_log_index) == Some(prev_log_term) {
+            let last_new = self.log.merge(prev_log_index, entries);
+            self.log.commit_to(leader_commit.min(last_new));
+            AppendResponse::Accepted { match_index: last_new }
+        } else {
+            let hint = if prev_log_index > self.log.last_index() {
+                RejectHint {
+                    conflict_term: None,
+                    conflict_index: self.log.last_index() + 1,
+                }
+            } else {
+                RejectHint {
+                    conflict_term: self.log.term(prev_log_index),
+                    conflict_index: self.log.first_index_of_term_at(prev_log_index, commit + 1),
+                }
+            };
+            AppendResponse::Rejected {
+                rejected_index: prev_log_index,
+                hint,
+            }
+        };
+        self.send(from, MessageBody::AppendResponse(response));
+    }
+
+    /// Heard from the leader of the current term: follow it, and promise not to vote for a while.
+    pub(super) fn follow(&mut self, leader: NodeId) {
+        assert_ne!(
+            self.role,
+            Role::Leader,
+            "election safety violated: node {} leads term {} and hears from leader {leader}",
+            self.config.id,
+            self.term
+        );
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(leader));
+        }
+        self.leader = Some(leader);
+        self.vote_lockout_until_ms = self.now_ms + self.config.election_timeout_min_ms;
+        self.reset_election_timer();
+    }
+
+    pub(super) fn handle_append_response(&mut self, from: NodeId, response: AppendResponse) {
+        let last_index = self.log.last_index();
+        let Some(progress) = self.leader_state.as_mut().and_then(|leader| leader.progress.get_mut(&from)) else {
+            return;
+        };
+        progress.recent_active = true;
+        match response {
+            AppendResponse::Accepted { match_index } => {
+                if match_index > last_index {
+                    return;
+                }
+                if progress.accepted(match_index) {
+                    self.maybe_commit();
+                    self.maybe_send_timeout_now(from);
+                }
+            }
+            AppendResponse::Rejected { rejected_index, hint } => {
+                let stale = rejected_index <= progress.match_index
+                    || (progress.state == ProgressState::Probe && rejected_index + 1 != progress.next_index);
+                if stale {
+                    return;
+                }
+                let next_index = match hint.conflict_term {
+                    Some(term) => self
+                        .log
+                        .last_index_of_term(term, rejected_index)
+                        .map_or(hint.conflict_index, |index| index + 1),
+                    None => hint.conflict_index,
+                };
+                progress.become_probe(next_index.min(rejected_index));
+            }
+        }
+    }
+
+    /// Raft §5.4.2: commit the highest index stored on a majority, but only by counting replicas
+    /// of an entry from the current term.
+    pub(super) fn maybe_commit(&mut self) {
+        let Some(leader) = self.leader_state.as_ref() else {
+            return;
+        };
+        let mut matches: Vec<LogIndex> = self
+            .config
+            .voters
+            .iter()
+            .map(|&id| {
+                if id == self.config.id {
+                    self.log.persisted()
+                } else {
+                    leader.progress.get(&id).map_or(0, |progress| progress.match_index)
+                }
+            })
+            .collect();
+        let candidate = majority_value(&mut matches);
+        if candidate <= self.log.commit() {
+            return;
+        }
+        let own_term = self.log.term(candidate) == Some(self.term);
+        #[cfg(feature = "planted-bugs")]
+        let own_term = own_term || self.config.planted_bugs.commit_previous_term_by_counting;
+        if !own_term {
+            return;
+        }
+        let term_start_index = leader.term_start_index;
+        let was_term_committed = self.log.commit() >= term_start_index;
+        self.log.commit_to(candidate);
+        if !was_term_committed && candidate >= term_start_index {
+            self.on_term_committed();
+        }
+    }
+
+    pub(super) fn transfer_leadership(&mut self, to: NodeId) {
+        if self.role != Role::Leader || to == self.config.id || !self.is_voter(to) {
+            return;
+        }
+        let deadline_ms = self.now_ms + self.config.election_timeout_min_ms;
+        let Some(leader) = self.leader_state.as_mut() else {
+            return;
+        };
+        if leader.transfer.is_some_and(|transfer| transfer.to == to) {
+            return;
+        }
+        leader.transfer = Some(Transfer {
+            to,
+            deadline_ms,
+            timeout_now_sent: false,
+        });
+        // The target may win an election at any moment now: no more lease reads.
+        leader.lease_until_ms = 0;
+        self.maybe_send_timeout_now(to);
+    }
+
+    /// Once the transfer target holds the whole log, tell it to campaign.
+    fn maybe_send_timeout_now(&mut self, peer: NodeId) {
+        let last_index = self.log.last_index();
+        let Some(leader) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(transfer) = leader.transfer.as_mut() else {
+            return;
+        };
+        let caught_up = leader.progress.get(&peer).is_some_and(|progress| progress.match_index == last_index);
+        if transfer.to == peer && !transfer.timeout_now_sent && caught_up {
+            transfer.timeout_now_sent = true;
+            self.send(peer, MessageBody::TimeoutNow);
+        }
+    }
+}

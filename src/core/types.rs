@@ -1,0 +1,81 @@
+//! The vocabulary of the log: ids, terms, indexes, entries and the state that must be durable.
+
+use bytes::Bytes;
+
+/// A node's identity within one Raft group. `0` is never a valid id.
+pub type NodeId = u64;
+/// A Raft term: a logical clock that only moves forward.
+pub type Term = u64;
+/// A position in the replicated log. The first entry has index 1; index 0 means "nothing".
+pub type LogIndex = u64;
+
+/// One record of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub term: Term,
+    pub index: LogIndex,
+    pub payload: EntryPayload,
+}
+
+/// What an entry carries. The core never looks inside a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryPayload {
+    /// Appended by every new leader so that it can commit an entry of its own term (Raft §5.4.2)
+    /// and so that reads can be served (Raft thesis §6.4).
+    Noop,
+    /// An opaque command for the state machine.
+    Command(Bytes),
+}
+
+impl Entry {
+    /// Bytes this entry counts for in flow control: the payload plus a fixed header.
+    pub fn size_bytes(&self) -> usize {
+        const HEADER_BYTES: usize = 24;
+        HEADER_BYTES
+            + match &self.payload {
+                EntryPayload::Noop => 0,
+                EntryPayload::Command(command) => command.len(),
+            }
+    }
+}
+
+/// The state that must survive a crash before the node may act on it: the current term, the vote
+/// cast in it, and (as an optimisation for restart) the commit index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub commit: LogIndex,
+}
+
+/// The role a node plays in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Follower,
+    /// Asking whether it could win an election, without disturbing anyone's term (Raft thesis §9.6).
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// Which way the leader confirms that it is still the leader before serving a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// One heartbeat round acknowledged by a quorum per batch of reads (Raft thesis §6.4).
+    ReadIndex,
+    /// No round trip while the leader holds a lease earned by a quorum's acknowledgements
+    /// (Raft thesis §6.4.1); falls back to ReadIndex when the lease has run out. Requires
+    /// check-quorum and assumes clock drift within `Config::clock_drift_max_ppm`.
+    Lease,
+}
+
+/// Why a proposal or read was refused. Refused means it did not and will not take effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// This node is not the leader; `leader_hint` names the leader it knows of, if any.
+    NotLeader { leader_hint: Option<NodeId> },
+    /// Leadership is being handed over; retry at the new leader shortly.
+    TransferInProgress,
+    /// Too many proposals are waiting to commit; retry after a short back-off.
+    Overloaded,
+}

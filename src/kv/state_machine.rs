@@ -1,0 +1,130 @@
+//! The key-value state machine applied from the log. Deterministic: a `BTreeMap`, so that two
+//! replicas that applied the same entries hold byte-identical state.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::command::{Command, DecodeError};
+use crate::core::LogIndex;
+
+/// The result of applying one command, returned to the client that proposed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Put,
+    Deleted { existed: bool },
+    CompareAndSwap { swapped: bool, current: Option<Bytes> },
+    /// The entry did not decode; every replica reaches the same verdict, so nothing diverges.
+    Invalid(DecodeError),
+}
+
+#[derive(Debug, Default)]
+pub struct KvStateMachine {
+    data: BTreeMap<Bytes, Bytes>,
+    applied_index: LogIndex,
+}
+
+impl KvStateMachine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies the command of entry `index`; entries must arrive in order, each once.
+    pub fn apply(&mut self, index: LogIndex, command: &Bytes) -> Outcome {
+        assert_eq!(index, self.applied_index + 1, "entries must be applied in order");
+        self.applied_index = index;
+        match Command::decode(command) {
+            Ok(command) => self.apply_command(command),
+            Err(error) => Outcome::Invalid(error),
+        }
+    }
+
+    /// Records an entry without a command (a leader's no-op).
+    pub fn skip(&mut self, index: LogIndex) {
+        assert_eq!(index, self.applied_index + 1, "entries must be applied in order");
+        self.applied_index = index;
+    }
+
+    fn apply_command(&mut self, command: Command) -> Outcome {
+        match command {
+            Command::Put { key, value } => {
+                self.data.insert(key, value);
+                Outcome::Put
+            }
+            Command::Delete { key } => Outcome::Deleted {
+                existed: self.data.remove(&key).is_some(),
+            },
+            Command::CompareAndSwap { key, expected, new } => {
+                let current = self.data.get(&key);
+                if current == expected.as_ref() {
+                    self.data.insert(key, new);
+                    Outcome::CompareAndSwap {
+                        swapped: true,
+                        current: expected,
+                    }
+                } else {
+                    Outcome::CompareAndSwap {
+                        swapped: false,
+                        current: current.cloned(),
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.data.get(key)
+    }
+
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    #[test]
+    fn compare_and_swap_swaps_only_on_a_match() {
+        let mut kv = KvStateMachine::new();
+        let cas = |expected: Option<&str>, new: &str| {
+            Command::CompareAndSwap { key: b("k"), expected: expected.map(b), new: b(new) }.encode()
+        };
+        assert_eq!(
+            kv.apply(1, &cas(None, "a")),
+            Outcome::CompareAndSwap { swapped: true, current: None }
+        );
+        assert_eq!(
+            kv.apply(2, &cas(None, "b")),
+            Outcome::CompareAndSwap { swapped: false, current: Some(b("a")) }
+        );
+        assert_eq!(
+            kv.apply(3, &cas(Some("a"), "c")),
+            Outcome::CompareAndSwap { swapped: true, current: Some(b("a")) }
+        );
+        assert_eq!(kv.get(b"k"), Some(&b("c")));
+        assert_eq!(kv.apply(4, &Command::Delete { key: b("k") }.encode()), Outcome::Deleted { existed: true });
+        assert_eq!(kv.apply(5, &Command::Delete { key: b("k") }.encode()), Outcome::Deleted { existed: false });
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn an_undecodable_entry_is_skipped_the_same_way_everywhere() {
+        let mut kv = KvStateMachine::new();
+        assert!(matches!(kv.apply(1, &Bytes::from_static(&[1, 99])), Outcome::Invalid(_)));
+        assert_eq!(kv.applied_index(), 1);
+    }
+}
