@@ -1,0 +1,14 @@
+//! `ravel-sim`: a deterministic, seeded simulator for clusters of Ravel Raft cores. One seed
+//! decides every schedule, fault and client operation; every step is checked against the Raft
+//! safety invariants and every run's client history against linearizability.
+
+pub mod checker;
+pub mod client;
+pub mod disk;
+pub mod history;
+pub mod linearizability;
+pub mod network;
+pub mod options;
+pub mod runner;
+pub mod trace;
+pub mod world;

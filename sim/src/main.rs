@@ -1,1 +1,191 @@
-fn main() {}
+//! `ravel-sim`: run the cluster simulator over a range of seeds, or replay one with a full trace.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ravel::core::{PlantedBugs, ReadMode};
+use ravel_sim::options::{FaultMix, SimOptions};
+use ravel_sim::runner::{run_seed, run_seeds, SeedResult};
+
+#[derive(Parser, Debug)]
+#[command(name = "ravel-sim", about = "Deterministic fault-injection simulator for the Ravel Raft core")]
+struct Cli {
+    /// Seeds to run, as START..END (END excluded) or a single seed.
+    #[arg(long, default_value = "0..100")]
+    seeds: String,
+    /// Cluster sizes, comma-separated; every seed runs once per size.
+    #[arg(long, default_value = "3,5", value_delimiter = ',')]
+    nodes: Vec<usize>,
+    /// Fault families: all, none, or a list of partition,loss,delay,duplicate,crash,pause,skew,transfer.
+    #[arg(long, default_value = "all")]
+    faults: String,
+    /// Simulated milliseconds of faults per seed (then everything heals and liveness is checked).
+    #[arg(long, default_value_t = 10_000)]
+    duration_ms: u64,
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[arg(long, default_value_t = 3)]
+    keys: usize,
+    /// read-index or lease; by default each seed picks one.
+    #[arg(long)]
+    read_mode: Option<String>,
+    /// Plant a classic Raft bug to see the checkers catch it (see --list-bugs).
+    #[arg(long)]
+    bug: Option<String>,
+    #[arg(long)]
+    list_bugs: bool,
+    /// Replay one seed, printing every event, message and state change.
+    #[arg(long)]
+    replay: Option<u64>,
+    /// Run every seed twice and fail on any difference between the two traces.
+    #[arg(long)]
+    determinism: bool,
+    /// Worker threads (default: available cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.list_bugs {
+        for name in PlantedBugs::NAMES {
+            println!("{name}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let options = match build_options(&cli) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(seed) = cli.replay {
+        let nodes = cli.nodes.first().copied().unwrap_or(3);
+        let options = SimOptions { nodes, ..options };
+        let result = run_seed(seed, &options, true);
+        print_result(&result, &cli);
+        return if result.failure.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    }
+    let seeds = match parse_seeds(&cli.seeds) {
+        Ok(seeds) => seeds,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let jobs = cli.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let mut passed = 0;
+    let mut failed = 0;
+    for &nodes in &cli.nodes {
+        let options = SimOptions { nodes, ..options.clone() };
+        eprintln!(
+            "running seeds {}..{} on {nodes} nodes, faults {}, {} ms each{}",
+            seeds.start,
+            seeds.end,
+            options.faults,
+            options.duration_ms,
+            if cli.determinism { ", each twice (determinism check)" } else { "" }
+        );
+        let summary = run_seeds(seeds.clone(), &options, jobs, cli.determinism, true, &|result| {
+            print_result(result, &cli)
+        });
+        eprintln!(
+            "  {nodes} nodes: {} passed, {} failed in {:.1} s ({:.0} seeds/s, {} events, {} client operations, {} elections)",
+            summary.passed,
+            summary.failed.len(),
+            summary.elapsed.as_secs_f64(),
+            (summary.passed + summary.failed.len()) as f64 / summary.elapsed.as_secs_f64(),
+            summary.events,
+            summary.operations_completed,
+            summary.elections
+        );
+        passed += summary.passed;
+        failed += summary.failed.len();
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn build_options(cli: &Cli) -> Result<SimOptions, String> {
+    let faults = FaultMix::parse(&cli.faults)?;
+    let read_mode = match cli.read_mode.as_deref() {
+        None => None,
+        Some("read-index") => Some(ReadMode::ReadIndex),
+        Some("lease") => Some(ReadMode::Lease),
+        Some(other) => return Err(format!("unknown read mode `{other}`; use read-index or lease")),
+    };
+    let bugs = match cli.bug.as_deref() {
+        None => PlantedBugs::default(),
+        Some(name) => PlantedBugs::by_name(name)
+            .ok_or_else(|| format!("unknown bug `{name}`; known: {}", PlantedBugs::NAMES.join(", ")))?,
+    };
+    if cli.nodes.iter().any(|&nodes| nodes == 0 || nodes > 9) {
+        return Err("--nodes takes sizes from 1 to 9".to_string());
+    }
+    Ok(SimOptions {
+        nodes: 3,
+        duration_ms: cli.duration_ms,
+        clients: cli.clients,
+        keys: cli.keys.max(1),
+        faults,
+        read_mode,
+        bugs,
+        ..SimOptions::default()
+    })
+}
+
+fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
+    let parse = |part: &str| part.trim().parse::<u64>().map_err(|_| format!("`{text}` is not a seed range like 0..1000"));
+    match text.split_once("..") {
+        Some((start, end)) => {
+            let (start, end) = (parse(start)?, parse(end)?);
+            if start >= end {
+                return Err(format!("seed range {text} is empty"));
+            }
+            Ok(start..end)
+        }
+        None => {
+            let seed = parse(text)?;
+            Ok(seed..seed + 1)
+        }
+    }
+}
+
+/// Prints a seed's outcome; for a failure, the exact command that replays it.
+fn print_result(result: &SeedResult, cli: &Cli) {
+    match &result.failure {
+        None => {
+            if let Some(report) = &result.report {
+                println!(
+                    "seed {} passed: {} events, {}/{} operations completed, {} elections, {} entries committed, {} ms simulated, trace {:016x}",
+                    result.seed,
+                    report.events,
+                    report.operations_completed,
+                    report.operations_total,
+                    report.elections,
+                    report.committed,
+                    report.simulated_ms,
+                    report.trace_hash
+                );
+            }
+        }
+        Some(failure) => {
+            let mut replay = format!(
+                "cargo run --release -p ravel-sim -- --replay {} --nodes {} --faults {} --duration-ms {} --clients {} --keys {}",
+                result.seed, result.nodes, cli.faults, cli.duration_ms, cli.clients, cli.keys
+            );
+            if let Some(mode) = &cli.read_mode {
+                replay.push_str(&format!(" --read-mode {mode}"));
+            }
+            if let Some(bug) = &cli.bug {
+                replay.push_str(&format!(" --bug {bug}"));
+            }
+            println!("seed {} FAILED on {} nodes: {failure}\n  replay: {replay}", result.seed, result.nodes);
+        }
+    }
+}

@@ -15,6 +15,10 @@ pub struct PlantedBugs {
     pub ack_before_persist: bool,
     /// Followers grant votes while they still hear from a leader, breaking the lease (§6.4.1).
     pub vote_during_lease: bool,
+    /// Grant a second vote in a term already voted in (§5.2: at most one vote per term).
+    pub vote_twice_in_term: bool,
+    /// Accept appended entries without the consistency check on the previous entry (§5.3).
+    pub append_without_consistency_check: bool,
 }
 
 impl PlantedBugs {
@@ -27,17 +31,21 @@ impl PlantedBugs {
             "read-without-read-index" => bugs.read_without_read_index = true,
             "ack-before-persist" => bugs.ack_before_persist = true,
             "vote-during-lease" => bugs.vote_during_lease = true,
+            "vote-twice-in-term" => bugs.vote_twice_in_term = true,
+            "append-without-consistency-check" => bugs.append_without_consistency_check = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 7] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
         "ack-before-persist",
         "vote-during-lease",
+        "vote-twice-in-term",
+        "append-without-consistency-check",
     ];
 }

@@ -56,6 +56,8 @@ impl RawNode {
         let free_to_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && request_term > self.term);
+        #[cfg(feature = "planted-bugs")]
+        let free_to_vote = free_to_vote || (self.config.planted_bugs.vote_twice_in_term && self.role == Role::Follower);
         let log_ok = self.log.is_up_to_date(last_log_index, last_log_term);
         #[cfg(feature = "planted-bugs")]
         let log_ok = log_ok || self.config.planted_bugs.vote_without_log_check;

@@ -12,14 +12,14 @@ pub type RequestId = u64;
 pub type PersistId = u64;
 
 /// A command to replicate, with the id its outcome will carry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Proposal {
     pub id: RequestId,
     pub command: Bytes,
 }
 
 /// Everything that can happen to a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Input {
     /// Time has passed; `now_ms` is the caller's monotonic clock. Earlier values are ignored.
     Tick { now_ms: u64 },
@@ -40,7 +40,7 @@ pub enum Input {
 }
 
 /// What the caller must do, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Write this to stable storage. Entries replace any stored entries at or after the first
     /// one's index. Report completion with `Input::Persisted { id }`, in order.

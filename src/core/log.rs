@@ -170,7 +170,7 @@ impl RaftLog {
             return Vec::new();
         }
         let start = (from - self.first_index) as usize;
-        let end = ((to - self.first_index) as usize + 1).min(start + count_max);
+        let end = ((to - self.first_index) as usize + 1).min(start.saturating_add(count_max));
         let mut bytes = 0;
         let mut taken = Vec::with_capacity(end - start);
         for entry in &self.entries[start..end] {

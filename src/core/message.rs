@@ -3,7 +3,7 @@
 use super::types::{Entry, LogIndex, NodeId, Term};
 
 /// A message from one node to another, stamped with the sender's term.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
@@ -13,7 +13,7 @@ pub struct Message {
     pub body: MessageBody,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MessageBody {
     /// Asks for a vote (or, with `pre_vote`, whether a vote would be granted).
     VoteRequest {
@@ -46,7 +46,7 @@ pub enum MessageBody {
 }
 
 /// The answer to an `Append`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AppendResponse {
     /// The follower's log matches the leader's up to and including `match_index`.
     Accepted { match_index: LogIndex },
@@ -59,7 +59,7 @@ pub enum AppendResponse {
 }
 
 /// Where the follower's log diverges, as far as it can tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RejectHint {
     /// The term of the follower's entry at the rejected index, or `None` if its log is shorter.
     pub conflict_term: Option<Term>,

@@ -106,7 +106,7 @@ impl RawNode {
         let commit = self.log.commit();
         let response = if prev_log_index < commit {
             AppendResponse::Accepted { match_index: commit }
-        } else if self.log.term(prev_log_index) == Some(prev_log_term) {
+        } else if self.log.term(prev_log_index) == Some(prev_log_term) || self.skips_consistency_check(prev_log_index) {
             let last_new = self.log.merge(prev_log_index, entries);
             self.log.commit_to(leader_commit.min(last_new));
             AppendResponse::Accepted { match_index: last_new }
@@ -128,6 +128,16 @@ impl RawNode {
             }
         };
         self.send(from, MessageBody::AppendResponse(response));
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn skips_consistency_check(&self, prev_log_index: LogIndex) -> bool {
+        self.config.planted_bugs.append_without_consistency_check && prev_log_index <= self.log.last_index()
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn skips_consistency_check(&self, _prev_log_index: LogIndex) -> bool {
+        false
     }
 
     /// Heard from the leader of the current term: follow it, and promise not to vote for a while.

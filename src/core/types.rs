@@ -10,7 +10,7 @@ pub type Term = u64;
 pub type LogIndex = u64;
 
 /// One record of the replicated log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
     pub term: Term,
     pub index: LogIndex,
@@ -18,7 +18,7 @@ pub struct Entry {
 }
 
 /// What an entry carries. The core never looks inside a command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EntryPayload {
     /// Appended by every new leader so that it can commit an entry of its own term (Raft §5.4.2)
     /// and so that reads can be served (Raft thesis §6.4).
@@ -41,7 +41,7 @@ impl Entry {
 
 /// The state that must survive a crash before the node may act on it: the current term, the vote
 /// cast in it, and (as an optimisation for restart) the commit index.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HardState {
     pub term: Term,
     pub vote: Option<NodeId>,
@@ -59,7 +59,7 @@ pub enum Role {
 }
 
 /// Which way the leader confirms that it is still the leader before serving a read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReadMode {
     /// One heartbeat round acknowledged by a quorum per batch of reads (Raft thesis §6.4).
     ReadIndex,
@@ -70,7 +70,7 @@ pub enum ReadMode {
 }
 
 /// Why a proposal or read was refused. Refused means it did not and will not take effect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// This node is not the leader; `leader_hint` names the leader it knows of, if any.
     NotLeader { leader_hint: Option<NodeId> },

@@ -1,0 +1,148 @@
+//! The Raft safety invariants, checked after every step of every node (Raft §5.2–5.4, Figure 3):
+//! election safety, log matching, leader completeness, state-machine safety, and terms and commit
+//! indexes that never move backwards within a node's life.
+
+use std::collections::BTreeMap;
+
+use ravel::core::{Entry, LogIndex, NodeId, RawNode, Role, Term};
+
+/// What the checker remembers of one node between steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeWatch {
+    pub term: Term,
+    pub commit: LogIndex,
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// The leader of each term, as soon as one is seen.
+    leaders: BTreeMap<Term, NodeId>,
+    /// The committed prefix of the log, as observed from any node's commit index.
+    committed: Vec<Entry>,
+    /// How many entries some state machine has applied, per index (for the report).
+    pub applied_max: LogIndex,
+    pub elections: u64,
+}
+
+pub type Violation = String;
+
+impl Checker {
+    /// Checks one node right after it stepped.
+    pub fn after_step(&mut self, core: &RawNode, watch: &mut NodeWatch) -> Result<(), Violation> {
+        let status = core.status();
+        let id = status.id;
+        if status.term < watch.term {
+            return Err(format!("node {id}: term went back from {} to {}", watch.term, status.term));
+        }
+        if status.commit < watch.commit {
+            return Err(format!("node {id}: commit index went back from {} to {}", watch.commit, status.commit));
+        }
+        if status.role == Role::Leader {
+            let leader = *self.leaders.entry(status.term).or_insert(id);
+            if leader != id {
+                return Err(format!(
+                    "election safety: nodes {leader} and {id} are both leader of term {}",
+                    status.term
+                ));
+            }
+            if watch.role != Some(Role::Leader) {
+                self.elections += 1;
+                self.check_leader_completeness(core)?;
+            }
+        }
+        self.check_committed(core, watch.commit, status.commit)?;
+        watch.term = status.term;
+        watch.commit = status.commit;
+        watch.role = Some(status.role);
+        Ok(())
+    }
+
+    /// Every committed entry is in the log of every later leader (Raft §5.4).
+    fn check_leader_completeness(&self, core: &RawNode) -> Result<(), Violation> {
+        for committed in &self.committed {
+            if core.log().entry(committed.index) != Some(committed) {
+                return Err(format!(
+                    "leader completeness: node {} leads term {} without committed entry {} (term {}); it has {:?}",
+                    core.id(),
+                    core.status().term,
+                    committed.index,
+                    committed.term,
+                    core.log().entry(committed.index).map(|entry| entry.term)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Nodes agree on every committed index; newly committed entries extend the record.
+    fn check_committed(&mut self, core: &RawNode, from: LogIndex, to: LogIndex) -> Result<(), Violation> {
+        for index in from + 1..=to {
+            let Some(entry) = core.log().entry(index) else {
+                return Err(format!("node {} committed index {index} that it does not hold", core.id()));
+            };
+            match self.committed.get(index as usize - 1) {
+                Some(known) if known != entry => {
+                    return Err(format!(
+                        "committed entries differ at index {index}: term {} known committed, node {} committed term {}",
+                        known.term,
+                        core.id(),
+                        entry.term
+                    ));
+                }
+                Some(_) => {}
+                None => self.committed.push(entry.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    /// State-machine safety: what a node applies at an index is what was committed there.
+    pub fn on_apply(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
+        self.applied_max = self.applied_max.max(entry.index);
+        match self.committed.get(entry.index as usize - 1) {
+            Some(known) if known == entry => Ok(()),
+            Some(known) => Err(format!(
+                "state machine safety: node {node} applies term {} at index {}, where term {} was committed",
+                entry.term, entry.index, known.term
+            )),
+            None => Err(format!("node {node} applies index {} before it is known committed", entry.index)),
+        }
+    }
+
+    /// Log matching (Raft §5.3): two logs with an entry of the same index and term are identical
+    /// up to it. Checked across every pair of live nodes.
+    pub fn check_log_matching(&self, cores: &[&RawNode]) -> Result<(), Violation> {
+        for (position, a) in cores.iter().enumerate() {
+            for b in &cores[position + 1..] {
+                let (log_a, log_b) = (a.log(), b.log());
+                let mut index = log_a.last_index().min(log_b.last_index());
+                while index > 0 && log_a.term(index) != log_b.term(index) {
+                    index -= 1;
+                }
+                // Below both commit indexes, each log was already checked against the committed
+                // record.
+                let verified = log_a.commit().min(log_b.commit());
+                for at in verified + 1..=index {
+                    if log_a.entry(at) != log_b.entry(at) {
+                        return Err(format!(
+                            "log matching: nodes {} and {} agree on index {index} term {:?} but differ at index {at}",
+                            a.id(),
+                            b.id(),
+                            log_a.term(index)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn committed_len(&self) -> LogIndex {
+        self.committed.len() as LogIndex
+    }
+
+    pub fn committed_entry(&self, index: LogIndex) -> Option<&Entry> {
+        index.checked_sub(1).and_then(|offset| self.committed.get(offset as usize))
+    }
+}

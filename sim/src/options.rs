@@ -1,0 +1,128 @@
+//! What one simulation run does: cluster size, duration, workload, and which faults to inject.
+
+use std::fmt;
+
+use ravel::core::{PlantedBugs, ReadMode};
+
+/// The families of faults the simulator can inject.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultMix {
+    /// Symmetric, one-way, minority/majority, leader-isolating and bridge partitions.
+    pub partition: bool,
+    pub loss: bool,
+    /// Random per-message delay, which also reorders messages.
+    pub delay: bool,
+    pub duplicate: bool,
+    /// Crash and restart, losing writes not yet reported durable (in whole or in part).
+    pub crash: bool,
+    pub pause: bool,
+    /// Clock offsets and rate drift within the configured bound.
+    pub skew: bool,
+    /// Leadership transfers and forced campaigns racing everything else.
+    pub transfer: bool,
+}
+
+impl FaultMix {
+    pub const NAMES: [&'static str; 8] = [
+        "partition", "loss", "delay", "duplicate", "crash", "pause", "skew", "transfer",
+    ];
+
+    pub fn all() -> Self {
+        FaultMix {
+            partition: true,
+            loss: true,
+            delay: true,
+            duplicate: true,
+            crash: true,
+            pause: true,
+            skew: true,
+            transfer: true,
+        }
+    }
+
+    /// Parses `all`, `none`, or a comma-separated list of family names.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut mix = FaultMix::default();
+        for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+            match name {
+                "all" => mix = FaultMix::all(),
+                "none" => {}
+                "partition" => mix.partition = true,
+                "loss" => mix.loss = true,
+                "delay" | "reorder" => mix.delay = true,
+                "duplicate" => mix.duplicate = true,
+                "crash" => mix.crash = true,
+                "pause" => mix.pause = true,
+                "skew" => mix.skew = true,
+                "transfer" => mix.transfer = true,
+                other => {
+                    return Err(format!(
+                        "unknown fault family `{other}`; use all, none or a list of: {}",
+                        Self::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(mix)
+    }
+}
+
+impl fmt::Display for FaultMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == FaultMix::all() {
+            return write!(f, "all");
+        }
+        let flags = [
+            self.partition,
+            self.loss,
+            self.delay,
+            self.duplicate,
+            self.crash,
+            self.pause,
+            self.skew,
+            self.transfer,
+        ];
+        let names: Vec<&str> = Self::NAMES
+            .iter()
+            .zip(flags)
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect();
+        if names.is_empty() {
+            write!(f, "none")
+        } else {
+            write!(f, "{}", names.join(","))
+        }
+    }
+}
+
+/// The parameters of one simulated run; the seed decides everything else.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub nodes: usize,
+    /// Simulated time with faults on; then faults heal and liveness is checked.
+    pub duration_ms: u64,
+    pub clients: usize,
+    pub keys: usize,
+    pub faults: FaultMix,
+    /// `None`: the seed picks ReadIndex or Lease.
+    pub read_mode: Option<ReadMode>,
+    pub bugs: PlantedBugs,
+    /// After faults heal, a leader must be elected and a write applied everywhere within this.
+    pub liveness_bound_ms: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: 3,
+            duration_ms: 10_000,
+            clients: 4,
+            keys: 3,
+            faults: FaultMix::all(),
+            read_mode: None,
+            bugs: PlantedBugs::default(),
+            liveness_bound_ms: 10_000,
+        }
+    }
+}

@@ -1,0 +1,957 @@
+//! One simulated run: N cores, their disks and clocks, the network between them, clients, and a
+//! fault schedule, all driven by one seeded generator through a discrete-event queue.
+//!
+//! Phases: faults for `duration_ms`; then every fault heals and the cluster must elect a leader
+//! and apply a fresh write everywhere within `liveness_bound_ms`; then the client history is
+//! checked for linearizability. Safety invariants are checked after every step of every node.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ravel::core::{
+    Action, Config, EntryPayload, Input, LogIndex, Message, NodeId, PersistId, Proposal, RawNode, ReadMode,
+    Refusal, RequestId, Role, Term,
+};
+use ravel::kv::{KvStateMachine, Outcome};
+
+use crate::checker::{Checker, NodeWatch, Violation};
+use crate::client::{to_command, Client, ClientId};
+use crate::disk::SimDisk;
+use crate::history::{History, OpId, OpKind, OpResult};
+use crate::linearizability::{self, Verdict};
+use crate::network::{Network, NetworkConfig};
+use crate::options::SimOptions;
+use crate::trace::Trace;
+
+const TICK_INTERVAL_US: u64 = 10_000;
+const CLIENT_TIMEOUT_US: u64 = 1_000_000;
+/// Log matching is checked across all pairs every this many events (and at the end).
+const LOG_MATCHING_EVERY_EVENTS: u64 = 256;
+const LIVENESS_KEY: &str = "liveness";
+
+/// What the run found.
+#[derive(Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub failure: Option<String>,
+    pub trace_hash: u64,
+    pub events: u64,
+    pub operations_completed: usize,
+    pub operations_total: usize,
+    pub elections: u64,
+    pub committed: LogIndex,
+    pub simulated_ms: u64,
+}
+
+/// A node's clock: an offset and a rate error, so durations and instants differ between nodes.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    offset_us: u64,
+    drift_ppm: i64,
+}
+
+impl Clock {
+    fn local_ms(&self, global_us: u64) -> u64 {
+        let drift = global_us as i128 * self.drift_ppm as i128 / 1_000_000;
+        ((global_us as i128 + drift) as u64 + self.offset_us) / 1000
+    }
+}
+
+/// A client's request as it reaches a node.
+#[derive(Clone, Debug)]
+struct Request {
+    client: ClientId,
+    op: OpId,
+    key: Bytes,
+    kind: OpKind,
+}
+
+#[derive(Clone, Debug)]
+enum Reply {
+    Ok(OpResult),
+    /// Definitely did not take effect; retry, at the hinted leader if any.
+    Refused(Option<NodeId>),
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick(NodeId),
+    Deliver(Message),
+    DiskSynced { node: NodeId, incarnation: u64, up_to: PersistId },
+    Request { node: NodeId, request: Request },
+    Reply { client: ClientId, op: OpId, reply: Reply },
+    ClientTimeout { client: ClientId, op: OpId },
+    ClientNext(ClientId),
+    Fault,
+    HealPartition,
+    Restart(NodeId),
+    Resume(NodeId),
+}
+
+struct SimNode {
+    id: NodeId,
+    core: Option<RawNode>,
+    incarnation: u64,
+    disk: SimDisk,
+    sync_in_flight: bool,
+    kv: KvStateMachine,
+    clock: Clock,
+    paused: bool,
+    /// Events that arrived while paused, handled on resume.
+    deferred: Vec<Event>,
+    /// Messages waiting for a persist to become durable: `(persist id, message)`.
+    held: Vec<(PersistId, Message)>,
+    /// Client requests handed to the core, by request id.
+    requests: BTreeMap<RequestId, Request>,
+    /// Accepted proposals by log index: `(term, request)`.
+    proposals: BTreeMap<LogIndex, (Term, Request)>,
+    watch: NodeWatch,
+}
+
+pub struct World {
+    options: SimOptions,
+    seed: u64,
+    rng: ChaCha8Rng,
+    now_us: u64,
+    /// Orders events with equal times, and stamps the history: a strict total order.
+    sequence: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    nodes: Vec<SimNode>,
+    ids: Vec<NodeId>,
+    tuning: Tuning,
+    network: Network,
+    clients: Vec<Client>,
+    history: History,
+    checker: Checker,
+    trace: Trace,
+    next_op: OpId,
+    faults_over: bool,
+    /// After healing: the committed index every node must apply once the liveness write returned.
+    liveness_target: Option<LogIndex>,
+    liveness_done: bool,
+    /// Armed by the fault schedule: crash the next leader whose commit index advances.
+    crash_leader_on_commit: bool,
+    failure: Option<Violation>,
+    events: u64,
+}
+
+impl World {
+    pub fn new(seed: u64, options: SimOptions, verbose: bool) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let faults = options.faults;
+        let network = Network::new(NetworkConfig {
+            loss_rate: if faults.loss { rng.random_range(0.0..0.05) } else { 0.0 },
+            duplicate_rate: if faults.duplicate { rng.random_range(0.0..0.05) } else { 0.0 },
+            delay_min_us: 200,
+            delay_max_us: if faults.delay { rng.random_range(1_000..30_000) } else { 1_000 },
+        });
+        let tuning = Tuning::draw(options.read_mode, &mut rng);
+        let ids: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
+        let drift_max_ppm = sim_config(1, &ids, &tuning, 0).clock_drift_max_ppm as i64;
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let clock = if faults.skew {
+                    Clock {
+                        offset_us: rng.random_range(0..10_000_000),
+                        drift_ppm: rng.random_range(-drift_max_ppm..=drift_max_ppm),
+                    }
+                } else {
+                    Clock {
+                        offset_us: 0,
+                        drift_ppm: 0,
+                    }
+                };
+                SimNode {
+                    id,
+                    core: None,
+                    incarnation: 0,
+                    disk: SimDisk::default(),
+                    sync_in_flight: false,
+                    kv: KvStateMachine::new(),
+                    clock,
+                    paused: false,
+                    deferred: Vec::new(),
+                    held: Vec::new(),
+                    requests: BTreeMap::new(),
+                    proposals: BTreeMap::new(),
+                    watch: NodeWatch::default(),
+                }
+            })
+            .collect();
+        let clients = (1..=options.clients as ClientId)
+            .map(|id| Client::new(id, *ids.choose(&mut rng).expect("at least one node")))
+            .collect();
+        World {
+            seed,
+            rng,
+            now_us: 0,
+            sequence: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            tuning,
+            network,
+            clients,
+            history: History::default(),
+            checker: Checker::default(),
+            trace: Trace::new(verbose),
+            next_op: 1,
+            faults_over: false,
+            liveness_target: None,
+            liveness_done: false,
+            crash_leader_on_commit: false,
+            failure: None,
+            events: 0,
+            ids,
+            options,
+        }
+    }
+
+    /// Runs the whole scenario and reports.
+    pub fn run(mut self) -> RunReport {
+        self.trace.line(0, || {
+            format!(
+                "seed {} | {} nodes | faults {} | {:?} | {:?}",
+                self.seed, self.options.nodes, self.options.faults, self.tuning, self.network.config
+            )
+        });
+        for id in self.ids.clone() {
+            self.start_node(id);
+            let jitter = self.rng.random_range(0..TICK_INTERVAL_US);
+            self.schedule(jitter, Event::Tick(id));
+        }
+        for client in 1..=self.options.clients as ClientId {
+            let start = self.rng.random_range(0..50_000);
+            self.schedule(start, Event::ClientNext(client));
+        }
+        if self.options.faults.any_scheduled() {
+            let first = self.rng.random_range(100_000..1_000_000);
+            self.schedule(first, Event::Fault);
+        }
+        let fault_end_us = self.options.duration_ms * 1000;
+        let liveness_deadline_us = fault_end_us + self.options.liveness_bound_ms * 1000;
+        while self.failure.is_none() {
+            if !self.faults_over && self.next_event_time().is_none_or(|at| at >= fault_end_us) {
+                self.now_us = self.now_us.max(fault_end_us);
+                self.heal_everything();
+            }
+            if self.liveness_done {
+                break;
+            }
+            let Some(((at, _), event)) = self.queue.pop_first() else {
+                break;
+            };
+            if at > liveness_deadline_us {
+                break;
+            }
+            self.now_us = at;
+            self.events += 1;
+            self.handle(event);
+            if self.events % LOG_MATCHING_EVERY_EVENTS == 0 {
+                self.check_log_matching();
+            }
+            if let Some(target) = self.liveness_target {
+                self.liveness_done = self.nodes.iter().all(|node| {
+                    node.core.as_ref().is_some_and(|core| core.status().applied >= target)
+                });
+            }
+        }
+        if self.failure.is_none() {
+            self.check_log_matching();
+        }
+        if self.failure.is_none() && !self.liveness_done {
+            self.fail(format!(
+                "liveness: no write was applied on every node within {} ms after the faults healed{}",
+                self.options.liveness_bound_ms,
+                self.describe_nodes()
+            ));
+        }
+        if self.failure.is_none() {
+            match linearizability::check(&self.history) {
+                Verdict::Linearizable => {}
+                Verdict::Violation { key, operations } => {
+                    let shown = operations.len().min(60);
+                    self.fail(format!(
+                        "linearizability: the history of key {key} ({} operations) has no valid order:\n    {}{}",
+                        operations.len(),
+                        operations[operations.len() - shown..].join("\n    "),
+                        if shown < operations.len() { "\n    (earlier operations omitted)" } else { "" }
+                    ));
+                }
+                Verdict::Inconclusive { key } => {
+                    self.fail(format!("linearizability: the search on key {key} ran out of budget"))
+                }
+            }
+        }
+        RunReport {
+            seed: self.seed,
+            failure: self.failure,
+            trace_hash: self.trace.digest(),
+            events: self.events,
+            operations_completed: self.history.completed(),
+            operations_total: self.history.operations.len(),
+            elections: self.checker.elections,
+            committed: self.checker.committed_len(),
+            simulated_ms: self.now_us / 1000,
+        }
+    }
+
+    fn next_event_time(&self) -> Option<u64> {
+        self.queue.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    fn schedule(&mut self, delay_us: u64, event: Event) {
+        self.sequence += 1;
+        self.queue.insert((self.now_us + delay_us, self.sequence), event);
+    }
+
+    fn stamp(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    fn fail(&mut self, violation: Violation) {
+        if self.failure.is_none() {
+            self.trace.line(self.now_us, || format!("VIOLATION: {violation}"));
+            self.failure = Some(format!("at {} ms: {violation}", self.now_us / 1000));
+        }
+    }
+
+    fn node(&mut self, id: NodeId) -> &mut SimNode {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    fn handle(&mut self, event: Event) {
+        if let Some(node) = event_node(&event) {
+            let node = self.node(node);
+            if node.paused {
+                node.deferred.push(event);
+                return;
+            }
+        }
+        match event {
+            Event::Tick(id) => {
+                self.schedule(TICK_INTERVAL_US, Event::Tick(id));
+                self.feed(id, Vec::new());
+            }
+            Event::Deliver(message) => {
+                let to = message.to;
+                self.trace.line(self.now_us, || format!("n{to} <- {}", describe_message(&message)));
+                self.feed(to, vec![Input::Message(message)]);
+            }
+            Event::DiskSynced { node, incarnation, up_to } => self.disk_synced(node, incarnation, up_to),
+            Event::Request { node, request } => self.request_arrives(node, request),
+            Event::Reply { client, op, reply } => self.reply_arrives(client, op, reply),
+            Event::ClientTimeout { client, op } => {
+                let client = &mut self.clients[client as usize - 1];
+                if client.current == Some(op) {
+                    client.current = None;
+                    client.target = *self.ids.choose(&mut self.rng).expect("nodes");
+                    let id = client.id;
+                    self.trace.line(self.now_us, || format!("client {id}: op {op} timed out"));
+                    self.schedule(0, Event::ClientNext(id));
+                }
+            }
+            Event::ClientNext(client) => self.client_next(client),
+            Event::Fault => self.inject_fault(),
+            Event::HealPartition => {
+                self.trace.line(self.now_us, || "network heals".to_string());
+                self.network.heal();
+            }
+            Event::Restart(id) => self.restart(id),
+            Event::Resume(id) => self.resume(id),
+        }
+    }
+
+    // ---- nodes -------------------------------------------------------------------------------
+
+    fn start_node(&mut self, id: NodeId) {
+        let tuning = self.tuning;
+        let ids = self.ids.clone();
+        let seed = self.seed;
+        let bugs = self.options.bugs;
+        let now_us = self.now_us;
+        let node = self.node(id);
+        node.incarnation += 1;
+        let mut config = sim_config(id, &ids, &tuning, seed ^ (id << 32) ^ node.incarnation);
+        config.planted_bugs = bugs;
+        let recovered = node.disk.recover();
+        let commit = recovered.hard_state.commit;
+        let term = recovered.hard_state.term;
+        let core = RawNode::new(config, recovered, node.clock.local_ms(now_us)).expect("simulator config is valid");
+        node.core = Some(core);
+        node.kv = KvStateMachine::new();
+        node.watch = NodeWatch {
+            term,
+            commit,
+            role: None,
+        };
+        let incarnation = node.incarnation;
+        self.trace.line(self.now_us, || format!("n{id} starts (incarnation {incarnation}, term {term}, commit {commit})"));
+    }
+
+    /// Steps a node with `inputs` (after a tick with its local time) and executes what it asks,
+    /// feeding back `Applied` until it has nothing more to say. Checks invariants after each round.
+    fn feed(&mut self, id: NodeId, inputs: Vec<Input>) {
+        let now_us = self.now_us;
+        let node = &mut self.nodes[id as usize - 1];
+        let local_ms = node.clock.local_ms(now_us);
+        let Some(core) = node.core.as_mut() else {
+            return;
+        };
+        let tick = Input::Tick { now_ms: local_ms };
+        self.trace.hash(&(now_us, id, &tick));
+        core.step(tick);
+        for input in inputs {
+            self.trace.hash(&(id, &input));
+            core.step(input);
+        }
+        loop {
+            let node = &mut self.nodes[id as usize - 1];
+            let Some(core) = node.core.as_mut() else {
+                return;
+            };
+            let actions = core.take_actions();
+            let commit_before = node.watch.commit;
+            if let Err(violation) = self.checker.after_step(core, &mut node.watch) {
+                return self.fail(violation);
+            }
+            let leader_committed = core.status().role == Role::Leader && node.watch.commit > commit_before;
+            let mut applied = None;
+            for action in actions {
+                self.trace.hash(&(id, &action));
+                if let Err(violation) = self.execute(id, action, &mut applied) {
+                    return self.fail(violation);
+                }
+            }
+            if leader_committed && self.crash_leader_on_commit {
+                // The most dangerous moment to lose a leader: its commit is known only to itself.
+                self.crash_leader_on_commit = false;
+                self.crash(id);
+                let down_us = self.rng.random_range(20_000..1_000_000);
+                return self.schedule(down_us, Event::Restart(id));
+            }
+            let Some(index) = applied else {
+                return;
+            };
+            let core = self.nodes[id as usize - 1].core.as_mut().expect("a node stays up while it steps");
+            let input = Input::Applied { index };
+            self.trace.hash(&(id, &input));
+            core.step(input);
+        }
+    }
+
+    fn execute(&mut self, id: NodeId, action: Action, applied: &mut Option<LogIndex>) -> Result<(), Violation> {
+        match action {
+            Action::Persist {
+                id: persist_id,
+                hard_state,
+                entries,
+                sync: _,
+            } => {
+                self.trace.line(self.now_us, || {
+                    format!("n{id} persist #{persist_id} {hard_state:?} +{} entries", entries.len())
+                });
+                let delay = self.rng.random_range(100..2_000);
+                let node = self.node(id);
+                node.disk.write(persist_id, hard_state, entries);
+                if !node.sync_in_flight {
+                    node.sync_in_flight = true;
+                    let event = Event::DiskSynced {
+                        node: id,
+                        incarnation: node.incarnation,
+                        up_to: persist_id,
+                    };
+                    self.schedule(delay, event);
+                }
+            }
+            Action::Send { message, after_persist } => {
+                let node = self.node(id);
+                if after_persist && node.disk.synced_id < node.disk.written_id {
+                    let written = node.disk.written_id;
+                    node.held.push((written, message));
+                } else {
+                    self.transmit(message);
+                }
+            }
+            Action::Apply { entries } => {
+                for entry in entries {
+                    self.checker.on_apply(id, &entry)?;
+                    let node = self.node(id);
+                    let outcome = match &entry.payload {
+                        EntryPayload::Noop => {
+                            node.kv.skip(entry.index);
+                            None
+                        }
+                        EntryPayload::Command(command) => Some(node.kv.apply(entry.index, command)),
+                    };
+                    *applied = Some(entry.index);
+                    let Some((term, request)) = node.proposals.remove(&entry.index) else {
+                        continue;
+                    };
+                    let reply = match (term == entry.term, outcome) {
+                        (false, _) => Reply::Refused(None),
+                        (true, Some(Outcome::Put | Outcome::Deleted { .. })) => Reply::Ok(OpResult::Done),
+                        (true, Some(Outcome::CompareAndSwap { swapped, .. })) => Reply::Ok(OpResult::Swapped(swapped)),
+                        (true, other) => {
+                            return Err(format!("node {id}: proposal at {} applied as {other:?}", entry.index))
+                        }
+                    };
+                    self.send_reply(&request, reply);
+                }
+            }
+            Action::ProposalAccepted { id: request_id, index, term } => {
+                let node = self.node(id);
+                if let Some(request) = node.requests.remove(&request_id) {
+                    node.proposals.insert(index, (term, request));
+                }
+            }
+            Action::ProposalRefused { id: request_id, reason } | Action::ReadRefused { id: request_id, reason } => {
+                if let Some(request) = self.node(id).requests.remove(&request_id) {
+                    let hint = match reason {
+                        Refusal::NotLeader { leader_hint } => leader_hint,
+                        Refusal::TransferInProgress | Refusal::Overloaded => None,
+                    };
+                    self.send_reply(&request, Reply::Refused(hint));
+                }
+            }
+            Action::ReadReady { id: request_id, index } => {
+                let node = self.node(id);
+                if let Some(request) = node.requests.remove(&request_id) {
+                    debug_assert!(node.kv.applied_index() >= index);
+                    let value = node.kv.get(&request.key).cloned();
+                    self.send_reply(&request, Reply::Ok(OpResult::Value(value)));
+                }
+            }
+            Action::RoleChanged { role, term, leader } => {
+                self.trace.line(self.now_us, || format!("n{id} is {role:?} in term {term}, leader {leader:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn transmit(&mut self, message: Message) {
+        self.trace.line(self.now_us, || format!("n{} -> {}", message.from, describe_message(&message)));
+        let delays = self.network.route(message.from, message.to, &mut self.rng);
+        if let Some((last, rest)) = delays.split_last() {
+            for &delay in rest {
+                self.schedule(delay, Event::Deliver(message.clone()));
+            }
+            self.schedule(*last, Event::Deliver(message));
+        }
+    }
+
+    fn disk_synced(&mut self, id: NodeId, incarnation: u64, up_to: PersistId) {
+        let node = self.node(id);
+        if node.incarnation != incarnation || node.core.is_none() {
+            return;
+        }
+        node.sync_in_flight = false;
+        node.disk.sync_up_to(up_to);
+        let synced = node.disk.synced_id;
+        let (ready, waiting): (Vec<_>, Vec<_>) = node.held.drain(..).partition(|(needed, _)| *needed <= synced);
+        node.held = waiting;
+        if node.disk.has_unsynced() {
+            node.sync_in_flight = true;
+            let written = node.disk.written_id;
+            let delay = self.rng.random_range(100..2_000);
+            self.schedule(
+                delay,
+                Event::DiskSynced {
+                    node: id,
+                    incarnation,
+                    up_to: written,
+                },
+            );
+        }
+        for (_, message) in ready {
+            self.transmit(message);
+        }
+        self.feed(id, vec![Input::Persisted { id: synced }]);
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let node = &mut self.nodes[id as usize - 1];
+        if node.core.is_none() {
+            return;
+        }
+        let survived = node.disk.crash(&mut self.rng);
+        node.core = None;
+        node.incarnation += 1;
+        node.sync_in_flight = false;
+        node.paused = false;
+        node.deferred.clear();
+        node.held.clear();
+        node.requests.clear();
+        node.proposals.clear();
+        self.trace.line(self.now_us, || format!("n{id} crashes ({survived} unsynced writes survive)"));
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        if self.node(id).core.is_none() {
+            self.start_node(id);
+        }
+    }
+
+    fn resume(&mut self, id: NodeId) {
+        let node = self.node(id);
+        if !node.paused {
+            return;
+        }
+        node.paused = false;
+        let deferred = std::mem::take(&mut node.deferred);
+        self.trace.line(self.now_us, || format!("n{id} resumes with {} queued events", deferred.len()));
+        for event in deferred {
+            self.handle(event);
+        }
+    }
+
+    // ---- clients -----------------------------------------------------------------------------
+
+    fn client_next(&mut self, client: ClientId) {
+        if self.faults_over && client != self.liveness_client() {
+            return;
+        }
+        let keys = self.options.keys;
+        let is_liveness = client == self.liveness_client();
+        let client_state = &mut self.clients[client as usize - 1];
+        if client_state.current.is_some() {
+            return;
+        }
+        let (key, kind) = if is_liveness {
+            let value = Bytes::from(format!("live-{}", self.next_op));
+            (Bytes::from_static(LIVENESS_KEY.as_bytes()), OpKind::Put(value))
+        } else {
+            client_state.next_operation(keys, &mut self.rng)
+        };
+        let op = self.next_op;
+        self.next_op += 1;
+        let client_state = &mut self.clients[client as usize - 1];
+        client_state.current = Some(op);
+        let target = client_state.target;
+        let at = self.stamp();
+        self.history.call(op, client, key.clone(), kind.clone(), at);
+        self.trace.line(self.now_us, || format!("client {client}: op {op} {kind:?} on {key:?} -> n{target}"));
+        let delay = self.network.delay(&mut self.rng);
+        let request = Request { client, op, key, kind };
+        self.schedule(delay, Event::Request { node: target, request });
+        self.schedule(CLIENT_TIMEOUT_US, Event::ClientTimeout { client, op });
+    }
+
+    fn request_arrives(&mut self, id: NodeId, request: Request) {
+        let node = self.node(id);
+        if node.core.is_none() {
+            return;
+        }
+        let request_id: RequestId = request.op;
+        let input = match to_command(&request.key, &request.kind) {
+            Some(command) => Input::Propose(vec![Proposal {
+                id: request_id,
+                command: command.encode(),
+            }]),
+            None => Input::Read { id: request_id },
+        };
+        node.requests.insert(request_id, request);
+        self.feed(id, vec![input]);
+    }
+
+    fn send_reply(&mut self, request: &Request, reply: Reply) {
+        let delay = self.network.delay(&mut self.rng);
+        self.schedule(
+            delay,
+            Event::Reply {
+                client: request.client,
+                op: request.op,
+                reply,
+            },
+        );
+    }
+
+    fn reply_arrives(&mut self, client: ClientId, op: OpId, reply: Reply) {
+        let client_state = &mut self.clients[client as usize - 1];
+        if client_state.current != Some(op) {
+            return;
+        }
+        client_state.current = None;
+        let think_us = match reply {
+            Reply::Ok(result) => {
+                let at = self.stamp();
+                self.trace.line(self.now_us, || format!("client {client}: op {op} -> {result:?}"));
+                self.history.complete(op, result, at);
+                if client == self.liveness_client() {
+                    self.liveness_target = Some(self.checker.committed_len());
+                    return;
+                }
+                self.rng.random_range(0..20_000)
+            }
+            Reply::Refused(hint) => {
+                self.history.fail(op);
+                let client_state = &mut self.clients[client as usize - 1];
+                client_state.target = hint.unwrap_or_else(|| *self.ids.choose(&mut self.rng).expect("nodes"));
+                self.rng.random_range(1_000..20_000)
+            }
+        };
+        self.schedule(think_us, Event::ClientNext(client));
+    }
+
+    fn liveness_client(&self) -> ClientId {
+        self.options.clients as ClientId + 1
+    }
+
+    // ---- faults ------------------------------------------------------------------------------
+
+    fn inject_fault(&mut self) {
+        let faults = self.options.faults;
+        let mut choices: Vec<&str> = Vec::new();
+        if faults.partition && self.network.cut_links() == 0 {
+            choices.extend(["partition", "partition"]);
+        }
+        if faults.crash {
+            choices.extend(["crash", "crash", "crash-on-commit"]);
+        }
+        if faults.pause {
+            choices.push("pause");
+        }
+        if faults.transfer {
+            choices.extend(["transfer", "campaign"]);
+        }
+        if let Some(&choice) = choices.choose(&mut self.rng) {
+            match choice {
+                "partition" => self.partition(),
+                "crash" => {
+                    let target = self.pick_target();
+                    self.crash(target);
+                    let down_us = self.rng.random_range(20_000..2_000_000);
+                    self.schedule(down_us, Event::Restart(target));
+                }
+                "crash-on-commit" => self.crash_leader_on_commit = true,
+                "pause" => {
+                    let target = self.pick_target();
+                    let node = self.node(target);
+                    if node.core.is_some() && !node.paused {
+                        node.paused = true;
+                        self.trace.line(self.now_us, || format!("n{target} pauses"));
+                        let pause_us = self.rng.random_range(50_000..2_000_000);
+                        self.schedule(pause_us, Event::Resume(target));
+                    }
+                }
+                "transfer" => {
+                    if let Some(leader) = self.current_leader() {
+                        let others: Vec<NodeId> = self.ids.iter().copied().filter(|&id| id != leader).collect();
+                        if let Some(&to) = others.choose(&mut self.rng) {
+                            self.trace.line(self.now_us, || format!("n{leader}: transfer leadership to n{to}"));
+                            self.feed(leader, vec![Input::TransferLeadership { to }]);
+                        }
+                    }
+                }
+                _ => {
+                    let target = *self.ids.choose(&mut self.rng).expect("nodes");
+                    if !self.node(target).paused {
+                        self.trace.line(self.now_us, || format!("n{target}: forced campaign"));
+                        self.feed(target, vec![Input::Campaign]);
+                    }
+                }
+            }
+        }
+        let next_us = self.rng.random_range(50_000..800_000);
+        self.schedule(next_us, Event::Fault);
+    }
+
+    /// The current leader two times in five, otherwise any node.
+    fn pick_target(&mut self) -> NodeId {
+        match self.current_leader() {
+            Some(leader) if self.rng.random_bool(0.4) => leader,
+            _ => *self.ids.choose(&mut self.rng).expect("nodes"),
+        }
+    }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.core.as_ref().map(RawNode::status))
+            .filter(|status| status.role == Role::Leader)
+            .max_by_key(|status| status.term)
+            .map(|status| status.id)
+    }
+
+    fn partition(&mut self) {
+        let all = self.ids.clone();
+        let mut shuffled = all.clone();
+        rand::seq::SliceRandom::shuffle(shuffled.as_mut_slice(), &mut self.rng);
+        let description = match self.rng.random_range(0..4) {
+            0 => {
+                let minority = self.rng.random_range(1..=all.len() / 2);
+                let group = &shuffled[..minority];
+                self.network.isolate(group, &all);
+                format!("partition {group:?} from the rest")
+            }
+            1 => match self.current_leader() {
+                Some(leader) => {
+                    self.network.isolate(&[leader], &all);
+                    format!("isolate leader n{leader}")
+                }
+                None => return,
+            },
+            2 => {
+                let links = self.rng.random_range(1..=all.len());
+                let mut cut = Vec::new();
+                for _ in 0..links {
+                    let from = *all.choose(&mut self.rng).expect("nodes");
+                    let to = *all.choose(&mut self.rng).expect("nodes");
+                    if from != to {
+                        self.network.cut(from, to);
+                        cut.push((from, to));
+                    }
+                }
+                format!("cut one-way links {cut:?}")
+            }
+            _ => {
+                // A bridge: one node reaches both halves, which cannot reach each other.
+                let bridge = shuffled[0];
+                let half = (all.len() - 1) / 2;
+                let left = &shuffled[1..1 + half];
+                let right = &shuffled[1 + half..];
+                for &a in left {
+                    for &b in right {
+                        self.network.cut(a, b);
+                        self.network.cut(b, a);
+                    }
+                }
+                format!("bridge n{bridge} between {left:?} and {right:?}")
+            }
+        };
+        self.trace.line(self.now_us, || description);
+        let heal_us = self.rng.random_range(300_000..4_000_000);
+        self.schedule(heal_us, Event::HealPartition);
+    }
+
+    fn heal_everything(&mut self) {
+        self.faults_over = true;
+        self.trace.line(self.now_us, || "faults end: everything heals".to_string());
+        self.network.heal();
+        self.network.config.loss_rate = 0.0;
+        self.network.config.duplicate_rate = 0.0;
+        self.queue.retain(|_, event| !matches!(event, Event::Fault | Event::HealPartition));
+        self.crash_leader_on_commit = false;
+        for id in self.ids.clone() {
+            self.restart(id);
+            self.resume(id);
+        }
+        let liveness = self.liveness_client();
+        let target = *self.ids.choose(&mut self.rng).expect("nodes");
+        self.clients.push(Client::new(liveness, target));
+        self.schedule(0, Event::ClientNext(liveness));
+    }
+
+    // ---- checks ------------------------------------------------------------------------------
+
+    fn check_log_matching(&mut self) {
+        let cores: Vec<&RawNode> = self.nodes.iter().filter_map(|node| node.core.as_ref()).collect();
+        if let Err(violation) = self.checker.check_log_matching(&cores) {
+            self.fail(violation);
+        }
+    }
+
+    fn describe_nodes(&self) -> String {
+        let mut text = String::new();
+        for node in &self.nodes {
+            match &node.core {
+                Some(core) => text.push_str(&format!("\n    n{}: {:?}", node.id, core.status())),
+                None => text.push_str(&format!("\n    n{}: down", node.id)),
+            }
+        }
+        text
+    }
+}
+
+impl crate::options::FaultMix {
+    /// Whether any family needs the fault schedule (the others are network settings).
+    fn any_scheduled(&self) -> bool {
+        self.partition || self.crash || self.pause || self.transfer
+    }
+}
+
+/// The node an event is handled by, if it is one that waits while that node is paused.
+fn event_node(event: &Event) -> Option<NodeId> {
+    match event {
+        Event::Deliver(message) => Some(message.to),
+        Event::DiskSynced { node, .. } | Event::Request { node, .. } => Some(*node),
+        Event::Tick(_)
+        | Event::Reply { .. }
+        | Event::ClientTimeout { .. }
+        | Event::ClientNext(_)
+        | Event::Fault
+        | Event::HealPartition
+        | Event::Restart(_)
+        | Event::Resume(_) => None,
+    }
+}
+
+/// What varies between seeds in the cores' configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    pub read_mode: ReadMode,
+    pub entries_per_message_max: usize,
+    pub inflight_messages_max: usize,
+}
+
+impl Tuning {
+    fn draw(read_mode: Option<ReadMode>, rng: &mut ChaCha8Rng) -> Self {
+        Tuning {
+            read_mode: read_mode.unwrap_or(if rng.random_bool(0.5) {
+                ReadMode::ReadIndex
+            } else {
+                ReadMode::Lease
+            }),
+            entries_per_message_max: *[1, 2, 8, 64].choose(rng).expect("non-empty"),
+            inflight_messages_max: *[1, 4, 16].choose(rng).expect("non-empty"),
+        }
+    }
+}
+
+/// The core configuration every simulated node runs with: short timeouts so that a few simulated
+/// seconds hold many elections, and small flow-control limits so that they are exercised.
+pub fn sim_config(id: NodeId, ids: &[NodeId], tuning: &Tuning, seed: u64) -> Config {
+    let mut config = Config::new(id, ids.iter().copied());
+    config.election_timeout_min_ms = 150;
+    config.election_timeout_max_ms = 300;
+    config.heartbeat_interval_ms = 30;
+    config.read_mode = tuning.read_mode;
+    config.clock_drift_max_ppm = 20_000;
+    config.entries_per_message_max = tuning.entries_per_message_max;
+    config.bytes_per_message_max = 2048;
+    config.inflight_messages_max = tuning.inflight_messages_max;
+    config.uncommitted_entries_max = 256;
+    config.seed = seed;
+    config
+}
+
+fn describe_message(message: &Message) -> String {
+    use ravel::core::MessageBody;
+    let detail = match &message.body {
+        MessageBody::VoteRequest {
+            last_log_index,
+            last_log_term,
+            leadership_transfer,
+            ..
+        } => format!("last=({last_log_index},{last_log_term}){}", if *leadership_transfer { " transfer" } else { "" }),
+        MessageBody::VoteResponse { granted, .. } => format!("granted={granted}"),
+        MessageBody::Append {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+        } => format!(
+            "prev=({prev_log_index},{prev_log_term}) entries={} commit={leader_commit}",
+            entries.len()
+        ),
+        MessageBody::AppendResponse(response) => format!("{response:?}"),
+        MessageBody::Heartbeat { commit, round } => format!("commit={commit} round={round}"),
+        MessageBody::HeartbeatResponse { round } => format!("round={round}"),
+        MessageBody::TimeoutNow => String::new(),
+    };
+    format!("n{} {} t{} {detail}", message.to, message.body.kind(), message.term)
+}
