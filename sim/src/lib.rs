@@ -5,6 +5,7 @@
 pub mod checker;
 pub mod client;
 pub mod disk;
+pub mod harness;
 pub mod history;
 pub mod linearizability;
 pub mod network;

@@ -1,0 +1,300 @@
+//! A hand-driven cluster for scenario tests: the test decides which messages arrive, when time
+//! passes and who crashes; storage syncs at once. Every step is checked by the same invariant
+//! checker as the randomized simulator.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use ravel::core::{
+    Action, Config, Entry, EntryPayload, HardState, Input, Message, NodeId, Proposal, RawNode, Recovered, Role, Status,
+};
+use ravel::kv::KvStateMachine;
+
+use crate::checker::{Checker, NodeWatch};
+
+pub struct TestNode {
+    pub core: Option<RawNode>,
+    pub config: Config,
+    pub durable: Recovered,
+    pub kv: KvStateMachine,
+    watch: NodeWatch,
+    /// Replies the node emitted (proposal and read outcomes).
+    pub events: Vec<Action>,
+}
+
+pub struct TestCluster {
+    pub nodes: BTreeMap<NodeId, TestNode>,
+    /// Sent and not yet delivered, in send order.
+    pub in_flight: Vec<Message>,
+    cut: BTreeSet<(NodeId, NodeId)>,
+    pub now_ms: u64,
+    pub checker: Checker,
+}
+
+impl TestCluster {
+    /// `n` empty nodes with the default configuration adjusted by `configure`.
+    pub fn new(n: u64, configure: impl Fn(&mut Config)) -> Self {
+        Self::with_logs(&vec![Vec::new(); n as usize], 0, configure)
+    }
+
+    /// Nodes whose durable logs hold entries of the given terms (one list per node), all at
+    /// `term`. Builds the follower logs of the paper's figures.
+    pub fn with_logs(logs: &[Vec<u64>], term: u64, configure: impl Fn(&mut Config)) -> Self {
+        let ids: Vec<NodeId> = (1..=logs.len() as NodeId).collect();
+        let now_ms = 10_000;
+        let nodes = ids
+            .iter()
+            .zip(logs)
+            .map(|(&id, terms)| {
+                let mut config = Config::new(id, ids.iter().copied());
+                config.election_timeout_min_ms = 100;
+                config.election_timeout_max_ms = 200;
+                config.heartbeat_interval_ms = 20;
+                configure(&mut config);
+                let entries = terms
+                    .iter()
+                    .enumerate()
+                    .map(|(position, &entry_term)| Entry {
+                        term: entry_term,
+                        index: position as u64 + 1,
+                        payload: EntryPayload::Noop,
+                    })
+                    .collect();
+                let durable = Recovered {
+                    hard_state: HardState {
+                        term: term.max(terms.last().copied().unwrap_or(0)),
+                        vote: None,
+                        commit: 0,
+                    },
+                    entries,
+                };
+                let core = RawNode::new(config.clone(), durable.clone(), now_ms - 5_000).expect("valid config");
+                let node = TestNode {
+                    watch: NodeWatch {
+                        term: durable.hard_state.term,
+                        ..NodeWatch::default()
+                    },
+                    core: Some(core),
+                    config,
+                    durable,
+                    kv: KvStateMachine::new(),
+                    events: Vec::new(),
+                };
+                (id, node)
+            })
+            .collect();
+        TestCluster {
+            nodes,
+            in_flight: Vec::new(),
+            cut: BTreeSet::new(),
+            now_ms,
+            checker: Checker::default(),
+        }
+    }
+
+    pub fn core(&self, id: NodeId) -> &RawNode {
+        self.nodes[&id].core.as_ref().expect("node is up")
+    }
+
+    pub fn status(&self, id: NodeId) -> Status {
+        self.core(id).status()
+    }
+
+    /// Feeds one input to a node (after a tick at the current time) and executes its actions:
+    /// persists complete at once, messages queue in `in_flight`, entries apply.
+    pub fn step(&mut self, id: NodeId, input: Input) {
+        let now_ms = self.now_ms;
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let Some(core) = node.core.as_mut() else {
+            return;
+        };
+        core.step(Input::Tick { now_ms });
+        core.step(input);
+        loop {
+            let actions = core.take_actions();
+            if actions.is_empty() {
+                return;
+            }
+            if let Err(violation) = self.checker.after_step(core, &mut node.watch) {
+                panic!("invariant violated: {violation}");
+            }
+            let mut follow_ups = Vec::new();
+            for action in actions {
+                match action {
+                    Action::Persist {
+                        id: persist_id,
+                        hard_state,
+                        entries,
+                        ..
+                    } => {
+                        if let Some(first) = entries.first() {
+                            node.durable.entries.truncate(first.index as usize - 1);
+                            node.durable.entries.extend(entries);
+                        }
+                        if let Some(hard_state) = hard_state {
+                            node.durable.hard_state = hard_state;
+                        }
+                        follow_ups.push(Input::Persisted { id: persist_id });
+                    }
+                    Action::Send { message, .. } => {
+                        if !self.cut.contains(&(message.from, message.to)) {
+                            self.in_flight.push(message);
+                        }
+                    }
+                    Action::Apply { entries } => {
+                        let last = entries.last().map(|entry| entry.index);
+                        for entry in &entries {
+                            if let Err(violation) = self.checker.on_apply(id, entry) {
+                                panic!("invariant violated: {violation}");
+                            }
+                            match &entry.payload {
+                                EntryPayload::Noop => node.kv.skip(entry.index),
+                                EntryPayload::Command(command) => {
+                                    node.kv.apply(entry.index, command);
+                                }
+                            }
+                        }
+                        if let Some(index) = last {
+                            follow_ups.push(Input::Applied { index });
+                        }
+                    }
+                    Action::RoleChanged { .. } => {}
+                    other => node.events.push(other),
+                }
+            }
+            for follow_up in follow_ups {
+                core.step(follow_up);
+            }
+        }
+    }
+
+    /// Delivers queued messages (and those they cause) until none are left or `limit` were.
+    pub fn deliver_all(&mut self) {
+        let mut delivered = 0;
+        while !self.in_flight.is_empty() {
+            let batch = std::mem::take(&mut self.in_flight);
+            for message in batch {
+                self.deliver(message);
+                delivered += 1;
+                assert!(delivered < 1_000_000, "messages never stop: a livelock");
+            }
+        }
+    }
+
+    /// Delivers queued messages that satisfy `wanted` (and those they cause, if wanted) until no
+    /// such message is left; the rest stay queued in order.
+    pub fn deliver_all_matching(&mut self, wanted: impl Fn(&Message) -> bool) {
+        let mut held = Vec::new();
+        loop {
+            let (deliver, hold): (Vec<Message>, Vec<Message>) =
+                std::mem::take(&mut self.in_flight).into_iter().partition(|message| wanted(message));
+            held.extend(hold);
+            if deliver.is_empty() {
+                break;
+            }
+            for message in deliver {
+                self.deliver(message);
+            }
+        }
+        held.append(&mut self.in_flight);
+        self.in_flight = held;
+    }
+
+    /// Delivers one message unless its link is cut or its target is down.
+    pub fn deliver(&mut self, message: Message) {
+        if self.cut.contains(&(message.from, message.to)) {
+            return;
+        }
+        let to = message.to;
+        if self.nodes.get(&to).is_some_and(|node| node.core.is_some()) {
+            self.step(to, Input::Message(message));
+        }
+    }
+
+    /// Lets `ms` milliseconds pass in 5 ms ticks, delivering everything after each.
+    pub fn run_for(&mut self, ms: u64) {
+        let end = self.now_ms + ms;
+        while self.now_ms < end {
+            self.now_ms += 5;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                self.step(id, Input::Tick { now_ms: self.now_ms });
+            }
+            self.deliver_all();
+        }
+    }
+
+    /// Forces `id` to campaign and delivers everything.
+    pub fn elect(&mut self, id: NodeId) {
+        self.step(id, Input::Campaign);
+        self.deliver_all();
+    }
+
+    pub fn leaders(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.core.as_ref().is_some_and(|core| core.status().role == Role::Leader))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// The leader with the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leaders().into_iter().max_by_key(|&id| self.status(id).term)
+    }
+
+    pub fn isolate(&mut self, id: NodeId) {
+        let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&other| other != id).collect();
+        for other in others {
+            self.cut.insert((id, other));
+            self.cut.insert((other, id));
+        }
+    }
+
+    pub fn cut_link(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    pub fn propose(&mut self, id: NodeId, request: u64, command: &'static [u8]) {
+        let proposal = Proposal {
+            id: request,
+            command: Bytes::from_static(command),
+        };
+        self.step(id, Input::Propose(vec![proposal]));
+    }
+
+    /// Drops a node's volatile state; it restarts from what it persisted.
+    pub fn crash(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.core = None;
+        node.kv = KvStateMachine::new();
+        self.in_flight.retain(|message| message.to != id);
+    }
+
+    pub fn restart(&mut self, id: NodeId) {
+        let now_ms = self.now_ms;
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let core = RawNode::new(node.config.clone(), node.durable.clone(), now_ms).expect("valid config");
+        node.watch = NodeWatch {
+            term: node.durable.hard_state.term,
+            commit: node.durable.hard_state.commit,
+            role: None,
+        };
+        node.core = Some(core);
+    }
+
+    /// The terms of a node's log, for comparing with the paper's figures.
+    pub fn log_terms(&self, id: NodeId) -> Vec<u64> {
+        let log = self.core(id).log();
+        (1..=log.last_index()).map(|index| log.term(index).expect("held")).collect()
+    }
+
+    /// Takes the events a node emitted so far.
+    pub fn take_events(&mut self, id: NodeId) -> Vec<Action> {
+        std::mem::take(&mut self.nodes.get_mut(&id).expect("known node").events)
+    }
+}

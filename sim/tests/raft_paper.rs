@@ -1,0 +1,282 @@
+//! Scenarios from the Raft paper (Ongaro & Ousterhout, 2014) and thesis, each named after the
+//! section or figure it checks. Every step of every scenario also runs the simulator's
+//! invariant checker.
+
+use ravel::core::{Action, Input, MessageBody, ProgressState, ReadMode, Refusal, Role};
+use ravel_sim::harness::TestCluster;
+
+/// §5.2: a leader is elected, every node follows it, and all agree on the term.
+#[test]
+fn section_5_2_a_single_leader_is_elected_and_followed() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.run_for(1_000);
+    let leaders = cluster.leaders();
+    assert_eq!(leaders.len(), 1, "exactly one leader, got {leaders:?}");
+    let leader = leaders[0];
+    let term = cluster.status(leader).term;
+    for id in 1..=3 {
+        assert_eq!(cluster.status(id).term, term);
+        assert_eq!(cluster.status(id).leader, Some(leader));
+    }
+}
+
+/// §5.2, split votes: two candidates at once; the one the third node hears first wins, the
+/// other steps down in the same term.
+#[test]
+fn section_5_2_dueling_candidates_resolve_to_one_leader() {
+    let mut cluster = TestCluster::new(3, |config| config.pre_vote = false);
+    cluster.step(1, Input::Campaign);
+    cluster.step(3, Input::Campaign);
+    // Deliver node 1's request to node 2 first.
+    let (from_one, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut cluster.in_flight)
+        .into_iter()
+        .partition(|message| message.from == 1);
+    cluster.in_flight = from_one.into_iter().chain(rest).collect();
+    cluster.deliver_all();
+    assert_eq!(cluster.leaders(), vec![1]);
+    assert_eq!(cluster.status(3).role, Role::Follower);
+    assert_eq!(cluster.status(3).term, cluster.status(1).term);
+}
+
+/// §5.4.1: a node refuses its vote to a candidate whose log is less up to date.
+#[test]
+fn section_5_4_1_votes_go_only_to_up_to_date_candidates() {
+    // Node 1's log ends in term 1; nodes 2 and 3 hold a term-2 entry.
+    let mut cluster = TestCluster::with_logs(&[vec![1], vec![1, 2], vec![1, 2]], 2, |_| {});
+    cluster.elect(1);
+    assert!(cluster.leaders().is_empty(), "node 1 must not win with a stale log");
+    cluster.elect(2);
+    assert_eq!(cluster.leaders(), vec![2]);
+}
+
+/// Figure 7: whatever the followers' logs, the leader's consistency check and backtracking
+/// bring them all to the leader's log (after its new no-op), deleting the extraneous entries.
+#[test]
+fn figure_7_followers_converge_to_the_leaders_log() {
+    let leader_log = vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
+    let logs = vec![
+        leader_log.clone(),
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6],             // (a)
+        vec![1, 1, 1, 4],                            // (b)
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],       // (c)
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],    // (d)
+        vec![1, 1, 1, 4, 4, 4, 4],                   // (e)
+        vec![1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],       // (f)
+    ];
+    let mut cluster = TestCluster::with_logs(&logs, 7, |config| config.entries_per_message_max = 3);
+    cluster.elect(1);
+    assert_eq!(cluster.leader(), Some(1), "votes from (a), (b), (e), (f) elect the leader in term 8");
+    assert_eq!(cluster.status(1).term, 8);
+    cluster.run_for(100);
+    let mut expected = leader_log;
+    expected.push(8);
+    for id in 1..=7 {
+        assert_eq!(cluster.log_terms(id), expected, "node {id}'s log");
+        assert_eq!(cluster.status(id).commit, 11, "node {id} commits through the no-op");
+    }
+}
+
+/// Figure 8: a leader must not commit an entry of an earlier term by counting replicas, even
+/// when a majority stores it; only an entry of its own term commits it (§5.4.2).
+#[test]
+fn figure_8_earlier_term_entries_are_not_committed_by_counting() {
+    // (c) in the figure: S1 leads term 4 with the term-2 entry at index 2; S5 holds term 3 there.
+    let logs = vec![vec![1, 2], vec![1, 2], vec![1], vec![1], vec![1, 3]];
+    let mut cluster = TestCluster::with_logs(&logs, 3, |config| config.entries_per_message_max = 1);
+    cluster.step(1, Input::Campaign);
+    // Votes arrive. S2 gets every append. S3 gets S1's first probe (which fails: S3 lacks index
+    // 2) and then only appends without S1's term-4 no-op. S4 and S5 hear nothing more.
+    let probed_s3 = std::cell::Cell::new(false);
+    cluster.deliver_all_matching(|message| match &message.body {
+        MessageBody::Append { entries, .. } if message.to == 3 => {
+            !probed_s3.replace(true) || entries.iter().all(|entry| entry.term != 4)
+        }
+        MessageBody::Append { .. } => message.to == 2,
+        _ => message.to != 4 && message.to != 5,
+    });
+    assert_eq!(cluster.leader(), Some(1));
+    assert_eq!(cluster.core(1).progress(3).map(|p| p.match_index), Some(2), "S3 now holds the term-2 entry");
+    assert_eq!(cluster.core(1).progress(2).map(|p| p.match_index), Some(3), "S2 holds the no-op too");
+    assert_eq!(
+        cluster.status(1).commit,
+        0,
+        "index 2 is stored on S1, S2, S3 (a majority) but is from term 2: not committed by counting"
+    );
+    // Once the no-op of S1's own term reaches a majority, both commit together.
+    cluster.deliver_all();
+    assert_eq!(cluster.status(1).commit, 3);
+}
+
+/// §5.3: a follower that receives a stale leader's append tells it the new term, and the stale
+/// leader steps down.
+#[test]
+fn section_5_3_a_stale_leader_steps_down_on_hearing_a_higher_term() {
+    let mut cluster = TestCluster::new(3, |config| config.check_quorum = false);
+    cluster.elect(1);
+    cluster.isolate(1);
+    cluster.elect(2);
+    assert_eq!(cluster.leaders(), vec![1, 2], "both believe they lead, in different terms");
+    cluster.heal();
+    cluster.propose(1, 7, b"stale");
+    assert!(matches!(cluster.take_events(1).as_slice(), [.., Action::ProposalAccepted { .. }]));
+    cluster.deliver_all();
+    assert_eq!(cluster.leaders(), vec![2]);
+    assert_eq!(cluster.status(1).term, cluster.status(2).term);
+}
+
+/// Thesis §9.6: a node rejoining after a partition does not disrupt the leader, because its
+/// pre-votes fail and so its term never grew.
+#[test]
+fn thesis_9_6_a_rejoining_node_does_not_disrupt_the_leader_with_pre_vote() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    let term = cluster.status(1).term;
+    cluster.isolate(3);
+    cluster.run_for(2_000);
+    assert_eq!(cluster.status(3).term, term, "pre-votes fail: no term inflation while isolated");
+    cluster.heal();
+    cluster.run_for(500);
+    assert_eq!(cluster.leader(), Some(1));
+    assert_eq!(cluster.status(1).term, term);
+    assert_eq!(cluster.status(3).leader, Some(1));
+}
+
+/// Without pre-vote the same partition inflates the isolated node's term, and its return
+/// deposes the leader: the reason pre-vote exists.
+#[test]
+fn thesis_9_6_without_pre_vote_the_rejoining_node_disrupts() {
+    let mut cluster = TestCluster::new(3, |config| {
+        config.pre_vote = false;
+        config.check_quorum = false;
+    });
+    cluster.elect(1);
+    let term = cluster.status(1).term;
+    cluster.isolate(3);
+    cluster.run_for(2_000);
+    assert!(cluster.status(3).term > term + 3);
+    cluster.heal();
+    cluster.run_for(1_000);
+    assert!(cluster.status(1).term > term, "the leader was deposed");
+}
+
+/// Thesis §6.2, check-quorum: a leader that cannot reach a majority steps down within an
+/// election timeout, so clients stop waiting on it.
+#[test]
+fn thesis_6_2_a_leader_without_a_quorum_steps_down() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.isolate(1);
+    cluster.run_for(300);
+    assert_eq!(cluster.status(1).role, Role::Follower);
+}
+
+/// Thesis §3.10: leadership transfer catches the target up and hands over in the next term.
+#[test]
+fn thesis_3_10_leadership_transfer_hands_over_to_the_target() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    let term = cluster.status(1).term;
+    cluster.propose(1, 1, b"before");
+    cluster.step(1, Input::TransferLeadership { to: 3 });
+    cluster.propose(1, 2, b"during");
+    let events = cluster.take_events(1);
+    assert!(events.iter().any(|event| matches!(
+        event,
+        Action::ProposalRefused { id: 2, reason: Refusal::TransferInProgress }
+    )));
+    cluster.deliver_all();
+    assert_eq!(cluster.leader(), Some(3));
+    assert_eq!(cluster.status(3).term, term + 1);
+    assert_eq!(cluster.status(1).role, Role::Follower);
+}
+
+/// A follower refuses proposals and names the leader, so clients can redirect.
+#[test]
+fn proposals_to_a_follower_are_refused_with_a_leader_hint() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(2);
+    cluster.propose(1, 9, b"x");
+    let events = cluster.take_events(1);
+    assert!(events.contains(&Action::ProposalRefused {
+        id: 9,
+        reason: Refusal::NotLeader { leader_hint: Some(2) }
+    }));
+}
+
+/// Thesis §6.4, ReadIndex: a read is answered only after a heartbeat round confirms leadership,
+/// so a leader cut off from the majority never answers.
+#[test]
+fn thesis_6_4_read_index_needs_a_quorum_round() {
+    let mut cluster = TestCluster::new(3, |config| config.read_mode = ReadMode::ReadIndex);
+    cluster.elect(1);
+    cluster.step(1, Input::Read { id: 1 });
+    assert!(cluster.take_events(1).is_empty(), "not before the round");
+    cluster.deliver_all();
+    assert!(matches!(cluster.take_events(1).as_slice(), [Action::ReadReady { id: 1, .. }]));
+
+    cluster.isolate(1);
+    cluster.step(1, Input::Read { id: 2 });
+    cluster.deliver_all();
+    assert!(cluster.take_events(1).is_empty(), "no quorum, no answer");
+    cluster.run_for(300);
+    let events = cluster.take_events(1);
+    assert!(
+        events.iter().any(|event| matches!(event, Action::ReadRefused { id: 2, .. })),
+        "refused when the leader steps down: {events:?}"
+    );
+}
+
+/// Thesis §6.4.1, lease: within the lease, reads need no round trip; once acknowledgements stop
+/// the lease runs out and reads wait for a round again.
+#[test]
+fn thesis_6_4_1_lease_reads_skip_the_round_only_while_the_lease_holds() {
+    let mut cluster = TestCluster::new(3, |config| config.read_mode = ReadMode::Lease);
+    cluster.elect(1);
+    cluster.run_for(50);
+    cluster.step(1, Input::Read { id: 1 });
+    assert!(matches!(cluster.take_events(1).as_slice(), [Action::ReadReady { id: 1, .. }]));
+
+    cluster.isolate(1);
+    cluster.now_ms += cluster.core(1).config().election_timeout_min_ms;
+    cluster.step(1, Input::Read { id: 2 });
+    assert!(cluster.take_events(1).iter().all(|event| !matches!(event, Action::ReadReady { .. })));
+}
+
+/// §5.3 with flow control: a follower in probe state gets one append at a time; once it
+/// answers, it switches to pipelined replication bounded by the in-flight limit.
+#[test]
+fn flow_control_probes_then_pipelines_within_the_inflight_limit() {
+    let mut cluster = TestCluster::new(3, |config| {
+        config.entries_per_message_max = 1;
+        config.inflight_messages_max = 2;
+    });
+    cluster.elect(1);
+    assert_eq!(cluster.core(1).progress(2).map(|p| p.state), Some(ProgressState::Replicate));
+    for request in 0..5 {
+        cluster.propose(1, request, b"p");
+    }
+    let appends_to_2 = cluster
+        .in_flight
+        .iter()
+        .filter(|message| message.to == 2 && matches!(message.body, MessageBody::Append { .. }))
+        .count();
+    assert_eq!(appends_to_2, 2, "no more than the in-flight limit before acknowledgements");
+    cluster.deliver_all();
+    assert_eq!(cluster.status(2).commit, cluster.status(1).last_index);
+}
+
+/// A crashed follower restarts from its durable state and catches up.
+#[test]
+fn a_restarted_follower_recovers_its_log_and_catches_up() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.propose(1, 1, b"a");
+    cluster.deliver_all();
+    cluster.crash(3);
+    cluster.propose(1, 2, b"b");
+    cluster.deliver_all();
+    cluster.restart(3);
+    assert_eq!(cluster.status(3).last_index, 2, "noop and the first write were durable");
+    cluster.run_for(100);
+    assert_eq!(cluster.status(3).commit, 3);
+}
