@@ -280,3 +280,39 @@ fn a_restarted_follower_recovers_its_log_and_catches_up() {
     cluster.run_for(100);
     assert_eq!(cluster.status(3).commit, 3);
 }
+
+/// Thesis §6.4.1: the lease is sound only because followers that hear from a leader refuse to
+/// vote for an election timeout. Node 3 stops hearing the leader (one-way cut); a little later
+/// the leader stops hearing anyone, so its last lease is still running when node 3 campaigns.
+/// Node 2 heard the leader recently and refuses, so no rival exists while the lease holds. With
+/// the refusal planted away, node 3 wins while node 1 still serves lease reads: a stale read.
+#[test]
+fn thesis_6_4_1_followers_that_hear_a_leader_refuse_votes() {
+    fn run(vote_during_lease: bool) -> (Vec<u64>, bool) {
+        let mut cluster = TestCluster::new(3, |config| {
+            config.read_mode = ReadMode::Lease;
+            config.planted_bugs.vote_during_lease = vote_during_lease;
+        });
+        cluster.elect(1);
+        cluster.run_for(50);
+        cluster.cut_link(1, 3);
+        cluster.run_for(90);
+        cluster.cut_link(2, 1);
+        cluster.cut_link(3, 1);
+        let mut rival_elected_under_lease = false;
+        for _ in 0..100 {
+            cluster.run_for(5);
+            // Would node 1 serve a lease read right now (no round trip)?
+            cluster.step(1, Input::Read { id: 1 });
+            let lease_read = cluster.take_events(1).iter().any(|event| matches!(event, Action::ReadReady { .. }));
+            if lease_read && cluster.leaders().contains(&3) {
+                rival_elected_under_lease = true;
+            }
+        }
+        (cluster.leaders(), rival_elected_under_lease)
+    }
+    let (_, unsafe_lease) = run(false);
+    assert!(!unsafe_lease, "no rival while the lease holds");
+    let (_, unsafe_lease) = run(true);
+    assert!(unsafe_lease, "without the refusal a rival is elected during the lease");
+}

@@ -68,7 +68,7 @@ impl Command {
             Command::Put { key, value } => 8 + key.len() + value.len(),
             Command::Delete { key } => 4 + key.len(),
             Command::CompareAndSwap { key, expected, new } => {
-                13 + key.len() + expected.as_ref().map_or(0, Bytes::len) + new.len()
+                9 + key.len() + expected.as_ref().map_or(0, |expected| 4 + expected.len()) + new.len()
             }
         }
     }
