@@ -17,27 +17,65 @@ fn each_impossible_setting_is_refused_with_its_reason() {
     let cases: Vec<(Config, ConfigError)> = vec![
         (Config::new(0, [0, 1]), ConfigError::ZeroNodeId),
         (Config::new(1, []), ConfigError::NoVoters),
-        (Config::new(4, [1, 2, 3]), ConfigError::NotAVoter { id: 4, voters: vec![1, 2, 3] }),
         (
-            Config { election_timeout_min_ms: 0, ..base() },
-            ConfigError::ZeroTimeout { name: "election_timeout_min_ms" },
+            Config::new(4, [1, 2, 3]),
+            ConfigError::NotAVoter {
+                id: 4,
+                voters: vec![1, 2, 3],
+            },
         ),
         (
-            Config { election_timeout_max_ms: 1000, ..base() },
-            ConfigError::InvertedElectionTimeout { min_ms: 1000, max_ms: 1000 },
+            Config {
+                election_timeout_min_ms: 0,
+                ..base()
+            },
+            ConfigError::ZeroTimeout {
+                name: "election_timeout_min_ms",
+            },
         ),
         (
-            Config { heartbeat_interval_ms: 1000, ..base() },
-            ConfigError::HeartbeatTooSlow { heartbeat_ms: 1000, election_min_ms: 1000 },
+            Config {
+                election_timeout_max_ms: 1000,
+                ..base()
+            },
+            ConfigError::InvertedElectionTimeout {
+                min_ms: 1000,
+                max_ms: 1000,
+            },
         ),
         (
-            Config { read_mode: ReadMode::Lease, check_quorum: false, ..base() },
+            Config {
+                heartbeat_interval_ms: 1000,
+                ..base()
+            },
+            ConfigError::HeartbeatTooSlow {
+                heartbeat_ms: 1000,
+                election_min_ms: 1000,
+            },
+        ),
+        (
+            Config {
+                read_mode: ReadMode::Lease,
+                check_quorum: false,
+                ..base()
+            },
             ConfigError::LeaseWithoutCheckQuorum,
         ),
-        (Config { clock_drift_max_ppm: 300_000, ..base() }, ConfigError::DriftTooLarge { ppm: 300_000 }),
         (
-            Config { inflight_messages_max: 0, ..base() },
-            ConfigError::ZeroLimit { name: "inflight_messages_max" },
+            Config {
+                clock_drift_max_ppm: 300_000,
+                ..base()
+            },
+            ConfigError::DriftTooLarge { ppm: 300_000 },
+        ),
+        (
+            Config {
+                inflight_messages_max: 0,
+                ..base()
+            },
+            ConfigError::ZeroLimit {
+                name: "inflight_messages_max",
+            },
         ),
     ];
     for (config, expected) in cases {
@@ -49,9 +87,15 @@ fn each_impossible_setting_is_refused_with_its_reason() {
 
 #[test]
 fn the_lease_is_shortened_by_the_drift_allowance() {
-    let config = Config { clock_drift_max_ppm: 10_000, ..Config::new(1, [1]) };
+    let config = Config {
+        clock_drift_max_ppm: 10_000,
+        ..Config::new(1, [1])
+    };
     // 1000 ms * 0.99 / 1.01
     assert_eq!(config.lease_duration_ms(), 980);
-    let exact = Config { clock_drift_max_ppm: 0, ..Config::new(1, [1]) };
+    let exact = Config {
+        clock_drift_max_ppm: 0,
+        ..Config::new(1, [1])
+    };
     assert_eq!(exact.lease_duration_ms(), 1000);
 }

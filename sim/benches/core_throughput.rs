@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use ravel::core::{Action, Config, EntryPayload, Input, Message, Proposal, RawNode, Recovered, Role};
+use ravel::core::{
+    Action, Config, EntryPayload, Input, Message, Proposal, RawNode, Recovered, Role,
+};
 use ravel::kv::{Command, KvStateMachine};
 
 const NODES: usize = 3;
@@ -50,7 +52,12 @@ impl Cluster {
 
     /// Executes a node's actions: storage completes at once, messages go to inboxes, entries
     /// are applied. Returns the ids of proposals applied on this node.
-    fn run_actions(&mut self, node: usize, applied_ids: &mut Vec<(u64, u64)>, accepted: &mut VecDeque<(u64, u64)>) {
+    fn run_actions(
+        &mut self,
+        node: usize,
+        applied_ids: &mut Vec<(u64, u64)>,
+        accepted: &mut VecDeque<(u64, u64)>,
+    ) {
         loop {
             let actions = self.cores[node].take_actions();
             if actions.is_empty() {
@@ -61,7 +68,9 @@ impl Cluster {
             for action in actions {
                 match action {
                     Action::Persist { id, .. } => persisted = Some(id),
-                    Action::Send { message, .. } => self.inboxes[message.to as usize - 1].push_back(message),
+                    Action::Send { message, .. } => {
+                        self.inboxes[message.to as usize - 1].push_back(message)
+                    }
                     Action::Apply { entries } => {
                         let state_machine = &mut self.state_machines[node];
                         for entry in entries {
@@ -72,14 +81,19 @@ impl Cluster {
                                 }
                             }
                             applied = Some(entry.index);
-                            while accepted.front().is_some_and(|&(index, _)| index <= entry.index) {
+                            while accepted
+                                .front()
+                                .is_some_and(|&(index, _)| index <= entry.index)
+                            {
                                 let (index, client) = accepted.pop_front().expect("checked");
                                 applied_ids.push((index, client));
                             }
                         }
                     }
                     Action::ProposalAccepted { id, index, .. } => accepted.push_back((index, id)),
-                    Action::ProposalRefused { id, reason } => panic!("proposal {id} refused: {reason:?}"),
+                    Action::ProposalRefused { id, reason } => {
+                        panic!("proposal {id} refused: {reason:?}")
+                    }
                     _ => {}
                 }
             }
@@ -109,7 +123,12 @@ impl Cluster {
         panic!("no leader elected");
     }
 
-    fn deliver(&mut self, node: usize, applied: &mut Vec<(u64, u64)>, accepted: &mut VecDeque<(u64, u64)>) {
+    fn deliver(
+        &mut self,
+        node: usize,
+        applied: &mut Vec<(u64, u64)>,
+        accepted: &mut VecDeque<(u64, u64)>,
+    ) {
         let now_ms = self.now_ms();
         self.cores[node].step(Input::Tick { now_ms });
         while let Some(message) = self.inboxes[node].pop_front() {
@@ -139,7 +158,8 @@ struct Figures {
 fn run(clients: u64, duration: Duration) -> Figures {
     let mut cluster = Cluster::new();
     cluster.elect();
-    let mut latency_ns = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+    let mut latency_ns =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
     let mut started_at: Vec<Instant> = vec![Instant::now(); clients as usize];
     let mut sequence = vec![0u64; clients as usize];
     let mut idle: Vec<u64> = (0..clients).collect();
@@ -148,7 +168,9 @@ fn run(clients: u64, duration: Duration) -> Figures {
     let mut follower_accepted = VecDeque::new();
     let mut ignored = Vec::new();
     let mut operations = 0;
-    let keys: Vec<Bytes> = (0..KEYS).map(|key| Bytes::from(format!("key-{key:08}"))).collect();
+    let keys: Vec<Bytes> = (0..KEYS)
+        .map(|key| Bytes::from(format!("key-{key:08}")))
+        .collect();
     let value = Bytes::from(vec![b'v'; VALUE_BYTES]);
     let begin = Instant::now();
     while begin.elapsed() < duration {
@@ -176,7 +198,9 @@ fn run(clients: u64, duration: Duration) -> Figures {
         let done = Instant::now();
         for (_, client) in applied.drain(..) {
             let elapsed = done.duration_since(started_at[client as usize]);
-            latency_ns.record(elapsed.as_nanos().max(1) as u64).expect("within bounds");
+            latency_ns
+                .record(elapsed.as_nanos().max(1) as u64)
+                .expect("within bounds");
             operations += 1;
             idle.push(client);
         }
@@ -187,7 +211,9 @@ fn run(clients: u64, duration: Duration) -> Figures {
     for node in 1..NODES {
         cluster.deliver(0, &mut applied, &mut accepted);
         cluster.deliver(node, &mut ignored, &mut follower_accepted);
-        assert!(cluster.state_machines[node].applied_index() + 2 * clients + 4096 >= applied_on_leader);
+        assert!(
+            cluster.state_machines[node].applied_index() + 2 * clients + 4096 >= applied_on_leader
+        );
     }
     Figures {
         operations,
@@ -210,13 +236,21 @@ fn main() {
                     .map(|part| part.parse().expect("client counts are integers"))
                     .collect();
             }
-            "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).expect("--seconds needs a number"),
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--seconds needs a number")
+            }
             "--bench" => {}
             other => eprintln!("ignoring unknown argument {other}"),
         }
     }
     println!("core_throughput: {NODES} cores in one thread, no network, no disk, {VALUE_BYTES}-byte values, {KEYS} keys");
-    println!("{:>8} {:>14} {:>10} {:>10} {:>10} {:>10}", "clients", "ops/s", "p50 us", "p99 us", "p999 us", "max us");
+    println!(
+        "{:>8} {:>14} {:>10} {:>10} {:>10} {:>10}",
+        "clients", "ops/s", "p50 us", "p99 us", "p999 us", "max us"
+    );
     for clients in clients_list {
         let figures = run(clients, Duration::from_secs_f64(seconds));
         let rate = figures.operations as f64 / figures.elapsed.as_secs_f64();

@@ -33,10 +33,16 @@ impl Checker {
         let status = core.status();
         let id = status.id;
         if status.term < watch.term {
-            return Err(format!("node {id}: term went back from {} to {}", watch.term, status.term));
+            return Err(format!(
+                "node {id}: term went back from {} to {}",
+                watch.term, status.term
+            ));
         }
         if status.commit < watch.commit {
-            return Err(format!("node {id}: commit index went back from {} to {}", watch.commit, status.commit));
+            return Err(format!(
+                "node {id}: commit index went back from {} to {}",
+                watch.commit, status.commit
+            ));
         }
         if status.role == Role::Leader {
             let leader = *self.leaders.entry(status.term).or_insert(id);
@@ -76,10 +82,18 @@ impl Checker {
     }
 
     /// Nodes agree on every committed index; newly committed entries extend the record.
-    fn check_committed(&mut self, core: &RawNode, from: LogIndex, to: LogIndex) -> Result<(), Violation> {
+    fn check_committed(
+        &mut self,
+        core: &RawNode,
+        from: LogIndex,
+        to: LogIndex,
+    ) -> Result<(), Violation> {
         for index in from + 1..=to {
             let Some(entry) = core.log().entry(index) else {
-                return Err(format!("node {} committed index {index} that it does not hold", core.id()));
+                return Err(format!(
+                    "node {} committed index {index} that it does not hold",
+                    core.id()
+                ));
             };
             match self.committed.get(index as usize - 1) {
                 Some(known) if known != entry => {
@@ -143,6 +157,8 @@ impl Checker {
     }
 
     pub fn committed_entry(&self, index: LogIndex) -> Option<&Entry> {
-        index.checked_sub(1).and_then(|offset| self.committed.get(offset as usize))
+        index
+            .checked_sub(1)
+            .and_then(|offset| self.committed.get(offset as usize))
     }
 }

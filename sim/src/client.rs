@@ -73,7 +73,10 @@ pub fn to_command(key: &Bytes, kind: &OpKind) -> Option<Command> {
     let key = key.clone();
     match kind {
         OpKind::Get => None,
-        OpKind::Put(value) => Some(Command::Put { key, value: value.clone() }),
+        OpKind::Put(value) => Some(Command::Put {
+            key,
+            value: value.clone(),
+        }),
         OpKind::Delete => Some(Command::Delete { key }),
         OpKind::CompareAndSwap { expected, new } => Some(Command::CompareAndSwap {
             key,

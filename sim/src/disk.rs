@@ -31,7 +31,11 @@ pub struct SimDisk {
 impl SimDisk {
     pub fn write(&mut self, id: PersistId, hard_state: Option<HardState>, entries: Vec<Entry>) {
         self.written_id = id;
-        self.cache.push_back(Write { id, hard_state, entries });
+        self.cache.push_back(Write {
+            id,
+            hard_state,
+            entries,
+        });
     }
 
     pub fn has_unsynced(&self) -> bool {

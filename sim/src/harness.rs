@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use ravel::core::{
-    Action, Config, Entry, EntryPayload, HardState, Input, Message, NodeId, Proposal, RawNode, Recovered, Role, Status,
+    Action, Config, Entry, EntryPayload, HardState, Input, Message, NodeId, Proposal, RawNode,
+    Recovered, Role, Status,
 };
 use ravel::kv::KvStateMachine;
 
@@ -68,7 +69,8 @@ impl TestCluster {
                     },
                     entries,
                 };
-                let core = RawNode::new(config.clone(), durable.clone(), now_ms - 5_000).expect("valid config");
+                let core = RawNode::new(config.clone(), durable.clone(), now_ms - 5_000)
+                    .expect("valid config");
                 let node = TestNode {
                     watch: NodeWatch {
                         term: durable.hard_state.term,
@@ -186,8 +188,9 @@ impl TestCluster {
     pub fn deliver_all_matching(&mut self, wanted: impl Fn(&Message) -> bool) {
         let mut held = Vec::new();
         loop {
-            let (deliver, hold): (Vec<Message>, Vec<Message>) =
-                std::mem::take(&mut self.in_flight).into_iter().partition(|message| wanted(message));
+            let (deliver, hold): (Vec<Message>, Vec<Message>) = std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(|message| wanted(message));
             held.extend(hold);
             if deliver.is_empty() {
                 break;
@@ -218,7 +221,12 @@ impl TestCluster {
             self.now_ms += 5;
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
-                self.step(id, Input::Tick { now_ms: self.now_ms });
+                self.step(
+                    id,
+                    Input::Tick {
+                        now_ms: self.now_ms,
+                    },
+                );
             }
             self.deliver_all();
         }
@@ -233,18 +241,29 @@ impl TestCluster {
     pub fn leaders(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|(_, node)| node.core.as_ref().is_some_and(|core| core.status().role == Role::Leader))
+            .filter(|(_, node)| {
+                node.core
+                    .as_ref()
+                    .is_some_and(|core| core.status().role == Role::Leader)
+            })
             .map(|(&id, _)| id)
             .collect()
     }
 
     /// The leader with the highest term, if any.
     pub fn leader(&self) -> Option<NodeId> {
-        self.leaders().into_iter().max_by_key(|&id| self.status(id).term)
+        self.leaders()
+            .into_iter()
+            .max_by_key(|&id| self.status(id).term)
     }
 
     pub fn isolate(&mut self, id: NodeId) {
-        let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&other| other != id).collect();
+        let others: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&other| other != id)
+            .collect();
         for other in others {
             self.cut.insert((id, other));
             self.cut.insert((other, id));
@@ -278,7 +297,8 @@ impl TestCluster {
     pub fn restart(&mut self, id: NodeId) {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("known node");
-        let core = RawNode::new(node.config.clone(), node.durable.clone(), now_ms).expect("valid config");
+        let core =
+            RawNode::new(node.config.clone(), node.durable.clone(), now_ms).expect("valid config");
         node.watch = NodeWatch {
             term: node.durable.hard_state.term,
             commit: node.durable.hard_state.commit,
@@ -290,7 +310,9 @@ impl TestCluster {
     /// The terms of a node's log, for comparing with the paper's figures.
     pub fn log_terms(&self, id: NodeId) -> Vec<u64> {
         let log = self.core(id).log();
-        (1..=log.last_index()).map(|index| log.term(index).expect("held")).collect()
+        (1..=log.last_index())
+            .map(|index| log.term(index).expect("held"))
+            .collect()
     }
 
     /// Takes the events a node emitted so far.

@@ -71,6 +71,9 @@ impl History {
     }
 
     pub fn completed(&self) -> usize {
-        self.operations.iter().filter(|op| op.returned.is_some()).count()
+        self.operations
+            .iter()
+            .filter(|op| op.returned.is_some())
+            .count()
     }
 }

@@ -15,9 +15,14 @@ use crate::history::{History, OpKind, OpResult, Operation};
 pub enum Verdict {
     Linearizable,
     /// The sub-history of `key` has no valid order; `operations` lists it for the report.
-    Violation { key: String, operations: Vec<String> },
+    Violation {
+        key: String,
+        operations: Vec<String>,
+    },
     /// The search exceeded its budget on `key`; treated as a failure so it gets looked at.
-    Inconclusive { key: String },
+    Inconclusive {
+        key: String,
+    },
 }
 
 /// Search steps allowed per key before giving up.
@@ -57,7 +62,10 @@ fn describe(op: &Operation) -> String {
         Some((at, result)) => format!("returned at {at}: {result:?}"),
         None => "never returned".to_string(),
     };
-    format!("op {} client {} {:?} called at {}, {result}", op.id, op.client, op.kind, op.called_at)
+    format!(
+        "op {} client {} {:?} called at {}, {result}",
+        op.id, op.client, op.kind, op.called_at
+    )
 }
 
 enum KeyVerdict {
@@ -96,7 +104,11 @@ enum Effect {
     Read(u32),
     Write(u32),
     /// `swapped`: `Some(result)` if known.
-    CompareAndSwap { expected: u32, new: u32, swapped: Option<bool> },
+    CompareAndSwap {
+        expected: u32,
+        new: u32,
+        swapped: Option<bool>,
+    },
 }
 
 impl Effect {
@@ -105,7 +117,11 @@ impl Effect {
         match *self {
             Effect::Read(seen) => (seen == state).then_some(state),
             Effect::Write(value) => Some(value),
-            Effect::CompareAndSwap { expected, new, swapped } => {
+            Effect::CompareAndSwap {
+                expected,
+                new,
+                swapped,
+            } => {
                 let matches = state == expected;
                 match swapped {
                     Some(swapped) if swapped != matches => None,
@@ -117,7 +133,9 @@ impl Effect {
 }
 
 fn to_steps(ops: &[&Operation]) -> Vec<Step> {
-    let mut interner = Interner { ids: HashMap::new() };
+    let mut interner = Interner {
+        ids: HashMap::new(),
+    };
     ops.iter()
         .map(|op| {
             let result = op.returned.as_ref().map(|(_, result)| result);
@@ -242,8 +260,10 @@ mod tests {
         Bytes::copy_from_slice(text.as_bytes())
     }
 
-    /// Builds a history from `(kind, called, returned, result)` on one key.
-    fn history(ops: Vec<(OpKind, u64, Option<(u64, OpResult)>)>) -> History {
+    /// `(kind, called at, Some((returned at, result)))` on one key.
+    type Call = (OpKind, u64, Option<(u64, OpResult)>);
+
+    fn history(ops: Vec<Call>) -> History {
         let mut history = History::default();
         for (id, (kind, called_at, returned)) in ops.into_iter().enumerate() {
             history.operations.push(Operation {
@@ -302,7 +322,10 @@ mod tests {
             (OpKind::Get, 1, Some((2, read(Some("1"))))),
             (OpKind::Put(b("1")), 3, None),
         ]);
-        assert!(matches!(check(&but_not_before_its_call), Verdict::Violation { .. }));
+        assert!(matches!(
+            check(&but_not_before_its_call),
+            Verdict::Violation { .. }
+        ));
     }
 
     #[test]

@@ -8,7 +8,10 @@ use ravel_sim::options::{FaultMix, SimOptions};
 use ravel_sim::runner::{run_seed, run_seeds, SeedResult};
 
 #[derive(Parser, Debug)]
-#[command(name = "ravel-sim", about = "Deterministic fault-injection simulator for the Ravel Raft core")]
+#[command(
+    name = "ravel-sim",
+    about = "Deterministic fault-injection simulator for the Ravel Raft core"
+)]
 struct Cli {
     /// Seeds to run, as START..END (END excluded) or a single seed.
     #[arg(long, default_value = "0..100")]
@@ -65,7 +68,11 @@ fn main() -> ExitCode {
         let options = SimOptions { nodes, ..options };
         let result = run_seed(seed, &options, true);
         print_result(&result, &cli);
-        return if result.failure.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        return if result.failure.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     let seeds = match parse_seeds(&cli.seeds) {
         Ok(seeds) => seeds,
@@ -74,22 +81,36 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let jobs = cli.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let jobs = cli
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let mut passed = 0;
     let mut failed = 0;
     for &nodes in &cli.nodes {
-        let options = SimOptions { nodes, ..options.clone() };
+        let options = SimOptions {
+            nodes,
+            ..options.clone()
+        };
         eprintln!(
             "running seeds {}..{} on {nodes} nodes, faults {}, {} ms each{}",
             seeds.start,
             seeds.end,
             options.faults,
             options.duration_ms,
-            if cli.determinism { ", each twice (determinism check)" } else { "" }
+            if cli.determinism {
+                ", each twice (determinism check)"
+            } else {
+                ""
+            }
         );
-        let summary = run_seeds(seeds.clone(), &options, jobs, cli.determinism, true, &|result| {
-            print_result(result, &cli)
-        });
+        let summary = run_seeds(
+            seeds.clone(),
+            &options,
+            jobs,
+            cli.determinism,
+            true,
+            &|result| print_result(result, &cli),
+        );
         eprintln!(
             "  {nodes} nodes: {} passed, {} failed in {:.1} s ({:.0} seeds/s, {} events, {} client operations, {} elections)",
             summary.passed,
@@ -117,12 +138,20 @@ fn build_options(cli: &Cli) -> Result<SimOptions, String> {
         None => None,
         Some("read-index") => Some(ReadMode::ReadIndex),
         Some("lease") => Some(ReadMode::Lease),
-        Some(other) => return Err(format!("unknown read mode `{other}`; use read-index or lease")),
+        Some(other) => {
+            return Err(format!(
+                "unknown read mode `{other}`; use read-index or lease"
+            ))
+        }
     };
     let bugs = match cli.bug.as_deref() {
         None => PlantedBugs::default(),
-        Some(name) => PlantedBugs::by_name(name)
-            .ok_or_else(|| format!("unknown bug `{name}`; known: {}", PlantedBugs::NAMES.join(", ")))?,
+        Some(name) => PlantedBugs::by_name(name).ok_or_else(|| {
+            format!(
+                "unknown bug `{name}`; known: {}",
+                PlantedBugs::NAMES.join(", ")
+            )
+        })?,
     };
     if cli.nodes.iter().any(|&nodes| nodes == 0 || nodes > 9) {
         return Err("--nodes takes sizes from 1 to 9".to_string());
@@ -140,7 +169,11 @@ fn build_options(cli: &Cli) -> Result<SimOptions, String> {
 }
 
 fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
-    let parse = |part: &str| part.trim().parse::<u64>().map_err(|_| format!("`{text}` is not a seed range like 0..1000"));
+    let parse = |part: &str| {
+        part.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{text}` is not a seed range like 0..1000"))
+    };
     match text.split_once("..") {
         Some((start, end)) => {
             let (start, end) = (parse(start)?, parse(end)?);
@@ -185,7 +218,10 @@ fn print_result(result: &SeedResult, cli: &Cli) {
             if let Some(bug) = &cli.bug {
                 replay.push_str(&format!(" --bug {bug}"));
             }
-            println!("seed {} FAILED on {} nodes: {failure}\n  replay: {replay}", result.seed, result.nodes);
+            println!(
+                "seed {} FAILED on {} nodes: {failure}\n  replay: {replay}",
+                result.seed, result.nodes
+            );
         }
     }
 }

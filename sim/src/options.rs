@@ -24,7 +24,14 @@ pub struct FaultMix {
 
 impl FaultMix {
     pub const NAMES: [&'static str; 8] = [
-        "partition", "loss", "delay", "duplicate", "crash", "pause", "skew", "transfer",
+        "partition",
+        "loss",
+        "delay",
+        "duplicate",
+        "crash",
+        "pause",
+        "skew",
+        "transfer",
     ];
 
     pub fn all() -> Self {
@@ -43,7 +50,11 @@ impl FaultMix {
     /// Parses `all`, `none`, or a comma-separated list of family names.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut mix = FaultMix::default();
-        for name in text.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        for name in text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+        {
             match name {
                 "all" => mix = FaultMix::all(),
                 "none" => {}

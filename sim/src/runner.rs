@@ -32,14 +32,18 @@ fn install_panic_hook() {
         panic::set_hook(Box::new(move |info| {
             let in_seed = LAST_PANIC.with(|slot| slot.borrow().is_some());
             if in_seed {
-                let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+                let location = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
                 let message = info
                     .payload()
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| info.payload().downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "panic".to_string());
-                LAST_PANIC.with(|slot| *slot.borrow_mut() = Some(format!("panic: {message}{location}")));
+                LAST_PANIC
+                    .with(|slot| *slot.borrow_mut() = Some(format!("panic: {message}{location}")));
             } else {
                 default(info);
             }
@@ -51,8 +55,12 @@ fn install_panic_hook() {
 pub fn run_seed(seed: u64, options: &SimOptions, verbose: bool) -> SeedResult {
     install_panic_hook();
     LAST_PANIC.with(|slot| *slot.borrow_mut() = Some(String::new()));
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| World::new(seed, options.clone(), verbose).run()));
-    let panic_message = LAST_PANIC.with(|slot| slot.borrow_mut().take()).filter(|message| !message.is_empty());
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        World::new(seed, options.clone(), verbose).run()
+    }));
+    let panic_message = LAST_PANIC
+        .with(|slot| slot.borrow_mut().take())
+        .filter(|message| !message.is_empty());
     match outcome {
         Ok(report) => SeedResult {
             seed,
@@ -142,7 +150,7 @@ pub fn run_seeds(
                 }
                 drop(summary);
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if progress && (finished % 50 == 0 || finished == total) {
+                if progress && (finished.is_multiple_of(50) || finished == total) {
                     let rate = finished as f64 / started.elapsed().as_secs_f64();
                     eprintln!(
                         "  {} nodes: {finished}/{total} seeds, {} failed, {rate:.0} seeds/s",
@@ -153,7 +161,9 @@ pub fn run_seeds(
             });
         }
     });
-    let mut summary = summary.into_inner().expect("no thread panics holding the lock");
+    let mut summary = summary
+        .into_inner()
+        .expect("no thread panics holding the lock");
     summary.failed.sort_by_key(|result| result.seed);
     summary.elapsed = started.elapsed();
     summary

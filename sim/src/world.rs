@@ -12,8 +12,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ravel::core::{
-    Action, Config, EntryPayload, Input, LogIndex, Message, NodeId, PersistId, Proposal, RawNode, ReadMode,
-    Refusal, RequestId, Role, Term,
+    Action, Config, EntryPayload, Input, LogIndex, Message, NodeId, PersistId, Proposal, RawNode,
+    ReadMode, Refusal, RequestId, Role, Term,
 };
 use ravel::kv::{KvStateMachine, Outcome};
 
@@ -80,10 +80,24 @@ enum Reply {
 enum Event {
     Tick(NodeId),
     Deliver(Message),
-    DiskSynced { node: NodeId, incarnation: u64, up_to: PersistId },
-    Request { node: NodeId, request: Request },
-    Reply { client: ClientId, op: OpId, reply: Reply },
-    ClientTimeout { client: ClientId, op: OpId },
+    DiskSynced {
+        node: NodeId,
+        incarnation: u64,
+        up_to: PersistId,
+    },
+    Request {
+        node: NodeId,
+        request: Request,
+    },
+    Reply {
+        client: ClientId,
+        op: OpId,
+        reply: Reply,
+    },
+    ClientTimeout {
+        client: ClientId,
+        op: OpId,
+    },
     ClientNext(ClientId),
     Fault,
     HealPartition,
@@ -143,10 +157,22 @@ impl World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let faults = options.faults;
         let network = Network::new(NetworkConfig {
-            loss_rate: if faults.loss { rng.random_range(0.0..0.05) } else { 0.0 },
-            duplicate_rate: if faults.duplicate { rng.random_range(0.0..0.05) } else { 0.0 },
+            loss_rate: if faults.loss {
+                rng.random_range(0.0..0.05)
+            } else {
+                0.0
+            },
+            duplicate_rate: if faults.duplicate {
+                rng.random_range(0.0..0.05)
+            } else {
+                0.0
+            },
             delay_min_us: 200,
-            delay_max_us: if faults.delay { rng.random_range(1_000..30_000) } else { 1_000 },
+            delay_max_us: if faults.delay {
+                rng.random_range(1_000..30_000)
+            } else {
+                1_000
+            },
         });
         let tuning = Tuning::draw(options.read_mode, &mut rng);
         let ids: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
@@ -215,7 +241,11 @@ impl World {
         self.trace.line(0, || {
             format!(
                 "seed {} | {} nodes | faults {} | {:?} | {:?}",
-                self.seed, self.options.nodes, self.options.faults, self.tuning, self.network.config
+                self.seed,
+                self.options.nodes,
+                self.options.faults,
+                self.tuning,
+                self.network.config
             )
         });
         for id in self.ids.clone() {
@@ -250,12 +280,14 @@ impl World {
             self.now_us = at;
             self.events += 1;
             self.handle(event);
-            if self.events % LOG_MATCHING_EVERY_EVENTS == 0 {
+            if self.events.is_multiple_of(LOG_MATCHING_EVERY_EVENTS) {
                 self.check_log_matching();
             }
             if let Some(target) = self.liveness_target {
                 self.liveness_done = self.nodes.iter().all(|node| {
-                    node.core.as_ref().is_some_and(|core| core.status().applied >= target)
+                    node.core
+                        .as_ref()
+                        .is_some_and(|core| core.status().applied >= target)
                 });
             }
         }
@@ -281,9 +313,9 @@ impl World {
                         if shown < operations.len() { "\n    (earlier operations omitted)" } else { "" }
                     ));
                 }
-                Verdict::Inconclusive { key } => {
-                    self.fail(format!("linearizability: the search on key {key} ran out of budget"))
-                }
+                Verdict::Inconclusive { key } => self.fail(format!(
+                    "linearizability: the search on key {key} ran out of budget"
+                )),
             }
         }
         RunReport {
@@ -305,7 +337,8 @@ impl World {
 
     fn schedule(&mut self, delay_us: u64, event: Event) {
         self.sequence += 1;
-        self.queue.insert((self.now_us + delay_us, self.sequence), event);
+        self.queue
+            .insert((self.now_us + delay_us, self.sequence), event);
     }
 
     fn stamp(&mut self) -> u64 {
@@ -315,7 +348,8 @@ impl World {
 
     fn fail(&mut self, violation: Violation) {
         if self.failure.is_none() {
-            self.trace.line(self.now_us, || format!("VIOLATION: {violation}"));
+            self.trace
+                .line(self.now_us, || format!("VIOLATION: {violation}"));
             self.failure = Some(format!("at {} ms: {violation}", self.now_us / 1000));
         }
     }
@@ -339,10 +373,16 @@ impl World {
             }
             Event::Deliver(message) => {
                 let to = message.to;
-                self.trace.line(self.now_us, || format!("n{to} <- {}", describe_message(&message)));
+                self.trace.line(self.now_us, || {
+                    format!("n{to} <- {}", describe_message(&message))
+                });
                 self.feed(to, vec![Input::Message(message)]);
             }
-            Event::DiskSynced { node, incarnation, up_to } => self.disk_synced(node, incarnation, up_to),
+            Event::DiskSynced {
+                node,
+                incarnation,
+                up_to,
+            } => self.disk_synced(node, incarnation, up_to),
             Event::Request { node, request } => self.request_arrives(node, request),
             Event::Reply { client, op, reply } => self.reply_arrives(client, op, reply),
             Event::ClientTimeout { client, op } => {
@@ -351,7 +391,8 @@ impl World {
                     client.current = None;
                     client.target = *self.ids.choose(&mut self.rng).expect("nodes");
                     let id = client.id;
-                    self.trace.line(self.now_us, || format!("client {id}: op {op} timed out"));
+                    self.trace
+                        .line(self.now_us, || format!("client {id}: op {op} timed out"));
                     self.schedule(0, Event::ClientNext(id));
                 }
             }
@@ -381,7 +422,8 @@ impl World {
         let recovered = node.disk.recover();
         let commit = recovered.hard_state.commit;
         let term = recovered.hard_state.term;
-        let core = RawNode::new(config, recovered, node.clock.local_ms(now_us)).expect("simulator config is valid");
+        let core = RawNode::new(config, recovered, node.clock.local_ms(now_us))
+            .expect("simulator config is valid");
         node.core = Some(core);
         node.kv = KvStateMachine::new();
         node.watch = NodeWatch {
@@ -390,7 +432,9 @@ impl World {
             role: None,
         };
         let incarnation = node.incarnation;
-        self.trace.line(self.now_us, || format!("n{id} starts (incarnation {incarnation}, term {term}, commit {commit})"));
+        self.trace.line(self.now_us, || {
+            format!("n{id} starts (incarnation {incarnation}, term {term}, commit {commit})")
+        });
     }
 
     /// Steps a node with `inputs` (after a tick with its local time) and executes what it asks,
@@ -419,7 +463,8 @@ impl World {
             if let Err(violation) = self.checker.after_step(core, &mut node.watch) {
                 return self.fail(violation);
             }
-            let leader_committed = core.status().role == Role::Leader && node.watch.commit > commit_before;
+            let leader_committed =
+                core.status().role == Role::Leader && node.watch.commit > commit_before;
             let mut applied = None;
             for action in actions {
                 self.trace.hash(&(id, &action));
@@ -437,14 +482,22 @@ impl World {
             let Some(index) = applied else {
                 return;
             };
-            let core = self.nodes[id as usize - 1].core.as_mut().expect("a node stays up while it steps");
+            let core = self.nodes[id as usize - 1]
+                .core
+                .as_mut()
+                .expect("a node stays up while it steps");
             let input = Input::Applied { index };
             self.trace.hash(&(id, &input));
             core.step(input);
         }
     }
 
-    fn execute(&mut self, id: NodeId, action: Action, applied: &mut Option<LogIndex>) -> Result<(), Violation> {
+    fn execute(
+        &mut self,
+        id: NodeId,
+        action: Action,
+        applied: &mut Option<LogIndex>,
+    ) -> Result<(), Violation> {
         match action {
             Action::Persist {
                 id: persist_id,
@@ -453,7 +506,10 @@ impl World {
                 sync: _,
             } => {
                 self.trace.line(self.now_us, || {
-                    format!("n{id} persist #{persist_id} {hard_state:?} +{} entries", entries.len())
+                    format!(
+                        "n{id} persist #{persist_id} {hard_state:?} +{} entries",
+                        entries.len()
+                    )
                 });
                 let delay = self.rng.random_range(100..2_000);
                 let node = self.node(id);
@@ -468,7 +524,10 @@ impl World {
                     self.schedule(delay, event);
                 }
             }
-            Action::Send { message, after_persist } => {
+            Action::Send {
+                message,
+                after_persist,
+            } => {
                 let node = self.node(id);
                 if after_persist && node.disk.synced_id < node.disk.written_id {
                     let written = node.disk.written_id;
@@ -494,22 +553,40 @@ impl World {
                     };
                     let reply = match (term == entry.term, outcome) {
                         (false, _) => Reply::Refused(None),
-                        (true, Some(Outcome::Put | Outcome::Deleted { .. })) => Reply::Ok(OpResult::Done),
-                        (true, Some(Outcome::CompareAndSwap { swapped, .. })) => Reply::Ok(OpResult::Swapped(swapped)),
+                        (true, Some(Outcome::Put | Outcome::Deleted { .. })) => {
+                            Reply::Ok(OpResult::Done)
+                        }
+                        (true, Some(Outcome::CompareAndSwap { swapped, .. })) => {
+                            Reply::Ok(OpResult::Swapped(swapped))
+                        }
                         (true, other) => {
-                            return Err(format!("node {id}: proposal at {} applied as {other:?}", entry.index))
+                            return Err(format!(
+                                "node {id}: proposal at {} applied as {other:?}",
+                                entry.index
+                            ))
                         }
                     };
                     self.send_reply(&request, reply);
                 }
             }
-            Action::ProposalAccepted { id: request_id, index, term } => {
+            Action::ProposalAccepted {
+                id: request_id,
+                index,
+                term,
+            } => {
                 let node = self.node(id);
                 if let Some(request) = node.requests.remove(&request_id) {
                     node.proposals.insert(index, (term, request));
                 }
             }
-            Action::ProposalRefused { id: request_id, reason } | Action::ReadRefused { id: request_id, reason } => {
+            Action::ProposalRefused {
+                id: request_id,
+                reason,
+            }
+            | Action::ReadRefused {
+                id: request_id,
+                reason,
+            } => {
                 if let Some(request) = self.node(id).requests.remove(&request_id) {
                     let hint = match reason {
                         Refusal::NotLeader { leader_hint } => leader_hint,
@@ -518,7 +595,10 @@ impl World {
                     self.send_reply(&request, Reply::Refused(hint));
                 }
             }
-            Action::ReadReady { id: request_id, index } => {
+            Action::ReadReady {
+                id: request_id,
+                index,
+            } => {
                 let node = self.node(id);
                 if let Some(request) = node.requests.remove(&request_id) {
                     debug_assert!(node.kv.applied_index() >= index);
@@ -527,14 +607,18 @@ impl World {
                 }
             }
             Action::RoleChanged { role, term, leader } => {
-                self.trace.line(self.now_us, || format!("n{id} is {role:?} in term {term}, leader {leader:?}"));
+                self.trace.line(self.now_us, || {
+                    format!("n{id} is {role:?} in term {term}, leader {leader:?}")
+                });
             }
         }
         Ok(())
     }
 
     fn transmit(&mut self, message: Message) {
-        self.trace.line(self.now_us, || format!("n{} -> {}", message.from, describe_message(&message)));
+        self.trace.line(self.now_us, || {
+            format!("n{} -> {}", message.from, describe_message(&message))
+        });
         let delays = self.network.route(message.from, message.to, &mut self.rng);
         if let Some((last, rest)) = delays.split_last() {
             for &delay in rest {
@@ -552,7 +636,10 @@ impl World {
         node.sync_in_flight = false;
         node.disk.sync_up_to(up_to);
         let synced = node.disk.synced_id;
-        let (ready, waiting): (Vec<_>, Vec<_>) = node.held.drain(..).partition(|(needed, _)| *needed <= synced);
+        let (ready, waiting): (Vec<_>, Vec<_>) = node
+            .held
+            .drain(..)
+            .partition(|(needed, _)| *needed <= synced);
         node.held = waiting;
         if node.disk.has_unsynced() {
             node.sync_in_flight = true;
@@ -587,7 +674,9 @@ impl World {
         node.held.clear();
         node.requests.clear();
         node.proposals.clear();
-        self.trace.line(self.now_us, || format!("n{id} crashes ({survived} unsynced writes survive)"));
+        self.trace.line(self.now_us, || {
+            format!("n{id} crashes ({survived} unsynced writes survive)")
+        });
     }
 
     fn restart(&mut self, id: NodeId) {
@@ -603,7 +692,9 @@ impl World {
         }
         node.paused = false;
         let deferred = std::mem::take(&mut node.deferred);
-        self.trace.line(self.now_us, || format!("n{id} resumes with {} queued events", deferred.len()));
+        self.trace.line(self.now_us, || {
+            format!("n{id} resumes with {} queued events", deferred.len())
+        });
         for event in deferred {
             self.handle(event);
         }
@@ -623,7 +714,10 @@ impl World {
         }
         let (key, kind) = if is_liveness {
             let value = Bytes::from(format!("live-{}", self.next_op));
-            (Bytes::from_static(LIVENESS_KEY.as_bytes()), OpKind::Put(value))
+            (
+                Bytes::from_static(LIVENESS_KEY.as_bytes()),
+                OpKind::Put(value),
+            )
         } else {
             client_state.next_operation(keys, &mut self.rng)
         };
@@ -634,10 +728,23 @@ impl World {
         let target = client_state.target;
         let at = self.stamp();
         self.history.call(op, client, key.clone(), kind.clone(), at);
-        self.trace.line(self.now_us, || format!("client {client}: op {op} {kind:?} on {key:?} -> n{target}"));
+        self.trace.line(self.now_us, || {
+            format!("client {client}: op {op} {kind:?} on {key:?} -> n{target}")
+        });
         let delay = self.network.delay(&mut self.rng);
-        let request = Request { client, op, key, kind };
-        self.schedule(delay, Event::Request { node: target, request });
+        let request = Request {
+            client,
+            op,
+            key,
+            kind,
+        };
+        self.schedule(
+            delay,
+            Event::Request {
+                node: target,
+                request,
+            },
+        );
         self.schedule(CLIENT_TIMEOUT_US, Event::ClientTimeout { client, op });
     }
 
@@ -679,7 +786,9 @@ impl World {
         let think_us = match reply {
             Reply::Ok(result) => {
                 let at = self.stamp();
-                self.trace.line(self.now_us, || format!("client {client}: op {op} -> {result:?}"));
+                self.trace.line(self.now_us, || {
+                    format!("client {client}: op {op} -> {result:?}")
+                });
                 self.history.complete(op, result, at);
                 if client == self.liveness_client() {
                     self.liveness_target = Some(self.checker.committed_len());
@@ -690,7 +799,8 @@ impl World {
             Reply::Refused(hint) => {
                 self.history.fail(op);
                 let client_state = &mut self.clients[client as usize - 1];
-                client_state.target = hint.unwrap_or_else(|| *self.ids.choose(&mut self.rng).expect("nodes"));
+                client_state.target =
+                    hint.unwrap_or_else(|| *self.ids.choose(&mut self.rng).expect("nodes"));
                 self.rng.random_range(1_000..20_000)
             }
         };
@@ -740,9 +850,16 @@ impl World {
                 }
                 "transfer" => {
                     if let Some(leader) = self.current_leader() {
-                        let others: Vec<NodeId> = self.ids.iter().copied().filter(|&id| id != leader).collect();
+                        let others: Vec<NodeId> = self
+                            .ids
+                            .iter()
+                            .copied()
+                            .filter(|&id| id != leader)
+                            .collect();
                         if let Some(&to) = others.choose(&mut self.rng) {
-                            self.trace.line(self.now_us, || format!("n{leader}: transfer leadership to n{to}"));
+                            self.trace.line(self.now_us, || {
+                                format!("n{leader}: transfer leadership to n{to}")
+                            });
                             self.feed(leader, vec![Input::TransferLeadership { to }]);
                         }
                     }
@@ -750,7 +867,8 @@ impl World {
                 _ => {
                     let target = *self.ids.choose(&mut self.rng).expect("nodes");
                     if !self.node(target).paused {
-                        self.trace.line(self.now_us, || format!("n{target}: forced campaign"));
+                        self.trace
+                            .line(self.now_us, || format!("n{target}: forced campaign"));
                         self.feed(target, vec![Input::Campaign]);
                     }
                 }
@@ -830,11 +948,13 @@ impl World {
 
     fn heal_everything(&mut self) {
         self.faults_over = true;
-        self.trace.line(self.now_us, || "faults end: everything heals".to_string());
+        self.trace
+            .line(self.now_us, || "faults end: everything heals".to_string());
         self.network.heal();
         self.network.config.loss_rate = 0.0;
         self.network.config.duplicate_rate = 0.0;
-        self.queue.retain(|_, event| !matches!(event, Event::Fault | Event::HealPartition));
+        self.queue
+            .retain(|_, event| !matches!(event, Event::Fault | Event::HealPartition));
         self.crash_leader_on_commit = false;
         for id in self.ids.clone() {
             self.restart(id);
@@ -849,7 +969,11 @@ impl World {
     // ---- checks ------------------------------------------------------------------------------
 
     fn check_log_matching(&mut self) {
-        let cores: Vec<&RawNode> = self.nodes.iter().filter_map(|node| node.core.as_ref()).collect();
+        let cores: Vec<&RawNode> = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.core.as_ref())
+            .collect();
         if let Err(violation) = self.checker.check_log_matching(&cores) {
             self.fail(violation);
         }
@@ -937,7 +1061,14 @@ fn describe_message(message: &Message) -> String {
             last_log_term,
             leadership_transfer,
             ..
-        } => format!("last=({last_log_index},{last_log_term}){}", if *leadership_transfer { " transfer" } else { "" }),
+        } => format!(
+            "last=({last_log_index},{last_log_term}){}",
+            if *leadership_transfer {
+                " transfer"
+            } else {
+                ""
+            }
+        ),
         MessageBody::VoteResponse { granted, .. } => format!("granted={granted}"),
         MessageBody::Append {
             prev_log_index,
@@ -953,5 +1084,10 @@ fn describe_message(message: &Message) -> String {
         MessageBody::HeartbeatResponse { round } => format!("round={round}"),
         MessageBody::TimeoutNow => String::new(),
     };
-    format!("n{} {} t{} {detail}", message.to, message.body.kind(), message.term)
+    format!(
+        "n{} {} t{} {detail}",
+        message.to,
+        message.body.kind(),
+        message.term
+    )
 }

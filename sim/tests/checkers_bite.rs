@@ -13,14 +13,21 @@ fn first_failure(bug: &str, seeds: u64) -> String {
         ..SimOptions::default()
     };
     let summary = run_seeds(0..seeds, &options, 2, false, false, &|_| {});
-    let failed = summary.failed.first().unwrap_or_else(|| panic!("`{bug}` went unnoticed in {seeds} seeds"));
+    let failed = summary
+        .failed
+        .first()
+        .unwrap_or_else(|| panic!("`{bug}` went unnoticed in {seeds} seeds"));
     failed.failure.clone().expect("a failed seed has a failure")
 }
 
 #[test]
 fn the_unbroken_core_passes() {
     let summary = run_seeds(0..64, &SimOptions::default(), 2, false, false, &|_| {});
-    let failures: Vec<_> = summary.failed.iter().map(|result| (result.seed, &result.failure)).collect();
+    let failures: Vec<_> = summary
+        .failed
+        .iter()
+        .map(|result| (result.seed, &result.failure))
+        .collect();
     assert!(failures.is_empty(), "{failures:?}");
 }
 
@@ -92,5 +99,8 @@ fn a_seed_replays_bit_for_bit() {
     }
     let other = run_seed(4, &options, false).report.expect("ran");
     let first = run_seed(3, &options, false).report.expect("ran");
-    assert_ne!(first.trace_hash, other.trace_hash, "different seeds, different runs");
+    assert_ne!(
+        first.trace_hash, other.trace_hash,
+        "different seeds, different runs"
+    );
 }

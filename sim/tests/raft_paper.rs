@@ -44,7 +44,10 @@ fn section_5_4_1_votes_go_only_to_up_to_date_candidates() {
     // Node 1's log ends in term 1; nodes 2 and 3 hold a term-2 entry.
     let mut cluster = TestCluster::with_logs(&[vec![1], vec![1, 2], vec![1, 2]], 2, |_| {});
     cluster.elect(1);
-    assert!(cluster.leaders().is_empty(), "node 1 must not win with a stale log");
+    assert!(
+        cluster.leaders().is_empty(),
+        "node 1 must not win with a stale log"
+    );
     cluster.elect(2);
     assert_eq!(cluster.leaders(), vec![2]);
 }
@@ -56,23 +59,31 @@ fn figure_7_followers_converge_to_the_leaders_log() {
     let leader_log = vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
     let logs = vec![
         leader_log.clone(),
-        vec![1, 1, 1, 4, 4, 5, 5, 6, 6],             // (a)
-        vec![1, 1, 1, 4],                            // (b)
-        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],       // (c)
-        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],    // (d)
-        vec![1, 1, 1, 4, 4, 4, 4],                   // (e)
-        vec![1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],       // (f)
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6],          // (a)
+        vec![1, 1, 1, 4],                         // (b)
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],    // (c)
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7], // (d)
+        vec![1, 1, 1, 4, 4, 4, 4],                // (e)
+        vec![1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],    // (f)
     ];
     let mut cluster = TestCluster::with_logs(&logs, 7, |config| config.entries_per_message_max = 3);
     cluster.elect(1);
-    assert_eq!(cluster.leader(), Some(1), "votes from (a), (b), (e), (f) elect the leader in term 8");
+    assert_eq!(
+        cluster.leader(),
+        Some(1),
+        "votes from (a), (b), (e), (f) elect the leader in term 8"
+    );
     assert_eq!(cluster.status(1).term, 8);
     cluster.run_for(100);
     let mut expected = leader_log;
     expected.push(8);
     for id in 1..=7 {
         assert_eq!(cluster.log_terms(id), expected, "node {id}'s log");
-        assert_eq!(cluster.status(id).commit, 11, "node {id} commits through the no-op");
+        assert_eq!(
+            cluster.status(id).commit,
+            11,
+            "node {id} commits through the no-op"
+        );
     }
 }
 
@@ -95,8 +106,16 @@ fn figure_8_earlier_term_entries_are_not_committed_by_counting() {
         _ => message.to != 4 && message.to != 5,
     });
     assert_eq!(cluster.leader(), Some(1));
-    assert_eq!(cluster.core(1).progress(3).map(|p| p.match_index), Some(2), "S3 now holds the term-2 entry");
-    assert_eq!(cluster.core(1).progress(2).map(|p| p.match_index), Some(3), "S2 holds the no-op too");
+    assert_eq!(
+        cluster.core(1).progress(3).map(|p| p.match_index),
+        Some(2),
+        "S3 now holds the term-2 entry"
+    );
+    assert_eq!(
+        cluster.core(1).progress(2).map(|p| p.match_index),
+        Some(3),
+        "S2 holds the no-op too"
+    );
     assert_eq!(
         cluster.status(1).commit,
         0,
@@ -115,10 +134,17 @@ fn section_5_3_a_stale_leader_steps_down_on_hearing_a_higher_term() {
     cluster.elect(1);
     cluster.isolate(1);
     cluster.elect(2);
-    assert_eq!(cluster.leaders(), vec![1, 2], "both believe they lead, in different terms");
+    assert_eq!(
+        cluster.leaders(),
+        vec![1, 2],
+        "both believe they lead, in different terms"
+    );
     cluster.heal();
     cluster.propose(1, 7, b"stale");
-    assert!(matches!(cluster.take_events(1).as_slice(), [.., Action::ProposalAccepted { .. }]));
+    assert!(matches!(
+        cluster.take_events(1).as_slice(),
+        [.., Action::ProposalAccepted { .. }]
+    ));
     cluster.deliver_all();
     assert_eq!(cluster.leaders(), vec![2]);
     assert_eq!(cluster.status(1).term, cluster.status(2).term);
@@ -133,7 +159,11 @@ fn thesis_9_6_a_rejoining_node_does_not_disrupt_the_leader_with_pre_vote() {
     let term = cluster.status(1).term;
     cluster.isolate(3);
     cluster.run_for(2_000);
-    assert_eq!(cluster.status(3).term, term, "pre-votes fail: no term inflation while isolated");
+    assert_eq!(
+        cluster.status(3).term,
+        term,
+        "pre-votes fail: no term inflation while isolated"
+    );
     cluster.heal();
     cluster.run_for(500);
     assert_eq!(cluster.leader(), Some(1));
@@ -182,7 +212,10 @@ fn thesis_3_10_leadership_transfer_hands_over_to_the_target() {
     let events = cluster.take_events(1);
     assert!(events.iter().any(|event| matches!(
         event,
-        Action::ProposalRefused { id: 2, reason: Refusal::TransferInProgress }
+        Action::ProposalRefused {
+            id: 2,
+            reason: Refusal::TransferInProgress
+        }
     )));
     cluster.deliver_all();
     assert_eq!(cluster.leader(), Some(3));
@@ -199,7 +232,9 @@ fn proposals_to_a_follower_are_refused_with_a_leader_hint() {
     let events = cluster.take_events(1);
     assert!(events.contains(&Action::ProposalRefused {
         id: 9,
-        reason: Refusal::NotLeader { leader_hint: Some(2) }
+        reason: Refusal::NotLeader {
+            leader_hint: Some(2)
+        }
     }));
 }
 
@@ -212,7 +247,10 @@ fn thesis_6_4_read_index_needs_a_quorum_round() {
     cluster.step(1, Input::Read { id: 1 });
     assert!(cluster.take_events(1).is_empty(), "not before the round");
     cluster.deliver_all();
-    assert!(matches!(cluster.take_events(1).as_slice(), [Action::ReadReady { id: 1, .. }]));
+    assert!(matches!(
+        cluster.take_events(1).as_slice(),
+        [Action::ReadReady { id: 1, .. }]
+    ));
 
     cluster.isolate(1);
     cluster.step(1, Input::Read { id: 2 });
@@ -221,7 +259,9 @@ fn thesis_6_4_read_index_needs_a_quorum_round() {
     cluster.run_for(300);
     let events = cluster.take_events(1);
     assert!(
-        events.iter().any(|event| matches!(event, Action::ReadRefused { id: 2, .. })),
+        events
+            .iter()
+            .any(|event| matches!(event, Action::ReadRefused { id: 2, .. })),
         "refused when the leader steps down: {events:?}"
     );
 }
@@ -234,12 +274,18 @@ fn thesis_6_4_1_lease_reads_skip_the_round_only_while_the_lease_holds() {
     cluster.elect(1);
     cluster.run_for(50);
     cluster.step(1, Input::Read { id: 1 });
-    assert!(matches!(cluster.take_events(1).as_slice(), [Action::ReadReady { id: 1, .. }]));
+    assert!(matches!(
+        cluster.take_events(1).as_slice(),
+        [Action::ReadReady { id: 1, .. }]
+    ));
 
     cluster.isolate(1);
     cluster.now_ms += cluster.core(1).config().election_timeout_min_ms;
     cluster.step(1, Input::Read { id: 2 });
-    assert!(cluster.take_events(1).iter().all(|event| !matches!(event, Action::ReadReady { .. })));
+    assert!(cluster
+        .take_events(1)
+        .iter()
+        .all(|event| !matches!(event, Action::ReadReady { .. })));
 }
 
 /// §5.3 with flow control: a follower in probe state gets one append at a time; once it
@@ -251,7 +297,10 @@ fn flow_control_probes_then_pipelines_within_the_inflight_limit() {
         config.inflight_messages_max = 2;
     });
     cluster.elect(1);
-    assert_eq!(cluster.core(1).progress(2).map(|p| p.state), Some(ProgressState::Replicate));
+    assert_eq!(
+        cluster.core(1).progress(2).map(|p| p.state),
+        Some(ProgressState::Replicate)
+    );
     for request in 0..5 {
         cluster.propose(1, request, b"p");
     }
@@ -260,7 +309,10 @@ fn flow_control_probes_then_pipelines_within_the_inflight_limit() {
         .iter()
         .filter(|message| message.to == 2 && matches!(message.body, MessageBody::Append { .. }))
         .count();
-    assert_eq!(appends_to_2, 2, "no more than the in-flight limit before acknowledgements");
+    assert_eq!(
+        appends_to_2, 2,
+        "no more than the in-flight limit before acknowledgements"
+    );
     cluster.deliver_all();
     assert_eq!(cluster.status(2).commit, cluster.status(1).last_index);
 }
@@ -276,7 +328,11 @@ fn a_restarted_follower_recovers_its_log_and_catches_up() {
     cluster.propose(1, 2, b"b");
     cluster.deliver_all();
     cluster.restart(3);
-    assert_eq!(cluster.status(3).last_index, 2, "noop and the first write were durable");
+    assert_eq!(
+        cluster.status(3).last_index,
+        2,
+        "noop and the first write were durable"
+    );
     cluster.run_for(100);
     assert_eq!(cluster.status(3).commit, 3);
 }
@@ -304,7 +360,10 @@ fn thesis_6_4_1_followers_that_hear_a_leader_refuse_votes() {
             cluster.run_for(5);
             // Would node 1 serve a lease read right now (no round trip)?
             cluster.step(1, Input::Read { id: 1 });
-            let lease_read = cluster.take_events(1).iter().any(|event| matches!(event, Action::ReadReady { .. }));
+            let lease_read = cluster
+                .take_events(1)
+                .iter()
+                .any(|event| matches!(event, Action::ReadReady { .. }));
             if lease_read && cluster.leaders().contains(&3) {
                 rival_elected_under_lease = true;
             }
@@ -314,5 +373,8 @@ fn thesis_6_4_1_followers_that_hear_a_leader_refuse_votes() {
     let (_, unsafe_lease) = run(false);
     assert!(!unsafe_lease, "no rival while the lease holds");
     let (_, unsafe_lease) = run(true);
-    assert!(unsafe_lease, "without the refusal a rival is elected during the lease");
+    assert!(
+        unsafe_lease,
+        "without the refusal a rival is elected during the lease"
+    );
 }

@@ -62,7 +62,10 @@ pub enum ConfigError {
     #[error(
         "heartbeat interval ({heartbeat_ms} ms) must be shorter than the minimum election timeout ({election_min_ms} ms), ideally by 5x or more"
     )]
-    HeartbeatTooSlow { heartbeat_ms: u64, election_min_ms: u64 },
+    HeartbeatTooSlow {
+        heartbeat_ms: u64,
+        election_min_ms: u64,
+    },
     #[error("read mode Lease needs check_quorum on: without it a deposed leader could serve stale reads")]
     LeaseWithoutCheckQuorum,
     #[error(
@@ -137,7 +140,9 @@ impl Config {
             return Err(ConfigError::LeaseWithoutCheckQuorum);
         }
         if self.clock_drift_max_ppm >= 250_000 {
-            return Err(ConfigError::DriftTooLarge { ppm: self.clock_drift_max_ppm });
+            return Err(ConfigError::DriftTooLarge {
+                ppm: self.clock_drift_max_ppm,
+            });
         }
         for (name, value) in [
             ("entries_per_message_max", self.entries_per_message_max),

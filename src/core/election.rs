@@ -38,7 +38,13 @@ impl RawNode {
             last_log_term: self.log.last_term(),
             leadership_transfer,
         };
-        let peers: Vec<NodeId> = self.config.voters.iter().copied().filter(|&id| id != self.config.id).collect();
+        let peers: Vec<NodeId> = self
+            .config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&id| id != self.config.id)
+            .collect();
         for peer in peers {
             self.send_with_term(peer, request_term, body.clone());
         }
@@ -57,7 +63,8 @@ impl RawNode {
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && request_term > self.term);
         #[cfg(feature = "planted-bugs")]
-        let free_to_vote = free_to_vote || (self.config.planted_bugs.vote_twice_in_term && self.role == Role::Follower);
+        let free_to_vote = free_to_vote
+            || (self.config.planted_bugs.vote_twice_in_term && self.role == Role::Follower);
         let log_ok = self.log.is_up_to_date(last_log_index, last_log_term);
         #[cfg(feature = "planted-bugs")]
         let log_ok = log_ok || self.config.planted_bugs.vote_without_log_check;
@@ -66,11 +73,25 @@ impl RawNode {
             self.vote = Some(from);
             self.reset_election_timer();
         }
-        let reply_term = if granted && pre_vote { request_term } else { self.term };
-        self.send_with_term(from, reply_term, MessageBody::VoteResponse { pre_vote, granted });
+        let reply_term = if granted && pre_vote {
+            request_term
+        } else {
+            self.term
+        };
+        self.send_with_term(
+            from,
+            reply_term,
+            MessageBody::VoteResponse { pre_vote, granted },
+        );
     }
 
-    pub(super) fn handle_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, granted: bool) {
+    pub(super) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        pre_vote: bool,
+        granted: bool,
+    ) {
         let current = match self.role {
             Role::PreCandidate => pre_vote && term == self.term + 1,
             Role::Candidate => !pre_vote && term == self.term,
@@ -104,7 +125,11 @@ impl RawNode {
     /// Takes office: fresh progress for every follower and a no-op of the new term, whose commit
     /// commits everything before it (Raft §5.4.2) and opens the leader for reads.
     fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate, "only a candidate can become leader");
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate can become leader"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.votes.clear();

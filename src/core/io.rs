@@ -53,11 +53,18 @@ pub enum Action {
     },
     /// Deliver a message. With `after_persist`, not before every earlier `Persist` is durable:
     /// the message promises something (a vote, stored entries) that a crash must not take back.
-    Send { message: Message, after_persist: bool },
+    Send {
+        message: Message,
+        after_persist: bool,
+    },
     /// Apply these committed entries to the state machine, in order, then report `Applied`.
     Apply { entries: Vec<Entry> },
     /// The proposal was appended at `index` in `term`; it takes effect if that entry is applied.
-    ProposalAccepted { id: RequestId, index: LogIndex, term: Term },
+    ProposalAccepted {
+        id: RequestId,
+        index: LogIndex,
+        term: Term,
+    },
     /// The proposal did not and will not take effect.
     ProposalRefused { id: RequestId, reason: Refusal },
     /// The read may now be served from the state machine, which has applied at least `index`.

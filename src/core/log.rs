@@ -31,10 +31,17 @@ impl RaftLog {
     /// A log recovered from storage: `entries` are durable and contiguous from index 1.
     pub fn recover(entries: Vec<Entry>, commit: LogIndex) -> Self {
         for (offset, entry) in entries.iter().enumerate() {
-            assert_eq!(entry.index, offset as u64 + 1, "recovered log must be contiguous from 1");
+            assert_eq!(
+                entry.index,
+                offset as u64 + 1,
+                "recovered log must be contiguous from 1"
+            );
         }
         let last = entries.len() as LogIndex;
-        assert!(commit <= last, "recovered commit {commit} beyond last entry {last}");
+        assert!(
+            commit <= last,
+            "recovered commit {commit} beyond last entry {last}"
+        );
         RaftLog {
             entries,
             first_index: 1,
@@ -92,7 +99,8 @@ impl RaftLog {
 
     /// Raft §5.4.1: a candidate's log is at least as up to date as ours.
     pub fn is_up_to_date(&self, last_index: LogIndex, last_term: Term) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// The first index of the run of entries with the same term as `index`, not going below
@@ -165,7 +173,13 @@ impl RaftLog {
 
     /// Entries from `from` up to `to`, at most `count_max` of them and, beyond the first,
     /// at most `bytes_max` bytes.
-    pub fn slice(&self, from: LogIndex, to: LogIndex, count_max: usize, bytes_max: usize) -> Vec<Entry> {
+    pub fn slice(
+        &self,
+        from: LogIndex,
+        to: LogIndex,
+        count_max: usize,
+        bytes_max: usize,
+    ) -> Vec<Entry> {
         if from > to || from < self.first_index || to > self.last_index() {
             return Vec::new();
         }
@@ -232,7 +246,11 @@ impl RaftLog {
 
     pub fn applied_to(&mut self, index: LogIndex) {
         if index > self.applied {
-            assert!(index <= self.applying, "applied {index} beyond what was handed out ({})", self.applying);
+            assert!(
+                index <= self.applying,
+                "applied {index} beyond what was handed out ({})",
+                self.applying
+            );
             self.applied = index;
         }
     }

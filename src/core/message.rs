@@ -23,7 +23,10 @@ pub enum MessageBody {
         /// Sent on the leader's request (TimeoutNow): voters ignore their leader lease.
         leadership_transfer: bool,
     },
-    VoteResponse { pre_vote: bool, granted: bool },
+    VoteResponse {
+        pre_vote: bool,
+        granted: bool,
+    },
     /// Log replication with the consistency check on `(prev_log_index, prev_log_term)`.
     Append {
         prev_log_index: LogIndex,
@@ -40,7 +43,9 @@ pub enum MessageBody {
         /// The leader's heartbeat round, echoed back to confirm leadership for reads and leases.
         round: u64,
     },
-    HeartbeatResponse { round: u64 },
+    HeartbeatResponse {
+        round: u64,
+    },
     /// Tells the target of a leadership transfer to campaign at once.
     TimeoutNow,
 }

@@ -101,7 +101,10 @@ impl RawNode {
     /// Starts a node from what storage recovered, at the caller's time `now_ms`.
     pub fn new(config: Config, recovered: Recovered, now_ms: u64) -> Result<Self, ConfigError> {
         config.validate()?;
-        let Recovered { hard_state, entries } = recovered;
+        let Recovered {
+            hard_state,
+            entries,
+        } = recovered;
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut node = RawNode {
             rng,
@@ -228,7 +231,9 @@ impl RawNode {
                     pre_vote: true,
                     granted: true,
                 } => {}
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::TimeoutNow => {
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::TimeoutNow => {
                     self.become_follower(message.term, Some(message.from));
                 }
                 _ => self.become_follower(message.term, None),
@@ -244,7 +249,13 @@ impl RawNode {
                 last_log_index,
                 last_log_term,
                 ..
-            } => self.handle_vote_request(from, message.term, pre_vote, last_log_index, last_log_term),
+            } => self.handle_vote_request(
+                from,
+                message.term,
+                pre_vote,
+                last_log_index,
+                last_log_term,
+            ),
             MessageBody::VoteResponse { pre_vote, granted } => {
                 self.handle_vote_response(from, message.term, pre_vote, granted)
             }
@@ -286,7 +297,11 @@ impl RawNode {
             Some(Refusal::NotLeader {
                 leader_hint: self.leader,
             })
-        } else if self.leader_state.as_ref().is_some_and(|leader| leader.transfer.is_some()) {
+        } else if self
+            .leader_state
+            .as_ref()
+            .is_some_and(|leader| leader.transfer.is_some())
+        {
             Some(Refusal::TransferInProgress)
         } else if (self.log.last_index() - self.log.commit()) as usize + proposals.len()
             > self.config.uncommitted_entries_max
@@ -297,7 +312,10 @@ impl RawNode {
         };
         if let Some(reason) = refusal {
             for proposal in proposals {
-                self.events.push(Action::ProposalRefused { id: proposal.id, reason });
+                self.events.push(Action::ProposalRefused {
+                    id: proposal.id,
+                    reason,
+                });
             }
             return;
         }
@@ -319,7 +337,11 @@ impl RawNode {
 
     /// Steps down (or stays) as follower in `term`, following `leader` if known.
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        assert!(term >= self.term, "term must never decrease: {} -> {term}", self.term);
+        assert!(
+            term >= self.term,
+            "term must never decrease: {} -> {term}",
+            self.term
+        );
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -339,7 +361,10 @@ impl RawNode {
             return;
         };
         let reason = Refusal::NotLeader { leader_hint: None };
-        let waiting = leader_state.reads_awaiting_round.iter().map(|&(id, _, _)| id);
+        let waiting = leader_state
+            .reads_awaiting_round
+            .iter()
+            .map(|&(id, _, _)| id);
         for id in waiting.chain(leader_state.reads_awaiting_term_commit.iter().copied()) {
             self.events.push(Action::ReadRefused { id, reason });
         }
@@ -361,7 +386,8 @@ impl RawNode {
         if self.config.planted_bugs.vote_during_lease {
             return false;
         }
-        self.config.check_quorum && (self.role == Role::Leader || self.now_ms < self.vote_lockout_until_ms)
+        self.config.check_quorum
+            && (self.role == Role::Leader || self.now_ms < self.vote_lockout_until_ms)
     }
 
     pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
@@ -400,8 +426,12 @@ impl RawNode {
         let outstanding = self.log.has_pending_persists();
         let is_leader = self.role == Role::Leader;
         for message in self.messages.drain(..) {
-            let after_persist = outstanding && !needs_no_persist(&message.body, is_leader, &self.config);
-            actions.push(Action::Send { message, after_persist });
+            let after_persist =
+                outstanding && !needs_no_persist(&message.body, is_leader, &self.config);
+            actions.push(Action::Send {
+                message,
+                after_persist,
+            });
         }
         actions.append(&mut self.events);
         loop {
@@ -445,5 +475,9 @@ fn needs_no_persist(body: &MessageBody, is_leader: bool, config: &Config) -> boo
         return true;
     }
     let _ = config;
-    is_leader && matches!(body, MessageBody::Append { .. } | MessageBody::Heartbeat { .. })
+    is_leader
+        && matches!(
+            body,
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+        )
 }

@@ -6,9 +6,9 @@
 
 use super::io::{Action, RequestId};
 use super::message::MessageBody;
+use super::node::RawNode;
 use super::progress::ProgressState;
 use super::quorum::majority_value;
-use super::node::RawNode;
 use super::types::{LogIndex, NodeId, ReadMode, Refusal};
 
 /// Unconfirmed heartbeat rounds remembered for the lease; older ones are forgotten.
@@ -17,13 +17,17 @@ const ROUNDS_TRACKED_MAX: usize = 1024;
 impl RawNode {
     pub(super) fn read(&mut self, id: RequestId) {
         #[cfg(feature = "planted-bugs")]
-        if self.config.planted_bugs.read_without_read_index && self.role == super::types::Role::Leader {
+        if self.config.planted_bugs.read_without_read_index
+            && self.role == super::types::Role::Leader
+        {
             let applied = self.log.applied();
             self.reads_awaiting_apply.push_back((id, applied));
             return;
         }
         let Some(leader) = self.leader_state.as_mut() else {
-            let reason = Refusal::NotLeader { leader_hint: self.leader };
+            let reason = Refusal::NotLeader {
+                leader_hint: self.leader,
+            };
             self.events.push(Action::ReadRefused { id, reason });
             return;
         };
@@ -46,7 +50,9 @@ impl RawNode {
             self.reads_awaiting_apply.push_back((id, commit));
             return;
         }
-        leader.reads_awaiting_round.push_back((id, commit, leader.round + 1));
+        leader
+            .reads_awaiting_round
+            .push_back((id, commit, leader.round + 1));
         leader.round_wanted = true;
     }
 
@@ -63,7 +69,11 @@ impl RawNode {
 
     /// Sends the one round that every read registered in this batch waits for.
     pub(super) fn flush_read_rounds(&mut self) {
-        if self.leader_state.as_ref().is_some_and(|leader| leader.round_wanted) {
+        if self
+            .leader_state
+            .as_ref()
+            .is_some_and(|leader| leader.round_wanted)
+        {
             self.broadcast_heartbeat();
         }
     }
@@ -141,7 +151,10 @@ impl RawNode {
                 if *voter == id {
                     leader.round
                 } else {
-                    leader.progress.get(voter).map_or(0, |progress| progress.round_acknowledged)
+                    leader
+                        .progress
+                        .get(voter)
+                        .map_or(0, |progress| progress.round_acknowledged)
                 }
             })
             .collect();
@@ -163,8 +176,15 @@ impl RawNode {
         if let (true, Some(at_ms), None) = (lease_mode, sent_at_ms, leader.transfer) {
             leader.lease_until_ms = leader.lease_until_ms.max(at_ms + lease_duration_ms);
         }
-        while leader.reads_awaiting_round.front().is_some_and(|&(_, _, round)| round <= confirmed) {
-            let (read_id, index, _) = leader.reads_awaiting_round.pop_front().expect("checked non-empty");
+        while leader
+            .reads_awaiting_round
+            .front()
+            .is_some_and(|&(_, _, round)| round <= confirmed)
+        {
+            let (read_id, index, _) = leader
+                .reads_awaiting_round
+                .pop_front()
+                .expect("checked non-empty");
             self.reads_awaiting_apply.push_back((read_id, index));
         }
     }
@@ -172,8 +192,15 @@ impl RawNode {
     /// Answers confirmed reads whose index the state machine has reached.
     pub(super) fn release_applied_reads(&mut self) {
         let applied = self.log.applied();
-        while self.reads_awaiting_apply.front().is_some_and(|&(_, index)| index <= applied) {
-            let (id, index) = self.reads_awaiting_apply.pop_front().expect("checked non-empty");
+        while self
+            .reads_awaiting_apply
+            .front()
+            .is_some_and(|&(_, index)| index <= applied)
+        {
+            let (id, index) = self
+                .reads_awaiting_apply
+                .pop_front()
+                .expect("checked non-empty");
             self.events.push(Action::ReadReady { id, index });
         }
     }

@@ -15,11 +15,18 @@ impl RawNode {
         let Some(leader) = self.leader_state.as_mut() else {
             return;
         };
-        if leader.transfer.is_some_and(|transfer| now_ms >= transfer.deadline_ms) {
+        if leader
+            .transfer
+            .is_some_and(|transfer| now_ms >= transfer.deadline_ms)
+        {
             leader.transfer = None;
         }
         if now_ms >= leader.check_quorum_deadline_ms {
-            let active = 1 + leader.progress.values().filter(|progress| progress.recent_active).count();
+            let active = 1 + leader
+                .progress
+                .values()
+                .filter(|progress| progress.recent_active)
+                .count();
             for progress in leader.progress.values_mut() {
                 progress.recent_active = false;
             }
@@ -50,7 +57,11 @@ impl RawNode {
         let last_index = self.log.last_index();
         let commit = self.log.commit();
         let config = &self.config;
-        let Some(progress) = self.leader_state.as_mut().and_then(|leader| leader.progress.get_mut(&peer)) else {
+        let Some(progress) = self
+            .leader_state
+            .as_mut()
+            .and_then(|leader| leader.progress.get_mut(&peer))
+        else {
             return;
         };
         loop {
@@ -105,11 +116,17 @@ impl RawNode {
         self.follow(from);
         let commit = self.log.commit();
         let response = if prev_log_index < commit {
-            AppendResponse::Accepted { match_index: commit }
-        } else if self.log.term(prev_log_index) == Some(prev_log_term) || self.skips_consistency_check(prev_log_index) {
+            AppendResponse::Accepted {
+                match_index: commit,
+            }
+        } else if self.log.term(prev_log_index) == Some(prev_log_term)
+            || self.skips_consistency_check(prev_log_index)
+        {
             let last_new = self.log.merge(prev_log_index, entries);
             self.log.commit_to(leader_commit.min(last_new));
-            AppendResponse::Accepted { match_index: last_new }
+            AppendResponse::Accepted {
+                match_index: last_new,
+            }
         } else {
             let hint = if prev_log_index > self.log.last_index() {
                 RejectHint {
@@ -132,7 +149,8 @@ impl RawNode {
 
     #[cfg(feature = "planted-bugs")]
     fn skips_consistency_check(&self, prev_log_index: LogIndex) -> bool {
-        self.config.planted_bugs.append_without_consistency_check && prev_log_index <= self.log.last_index()
+        self.config.planted_bugs.append_without_consistency_check
+            && prev_log_index <= self.log.last_index()
     }
 
     #[cfg(not(feature = "planted-bugs"))]
@@ -159,7 +177,11 @@ impl RawNode {
 
     pub(super) fn handle_append_response(&mut self, from: NodeId, response: AppendResponse) {
         let last_index = self.log.last_index();
-        let Some(progress) = self.leader_state.as_mut().and_then(|leader| leader.progress.get_mut(&from)) else {
+        let Some(progress) = self
+            .leader_state
+            .as_mut()
+            .and_then(|leader| leader.progress.get_mut(&from))
+        else {
             return;
         };
         progress.recent_active = true;
@@ -173,9 +195,13 @@ impl RawNode {
                     self.maybe_send_timeout_now(from);
                 }
             }
-            AppendResponse::Rejected { rejected_index, hint } => {
+            AppendResponse::Rejected {
+                rejected_index,
+                hint,
+            } => {
                 let stale = rejected_index <= progress.match_index
-                    || (progress.state == ProgressState::Probe && rejected_index + 1 != progress.next_index);
+                    || (progress.state == ProgressState::Probe
+                        && rejected_index + 1 != progress.next_index);
                 if stale {
                     return;
                 }
@@ -205,7 +231,10 @@ impl RawNode {
                 if id == self.config.id {
                     self.log.persisted()
                 } else {
-                    leader.progress.get(&id).map_or(0, |progress| progress.match_index)
+                    leader
+                        .progress
+                        .get(&id)
+                        .map_or(0, |progress| progress.match_index)
                 }
             })
             .collect();
@@ -257,7 +286,10 @@ impl RawNode {
         let Some(transfer) = leader.transfer.as_mut() else {
             return;
         };
-        let caught_up = leader.progress.get(&peer).is_some_and(|progress| progress.match_index == last_index);
+        let caught_up = leader
+            .progress
+            .get(&peer)
+            .is_some_and(|progress| progress.match_index == last_index);
         if transfer.to == peer && !transfer.timeout_now_sent && caught_up {
             transfer.timeout_now_sent = true;
             self.send(peer, MessageBody::TimeoutNow);

@@ -13,10 +13,19 @@ const OP_COMPARE_AND_SWAP: u8 = 3;
 /// A change to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Put { key: Bytes, value: Bytes },
-    Delete { key: Bytes },
+    Put {
+        key: Bytes,
+        value: Bytes,
+    },
+    Delete {
+        key: Bytes,
+    },
     /// Sets `key` to `new` if its current value is `expected` (`None`: the key is absent).
-    CompareAndSwap { key: Bytes, expected: Option<Bytes>, new: Bytes },
+    CompareAndSwap {
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    },
 }
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -68,7 +77,9 @@ impl Command {
             Command::Put { key, value } => 8 + key.len() + value.len(),
             Command::Delete { key } => 4 + key.len(),
             Command::CompareAndSwap { key, expected, new } => {
-                9 + key.len() + expected.as_ref().map_or(0, |expected| 4 + expected.len()) + new.len()
+                9 + key.len()
+                    + expected.as_ref().map_or(0, |expected| 4 + expected.len())
+                    + new.len()
             }
         }
     }
@@ -110,7 +121,9 @@ impl Command {
 
     pub fn key(&self) -> &Bytes {
         match self {
-            Command::Put { key, .. } | Command::Delete { key } | Command::CompareAndSwap { key, .. } => key,
+            Command::Put { key, .. }
+            | Command::Delete { key }
+            | Command::CompareAndSwap { key, .. } => key,
         }
     }
 }
@@ -122,7 +135,10 @@ fn put_field(out: &mut BytesMut, field: &[u8]) {
 
 fn take_u8(input: &mut Bytes) -> Result<u8, DecodeError> {
     if input.remaining() < 1 {
-        return Err(DecodeError::Truncated { needed: 1, available: 0 });
+        return Err(DecodeError::Truncated {
+            needed: 1,
+            available: 0,
+        });
     }
     Ok(input.get_u8())
 }
@@ -187,10 +203,23 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong() {
         assert_eq!(Command::decode(&Bytes::new()), Err(DecodeError::Empty));
-        assert_eq!(Command::decode(&Bytes::from_static(&[9, 1])), Err(DecodeError::UnknownVersion(9)));
-        assert_eq!(Command::decode(&Bytes::from_static(&[1, 7])), Err(DecodeError::UnknownOperation(7)));
-        let mut padded = Command::Delete { key: Bytes::from_static(b"k") }.encode().to_vec();
+        assert_eq!(
+            Command::decode(&Bytes::from_static(&[9, 1])),
+            Err(DecodeError::UnknownVersion(9))
+        );
+        assert_eq!(
+            Command::decode(&Bytes::from_static(&[1, 7])),
+            Err(DecodeError::UnknownOperation(7))
+        );
+        let mut padded = Command::Delete {
+            key: Bytes::from_static(b"k"),
+        }
+        .encode()
+        .to_vec();
         padded.push(0);
-        assert_eq!(Command::decode(&Bytes::from(padded)), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(
+            Command::decode(&Bytes::from(padded)),
+            Err(DecodeError::TrailingBytes(1))
+        );
     }
 }

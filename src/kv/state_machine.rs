@@ -19,8 +19,13 @@ use crate::core::LogIndex;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Put,
-    Deleted { existed: bool },
-    CompareAndSwap { swapped: bool, current: Option<Bytes> },
+    Deleted {
+        existed: bool,
+    },
+    CompareAndSwap {
+        swapped: bool,
+        current: Option<Bytes>,
+    },
     /// The entry did not decode; every replica reaches the same verdict, so nothing diverges.
     Invalid(DecodeError),
 }
@@ -38,7 +43,11 @@ impl KvStateMachine {
 
     /// Applies the command of entry `index`; entries must arrive in order, each once.
     pub fn apply(&mut self, index: LogIndex, command: &Bytes) -> Outcome {
-        assert_eq!(index, self.applied_index + 1, "entries must be applied in order");
+        assert_eq!(
+            index,
+            self.applied_index + 1,
+            "entries must be applied in order"
+        );
         self.applied_index = index;
         match Command::decode(command) {
             Ok(command) => self.apply_command(command),
@@ -48,7 +57,11 @@ impl KvStateMachine {
 
     /// Records an entry without a command (a leader's no-op).
     pub fn skip(&mut self, index: LogIndex) {
-        assert_eq!(index, self.applied_index + 1, "entries must be applied in order");
+        assert_eq!(
+            index,
+            self.applied_index + 1,
+            "entries must be applied in order"
+        );
         self.applied_index = index;
     }
 
@@ -108,30 +121,53 @@ mod tests {
     fn compare_and_swap_swaps_only_on_a_match() {
         let mut kv = KvStateMachine::new();
         let cas = |expected: Option<&str>, new: &str| {
-            Command::CompareAndSwap { key: b("k"), expected: expected.map(b), new: b(new) }.encode()
+            Command::CompareAndSwap {
+                key: b("k"),
+                expected: expected.map(b),
+                new: b(new),
+            }
+            .encode()
         };
         assert_eq!(
             kv.apply(1, &cas(None, "a")),
-            Outcome::CompareAndSwap { swapped: true, current: None }
+            Outcome::CompareAndSwap {
+                swapped: true,
+                current: None
+            }
         );
         assert_eq!(
             kv.apply(2, &cas(None, "b")),
-            Outcome::CompareAndSwap { swapped: false, current: Some(b("a")) }
+            Outcome::CompareAndSwap {
+                swapped: false,
+                current: Some(b("a"))
+            }
         );
         assert_eq!(
             kv.apply(3, &cas(Some("a"), "c")),
-            Outcome::CompareAndSwap { swapped: true, current: Some(b("a")) }
+            Outcome::CompareAndSwap {
+                swapped: true,
+                current: Some(b("a"))
+            }
         );
         assert_eq!(kv.get(b"k"), Some(&b("c")));
-        assert_eq!(kv.apply(4, &Command::Delete { key: b("k") }.encode()), Outcome::Deleted { existed: true });
-        assert_eq!(kv.apply(5, &Command::Delete { key: b("k") }.encode()), Outcome::Deleted { existed: false });
+        assert_eq!(
+            kv.apply(4, &Command::Delete { key: b("k") }.encode()),
+            Outcome::Deleted { existed: true }
+        );
+        assert_eq!(
+            kv.apply(5, &Command::Delete { key: b("k") }.encode()),
+            Outcome::Deleted { existed: false }
+        );
         assert!(kv.is_empty());
     }
 
     #[test]
     fn an_undecodable_entry_is_skipped_the_same_way_everywhere() {
         let mut kv = KvStateMachine::new();
-        assert!(matches!(kv.apply(1, &Bytes::from_static(&[1, 99])), Outcome::Invalid(_)));
+        assert!(matches!(
+            kv.apply(1, &Bytes::from_static(&[1, 99])),
+            Outcome::Invalid(_)
+        ));
         assert_eq!(kv.applied_index(), 1);
     }
 }
