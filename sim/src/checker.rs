@@ -66,7 +66,9 @@ impl Checker {
 
     /// Every committed entry is in the log of every later leader (Raft §5.4).
     fn check_leader_completeness(&self, core: &RawNode) -> Result<(), Violation> {
-        for committed in &self.committed {
+        // Entries released from memory were durable on every voter, checked when they committed.
+        let held_from = core.log().first_index() as usize - 1;
+        for committed in self.committed.iter().skip(held_from) {
             if core.log().entry(committed.index) != Some(committed) {
                 return Err(format!(
                     "leader completeness: node {} leads term {} without committed entry {} (term {}); it has {:?}",
@@ -130,14 +132,16 @@ impl Checker {
         for (position, a) in cores.iter().enumerate() {
             for b in &cores[position + 1..] {
                 let (log_a, log_b) = (a.log(), b.log());
+                // Below both commit indexes, each log was already checked against the committed
+                // record; entries released from memory cannot be compared.
+                let lowest = (log_a.commit().min(log_b.commit()) + 1)
+                    .max(log_a.first_index())
+                    .max(log_b.first_index());
                 let mut index = log_a.last_index().min(log_b.last_index());
-                while index > 0 && log_a.term(index) != log_b.term(index) {
+                while index >= lowest && log_a.term(index) != log_b.term(index) {
                     index -= 1;
                 }
-                // Below both commit indexes, each log was already checked against the committed
-                // record.
-                let verified = log_a.commit().min(log_b.commit());
-                for at in verified + 1..=index {
+                for at in lowest..=index {
                     if log_a.entry(at) != log_b.entry(at) {
                         return Err(format!(
                             "log matching: nodes {} and {} agree on index {index} term {:?} but differ at index {at}",

@@ -195,13 +195,14 @@ fn print_result(result: &SeedResult, cli: &Cli) {
         None => {
             if let Some(report) = &result.report {
                 println!(
-                    "seed {} passed: {} events, {}/{} operations completed, {} elections, {} entries committed, {} ms simulated, trace {:016x}",
+                    "seed {} passed: {} events, {}/{} operations completed, {} elections, {} entries committed ({} released from memory), {} ms simulated, trace {:016x}",
                     result.seed,
                     report.events,
                     report.operations_completed,
                     report.operations_total,
                     report.elections,
                     report.committed,
+                    report.released,
                     report.simulated_ms,
                     report.trace_hash
                 );

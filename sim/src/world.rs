@@ -43,6 +43,8 @@ pub struct RunReport {
     pub operations_total: usize,
     pub elections: u64,
     pub committed: LogIndex,
+    /// The most entries any node had released from memory by the end.
+    pub released: LogIndex,
     pub simulated_ms: u64,
 }
 
@@ -327,6 +329,13 @@ impl World {
             operations_total: self.history.operations.len(),
             elections: self.checker.elections,
             committed: self.checker.committed_len(),
+            released: self
+                .nodes
+                .iter()
+                .filter_map(|node| node.core.as_ref())
+                .map(|core| core.log().first_index() - 1)
+                .max()
+                .unwrap_or(0),
             simulated_ms: self.now_us / 1000,
         }
     }
@@ -1049,6 +1058,7 @@ pub fn sim_config(id: NodeId, ids: &[NodeId], tuning: &Tuning, seed: u64) -> Con
     config.bytes_per_message_max = 2048;
     config.inflight_messages_max = tuning.inflight_messages_max;
     config.uncommitted_entries_max = 256;
+    config.release_batch_entries_min = 8;
     config.seed = seed;
     config
 }
@@ -1075,6 +1085,7 @@ fn describe_message(message: &Message) -> String {
             prev_log_term,
             entries,
             leader_commit,
+            ..
         } => format!(
             "prev=({prev_log_index},{prev_log_term}) entries={} commit={leader_commit}",
             entries.len()

@@ -37,6 +37,9 @@ pub struct Config {
     pub uncommitted_entries_max: usize,
     /// Entries handed to the state machine per `Apply` action, at most.
     pub apply_batch_entries_max: usize,
+    /// Applied entries that every voter holds durably are dropped from memory (storage keeps
+    /// them), at least this many at a time so the cost is amortized.
+    pub release_batch_entries_min: usize,
     /// Seeds this node's election jitter. Same seed, same inputs: same outputs.
     pub seed: u64,
     /// Test-only: the classic Raft bugs to plant (see [`crate::core::PlantedBugs`]).
@@ -95,6 +98,7 @@ impl Config {
             inflight_messages_max: 64,
             uncommitted_entries_max: 1 << 20,
             apply_batch_entries_max: 4096,
+            release_batch_entries_min: 1024,
             seed: id,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: super::PlantedBugs::default(),
@@ -150,6 +154,7 @@ impl Config {
             ("inflight_messages_max", self.inflight_messages_max),
             ("uncommitted_entries_max", self.uncommitted_entries_max),
             ("apply_batch_entries_max", self.apply_batch_entries_max),
+            ("release_batch_entries_min", self.release_batch_entries_min),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { name });

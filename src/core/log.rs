@@ -14,6 +14,8 @@ pub struct RaftLog {
     /// `entries[k]` has index `first_index + k`.
     entries: Vec<Entry>,
     first_index: LogIndex,
+    /// The term of the entry just before `first_index`, once earlier entries were released.
+    released_term: Term,
     /// Every entry up to here is durable, as reported by `Persisted`.
     persisted: LogIndex,
     /// Entries from here on have not been handed to storage yet.
@@ -45,6 +47,7 @@ impl RaftLog {
         RaftLog {
             entries,
             first_index: 1,
+            released_term: 0,
             persisted: last,
             unsent_from: last + 1,
             pending_persists: VecDeque::new(),
@@ -59,15 +62,26 @@ impl RaftLog {
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |entry| entry.term)
+        self.entries
+            .last()
+            .map_or(self.released_term, |entry| entry.term)
     }
 
-    /// The term of the entry at `index`; 0 for index 0; `None` if there is no such entry.
+    /// The term of the entry at `index`; 0 for index 0; `None` if there is no such entry or it
+    /// was released from memory (except the last released one, whose term is kept).
     pub fn term(&self, index: LogIndex) -> Option<Term> {
         if index == 0 {
             return Some(0);
         }
+        if index + 1 == self.first_index {
+            return Some(self.released_term);
+        }
         self.entry(index).map(|entry| entry.term)
+    }
+
+    /// The first index still held in memory.
+    pub fn first_index(&self) -> LogIndex {
+        self.first_index
     }
 
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
@@ -140,7 +154,7 @@ impl RaftLog {
     /// Merges entries from the leader that follow `prev_index` (already checked to match):
     /// skips those already present, truncates at the first conflict, appends the rest.
     /// Returns the index of the last entry the leader sent.
-    pub fn merge(&mut self, prev_index: LogIndex, entries: &[Entry]) -> LogIndex {
+    pub fn merge(&mut self, prev_index: LogIndex, mut entries: Vec<Entry>) -> LogIndex {
         let last_new = prev_index + entries.len() as LogIndex;
         let conflict = entries
             .iter()
@@ -153,7 +167,7 @@ impl RaftLog {
                 self.commit
             );
             self.truncate_from(from);
-            self.entries.extend_from_slice(&entries[position..]);
+            self.entries.extend(entries.drain(position..));
         }
         last_new
     }
@@ -242,6 +256,23 @@ impl RaftLog {
         let entries = self.slice(self.applying + 1, self.commit, count_max, usize::MAX);
         self.applying += entries.len() as LogIndex;
         entries
+    }
+
+    /// Drops entries up to `index` from memory: they are applied here and durable on every voter,
+    /// so no one will ask for them again (storage keeps them). Done in large steps so the cost of
+    /// moving the remaining entries is amortized.
+    pub fn release_to(&mut self, index: LogIndex, batch_min: usize) {
+        let index = index.min(self.applied);
+        if index < self.first_index {
+            return;
+        }
+        let count = (index - self.first_index + 1) as usize;
+        if count < batch_min.max(self.entries.len() / 2) {
+            return;
+        }
+        self.released_term = self.entries[count - 1].term;
+        self.entries.drain(..count);
+        self.first_index = index + 1;
     }
 
     pub fn applied_to(&mut self, index: LogIndex) {

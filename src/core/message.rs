@@ -33,6 +33,9 @@ pub enum MessageBody {
         prev_log_term: Term,
         entries: Vec<Entry>,
         leader_commit: LogIndex,
+        /// Every voter holds the log up to here durably: below it, no one needs entries from
+        /// memory any more.
+        durable_everywhere: LogIndex,
     },
     AppendResponse(AppendResponse),
     /// Leader liveness, commit propagation and read confirmation; carries no entries.

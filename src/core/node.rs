@@ -86,6 +86,9 @@ pub struct RawNode {
     /// Answers to this node's current (pre-)campaign.
     pub(super) votes: BTreeMap<NodeId, bool>,
     pub(super) leader_state: Option<LeaderState>,
+    /// Every voter holds the log up to here durably (as last computed or heard from a leader);
+    /// applied entries below it are released from memory.
+    pub(super) durable_everywhere: LogIndex,
     /// Confirmed reads waiting for the state machine to catch up: `(id, read index)`.
     pub(super) reads_awaiting_apply: VecDeque<(RequestId, LogIndex)>,
     /// Messages produced by this batch, sent by `take_actions`.
@@ -118,6 +121,7 @@ impl RawNode {
             vote_lockout_until_ms: now_ms + config.election_timeout_min_ms,
             votes: BTreeMap::new(),
             leader_state: None,
+            durable_everywhere: 0,
             reads_awaiting_apply: VecDeque::new(),
             messages: Vec::new(),
             events: Vec::new(),
@@ -264,7 +268,11 @@ impl RawNode {
                 prev_log_term,
                 entries,
                 leader_commit,
-            } => self.handle_append(from, prev_log_index, prev_log_term, &entries, leader_commit),
+                durable_everywhere,
+            } => {
+                self.durable_everywhere = self.durable_everywhere.max(durable_everywhere);
+                self.handle_append(from, prev_log_index, prev_log_term, entries, leader_commit)
+            }
             MessageBody::AppendResponse(response) => self.handle_append_response(from, response),
             MessageBody::Heartbeat { commit, round } => self.handle_heartbeat(from, commit, round),
             MessageBody::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
@@ -412,6 +420,10 @@ impl RawNode {
             self.flush_read_rounds();
         }
         self.release_applied_reads();
+        self.log.release_to(
+            self.durable_everywhere,
+            self.config.release_batch_entries_min,
+        );
         let mut actions = Vec::with_capacity(self.messages.len() + self.events.len() + 3);
         let current = (self.role, self.term, self.leader);
         if current != self.role_reported {

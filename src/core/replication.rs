@@ -47,6 +47,14 @@ impl RawNode {
         let Some(leader) = self.leader_state.as_ref() else {
             return;
         };
+        let followers_min = leader
+            .progress
+            .values()
+            .map(|progress| progress.match_index)
+            .min();
+        let everywhere =
+            followers_min.map_or(self.log.persisted(), |min| min.min(self.log.persisted()));
+        self.durable_everywhere = self.durable_everywhere.max(everywhere);
         let peers: Vec<NodeId> = leader.progress.keys().copied().collect();
         for peer in peers {
             self.send_append(peer);
@@ -73,10 +81,11 @@ impl RawNode {
                 return;
             }
             let prev_log_index = progress.next_index - 1;
-            let prev_log_term = self
-                .log
-                .term(prev_log_index)
-                .expect("the leader holds every entry before a follower's next index");
+            let Some(prev_log_term) = self.log.term(prev_log_index) else {
+                // Released from memory: only a snapshot could help this follower. Every voter
+                // acknowledged these entries, so only a follower that lost its disk gets here.
+                return;
+            };
             let entries: Vec<Entry> = self.log.slice(
                 progress.next_index,
                 last_index,
@@ -96,6 +105,7 @@ impl RawNode {
                     prev_log_term,
                     entries,
                     leader_commit: commit,
+                    durable_everywhere: self.durable_everywhere,
                 },
             });
             if probing || last_sent.is_none() {
@@ -110,7 +120,7 @@ impl RawNode {
         from: NodeId,
         prev_log_index: LogIndex,
         prev_log_term: u64,
-        entries: &[Entry],
+        entries: Vec<Entry>,
         leader_commit: LogIndex,
     ) {
         self.follow(from);
@@ -212,7 +222,8 @@ impl RawNode {
                         .map_or(hint.conflict_index, |index| index + 1),
                     None => hint.conflict_index,
                 };
-                progress.become_probe(next_index.min(rejected_index));
+                // Entries below the first one held were acknowledged by every voter already.
+                progress.become_probe(next_index.min(rejected_index).max(self.log.first_index()));
             }
         }
     }
