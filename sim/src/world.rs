@@ -62,6 +62,15 @@ impl Clock {
     }
 }
 
+/// The most dangerous moments to lose a leader: right after it took office (its no-op exists
+/// only on its disk, a divergent entry for later), and right after its commit index advanced
+/// (the commit is known only to itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CrashMoment {
+    LeaderElected,
+    LeaderCommits,
+}
+
 /// A client's request as it reaches a node.
 #[derive(Clone, Debug)]
 struct Request {
@@ -103,6 +112,8 @@ enum Event {
     ClientNext(ClientId),
     Fault,
     HealPartition,
+    /// Cut every link into this node (the second step of the lease attack).
+    CutInbound(NodeId),
     Restart(NodeId),
     Resume(NodeId),
 }
@@ -148,8 +159,8 @@ pub struct World {
     /// After healing: the committed index every node must apply once the liveness write returned.
     liveness_target: Option<LogIndex>,
     liveness_done: bool,
-    /// Armed by the fault schedule: crash the next leader whose commit index advances.
-    crash_leader_on_commit: bool,
+    /// Armed by the fault schedule: crash the next leader at this moment.
+    armed_crash: Option<CrashMoment>,
     failure: Option<Violation>,
     events: u64,
 }
@@ -230,7 +241,7 @@ impl World {
             faults_over: false,
             liveness_target: None,
             liveness_done: false,
-            crash_leader_on_commit: false,
+            armed_crash: None,
             failure: None,
             events: 0,
             ids,
@@ -383,7 +394,7 @@ impl World {
             Event::Deliver(message) => {
                 let to = message.to;
                 self.trace.line(self.now_us, || {
-                    format!("n{to} <- {}", describe_message(&message))
+                    format!("n{to} <- n{} {}", message.from, describe_message(&message))
                 });
                 self.feed(to, vec![Input::Message(message)]);
             }
@@ -413,6 +424,15 @@ impl World {
             }
             Event::Restart(id) => self.restart(id),
             Event::Resume(id) => self.resume(id),
+            Event::CutInbound(id) => {
+                if self.network.cut_links() > 0 {
+                    for other in self.ids.clone().into_iter().filter(|&other| other != id) {
+                        self.network.cut(other, id);
+                    }
+                    self.trace
+                        .line(self.now_us, || format!("cut every link into n{id}"));
+                }
+            }
         }
     }
 
@@ -468,25 +488,52 @@ impl World {
                 return;
             };
             let actions = core.take_actions();
-            let commit_before = node.watch.commit;
+            let before = node.watch;
             if let Err(violation) = self.checker.after_step(core, &mut node.watch) {
                 return self.fail(violation);
             }
-            let leader_committed =
-                core.status().role == Role::Leader && node.watch.commit > commit_before;
+            let moment = match (before.role, node.watch.role) {
+                (Some(Role::Leader), Some(Role::Leader)) if node.watch.commit > before.commit => {
+                    Some(CrashMoment::LeaderCommits)
+                }
+                (previous, Some(Role::Leader)) if previous != Some(Role::Leader) => {
+                    Some(CrashMoment::LeaderElected)
+                }
+                _ => None,
+            };
+            if moment.is_some() && moment == self.armed_crash {
+                // Crash before this step's messages leave. A new leader's writes may reach its
+                // disk cache first (and survive the crash or not), leaving a divergent no-op.
+                // Often chain the other moment: the Figure 8 schedule is a leader lost right
+                // after election, then its successor lost right after committing.
+                if moment == Some(CrashMoment::LeaderElected) {
+                    for action in actions
+                        .into_iter()
+                        .filter(|action| matches!(action, Action::Persist { .. }))
+                    {
+                        self.execute(id, action, &mut None)
+                            .expect("persisting checks nothing");
+                    }
+                }
+                self.armed_crash = match moment {
+                    Some(CrashMoment::LeaderElected) if self.rng.random_bool(0.5) => {
+                        Some(CrashMoment::LeaderCommits)
+                    }
+                    Some(CrashMoment::LeaderCommits) if self.rng.random_bool(0.5) => {
+                        Some(CrashMoment::LeaderElected)
+                    }
+                    _ => None,
+                };
+                self.crash(id);
+                let down_us = self.rng.random_range(20_000..1_000_000);
+                return self.schedule(down_us, Event::Restart(id));
+            }
             let mut applied = None;
             for action in actions {
                 self.trace.hash(&(id, &action));
                 if let Err(violation) = self.execute(id, action, &mut applied) {
                     return self.fail(violation);
                 }
-            }
-            if leader_committed && self.crash_leader_on_commit {
-                // The most dangerous moment to lose a leader: its commit is known only to itself.
-                self.crash_leader_on_commit = false;
-                self.crash(id);
-                let down_us = self.rng.random_range(20_000..1_000_000);
-                return self.schedule(down_us, Event::Restart(id));
             }
             let Some(index) = applied else {
                 return;
@@ -626,7 +673,12 @@ impl World {
 
     fn transmit(&mut self, message: Message) {
         self.trace.line(self.now_us, || {
-            format!("n{} -> {}", message.from, describe_message(&message))
+            format!(
+                "n{} -> n{} {}",
+                message.from,
+                message.to,
+                describe_message(&message)
+            )
         });
         let delays = self.network.route(message.from, message.to, &mut self.rng);
         if let Some((last, rest)) = delays.split_last() {
@@ -829,7 +881,7 @@ impl World {
             choices.extend(["partition", "partition"]);
         }
         if faults.crash {
-            choices.extend(["crash", "crash", "crash-on-commit"]);
+            choices.extend(["crash", "crash", "crash-on-commit", "crash-on-election"]);
         }
         if faults.pause {
             choices.push("pause");
@@ -846,7 +898,8 @@ impl World {
                     let down_us = self.rng.random_range(20_000..2_000_000);
                     self.schedule(down_us, Event::Restart(target));
                 }
-                "crash-on-commit" => self.crash_leader_on_commit = true,
+                "crash-on-commit" => self.armed_crash = Some(CrashMoment::LeaderCommits),
+                "crash-on-election" => self.armed_crash = Some(CrashMoment::LeaderElected),
                 "pause" => {
                     let target = self.pick_target();
                     let node = self.node(target);
@@ -908,7 +961,7 @@ impl World {
         let all = self.ids.clone();
         let mut shuffled = all.clone();
         rand::seq::SliceRandom::shuffle(shuffled.as_mut_slice(), &mut self.rng);
-        let description = match self.rng.random_range(0..4) {
+        let description = match self.rng.random_range(0..5) {
             0 => {
                 let minority = self.rng.random_range(1..=all.len() / 2);
                 let group = &shuffled[..minority];
@@ -934,6 +987,22 @@ impl World {
                     }
                 }
                 format!("cut one-way links {cut:?}")
+            }
+            3 => {
+                // The lease attack: one follower stops hearing the leader (and will campaign),
+                // then, while the leader's lease still runs, the leader stops hearing anyone
+                // (so it learns of no newer term). Only followers refusing votes while they hear
+                // a leader keep a rival from being elected under the lease.
+                let Some(leader) = self.current_leader() else {
+                    return;
+                };
+                let followers: Vec<NodeId> =
+                    all.iter().copied().filter(|&id| id != leader).collect();
+                let deaf = *followers.choose(&mut self.rng).expect("a follower");
+                self.network.cut(leader, deaf);
+                let later_us = self.rng.random_range(80_000..145_000);
+                self.schedule(later_us, Event::CutInbound(leader));
+                format!("lease attack: n{deaf} stops hearing leader n{leader}; n{leader} goes deaf in {} ms", later_us / 1000)
             }
             _ => {
                 // A bridge: one node reaches both halves, which cannot reach each other.
@@ -964,7 +1033,7 @@ impl World {
         self.network.config.duplicate_rate = 0.0;
         self.queue
             .retain(|_, event| !matches!(event, Event::Fault | Event::HealPartition));
-        self.crash_leader_on_commit = false;
+        self.armed_crash = None;
         for id in self.ids.clone() {
             self.restart(id);
             self.resume(id);
@@ -1018,6 +1087,7 @@ fn event_node(event: &Event) -> Option<NodeId> {
         | Event::ClientNext(_)
         | Event::Fault
         | Event::HealPartition
+        | Event::CutInbound(_)
         | Event::Restart(_)
         | Event::Resume(_) => None,
     }
@@ -1095,10 +1165,5 @@ fn describe_message(message: &Message) -> String {
         MessageBody::HeartbeatResponse { round } => format!("round={round}"),
         MessageBody::TimeoutNow => String::new(),
     };
-    format!(
-        "n{} {} t{} {detail}",
-        message.to,
-        message.body.kind(),
-        message.term
-    )
+    format!("{} t{} {detail}", message.body.kind(), message.term)
 }
