@@ -70,7 +70,6 @@ impl SimDisk {
         for (position, write) in cached.into_iter().enumerate() {
             if position < survivors {
                 self.make_durable(write.hard_state, &write.entries);
-                self.synced_id = write.id;
             } else if position == survivors && !write.entries.is_empty() && rng.random_bool(0.5) {
                 let kept = rng.random_range(0..write.entries.len());
                 self.make_durable(None, &write.entries[..kept]);
@@ -79,7 +78,9 @@ impl SimDisk {
                 break;
             }
         }
-        self.written_id = self.synced_id;
+        // Persist ids are handles of one incarnation of the core: the next one starts again at 1.
+        self.synced_id = 0;
+        self.written_id = 0;
         survivors
     }
 
