@@ -101,7 +101,8 @@ fn config() -> bincode::config::Configuration {
 /// Version byte then bincode.
 pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION];
-    bincode::encode_into_std_write(value, &mut out, config()).expect("writing to a Vec cannot fail");
+    bincode::encode_into_std_write(value, &mut out, config())
+        .expect("writing to a Vec cannot fail");
     out
 }
 
@@ -110,8 +111,8 @@ pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, CodecError> {
     if version != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion(version));
     }
-    let (value, read) =
-        bincode::decode_from_slice(body, config()).map_err(|error| CodecError::Malformed(error.to_string()))?;
+    let (value, read) = bincode::decode_from_slice(body, config())
+        .map_err(|error| CodecError::Malformed(error.to_string()))?;
     if read != body.len() {
         return Err(CodecError::TrailingBytes(body.len() - read));
     }
@@ -142,7 +143,9 @@ pub fn read_frame(bytes: &[u8]) -> Frame<'_> {
     }
     let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
     let checksum = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if len > RECORD_BYTES_MAX {
+    // No record is empty (there is at least the version byte): a zero length is the zero fill
+    // a file system may leave after a crash.
+    if len == 0 || len > RECORD_BYTES_MAX {
         return Frame::Corrupt;
     }
     let Some(body) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
@@ -168,10 +171,26 @@ mod tests {
 
     fn record() -> impl Strategy<Value = WalRecord> {
         prop_oneof![
-            (any::<u64>(), any::<u64>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)))
-                .prop_map(|(term, index, command)| WalRecord::Entry { term, index, command }),
-            (any::<u64>(), proptest::option::of(any::<u64>()), any::<u64>())
-                .prop_map(|(term, vote, commit)| WalRecord::HardState { term, vote, commit }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))
+            )
+                .prop_map(|(term, index, command)| WalRecord::Entry {
+                    term,
+                    index,
+                    command
+                }),
+            (
+                any::<u64>(),
+                proptest::option::of(any::<u64>()),
+                any::<u64>()
+            )
+                .prop_map(|(term, vote, commit)| WalRecord::HardState {
+                    term,
+                    vote,
+                    commit
+                }),
         ]
     }
 
@@ -211,6 +230,9 @@ mod tests {
     fn unknown_versions_are_refused_by_name() {
         let mut bytes = encode(&SnapshotMeta { index: 1, term: 1 });
         bytes[0] = 9;
-        assert_eq!(decode::<SnapshotMeta>(&bytes), Err(CodecError::UnknownVersion(9)));
+        assert_eq!(
+            decode::<SnapshotMeta>(&bytes),
+            Err(CodecError::UnknownVersion(9))
+        );
     }
 }

@@ -1,0 +1,590 @@
+//! The file-backed store. Layout of a data directory:
+//!
+//! ```text
+//! ravel.meta                       identity: cluster id and node id
+//! wal/00000000000000000001.wal     log segments, in order; records are framed and checksummed
+//! snapshots/00000000000000000100-00000000000000000003.snap   snapshot at index 100, term 3
+//! ```
+//!
+//! Writes are buffered in memory and reach the file on `sync` (one write and one fdatasync for
+//! everything appended since: group commit). A segment is closed once it passes
+//! `segment_bytes_max`; segments wholly covered by a snapshot are deleted.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::codec::{self, Identity, SnapshotMeta, WalRecord};
+use super::error::StorageError;
+use super::recovery;
+use crate::core::{Entry, HardState, LogIndex};
+
+const META_FILE: &str = "ravel.meta";
+const WAL_DIR: &str = "wal";
+const SNAPSHOT_DIR: &str = "snapshots";
+
+#[derive(Clone, Debug)]
+pub struct StorageOptions {
+    /// A segment is closed and a new one started once it holds this many bytes.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions {
+            segment_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// What a node finds in its data directory on start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredState {
+    pub hard_state: HardState,
+    pub snapshot: Option<SnapshotMeta>,
+    /// The entries after the snapshot (or from index 1), contiguous.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    sequence: u64,
+    path: PathBuf,
+    /// Bytes on disk (written, maybe not yet synced).
+    len: u64,
+    /// The highest entry index written into it, 0 if none.
+    last_index: LogIndex,
+}
+
+/// Where one entry's record lives.
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    sequence: u64,
+    offset: u64,
+    len: u32,
+}
+
+pub struct FileStorage {
+    dir: PathBuf,
+    options: StorageOptions,
+    segments: Vec<Segment>,
+    active: File,
+    /// Framed records not yet written to the active segment.
+    pending: Vec<u8>,
+    /// `locations[k]` is entry `first_index + k`.
+    locations: Vec<Location>,
+    first_index: LogIndex,
+    hard_state: HardState,
+    snapshot: Option<SnapshotMeta>,
+    /// Set by the first failed write or sync; every later call returns `Stopped`.
+    failure: Option<String>,
+}
+
+impl FileStorage {
+    /// Opens (or creates) the data directory of node `identity` and recovers what it holds.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        identity: Identity,
+        options: StorageOptions,
+    ) -> Result<(FileStorage, StoredState), StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        for sub in [dir.clone(), dir.join(WAL_DIR), dir.join(SNAPSHOT_DIR)] {
+            fs::create_dir_all(&sub).map_err(|error| StorageError::io(&sub, error))?;
+        }
+        check_identity(&dir, identity)?;
+        let snapshot = latest_snapshot(&dir)?;
+        let first_index = snapshot.map_or(1, |meta| meta.index + 1);
+        let mut storage_segments = Vec::new();
+        let mut locations = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut hard_state = HardState::default();
+        let paths = segment_paths(&dir)?;
+        for (position, (sequence, path)) in paths.iter().enumerate() {
+            let bytes = fs::read(path).map_err(|error| StorageError::io(path, error))?;
+            let is_last = position + 1 == paths.len();
+            let scan = recovery::scan(&bytes, is_last).map_err(|damage| StorageError::Corrupt {
+                path: path.clone(),
+                offset: damage.offset,
+                reason: damage.reason,
+            })?;
+            if scan.valid_len < bytes.len() as u64 {
+                cut_torn_tail(path, scan.valid_len)?;
+            }
+            let mut last_index = 0;
+            for (offset, len, record) in scan.records {
+                match record {
+                    WalRecord::HardState { term, vote, commit } => {
+                        hard_state = HardState { term, vote, commit }
+                    }
+                    WalRecord::Entry {
+                        term,
+                        index,
+                        command,
+                    } => {
+                        last_index = last_index.max(index);
+                        if index < first_index {
+                            // Covered by the snapshot, but it still replaced what followed it.
+                            entries.clear();
+                            locations.clear();
+                            continue;
+                        }
+                        let next = first_index + entries.len() as LogIndex;
+                        if index > next {
+                            return Err(StorageError::Corrupt {
+                                path: path.clone(),
+                                offset,
+                                reason: format!(
+                                    "entry {index} follows entry {} with a gap",
+                                    next - 1
+                                ),
+                            });
+                        }
+                        let keep = (index - first_index) as usize;
+                        entries.truncate(keep);
+                        locations.truncate(keep);
+                        entries.push(codec::to_entry(term, index, command));
+                        locations.push(Location {
+                            sequence: *sequence,
+                            offset,
+                            len,
+                        });
+                    }
+                }
+            }
+            storage_segments.push(Segment {
+                sequence: *sequence,
+                path: path.clone(),
+                len: scan.valid_len,
+                last_index,
+            });
+        }
+        if storage_segments.is_empty() {
+            storage_segments.push(create_segment(&dir, 1)?);
+        }
+        let active_path = &storage_segments.last().expect("at least one segment").path;
+        let active = OpenOptions::new()
+            .append(true)
+            .open(active_path)
+            .map_err(|error| StorageError::io(active_path, error))?;
+        let storage = FileStorage {
+            dir,
+            options,
+            segments: storage_segments,
+            active,
+            pending: Vec::new(),
+            locations,
+            first_index,
+            hard_state,
+            snapshot,
+            failure: None,
+        };
+        let state = StoredState {
+            hard_state,
+            snapshot,
+            entries,
+        };
+        Ok((storage, state))
+    }
+
+    /// The index of the last entry stored (or covered by the snapshot).
+    pub fn last_index(&self) -> LogIndex {
+        self.first_index + self.locations.len() as LogIndex - 1
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    pub fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshot
+    }
+
+    fn check_running(&self) -> Result<(), StorageError> {
+        match &self.failure {
+            Some(cause) => Err(StorageError::Stopped(cause.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends entries; an entry replaces any stored entry at or after its index. Durable only
+    /// after the next `sync`.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check_running()?;
+        for entry in entries {
+            if entry.index < self.first_index {
+                // Below the snapshot: nothing to store, but it replaces everything after it, as
+                // recovery will replay it.
+                self.locations.clear();
+                continue;
+            }
+            assert!(
+                entry.index <= self.last_index() + 1,
+                "entry {} appended after {} leaves a gap",
+                entry.index,
+                self.last_index()
+            );
+            self.locations
+                .truncate((entry.index - self.first_index) as usize);
+            let offset = self.active_len() + self.pending.len() as u64;
+            let before = self.pending.len();
+            codec::frame_into(
+                &mut self.pending,
+                &codec::encode(&WalRecord::from_entry(entry)),
+            );
+            let active = self.segments.last_mut().expect("an active segment");
+            active.last_index = active.last_index.max(entry.index);
+            self.locations.push(Location {
+                sequence: active.sequence,
+                offset,
+                len: (self.pending.len() - before) as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a new hard state, durable after the next `sync`.
+    pub fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        self.check_running()?;
+        self.hard_state = hard_state;
+        codec::frame_into(
+            &mut self.pending,
+            &codec::encode(&WalRecord::from_hard_state(&hard_state)),
+        );
+        Ok(())
+    }
+
+    fn active_len(&self) -> u64 {
+        self.segments.last().map_or(0, |segment| segment.len)
+    }
+
+    /// Writes everything appended so far and makes it durable: one write, one fdatasync. Then
+    /// starts a new segment if the active one is full.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_running()?;
+        let result = self.write_and_sync();
+        if let Err(error) = &result {
+            self.failure = Some(error.to_string());
+        }
+        result
+    }
+
+    fn write_and_sync(&mut self) -> Result<(), StorageError> {
+        let path = self
+            .segments
+            .last()
+            .expect("an active segment")
+            .path
+            .clone();
+        if !self.pending.is_empty() {
+            self.active
+                .write_all(&self.pending)
+                .map_err(|error| StorageError::io(&path, error))?;
+            self.segments.last_mut().expect("an active segment").len += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        self.active
+            .sync_data()
+            .map_err(|error| StorageError::io(&path, error))?;
+        if self.active_len() >= self.options.segment_bytes_max {
+            let sequence = self.segments.last().expect("an active segment").sequence + 1;
+            let segment = create_segment(&self.dir, sequence)?;
+            self.active = OpenOptions::new()
+                .append(true)
+                .open(&segment.path)
+                .map_err(|error| StorageError::io(&segment.path, error))?;
+            self.segments.push(segment);
+        }
+        Ok(())
+    }
+
+    /// Reads stored entries `from..=to`, syncing first if some are still buffered.
+    pub fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
+        self.check_running()?;
+        if from < self.first_index || to > self.last_index() || from > to {
+            return Ok(Vec::new());
+        }
+        if !self.pending.is_empty() {
+            self.sync()?;
+        }
+        let mut entries = Vec::with_capacity((to - from + 1) as usize);
+        for index in from..=to {
+            let location = self.locations[(index - self.first_index) as usize];
+            let segment = self
+                .segments
+                .iter()
+                .find(|segment| segment.sequence == location.sequence)
+                .expect("a location points at a live segment");
+            let mut file = File::open(&segment.path)
+                .map_err(|error| StorageError::io(&segment.path, error))?;
+            let mut bytes = vec![0; location.len as usize];
+            file.seek(SeekFrom::Start(location.offset))
+                .and_then(|_| file.read_exact(&mut bytes))
+                .map_err(|error| StorageError::io(&segment.path, error))?;
+            let corrupt = |reason: String| StorageError::Corrupt {
+                path: segment.path.clone(),
+                offset: location.offset,
+                reason,
+            };
+            let codec::Frame::Valid { body, .. } = codec::read_frame(&bytes) else {
+                return Err(corrupt(
+                    "a stored record no longer matches its checksum".to_string(),
+                ));
+            };
+            match codec::decode::<WalRecord>(body).map_err(|error| corrupt(error.to_string()))? {
+                WalRecord::Entry {
+                    term,
+                    index: stored,
+                    command,
+                } if stored == index => entries.push(codec::to_entry(term, index, command)),
+                other => return Err(corrupt(format!("expected entry {index}, found {other:?}"))),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Saves a snapshot durably (temporary file, fsync, rename, directory fsync), then drops
+    /// the entries it covers: whole segments are deleted, older snapshots removed.
+    pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        self.check_running()?;
+        let result = self.write_snapshot(meta, data);
+        if let Err(error) = &result {
+            self.failure = Some(error.to_string());
+        }
+        result
+    }
+
+    fn write_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let dir = self.dir.join(SNAPSHOT_DIR);
+        let path = dir.join(snapshot_name(meta));
+        let temporary = dir.join("incoming.tmp");
+        let mut contents = Vec::with_capacity(data.len() + 64);
+        codec::frame_into(&mut contents, &codec::encode(&meta));
+        contents.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+        contents.extend_from_slice(data);
+        write_durably(&temporary, &path, &contents)?;
+        // The latest hard state must outlive the segments about to be deleted.
+        let hard_state = self.hard_state;
+        self.set_hard_state(hard_state)?;
+        self.write_and_sync()?;
+        let covered = (meta.index + 1)
+            .saturating_sub(self.first_index)
+            .min(self.locations.len() as u64);
+        self.locations.drain(..covered as usize);
+        if meta.index + 1 > self.first_index {
+            self.first_index = meta.index + 1;
+        }
+        if meta.index > self.last_index() {
+            // Installed from a leader beyond our log: what we had is replaced entirely.
+            self.locations.clear();
+            self.first_index = meta.index + 1;
+        }
+        self.snapshot = Some(meta);
+        let active = self.segments.last().expect("an active segment").sequence;
+        let (dead, live): (Vec<Segment>, Vec<Segment>) = std::mem::take(&mut self.segments)
+            .into_iter()
+            .partition(|segment| segment.sequence != active && segment.last_index <= meta.index);
+        self.segments = live;
+        for segment in dead {
+            fs::remove_file(&segment.path)
+                .map_err(|error| StorageError::io(&segment.path, error))?;
+        }
+        for (_, old) in snapshot_files(&self.dir)? {
+            if old != path {
+                fs::remove_file(&old).map_err(|error| StorageError::io(&old, error))?;
+            }
+        }
+        sync_dir(&self.dir.join(WAL_DIR))?;
+        sync_dir(&dir)
+    }
+
+    /// The latest snapshot and its data, verified against its checksum.
+    pub fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        let Some(meta) = self.snapshot else {
+            return Ok(None);
+        };
+        let path = self.dir.join(SNAPSHOT_DIR).join(snapshot_name(meta));
+        let bytes = fs::read(&path).map_err(|error| StorageError::io(&path, error))?;
+        let (_, data) = parse_snapshot(&path, &bytes)?;
+        Ok(Some((meta, data.to_vec())))
+    }
+}
+
+fn check_identity(dir: &Path, identity: Identity) -> Result<(), StorageError> {
+    let path = dir.join(META_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let corrupt = |reason: String| StorageError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason,
+            };
+            let codec::Frame::Valid { body, .. } = codec::read_frame(&bytes) else {
+                return Err(corrupt(
+                    "the identity record does not match its checksum".to_string(),
+                ));
+            };
+            let found: Identity =
+                codec::decode(body).map_err(|error| corrupt(error.to_string()))?;
+            if found != identity {
+                return Err(StorageError::WrongIdentity {
+                    path,
+                    cluster: identity.cluster_id,
+                    node: identity.node_id,
+                    found_cluster: found.cluster_id,
+                    found_node: found.node_id,
+                });
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut contents = Vec::new();
+            codec::frame_into(&mut contents, &codec::encode(&identity));
+            write_durably(&dir.join("ravel.meta.tmp"), &path, &contents)
+        }
+        Err(error) => Err(StorageError::io(&path, error)),
+    }
+}
+
+fn segment_name(sequence: u64) -> String {
+    format!("{sequence:020}.wal")
+}
+
+fn snapshot_name(meta: SnapshotMeta) -> String {
+    format!("{:020}-{:020}.snap", meta.index, meta.term)
+}
+
+fn segment_paths(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    let wal = dir.join(WAL_DIR);
+    let mut paths = Vec::new();
+    for item in fs::read_dir(&wal).map_err(|error| StorageError::io(&wal, error))? {
+        let path = item.map_err(|error| StorageError::io(&wal, error))?.path();
+        let sequence = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".wal"))
+            .and_then(|stem| stem.parse::<u64>().ok());
+        if let Some(sequence) = sequence {
+            paths.push((sequence, path));
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+fn create_segment(dir: &Path, sequence: u64) -> Result<Segment, StorageError> {
+    let path = dir.join(WAL_DIR).join(segment_name(sequence));
+    File::create(&path)
+        .and_then(|file| file.sync_all())
+        .map_err(|error| StorageError::io(&path, error))?;
+    sync_dir(&dir.join(WAL_DIR))?;
+    Ok(Segment {
+        sequence,
+        path,
+        len: 0,
+        last_index: 0,
+    })
+}
+
+/// A crash cut the last write: drop the partial record so new records follow whole ones.
+fn cut_torn_tail(path: &Path, valid_len: u64) -> Result<(), StorageError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| {
+            file.set_len(valid_len)?;
+            file.sync_all()
+        })
+        .map_err(|error| StorageError::io(path, error))
+}
+
+fn snapshot_files(dir: &Path) -> Result<Vec<(SnapshotMeta, PathBuf)>, StorageError> {
+    let snapshots = dir.join(SNAPSHOT_DIR);
+    let mut found = Vec::new();
+    for item in fs::read_dir(&snapshots).map_err(|error| StorageError::io(&snapshots, error))? {
+        let path = item
+            .map_err(|error| StorageError::io(&snapshots, error))?
+            .path();
+        let Some(stem) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".snap"))
+        else {
+            continue;
+        };
+        let Some((index, term)) = stem.split_once('-') else {
+            continue;
+        };
+        if let (Ok(index), Ok(term)) = (index.parse(), term.parse()) {
+            found.push((SnapshotMeta { index, term }, path));
+        }
+    }
+    found.sort_by_key(|(meta, _)| meta.index);
+    Ok(found)
+}
+
+/// The newest snapshot whose contents verify; a damaged newest snapshot is corruption.
+fn latest_snapshot(dir: &Path) -> Result<Option<SnapshotMeta>, StorageError> {
+    let Some((meta, path)) = snapshot_files(dir)?.pop() else {
+        return Ok(None);
+    };
+    let bytes = fs::read(&path).map_err(|error| StorageError::io(&path, error))?;
+    let (stored, _) = parse_snapshot(&path, &bytes)?;
+    if stored != meta {
+        return Err(StorageError::Corrupt {
+            path,
+            offset: 0,
+            reason: format!("the file name says {meta:?} but it holds {stored:?}"),
+        });
+    }
+    Ok(Some(meta))
+}
+
+fn parse_snapshot<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(SnapshotMeta, &'a [u8]), StorageError> {
+    let corrupt = |offset: u64, reason: &str| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.to_string(),
+    };
+    let codec::Frame::Valid { body, len } = codec::read_frame(bytes) else {
+        return Err(corrupt(
+            0,
+            "the snapshot header does not match its checksum",
+        ));
+    };
+    let meta: SnapshotMeta = codec::decode(body).map_err(|error| corrupt(0, &error.to_string()))?;
+    let rest = &bytes[len..];
+    if rest.len() < 4 {
+        return Err(corrupt(
+            len as u64,
+            "the snapshot ends before its data checksum",
+        ));
+    }
+    let (checksum, data) = rest.split_at(4);
+    if crc32fast::hash(data).to_le_bytes() != checksum {
+        return Err(corrupt(
+            len as u64 + 4,
+            "the snapshot data does not match its checksum",
+        ));
+    }
+    Ok((meta, data))
+}
+
+/// Writes `contents` to `temporary`, syncs it, renames it over `path`, and syncs the directory:
+/// `path` holds either the old or the new contents after any crash, never a mix.
+fn write_durably(temporary: &Path, path: &Path, contents: &[u8]) -> Result<(), StorageError> {
+    let mut file = File::create(temporary).map_err(|error| StorageError::io(temporary, error))?;
+    file.write_all(contents)
+        .and_then(|_| file.sync_all())
+        .map_err(|error| StorageError::io(temporary, error))?;
+    fs::rename(temporary, path).map_err(|error| StorageError::io(path, error))?;
+    sync_dir(path.parent().expect("a file has a directory"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|file| file.sync_all())
+        .map_err(|error| StorageError::io(dir, error))
+}

@@ -1,0 +1,302 @@
+//! The file store against power cuts: random appends (with overwrites), hard states, syncs,
+//! snapshots, and cuts — everything unsynced dropped, or a sync torn at a random byte, or
+//! garbage after the last record — always recover to a state that holds everything synced and
+//! is exactly what some prefix of the writes produced. Damage that is not a torn tail refuses to
+//! start, naming the file and offset.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use ravel::core::{Entry, EntryPayload, HardState};
+use ravel::storage::{
+    FileStorage, Identity, SnapshotMeta, StorageError, StorageOptions, StoredState,
+};
+
+const IDENTITY: Identity = Identity {
+    cluster_id: 7,
+    node_id: 1,
+};
+
+fn options() -> StorageOptions {
+    StorageOptions {
+        segment_bytes_max: 700,
+    }
+}
+
+fn open(dir: &Path) -> Result<(FileStorage, StoredState), StorageError> {
+    FileStorage::open(dir, IDENTITY, options())
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term,
+        index,
+        payload: EntryPayload::Command(Bytes::from(format!("command {index} of term {term}"))),
+    }
+}
+
+/// A write the model replays exactly as recovery does.
+#[derive(Clone, Debug)]
+enum Write_ {
+    Entries(Vec<Entry>),
+    HardState(HardState),
+}
+
+fn apply(state: &mut StoredState, write: &Write_) {
+    match write {
+        Write_::HardState(hard_state) => state.hard_state = *hard_state,
+        Write_::Entries(entries) => {
+            for entry in entries {
+                let first = state.snapshot.map_or(1, |meta| meta.index + 1);
+                if entry.index < first {
+                    state.entries.clear();
+                    continue;
+                }
+                state.entries.truncate((entry.index - first) as usize);
+                state.entries.push(entry.clone());
+            }
+        }
+    }
+}
+
+fn last_index(state: &StoredState) -> u64 {
+    state.snapshot.map_or(0, |meta| meta.index) + state.entries.len() as u64
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|item| item.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Append `count` entries after rewinding `rewind` entries (an overwrite), in `term`.
+    Append {
+        rewind: u64,
+        count: u64,
+        term_bump: bool,
+    },
+    Vote {
+        vote: u64,
+    },
+    Sync,
+    /// Drop the process: unsynced writes vanish.
+    PowerCut,
+    /// The next sync is cut at this fraction (per mille) of its bytes.
+    TornSync {
+        per_mille: u64,
+    },
+    /// Garbage lands after the last record (a torn write of zeros or junk).
+    GarbageTail {
+        bytes: Vec<u8>,
+    },
+    /// Snapshot at this fraction (per mille) of the synced log.
+    Snapshot {
+        per_mille: u64,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..4u64, 1..6u64, any::<bool>()).prop_map(|(rewind, count, term_bump)| Step::Append { rewind, count, term_bump }),
+        1 => (1..4u64).prop_map(|vote| Step::Vote { vote }),
+        4 => Just(Step::Sync),
+        1 => Just(Step::PowerCut),
+        2 => (0..1000u64).prop_map(|per_mille| Step::TornSync { per_mille }),
+        1 => proptest::collection::vec(any::<u8>(), 1..40).prop_map(|bytes| Step::GarbageTail { bytes }),
+        1 => (0..1000u64).prop_map(|per_mille| Step::Snapshot { per_mille }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn power_cuts_never_lose_synced_writes(steps in proptest::collection::vec(step(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut storage, recovered) = open(dir.path()).unwrap();
+        prop_assert_eq!(&recovered, &StoredState::default());
+        // `synced` is what must survive; `pending` what was written since.
+        let mut synced = StoredState::default();
+        let mut pending: Vec<Write_> = Vec::new();
+        let mut term = 1;
+        for step in steps {
+            match step {
+                Step::Append { rewind, count, term_bump } => {
+                    let mut view = synced.clone();
+                    pending.iter().for_each(|write| apply(&mut view, write));
+                    let floor = view.snapshot.map_or(0, |meta| meta.index);
+                    let start = last_index(&view).saturating_sub(rewind).max(floor) + 1;
+                    if term_bump {
+                        term += 1;
+                    }
+                    let entries: Vec<Entry> = (start..start + count).map(|index| entry(index, term)).collect();
+                    storage.append(&entries).unwrap();
+                    // One record per entry on disk: a torn sync may keep any prefix of them.
+                    pending.extend(entries.into_iter().map(|entry| Write_::Entries(vec![entry])));
+                }
+                Step::Vote { vote } => {
+                    let hard_state = HardState { term, vote: Some(vote), commit: 0 };
+                    storage.set_hard_state(hard_state).unwrap();
+                    pending.push(Write_::HardState(hard_state));
+                }
+                Step::Sync => {
+                    storage.sync().unwrap();
+                    pending.drain(..).for_each(|write| apply(&mut synced, &write));
+                }
+                Step::PowerCut => {
+                    drop(storage);
+                    pending.clear();
+                    let (reopened, recovered) = open(dir.path()).unwrap();
+                    prop_assert_eq!(&recovered, &synced);
+                    storage = reopened;
+                }
+                Step::TornSync { per_mille } => {
+                    let before = segments(dir.path());
+                    let active = before.last().unwrap().clone();
+                    let start = fs::metadata(&active).unwrap().len();
+                    storage.sync().unwrap();
+                    let end = fs::metadata(&active).unwrap().len();
+                    drop(storage);
+                    // The crash came inside this sync: a prefix of its bytes reached the disk, and
+                    // the next segment (if the sync would have started one) was never created.
+                    for extra in segments(dir.path()).into_iter().filter(|path| !before.contains(path)) {
+                        fs::remove_file(extra).unwrap();
+                    }
+                    let cut = start + (end - start) * per_mille / 1000;
+                    OpenOptions::new().write(true).open(&active).unwrap().set_len(cut).unwrap();
+                    let (reopened, recovered) = open(dir.path()).unwrap();
+                    // Exactly the state after some prefix of the writes in that sync.
+                    let mut candidate = synced.clone();
+                    let mut matched = candidate == recovered;
+                    for write in &pending {
+                        apply(&mut candidate, write);
+                        matched |= candidate == recovered;
+                    }
+                    prop_assert!(matched, "recovered {:?}\nsynced {:?}\npending {:?}", recovered, synced, pending);
+                    synced = recovered;
+                    pending.clear();
+                    storage = reopened;
+                }
+                Step::GarbageTail { bytes } => {
+                    storage.sync().unwrap();
+                    pending.drain(..).for_each(|write| apply(&mut synced, &write));
+                    drop(storage);
+                    let active = segments(dir.path()).pop().unwrap();
+                    OpenOptions::new().append(true).open(&active).unwrap().write_all(&bytes).unwrap();
+                    let (reopened, recovered) = open(dir.path()).unwrap();
+                    prop_assert_eq!(&recovered, &synced);
+                    storage = reopened;
+                }
+                Step::Snapshot { per_mille } => {
+                    storage.sync().unwrap();
+                    pending.drain(..).for_each(|write| apply(&mut synced, &write));
+                    let floor = synced.snapshot.map_or(0, |meta| meta.index);
+                    let last = last_index(&synced);
+                    if last > floor {
+                        let index = floor + 1 + (last - floor - 1) * per_mille / 1000;
+                        let meta = SnapshotMeta { index, term: synced.entries[(index - floor - 1) as usize].term };
+                        storage.save_snapshot(meta, format!("state at {index}").as_bytes()).unwrap();
+                        synced.entries.drain(..(index - floor) as usize);
+                        synced.snapshot = Some(meta);
+                        let (stored_meta, data) = storage.load_snapshot().unwrap().unwrap();
+                        prop_assert_eq!(stored_meta, meta);
+                        prop_assert_eq!(data, format!("state at {index}").into_bytes());
+                    }
+                }
+            }
+        }
+        // Whatever happened, reading back through the index agrees with a fresh recovery.
+        storage.sync().unwrap();
+        pending.drain(..).for_each(|write| apply(&mut synced, &write));
+        let first = synced.snapshot.map_or(1, |meta| meta.index + 1);
+        if !synced.entries.is_empty() {
+            prop_assert_eq!(storage.entries(first, last_index(&synced)).unwrap(), synced.entries.clone());
+        }
+        drop(storage);
+        let (_, recovered) = open(dir.path()).unwrap();
+        prop_assert_eq!(recovered, synced);
+    }
+}
+
+#[test]
+fn damage_before_the_tail_refuses_to_start_and_names_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path()).unwrap();
+    storage
+        .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+        .unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    let segment = segments(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes[20] ^= 0xff;
+    fs::write(&segment, bytes).unwrap();
+    let error = open(dir.path()).err().expect("refused");
+    let StorageError::Corrupt { path, offset, .. } = &error else {
+        panic!("expected corruption, got {error}");
+    };
+    assert_eq!(path, &segment);
+    assert_eq!(*offset, 0);
+    let message = error.to_string();
+    assert!(
+        message.contains("refuses to start") && message.contains("join"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_data_directory_of_another_node_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()).unwrap());
+    let other = Identity {
+        cluster_id: 7,
+        node_id: 2,
+    };
+    let error = FileStorage::open(dir.path(), other, options())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            error,
+            StorageError::WrongIdentity {
+                found_node: 1,
+                node: 2,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path()).unwrap();
+    storage.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+    storage.sync().unwrap();
+    storage
+        .save_snapshot(SnapshotMeta { index: 2, term: 1 }, b"state")
+        .unwrap();
+    drop(storage);
+    let snapshot = fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&snapshot).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    fs::write(&snapshot, bytes).unwrap();
+    assert!(matches!(
+        open(dir.path()),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
