@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use ravel::core::{Entry, EntryPayload, HardState};
-use ravel::storage::{
-    FileStorage, Identity, SnapshotMeta, StorageError, StorageOptions, StoredState,
-};
+use ravel::core::{Entry, EntryPayload, HardState, SnapshotMeta};
+use ravel::storage::{FileStorage, Identity, StorageError, StorageOptions, StoredState};
 
 const IDENTITY: Identity = Identity {
     cluster_id: 7,

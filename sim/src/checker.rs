@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ravel::core::{Entry, LogIndex, NodeId, RawNode, Role, Term};
+use ravel::core::{Entry, LogIndex, NodeId, RawNode, Role, SnapshotMeta, Term};
 
 /// What the checker remembers of one node between steps.
 #[derive(Clone, Copy, Debug, Default)]
@@ -90,7 +90,9 @@ impl Checker {
         from: LogIndex,
         to: LogIndex,
     ) -> Result<(), Violation> {
-        for index in from + 1..=to {
+        // Entries below the first one held came in a snapshot, checked when it was installed.
+        let held_from = core.log().first_index().max(from + 1);
+        for index in held_from..=to {
             let Some(entry) = core.log().entry(index) else {
                 return Err(format!(
                     "node {} committed index {index} that it does not hold",
@@ -111,6 +113,19 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// A snapshot installed from a leader covers only committed entries, ending in the committed
+    /// entry at its index.
+    pub fn on_install(&mut self, node: NodeId, meta: SnapshotMeta) -> Result<(), Violation> {
+        match self.committed.get(meta.index as usize - 1) {
+            Some(known) if known.term == meta.term => Ok(()),
+            Some(known) => Err(format!(
+                "node {node} installs a snapshot ending at index {} term {}, where term {} was committed",
+                meta.index, meta.term, known.term
+            )),
+            None => Err(format!("node {node} installs a snapshot beyond the committed log ({meta:?})")),
+        }
     }
 
     /// State-machine safety: what a node applies at an index is what was committed there.

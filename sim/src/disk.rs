@@ -1,41 +1,66 @@
-//! A simulated disk: writes land in a volatile cache until a sync makes them durable. A crash
-//! keeps only a prefix of the unsynced writes (in order), and may tear the last one: a prefix of
-//! its records survives, as a checksummed log would recover it.
+//! A simulated disk with the semantics of `ravel::storage::FileStorage`: writes land in a
+//! volatile cache until a sync makes them durable. A crash keeps only a prefix of the unsynced
+//! writes (in order), and may tear the last one: a prefix of its records survives, as a
+//! checksummed log would recover it. Snapshots taken locally are saved durably at once;
+//! snapshots installed from a leader are ordinary writes in the queue.
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use ravel::core::{Entry, HardState, PersistId, Recovered};
+use ravel::core::{Entry, HardState, LogIndex, PersistId, Recovered, SnapshotMeta};
 
-/// One `Persist` action as the disk received it.
+/// One storage action as the disk received it.
 #[derive(Debug)]
-struct Write {
-    id: PersistId,
-    hard_state: Option<HardState>,
-    entries: Vec<Entry>,
+enum Write {
+    Log {
+        id: PersistId,
+        hard_state: Option<HardState>,
+        entries: Vec<Entry>,
+    },
+    Install {
+        id: PersistId,
+        meta: SnapshotMeta,
+        data: Bytes,
+    },
+}
+
+impl Write {
+    fn id(&self) -> PersistId {
+        match self {
+            Write::Log { id, .. } | Write::Install { id, .. } => *id,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct SimDisk {
     hard_state: HardState,
+    snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// Durable entries after the snapshot, contiguous.
     entries: Vec<Entry>,
     /// Written but not yet synced, oldest first.
     cache: VecDeque<Write>,
-    /// The last write made durable.
+    /// The last write made durable, and the last received (so a message can wait for it).
+    /// Both are handles of the current incarnation of the core.
     pub synced_id: PersistId,
-    /// The last write received (so a message can wait for it).
     pub written_id: PersistId,
 }
 
 impl SimDisk {
     pub fn write(&mut self, id: PersistId, hard_state: Option<HardState>, entries: Vec<Entry>) {
         self.written_id = id;
-        self.cache.push_back(Write {
+        self.cache.push_back(Write::Log {
             id,
             hard_state,
             entries,
         });
+    }
+
+    pub fn write_install(&mut self, id: PersistId, meta: SnapshotMeta, data: Bytes) {
+        self.written_id = id;
+        self.cache.push_back(Write::Install { id, meta, data });
     }
 
     pub fn has_unsynced(&self) -> bool {
@@ -44,21 +69,72 @@ impl SimDisk {
 
     /// Makes the cached writes up to `up_to` durable (those issued before the sync began).
     pub fn sync_up_to(&mut self, up_to: PersistId) {
-        while self.cache.front().is_some_and(|write| write.id <= up_to) {
+        while self.cache.front().is_some_and(|write| write.id() <= up_to) {
             let write = self.cache.pop_front().expect("checked non-empty");
-            self.make_durable(write.hard_state, &write.entries);
-            self.synced_id = write.id;
+            self.synced_id = write.id();
+            self.make_durable(write);
         }
     }
 
-    fn make_durable(&mut self, hard_state: Option<HardState>, entries: &[Entry]) {
-        if let Some(first) = entries.first() {
-            self.entries.truncate((first.index - 1) as usize);
-            self.entries.extend_from_slice(entries);
+    fn snapshot_index(&self) -> LogIndex {
+        self.snapshot.as_ref().map_or(0, |(meta, _)| meta.index)
+    }
+
+    fn make_durable(&mut self, write: Write) {
+        match write {
+            Write::Log {
+                hard_state,
+                entries,
+                ..
+            } => {
+                self.store_entries(&entries);
+                if let Some(hard_state) = hard_state {
+                    self.hard_state = hard_state;
+                }
+            }
+            Write::Install { meta, data, .. } => {
+                let base = self.snapshot_index();
+                let holds = meta.index > base
+                    && self
+                        .entries
+                        .get((meta.index - base - 1) as usize)
+                        .is_some_and(|entry| entry.term == meta.term);
+                if holds {
+                    self.entries.drain(..(meta.index - base) as usize);
+                } else {
+                    self.entries.clear();
+                }
+                self.snapshot = Some((meta, data));
+            }
         }
-        if let Some(hard_state) = hard_state {
-            self.hard_state = hard_state;
+    }
+
+    /// Each entry replaces any stored at or after its index (one below the snapshot replaces
+    /// everything after the snapshot), as `FileStorage` replays its log.
+    fn store_entries(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            let base = self.snapshot_index();
+            if entry.index <= base {
+                self.entries.clear();
+                continue;
+            }
+            self.entries.truncate((entry.index - base - 1) as usize);
+            self.entries.push(entry.clone());
         }
+    }
+
+    /// The state machine's snapshot, saved durably at once; the entries it covers go.
+    pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: Bytes) {
+        if meta.index <= self.snapshot_index() {
+            return;
+        }
+        let covered = ((meta.index - self.snapshot_index()) as usize).min(self.entries.len());
+        self.entries.drain(..covered);
+        self.snapshot = Some((meta, data));
+    }
+
+    pub fn snapshot(&self) -> Option<&(SnapshotMeta, Bytes)> {
+        self.snapshot.as_ref()
     }
 
     /// Power loss: a random prefix of the cached writes survives; the last of them may be torn
@@ -69,14 +145,16 @@ impl SimDisk {
         let survivors = rng.random_range(0..=cached.len());
         for (position, write) in cached.into_iter().enumerate() {
             if position < survivors {
-                self.make_durable(write.hard_state, &write.entries);
-            } else if position == survivors && !write.entries.is_empty() && rng.random_bool(0.5) {
-                let kept = rng.random_range(0..write.entries.len());
-                self.make_durable(None, &write.entries[..kept]);
-                break;
-            } else {
-                break;
+                self.make_durable(write);
+                continue;
             }
+            if let Write::Log { entries, .. } = &write {
+                if !entries.is_empty() && rng.random_bool(0.5) {
+                    let kept = rng.random_range(0..entries.len());
+                    self.store_entries(&entries[..kept]);
+                }
+            }
+            break;
         }
         // Persist ids are handles of one incarnation of the core: the next one starts again at 1.
         self.synced_id = 0;
@@ -84,17 +162,13 @@ impl SimDisk {
         survivors
     }
 
-    /// What a restarting node reads back.
+    /// What a restarting node reads back. No clamping of the commit index: it is written with or
+    /// after the entries it covers, and a core that broke that rule should fail loudly.
     pub fn recover(&self) -> Recovered {
-        // No clamping of the commit index: it is written with or after the entries it covers, and
-        // a core that broke that rule should fail loudly on restart.
         Recovered {
             hard_state: self.hard_state,
+            snapshot: self.snapshot.as_ref().map(|(meta, _)| *meta),
             entries: self.entries.clone(),
         }
-    }
-
-    pub fn durable_entries(&self) -> &[Entry] {
-        &self.entries
     }
 }

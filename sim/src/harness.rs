@@ -62,6 +62,7 @@ impl TestCluster {
                     })
                     .collect();
                 let durable = Recovered {
+                    snapshot: None,
                     hard_state: HardState {
                         term: term.max(terms.last().copied().unwrap_or(0)),
                         vote: None,

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ravel::core::{
     Action, Config, EntryPayload, Input, LogIndex, Message, NodeId, PersistId, Proposal, RawNode,
-    ReadMode, Refusal, RequestId, Role, Term,
+    ReadMode, Refusal, RequestId, Role, SnapshotMeta, Term,
 };
 use ravel::kv::{KvStateMachine, Outcome};
 
@@ -129,6 +129,8 @@ struct SimNode {
     paused: bool,
     /// Events that arrived while paused, handled on resume.
     deferred: Vec<Event>,
+    /// A snapshot arriving from the leader, staged chunk by chunk (lost in a crash).
+    staging: Option<(SnapshotMeta, Vec<u8>)>,
     /// Messages waiting for a persist to become durable: `(persist id, message)`.
     held: Vec<(PersistId, Message)>,
     /// Client requests handed to the core, by request id.
@@ -214,6 +216,7 @@ impl World {
                     clock,
                     paused: false,
                     deferred: Vec::new(),
+                    staging: None,
                     held: Vec::new(),
                     requests: BTreeMap::new(),
                     proposals: BTreeMap::new(),
@@ -313,6 +316,9 @@ impl World {
                 self.options.liveness_bound_ms,
                 self.describe_nodes()
             ));
+        }
+        if self.failure.is_none() {
+            self.check_replicas_agree();
         }
         if self.failure.is_none() {
             match linearizability::check(&self.history) {
@@ -454,7 +460,10 @@ impl World {
         let core = RawNode::new(config, recovered, node.clock.local_ms(now_us))
             .expect("simulator config is valid");
         node.core = Some(core);
-        node.kv = KvStateMachine::new();
+        node.kv = match node.disk.snapshot() {
+            Some((_, data)) => KvStateMachine::restore(data).expect("a saved snapshot restores"),
+            None => KvStateMachine::new(),
+        };
         node.watch = NodeWatch {
             term,
             commit,
@@ -511,7 +520,7 @@ impl World {
                         .into_iter()
                         .filter(|action| matches!(action, Action::Persist { .. }))
                     {
-                        self.execute(id, action, &mut None)
+                        self.execute(id, action, &mut Vec::new())
                             .expect("persisting checks nothing");
                     }
                 }
@@ -528,31 +537,34 @@ impl World {
                 let down_us = self.rng.random_range(20_000..1_000_000);
                 return self.schedule(down_us, Event::Restart(id));
             }
-            let mut applied = None;
+            let mut follow_ups = Vec::new();
             for action in actions {
                 self.trace.hash(&(id, &action));
-                if let Err(violation) = self.execute(id, action, &mut applied) {
+                if let Err(violation) = self.execute(id, action, &mut follow_ups) {
                     return self.fail(violation);
                 }
             }
-            let Some(index) = applied else {
+            if follow_ups.is_empty() {
                 return;
-            };
+            }
             let core = self.nodes[id as usize - 1]
                 .core
                 .as_mut()
                 .expect("a node stays up while it steps");
-            let input = Input::Applied { index };
-            self.trace.hash(&(id, &input));
-            core.step(input);
+            for input in follow_ups {
+                self.trace.hash(&(id, &input));
+                core.step(input);
+            }
         }
     }
 
+    /// Carries out one action; inputs it produces for the core (`Applied`, `SnapshotSaved`, a
+    /// chunk read) go to `follow_ups`.
     fn execute(
         &mut self,
         id: NodeId,
         action: Action,
-        applied: &mut Option<LogIndex>,
+        follow_ups: &mut Vec<Input>,
     ) -> Result<(), Violation> {
         match action {
             Action::Persist {
@@ -567,18 +579,8 @@ impl World {
                         entries.len()
                     )
                 });
-                let delay = self.rng.random_range(100..2_000);
-                let node = self.node(id);
-                node.disk.write(persist_id, hard_state, entries);
-                if !node.sync_in_flight {
-                    node.sync_in_flight = true;
-                    let event = Event::DiskSynced {
-                        node: id,
-                        incarnation: node.incarnation,
-                        up_to: persist_id,
-                    };
-                    self.schedule(delay, event);
-                }
+                self.node(id).disk.write(persist_id, hard_state, entries);
+                self.schedule_sync(id);
             }
             Action::Send {
                 message,
@@ -603,7 +605,11 @@ impl World {
                         }
                         EntryPayload::Command(command) => Some(node.kv.apply(entry.index, command)),
                     };
-                    *applied = Some(entry.index);
+                    if let Some(Input::Applied { index }) = follow_ups.last_mut() {
+                        *index = entry.index;
+                    } else {
+                        follow_ups.push(Input::Applied { index: entry.index });
+                    }
                     let Some((term, request)) = node.proposals.remove(&entry.index) else {
                         continue;
                     };
@@ -662,6 +668,90 @@ impl World {
                     self.send_reply(&request, Reply::Ok(OpResult::Value(value)));
                 }
             }
+            Action::TakeSnapshot { meta } => {
+                let node = self.node(id);
+                if node.kv.applied_index() != meta.index {
+                    return Err(format!(
+                        "node {id}: asked to snapshot at {} but its state machine applied {}",
+                        meta.index,
+                        node.kv.applied_index()
+                    ));
+                }
+                let data = node.kv.snapshot();
+                node.disk.save_snapshot(meta, data);
+                self.trace
+                    .line(self.now_us, || format!("n{id} saves snapshot {meta:?}"));
+                follow_ups.push(Input::SnapshotSaved { meta });
+            }
+            Action::ReadSnapshotChunk {
+                to,
+                meta,
+                offset,
+                bytes_max,
+            } => {
+                if let Some((saved, data)) = self.node(id).disk.snapshot() {
+                    if *saved == meta && offset <= data.len() as u64 {
+                        let end = (offset as usize + bytes_max).min(data.len());
+                        follow_ups.push(Input::SnapshotChunkRead {
+                            to,
+                            meta,
+                            offset,
+                            data: data.slice(offset as usize..end),
+                            done: end == data.len(),
+                        });
+                    }
+                }
+            }
+            Action::WriteSnapshotChunk {
+                meta,
+                offset,
+                data,
+                done: _,
+            } => {
+                let node = self.node(id);
+                if offset == 0 {
+                    node.staging = Some((meta, Vec::new()));
+                }
+                match node.staging.as_mut() {
+                    Some((staged, bytes)) if *staged == meta && bytes.len() as u64 == offset => {
+                        bytes.extend_from_slice(&data)
+                    }
+                    _ => {
+                        return Err(format!(
+                            "node {id}: snapshot chunk at {offset} out of order"
+                        ))
+                    }
+                }
+            }
+            Action::InstallSnapshot {
+                id: persist_id,
+                meta,
+            } => {
+                self.checker.on_install(id, meta)?;
+                let node = self.node(id);
+                let Some((staged, bytes)) =
+                    node.staging.take().filter(|(staged, _)| *staged == meta)
+                else {
+                    return Err(format!(
+                        "node {id}: installs snapshot {meta:?} it did not receive"
+                    ));
+                };
+                let data = Bytes::from(bytes);
+                node.kv = KvStateMachine::restore(&data).map_err(|error| {
+                    format!("node {id}: snapshot {staged:?} does not restore: {error}")
+                })?;
+                if node.kv.applied_index() != meta.index {
+                    return Err(format!(
+                        "node {id}: snapshot {meta:?} holds state at {}",
+                        node.kv.applied_index()
+                    ));
+                }
+                node.proposals.retain(|&index, _| index > meta.index);
+                node.disk.write_install(persist_id, meta, data);
+                self.trace
+                    .line(self.now_us, || format!("n{id} installs snapshot {meta:?}"));
+                self.schedule_sync(id);
+            }
             Action::RoleChanged { role, term, leader } => {
                 self.trace.line(self.now_us, || {
                     format!("n{id} is {role:?} in term {term}, leader {leader:?}")
@@ -669,6 +759,22 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Starts a sync of everything written so far, unless one is already under way.
+    fn schedule_sync(&mut self, id: NodeId) {
+        let delay = self.rng.random_range(100..2_000);
+        let node = self.node(id);
+        if node.sync_in_flight {
+            return;
+        }
+        node.sync_in_flight = true;
+        let event = Event::DiskSynced {
+            node: id,
+            incarnation: node.incarnation,
+            up_to: node.disk.written_id,
+        };
+        self.schedule(delay, event);
     }
 
     fn transmit(&mut self, message: Message) {
@@ -733,6 +839,7 @@ impl World {
         node.paused = false;
         node.deferred.clear();
         node.held.clear();
+        node.staging = None;
         node.requests.clear();
         node.proposals.clear();
         self.trace.line(self.now_us, || {
@@ -1057,6 +1164,29 @@ impl World {
         }
     }
 
+    /// Replicas that applied the same index hold byte-identical state machines (this catches
+    /// a snapshot that restores to the wrong state, which no log check sees).
+    fn check_replicas_agree(&mut self) {
+        let mut by_applied: BTreeMap<LogIndex, (NodeId, Bytes)> = BTreeMap::new();
+        for node in &self.nodes {
+            let state = node.kv.snapshot();
+            match by_applied.get(&node.kv.applied_index()) {
+                Some((other, other_state)) if *other_state != state => {
+                    let violation = format!(
+                        "state machines of nodes {other} and {} differ after applying {} entries",
+                        node.id,
+                        node.kv.applied_index()
+                    );
+                    return self.fail(violation);
+                }
+                Some(_) => {}
+                None => {
+                    by_applied.insert(node.kv.applied_index(), (node.id, state));
+                }
+            }
+        }
+    }
+
     fn describe_nodes(&self) -> String {
         let mut text = String::new();
         for node in &self.nodes {
@@ -1099,6 +1229,10 @@ pub struct Tuning {
     pub read_mode: ReadMode,
     pub entries_per_message_max: usize,
     pub inflight_messages_max: usize,
+    /// 0: no snapshots in this seed.
+    pub snapshot_interval_entries: u64,
+    pub snapshot_trailing_entries: u64,
+    pub snapshot_chunk_bytes_max: usize,
 }
 
 impl Tuning {
@@ -1111,6 +1245,9 @@ impl Tuning {
             }),
             entries_per_message_max: *[1, 2, 8, 64].choose(rng).expect("non-empty"),
             inflight_messages_max: *[1, 4, 16].choose(rng).expect("non-empty"),
+            snapshot_interval_entries: *[0, 10, 50].choose(rng).expect("non-empty"),
+            snapshot_trailing_entries: *[0, 5, 50].choose(rng).expect("non-empty"),
+            snapshot_chunk_bytes_max: *[16, 64, 4096].choose(rng).expect("non-empty"),
         }
     }
 }
@@ -1127,6 +1264,9 @@ pub fn sim_config(id: NodeId, ids: &[NodeId], tuning: &Tuning, seed: u64) -> Con
     config.entries_per_message_max = tuning.entries_per_message_max;
     config.bytes_per_message_max = 2048;
     config.inflight_messages_max = tuning.inflight_messages_max;
+    config.snapshot_interval_entries = tuning.snapshot_interval_entries;
+    config.snapshot_trailing_entries = tuning.snapshot_trailing_entries;
+    config.snapshot_chunk_bytes_max = tuning.snapshot_chunk_bytes_max;
     config.uncommitted_entries_max = 256;
     config.release_batch_entries_min = 8;
     config.seed = seed;
@@ -1164,6 +1304,13 @@ fn describe_message(message: &Message) -> String {
         MessageBody::Heartbeat { commit, round } => format!("commit={commit} round={round}"),
         MessageBody::HeartbeatResponse { round } => format!("round={round}"),
         MessageBody::TimeoutNow => String::new(),
+        MessageBody::SnapshotChunk {
+            meta,
+            offset,
+            data,
+            done,
+        } => format!("{meta:?} offset={offset} bytes={} done={done}", data.len()),
+        MessageBody::SnapshotAck { meta, received } => format!("{meta:?} received={received}"),
     };
     format!("{} t{} {detail}", message.body.kind(), message.term)
 }

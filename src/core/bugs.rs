@@ -19,6 +19,9 @@ pub struct PlantedBugs {
     pub vote_twice_in_term: bool,
     /// Accept appended entries without the consistency check on the previous entry (§5.3).
     pub append_without_consistency_check: bool,
+    /// Label a snapshot with the term of the entry before its last one (§7: the snapshot's last
+    /// included term must be exact, or a follower's consistency check goes wrong after it).
+    pub snapshot_with_wrong_term: bool,
 }
 
 impl PlantedBugs {
@@ -33,13 +36,14 @@ impl PlantedBugs {
             "vote-during-lease" => bugs.vote_during_lease = true,
             "vote-twice-in-term" => bugs.vote_twice_in_term = true,
             "append-without-consistency-check" => bugs.append_without_consistency_check = true,
+            "snapshot-with-wrong-term" => bugs.snapshot_with_wrong_term = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -47,5 +51,6 @@ impl PlantedBugs {
         "vote-during-lease",
         "vote-twice-in-term",
         "append-without-consistency-check",
+        "snapshot-with-wrong-term",
     ];
 }

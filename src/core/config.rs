@@ -40,6 +40,14 @@ pub struct Config {
     /// Applied entries that every voter holds durably are dropped from memory (storage keeps
     /// them), at least this many at a time so the cost is amortized.
     pub release_batch_entries_min: usize,
+    /// Ask for a snapshot of the state machine once this many entries were applied since the
+    /// last one; the log before it is then compacted. 0: never.
+    pub snapshot_interval_entries: u64,
+    /// After a snapshot, keep this many entries before it in memory, so that a follower a little
+    /// behind still gets entries rather than the whole snapshot.
+    pub snapshot_trailing_entries: u64,
+    /// Snapshots travel in chunks of at most this many bytes, one chunk in flight per follower.
+    pub snapshot_chunk_bytes_max: usize,
     /// Seeds this node's election jitter. Same seed, same inputs: same outputs.
     pub seed: u64,
     /// Test-only: the classic Raft bugs to plant (see [`crate::core::PlantedBugs`]).
@@ -99,6 +107,9 @@ impl Config {
             uncommitted_entries_max: 1 << 20,
             apply_batch_entries_max: 4096,
             release_batch_entries_min: 1024,
+            snapshot_interval_entries: 100_000,
+            snapshot_trailing_entries: 10_000,
+            snapshot_chunk_bytes_max: 1 << 20,
             seed: id,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: super::PlantedBugs::default(),
@@ -155,6 +166,7 @@ impl Config {
             ("uncommitted_entries_max", self.uncommitted_entries_max),
             ("apply_batch_entries_max", self.apply_batch_entries_max),
             ("release_batch_entries_min", self.release_batch_entries_min),
+            ("snapshot_chunk_bytes_max", self.snapshot_chunk_bytes_max),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit { name });

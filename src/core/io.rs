@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::message::Message;
-use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, Term};
+use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, SnapshotMeta, Term};
 
 /// A caller-chosen id that comes back with the outcome of a proposal or read.
 pub type RequestId = u64;
@@ -37,6 +37,17 @@ pub enum Input {
     TransferLeadership { to: NodeId },
     /// Start an election now, skipping the pre-vote.
     Campaign,
+    /// The state machine's snapshot at `meta` (asked for by `TakeSnapshot`) is durable, and
+    /// storage dropped the entries it covers.
+    SnapshotSaved { meta: SnapshotMeta },
+    /// The chunk asked for by `ReadSnapshotChunk`; `done` if it is the last.
+    SnapshotChunkRead {
+        to: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    },
 }
 
 /// What the caller must do, in order.
@@ -71,6 +82,26 @@ pub enum Action {
     ReadReady { id: RequestId, index: LogIndex },
     /// The read cannot be served here.
     ReadRefused { id: RequestId, reason: Refusal },
+    /// Snapshot the state machine now (it has applied exactly `meta.index`), save it durably,
+    /// compact the log it covers, then report `SnapshotSaved`.
+    TakeSnapshot { meta: SnapshotMeta },
+    /// Read a chunk of the saved snapshot `meta` for follower `to`; answer `SnapshotChunkRead`.
+    ReadSnapshotChunk {
+        to: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        bytes_max: usize,
+    },
+    /// Stage a chunk of a snapshot arriving from the leader (volatile until installed).
+    WriteSnapshotChunk {
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    },
+    /// Make the staged snapshot durable and current, replacing the state machine with it and
+    /// the log before it; a `Persist` in order with the others, reported by `Persisted { id }`.
+    InstallSnapshot { id: PersistId, meta: SnapshotMeta },
     /// The node's role, term or known leader changed.
     RoleChanged {
         role: Role,

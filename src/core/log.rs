@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use super::io::PersistId;
-use super::types::{Entry, LogIndex, Term};
+use super::types::{Entry, LogIndex, SnapshotMeta, Term};
 
 #[derive(Debug)]
 pub struct RaftLog {
@@ -30,30 +30,32 @@ pub struct RaftLog {
 }
 
 impl RaftLog {
-    /// A log recovered from storage: `entries` are durable and contiguous from index 1.
-    pub fn recover(entries: Vec<Entry>, commit: LogIndex) -> Self {
+    /// A log recovered from storage: the snapshot (if any) and the durable entries after it,
+    /// contiguous. The state machine is restored from the snapshot, so it counts as applied.
+    pub fn recover(snapshot: Option<SnapshotMeta>, entries: Vec<Entry>, commit: LogIndex) -> Self {
+        let snapshot = snapshot.unwrap_or_default();
         for (offset, entry) in entries.iter().enumerate() {
             assert_eq!(
                 entry.index,
-                offset as u64 + 1,
-                "recovered log must be contiguous from 1"
+                snapshot.index + 1 + offset as u64,
+                "recovered log must follow the snapshot contiguously"
             );
         }
-        let last = entries.len() as LogIndex;
+        let last = snapshot.index + entries.len() as LogIndex;
         assert!(
             commit <= last,
             "recovered commit {commit} beyond last entry {last}"
         );
         RaftLog {
             entries,
-            first_index: 1,
-            released_term: 0,
+            first_index: snapshot.index + 1,
+            released_term: snapshot.term,
             persisted: last,
             unsent_from: last + 1,
             pending_persists: VecDeque::new(),
-            commit,
-            applying: 0,
-            applied: 0,
+            commit: commit.max(snapshot.index),
+            applying: snapshot.index,
+            applied: snapshot.index,
         }
     }
 
@@ -273,6 +275,47 @@ impl RaftLog {
         self.released_term = self.entries[count - 1].term;
         self.entries.drain(..count);
         self.first_index = index + 1;
+    }
+
+    /// Drops every entry up to `index` from memory now (a snapshot covers them).
+    pub fn drop_through(&mut self, index: LogIndex) {
+        let index = index.min(self.applied).min(self.last_index());
+        if index < self.first_index {
+            return;
+        }
+        let count = (index - self.first_index + 1) as usize;
+        self.released_term = self.entries[count - 1].term;
+        self.entries.drain(..count);
+        self.first_index = index + 1;
+    }
+
+    /// Replaces the log's prefix with an installed snapshot (Raft §7): entries after it are kept
+    /// if the log holds the snapshot's last entry, otherwise the whole log is discarded. The
+    /// state machine is replaced, so everything up to `meta.index` is committed and applied.
+    /// `persist` is the id of the action that makes the snapshot durable.
+    pub fn install(&mut self, meta: SnapshotMeta, persist: PersistId) {
+        if self.term(meta.index) == Some(meta.term) && meta.index <= self.last_index() {
+            let count = (meta.index + 1).saturating_sub(self.first_index) as usize;
+            self.entries.drain(..count);
+        } else {
+            self.entries.clear();
+            self.unsent_from = meta.index + 1;
+            self.persisted = self.persisted.min(meta.index);
+            for (_, last_written) in self.pending_persists.iter_mut() {
+                *last_written = (*last_written).min(meta.index);
+            }
+        }
+        self.first_index = meta.index + 1;
+        self.released_term = meta.term;
+        self.unsent_from = self.unsent_from.max(meta.index + 1);
+        self.commit = self.commit.max(meta.index);
+        self.applying = self.applying.max(meta.index);
+        self.applied = self.applied.max(meta.index);
+        self.pending_persists.push_back((persist, meta.index));
+    }
+
+    pub fn applying(&self) -> LogIndex {
+        self.applying
     }
 
     pub fn applied_to(&mut self, index: LogIndex) {

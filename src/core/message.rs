@@ -1,6 +1,8 @@
 //! Messages between the cores of one group. The shell carries them; the core never sees a socket.
 
-use super::types::{Entry, LogIndex, NodeId, Term};
+use bytes::Bytes;
+
+use super::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 
 /// A message from one node to another, stamped with the sender's term.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +53,19 @@ pub enum MessageBody {
     },
     /// Tells the target of a leadership transfer to campaign at once.
     TimeoutNow,
+    /// A piece of the leader's snapshot for a follower whose next entries were compacted.
+    SnapshotChunk {
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    },
+    /// The follower holds `meta`'s bytes up to `received` and wants the rest from there (also
+    /// the answer to a chunk out of order, so a transfer resumes where it stopped).
+    SnapshotAck {
+        meta: SnapshotMeta,
+        received: u64,
+    },
 }
 
 /// The answer to an `Append`.
@@ -88,6 +103,8 @@ impl MessageBody {
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResp",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::SnapshotChunk { .. } => "SnapshotChunk",
+            MessageBody::SnapshotAck { .. } => "SnapshotAck",
         }
     }
 }

@@ -16,6 +16,7 @@ mod progress;
 mod quorum;
 mod reads;
 mod replication;
+mod snapshot;
 mod types;
 
 #[cfg(feature = "planted-bugs")]
@@ -28,5 +29,7 @@ pub use io::{Action, Input, PersistId, Proposal, RequestId};
 pub use log::RaftLog;
 pub use message::{AppendResponse, Message, MessageBody, RejectHint};
 pub use node::{RawNode, Recovered, Status};
-pub use progress::{Progress, ProgressState};
-pub use types::{Entry, EntryPayload, HardState, LogIndex, NodeId, ReadMode, Refusal, Role, Term};
+pub use progress::{Progress, ProgressState, SnapshotTransfer};
+pub use types::{
+    Entry, EntryPayload, HardState, LogIndex, NodeId, ReadMode, Refusal, Role, SnapshotMeta, Term,
+};

@@ -14,13 +14,15 @@ use super::io::{Action, Input, PersistId, Proposal, RequestId};
 use super::log::RaftLog;
 use super::message::{Message, MessageBody};
 use super::progress::Progress;
-use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, Term};
+use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, SnapshotMeta, Term};
 
-/// What storage handed back after a restart: the durable hard state and log.
+/// What storage handed back after a restart: the durable hard state, the snapshot the state
+/// machine was restored from, and the log after it.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
     pub hard_state: HardState,
-    /// Contiguous from index 1.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Contiguous from the snapshot's index + 1 (or from 1).
     pub entries: Vec<Entry>,
 }
 
@@ -89,6 +91,15 @@ pub struct RawNode {
     /// Every voter holds the log up to here durably (as last computed or heard from a leader);
     /// applied entries below it are released from memory.
     pub(super) durable_everywhere: LogIndex,
+    /// The latest snapshot saved or installed here.
+    pub(super) snapshot: SnapshotMeta,
+    /// A `TakeSnapshot` is out and not yet answered.
+    pub(super) snapshot_requested: bool,
+    /// The snapshot arriving from the leader, and the offset of the next chunk expected.
+    pub(super) receiving: Option<(SnapshotMeta, u64)>,
+    /// Storage actions that must run in order before this batch's `Persist`: snapshot chunk
+    /// writes and installs.
+    pub(super) storage_actions: Vec<Action>,
     /// Confirmed reads waiting for the state machine to catch up: `(id, read index)`.
     pub(super) reads_awaiting_apply: VecDeque<(RequestId, LogIndex)>,
     /// Messages produced by this batch, sent by `take_actions`.
@@ -106,6 +117,7 @@ impl RawNode {
         config.validate()?;
         let Recovered {
             hard_state,
+            snapshot,
             entries,
         } = recovered;
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -115,13 +127,17 @@ impl RawNode {
             vote: hard_state.vote,
             role: Role::Follower,
             leader: None,
-            log: RaftLog::recover(entries, hard_state.commit),
+            log: RaftLog::recover(snapshot, entries, hard_state.commit),
             now_ms,
             election_deadline_ms: 0,
             vote_lockout_until_ms: now_ms + config.election_timeout_min_ms,
             votes: BTreeMap::new(),
             leader_state: None,
             durable_everywhere: 0,
+            snapshot: snapshot.unwrap_or_default(),
+            snapshot_requested: false,
+            receiving: None,
+            storage_actions: Vec::new(),
             reads_awaiting_apply: VecDeque::new(),
             messages: Vec::new(),
             events: Vec::new(),
@@ -193,6 +209,14 @@ impl RawNode {
                     self.campaign(false, false);
                 }
             }
+            Input::SnapshotSaved { meta } => self.snapshot_saved(meta),
+            Input::SnapshotChunkRead {
+                to,
+                meta,
+                offset,
+                data,
+                done,
+            } => self.snapshot_chunk_read(to, meta, offset, data, done),
         }
     }
 
@@ -237,7 +261,8 @@ impl RawNode {
                 } => {}
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
-                | MessageBody::TimeoutNow => {
+                | MessageBody::TimeoutNow
+                | MessageBody::SnapshotChunk { .. } => {
                     self.become_follower(message.term, Some(message.from));
                 }
                 _ => self.become_follower(message.term, None),
@@ -281,6 +306,15 @@ impl RawNode {
                     self.campaign(false, true);
                 }
             }
+            MessageBody::SnapshotChunk {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.handle_snapshot_chunk(from, meta, offset, data, done),
+            MessageBody::SnapshotAck { meta, received } => {
+                self.handle_snapshot_ack(from, meta, received)
+            }
         }
     }
 
@@ -288,9 +322,9 @@ impl RawNode {
     /// down; a stale pre-candidate is refused so that it stops waiting.
     fn reply_to_stale(&mut self, message: &Message) {
         let body = match message.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => {
-                MessageBody::HeartbeatResponse { round: 0 }
-            }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::SnapshotChunk { .. } => MessageBody::HeartbeatResponse { round: 0 },
             MessageBody::VoteRequest { pre_vote: true, .. } => MessageBody::VoteResponse {
                 pre_vote: true,
                 granted: false,
@@ -420,6 +454,7 @@ impl RawNode {
             self.flush_read_rounds();
         }
         self.release_applied_reads();
+        self.maybe_request_snapshot();
         self.log.release_to(
             self.durable_everywhere,
             self.config.release_batch_entries_min,
@@ -456,15 +491,21 @@ impl RawNode {
         actions
     }
 
+    pub(super) fn allocate_persist_id(&mut self) -> PersistId {
+        let id = self.next_persist_id;
+        self.next_persist_id += 1;
+        id
+    }
+
     fn push_persist(&mut self, actions: &mut Vec<Action>) {
+        actions.append(&mut self.storage_actions);
         let hard_state = self.hard_state();
         let hard_state_changed = hard_state != self.hard_state_emitted;
         let has_entries = self.log.has_unsent();
         if !hard_state_changed && !has_entries {
             return;
         }
-        let id = self.next_persist_id;
-        self.next_persist_id += 1;
+        let id = self.allocate_persist_id();
         let entries = self.log.take_unsent(id);
         let sync = !entries.is_empty()
             || hard_state.term != self.hard_state_emitted.term

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::types::LogIndex;
+use super::types::{LogIndex, SnapshotMeta};
 
 /// How the leader sends to a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +11,20 @@ pub enum ProgressState {
     Probe,
     /// The follower is known to match: stream `Append`s optimistically, up to the in-flight limit.
     Replicate,
+    /// The entries the follower needs were compacted: send the snapshot, one chunk at a time.
+    Snapshot,
+}
+
+/// A snapshot on its way to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotTransfer {
+    pub meta: SnapshotMeta,
+    /// The follower holds the bytes before this offset.
+    pub acknowledged: u64,
+    /// A chunk was asked of storage or sent, and not yet acknowledged.
+    pub chunk_outstanding: bool,
+    /// Heartbeat answers since the last acknowledgement.
+    pub stalled_heartbeats: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -32,6 +46,8 @@ pub struct Progress {
     pub round_acknowledged: u64,
     /// `match_index` at the previous heartbeat answer, to notice a stalled stream.
     pub match_at_last_heartbeat: LogIndex,
+    /// In `Snapshot`: the transfer under way.
+    pub snapshot: Option<SnapshotTransfer>,
 }
 
 impl Progress {
@@ -46,6 +62,7 @@ impl Progress {
             recent_active: false,
             round_acknowledged: 0,
             match_at_last_heartbeat: 0,
+            snapshot: None,
         }
     }
 
@@ -54,6 +71,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= inflight_max,
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -67,6 +85,7 @@ impl Progress {
                     self.inflight.push_back(last);
                 }
             }
+            ProgressState::Snapshot => {}
         }
     }
 
@@ -81,7 +100,12 @@ impl Progress {
         while self.inflight.front().is_some_and(|&last| last <= index) {
             self.inflight.pop_front();
         }
-        if self.state == ProgressState::Probe {
+        if self.state == ProgressState::Probe
+            || (self.state == ProgressState::Snapshot
+                && self
+                    .snapshot
+                    .is_none_or(|transfer| index >= transfer.meta.index))
+        {
             self.become_replicate();
         }
         true
@@ -89,13 +113,28 @@ impl Progress {
 
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
+        self.snapshot = None;
         self.next_index = self.match_index + 1;
         self.inflight.clear();
+    }
+
+    /// The follower needs the snapshot `meta`.
+    pub fn become_snapshot(&mut self, meta: SnapshotMeta) {
+        self.state = ProgressState::Snapshot;
+        self.inflight.clear();
+        self.probe_sent = false;
+        self.snapshot = Some(SnapshotTransfer {
+            meta,
+            acknowledged: 0,
+            chunk_outstanding: false,
+            stalled_heartbeats: 0,
+        });
     }
 
     /// Back to one-at-a-time sending, from `next_index`.
     pub fn become_probe(&mut self, next_index: LogIndex) {
         self.state = ProgressState::Probe;
+        self.snapshot = None;
         self.probe_sent = false;
         self.inflight.clear();
         self.next_index = next_index.max(self.match_index + 1);

@@ -119,6 +119,7 @@ impl RawNode {
         progress.recent_active = true;
         progress.round_acknowledged = progress.round_acknowledged.max(round);
         match progress.state {
+            ProgressState::Snapshot => {}
             ProgressState::Probe => progress.probe_sent = false,
             ProgressState::Replicate => {
                 // No progress over a whole heartbeat interval with appends out: they were lost.
@@ -132,6 +133,9 @@ impl RawNode {
             }
         }
         progress.match_at_last_heartbeat = progress.match_index;
+        if progress.state == ProgressState::Snapshot {
+            self.snapshot_heartbeat(from);
+        }
         self.confirm_rounds();
     }
 

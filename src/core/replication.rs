@@ -72,6 +72,10 @@ impl RawNode {
         else {
             return;
         };
+        if progress.state == ProgressState::Snapshot || progress.next_index < self.log.first_index()
+        {
+            return self.send_snapshot(peer);
+        }
         loop {
             if progress.is_paused(config.inflight_messages_max) {
                 return;
@@ -82,9 +86,7 @@ impl RawNode {
             }
             let prev_log_index = progress.next_index - 1;
             let Some(prev_log_term) = self.log.term(prev_log_index) else {
-                // Released from memory: only a snapshot could help this follower. Every voter
-                // acknowledged these entries, so only a follower that lost its disk gets here.
-                return;
+                return self.send_snapshot(peer);
             };
             let entries: Vec<Entry> = self.log.slice(
                 progress.next_index,
@@ -222,8 +224,7 @@ impl RawNode {
                         .map_or(hint.conflict_index, |index| index + 1),
                     None => hint.conflict_index,
                 };
-                // Entries below the first one held were acknowledged by every voter already.
-                progress.become_probe(next_index.min(rejected_index).max(self.log.first_index()));
+                progress.become_probe(next_index.min(rejected_index));
             }
         }
     }

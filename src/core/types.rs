@@ -48,6 +48,13 @@ pub struct HardState {
     pub commit: LogIndex,
 }
 
+/// What a snapshot of the state machine covers: every entry up to `index`, the last of term `term`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    pub index: LogIndex,
+    pub term: Term,
+}
+
 /// The role a node plays in its current term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {

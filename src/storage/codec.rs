@@ -6,7 +6,7 @@ use bincode::{Decode, Encode};
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::core::{Entry, EntryPayload, HardState, LogIndex, Term};
+use crate::core::{Entry, EntryPayload, HardState, LogIndex, SnapshotMeta, Term};
 
 /// The format of every record written by this build. Bump it when the layout changes, and keep
 /// reading the old one.
@@ -75,11 +75,29 @@ pub struct Identity {
     pub node_id: u64,
 }
 
-/// What a snapshot covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
-pub struct SnapshotMeta {
+/// The header of a snapshot file: what it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct SnapshotHeader {
     pub index: LogIndex,
     pub term: Term,
+}
+
+impl From<SnapshotMeta> for SnapshotHeader {
+    fn from(meta: SnapshotMeta) -> Self {
+        SnapshotHeader {
+            index: meta.index,
+            term: meta.term,
+        }
+    }
+}
+
+impl From<SnapshotHeader> for SnapshotMeta {
+    fn from(header: SnapshotHeader) -> Self {
+        SnapshotMeta {
+            index: header.index,
+            term: header.term,
+        }
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -204,7 +222,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = decode::<WalRecord>(&bytes);
             let _ = decode::<Identity>(&bytes);
-            let _ = decode::<SnapshotMeta>(&bytes);
+            let _ = decode::<SnapshotHeader>(&bytes);
             let _ = read_frame(&bytes);
         }
 
@@ -228,10 +246,10 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_refused_by_name() {
-        let mut bytes = encode(&SnapshotMeta { index: 1, term: 1 });
+        let mut bytes = encode(&SnapshotHeader { index: 1, term: 1 });
         bytes[0] = 9;
         assert_eq!(
-            decode::<SnapshotMeta>(&bytes),
+            decode::<SnapshotHeader>(&bytes),
             Err(CodecError::UnknownVersion(9))
         );
     }

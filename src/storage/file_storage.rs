@@ -14,10 +14,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::codec::{self, Identity, SnapshotMeta, WalRecord};
+use super::codec::{self, Identity, SnapshotHeader, WalRecord};
 use super::error::StorageError;
 use super::recovery;
-use crate::core::{Entry, HardState, LogIndex};
+use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
 
 const META_FILE: &str = "ravel.meta";
 const WAL_DIR: &str = "wal";
@@ -358,7 +358,7 @@ impl FileStorage {
         let path = dir.join(snapshot_name(meta));
         let temporary = dir.join("incoming.tmp");
         let mut contents = Vec::with_capacity(data.len() + 64);
-        codec::frame_into(&mut contents, &codec::encode(&meta));
+        codec::frame_into(&mut contents, &codec::encode(&SnapshotHeader::from(meta)));
         contents.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
         contents.extend_from_slice(data);
         write_durably(&temporary, &path, &contents)?;
@@ -554,7 +554,9 @@ fn parse_snapshot<'a>(
             "the snapshot header does not match its checksum",
         ));
     };
-    let meta: SnapshotMeta = codec::decode(body).map_err(|error| corrupt(0, &error.to_string()))?;
+    let header: SnapshotHeader =
+        codec::decode(body).map_err(|error| corrupt(0, &error.to_string()))?;
+    let meta = SnapshotMeta::from(header);
     let rest = &bytes[len..];
     if rest.len() < 4 {
         return Err(corrupt(

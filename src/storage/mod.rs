@@ -12,6 +12,7 @@ mod error;
 mod file_storage;
 mod recovery;
 
-pub use codec::{CodecError, Identity, SnapshotMeta, FORMAT_VERSION};
+pub(crate) use codec::{decode, encode};
+pub use codec::{CodecError, Identity, FORMAT_VERSION};
 pub use error::StorageError;
 pub use file_storage::{FileStorage, StorageOptions, StoredState};
