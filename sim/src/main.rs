@@ -19,7 +19,7 @@ struct Cli {
     /// Cluster sizes, comma-separated; every seed runs once per size.
     #[arg(long, default_value = "3,5", value_delimiter = ',')]
     nodes: Vec<usize>,
-    /// Fault families: all, none, or a list of partition,loss,delay,duplicate,crash,pause,skew,transfer.
+    /// Fault families: all, none, or a list of partition,loss,delay,duplicate,crash,pause,skew,transfer,disk.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Simulated milliseconds of faults per seed (then everything heals and liveness is checked).

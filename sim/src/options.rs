@@ -20,6 +20,8 @@ pub struct FaultMix {
     pub skew: bool,
     /// Leadership transfers and forced campaigns racing everything else.
     pub transfer: bool,
+    /// A failing fsync or a full disk: the node stops (fail-stop), keeping only what was durable.
+    pub disk: bool,
 }
 
 impl FaultMix {
@@ -44,6 +46,7 @@ impl FaultMix {
             pause: true,
             skew: true,
             transfer: true,
+            disk: true,
         }
     }
 
@@ -66,6 +69,7 @@ impl FaultMix {
                 "pause" => mix.pause = true,
                 "skew" => mix.skew = true,
                 "transfer" => mix.transfer = true,
+                "disk" => mix.disk = true,
                 other => {
                     return Err(format!(
                         "unknown fault family `{other}`; use all, none or a list of: {}",
@@ -92,6 +96,7 @@ impl fmt::Display for FaultMix {
             self.pause,
             self.skew,
             self.transfer,
+            self.disk,
         ];
         let names: Vec<&str> = Self::NAMES
             .iter()

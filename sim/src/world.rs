@@ -129,6 +129,10 @@ struct SimNode {
     paused: bool,
     /// Events that arrived while paused, handled on resume.
     deferred: Vec<Event>,
+    /// The next sync reports an error.
+    sync_fails: bool,
+    /// Writes fail for lack of space until then.
+    disk_full_until_us: u64,
     /// A snapshot arriving from the leader, staged chunk by chunk (lost in a crash).
     staging: Option<(SnapshotMeta, Vec<u8>)>,
     /// Messages waiting for a persist to become durable: `(persist id, message)`.
@@ -217,6 +221,8 @@ impl World {
                     paused: false,
                     deferred: Vec::new(),
                     staging: None,
+                    sync_fails: false,
+                    disk_full_until_us: 0,
                     held: Vec::new(),
                     requests: BTreeMap::new(),
                     proposals: BTreeMap::new(),
@@ -538,10 +544,14 @@ impl World {
                 return self.schedule(down_us, Event::Restart(id));
             }
             let mut follow_ups = Vec::new();
+            let incarnation = self.nodes[id as usize - 1].incarnation;
             for action in actions {
                 self.trace.hash(&(id, &action));
                 if let Err(violation) = self.execute(id, action, &mut follow_ups) {
                     return self.fail(violation);
+                }
+                if self.nodes[id as usize - 1].incarnation != incarnation {
+                    return; // It stopped on a disk failure: nothing after it happens.
                 }
             }
             if follow_ups.is_empty() {
@@ -579,6 +589,15 @@ impl World {
                         entries.len()
                     )
                 });
+                if self.node(id).disk_full_until_us > self.now_us {
+                    // The write fails with "no space": the node stops until space is freed.
+                    let restart_in = self.node(id).disk_full_until_us - self.now_us;
+                    self.trace
+                        .line(self.now_us, || format!("n{id}: disk full; the node stops"));
+                    self.crash(id);
+                    self.schedule(restart_in, Event::Restart(id));
+                    return Ok(());
+                }
                 self.node(id).disk.write(persist_id, hard_state, entries);
                 self.schedule_sync(id);
             }
@@ -801,6 +820,17 @@ impl World {
             return;
         }
         node.sync_in_flight = false;
+        if node.sync_fails {
+            // fsync reported an error: what it wrote may or may not be on disk, so the node
+            // must stop rather than acknowledge anything (fail-stop), and restart.
+            node.sync_fails = false;
+            self.trace.line(self.now_us, || {
+                format!("n{id}: fsync fails; the node stops")
+            });
+            self.crash(id);
+            let down_us = self.rng.random_range(50_000..1_000_000);
+            return self.schedule(down_us, Event::Restart(id));
+        }
         node.disk.sync_up_to(up_to);
         let synced = node.disk.synced_id;
         let (ready, waiting): (Vec<_>, Vec<_>) = node
@@ -996,6 +1026,9 @@ impl World {
         if faults.transfer {
             choices.extend(["transfer", "campaign"]);
         }
+        if faults.disk {
+            choices.extend(["fsync-fails", "disk-full"]);
+        }
         if let Some(&choice) = choices.choose(&mut self.rng) {
             match choice {
                 "partition" => self.partition(),
@@ -1004,6 +1037,18 @@ impl World {
                     self.crash(target);
                     let down_us = self.rng.random_range(20_000..2_000_000);
                     self.schedule(down_us, Event::Restart(target));
+                }
+                "fsync-fails" => {
+                    let target = self.pick_target();
+                    self.node(target).sync_fails = true;
+                }
+                "disk-full" => {
+                    let target = self.pick_target();
+                    let full_us = self.rng.random_range(100_000..2_000_000);
+                    self.node(target).disk_full_until_us = self.now_us + full_us;
+                    self.trace.line(self.now_us, || {
+                        format!("n{target}: disk full for {} ms", full_us / 1000)
+                    });
                 }
                 "crash-on-commit" => self.armed_crash = Some(CrashMoment::LeaderCommits),
                 "crash-on-election" => self.armed_crash = Some(CrashMoment::LeaderElected),
@@ -1141,6 +1186,10 @@ impl World {
         self.queue
             .retain(|_, event| !matches!(event, Event::Fault | Event::HealPartition));
         self.armed_crash = None;
+        for node in &mut self.nodes {
+            node.sync_fails = false;
+            node.disk_full_until_us = 0;
+        }
         for id in self.ids.clone() {
             self.restart(id);
             self.resume(id);
@@ -1202,7 +1251,7 @@ impl World {
 impl crate::options::FaultMix {
     /// Whether any family needs the fault schedule (the others are network settings).
     fn any_scheduled(&self) -> bool {
-        self.partition || self.crash || self.pause || self.transfer
+        self.partition || self.crash || self.pause || self.transfer || self.disk
     }
 }
 
