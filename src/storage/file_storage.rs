@@ -46,6 +46,16 @@ pub struct StoredState {
     pub entries: Vec<Entry>,
 }
 
+impl From<StoredState> for crate::core::Recovered {
+    fn from(state: StoredState) -> Self {
+        crate::core::Recovered {
+            hard_state: state.hard_state,
+            snapshot: state.snapshot,
+            entries: state.entries,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Segment {
     sequence: u64,
