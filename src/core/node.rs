@@ -71,6 +71,15 @@ pub(super) struct Transfer {
     pub timeout_now_sent: bool,
 }
 
+/// The leader's progress record for `peer`, if this node leads and `peer` is a follower. A free
+/// function so that callers can keep borrowing the node's other fields alongside it.
+pub(super) fn follower_progress(
+    leader_state: &mut Option<LeaderState>,
+    peer: NodeId,
+) -> Option<&mut Progress> {
+    leader_state.as_mut()?.progress.get_mut(&peer)
+}
+
 /// One Raft node. See the module documentation of [`crate::core`] for how to drive it.
 pub struct RawNode {
     pub(super) config: Config,

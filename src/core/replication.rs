@@ -2,7 +2,7 @@
 //! check-quorum) and leadership transfer (thesis §3.10).
 
 use super::message::{AppendResponse, MessageBody, RejectHint};
-use super::node::{RawNode, Transfer};
+use super::node::{follower_progress, RawNode, Transfer};
 use super::progress::ProgressState;
 use super::quorum::majority_value;
 use super::types::{Entry, LogIndex, NodeId, Role};
@@ -65,11 +65,7 @@ impl RawNode {
         let last_index = self.log.last_index();
         let commit = self.log.commit();
         let config = &self.config;
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|leader| leader.progress.get_mut(&peer))
-        else {
+        let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
             return;
         };
         if progress.state == ProgressState::Snapshot || progress.next_index < self.log.first_index()
@@ -189,11 +185,7 @@ impl RawNode {
 
     pub(super) fn handle_append_response(&mut self, from: NodeId, response: AppendResponse) {
         let last_index = self.log.last_index();
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|leader| leader.progress.get_mut(&from))
-        else {
+        let Some(progress) = follower_progress(&mut self.leader_state, from) else {
             return;
         };
         progress.recent_active = true;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::io::Action;
 use super::message::{AppendResponse, MessageBody};
-use super::node::RawNode;
+use super::node::{follower_progress, RawNode};
 use super::progress::ProgressState;
 use super::types::{NodeId, SnapshotMeta};
 
@@ -66,11 +66,7 @@ impl RawNode {
     pub(super) fn send_snapshot(&mut self, peer: NodeId) {
         let latest = self.snapshot;
         let bytes_max = self.config.snapshot_chunk_bytes_max;
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|leader| leader.progress.get_mut(&peer))
-        else {
+        let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
             return;
         };
         if progress.state != ProgressState::Snapshot {
@@ -125,11 +121,7 @@ impl RawNode {
 
     /// Leader: the follower holds the snapshot up to `received`.
     pub(super) fn handle_snapshot_ack(&mut self, from: NodeId, meta: SnapshotMeta, received: u64) {
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|leader| leader.progress.get_mut(&from))
-        else {
+        let Some(progress) = follower_progress(&mut self.leader_state, from) else {
             return;
         };
         progress.recent_active = true;
@@ -148,11 +140,7 @@ impl RawNode {
     /// few heartbeats was lost: send it again (with the newest snapshot, if this one is gone).
     pub(super) fn snapshot_heartbeat(&mut self, from: NodeId) {
         let latest = self.snapshot;
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|leader| leader.progress.get_mut(&from))
-        else {
+        let Some(progress) = follower_progress(&mut self.leader_state, from) else {
             return;
         };
         let Some(transfer) = progress.snapshot.as_mut() else {
