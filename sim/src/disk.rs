@@ -49,6 +49,17 @@ pub struct SimDisk {
 }
 
 impl SimDisk {
+    /// The same durable contents, for a new incarnation of the core (persist ids start over).
+    pub fn restarted(mut disk: SimDisk) -> SimDisk {
+        assert!(
+            disk.cache.is_empty(),
+            "restart after a crash: unsynced writes were dealt with"
+        );
+        disk.synced_id = 0;
+        disk.written_id = 0;
+        disk
+    }
+
     pub fn write(&mut self, id: PersistId, hard_state: Option<HardState>, entries: Vec<Entry>) {
         self.written_id = id;
         self.cache.push_back(Write::Log {

@@ -7,17 +7,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use ravel::core::{
     Action, Config, Entry, EntryPayload, HardState, Input, Message, NodeId, Proposal, RawNode,
-    Recovered, Role, Status,
+    Role, Status,
 };
 use ravel::kv::KvStateMachine;
 
 use crate::checker::{Checker, NodeWatch};
+use crate::disk::SimDisk;
 
 pub struct TestNode {
     pub core: Option<RawNode>,
     pub config: Config,
-    pub durable: Recovered,
+    /// Synced at once after every write: nothing is ever lost here, only in the simulator.
+    pub disk: SimDisk,
     pub kv: KvStateMachine,
+    /// A snapshot arriving from the leader.
+    staging: Vec<u8>,
     watch: NodeWatch,
     /// Replies the node emitted (proposal and read outcomes).
     pub events: Vec<Action>,
@@ -61,26 +65,26 @@ impl TestCluster {
                         payload: EntryPayload::Noop,
                     })
                     .collect();
-                let durable = Recovered {
-                    snapshot: None,
-                    hard_state: HardState {
-                        term: term.max(terms.last().copied().unwrap_or(0)),
-                        vote: None,
-                        commit: 0,
-                    },
-                    entries,
+                let hard_state = HardState {
+                    term: term.max(terms.last().copied().unwrap_or(0)),
+                    vote: None,
+                    commit: 0,
                 };
-                let core = RawNode::new(config.clone(), durable.clone(), now_ms - 5_000)
+                let mut disk = SimDisk::default();
+                disk.write(1, Some(hard_state), entries);
+                disk.sync_up_to(1);
+                let core = RawNode::new(config.clone(), disk.recover(), now_ms - 5_000)
                     .expect("valid config");
                 let node = TestNode {
                     watch: NodeWatch {
-                        term: durable.hard_state.term,
+                        term: hard_state.term,
                         ..NodeWatch::default()
                     },
                     core: Some(core),
                     config,
-                    durable,
+                    disk: SimDisk::restarted(disk),
                     kv: KvStateMachine::new(),
+                    staging: Vec::new(),
                     events: Vec::new(),
                 };
                 (id, node)
@@ -130,13 +134,52 @@ impl TestCluster {
                         entries,
                         ..
                     } => {
-                        if let Some(first) = entries.first() {
-                            node.durable.entries.truncate(first.index as usize - 1);
-                            node.durable.entries.extend(entries);
+                        node.disk.write(persist_id, hard_state, entries);
+                        node.disk.sync_up_to(persist_id);
+                        follow_ups.push(Input::Persisted { id: persist_id });
+                    }
+                    Action::TakeSnapshot { meta } => {
+                        node.disk.save_snapshot(meta, node.kv.snapshot());
+                        follow_ups.push(Input::SnapshotSaved { meta });
+                    }
+                    Action::ReadSnapshotChunk {
+                        to,
+                        meta,
+                        offset,
+                        bytes_max,
+                    } => {
+                        if let Some((saved, data)) =
+                            node.disk.snapshot().filter(|(saved, _)| *saved == meta)
+                        {
+                            let end = (offset as usize + bytes_max).min(data.len());
+                            follow_ups.push(Input::SnapshotChunkRead {
+                                to,
+                                meta: *saved,
+                                offset,
+                                data: data.slice(offset as usize..end),
+                                done: end == data.len(),
+                            });
                         }
-                        if let Some(hard_state) = hard_state {
-                            node.durable.hard_state = hard_state;
+                    }
+                    Action::WriteSnapshotChunk { offset, data, .. } => {
+                        if offset == 0 {
+                            node.staging.clear();
                         }
+                        assert_eq!(node.staging.len() as u64, offset, "chunks arrive in order");
+                        node.staging.extend_from_slice(&data);
+                    }
+                    Action::InstallSnapshot {
+                        id: persist_id,
+                        meta,
+                    } => {
+                        if let Err(violation) = self.checker.on_install(id, meta) {
+                            panic!("invariant violated: {violation}");
+                        }
+                        let data = Bytes::from(std::mem::take(&mut node.staging));
+                        node.kv =
+                            KvStateMachine::restore(&data).expect("an installed snapshot restores");
+                        node.disk.write_install(persist_id, meta, data);
+                        node.disk.sync_up_to(persist_id);
                         follow_ups.push(Input::Persisted { id: persist_id });
                     }
                     Action::Send { message, .. } => {
@@ -292,19 +335,25 @@ impl TestCluster {
         let node = self.nodes.get_mut(&id).expect("known node");
         node.core = None;
         node.kv = KvStateMachine::new();
+        node.staging.clear();
+        node.disk = SimDisk::restarted(std::mem::take(&mut node.disk));
         self.in_flight.retain(|message| message.to != id);
     }
 
     pub fn restart(&mut self, id: NodeId) {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("known node");
-        let core =
-            RawNode::new(node.config.clone(), node.durable.clone(), now_ms).expect("valid config");
+        let recovered = node.disk.recover();
         node.watch = NodeWatch {
-            term: node.durable.hard_state.term,
-            commit: node.durable.hard_state.commit,
+            term: recovered.hard_state.term,
+            commit: recovered.hard_state.commit,
             role: None,
         };
+        node.kv = match node.disk.snapshot() {
+            Some((_, data)) => KvStateMachine::restore(data).expect("a saved snapshot restores"),
+            None => KvStateMachine::new(),
+        };
+        let core = RawNode::new(node.config.clone(), recovered, now_ms).expect("valid config");
         node.core = Some(core);
     }
 
