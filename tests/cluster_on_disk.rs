@@ -98,7 +98,9 @@ impl Cluster {
                     Action::Apply { entries } => {
                         for entry in &entries {
                             match &entry.payload {
-                                EntryPayload::Noop => node.kv.skip(entry.index),
+                                EntryPayload::Noop | EntryPayload::Membership(_) => {
+                                    node.kv.skip(entry.index)
+                                }
                                 EntryPayload::Command(command) => {
                                     node.kv.apply(entry.index, command);
                                 }
@@ -112,7 +114,7 @@ impl Cluster {
                     Action::TakeSnapshot { meta } => {
                         assert_eq!(node.kv.applied_index(), meta.index);
                         node.storage
-                            .save_snapshot(meta, &node.kv.snapshot())
+                            .save_snapshot(meta.clone(), &node.kv.snapshot())
                             .expect("snapshot");
                         follow_ups.push(Input::SnapshotSaved { meta });
                     }
@@ -238,7 +240,8 @@ fn a_cluster_on_files_survives_compaction_crashes_and_restarts() {
         .expect("up")
         .storage
         .snapshot()
-        .expect("snapshotted");
+        .expect("snapshotted")
+        .clone();
     assert!(
         leader_snapshot.index > 250,
         "the leader compacted: {leader_snapshot:?}"

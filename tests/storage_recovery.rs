@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use ravel::core::{Entry, EntryPayload, HardState, SnapshotMeta};
+use ravel::core::{Entry, EntryPayload, HardState, Membership, SnapshotMeta};
 use ravel::storage::{FileStorage, Identity, StorageError, StorageOptions, StoredState};
 
 const IDENTITY: Identity = Identity {
@@ -48,7 +48,7 @@ fn apply(state: &mut StoredState, write: &Write_) {
         Write_::HardState(hard_state) => state.hard_state = *hard_state,
         Write_::Entries(entries) => {
             for entry in entries {
-                let first = state.snapshot.map_or(1, |meta| meta.index + 1);
+                let first = state.snapshot.as_ref().map_or(1, |meta| meta.index + 1);
                 if entry.index < first {
                     state.entries.clear();
                     continue;
@@ -61,7 +61,7 @@ fn apply(state: &mut StoredState, write: &Write_) {
 }
 
 fn last_index(state: &StoredState) -> u64 {
-    state.snapshot.map_or(0, |meta| meta.index) + state.entries.len() as u64
+    state.snapshot.as_ref().map_or(0, |meta| meta.index) + state.entries.len() as u64
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -130,7 +130,7 @@ proptest! {
                 Step::Append { rewind, count, term_bump } => {
                     let mut view = synced.clone();
                     pending.iter().for_each(|write| apply(&mut view, write));
-                    let floor = view.snapshot.map_or(0, |meta| meta.index);
+                    let floor = view.snapshot.as_ref().map_or(0, |meta| meta.index);
                     let start = last_index(&view).saturating_sub(rewind).max(floor) + 1;
                     if term_bump {
                         term += 1;
@@ -196,14 +196,16 @@ proptest! {
                 Step::Snapshot { per_mille } => {
                     storage.sync().unwrap();
                     pending.drain(..).for_each(|write| apply(&mut synced, &write));
-                    let floor = synced.snapshot.map_or(0, |meta| meta.index);
+                    let floor = synced.snapshot.as_ref().map_or(0, |meta| meta.index);
                     let last = last_index(&synced);
                     if last > floor {
                         let index = floor + 1 + (last - floor - 1) * per_mille / 1000;
-                        let meta = SnapshotMeta { index, term: synced.entries[(index - floor - 1) as usize].term };
-                        storage.save_snapshot(meta, format!("state at {index}").as_bytes()).unwrap();
+                        // The configuration travels with the snapshot.
+                        let membership = Membership::with_voters([1, index % 5 + 2]);
+                        let meta = SnapshotMeta { index, term: synced.entries[(index - floor - 1) as usize].term, membership };
+                        storage.save_snapshot(meta.clone(), format!("state at {index}").as_bytes()).unwrap();
                         synced.entries.drain(..(index - floor) as usize);
-                        synced.snapshot = Some(meta);
+                        synced.snapshot = Some(meta.clone());
                         let (stored_meta, data) = storage.load_snapshot().unwrap().unwrap();
                         prop_assert_eq!(stored_meta, meta);
                         prop_assert_eq!(data, format!("state at {index}").into_bytes());
@@ -214,7 +216,7 @@ proptest! {
         // Whatever happened, reading back through the index agrees with a fresh recovery.
         storage.sync().unwrap();
         pending.drain(..).for_each(|write| apply(&mut synced, &write));
-        let first = synced.snapshot.map_or(1, |meta| meta.index + 1);
+        let first = synced.snapshot.as_ref().map_or(1, |meta| meta.index + 1);
         if !synced.entries.is_empty() {
             prop_assert_eq!(storage.entries(first, last_index(&synced)).unwrap(), synced.entries.clone());
         }
@@ -281,7 +283,14 @@ fn a_damaged_snapshot_is_refused() {
     storage.append(&[entry(1, 1), entry(2, 1)]).unwrap();
     storage.sync().unwrap();
     storage
-        .save_snapshot(SnapshotMeta { index: 2, term: 1 }, b"state")
+        .save_snapshot(
+            SnapshotMeta {
+                index: 2,
+                term: 1,
+                membership: Membership::with_voters([1]),
+            },
+            b"state",
+        )
         .unwrap();
     drop(storage);
     let snapshot = fs::read_dir(dir.path().join("snapshots"))

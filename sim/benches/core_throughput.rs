@@ -62,7 +62,9 @@ impl Replica {
                     Action::Apply { entries } => {
                         for entry in entries {
                             match &entry.payload {
-                                EntryPayload::Noop => self.state_machine.skip(entry.index),
+                                EntryPayload::Noop | EntryPayload::Membership(_) => {
+                                    self.state_machine.skip(entry.index)
+                                }
                                 EntryPayload::Command(command) => {
                                     self.state_machine.apply(entry.index, command);
                                 }

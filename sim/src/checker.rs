@@ -117,7 +117,7 @@ impl Checker {
 
     /// A snapshot installed from a leader covers only committed entries, ending in the committed
     /// entry at its index.
-    pub fn on_install(&mut self, node: NodeId, meta: SnapshotMeta) -> Result<(), Violation> {
+    pub fn on_install(&mut self, node: NodeId, meta: &SnapshotMeta) -> Result<(), Violation> {
         match self.committed.get(meta.index as usize - 1) {
             Some(known) if known.term == meta.term => Ok(()),
             Some(known) => Err(format!(

@@ -178,7 +178,7 @@ impl SimDisk {
     pub fn recover(&self) -> Recovered {
         Recovered {
             hard_state: self.hard_state,
-            snapshot: self.snapshot.as_ref().map(|(meta, _)| *meta),
+            snapshot: self.snapshot.as_ref().map(|(meta, _)| meta.clone()),
             entries: self.entries.clone(),
         }
     }

@@ -139,7 +139,7 @@ impl TestCluster {
                         follow_ups.push(Input::Persisted { id: persist_id });
                     }
                     Action::TakeSnapshot { meta } => {
-                        node.disk.save_snapshot(meta, node.kv.snapshot());
+                        node.disk.save_snapshot(meta.clone(), node.kv.snapshot());
                         follow_ups.push(Input::SnapshotSaved { meta });
                     }
                     Action::ReadSnapshotChunk {
@@ -154,7 +154,7 @@ impl TestCluster {
                             let end = (offset as usize + bytes_max).min(data.len());
                             follow_ups.push(Input::SnapshotChunkRead {
                                 to,
-                                meta: *saved,
+                                meta: saved.clone(),
                                 offset,
                                 data: data.slice(offset as usize..end),
                                 done: end == data.len(),
@@ -172,7 +172,7 @@ impl TestCluster {
                         id: persist_id,
                         meta,
                     } => {
-                        if let Err(violation) = self.checker.on_install(id, meta) {
+                        if let Err(violation) = self.checker.on_install(id, &meta) {
                             panic!("invariant violated: {violation}");
                         }
                         let data = Bytes::from(std::mem::take(&mut node.staging));
@@ -194,7 +194,9 @@ impl TestCluster {
                                 panic!("invariant violated: {violation}");
                             }
                             match &entry.payload {
-                                EntryPayload::Noop => node.kv.skip(entry.index),
+                                EntryPayload::Noop | EntryPayload::Membership(_) => {
+                                    node.kv.skip(entry.index)
+                                }
                                 EntryPayload::Command(command) => {
                                     node.kv.apply(entry.index, command);
                                 }

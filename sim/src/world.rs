@@ -618,7 +618,7 @@ impl World {
                     self.checker.on_apply(id, &entry)?;
                     let node = self.node(id);
                     let outcome = match &entry.payload {
-                        EntryPayload::Noop => {
+                        EntryPayload::Noop | EntryPayload::Membership(_) => {
                             node.kv.skip(entry.index);
                             None
                         }
@@ -671,7 +671,9 @@ impl World {
                 if let Some(request) = self.node(id).requests.remove(&request_id) {
                     let hint = match reason {
                         Refusal::NotLeader { leader_hint } => leader_hint,
-                        Refusal::TransferInProgress | Refusal::Overloaded => None,
+                        Refusal::TransferInProgress
+                        | Refusal::Overloaded
+                        | Refusal::InvalidMembership(_) => None,
                     };
                     self.send_reply(&request, Reply::Refused(hint));
                 }
@@ -697,7 +699,7 @@ impl World {
                     ));
                 }
                 let data = node.kv.snapshot();
-                node.disk.save_snapshot(meta, data);
+                node.disk.save_snapshot(meta.clone(), data);
                 self.trace
                     .line(self.now_us, || format!("n{id} saves snapshot {meta:?}"));
                 follow_ups.push(Input::SnapshotSaved { meta });
@@ -729,7 +731,7 @@ impl World {
             } => {
                 let node = self.node(id);
                 if offset == 0 {
-                    node.staging = Some((meta, Vec::new()));
+                    node.staging = Some((meta.clone(), Vec::new()));
                 }
                 match node.staging.as_mut() {
                     Some((staged, bytes)) if *staged == meta && bytes.len() as u64 == offset => {
@@ -746,7 +748,7 @@ impl World {
                 id: persist_id,
                 meta,
             } => {
-                self.checker.on_install(id, meta)?;
+                self.checker.on_install(id, &meta)?;
                 let node = self.node(id);
                 let Some((staged, bytes)) =
                     node.staging.take().filter(|(staged, _)| *staged == meta)
@@ -766,9 +768,9 @@ impl World {
                     ));
                 }
                 node.proposals.retain(|&index, _| index > meta.index);
-                node.disk.write_install(persist_id, meta, data);
                 self.trace
                     .line(self.now_us, || format!("n{id} installs snapshot {meta:?}"));
+                self.node(id).disk.write_install(persist_id, meta, data);
                 self.schedule_sync(id);
             }
             Action::RoleChanged { role, term, leader } => {

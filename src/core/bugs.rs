@@ -22,6 +22,9 @@ pub struct PlantedBugs {
     /// Label a snapshot with the term of the entry before its last one (§7: the snapshot's last
     /// included term must be exact, or a follower's consistency check goes wrong after it).
     pub snapshot_with_wrong_term: bool,
+    /// Let a new leader change the membership before it committed an entry of its own term
+    /// (the single-server change bug found after the thesis; see its errata).
+    pub change_membership_before_own_term_commit: bool,
 }
 
 impl PlantedBugs {
@@ -37,13 +40,16 @@ impl PlantedBugs {
             "vote-twice-in-term" => bugs.vote_twice_in_term = true,
             "append-without-consistency-check" => bugs.append_without_consistency_check = true,
             "snapshot-with-wrong-term" => bugs.snapshot_with_wrong_term = true,
+            "change-membership-before-own-term-commit" => {
+                bugs.change_membership_before_own_term_commit = true
+            }
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -52,5 +58,6 @@ impl PlantedBugs {
         "vote-twice-in-term",
         "append-without-consistency-check",
         "snapshot-with-wrong-term",
+        "change-membership-before-own-term-commit",
     ];
 }

@@ -10,9 +10,10 @@ use super::types::{NodeId, ReadMode};
 /// [`crate::core::RawNode::new`] validates it.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// This node's id; must be one of `voters`.
+    /// This node's id. A node that is not one of `voters` waits, without campaigning, to be
+    /// added to the group by its leader.
     pub id: NodeId,
-    /// The voting members of the group when it was created.
+    /// The voting members of the group when it was created (later changes are log entries).
     pub voters: BTreeSet<NodeId>,
     /// A follower campaigns after hearing nothing for a random time in
     /// `[election_timeout_min_ms, election_timeout_max_ms)`.
@@ -62,8 +63,6 @@ pub enum ConfigError {
     ZeroNodeId,
     #[error("the voter set is empty; list at least this node as a voter")]
     NoVoters,
-    #[error("node {id} is not in the voter set {voters:?}; add it or use the id of a voter")]
-    NotAVoter { id: NodeId, voters: Vec<NodeId> },
     #[error("{name} is 0 ms; it must be positive")]
     ZeroTimeout { name: &'static str },
     #[error(
@@ -123,12 +122,6 @@ impl Config {
         }
         if self.voters.is_empty() {
             return Err(ConfigError::NoVoters);
-        }
-        if !self.voters.contains(&self.id) {
-            return Err(ConfigError::NotAVoter {
-                id: self.id,
-                voters: self.voters.iter().copied().collect(),
-            });
         }
         for (name, value) in [
             ("election_timeout_min_ms", self.election_timeout_min_ms),

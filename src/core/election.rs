@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::message::MessageBody;
 use super::node::{LeaderState, RawNode};
 use super::progress::Progress;
-use super::quorum::{vote_result, VoteResult};
+use super::quorum::VoteResult;
 use super::types::{Entry, EntryPayload, LogIndex, NodeId, Role, Term};
 
 impl RawNode {
@@ -38,12 +38,12 @@ impl RawNode {
             last_log_term: self.log.last_term(),
             leadership_transfer,
         };
+        let id = self.config.id;
         let peers: Vec<NodeId> = self
-            .config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&id| id != self.config.id)
+            .membership
+            .replicas()
+            .into_iter()
+            .filter(|&peer| peer != id && self.membership.is_voter(peer))
             .collect();
         for peer in peers {
             self.send_with_term(peer, request_term, body.clone());
@@ -109,9 +109,8 @@ impl RawNode {
     }
 
     fn count_votes(&self) -> VoteResult {
-        let granted = self.votes.values().filter(|&&granted| granted).count();
-        let rejected = self.votes.len() - granted;
-        vote_result(self.config.voters.len(), granted, rejected)
+        self.membership
+            .vote_result(|voter| self.votes.get(&voter).copied())
     }
 
     fn won_vote(&mut self, pre_vote: bool, leadership_transfer: bool) {
@@ -134,12 +133,13 @@ impl RawNode {
         self.leader = Some(self.config.id);
         self.votes.clear();
         let next_index = self.log.last_index() + 1;
+        let id = self.config.id;
         let progress: BTreeMap<NodeId, Progress> = self
-            .config
-            .voters
-            .iter()
-            .filter(|&&id| id != self.config.id)
-            .map(|&id| (id, Progress::new(next_index)))
+            .membership
+            .replicas()
+            .into_iter()
+            .filter(|&peer| peer != id)
+            .map(|peer| (peer, Progress::new(next_index)))
             .collect();
         self.leader_state = Some(LeaderState {
             progress,
@@ -155,10 +155,18 @@ impl RawNode {
             reads_awaiting_term_commit: Vec::new(),
             transfer: None,
         });
+        // A brand-new cluster's first entry records its founding configuration, so that nodes
+        // joining later learn it from the log; otherwise a no-op.
+        let payload = if next_index == 1 {
+            EntryPayload::Membership(self.membership.clone())
+        } else {
+            EntryPayload::Noop
+        };
         self.log.append(Entry {
             term: self.term,
             index: next_index,
-            payload: EntryPayload::Noop,
+            payload,
         });
+        self.log_changed_from(next_index);
     }
 }

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::membership::MembershipChange;
 use super::message::Message;
 use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, SnapshotMeta, Term};
 
@@ -37,6 +38,11 @@ pub enum Input {
     TransferLeadership { to: NodeId },
     /// Start an election now, skipping the pre-vote.
     Campaign,
+    /// Change the configuration (leader only); answered like a proposal.
+    ChangeMembership {
+        id: RequestId,
+        change: MembershipChange,
+    },
     /// The state machine's snapshot at `meta` (asked for by `TakeSnapshot`) is durable, and
     /// storage dropped the entries it covers.
     SnapshotSaved { meta: SnapshotMeta },

@@ -32,30 +32,31 @@ pub struct RaftLog {
 impl RaftLog {
     /// A log recovered from storage: the snapshot (if any) and the durable entries after it,
     /// contiguous. The state machine is restored from the snapshot, so it counts as applied.
-    pub fn recover(snapshot: Option<SnapshotMeta>, entries: Vec<Entry>, commit: LogIndex) -> Self {
-        let snapshot = snapshot.unwrap_or_default();
+    pub fn recover(snapshot: Option<&SnapshotMeta>, entries: Vec<Entry>, commit: LogIndex) -> Self {
+        let (snapshot_index, snapshot_term) =
+            snapshot.map_or((0, 0), |meta| (meta.index, meta.term));
         for (offset, entry) in entries.iter().enumerate() {
             assert_eq!(
                 entry.index,
-                snapshot.index + 1 + offset as u64,
+                snapshot_index + 1 + offset as u64,
                 "recovered log must follow the snapshot contiguously"
             );
         }
-        let last = snapshot.index + entries.len() as LogIndex;
+        let last = snapshot_index + entries.len() as LogIndex;
         assert!(
             commit <= last,
             "recovered commit {commit} beyond last entry {last}"
         );
         RaftLog {
             entries,
-            first_index: snapshot.index + 1,
-            released_term: snapshot.term,
+            first_index: snapshot_index + 1,
+            released_term: snapshot_term,
             persisted: last,
             unsent_from: last + 1,
             pending_persists: VecDeque::new(),
-            commit: commit.max(snapshot.index),
-            applying: snapshot.index,
-            applied: snapshot.index,
+            commit: commit.max(snapshot_index),
+            applying: snapshot_index,
+            applied: snapshot_index,
         }
     }
 
@@ -155,23 +156,28 @@ impl RaftLog {
 
     /// Merges entries from the leader that follow `prev_index` (already checked to match):
     /// skips those already present, truncates at the first conflict, appends the rest.
-    /// Returns the index of the last entry the leader sent.
-    pub fn merge(&mut self, prev_index: LogIndex, mut entries: Vec<Entry>) -> LogIndex {
+    /// Returns the index of the last entry the leader sent, and the first index that changed.
+    pub fn merge(
+        &mut self,
+        prev_index: LogIndex,
+        mut entries: Vec<Entry>,
+    ) -> (LogIndex, Option<LogIndex>) {
         let last_new = prev_index + entries.len() as LogIndex;
         let conflict = entries
             .iter()
             .position(|entry| self.term(entry.index) != Some(entry.term));
-        if let Some(position) = conflict {
-            let from = entries[position].index;
-            assert!(
-                from > self.commit,
-                "log matching violated: leader overwrites committed index {from} (commit {})",
-                self.commit
-            );
-            self.truncate_from(from);
-            self.entries.extend(entries.drain(position..));
-        }
-        last_new
+        let Some(position) = conflict else {
+            return (last_new, None);
+        };
+        let from = entries[position].index;
+        assert!(
+            from > self.commit,
+            "log matching violated: leader overwrites committed index {from} (commit {})",
+            self.commit
+        );
+        self.truncate_from(from);
+        self.entries.extend(entries.drain(position..));
+        (last_new, Some(from))
     }
 
     fn truncate_from(&mut self, from: LogIndex) {
@@ -293,7 +299,7 @@ impl RaftLog {
     /// if the log holds the snapshot's last entry, otherwise the whole log is discarded. The
     /// state machine is replaced, so everything up to `meta.index` is committed and applied.
     /// `persist` is the id of the action that makes the snapshot durable.
-    pub fn install(&mut self, meta: SnapshotMeta, persist: PersistId) {
+    pub fn install(&mut self, meta: &SnapshotMeta, persist: PersistId) {
         if self.term(meta.index) == Some(meta.term) && meta.index <= self.last_index() {
             let count = (meta.index + 1).saturating_sub(self.first_index) as usize;
             self.entries.drain(..count);

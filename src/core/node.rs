@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::{Config, ConfigError};
 use super::io::{Action, Input, PersistId, Proposal, RequestId};
 use super::log::RaftLog;
+use super::membership::Membership;
 use super::message::{Message, MessageBody};
 use super::progress::Progress;
 use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, SnapshotMeta, Term};
@@ -100,8 +101,13 @@ pub struct RawNode {
     /// Every voter holds the log up to here durably (as last computed or heard from a leader);
     /// applied entries below it are released from memory.
     pub(super) durable_everywhere: LogIndex,
-    /// The latest snapshot saved or installed here.
+    /// The latest snapshot saved or installed here (index 0: none; its configuration is then the
+    /// initial one from `Config::voters`).
     pub(super) snapshot: SnapshotMeta,
+    /// The configuration in effect: the latest in the log.
+    pub(super) membership: Membership,
+    /// Configuration entries in the log after the snapshot, in order.
+    pub(super) membership_log: Vec<(LogIndex, Membership)>,
     /// A `TakeSnapshot` is out and not yet answered.
     pub(super) snapshot_requested: bool,
     /// The snapshot arriving from the leader, and the offset of the next chunk expected.
@@ -136,14 +142,20 @@ impl RawNode {
             vote: hard_state.vote,
             role: Role::Follower,
             leader: None,
-            log: RaftLog::recover(snapshot, entries, hard_state.commit),
+            log: RaftLog::recover(snapshot.as_ref(), entries, hard_state.commit),
             now_ms,
             election_deadline_ms: 0,
             vote_lockout_until_ms: now_ms + config.election_timeout_min_ms,
             votes: BTreeMap::new(),
             leader_state: None,
             durable_everywhere: 0,
-            snapshot: snapshot.unwrap_or_default(),
+            snapshot: snapshot.unwrap_or_else(|| SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership: Membership::with_voters(config.voters.iter().copied()),
+            }),
+            membership: Membership::default(),
+            membership_log: Vec::new(),
             snapshot_requested: false,
             receiving: None,
             storage_actions: Vec::new(),
@@ -155,6 +167,8 @@ impl RawNode {
             next_persist_id: 1,
             config,
         };
+        let first = node.log.first_index();
+        node.log_changed_from(first);
         node.reset_election_timer();
         Ok(node)
     }
@@ -219,6 +233,7 @@ impl RawNode {
                 }
             }
             Input::SnapshotSaved { meta } => self.snapshot_saved(meta),
+            Input::ChangeMembership { id, change } => self.change_membership(id, change),
             Input::SnapshotChunkRead {
                 to,
                 meta,
@@ -429,7 +444,12 @@ impl RawNode {
     }
 
     pub(super) fn is_voter(&self, id: NodeId) -> bool {
-        self.config.voters.contains(&id)
+        self.membership.is_voter(id)
+    }
+
+    /// The configuration in effect here.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     pub(super) fn in_vote_lockout(&self) -> bool {

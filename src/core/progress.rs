@@ -16,7 +16,7 @@ pub enum ProgressState {
 }
 
 /// A snapshot on its way to a follower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotTransfer {
     pub meta: SnapshotMeta,
     /// The follower holds the bytes before this offset.
@@ -104,6 +104,7 @@ impl Progress {
             || (self.state == ProgressState::Snapshot
                 && self
                     .snapshot
+                    .as_ref()
                     .is_none_or(|transfer| index >= transfer.meta.index))
         {
             self.become_replicate();

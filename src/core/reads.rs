@@ -8,7 +8,6 @@ use super::io::{Action, RequestId};
 use super::message::MessageBody;
 use super::node::RawNode;
 use super::progress::ProgressState;
-use super::quorum::majority_value;
 use super::types::{LogIndex, NodeId, ReadMode, Refusal};
 
 /// Unconfirmed heartbeat rounds remembered for the lease; older ones are forgotten.
@@ -147,22 +146,16 @@ impl RawNode {
         let Some(leader) = self.leader_state.as_mut() else {
             return;
         };
-        let mut rounds: Vec<u64> = self
-            .config
-            .voters
-            .iter()
-            .map(|voter| {
-                if *voter == id {
-                    leader.round
-                } else {
-                    leader
-                        .progress
-                        .get(voter)
-                        .map_or(0, |progress| progress.round_acknowledged)
-                }
-            })
-            .collect();
-        let confirmed = majority_value(&mut rounds);
+        let confirmed = self.membership.committed_index(|voter| {
+            if voter == id {
+                leader.round
+            } else {
+                leader
+                    .progress
+                    .get(&voter)
+                    .map_or(0, |progress| progress.round_acknowledged)
+            }
+        });
         if confirmed <= leader.round_confirmed {
             return;
         }

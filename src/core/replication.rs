@@ -4,13 +4,12 @@
 use super::message::{AppendResponse, MessageBody, RejectHint};
 use super::node::{follower_progress, RawNode, Transfer};
 use super::progress::ProgressState;
-use super::quorum::majority_value;
+use super::quorum::VoteResult;
 use super::types::{Entry, LogIndex, NodeId, Role};
 
 impl RawNode {
     pub(super) fn tick_leader(&mut self) {
         let now_ms = self.now_ms;
-        let quorum = self.config.quorum();
         let check_quorum = self.config.check_quorum;
         let Some(leader) = self.leader_state.as_mut() else {
             return;
@@ -22,16 +21,20 @@ impl RawNode {
             leader.transfer = None;
         }
         if now_ms >= leader.check_quorum_deadline_ms {
-            let active = 1 + leader
-                .progress
-                .values()
-                .filter(|progress| progress.recent_active)
-                .count();
+            let id = self.config.id;
+            let heard = self.membership.vote_result(|voter| {
+                let active = voter == id
+                    || leader
+                        .progress
+                        .get(&voter)
+                        .is_some_and(|progress| progress.recent_active);
+                active.then_some(true)
+            });
             for progress in leader.progress.values_mut() {
                 progress.recent_active = false;
             }
             leader.check_quorum_deadline_ms = now_ms + self.config.election_timeout_min_ms;
-            if check_quorum && active < quorum {
+            if check_quorum && heard != VoteResult::Won {
                 let term = self.term;
                 return self.become_follower(term, None);
             }
@@ -130,7 +133,10 @@ impl RawNode {
         } else if self.log.term(prev_log_index) == Some(prev_log_term)
             || self.skips_consistency_check(prev_log_index)
         {
-            let last_new = self.log.merge(prev_log_index, entries);
+            let (last_new, changed_from) = self.log.merge(prev_log_index, entries);
+            if let Some(from) = changed_from {
+                self.log_changed_from(from);
+            }
             self.log.commit_to(leader_commit.min(last_new));
             AppendResponse::Accepted {
                 match_index: last_new,
@@ -227,22 +233,18 @@ impl RawNode {
         let Some(leader) = self.leader_state.as_ref() else {
             return;
         };
-        let mut matches: Vec<LogIndex> = self
-            .config
-            .voters
-            .iter()
-            .map(|&id| {
-                if id == self.config.id {
-                    self.log.persisted()
-                } else {
-                    leader
-                        .progress
-                        .get(&id)
-                        .map_or(0, |progress| progress.match_index)
-                }
-            })
-            .collect();
-        let candidate = majority_value(&mut matches);
+        let id = self.config.id;
+        let persisted = self.log.persisted();
+        let candidate = self.membership.committed_index(|voter| {
+            if voter == id {
+                persisted
+            } else {
+                leader
+                    .progress
+                    .get(&voter)
+                    .map_or(0, |progress| progress.match_index)
+            }
+        });
         if candidate <= self.log.commit() {
             return;
         }
@@ -258,6 +260,7 @@ impl RawNode {
         if !was_term_committed && candidate >= term_start_index {
             self.on_term_committed();
         }
+        self.after_leader_commit();
     }
 
     pub(super) fn transfer_leadership(&mut self, to: NodeId) {

@@ -40,10 +40,12 @@ impl RawNode {
             false => term,
         };
         self.snapshot_requested = true;
+        let membership = self.membership_at(applied);
         self.events.push(Action::TakeSnapshot {
             meta: SnapshotMeta {
                 index: applied,
                 term,
+                membership,
             },
         });
     }
@@ -54,17 +56,17 @@ impl RawNode {
         if meta.index <= self.snapshot.index || meta.index > self.log.applied() {
             return;
         }
-        self.snapshot = meta;
         let keep_from = meta
             .index
             .saturating_sub(self.config.snapshot_trailing_entries);
         self.log
             .drop_through(keep_from.max(self.durable_everywhere).min(meta.index));
+        self.snapshot = meta;
     }
 
     /// Leader: the next step of a follower's snapshot transfer, if one is due.
     pub(super) fn send_snapshot(&mut self, peer: NodeId) {
-        let latest = self.snapshot;
+        let latest = self.snapshot.clone();
         let bytes_max = self.config.snapshot_chunk_bytes_max;
         let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
             return;
@@ -85,7 +87,7 @@ impl RawNode {
         transfer.chunk_outstanding = true;
         self.events.push(Action::ReadSnapshotChunk {
             to: peer,
-            meta: transfer.meta,
+            meta: transfer.meta.clone(),
             offset: transfer.acknowledged,
             bytes_max,
         });
@@ -104,7 +106,7 @@ impl RawNode {
             .leader_state
             .as_ref()
             .and_then(|leader| leader.progress.get(&to))
-            .and_then(|progress| progress.snapshot)
+            .and_then(|progress| progress.snapshot.as_ref())
             .is_some_and(|transfer| transfer.meta == meta && transfer.acknowledged == offset);
         if wanted {
             self.send(
@@ -139,7 +141,7 @@ impl RawNode {
     /// Leader: a heartbeat answer from a follower in snapshot state. A chunk unanswered over a
     /// few heartbeats was lost: send it again (with the newest snapshot, if this one is gone).
     pub(super) fn snapshot_heartbeat(&mut self, from: NodeId) {
-        let latest = self.snapshot;
+        let latest = self.snapshot.clone();
         let Some(progress) = follower_progress(&mut self.leader_state, from) else {
             return;
         };
@@ -180,8 +182,8 @@ impl RawNode {
             );
             return;
         }
-        let expected = match self.receiving {
-            Some((receiving, next)) if receiving == meta => next,
+        let expected = match &self.receiving {
+            Some((receiving, next)) if *receiving == meta => *next,
             _ => 0,
         };
         if offset != expected {
@@ -196,13 +198,13 @@ impl RawNode {
         }
         let next = offset + data.len() as u64;
         self.storage_actions.push(Action::WriteSnapshotChunk {
-            meta,
+            meta: meta.clone(),
             offset,
             data,
             done,
         });
         if !done {
-            self.receiving = Some((meta, next));
+            self.receiving = Some((meta.clone(), next));
             self.send(
                 from,
                 MessageBody::SnapshotAck {
@@ -214,12 +216,14 @@ impl RawNode {
         }
         self.receiving = None;
         let id = self.allocate_persist_id();
-        self.storage_actions
-            .push(Action::InstallSnapshot { id, meta });
-        self.log.install(meta, id);
-        self.snapshot = meta;
+        self.storage_actions.push(Action::InstallSnapshot {
+            id,
+            meta: meta.clone(),
+        });
+        self.log.install(&meta, id);
         // Entries kept after the snapshot may be an old leader's: vouch only for the snapshot.
         let match_index = meta.index;
+        self.installed_snapshot(meta);
         self.send(
             from,
             MessageBody::AppendResponse(AppendResponse::Accepted { match_index }),

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use super::membership::{Membership, MembershipError};
+
 /// A node's identity within one Raft group. `0` is never a valid id.
 pub type NodeId = u64;
 /// A Raft term: a logical clock that only moves forward.
@@ -25,6 +27,8 @@ pub enum EntryPayload {
     Noop,
     /// An opaque command for the state machine.
     Command(Bytes),
+    /// A new configuration; it takes effect on every node as soon as it is in its log.
+    Membership(Membership),
 }
 
 impl Entry {
@@ -35,6 +39,7 @@ impl Entry {
             + match &self.payload {
                 EntryPayload::Noop => 0,
                 EntryPayload::Command(command) => command.len(),
+                EntryPayload::Membership(membership) => 8 * membership.replicas().len(),
             }
     }
 }
@@ -48,11 +53,13 @@ pub struct HardState {
     pub commit: LogIndex,
 }
 
-/// What a snapshot of the state machine covers: every entry up to `index`, the last of term `term`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// What a snapshot of the state machine covers: every entry up to `index`, the last of term
+/// `term`, and the configuration in effect there (the entries that set it are compacted away).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SnapshotMeta {
     pub index: LogIndex,
     pub term: Term,
+    pub membership: Membership,
 }
 
 /// The role a node plays in its current term.
@@ -85,4 +92,6 @@ pub enum Refusal {
     TransferInProgress,
     /// Too many proposals are waiting to commit; retry after a short back-off.
     Overloaded,
+    /// A membership change that cannot be made (now, or at all).
+    InvalidMembership(MembershipError),
 }

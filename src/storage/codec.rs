@@ -6,7 +6,7 @@ use bincode::{Decode, Encode};
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::core::{Entry, EntryPayload, HardState, LogIndex, SnapshotMeta, Term};
+use crate::core::{Entry, EntryPayload, HardState, LogIndex, Membership, SnapshotMeta, Term};
 
 /// The format of every record written by this build. Bump it when the layout changes, and keep
 /// reading the old one.
@@ -33,17 +33,82 @@ pub enum WalRecord {
         vote: Option<u64>,
         commit: LogIndex,
     },
+    /// An entry carrying a configuration; like `Entry`, it replaces what follows.
+    MembershipEntry {
+        term: Term,
+        index: LogIndex,
+        membership: MembershipRecord,
+    },
+}
+
+/// A configuration as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct MembershipRecord {
+    pub voters: Vec<u64>,
+    pub outgoing_voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+impl From<&Membership> for MembershipRecord {
+    fn from(membership: &Membership) -> Self {
+        MembershipRecord {
+            voters: membership.voters.iter().copied().collect(),
+            outgoing_voters: membership.outgoing_voters.iter().copied().collect(),
+            learners: membership.learners.iter().copied().collect(),
+        }
+    }
+}
+
+impl From<MembershipRecord> for Membership {
+    fn from(record: MembershipRecord) -> Self {
+        Membership {
+            voters: record.voters.into_iter().collect(),
+            outgoing_voters: record.outgoing_voters.into_iter().collect(),
+            learners: record.learners.into_iter().collect(),
+        }
+    }
 }
 
 impl WalRecord {
     pub fn from_entry(entry: &Entry) -> Self {
-        WalRecord::Entry {
-            term: entry.term,
-            index: entry.index,
-            command: match &entry.payload {
-                EntryPayload::Noop => None,
-                EntryPayload::Command(command) => Some(command.to_vec()),
+        let (term, index) = (entry.term, entry.index);
+        match &entry.payload {
+            EntryPayload::Noop => WalRecord::Entry {
+                term,
+                index,
+                command: None,
             },
+            EntryPayload::Command(command) => WalRecord::Entry {
+                term,
+                index,
+                command: Some(command.to_vec()),
+            },
+            EntryPayload::Membership(membership) => WalRecord::MembershipEntry {
+                term,
+                index,
+                membership: membership.into(),
+            },
+        }
+    }
+
+    /// The entry this record holds, if it holds one.
+    pub fn into_entry(self) -> Option<Entry> {
+        match self {
+            WalRecord::Entry {
+                term,
+                index,
+                command,
+            } => Some(to_entry(term, index, command)),
+            WalRecord::MembershipEntry {
+                term,
+                index,
+                membership,
+            } => Some(Entry {
+                term,
+                index,
+                payload: EntryPayload::Membership(membership.into()),
+            }),
+            WalRecord::HardState { .. } => None,
         }
     }
 
@@ -76,17 +141,19 @@ pub struct Identity {
 }
 
 /// The header of a snapshot file: what it covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct SnapshotHeader {
     pub index: LogIndex,
     pub term: Term,
+    pub membership: MembershipRecord,
 }
 
-impl From<SnapshotMeta> for SnapshotHeader {
-    fn from(meta: SnapshotMeta) -> Self {
+impl From<&SnapshotMeta> for SnapshotHeader {
+    fn from(meta: &SnapshotMeta) -> Self {
         SnapshotHeader {
             index: meta.index,
             term: meta.term,
+            membership: (&meta.membership).into(),
         }
     }
 }
@@ -96,6 +163,7 @@ impl From<SnapshotHeader> for SnapshotMeta {
         SnapshotMeta {
             index: header.index,
             term: header.term,
+            membership: header.membership.into(),
         }
     }
 }
@@ -246,7 +314,11 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_refused_by_name() {
-        let mut bytes = encode(&SnapshotHeader { index: 1, term: 1 });
+        let mut bytes = encode(&SnapshotHeader {
+            index: 1,
+            term: 1,
+            membership: MembershipRecord::default(),
+        });
         bytes[0] = 9;
         assert_eq!(
             decode::<SnapshotHeader>(&bytes),

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::codec::{self, Identity, SnapshotHeader, WalRecord};
 use super::error::StorageError;
 use super::recovery;
-use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
+use crate::core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 
 const META_FILE: &str = "ravel.meta";
 const WAL_DIR: &str = "wal";
@@ -103,7 +103,7 @@ impl FileStorage {
         }
         check_identity(&dir, identity)?;
         let snapshot = latest_snapshot(&dir)?;
-        let first_index = snapshot.map_or(1, |meta| meta.index + 1);
+        let first_index = snapshot.as_ref().map_or(1, |meta| meta.index + 1);
         let mut storage_segments = Vec::new();
         let mut locations = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
@@ -126,11 +126,9 @@ impl FileStorage {
                     WalRecord::HardState { term, vote, commit } => {
                         hard_state = HardState { term, vote, commit }
                     }
-                    WalRecord::Entry {
-                        term,
-                        index,
-                        command,
-                    } => {
+                    record => {
+                        let entry = record.into_entry().expect("not a hard state");
+                        let index = entry.index;
                         last_index = last_index.max(index);
                         if index < first_index {
                             // Covered by the snapshot, but it still replaced what followed it.
@@ -152,7 +150,7 @@ impl FileStorage {
                         let keep = (index - first_index) as usize;
                         entries.truncate(keep);
                         locations.truncate(keep);
-                        entries.push(codec::to_entry(term, index, command));
+                        entries.push(entry);
                         locations.push(Location {
                             sequence: *sequence,
                             offset,
@@ -185,7 +183,7 @@ impl FileStorage {
             locations,
             first_index,
             hard_state,
-            snapshot,
+            snapshot: snapshot.clone(),
             failure: None,
         };
         let state = StoredState {
@@ -205,8 +203,8 @@ impl FileStorage {
         self.hard_state
     }
 
-    pub fn snapshot(&self) -> Option<SnapshotMeta> {
-        self.snapshot
+    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref()
     }
 
     fn check_running(&self) -> Result<(), StorageError> {
@@ -340,12 +338,10 @@ impl FileStorage {
                     "a stored record no longer matches its checksum".to_string(),
                 ));
             };
-            match codec::decode::<WalRecord>(body).map_err(|error| corrupt(error.to_string()))? {
-                WalRecord::Entry {
-                    term,
-                    index: stored,
-                    command,
-                } if stored == index => entries.push(codec::to_entry(term, index, command)),
+            let record =
+                codec::decode::<WalRecord>(body).map_err(|error| corrupt(error.to_string()))?;
+            match record.into_entry() {
+                Some(entry) if entry.index == index => entries.push(entry),
                 other => return Err(corrupt(format!("expected entry {index}, found {other:?}"))),
             }
         }
@@ -365,10 +361,10 @@ impl FileStorage {
 
     fn write_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         let dir = self.dir.join(SNAPSHOT_DIR);
-        let path = dir.join(snapshot_name(meta));
+        let path = dir.join(snapshot_name(meta.index, meta.term));
         let temporary = dir.join("incoming.tmp");
         let mut contents = Vec::with_capacity(data.len() + 64);
-        codec::frame_into(&mut contents, &codec::encode(&SnapshotHeader::from(meta)));
+        codec::frame_into(&mut contents, &codec::encode(&SnapshotHeader::from(&meta)));
         contents.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
         contents.extend_from_slice(data);
         write_durably(&temporary, &path, &contents)?;
@@ -388,17 +384,20 @@ impl FileStorage {
             self.locations.clear();
             self.first_index = meta.index + 1;
         }
+        let covered_through = meta.index;
         self.snapshot = Some(meta);
         let active = self.segments.last().expect("an active segment").sequence;
         let (dead, live): (Vec<Segment>, Vec<Segment>) = std::mem::take(&mut self.segments)
             .into_iter()
-            .partition(|segment| segment.sequence != active && segment.last_index <= meta.index);
+            .partition(|segment| {
+                segment.sequence != active && segment.last_index <= covered_through
+            });
         self.segments = live;
         for segment in dead {
             fs::remove_file(&segment.path)
                 .map_err(|error| StorageError::io(&segment.path, error))?;
         }
-        for (_, old) in snapshot_files(&self.dir)? {
+        for (_, _, old) in snapshot_files(&self.dir)? {
             if old != path {
                 fs::remove_file(&old).map_err(|error| StorageError::io(&old, error))?;
             }
@@ -409,10 +408,13 @@ impl FileStorage {
 
     /// The latest snapshot and its data, verified against its checksum.
     pub fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
-        let Some(meta) = self.snapshot else {
+        let Some(meta) = self.snapshot.clone() else {
             return Ok(None);
         };
-        let path = self.dir.join(SNAPSHOT_DIR).join(snapshot_name(meta));
+        let path = self
+            .dir
+            .join(SNAPSHOT_DIR)
+            .join(snapshot_name(meta.index, meta.term));
         let bytes = fs::read(&path).map_err(|error| StorageError::io(&path, error))?;
         let (_, data) = parse_snapshot(&path, &bytes)?;
         Ok(Some((meta, data.to_vec())))
@@ -459,8 +461,8 @@ fn segment_name(sequence: u64) -> String {
     format!("{sequence:020}.wal")
 }
 
-fn snapshot_name(meta: SnapshotMeta) -> String {
-    format!("{:020}-{:020}.snap", meta.index, meta.term)
+fn snapshot_name(index: LogIndex, term: Term) -> String {
+    format!("{index:020}-{term:020}.snap")
 }
 
 fn segment_paths(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
@@ -507,7 +509,8 @@ fn cut_torn_tail(path: &Path, valid_len: u64) -> Result<(), StorageError> {
         .map_err(|error| StorageError::io(path, error))
 }
 
-fn snapshot_files(dir: &Path) -> Result<Vec<(SnapshotMeta, PathBuf)>, StorageError> {
+/// Snapshot files by the index and term in their names, oldest first.
+fn snapshot_files(dir: &Path) -> Result<Vec<(LogIndex, Term, PathBuf)>, StorageError> {
     let snapshots = dir.join(SNAPSHOT_DIR);
     let mut found = Vec::new();
     for item in fs::read_dir(&snapshots).map_err(|error| StorageError::io(&snapshots, error))? {
@@ -525,28 +528,31 @@ fn snapshot_files(dir: &Path) -> Result<Vec<(SnapshotMeta, PathBuf)>, StorageErr
             continue;
         };
         if let (Ok(index), Ok(term)) = (index.parse(), term.parse()) {
-            found.push((SnapshotMeta { index, term }, path));
+            found.push((index, term, path));
         }
     }
-    found.sort_by_key(|(meta, _)| meta.index);
+    found.sort_by_key(|(index, _, _)| *index);
     Ok(found)
 }
 
 /// The newest snapshot whose contents verify; a damaged newest snapshot is corruption.
 fn latest_snapshot(dir: &Path) -> Result<Option<SnapshotMeta>, StorageError> {
-    let Some((meta, path)) = snapshot_files(dir)?.pop() else {
+    let Some((index, term, path)) = snapshot_files(dir)?.pop() else {
         return Ok(None);
     };
     let bytes = fs::read(&path).map_err(|error| StorageError::io(&path, error))?;
     let (stored, _) = parse_snapshot(&path, &bytes)?;
-    if stored != meta {
+    if (stored.index, stored.term) != (index, term) {
         return Err(StorageError::Corrupt {
             path,
             offset: 0,
-            reason: format!("the file name says {meta:?} but it holds {stored:?}"),
+            reason: format!(
+                "the file name says index {index} term {term} but it holds index {} term {}",
+                stored.index, stored.term
+            ),
         });
     }
-    Ok(Some(meta))
+    Ok(Some(stored))
 }
 
 fn parse_snapshot<'a>(

@@ -1,0 +1,156 @@
+//! Membership changes (Raft thesis ch. 4): which configuration is in effect, how a leader makes
+//! a change, and the rules that keep changes safe.
+//!
+//! A node always uses the latest configuration in its log, committed or not; if that entry is
+//! truncated, the previous one is in effect again. A leader makes one change at a time, and only
+//! after it has committed an entry of its own term (otherwise a change from a previous leader
+//! that did not commit could combine with its own into two disjoint majorities). A change of more
+//! than one voter goes through a joint configuration, which the leader leaves as soon as it
+//! commits. A leader that is not a voter of the committed configuration steps down.
+
+use super::io::{Action, RequestId};
+use super::membership::{Membership, MembershipChange, MembershipError};
+use super::node::RawNode;
+use super::progress::Progress;
+use super::types::{Entry, EntryPayload, LogIndex, Refusal, Role};
+
+impl RawNode {
+    /// The configuration in effect at `index`: the last one at or before it in the log, or the
+    /// snapshot's.
+    pub(super) fn membership_at(&self, index: LogIndex) -> Membership {
+        self.membership_log
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .map_or_else(
+                || self.snapshot.membership.clone(),
+                |(_, membership)| membership.clone(),
+            )
+    }
+
+    /// The log changed from `from` on (appended, or truncated and appended): forget the
+    /// configurations that were cut and pick up the new ones.
+    pub(super) fn log_changed_from(&mut self, from: LogIndex) {
+        self.membership_log.retain(|(at, _)| *at < from);
+        let last = self.log.last_index();
+        for index in from.max(self.log.first_index())..=last {
+            if let Some(Entry {
+                payload: EntryPayload::Membership(membership),
+                ..
+            }) = self.log.entry(index)
+            {
+                self.membership_log.push((index, membership.clone()));
+            }
+        }
+        self.adopt_latest_membership();
+    }
+
+    /// A snapshot was installed: its configuration is the base.
+    pub(super) fn installed_snapshot(&mut self, meta: super::types::SnapshotMeta) {
+        self.membership_log.retain(|(at, _)| *at > meta.index);
+        self.snapshot = meta;
+        self.adopt_latest_membership();
+    }
+
+    /// Makes the latest configuration the one in effect; a leader starts or stops replicating
+    /// to the nodes it adds or removes.
+    pub(super) fn adopt_latest_membership(&mut self) {
+        let latest = self.membership_log.last().map_or_else(
+            || self.snapshot.membership.clone(),
+            |(_, membership)| membership.clone(),
+        );
+        if latest == self.membership {
+            return;
+        }
+        self.membership = latest;
+        let id = self.config.id;
+        let next_index = self.log.last_index() + 1;
+        if let Some(leader) = self.leader_state.as_mut() {
+            let replicas = self.membership.replicas();
+            leader.progress.retain(|peer, _| replicas.contains(peer));
+            for peer in replicas.into_iter().filter(|&peer| peer != id) {
+                leader
+                    .progress
+                    .entry(peer)
+                    .or_insert_with(|| Progress::new(next_index));
+            }
+        }
+    }
+
+    /// Leader: validates a change and appends it.
+    pub(super) fn change_membership(&mut self, id: RequestId, change: MembershipChange) {
+        match self.check_change(&change) {
+            Ok(next) => {
+                let index = self.log.last_index() + 1;
+                let term = self.term;
+                self.log.append(Entry {
+                    term,
+                    index,
+                    payload: EntryPayload::Membership(next),
+                });
+                self.log_changed_from(index);
+                self.events
+                    .push(Action::ProposalAccepted { id, index, term });
+            }
+            Err(reason) => self.events.push(Action::ProposalRefused { id, reason }),
+        }
+    }
+
+    fn check_change(&self, change: &MembershipChange) -> Result<Membership, Refusal> {
+        let Some(leader) = self.leader_state.as_ref() else {
+            return Err(Refusal::NotLeader {
+                leader_hint: self.leader,
+            });
+        };
+        if leader.transfer.is_some() {
+            return Err(Refusal::TransferInProgress);
+        }
+        let invalid = Refusal::InvalidMembership;
+        let own_term_committed = self.log.commit() >= leader.term_start_index;
+        #[cfg(feature = "planted-bugs")]
+        let own_term_committed = own_term_committed
+            || self
+                .config
+                .planted_bugs
+                .change_membership_before_own_term_commit;
+        if !own_term_committed {
+            return Err(invalid(MembershipError::LeaderNotReady));
+        }
+        let pending = self
+            .membership_log
+            .last()
+            .is_some_and(|(at, _)| *at > self.log.commit());
+        if pending || self.membership.is_joint() {
+            return Err(invalid(MembershipError::ChangeInProgress));
+        }
+        self.membership.apply(change).map_err(invalid)
+    }
+
+    /// Leader, after its commit index advanced: leave a committed joint configuration, and step
+    /// down if the committed configuration no longer has this node as a voter.
+    pub(super) fn after_leader_commit(&mut self) {
+        let commit = self.log.commit();
+        let latest_committed = self
+            .membership_log
+            .last()
+            .is_none_or(|(at, _)| *at <= commit);
+        if !latest_committed || self.role != Role::Leader {
+            return;
+        }
+        if self.membership.is_joint() {
+            let index = self.log.last_index() + 1;
+            let next = self.membership.leave_joint();
+            self.log.append(Entry {
+                term: self.term,
+                index,
+                payload: EntryPayload::Membership(next),
+            });
+            self.log_changed_from(index);
+            return;
+        }
+        if !self.membership.is_voter(self.config.id) {
+            let term = self.term;
+            self.become_follower(term, None);
+        }
+    }
+}
