@@ -42,6 +42,14 @@ impl TestCluster {
         Self::with_logs(&vec![Vec::new(); n as usize], 0, configure)
     }
 
+    /// `voters` founding voters and `spares` more nodes that know them but are not members yet.
+    pub fn with_spares(voters: u64, spares: u64, configure: impl Fn(&mut Config)) -> Self {
+        Self::with_logs(&vec![Vec::new(); (voters + spares) as usize], 0, |config| {
+            config.voters = (1..=voters).collect();
+            configure(config);
+        })
+    }
+
     /// Nodes whose durable logs hold entries of the given terms (one list per node), all at
     /// `term`. Builds the follower logs of the paper's figures.
     pub fn with_logs(logs: &[Vec<u64>], term: u64, configure: impl Fn(&mut Config)) -> Self {

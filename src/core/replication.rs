@@ -80,7 +80,11 @@ impl RawNode {
                 return;
             }
             let has_entries = progress.next_index <= last_index;
-            if !has_entries && progress.commit_sent >= commit {
+            // An empty append still probes a follower whose match is unknown (a node just
+            // added, whose next index starts past the leader's log).
+            let needs_probe =
+                progress.state == ProgressState::Probe && progress.match_index < last_index;
+            if !has_entries && progress.commit_sent >= commit && !needs_probe {
                 return;
             }
             let prev_log_index = progress.next_index - 1;

@@ -1,0 +1,243 @@
+//! Membership changes as scenarios (Raft thesis ch. 4): learners, promotion, removal (of the
+//! leader too), joint consensus, the refusals, and the rule that a new leader commits an entry
+//! of its own term before changing the configuration.
+
+use std::collections::BTreeSet;
+
+use ravel::core::{
+    Action, Input, MembershipChange, MembershipError, Message, MessageBody, NodeId, Refusal, Role,
+};
+use ravel_sim::harness::TestCluster;
+
+fn change(
+    cluster: &mut TestCluster,
+    leader: NodeId,
+    request: u64,
+    change: MembershipChange,
+) -> Vec<Action> {
+    cluster.step(
+        leader,
+        Input::ChangeMembership {
+            id: request,
+            change,
+        },
+    );
+    let events = cluster.take_events(leader);
+    cluster.run_for(300);
+    events
+}
+
+fn voters(cluster: &TestCluster, id: NodeId) -> BTreeSet<NodeId> {
+    cluster.core(id).membership().voters.clone()
+}
+
+fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+    ids.iter().copied().collect()
+}
+
+#[test]
+fn a_learner_catches_up_without_voting_then_is_promoted() {
+    let mut cluster = TestCluster::with_spares(3, 1, |_| {});
+    cluster.elect(1);
+    cluster.propose(1, 1, b"before");
+    cluster.run_for(100);
+    assert_eq!(
+        cluster.status(4).last_index,
+        0,
+        "a spare gets nothing before it is added"
+    );
+    change(&mut cluster, 1, 2, MembershipChange::AddLearner(4));
+    assert_eq!(
+        cluster.status(4).commit,
+        cluster.status(1).commit,
+        "the learner caught up"
+    );
+    assert!(!cluster.core(4).membership().is_voter(4));
+    assert_eq!(cluster.status(4).role, Role::Follower, "it never campaigns");
+    change(&mut cluster, 1, 3, MembershipChange::Promote(4));
+    for id in 1..=4 {
+        assert_eq!(
+            voters(&cluster, id),
+            set(&[1, 2, 3, 4]),
+            "node {id} sees four voters"
+        );
+    }
+    // Four voters: two are no longer a majority.
+    cluster.isolate(3);
+    cluster.isolate(4);
+    cluster.propose(1, 4, b"needs three");
+    cluster.run_for(50);
+    assert!(cluster.status(1).commit < cluster.status(1).last_index);
+}
+
+#[test]
+fn a_removed_leader_steps_down_and_stays_quiet() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    let term = cluster.status(1).term;
+    change(&mut cluster, 1, 1, MembershipChange::Remove(1));
+    cluster.run_for(1_000);
+    let leader = cluster.leader().expect("the others elect a leader");
+    assert_ne!(leader, 1);
+    assert_eq!(voters(&cluster, leader), set(&[2, 3]));
+    assert_eq!(cluster.status(1).role, Role::Follower);
+    assert!(
+        !cluster.core(1).membership().is_voter(1),
+        "node 1 knows it was removed"
+    );
+    assert!(
+        cluster.status(leader).term <= term + 2,
+        "no disruption from the removed node"
+    );
+}
+
+#[test]
+fn replacing_voters_goes_through_a_joint_configuration() {
+    let mut cluster = TestCluster::with_spares(3, 2, |_| {});
+    cluster.elect(1);
+    change(
+        &mut cluster,
+        1,
+        1,
+        MembershipChange::ReplaceVoters(set(&[1, 4, 5])),
+    );
+    cluster.run_for(500);
+    let leader = cluster.leader().expect("a leader");
+    for id in [1, 4, 5] {
+        let membership = cluster.core(id).membership();
+        assert_eq!(membership.voters, set(&[1, 4, 5]), "node {id}");
+        assert!(
+            !membership.is_joint(),
+            "node {id} left the joint configuration"
+        );
+    }
+    assert!([1, 4, 5].contains(&leader));
+}
+
+#[test]
+fn changes_are_refused_while_another_is_pending_or_impossible() {
+    let mut cluster = TestCluster::with_spares(3, 2, |_| {});
+    cluster.elect(1);
+    cluster.isolate(2);
+    cluster.isolate(3);
+    cluster.step(
+        1,
+        Input::ChangeMembership {
+            id: 1,
+            change: MembershipChange::AddLearner(4),
+        },
+    );
+    cluster.step(
+        1,
+        Input::ChangeMembership {
+            id: 2,
+            change: MembershipChange::AddLearner(5),
+        },
+    );
+    let refused = cluster.take_events(1);
+    assert!(refused.contains(&Action::ProposalRefused {
+        id: 2,
+        reason: Refusal::InvalidMembership(MembershipError::ChangeInProgress)
+    }));
+    let mut single = TestCluster::new(1, |_| {});
+    single.elect(1);
+    single.step(
+        1,
+        Input::ChangeMembership {
+            id: 3,
+            change: MembershipChange::Remove(1),
+        },
+    );
+    assert!(single.take_events(1).contains(&Action::ProposalRefused {
+        id: 3,
+        reason: Refusal::InvalidMembership(MembershipError::NoVotersLeft)
+    }));
+    single.step(
+        1,
+        Input::ChangeMembership {
+            id: 4,
+            change: MembershipChange::Promote(9),
+        },
+    );
+    assert!(single.take_events(1).contains(&Action::ProposalRefused {
+        id: 4,
+        reason: Refusal::InvalidMembership(MembershipError::NotALearner(9))
+    }));
+}
+
+/// The single-server change bug (Ongaro, raft-dev, 2015): a new leader that changes the
+/// configuration before committing an entry of its own term can form a majority with a
+/// configuration the previous leader appended but never committed: two leaders of one term.
+/// With the rule, the change waits and the disjoint majority never forms.
+#[test]
+fn a_new_leader_commits_in_its_term_before_changing_membership() {
+    fn run(bug: bool) -> Result<(), String> {
+        let result = std::panic::catch_unwind(|| {
+            let mut cluster = TestCluster::with_spares(4, 1, |config| {
+                config.planted_bugs.change_membership_before_own_term_commit = bug;
+                // The schedule of the original report, in basic Raft: no lease lockout.
+                config.check_quorum = false;
+                config.pre_vote = false;
+            });
+            cluster.elect(1);
+            // S1 starts adding S5 as a voter ({1..5}); the entry reaches only S5.
+            cluster.isolate(1);
+            let add_five = MembershipChange::ReplaceVoters(set(&[1, 2, 3, 4, 5]));
+            cluster.step(
+                1,
+                Input::ChangeMembership {
+                    id: 1,
+                    change: add_five,
+                },
+            );
+            cluster.heal();
+            cluster.now_ms += 50;
+            cluster.step(
+                1,
+                Input::Tick {
+                    now_ms: cluster.now_ms,
+                },
+            );
+            let between_one_and_five =
+                |message: &Message| matches!((message.from, message.to), (1, 5) | (5, 1));
+            cluster.deliver_all_matching(between_one_and_five);
+            cluster.in_flight.clear();
+            assert_eq!(
+                cluster.status(5).last_index,
+                2,
+                "S5 holds the new configuration"
+            );
+            // S2 wins term 2 with S3 and S4 and at once removes S4: {1,2,3}. Only S3 hears it.
+            cluster.isolate(1);
+            cluster.isolate(5);
+            cluster.step(2, Input::Campaign);
+            cluster.deliver_all_matching(|message| {
+                !matches!(message.body, MessageBody::Append { .. })
+            });
+            cluster.step(
+                2,
+                Input::ChangeMembership {
+                    id: 2,
+                    change: MembershipChange::Remove(4),
+                },
+            );
+            cluster.deliver_all_matching(|message| message.to != 4 && message.from != 4);
+            cluster.in_flight.clear();
+            // S1 returns; S4 (removed, with an old log) and S5 elect it under {1..5}.
+            cluster.heal();
+            cluster.isolate(2);
+            cluster.isolate(3);
+            cluster.run_for(2_000);
+            assert_eq!(cluster.leader(), Some(1), "S1 leads again");
+        });
+        result.map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "panic".to_string())
+        })
+    }
+    assert_eq!(run(false), Ok(()), "with the rule, nothing unsafe happens");
+    let failure = run(true).expect_err("without it, safety breaks");
+    assert!(failure.contains("invariant violated"), "{failure}");
+}
