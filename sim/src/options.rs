@@ -22,10 +22,13 @@ pub struct FaultMix {
     pub transfer: bool,
     /// A failing fsync or a full disk: the node stops (fail-stop), keeping only what was durable.
     pub disk: bool,
+    /// Learners added and promoted, voters removed (the leader too), joint replacements, racing
+    /// everything else; spare nodes wait outside the cluster to be added.
+    pub membership: bool,
 }
 
 impl FaultMix {
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 10] = [
         "partition",
         "loss",
         "delay",
@@ -34,6 +37,8 @@ impl FaultMix {
         "pause",
         "skew",
         "transfer",
+        "disk",
+        "membership",
     ];
 
     pub fn all() -> Self {
@@ -47,6 +52,7 @@ impl FaultMix {
             skew: true,
             transfer: true,
             disk: true,
+            membership: true,
         }
     }
 
@@ -70,6 +76,7 @@ impl FaultMix {
                 "skew" => mix.skew = true,
                 "transfer" => mix.transfer = true,
                 "disk" => mix.disk = true,
+                "membership" => mix.membership = true,
                 other => {
                     return Err(format!(
                         "unknown fault family `{other}`; use all, none or a list of: {}",
@@ -97,6 +104,7 @@ impl fmt::Display for FaultMix {
             self.skew,
             self.transfer,
             self.disk,
+            self.membership,
         ];
         let names: Vec<&str> = Self::NAMES
             .iter()
@@ -115,7 +123,10 @@ impl fmt::Display for FaultMix {
 /// The parameters of one simulated run; the seed decides everything else.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
+    /// The founding voters.
     pub nodes: usize,
+    /// Nodes outside the cluster that membership faults add (only with that family on).
+    pub spares: usize,
     /// Simulated time with faults on; then faults heal and liveness is checked.
     pub duration_ms: u64,
     pub clients: usize,
@@ -132,6 +143,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             nodes: 3,
+            spares: 2,
             duration_ms: 10_000,
             clients: 4,
             keys: 3,

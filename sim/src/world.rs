@@ -11,9 +11,10 @@ use bytes::Bytes;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use ravel::core::MessageBody;
 use ravel::core::{
-    Action, Config, EntryPayload, Input, LogIndex, Message, NodeId, PersistId, Proposal, RawNode,
-    ReadMode, Refusal, RequestId, Role, SnapshotMeta, Term,
+    Action, Config, EntryPayload, Input, LogIndex, MembershipChange, Message, NodeId, PersistId,
+    Proposal, RawNode, ReadMode, Refusal, RequestId, Role, SnapshotMeta, Term,
 };
 use ravel::kv::{KvStateMachine, Outcome};
 
@@ -154,6 +155,10 @@ pub struct World {
     queue: BTreeMap<(u64, u64), Event>,
     nodes: Vec<SimNode>,
     ids: Vec<NodeId>,
+    /// The founding voters (every node's `Config::voters`); the others start outside.
+    founders: Vec<NodeId>,
+    /// Request ids of membership changes (out of the clients' range).
+    next_change_id: u64,
     tuning: Tuning,
     network: Network,
     clients: Vec<Client>,
@@ -194,7 +199,9 @@ impl World {
             },
         });
         let tuning = Tuning::draw(options.read_mode, &mut rng);
-        let ids: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
+        let spares = if faults.membership { options.spares } else { 0 };
+        let ids: Vec<NodeId> = (1..=(options.nodes + spares) as NodeId).collect();
+        let founders: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
         let drift_max_ppm = sim_config(1, &ids, &tuning, 0).clock_drift_max_ppm as i64;
         let nodes = ids
             .iter()
@@ -254,6 +261,8 @@ impl World {
             failure: None,
             events: 0,
             ids,
+            founders,
+            next_change_id: u64::MAX / 2,
             options,
         }
     }
@@ -306,11 +315,7 @@ impl World {
                 self.check_log_matching();
             }
             if let Some(target) = self.liveness_target {
-                self.liveness_done = self.nodes.iter().all(|node| {
-                    node.core
-                        .as_ref()
-                        .is_some_and(|core| core.status().applied >= target)
-                });
+                self.liveness_done = self.members_applied(target);
             }
         }
         if self.failure.is_none() {
@@ -452,7 +457,7 @@ impl World {
 
     fn start_node(&mut self, id: NodeId) {
         let tuning = self.tuning;
-        let ids = self.ids.clone();
+        let ids = self.founders.clone();
         let seed = self.seed;
         let bugs = self.options.bugs;
         let now_us = self.now_us;
@@ -605,6 +610,22 @@ impl World {
                 message,
                 after_persist,
             } => {
+                let grants_vote = matches!(
+                    message.body,
+                    MessageBody::VoteResponse {
+                        pre_vote: false,
+                        granted: true
+                    }
+                );
+                let outsider = id > self.founders.len() as NodeId
+                    && self
+                        .node(id)
+                        .core
+                        .as_ref()
+                        .is_some_and(|core| core.log().last_index() == 0);
+                if grants_vote && outsider {
+                    return Err(format!("node {id} votes before it ever joined the cluster"));
+                }
                 let node = self.node(id);
                 if after_persist && node.disk.synced_id < node.disk.written_id {
                     let written = node.disk.written_id;
@@ -1020,7 +1041,14 @@ impl World {
             choices.extend(["partition", "partition"]);
         }
         if faults.crash {
-            choices.extend(["crash", "crash", "crash-on-commit", "crash-on-election"]);
+            choices.extend([
+                "crash",
+                "crash",
+                "crash-on-commit",
+                "crash-on-election",
+                "crash-on-commit",
+                "crash-on-election",
+            ]);
         }
         if faults.pause {
             choices.push("pause");
@@ -1030,6 +1058,9 @@ impl World {
         }
         if faults.disk {
             choices.extend(["fsync-fails", "disk-full"]);
+        }
+        if faults.membership {
+            choices.extend(["membership", "membership", "membership"]);
         }
         if let Some(&choice) = choices.choose(&mut self.rng) {
             match choice {
@@ -1052,6 +1083,7 @@ impl World {
                         format!("n{target}: disk full for {} ms", full_us / 1000)
                     });
                 }
+                "membership" => self.change_membership(),
                 "crash-on-commit" => self.armed_crash = Some(CrashMoment::LeaderCommits),
                 "crash-on-election" => self.armed_crash = Some(CrashMoment::LeaderElected),
                 "pause" => {
@@ -1092,6 +1124,74 @@ impl World {
         }
         let next_us = self.rng.random_range(50_000..800_000);
         self.schedule(next_us, Event::Fault);
+    }
+
+    /// Asks the current leader for a random membership change: add a spare as learner, promote
+    /// a learner, remove a member (the leader too), or replace the voters through a joint
+    /// configuration. The leader may refuse (a change pending, its term not committed yet).
+    fn change_membership(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let membership = self
+            .node(leader)
+            .core
+            .as_ref()
+            .expect("a leader is up")
+            .membership()
+            .clone();
+        let outsiders: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&id| !membership.is_member(id))
+            .collect();
+        let learners: Vec<NodeId> = membership.learners.iter().copied().collect();
+        let members: Vec<NodeId> = membership.replicas().into_iter().collect();
+        let change = match self.rng.random_range(0..4) {
+            0 if !outsiders.is_empty() => {
+                MembershipChange::AddLearner(*outsiders.choose(&mut self.rng).expect("some"))
+            }
+            1 if !learners.is_empty() => {
+                MembershipChange::Promote(*learners.choose(&mut self.rng).expect("some"))
+            }
+            2 if members.len() > 2 => {
+                MembershipChange::Remove(*members.choose(&mut self.rng).expect("some"))
+            }
+            3 => {
+                // Replace the voters with any 3 (or fewer) nodes that are already members.
+                let mut pool = members.clone();
+                rand::seq::SliceRandom::shuffle(pool.as_mut_slice(), &mut self.rng);
+                pool.truncate(3);
+                MembershipChange::ReplaceVoters(pool.into_iter().collect())
+            }
+            _ => return,
+        };
+        self.next_change_id += 1;
+        let id = self.next_change_id;
+        self.trace.line(self.now_us, || {
+            format!("n{leader}: membership change {change:?}")
+        });
+        self.feed(leader, vec![Input::ChangeMembership { id, change }]);
+    }
+
+    /// Every member of the leader's configuration is up and applied `target`.
+    fn members_applied(&self, target: LogIndex) -> bool {
+        let Some(leader) = self.current_leader() else {
+            return false;
+        };
+        let members = self.nodes[leader as usize - 1]
+            .core
+            .as_ref()
+            .expect("up")
+            .membership()
+            .replicas();
+        members.iter().all(|&id| {
+            self.nodes[id as usize - 1]
+                .core
+                .as_ref()
+                .is_some_and(|core| core.status().applied >= target)
+        })
     }
 
     /// The current leader two times in five, otherwise any node.
@@ -1253,7 +1353,7 @@ impl World {
 impl crate::options::FaultMix {
     /// Whether any family needs the fault schedule (the others are network settings).
     fn any_scheduled(&self) -> bool {
-        self.partition || self.crash || self.pause || self.transfer || self.disk
+        self.partition || self.crash || self.pause || self.transfer || self.disk || self.membership
     }
 }
 
@@ -1320,12 +1420,12 @@ pub fn sim_config(id: NodeId, ids: &[NodeId], tuning: &Tuning, seed: u64) -> Con
     config.snapshot_chunk_bytes_max = tuning.snapshot_chunk_bytes_max;
     config.uncommitted_entries_max = 256;
     config.release_batch_entries_min = 8;
+    config.promotion_lag_max_entries = 10;
     config.seed = seed;
     config
 }
 
 fn describe_message(message: &Message) -> String {
-    use ravel::core::MessageBody;
     let detail = match &message.body {
         MessageBody::VoteRequest {
             last_log_index,

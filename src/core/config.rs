@@ -42,13 +42,15 @@ pub struct Config {
     /// them), at least this many at a time so the cost is amortized.
     pub release_batch_entries_min: usize,
     /// Ask for a snapshot of the state machine once this many entries were applied since the
-    /// last one; the log before it is then compacted. 0: never.
+    /// last one; the log before it is then compacted. 0: only when a follower needs one.
     pub snapshot_interval_entries: u64,
     /// After a snapshot, keep this many entries before it in memory, so that a follower a little
     /// behind still gets entries rather than the whole snapshot.
     pub snapshot_trailing_entries: u64,
     /// Snapshots travel in chunks of at most this many bytes, one chunk in flight per follower.
     pub snapshot_chunk_bytes_max: usize,
+    /// A node becomes a voter only once its log is within this many entries of the leader's.
+    pub promotion_lag_max_entries: u64,
     /// Seeds this node's election jitter. Same seed, same inputs: same outputs.
     pub seed: u64,
     /// Test-only: the classic Raft bugs to plant (see [`crate::core::PlantedBugs`]).
@@ -109,6 +111,7 @@ impl Config {
             snapshot_interval_entries: 100_000,
             snapshot_trailing_entries: 10_000,
             snapshot_chunk_bytes_max: 1 << 20,
+            promotion_lag_max_entries: 1000,
             seed: id,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: super::PlantedBugs::default(),

@@ -12,7 +12,7 @@ impl RawNode {
     /// Starts a pre-vote (which leaves every term alone) or a real election. A campaign on the
     /// leader's request (`leadership_transfer`) asks voters to ignore their leader lease.
     pub(super) fn campaign(&mut self, pre_vote: bool, leadership_transfer: bool) {
-        if !self.is_voter(self.config.id) {
+        if !self.may_campaign() {
             return;
         }
         let request_term = if pre_vote {
@@ -68,7 +68,11 @@ impl RawNode {
         let log_ok = self.log.is_up_to_date(last_log_index, last_log_term);
         #[cfg(feature = "planted-bugs")]
         let log_ok = log_ok || self.config.planted_bugs.vote_without_log_check;
-        let granted = free_to_vote && log_ok && self.is_voter(self.config.id);
+        // Votes are not limited to the current configuration's voters: the candidate counts only
+        // the voters of its own configuration (thesis §4.2.1), which may include a learner not
+        // yet told of its promotion, or a node whose own latest (uncommitted) entry removed it.
+        // A node that was never a member of any configuration it knows never votes.
+        let granted = free_to_vote && log_ok && self.ever_member();
         if granted && !pre_vote {
             self.vote = Some(from);
             self.reset_election_timer();

@@ -49,6 +49,10 @@ pub enum MembershipError {
     ChangeInProgress,
     #[error("the leader has not committed an entry of its term yet; retry shortly")]
     LeaderNotReady,
+    #[error(
+        "node {0} is too far behind the leader to vote; wait until it has caught up as a learner"
+    )]
+    TooFarBehind(NodeId),
 }
 
 impl Membership {

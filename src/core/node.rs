@@ -110,6 +110,9 @@ pub struct RawNode {
     pub(super) membership_log: Vec<(LogIndex, Membership)>,
     /// A `TakeSnapshot` is out and not yet answered.
     pub(super) snapshot_requested: bool,
+    /// A follower needs a snapshot newer than the last one: take one even if the policy would
+    /// not yet.
+    pub(super) snapshot_wanted: bool,
     /// The snapshot arriving from the leader, and the offset of the next chunk expected.
     pub(super) receiving: Option<(SnapshotMeta, u64)>,
     /// Storage actions that must run in order before this batch's `Persist`: snapshot chunk
@@ -157,6 +160,7 @@ impl RawNode {
             membership: Membership::default(),
             membership_log: Vec::new(),
             snapshot_requested: false,
+            snapshot_wanted: false,
             receiving: None,
             storage_actions: Vec::new(),
             reads_awaiting_apply: VecDeque::new(),
@@ -252,7 +256,7 @@ impl RawNode {
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => {
-                if self.now_ms >= self.election_deadline_ms && self.is_voter(self.config.id) {
+                if self.now_ms >= self.election_deadline_ms && self.may_campaign() {
                     let pre_vote = self.config.pre_vote;
                     self.campaign(pre_vote, false);
                 }
@@ -326,7 +330,7 @@ impl RawNode {
             MessageBody::Heartbeat { commit, round } => self.handle_heartbeat(from, commit, round),
             MessageBody::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
             MessageBody::TimeoutNow => {
-                if self.role == Role::Follower && self.is_voter(self.config.id) {
+                if self.role == Role::Follower && self.may_campaign() {
                     self.campaign(false, true);
                 }
             }

@@ -77,6 +77,33 @@ impl RawNode {
         }
     }
 
+    /// Whether this node may stand for election: it is a voter of the configuration in effect,
+    /// or of the last committed one while a later entry (say, one removing it) has not committed
+    /// — without that, a leader that removed itself and lost its quorum before the removal
+    /// committed could leave the remaining voters unable to elect anyone.
+    pub(super) fn may_campaign(&self) -> bool {
+        let id = self.config.id;
+        if self.membership.is_voter(id) {
+            return true;
+        }
+        let commit = self.log.commit();
+        let pending = self
+            .membership_log
+            .last()
+            .is_some_and(|(at, _)| *at > commit);
+        pending && self.membership_at(commit).is_voter(id)
+    }
+
+    /// Whether this node appears in any configuration it knows (as voter or learner).
+    pub(super) fn ever_member(&self) -> bool {
+        let id = self.config.id;
+        self.snapshot.membership.is_member(id)
+            || self
+                .membership_log
+                .iter()
+                .any(|(_, membership)| membership.is_member(id))
+    }
+
     /// Leader: validates a change and appends it.
     pub(super) fn change_membership(&mut self, id: RequestId, change: MembershipChange) {
         match self.check_change(&change) {
@@ -123,7 +150,25 @@ impl RawNode {
         if pending || self.membership.is_joint() {
             return Err(invalid(MembershipError::ChangeInProgress));
         }
-        self.membership.apply(change).map_err(invalid)
+        let next = self.membership.apply(change).map_err(invalid)?;
+        // A new voter must hold nearly the whole log, or it could make the next quorum wait for
+        // it (or, if the leader fails, block elections: thesis §4.2.1).
+        let last = self.log.last_index();
+        let lag_max = self.config.promotion_lag_max_entries;
+        for voter in next
+            .voters
+            .iter()
+            .filter(|&&voter| !self.membership.is_voter(voter) && voter != self.config.id)
+        {
+            let matched = leader
+                .progress
+                .get(voter)
+                .map_or(0, |progress| progress.match_index);
+            if matched + lag_max < last {
+                return Err(invalid(MembershipError::TooFarBehind(*voter)));
+            }
+        }
+        Ok(next)
     }
 
     /// Leader, after its commit index advanced: leave a committed joint configuration, and step

@@ -24,12 +24,16 @@ impl RawNode {
     pub(super) fn maybe_request_snapshot(&mut self) {
         let interval = self.config.snapshot_interval_entries;
         let applied = self.log.applied();
-        if interval == 0 || self.snapshot_requested || applied != self.log.applying() {
+        if self.snapshot_requested || applied != self.log.applying() {
             return;
         }
-        if applied < self.snapshot.index + interval {
+        let due = interval > 0 && applied >= self.snapshot.index + interval;
+        // A follower needs entries no longer held, and the last snapshot does not reach them.
+        let wanted = self.snapshot_wanted && applied > self.snapshot.index;
+        if !due && !wanted {
             return;
         }
+        self.snapshot_wanted = false;
         let term = self
             .log
             .term(applied)
@@ -72,7 +76,10 @@ impl RawNode {
             return;
         };
         if progress.state != ProgressState::Snapshot {
-            if latest.index == 0 {
+            // The snapshot must reach the entries still held, or the follower would be stuck
+            // between them: if it does not, take a new one first.
+            if latest.index == 0 || latest.index + 1 < self.log.first_index() {
+                self.snapshot_wanted = true;
                 return;
             }
             progress.become_snapshot(latest);
