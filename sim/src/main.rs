@@ -19,12 +19,15 @@ struct Cli {
     /// Cluster sizes, comma-separated; every seed runs once per size.
     #[arg(long, default_value = "3,5", value_delimiter = ',')]
     nodes: Vec<usize>,
-    /// Fault families: all, none, or a list of partition,loss,delay,duplicate,crash,pause,skew,transfer,disk.
+    /// Fault families: all, none, or a list of partition,loss,delay,duplicate,crash,pause,skew,transfer,disk,membership.
     #[arg(long, default_value = "all")]
     faults: String,
     /// Simulated milliseconds of faults per seed (then everything heals and liveness is checked).
     #[arg(long, default_value_t = 10_000)]
     duration_ms: u64,
+    /// Nodes outside the cluster that the membership family adds (with that family only).
+    #[arg(long, default_value_t = 2)]
+    spares: usize,
     #[arg(long, default_value_t = 4)]
     clients: usize,
     #[arg(long, default_value_t = 3)]
@@ -158,6 +161,7 @@ fn build_options(cli: &Cli) -> Result<SimOptions, String> {
     }
     Ok(SimOptions {
         nodes: 3,
+        spares: cli.spares,
         duration_ms: cli.duration_ms,
         clients: cli.clients,
         keys: cli.keys.max(1),
@@ -210,8 +214,8 @@ fn print_result(result: &SeedResult, cli: &Cli) {
         }
         Some(failure) => {
             let mut replay = format!(
-                "cargo run --release -p ravel-sim -- --replay {} --nodes {} --faults {} --duration-ms {} --clients {} --keys {}",
-                result.seed, result.nodes, cli.faults, cli.duration_ms, cli.clients, cli.keys
+                "cargo run --release -p ravel-sim -- --replay {} --nodes {} --spares {} --faults {} --duration-ms {} --clients {} --keys {}",
+                result.seed, result.nodes, cli.spares, cli.faults, cli.duration_ms, cli.clients, cli.keys
             );
             if let Some(mode) = &cli.read_mode {
                 replay.push_str(&format!(" --read-mode {mode}"));
