@@ -350,6 +350,13 @@ impl TestCluster {
         self.in_flight.retain(|message| message.to != id);
     }
 
+    /// The node's disk is lost (replaced by an empty one). Only while it is down.
+    pub fn wipe(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(node.core.is_none(), "wipe a node only while it is down");
+        node.disk = SimDisk::default();
+    }
+
     pub fn restart(&mut self, id: NodeId) {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("known node");

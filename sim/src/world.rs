@@ -72,6 +72,14 @@ enum CrashMoment {
     LeaderCommits,
 }
 
+/// A spare's way through the join workflow.
+#[derive(Clone, Copy, Debug)]
+struct Join {
+    /// Where it sends its next request: a leader hint, or a guess.
+    target: NodeId,
+    done: bool,
+}
+
 /// A client's request as it reaches a node.
 #[derive(Clone, Debug)]
 struct Request {
@@ -117,6 +125,8 @@ enum Event {
     CutInbound(NodeId),
     Restart(NodeId),
     Resume(NodeId),
+    /// A joiner (re)sends its join request.
+    JoinTry(NodeId),
 }
 
 struct SimNode {
@@ -157,8 +167,11 @@ pub struct World {
     ids: Vec<NodeId>,
     /// The founding voters (every node's `Config::voters`); the others start outside.
     founders: Vec<NodeId>,
-    /// Request ids of membership changes (out of the clients' range).
+    /// Request ids of membership changes and joins (out of the clients' range).
     next_change_id: u64,
+    /// Spares going through the join workflow, and which join request came from whom.
+    joins: BTreeMap<NodeId, Join>,
+    join_requests: BTreeMap<u64, NodeId>,
     tuning: Tuning,
     network: Network,
     clients: Vec<Client>,
@@ -263,6 +276,8 @@ impl World {
             ids,
             founders,
             next_change_id: u64::MAX / 2,
+            joins: BTreeMap::new(),
+            join_requests: BTreeMap::new(),
             options,
         }
     }
@@ -315,7 +330,9 @@ impl World {
                 self.check_log_matching();
             }
             if let Some(target) = self.liveness_target {
-                self.liveness_done = self.members_applied(target);
+                // Every joiner that stays reachable eventually joins.
+                let joined = self.joins.values().all(|join| join.done);
+                self.liveness_done = joined && self.members_applied(target);
             }
         }
         if self.failure.is_none() {
@@ -441,6 +458,7 @@ impl World {
             }
             Event::Restart(id) => self.restart(id),
             Event::Resume(id) => self.resume(id),
+            Event::JoinTry(joiner) => self.join_try(joiner),
             Event::CutInbound(id) => {
                 if self.network.cut_links() > 0 {
                     for other in self.ids.clone().into_iter().filter(|&other| other != id) {
@@ -689,14 +707,21 @@ impl World {
                 id: request_id,
                 reason,
             } => {
+                let hint = match reason {
+                    Refusal::NotLeader { leader_hint } => leader_hint,
+                    Refusal::TransferInProgress
+                    | Refusal::Overloaded
+                    | Refusal::InvalidMembership(_) => None,
+                };
                 if let Some(request) = self.node(id).requests.remove(&request_id) {
-                    let hint = match reason {
-                        Refusal::NotLeader { leader_hint } => leader_hint,
-                        Refusal::TransferInProgress
-                        | Refusal::Overloaded
-                        | Refusal::InvalidMembership(_) => None,
-                    };
                     self.send_reply(&request, Reply::Refused(hint));
+                } else if let Some(joiner) = self.join_requests.get(&request_id).copied() {
+                    // Redirected: the joiner asks the hinted leader (or anyone) next time.
+                    let next =
+                        hint.unwrap_or_else(|| *self.ids.choose(&mut self.rng).expect("nodes"));
+                    if let Some(join) = self.joins.get_mut(&joiner) {
+                        join.target = next;
+                    }
                 }
             }
             Action::ReadReady {
@@ -793,6 +818,18 @@ impl World {
                     .line(self.now_us, || format!("n{id} installs snapshot {meta:?}"));
                 self.node(id).disk.write_install(persist_id, meta, data);
                 self.schedule_sync(id);
+            }
+            Action::JoinCompleted {
+                id: request_id,
+                node,
+            } => {
+                if self.join_requests.get(&request_id) == Some(&node) {
+                    if let Some(join) = self.joins.get_mut(&node) {
+                        join.done = true;
+                    }
+                    self.trace
+                        .line(self.now_us, || format!("n{node} has joined"));
+                }
             }
             Action::RoleChanged { role, term, leader } => {
                 self.trace.line(self.now_us, || {
@@ -1133,6 +1170,32 @@ impl World {
         let Some(leader) = self.current_leader() else {
             return;
         };
+        // Half the time, a spare outside the cluster starts the join workflow instead.
+        let outside: Vec<NodeId> = self.ids[self.founders.len()..]
+            .iter()
+            .copied()
+            .filter(|id| self.joins.get(id).is_none_or(|join| join.done))
+            .filter(|&id| {
+                !self.nodes[leader as usize - 1]
+                    .core
+                    .as_ref()
+                    .expect("up")
+                    .membership()
+                    .is_member(id)
+            })
+            .collect();
+        if !outside.is_empty() && self.rng.random_bool(0.5) {
+            let joiner = *outside.choose(&mut self.rng).expect("some");
+            let target = *self.ids.choose(&mut self.rng).expect("nodes");
+            self.joins.insert(
+                joiner,
+                Join {
+                    target,
+                    done: false,
+                },
+            );
+            return self.schedule(0, Event::JoinTry(joiner));
+        }
         let membership = self
             .node(leader)
             .core
@@ -1173,6 +1236,46 @@ impl World {
             format!("n{leader}: membership change {change:?}")
         });
         self.feed(leader, vec![Input::ChangeMembership { id, change }]);
+    }
+
+    /// A joiner asks its target to let it join (retrying until it has joined): the join
+    /// workflow from the joiner's side, with redirects to the leader.
+    fn join_try(&mut self, joiner: NodeId) {
+        let Some(join) = self.joins.get(&joiner) else {
+            return;
+        };
+        if join.done {
+            return;
+        }
+        let target = join.target;
+        let retry_us = self.rng.random_range(100_000..400_000);
+        self.schedule(retry_us, Event::JoinTry(joiner));
+        let Some(last_index) = self
+            .node(joiner)
+            .core
+            .as_ref()
+            .map(|core| core.log().last_index())
+        else {
+            return;
+        };
+        if self.node(target).core.is_none() || self.node(target).paused {
+            self.joins.get_mut(&joiner).expect("present").target =
+                *self.ids.choose(&mut self.rng).expect("nodes");
+            return;
+        }
+        self.next_change_id += 1;
+        let id = self.next_change_id;
+        self.join_requests.insert(id, joiner);
+        self.trace
+            .line(self.now_us, || format!("n{joiner} asks n{target} to join"));
+        self.feed(
+            target,
+            vec![Input::Join {
+                id,
+                node: joiner,
+                last_index,
+            }],
+        );
     }
 
     /// Every member of the leader's configuration is up and applied `target`.
@@ -1369,6 +1472,7 @@ fn event_node(event: &Event) -> Option<NodeId> {
         | Event::Fault
         | Event::HealPartition
         | Event::CutInbound(_)
+        | Event::JoinTry(_)
         | Event::Restart(_)
         | Event::Resume(_) => None,
     }

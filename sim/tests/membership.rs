@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use ravel::core::{
-    Action, Input, MembershipChange, MembershipError, Message, MessageBody, NodeId, Refusal, Role,
+    Action, Input, MemberState, MembershipChange, MembershipError, Message, MessageBody, NodeId,
+    Refusal, Role,
 };
 use ravel_sim::harness::TestCluster;
 
@@ -240,4 +241,97 @@ fn a_new_leader_commits_in_its_term_before_changing_membership() {
     assert_eq!(run(false), Ok(()), "with the rule, nothing unsafe happens");
     let failure = run(true).expect_err("without it, safety breaks");
     assert!(failure.contains("invariant violated"), "{failure}");
+}
+
+/// The join workflow: a new node starts connection pending, asks a follower, is redirected to
+/// the leader, is added as a learner, caught up, promoted, and told; it turns voter once the
+/// leader's append tells it its addition committed.
+#[test]
+fn a_node_joins_through_a_follower_and_the_leaders_pool() {
+    let mut cluster = TestCluster::with_spares(3, 1, |_| {});
+    cluster.elect(1);
+    for request in 0..20 {
+        cluster.propose(1, request, b"history");
+    }
+    cluster.run_for(50);
+    assert_eq!(cluster.status(4).member, MemberState::ConnectionPending);
+    cluster.step(
+        2,
+        Input::Join {
+            id: 100,
+            node: 4,
+            last_index: 0,
+        },
+    );
+    assert!(cluster.take_events(2).contains(&Action::ProposalRefused {
+        id: 100,
+        reason: Refusal::NotLeader {
+            leader_hint: Some(1)
+        }
+    }));
+    cluster.step(
+        1,
+        Input::Join {
+            id: 101,
+            node: 4,
+            last_index: 0,
+        },
+    );
+    // A retried request for the same node joins the same queue entry.
+    cluster.step(
+        1,
+        Input::Join {
+            id: 102,
+            node: 4,
+            last_index: 0,
+        },
+    );
+    cluster.run_for(500);
+    let events = cluster.take_events(1);
+    for id in [101, 102] {
+        assert!(
+            events.contains(&Action::JoinCompleted { id, node: 4 }),
+            "request {id}: {events:?}"
+        );
+    }
+    assert_eq!(voters(&cluster, 1), set(&[1, 2, 3, 4]));
+    assert_eq!(cluster.status(4).member, MemberState::Voter);
+    assert_eq!(cluster.status(4).commit, cluster.status(1).commit);
+}
+
+/// A member that lost its disk joins again: the leader removes it (so it stops trusting what the
+/// node acknowledged before) and adds it back; it catches up from nothing.
+#[test]
+fn a_member_that_lost_its_data_is_replaced() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    for request in 0..10 {
+        cluster.propose(1, request, b"history");
+    }
+    cluster.run_for(50);
+    let before = cluster.status(1).commit;
+    cluster.crash(3);
+    cluster.wipe(3);
+    cluster.restart(3);
+    cluster.step(
+        1,
+        Input::Join {
+            id: 200,
+            node: 3,
+            last_index: 0,
+        },
+    );
+    cluster.run_for(1_000);
+    assert!(cluster
+        .take_events(1)
+        .contains(&Action::JoinCompleted { id: 200, node: 3 }));
+    assert_eq!(voters(&cluster, 1), set(&[1, 2, 3]));
+    assert!(
+        cluster.status(3).commit > before,
+        "node 3 caught up from nothing"
+    );
+    assert_eq!(
+        cluster.nodes[&3].kv.snapshot(),
+        cluster.nodes[&1].kv.snapshot()
+    );
 }

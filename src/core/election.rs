@@ -158,6 +158,7 @@ impl RawNode {
             reads_awaiting_round: VecDeque::new(),
             reads_awaiting_term_commit: Vec::new(),
             transfer: None,
+            join_pool: VecDeque::new(),
         });
         // A brand-new cluster's first entry records its founding configuration, so that nodes
         // joining later learn it from the log; otherwise a no-op.

@@ -43,6 +43,13 @@ pub enum Input {
         id: RequestId,
         change: MembershipChange,
     },
+    /// `node` asks to join (after the shell's admission hook accepted it), reporting the last
+    /// index it holds. A leader queues it; anyone else refuses with a leader hint.
+    Join {
+        id: RequestId,
+        node: NodeId,
+        last_index: LogIndex,
+    },
     /// The state machine's snapshot at `meta` (asked for by `TakeSnapshot`) is durable, and
     /// storage dropped the entries it covers.
     SnapshotSaved { meta: SnapshotMeta },
@@ -108,6 +115,8 @@ pub enum Action {
     /// Make the staged snapshot durable and current, replacing the state machine with it and
     /// the log before it; a `Persist` in order with the others, reported by `Persisted { id }`.
     InstallSnapshot { id: PersistId, meta: SnapshotMeta },
+    /// The node that asked to join is a voter now (its promotion committed).
+    JoinCompleted { id: RequestId, node: NodeId },
     /// The node's role, term or known leader changed.
     RoleChanged {
         role: Role,

@@ -9,6 +9,7 @@
 mod config;
 mod election;
 mod io;
+mod join;
 mod log;
 mod membership;
 mod message;
@@ -31,7 +32,7 @@ pub use io::{Action, Input, PersistId, Proposal, RequestId};
 pub use log::RaftLog;
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{AppendResponse, Message, MessageBody, RejectHint};
-pub use node::{RawNode, Recovered, Status};
+pub use node::{MemberState, RawNode, Recovered, Status};
 pub use progress::{Progress, ProgressState, SnapshotTransfer};
 pub use types::{
     Entry, EntryPayload, HardState, LogIndex, NodeId, ReadMode, Refusal, Role, SnapshotMeta, Term,

@@ -39,6 +39,20 @@ pub struct Status {
     pub applied: LogIndex,
     pub persisted: LogIndex,
     pub last_index: LogIndex,
+    /// Where this node stands in the committed configuration.
+    pub member: MemberState,
+}
+
+/// A node's place in the cluster, as far as it knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberState {
+    /// Not (yet) in a committed configuration: a joiner waits here for the leader's first
+    /// append after its addition commits.
+    ConnectionPending,
+    Learner,
+    Voter,
+    /// Was a member; the latest configuration no longer includes it.
+    Removed,
 }
 
 /// State only a leader has.
@@ -63,6 +77,8 @@ pub(super) struct LeaderState {
     /// Reads that arrived before this term's no-op committed.
     pub reads_awaiting_term_commit: Vec<RequestId>,
     pub transfer: Option<Transfer>,
+    /// Nodes asking to join, first come first served.
+    pub join_pool: VecDeque<super::join::PendingJoin>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -200,6 +216,7 @@ impl RawNode {
             applied: self.log.applied(),
             persisted: self.log.persisted(),
             last_index: self.log.last_index(),
+            member: self.member_state(),
         }
     }
 
@@ -238,6 +255,11 @@ impl RawNode {
             }
             Input::SnapshotSaved { meta } => self.snapshot_saved(meta),
             Input::ChangeMembership { id, change } => self.change_membership(id, change),
+            Input::Join {
+                id,
+                node,
+                last_index,
+            } => self.join(id, node, last_index),
             Input::SnapshotChunkRead {
                 to,
                 meta,
@@ -431,6 +453,11 @@ impl RawNode {
             return;
         };
         let reason = Refusal::NotLeader { leader_hint: None };
+        for pending in &leader_state.join_pool {
+            for &id in &pending.requests {
+                self.events.push(Action::ProposalRefused { id, reason });
+            }
+        }
         let waiting = leader_state
             .reads_awaiting_round
             .iter()
@@ -483,6 +510,7 @@ impl RawNode {
     #[must_use = "actions carry obligations: persist, send, apply and reply"]
     pub fn take_actions(&mut self) -> Vec<Action> {
         if self.role == Role::Leader {
+            self.drive_join_pool();
             self.send_appends();
             self.flush_read_rounds();
         }

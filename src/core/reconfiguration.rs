@@ -94,6 +94,21 @@ impl RawNode {
         pending && self.membership_at(commit).is_voter(id)
     }
 
+    pub(super) fn member_state(&self) -> super::node::MemberState {
+        use super::node::MemberState;
+        let id = self.config.id;
+        let committed = self.membership_at(self.log.commit());
+        if committed.voters.contains(&id) {
+            MemberState::Voter
+        } else if committed.learners.contains(&id) {
+            MemberState::Learner
+        } else if self.ever_member() && !self.membership.is_member(id) {
+            MemberState::Removed
+        } else {
+            MemberState::ConnectionPending
+        }
+    }
+
     /// Whether this node appears in any configuration it knows (as voter or learner).
     pub(super) fn ever_member(&self) -> bool {
         let id = self.config.id;
@@ -104,23 +119,30 @@ impl RawNode {
                 .any(|(_, membership)| membership.is_member(id))
     }
 
-    /// Leader: validates a change and appends it.
+    /// Leader: validates a change and appends it; answered like a proposal.
     pub(super) fn change_membership(&mut self, id: RequestId, change: MembershipChange) {
-        match self.check_change(&change) {
-            Ok(next) => {
-                let index = self.log.last_index() + 1;
-                let term = self.term;
-                self.log.append(Entry {
-                    term,
-                    index,
-                    payload: EntryPayload::Membership(next),
-                });
-                self.log_changed_from(index);
-                self.events
-                    .push(Action::ProposalAccepted { id, index, term });
-            }
-            Err(reason) => self.events.push(Action::ProposalRefused { id, reason }),
-        }
+        let action = match self.make_change(change) {
+            Ok((index, term)) => Action::ProposalAccepted { id, index, term },
+            Err(reason) => Action::ProposalRefused { id, reason },
+        };
+        self.events.push(action);
+    }
+
+    /// Leader: validates a change and appends it; returns where.
+    pub(super) fn make_change(
+        &mut self,
+        change: MembershipChange,
+    ) -> Result<(LogIndex, super::types::Term), Refusal> {
+        let next = self.check_change(&change)?;
+        let index = self.log.last_index() + 1;
+        let term = self.term;
+        self.log.append(Entry {
+            term,
+            index,
+            payload: EntryPayload::Membership(next),
+        });
+        self.log_changed_from(index);
+        Ok((index, term))
     }
 
     fn check_change(&self, change: &MembershipChange) -> Result<Membership, Refusal> {

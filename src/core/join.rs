@@ -1,0 +1,133 @@
+//! The leader's join pool (the leader's side of the join workflow). A node asks to join, the
+//! shell runs the admission hook, and the leader queues it here; the pool is drained one change at
+//! a time: add as learner, wait until caught up, promote to voter, answer once the promotion
+//! commits. A node that asks again while already a caught-up voter is answered at once; one that
+//! lost its data (it reports a shorter log than the leader knows it had) is removed and added
+//! again, so the leader stops trusting what it had acknowledged before.
+
+use super::io::{Action, RequestId};
+use super::membership::MembershipChange;
+use super::node::RawNode;
+use super::types::{LogIndex, NodeId, Refusal};
+
+/// Joins queued at the leader, at most.
+pub(super) const JOIN_POOL_MAX: usize = 64;
+
+/// A node waiting in the pool, with every request that asked for it.
+#[derive(Debug)]
+pub(super) struct PendingJoin {
+    pub node: NodeId,
+    /// The last index the joiner reported holding.
+    pub joiner_last_index: LogIndex,
+    pub requests: Vec<RequestId>,
+    /// It reported losing data and was removed once already; do not remove it again.
+    pub replaced: bool,
+}
+
+impl RawNode {
+    pub(super) fn join(&mut self, id: RequestId, node: NodeId, joiner_last_index: LogIndex) {
+        let refusal = if self.leader_state.is_none() {
+            Some(Refusal::NotLeader {
+                leader_hint: self.leader,
+            })
+        } else if node == 0 {
+            Some(Refusal::InvalidMembership(
+                super::membership::MembershipError::ZeroNodeId,
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return self.events.push(Action::ProposalRefused { id, reason });
+        }
+        let leader = self.leader_state.as_mut().expect("checked leader");
+        if let Some(pending) = leader
+            .join_pool
+            .iter_mut()
+            .find(|pending| pending.node == node)
+        {
+            pending.requests.push(id);
+            pending.joiner_last_index = joiner_last_index;
+            return;
+        }
+        if leader.join_pool.len() >= JOIN_POOL_MAX {
+            return self.events.push(Action::ProposalRefused {
+                id,
+                reason: Refusal::Overloaded,
+            });
+        }
+        leader.join_pool.push_back(PendingJoin {
+            node,
+            joiner_last_index,
+            requests: vec![id],
+            replaced: false,
+        });
+    }
+
+    /// Moves the first join in the pool one step further, if it can move now.
+    pub(super) fn drive_join_pool(&mut self) {
+        loop {
+            let Some(leader) = self.leader_state.as_ref() else {
+                return;
+            };
+            let Some(pending) = leader.join_pool.front() else {
+                return;
+            };
+            let node = pending.node;
+            let commit = self.log.commit();
+            let last = self.log.last_index();
+            let matched = leader
+                .progress
+                .get(&node)
+                .map_or(0, |progress| progress.match_index);
+            let change_pending = self.membership.is_joint()
+                || self
+                    .membership_log
+                    .last()
+                    .is_some_and(|(at, _)| *at > commit);
+            let lost_data = self.membership.is_member(node)
+                && pending.joiner_last_index < matched
+                && !pending.replaced;
+            let caught_up = matched + self.config.promotion_lag_max_entries >= last;
+            if node == self.config.id
+                || (self.membership_at(commit).is_voter(node)
+                    && self.membership.is_voter(node)
+                    && !lost_data)
+            {
+                let done = self
+                    .leader_state
+                    .as_mut()
+                    .expect("leader")
+                    .join_pool
+                    .pop_front()
+                    .expect("front");
+                for id in done.requests {
+                    self.events.push(Action::JoinCompleted { id, node });
+                }
+                continue;
+            }
+            if change_pending {
+                return;
+            }
+            let change = if lost_data {
+                self.leader_state
+                    .as_mut()
+                    .expect("leader")
+                    .join_pool
+                    .front_mut()
+                    .expect("front")
+                    .replaced = true;
+                MembershipChange::Remove(node)
+            } else if !self.membership.is_member(node) {
+                MembershipChange::AddLearner(node)
+            } else if self.membership.learners.contains(&node) && caught_up {
+                MembershipChange::Promote(node)
+            } else {
+                return;
+            };
+            // Refusals here are transient (the leader's term not committed yet): retry later.
+            let _ = self.make_change(change);
+            return;
+        }
+    }
+}
