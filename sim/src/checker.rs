@@ -20,6 +20,8 @@ pub struct Checker {
     leaders: BTreeMap<Term, NodeId>,
     /// The committed prefix of the log, as observed from any node's commit index.
     committed: Vec<Entry>,
+    /// For each committed entry, the term in which it was first seen committed.
+    committed_in_term: Vec<Term>,
     /// How many entries some state machine has applied, per index (for the report).
     pub applied_max: LogIndex,
     pub elections: u64,
@@ -64,11 +66,20 @@ impl Checker {
         Ok(())
     }
 
-    /// Every committed entry is in the log of every later leader (Raft §5.4).
+    /// Every entry committed in a term is in the log of every leader of a later term (Raft
+    /// §5.4.3). (A candidate held up long enough can win an earlier term than one in which
+    /// something was since committed; it need not hold that.)
     fn check_leader_completeness(&self, core: &RawNode) -> Result<(), Violation> {
         // Entries released from memory were durable on every voter, checked when they committed.
         let held_from = core.log().first_index() as usize - 1;
-        for committed in self.committed.iter().skip(held_from) {
+        let term = core.status().term;
+        let required = self
+            .committed
+            .iter()
+            .zip(&self.committed_in_term)
+            .skip(held_from)
+            .filter(|(_, committed_in)| **committed_in < term);
+        for (committed, _) in required {
             if core.log().entry(committed.index) != Some(committed) {
                 return Err(format!(
                     "leader completeness: node {} leads term {} without committed entry {} (term {}); it has {:?}",
@@ -109,7 +120,10 @@ impl Checker {
                     ));
                 }
                 Some(_) => {}
-                None => self.committed.push(entry.clone()),
+                None => {
+                    self.committed.push(entry.clone());
+                    self.committed_in_term.push(core.status().term);
+                }
             }
         }
         Ok(())

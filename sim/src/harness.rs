@@ -357,6 +357,14 @@ impl TestCluster {
         node.disk = SimDisk::default();
     }
 
+    /// Restarts a node that lost its data as a joining node (no votes until admitted).
+    pub fn restart_joining(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.config.voters.clear();
+        node.config.joining = true;
+        self.restart(id);
+    }
+
     pub fn restart(&mut self, id: NodeId) {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("known node");

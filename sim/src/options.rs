@@ -25,6 +25,9 @@ pub struct FaultMix {
     /// Learners added and promoted, voters removed (the leader too), joint replacements, racing
     /// everything else; spare nodes wait outside the cluster to be added.
     pub membership: bool,
+    /// A member loses its disk and rejoins through the join workflow. Not part of `all` yet:
+    /// it still finds a rare liveness stall (seed 9794 on 3 nodes), under investigation.
+    pub disk_loss: bool,
 }
 
 impl FaultMix {
@@ -53,6 +56,7 @@ impl FaultMix {
             transfer: true,
             disk: true,
             membership: true,
+            disk_loss: false,
         }
     }
 
@@ -77,6 +81,7 @@ impl FaultMix {
                 "transfer" => mix.transfer = true,
                 "disk" => mix.disk = true,
                 "membership" => mix.membership = true,
+                "disk-loss" => mix.disk_loss = true,
                 other => {
                     return Err(format!(
                         "unknown fault family `{other}`; use all, none or a list of: {}",
@@ -93,6 +98,14 @@ impl fmt::Display for FaultMix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if *self == FaultMix::all() {
             return write!(f, "all");
+        }
+        if *self
+            == (FaultMix {
+                disk_loss: true,
+                ..FaultMix::all()
+            })
+        {
+            return write!(f, "all,disk-loss");
         }
         let flags = [
             self.partition,
@@ -112,6 +125,10 @@ impl fmt::Display for FaultMix {
             .filter(|(_, on)| *on)
             .map(|(name, _)| *name)
             .collect();
+        let mut names = names;
+        if self.disk_loss {
+            names.push("disk-loss");
+        }
         if names.is_empty() {
             write!(f, "none")
         } else {

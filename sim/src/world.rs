@@ -127,6 +127,8 @@ enum Event {
     Resume(NodeId),
     /// A joiner (re)sends its join request.
     JoinTry(NodeId),
+    /// A joiner hears that its join completed.
+    Admit(NodeId),
 }
 
 struct SimNode {
@@ -140,6 +142,8 @@ struct SimNode {
     paused: bool,
     /// Events that arrived while paused, handled on resume.
     deferred: Vec<Event>,
+    /// Lost its disk and has not joined again yet: restarts as a joining node.
+    joining: bool,
     /// The next sync reports an error.
     sync_fails: bool,
     /// Writes fail for lack of space until then.
@@ -241,6 +245,7 @@ impl World {
                     paused: false,
                     deferred: Vec::new(),
                     staging: None,
+                    joining: false,
                     sync_fails: false,
                     disk_full_until_us: 0,
                     held: Vec::new(),
@@ -408,6 +413,10 @@ impl World {
         }
     }
 
+    fn node_ref(&self, id: NodeId) -> &SimNode {
+        &self.nodes[id as usize - 1]
+    }
+
     fn node(&mut self, id: NodeId) -> &mut SimNode {
         &mut self.nodes[id as usize - 1]
     }
@@ -459,6 +468,7 @@ impl World {
             Event::Restart(id) => self.restart(id),
             Event::Resume(id) => self.resume(id),
             Event::JoinTry(joiner) => self.join_try(joiner),
+            Event::Admit(joiner) => self.feed(joiner, vec![Input::Admitted]),
             Event::CutInbound(id) => {
                 if self.network.cut_links() > 0 {
                     for other in self.ids.clone().into_iter().filter(|&other| other != id) {
@@ -483,6 +493,10 @@ impl World {
         node.incarnation += 1;
         let mut config = sim_config(id, &ids, &tuning, seed ^ (id << 32) ^ node.incarnation);
         config.planted_bugs = bugs;
+        if node.joining {
+            config.voters.clear();
+            config.joining = true;
+        }
         let recovered = node.disk.recover();
         let commit = recovered.hard_state.commit;
         let term = recovered.hard_state.term;
@@ -827,6 +841,9 @@ impl World {
                     if let Some(join) = self.joins.get_mut(&node) {
                         join.done = true;
                     }
+                    // The leader's answer reaches the joiner (and it records it durably).
+                    self.node(node).joining = false;
+                    self.schedule(1, Event::Admit(node));
                     self.trace
                         .line(self.now_us, || format!("n{node} has joined"));
                 }
@@ -1170,6 +1187,20 @@ impl World {
         let Some(leader) = self.current_leader() else {
             return;
         };
+        // Sometimes a member loses its disk and must join again (one at a time: Raft survives
+        // losing the durable state of a minority, not of a majority).
+        let rejoining = self
+            .joins
+            .iter()
+            .any(|(&node, join)| !join.done && self.node_ref(node).joining);
+        if self.options.faults.disk_loss && !rejoining && self.rng.random_bool(0.15) {
+            return self.wipe_and_rejoin();
+        }
+        if rejoining {
+            // A voter without its disk may be needed for every majority: changing the voters now
+            // could leave no quorum at all, which no Raft survives. Let the join finish first.
+            return;
+        }
         // Half the time, a spare outside the cluster starts the join workflow instead.
         let outside: Vec<NodeId> = self.ids[self.founders.len()..]
             .iter()
@@ -1236,6 +1267,47 @@ impl World {
             format!("n{leader}: membership change {change:?}")
         });
         self.feed(leader, vec![Input::ChangeMembership { id, change }]);
+    }
+
+    /// A member crashes and comes back with an empty disk: it starts as a joining node (no
+    /// configuration, no votes) and goes through the join workflow, in which the leader removes
+    /// and re-adds it.
+    fn wipe_and_rejoin(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let leader_core = self.nodes[leader as usize - 1].core.as_ref().expect("up");
+        if leader_core.membership_change_pending() {
+            return; // The voters may be about to change; judge the loss against settled ones.
+        }
+        let membership = leader_core.membership().clone();
+        let members: Vec<NodeId> = membership.replicas().into_iter().collect();
+        let Some(&victim) = members.choose(&mut self.rng) else {
+            return;
+        };
+        // The voters left must still be a majority: a lost disk is a lost voter until it rejoins.
+        let voters = membership.voters.len();
+        let left = voters - usize::from(membership.voters.contains(&victim));
+        if membership.is_joint() || left < voters / 2 + 1 {
+            return;
+        }
+        self.crash(victim);
+        let node = self.node(victim);
+        node.disk = SimDisk::default();
+        node.joining = true;
+        self.trace
+            .line(self.now_us, || format!("n{victim} loses its disk"));
+        let down_us = self.rng.random_range(50_000..500_000);
+        self.schedule(down_us, Event::Restart(victim));
+        let target = *self.ids.choose(&mut self.rng).expect("nodes");
+        self.joins.insert(
+            victim,
+            Join {
+                target,
+                done: false,
+            },
+        );
+        self.schedule(down_us + 1, Event::JoinTry(victim));
     }
 
     /// A joiner asks its target to let it join (retrying until it has joined): the join
@@ -1445,7 +1517,14 @@ impl World {
         let mut text = String::new();
         for node in &self.nodes {
             match &node.core {
-                Some(core) => text.push_str(&format!("\n    n{}: {:?}", node.id, core.status())),
+                Some(core) => text.push_str(&format!(
+                    "\n    n{}: {:?}, voters {:?} (outgoing {:?}), learners {:?}",
+                    node.id,
+                    core.status(),
+                    core.membership().voters,
+                    core.membership().outgoing_voters,
+                    core.membership().learners
+                )),
                 None => text.push_str(&format!("\n    n{}: down", node.id)),
             }
         }
@@ -1473,6 +1552,7 @@ fn event_node(event: &Event) -> Option<NodeId> {
         | Event::HealPartition
         | Event::CutInbound(_)
         | Event::JoinTry(_)
+        | Event::Admit(_)
         | Event::Restart(_)
         | Event::Resume(_) => None,
     }

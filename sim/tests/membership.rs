@@ -96,10 +96,23 @@ fn a_removed_leader_steps_down_and_stays_quiet() {
 fn replacing_voters_goes_through_a_joint_configuration() {
     let mut cluster = TestCluster::with_spares(3, 2, |_| {});
     cluster.elect(1);
-    change(
+    // New voters must hold the log first: a node far behind is refused.
+    let events = change(
         &mut cluster,
         1,
         1,
+        MembershipChange::ReplaceVoters(set(&[1, 4, 5])),
+    );
+    assert!(events.contains(&Action::ProposalRefused {
+        id: 1,
+        reason: Refusal::InvalidMembership(MembershipError::TooFarBehind(4))
+    }));
+    change(&mut cluster, 1, 2, MembershipChange::AddLearner(4));
+    change(&mut cluster, 1, 3, MembershipChange::AddLearner(5));
+    change(
+        &mut cluster,
+        1,
+        4,
         MembershipChange::ReplaceVoters(set(&[1, 4, 5])),
     );
     cluster.run_for(500);
@@ -167,9 +180,10 @@ fn changes_are_refused_while_another_is_pending_or_impossible() {
 }
 
 /// The single-server change bug (Ongaro, raft-dev, 2015): a new leader that changes the
-/// configuration before committing an entry of its own term can form a majority with a
-/// configuration the previous leader appended but never committed: two leaders of one term.
-/// With the rule, the change waits and the disjoint majority never forms.
+/// configuration before committing an entry of its own term can commit it with a majority that
+/// is disjoint from one of the configuration the previous leader appended but never committed;
+/// the old leader then wins with that one and overwrites a committed entry. With the rule, the
+/// change waits and the disjoint majority never forms.
 #[test]
 fn a_new_leader_commits_in_its_term_before_changing_membership() {
     fn run(bug: bool) -> Result<(), String> {
@@ -181,14 +195,22 @@ fn a_new_leader_commits_in_its_term_before_changing_membership() {
                 config.pre_vote = false;
             });
             cluster.elect(1);
-            // S1 starts adding S5 as a voter ({1..5}); the entry reaches only S5.
-            cluster.isolate(1);
-            let add_five = MembershipChange::ReplaceVoters(set(&[1, 2, 3, 4, 5]));
+            // S5 is a learner everyone knows of; S1 starts promoting it ({1..5}), and the entry
+            // reaches only S5.
             cluster.step(
                 1,
                 Input::ChangeMembership {
                     id: 1,
-                    change: add_five,
+                    change: MembershipChange::AddLearner(5),
+                },
+            );
+            cluster.run_for(200);
+            cluster.isolate(1);
+            cluster.step(
+                1,
+                Input::ChangeMembership {
+                    id: 2,
+                    change: MembershipChange::Promote(5),
                 },
             );
             cluster.heal();
@@ -203,11 +225,11 @@ fn a_new_leader_commits_in_its_term_before_changing_membership() {
                 |message: &Message| matches!((message.from, message.to), (1, 5) | (5, 1));
             cluster.deliver_all_matching(between_one_and_five);
             cluster.in_flight.clear();
-            assert_eq!(
-                cluster.status(5).last_index,
-                2,
-                "S5 holds the new configuration"
+            assert!(
+                cluster.core(5).membership().is_voter(5),
+                "S5 holds the promotion"
             );
+            assert!(!cluster.core(2).membership().is_voter(5), "S2 does not");
             // S2 wins term 2 with S3 and S4 and at once removes S4: {1,2,3}. Only S3 hears it.
             cluster.isolate(1);
             cluster.isolate(5);
@@ -312,7 +334,8 @@ fn a_member_that_lost_its_data_is_replaced() {
     let before = cluster.status(1).commit;
     cluster.crash(3);
     cluster.wipe(3);
-    cluster.restart(3);
+    cluster.restart_joining(3);
+    assert_eq!(cluster.status(3).member, MemberState::ConnectionPending);
     cluster.step(
         1,
         Input::Join {
@@ -325,6 +348,13 @@ fn a_member_that_lost_its_data_is_replaced() {
     assert!(cluster
         .take_events(1)
         .contains(&Action::JoinCompleted { id: 200, node: 3 }));
+    assert_eq!(
+        cluster.status(3).member,
+        MemberState::ConnectionPending,
+        "silent until told"
+    );
+    cluster.step(3, Input::Admitted);
+    assert_eq!(cluster.status(3).member, MemberState::Voter);
     assert_eq!(voters(&cluster, 1), set(&[1, 2, 3]));
     assert!(
         cluster.status(3).commit > before,

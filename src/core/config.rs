@@ -15,6 +15,10 @@ pub struct Config {
     pub id: NodeId,
     /// The voting members of the group when it was created (later changes are log entries).
     pub voters: BTreeSet<NodeId>,
+    /// A node joining an existing group (new, or back after losing its data): it knows no
+    /// configuration, never votes or campaigns, and learns the configuration from the leader's
+    /// log once the join workflow has added it. `voters` must then be empty.
+    pub joining: bool,
     /// A follower campaigns after hearing nothing for a random time in
     /// `[election_timeout_min_ms, election_timeout_max_ms)`.
     pub election_timeout_min_ms: u64,
@@ -63,8 +67,12 @@ pub struct Config {
 pub enum ConfigError {
     #[error("node id 0 is reserved; give every node an id of 1 or more")]
     ZeroNodeId,
-    #[error("the voter set is empty; list at least this node as a voter")]
+    #[error(
+        "the voter set is empty; list at least this node as a voter, or start the node as joining"
+    )]
     NoVoters,
+    #[error("a joining node learns the voters from the leader; leave the voter set empty")]
+    JoiningWithVoters,
     #[error("{name} is 0 ms; it must be positive")]
     ZeroTimeout { name: &'static str },
     #[error(
@@ -89,12 +97,21 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// A node joining an existing group (see [`Config::joining`]).
+    pub fn joining(id: NodeId) -> Self {
+        Config {
+            joining: true,
+            ..Config::new(id, [])
+        }
+    }
+
     /// A configuration with the defaults a production node would use: 1-2 s election timeout,
     /// 100 ms heartbeats, pre-vote and check-quorum on, ReadIndex reads.
     pub fn new(id: NodeId, voters: impl IntoIterator<Item = NodeId>) -> Self {
         Config {
             id,
             voters: voters.into_iter().collect(),
+            joining: false,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             heartbeat_interval_ms: 100,
@@ -123,8 +140,11 @@ impl Config {
         if self.id == 0 || self.voters.contains(&0) {
             return Err(ConfigError::ZeroNodeId);
         }
-        if self.voters.is_empty() {
+        if self.voters.is_empty() && !self.joining {
             return Err(ConfigError::NoVoters);
+        }
+        if !self.voters.is_empty() && self.joining {
+            return Err(ConfigError::JoiningWithVoters);
         }
         for (name, value) in [
             ("election_timeout_min_ms", self.election_timeout_min_ms),

@@ -71,8 +71,10 @@ impl RawNode {
         // Votes are not limited to the current configuration's voters: the candidate counts only
         // the voters of its own configuration (thesis §4.2.1), which may include a learner not
         // yet told of its promotion, or a node whose own latest (uncommitted) entry removed it.
-        // A node that was never a member of any configuration it knows never votes.
-        let granted = free_to_vote && log_ok && self.ever_member();
+        // A node votes once any configuration it knows includes it, unless it is joining: a node
+        // back without its data has forgotten its past votes and stays silent until admitted.
+        let member = !self.joining && self.ever_member();
+        let granted = free_to_vote && log_ok && member;
         if granted && !pre_vote {
             self.vote = Some(from);
             self.reset_election_timer();

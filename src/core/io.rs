@@ -50,6 +50,9 @@ pub enum Input {
         node: NodeId,
         last_index: LogIndex,
     },
+    /// This joining node's join completed (the leader said so): from now on it votes and may
+    /// campaign. The caller records this durably, or starts as joining again after a crash.
+    Admitted,
     /// The state machine's snapshot at `meta` (asked for by `TakeSnapshot`) is durable, and
     /// storage dropped the entries it covers.
     SnapshotSaved { meta: SnapshotMeta },

@@ -1,9 +1,9 @@
 //! The leader's join pool (the leader's side of the join workflow). A node asks to join, the
 //! shell runs the admission hook, and the leader queues it here; the pool is drained one change at
 //! a time: add as learner, wait until caught up, promote to voter, answer once the promotion
-//! commits. A node that asks again while already a caught-up voter is answered at once; one that
-//! lost its data (it reports a shorter log than the leader knows it had) is removed and added
-//! again, so the leader stops trusting what it had acknowledged before.
+//! commits. A node that asks again while already a caught-up voter is answered at once; a member
+//! that lost its data (it reports a log shorter than what the leader committed or knows it held)
+//! is removed and added again, so the leader stops trusting what it had acknowledged before.
 
 use super::io::{Action, RequestId};
 use super::membership::MembershipChange;
@@ -20,8 +20,9 @@ pub(super) struct PendingJoin {
     /// The last index the joiner reported holding.
     pub joiner_last_index: LogIndex,
     pub requests: Vec<RequestId>,
-    /// It reported losing data and was removed once already; do not remove it again.
-    pub replaced: bool,
+    /// The pool removed it (it had lost its data) or added it as a learner: what it holds from
+    /// then on came from this leader's replication, so it is not replaced again.
+    pub admitted_here: bool,
 }
 
 impl RawNode {
@@ -60,7 +61,7 @@ impl RawNode {
             node,
             joiner_last_index,
             requests: vec![id],
-            replaced: false,
+            admitted_here: false,
         });
     }
 
@@ -85,15 +86,16 @@ impl RawNode {
                     .membership_log
                     .last()
                     .is_some_and(|(at, _)| *at > commit);
-            let lost_data = self.membership.is_member(node)
-                && pending.joiner_last_index < matched
-                && !pending.replaced;
-            let caught_up = matched + self.config.promotion_lag_max_entries >= last;
-            if node == self.config.id
-                || (self.membership_at(commit).is_voter(node)
-                    && self.membership.is_voter(node)
-                    && !lost_data)
-            {
+            // Only a node that does not know itself a member asks to join. A member that asks
+            // and lacks committed entries lost its data (and its memory of past votes; the
+            // leader's progress, fresh after an election, may not show it): replace it rather
+            // than trust its old place. One that holds them is a retry: answer it.
+            let holds_log = pending.joiner_last_index >= commit;
+            let lost_data = self.membership.is_member(node) && !pending.admitted_here && !holds_log;
+            let caught_up =
+                matched + self.config.promotion_lag_max_entries >= last && matched >= commit;
+            let voter = self.membership_at(commit).is_voter(node) && self.membership.is_voter(node);
+            if node == self.config.id || (voter && (pending.admitted_here || holds_log)) {
                 let done = self
                     .leader_state
                     .as_mut()
@@ -110,13 +112,6 @@ impl RawNode {
                 return;
             }
             let change = if lost_data {
-                self.leader_state
-                    .as_mut()
-                    .expect("leader")
-                    .join_pool
-                    .front_mut()
-                    .expect("front")
-                    .replaced = true;
                 MembershipChange::Remove(node)
             } else if !self.membership.is_member(node) {
                 MembershipChange::AddLearner(node)
@@ -126,7 +121,20 @@ impl RawNode {
                 return;
             };
             // Refusals here are transient (the leader's term not committed yet): retry later.
-            let _ = self.make_change(change);
+            // Only a change that was made counts.
+            let admits = matches!(
+                change,
+                MembershipChange::Remove(_) | MembershipChange::AddLearner(_)
+            );
+            if self.make_change(change).is_ok() && admits {
+                if let Some(front) = self
+                    .leader_state
+                    .as_mut()
+                    .and_then(|leader| leader.join_pool.front_mut())
+                {
+                    front.admitted_here = true;
+                }
+            }
             return;
         }
     }

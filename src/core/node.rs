@@ -122,6 +122,9 @@ pub struct RawNode {
     pub(super) snapshot: SnapshotMeta,
     /// The configuration in effect: the latest in the log.
     pub(super) membership: Membership,
+    /// Joining (new, or back without its data): never votes or campaigns until `Admitted`,
+    /// whatever configurations its log shows (they may predate the loss of its data).
+    pub(super) joining: bool,
     /// Configuration entries in the log after the snapshot, in order.
     pub(super) membership_log: Vec<(LogIndex, Membership)>,
     /// A `TakeSnapshot` is out and not yet answered.
@@ -174,6 +177,7 @@ impl RawNode {
                 membership: Membership::with_voters(config.voters.iter().copied()),
             }),
             membership: Membership::default(),
+            joining: config.joining,
             membership_log: Vec::new(),
             snapshot_requested: false,
             snapshot_wanted: false,
@@ -260,6 +264,7 @@ impl RawNode {
                 node,
                 last_index,
             } => self.join(id, node, last_index),
+            Input::Admitted => self.joining = false,
             Input::SnapshotChunkRead {
                 to,
                 meta,

@@ -77,12 +77,24 @@ impl RawNode {
         }
     }
 
+    /// Whether the configuration in effect is not committed yet (a change is in flight).
+    pub fn membership_change_pending(&self) -> bool {
+        self.membership.is_joint()
+            || self
+                .membership_log
+                .last()
+                .is_some_and(|(at, _)| *at > self.log.commit())
+    }
+
     /// Whether this node may stand for election: it is a voter of the configuration in effect,
     /// or of the last committed one while a later entry (say, one removing it) has not committed
     /// — without that, a leader that removed itself and lost its quorum before the removal
     /// committed could leave the remaining voters unable to elect anyone.
     pub(super) fn may_campaign(&self) -> bool {
         let id = self.config.id;
+        if self.joining {
+            return false;
+        }
         if self.membership.is_voter(id) {
             return true;
         }
@@ -97,6 +109,9 @@ impl RawNode {
     pub(super) fn member_state(&self) -> super::node::MemberState {
         use super::node::MemberState;
         let id = self.config.id;
+        if self.joining {
+            return MemberState::ConnectionPending;
+        }
         let committed = self.membership_at(self.log.commit());
         if committed.voters.contains(&id) {
             MemberState::Voter
@@ -186,7 +201,9 @@ impl RawNode {
                 .progress
                 .get(voter)
                 .map_or(0, |progress| progress.match_index);
-            if matched + lag_max < last {
+            // It must hold every committed entry too (among them the one that added it, so it
+            // knows it is a member and will vote when asked).
+            if matched + lag_max < last || matched < self.log.commit() {
                 return Err(invalid(MembershipError::TooFarBehind(*voter)));
             }
         }
