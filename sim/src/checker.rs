@@ -22,8 +22,6 @@ pub struct Checker {
     committed: Vec<Entry>,
     /// For each committed entry, the term in which it was first seen committed.
     committed_in_term: Vec<Term>,
-    /// How many entries some state machine has applied, per index (for the report).
-    pub applied_max: LogIndex,
     pub elections: u64,
 }
 
@@ -144,7 +142,6 @@ impl Checker {
 
     /// State-machine safety: what a node applies at an index is what was committed there.
     pub fn on_apply(&mut self, node: NodeId, entry: &Entry) -> Result<(), Violation> {
-        self.applied_max = self.applied_max.max(entry.index);
         match self.committed.get(entry.index as usize - 1) {
             Some(known) if known == entry => Ok(()),
             Some(known) => Err(format!(
@@ -187,11 +184,5 @@ impl Checker {
 
     pub fn committed_len(&self) -> LogIndex {
         self.committed.len() as LogIndex
-    }
-
-    pub fn committed_entry(&self, index: LogIndex) -> Option<&Entry> {
-        index
-            .checked_sub(1)
-            .and_then(|offset| self.committed.get(offset as usize))
     }
 }

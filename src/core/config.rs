@@ -200,9 +200,4 @@ impl Config {
         let ppm = self.clock_drift_max_ppm;
         self.election_timeout_min_ms * (1_000_000 - ppm) / (1_000_000 + ppm)
     }
-
-    /// The number of voters that make a majority.
-    pub fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
-    }
 }
