@@ -129,16 +129,10 @@ impl Cluster {
                             .load_snapshot()
                             .expect("reads")
                             .expect("has one");
+                        let data = Bytes::from(data);
                         if saved == meta {
-                            let end = (offset as usize + bytes_max).min(data.len());
-                            let chunk = Bytes::copy_from_slice(&data[offset as usize..end]);
-                            follow_ups.push(Input::SnapshotChunkRead {
-                                to,
-                                meta,
-                                offset,
-                                data: chunk,
-                                done: end == data.len(),
-                            });
+                            follow_ups
+                                .extend(Input::snapshot_chunk(to, meta, offset, bytes_max, &data));
                         }
                     }
                     Action::WriteSnapshotChunk { offset, data, .. } => {

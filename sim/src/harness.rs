@@ -156,17 +156,11 @@ impl TestCluster {
                         offset,
                         bytes_max,
                     } => {
-                        if let Some((saved, data)) =
-                            node.disk.snapshot().filter(|(saved, _)| *saved == meta)
-                        {
-                            let end = (offset as usize + bytes_max).min(data.len());
-                            follow_ups.push(Input::SnapshotChunkRead {
-                                to,
-                                meta: saved.clone(),
-                                offset,
-                                data: data.slice(offset as usize..end),
-                                done: end == data.len(),
-                            });
+                        let saved = node.disk.snapshot().filter(|(saved, _)| *saved == meta);
+                        if let Some(chunk) = saved.and_then(|(_, data)| {
+                            Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data)
+                        }) {
+                            follow_ups.push(chunk);
                         }
                     }
                     Action::WriteSnapshotChunk { offset, data, .. } => {

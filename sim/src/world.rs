@@ -770,17 +770,15 @@ impl World {
                 offset,
                 bytes_max,
             } => {
-                if let Some((saved, data)) = self.node(id).disk.snapshot() {
-                    if *saved == meta && offset <= data.len() as u64 {
-                        let end = (offset as usize + bytes_max).min(data.len());
-                        follow_ups.push(Input::SnapshotChunkRead {
-                            to,
-                            meta,
-                            offset,
-                            data: data.slice(offset as usize..end),
-                            done: end == data.len(),
-                        });
-                    }
+                let saved = self
+                    .node(id)
+                    .disk
+                    .snapshot()
+                    .filter(|(saved, _)| *saved == meta);
+                if let Some(chunk) = saved.and_then(|(_, data)| {
+                    Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data)
+                }) {
+                    follow_ups.push(chunk);
                 }
             }
             Action::WriteSnapshotChunk {

@@ -66,6 +66,30 @@ pub enum Input {
     },
 }
 
+impl Input {
+    /// The answer to `Action::ReadSnapshotChunk { to, meta, offset, bytes_max }`, cut from the
+    /// whole saved snapshot `data`; `None` if `offset` lies beyond it.
+    pub fn snapshot_chunk(
+        to: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        bytes_max: usize,
+        data: &Bytes,
+    ) -> Option<Input> {
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|&start| start <= data.len())?;
+        let end = start.saturating_add(bytes_max).min(data.len());
+        Some(Input::SnapshotChunkRead {
+            to,
+            meta,
+            offset,
+            data: data.slice(start..end),
+            done: end == data.len(),
+        })
+    }
+}
+
 /// What the caller must do, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
