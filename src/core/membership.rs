@@ -84,9 +84,19 @@ impl Membership {
 
     /// The highest index stored by a majority of each voter set, given each voter's index.
     pub fn committed_index(&self, index_of: impl Fn(NodeId) -> LogIndex) -> LogIndex {
+        // Called on every acknowledgement: no allocation for groups of up to 16 voters.
         let majority = |voters: &BTreeSet<NodeId>| {
-            let mut indexes: Vec<LogIndex> = voters.iter().map(|&id| index_of(id)).collect();
-            majority_value(&mut indexes)
+            const INLINE_MAX: usize = 16;
+            if voters.len() <= INLINE_MAX {
+                let mut indexes = [0 as LogIndex; INLINE_MAX];
+                for (slot, &id) in indexes.iter_mut().zip(voters) {
+                    *slot = index_of(id);
+                }
+                majority_value(&mut indexes[..voters.len()])
+            } else {
+                let mut indexes: Vec<LogIndex> = voters.iter().map(|&id| index_of(id)).collect();
+                majority_value(&mut indexes)
+            }
         };
         let incoming = majority(&self.voters);
         if self.is_joint() {
