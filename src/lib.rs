@@ -4,7 +4,12 @@
 //! - [`core`]: the sans-IO Raft state machine.
 //! - [`kv`]: the replicated key-value state machine and its command encoding.
 //! - [`storage`]: the durable write-ahead log, hard state and snapshot files.
+//! - [`server`]: the shell that runs the core on tokio and tonic (gRPC), and [`client`].
+//! - [`cli`]: the `ravel` command line.
 
+pub mod cli;
+pub mod client;
 pub mod core;
 pub mod kv;
+pub mod server;
 pub mod storage;

@@ -64,6 +64,29 @@ impl KvStateMachine {
         }
     }
 
+    /// Applies entry `index` whose command the caller already decoded (the shell looks at it too).
+    pub fn apply_decoded(&mut self, index: LogIndex, command: Command) -> Outcome {
+        assert_eq!(
+            index,
+            self.applied_index + 1,
+            "entries must be applied in order"
+        );
+        self.applied_index = index;
+        self.apply_command(command)
+    }
+
+    /// Every pair whose key starts with `prefix`, sorted by key.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Vec<(Bytes, Bytes)> {
+        let mut pairs: Vec<(Bytes, Bytes)> = self
+            .data
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
+
     /// Records an entry without a command (a leader's no-op).
     pub fn skip(&mut self, index: LogIndex) {
         assert_eq!(

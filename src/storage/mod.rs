@@ -16,3 +16,43 @@ pub(crate) use codec::{decode, encode};
 pub use codec::{CodecError, Identity, FORMAT_VERSION};
 pub use error::StorageError;
 pub use file_storage::{FileStorage, StorageOptions, StoredState};
+
+use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
+
+/// What a node needs from durable storage. [`FileStorage`] is the real one; simulations provide
+/// a disk that loses unsynced writes. Writes are buffered until [`Storage::sync`]; after any
+/// error the store is stopped and every later call fails.
+pub trait Storage: Send + 'static {
+    /// Appends entries, replacing any stored entries at or after the first one's index.
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError>;
+    /// Makes everything written so far durable (one fsync for all of it: group commit).
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Entries `from..=to`, for a follower the core no longer holds in memory.
+    fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError>;
+    /// Saves a snapshot durably and drops the entries it covers.
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError>;
+    /// The latest snapshot and its bytes, verified.
+    fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+}
+
+impl Storage for FileStorage {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        FileStorage::append(self, entries)
+    }
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        FileStorage::set_hard_state(self, hard_state)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        FileStorage::sync(self)
+    }
+    fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
+        FileStorage::entries(self, from, to)
+    }
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        FileStorage::save_snapshot(self, meta, data)
+    }
+    fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        FileStorage::load_snapshot(self)
+    }
+}

@@ -1,0 +1,159 @@
+//! `ravel bench`: closed-loop clients (each with its own connection, one request at a time)
+//! against a cluster; prints throughput and latency percentiles, with a progress line per second.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::time::{Duration, Instant};
+
+use super::ExitCode;
+use crate::client::Client;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(
+        long,
+        env = "RAVEL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Fraction of operations that are (linearizable) reads, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0)]
+    pub read_ratio: f64,
+    /// Distinct keys written and read.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    operations: AtomicU64,
+    errors: AtomicU64,
+}
+
+pub async fn run(args: BenchArgs) -> ExitCode {
+    if args.clients == 0 || !(0.0..=1.0).contains(&args.read_ratio) {
+        eprintln!("error: --clients must be at least 1 and --read-ratio within 0.0..=1.0");
+        return ExitCode::Usage;
+    }
+    let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    let counters = Arc::new(Counters::default());
+    let value = Bytes::from(vec![b'x'; args.value_size]);
+    // Write every key once so reads find values.
+    if args.read_ratio > 0.0 {
+        let mut client = Client::new(args.endpoints.clone());
+        for key in 0..args.keys.min(1000) {
+            if let Err(error) = client.put(key_name(key), value.clone()).await {
+                eprintln!("error: preparing keys: {error}");
+                return ExitCode::of(&error);
+            }
+        }
+    }
+    println!(
+        "bench: {} clients, {:.0} s, {}-byte values, read ratio {}, endpoints {}",
+        args.clients,
+        duration.as_secs_f64(),
+        args.value_size,
+        args.read_ratio,
+        args.endpoints.join(",")
+    );
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for index in 0..args.clients {
+        let counters = counters.clone();
+        let endpoints = args.endpoints.clone();
+        let value = value.clone();
+        let (keys, read_ratio) = (args.keys.clamp(1, 1000), args.read_ratio);
+        let keys = if read_ratio > 0.0 {
+            keys
+        } else {
+            args.keys.max(1)
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut client = Client::new(endpoints);
+            let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
+            while Instant::now() < deadline {
+                let key = key_name(rng.random_range(0..keys));
+                let start = Instant::now();
+                let result = if rng.random_bool(read_ratio) {
+                    client.get(key, false).await.map(|_| ())
+                } else {
+                    client.put(key, value.clone()).await.map(|_| ())
+                };
+                match result {
+                    Ok(()) => {
+                        let micros = start.elapsed().as_micros() as u64;
+                        let _ = histogram.record(micros.max(1));
+                        counters.operations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            histogram
+        }));
+    }
+    let mut last = 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    while Instant::now() + Duration::from_millis(500) < deadline {
+        ticker.tick().await;
+        let done = counters.operations.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>4.0} s] {:>8} ops/s, {} errors so far",
+            started.elapsed().as_secs_f64(),
+            done - last,
+            counters.errors.load(Ordering::Relaxed)
+        );
+        last = done;
+    }
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    for task in tasks {
+        if let Ok(histogram) = task.await {
+            let _ = total.add(histogram);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let operations = counters.operations.load(Ordering::Relaxed);
+    let errors = counters.errors.load(Ordering::Relaxed);
+    println!(
+        "{operations} ops in {elapsed:.1} s: {:.0} ops/s, {errors} errors",
+        operations as f64 / elapsed
+    );
+    let ms = |quantile: f64| total.value_at_quantile(quantile) as f64 / 1000.0;
+    println!(
+        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        total.max() as f64 / 1000.0
+    );
+    if operations == 0 {
+        ExitCode::Unavailable
+    } else {
+        ExitCode::Success
+    }
+}
+
+fn key_name(key: u64) -> Bytes {
+    Bytes::from(format!("bench-{key:08}"))
+}

@@ -1,0 +1,189 @@
+//! The `ravel` command line, in the style of etcd/etcdctl: `ravel node` runs a node; `put`, `get`,
+//! `delete`, `cas`, `members`, `status` and `leave` talk to a cluster; `dev` starts a local
+//! cluster; `bench` measures one.
+
+mod bench;
+mod commands;
+mod dev;
+mod exit;
+mod node;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use exit::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "ravel", version, about = "A Raft-replicated key-value store")]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Nodes to talk to, comma separated; the leader is found from any of them.
+    #[arg(
+        long,
+        env = "RAVEL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// A TOML file with the settings below (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub id: Option<u64>,
+    #[arg(long)]
+    pub cluster_id: Option<u64>,
+    /// Address to listen on [default: 127.0.0.1:7379].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address other nodes and clients use to reach this node [default: the listen address].
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// [default: ./ravel-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Join the cluster of these nodes (comma separated) instead of starting a new one.
+    #[arg(long, value_delimiter = ',')]
+    pub join: Option<Vec<String>>,
+    /// Join as a learner that never votes (needs --join).
+    #[arg(long)]
+    pub follower_only: bool,
+    /// Directory with the update-node, switch-status and leader-change hooks.
+    #[arg(long)]
+    pub hooks_dir: Option<PathBuf>,
+    /// A label for the admission hook, KEY=VALUE (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    #[arg(long)]
+    pub election_timeout_min_ms: Option<u64>,
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node. With no flags: a new single-node cluster on 127.0.0.1:7379, data in ./ravel-data.
+    Node(NodeArgs),
+    /// Write a value.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Read a value (linearizable unless --stale).
+    Get {
+        key: String,
+        /// Answer from the contacted node's state without confirming leadership (may be stale).
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Compare and swap: set KEY to NEW if it holds OLD (or, with --absent, if it does not exist).
+    Cas {
+        key: String,
+        /// The expected value (omit with --absent).
+        #[arg(required_unless_present = "absent")]
+        old: Option<String>,
+        new: Option<String>,
+        /// Expect the key not to exist.
+        #[arg(long)]
+        absent: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the members of the cluster.
+    Members {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the status of the first endpoint.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a node from the cluster (default: the first endpoint's node).
+    Leave {
+        id: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start a local cluster of ravel nodes for trying things out.
+    Dev {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value_t = 7379)]
+        base_port: u16,
+        #[arg(long, default_value = "ravel-dev")]
+        data_dir: PathBuf,
+    },
+    /// Measure throughput and latency against a cluster.
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Node(_) | Command::Dev { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::Failure.into();
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+            Command::Dev {
+                nodes,
+                base_port,
+                data_dir,
+            } => dev::run(nodes, base_port, data_dir).await,
+            Command::Bench(args) => bench::run(args).await,
+            other => commands::run(other).await,
+        }
+    });
+    code.into()
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

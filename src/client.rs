@@ -1,0 +1,263 @@
+//! A client for a Ravel cluster: tries its endpoints in turn, follows "not leader" redirects to
+//! the leader, and retries what is safe to retry until its deadline.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::time::{sleep, timeout, Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::server::proto::ravel::{
+    self as pb, kv_client::KvClient, membership_client::MembershipClient,
+};
+use crate::server::ApiError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug, Error)]
+pub enum ClientError {
+    /// The cluster answered with an error it attached a Ravel detail to.
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("no endpoint answered within {timeout_ms} ms (tried {endpoints}); is the cluster running, and does it have a quorum?")]
+    Unreachable { endpoints: String, timeout_ms: u64 },
+    /// The request may or may not have taken effect (e.g. the connection broke mid-request).
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a retry may assume about a failed attempt.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads and idempotent writes: retry after any failure.
+    Always,
+    /// Only when the request is known not to have taken effect.
+    OnlyIfNotApplied,
+}
+
+pub struct Client {
+    endpoints: Vec<String>,
+    leader: Option<String>,
+    channels: HashMap<String, Channel>,
+    pub timeout: Duration,
+}
+
+impl Client {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Client {
+            endpoints,
+            leader: None,
+            channels: HashMap::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub async fn put(&mut self, key: Bytes, value: Bytes) -> Result<u64, ClientError> {
+        let request = pb::PutRequest { key, value };
+        let response = self
+            .call(Retry::Always, move |mut kv, _| {
+                let request = request.clone();
+                async move { kv.put(request).await }
+            })
+            .await?;
+        Ok(response.index)
+    }
+
+    pub async fn get(&mut self, key: Bytes, stale: bool) -> Result<Option<Bytes>, ClientError> {
+        let request = pb::GetRequest { key, stale };
+        let response = self
+            .call(Retry::Always, move |mut kv, _| {
+                let request = request.clone();
+                async move { kv.get(request).await }
+            })
+            .await?;
+        Ok(response.found.then_some(response.value))
+    }
+
+    /// Deletes `key`; `true` if it existed.
+    pub async fn delete(&mut self, key: Bytes) -> Result<bool, ClientError> {
+        let request = pb::DeleteRequest { key };
+        let response = self
+            .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
+                let request = request.clone();
+                async move { kv.delete(request).await }
+            })
+            .await?;
+        Ok(response.existed)
+    }
+
+    /// Sets `key` to `new` if it holds `expected` (`None`: absent). Returns whether it swapped
+    /// and the value found.
+    pub async fn compare_and_swap(
+        &mut self,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    ) -> Result<(bool, Option<Bytes>), ClientError> {
+        let request = pb::CompareAndSwapRequest {
+            key,
+            expected_absent: expected.is_none(),
+            expected: expected.unwrap_or_default(),
+            new_value: new,
+        };
+        let response = self
+            .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
+                let request = request.clone();
+                async move { kv.compare_and_swap(request).await }
+            })
+            .await?;
+        Ok((
+            response.swapped,
+            response.current_found.then_some(response.current),
+        ))
+    }
+
+    pub async fn members(&mut self) -> Result<pb::MembersResponse, ClientError> {
+        self.call(Retry::Always, |_, mut membership| async move {
+            membership.members(pb::MembersRequest {}).await
+        })
+        .await
+    }
+
+    /// The status of the first endpoint that answers (not redirected: status is per node).
+    pub async fn status(&mut self) -> Result<pb::StatusResponse, ClientError> {
+        let mut last_error = None;
+        for endpoint in self.endpoints.clone() {
+            match self.channel(&endpoint).await {
+                Ok(channel) => {
+                    let mut client = MembershipClient::new(channel);
+                    match timeout(self.timeout, client.status(pb::StatusRequest {})).await {
+                        Ok(Ok(response)) => return Ok(response.into_inner()),
+                        Ok(Err(status)) => last_error = Some(status.message().to_string()),
+                        Err(_) => last_error = Some("timed out".to_string()),
+                    }
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(ClientError::Unreachable {
+            endpoints: format!(
+                "{} ({})",
+                self.endpoints.join(", "),
+                last_error.unwrap_or_default()
+            ),
+            timeout_ms: self.timeout.as_millis() as u64,
+        })
+    }
+
+    /// Removes node `node` (0: the node the request reaches) from the cluster.
+    pub async fn leave(&mut self, node: u64) -> Result<(), ClientError> {
+        self.call(
+            Retry::OnlyIfNotApplied,
+            move |_, mut membership| async move {
+                membership.leave(pb::LeaveRequest { node_id: node }).await
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn channel(&mut self, endpoint: &str) -> Result<Channel, String> {
+        if let Some(channel) = self.channels.get(endpoint) {
+            return Ok(channel.clone());
+        }
+        let uri = if endpoint.contains("://") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|error| format!("{endpoint}: {error}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        let channel = match timeout(CONNECT_TIMEOUT, channel.connect()).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(error)) => return Err(format!("{endpoint}: {error}")),
+            Err(_) => return Err(format!("{endpoint}: connect timed out")),
+        };
+        self.channels.insert(endpoint.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Calls the leader (or whichever endpoint answers), following redirects, until `timeout`.
+    async fn call<T, F, Fut>(&mut self, retry: Retry, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(KvClient<Channel>, MembershipClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut next_endpoint = 0;
+        let mut last_error = String::new();
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Unreachable {
+                    endpoints: format!("{} (last error: {last_error})", self.endpoints.join(", ")),
+                    timeout_ms: self.timeout.as_millis() as u64,
+                });
+            }
+            let target = match self.leader.clone() {
+                Some(leader) => leader,
+                None => {
+                    let target = self.endpoints[next_endpoint % self.endpoints.len()].clone();
+                    next_endpoint += 1;
+                    if next_endpoint % self.endpoints.len() == 0 {
+                        sleep(RETRY_PAUSE).await;
+                    }
+                    target
+                }
+            };
+            let channel = match self.channel(&target).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    last_error = error;
+                    self.leader = None;
+                    continue;
+                }
+            };
+            let call = attempt(
+                KvClient::new(channel.clone()),
+                MembershipClient::new(channel),
+            );
+            let status = match timeout(deadline - now, call).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => status,
+                Err(_) if retry == Retry::OnlyIfNotApplied => {
+                    return Err(ClientError::Unknown("the request timed out".to_string()))
+                }
+                Err(_) => continue,
+            };
+            last_error = format!("{target}: {}", status.message());
+            match ApiError::from_status(&status) {
+                Some(ApiError::NotLeader { leader_address, .. }) => {
+                    self.leader = leader_address.filter(|address| *address != target);
+                    if self.leader.is_none() {
+                        sleep(RETRY_PAUSE).await;
+                    }
+                }
+                Some(ApiError::NoQuorum(_)) | Some(ApiError::Overloaded) => {
+                    self.leader = None;
+                    sleep(RETRY_PAUSE).await;
+                }
+                Some(ApiError::ShuttingDown) if retry == Retry::Always => {
+                    self.leader = None;
+                    self.channels.remove(&target);
+                }
+                Some(error) => return Err(ClientError::Api(error)),
+                None if status.code() == Code::Unavailable && retry == Retry::Always => {
+                    self.leader = None;
+                    self.channels.remove(&target);
+                }
+                None if status.code() == Code::Unavailable => {
+                    return Err(ClientError::Unknown(status.message().to_string()))
+                }
+                None => return Err(ClientError::Other(status.message().to_string())),
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Conversions between the core's messages and their protobuf form. Decoding a peer's bytes
+//! never panics: a missing or malformed field is a [`ConvertError`], and the batch is refused.
+
+use std::collections::BTreeSet;
+
+use thiserror::Error;
+
+use super::proto::ravel as pb;
+use crate::core::{
+    AppendResponse, Entry, EntryPayload, Membership, Message, MessageBody, RejectHint, SnapshotMeta,
+};
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ConvertError {
+    #[error("message field `{0}` is missing")]
+    Missing(&'static str),
+    #[error("node id 0 is not a valid {0}")]
+    ZeroNode(&'static str),
+}
+
+pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
+    use pb::raft_message::Body;
+    let body = match &message.body {
+        MessageBody::VoteRequest {
+            pre_vote,
+            last_log_index,
+            last_log_term,
+            leadership_transfer,
+        } => Body::VoteRequest(pb::VoteRequest {
+            pre_vote: *pre_vote,
+            last_log_index: *last_log_index,
+            last_log_term: *last_log_term,
+            leadership_transfer: *leadership_transfer,
+        }),
+        MessageBody::VoteResponse { pre_vote, granted } => Body::VoteResponse(pb::VoteResponse {
+            pre_vote: *pre_vote,
+            granted: *granted,
+        }),
+        MessageBody::Append {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            durable_everywhere,
+        } => Body::Append(pb::Append {
+            prev_log_index: *prev_log_index,
+            prev_log_term: *prev_log_term,
+            entries: entries.iter().map(entry_to_proto).collect(),
+            leader_commit: *leader_commit,
+            durable_everywhere: *durable_everywhere,
+        }),
+        MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => {
+            Body::AppendResponse(pb::AppendResponse {
+                accepted: true,
+                index: *match_index,
+                ..Default::default()
+            })
+        }
+        MessageBody::AppendResponse(AppendResponse::Rejected {
+            rejected_index,
+            hint,
+        }) => Body::AppendResponse(pb::AppendResponse {
+            accepted: false,
+            index: *rejected_index,
+            has_conflict_term: hint.conflict_term.is_some(),
+            conflict_term: hint.conflict_term.unwrap_or(0),
+            conflict_index: hint.conflict_index,
+        }),
+        MessageBody::Heartbeat { commit, round } => Body::Heartbeat(pb::Heartbeat {
+            commit: *commit,
+            round: *round,
+        }),
+        MessageBody::HeartbeatResponse { round } => {
+            Body::HeartbeatResponse(pb::HeartbeatResponse { round: *round })
+        }
+        MessageBody::TimeoutNow => Body::TimeoutNow(pb::TimeoutNow {}),
+        MessageBody::SnapshotChunk {
+            meta,
+            offset,
+            data,
+            done,
+        } => Body::SnapshotChunk(pb::SnapshotChunk {
+            meta: Some(snapshot_meta_to_proto(meta)),
+            offset: *offset,
+            data: data.clone(),
+            done: *done,
+        }),
+        MessageBody::SnapshotAck { meta, received } => Body::SnapshotAck(pb::SnapshotAck {
+            meta: Some(snapshot_meta_to_proto(meta)),
+            received: *received,
+        }),
+    };
+    pb::RaftMessage {
+        from: message.from,
+        to: message.to,
+        term: message.term,
+        body: Some(body),
+    }
+}
+
+pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertError> {
+    use pb::raft_message::Body;
+    if message.from == 0 {
+        return Err(ConvertError::ZeroNode("sender"));
+    }
+    if message.to == 0 {
+        return Err(ConvertError::ZeroNode("recipient"));
+    }
+    let body = match message.body.ok_or(ConvertError::Missing("body"))? {
+        Body::VoteRequest(request) => MessageBody::VoteRequest {
+            pre_vote: request.pre_vote,
+            last_log_index: request.last_log_index,
+            last_log_term: request.last_log_term,
+            leadership_transfer: request.leadership_transfer,
+        },
+        Body::VoteResponse(response) => MessageBody::VoteResponse {
+            pre_vote: response.pre_vote,
+            granted: response.granted,
+        },
+        Body::Append(append) => MessageBody::Append {
+            prev_log_index: append.prev_log_index,
+            prev_log_term: append.prev_log_term,
+            entries: append
+                .entries
+                .into_iter()
+                .map(entry_from_proto)
+                .collect::<Result<_, _>>()?,
+            leader_commit: append.leader_commit,
+            durable_everywhere: append.durable_everywhere,
+        },
+        Body::AppendResponse(response) if response.accepted => {
+            MessageBody::AppendResponse(AppendResponse::Accepted {
+                match_index: response.index,
+            })
+        }
+        Body::AppendResponse(response) => MessageBody::AppendResponse(AppendResponse::Rejected {
+            rejected_index: response.index,
+            hint: RejectHint {
+                conflict_term: response.has_conflict_term.then_some(response.conflict_term),
+                conflict_index: response.conflict_index,
+            },
+        }),
+        Body::Heartbeat(heartbeat) => MessageBody::Heartbeat {
+            commit: heartbeat.commit,
+            round: heartbeat.round,
+        },
+        Body::HeartbeatResponse(response) => MessageBody::HeartbeatResponse {
+            round: response.round,
+        },
+        Body::TimeoutNow(_) => MessageBody::TimeoutNow,
+        Body::SnapshotChunk(chunk) => MessageBody::SnapshotChunk {
+            meta: snapshot_meta_from_proto(chunk.meta.ok_or(ConvertError::Missing("meta"))?)?,
+            offset: chunk.offset,
+            data: chunk.data,
+            done: chunk.done,
+        },
+        Body::SnapshotAck(ack) => MessageBody::SnapshotAck {
+            meta: snapshot_meta_from_proto(ack.meta.ok_or(ConvertError::Missing("meta"))?)?,
+            received: ack.received,
+        },
+    };
+    Ok(Message {
+        from: message.from,
+        to: message.to,
+        term: message.term,
+        body,
+    })
+}
+
+fn entry_to_proto(entry: &Entry) -> pb::Entry {
+    use pb::entry::Payload;
+    let payload = match &entry.payload {
+        EntryPayload::Noop => Payload::Noop(pb::Noop {}),
+        EntryPayload::Command(command) => Payload::Command(command.clone()),
+        EntryPayload::Membership(membership) => {
+            Payload::Membership(membership_to_proto(membership))
+        }
+    };
+    pb::Entry {
+        term: entry.term,
+        index: entry.index,
+        payload: Some(payload),
+    }
+}
+
+fn entry_from_proto(entry: pb::Entry) -> Result<Entry, ConvertError> {
+    use pb::entry::Payload;
+    let payload = match entry
+        .payload
+        .ok_or(ConvertError::Missing("entry payload"))?
+    {
+        Payload::Noop(_) => EntryPayload::Noop,
+        Payload::Command(command) => EntryPayload::Command(command),
+        Payload::Membership(membership) => {
+            EntryPayload::Membership(membership_from_proto(membership)?)
+        }
+    };
+    Ok(Entry {
+        term: entry.term,
+        index: entry.index,
+        payload,
+    })
+}
+
+fn membership_to_proto(membership: &Membership) -> pb::MembershipConfig {
+    pb::MembershipConfig {
+        voters: membership.voters.iter().copied().collect(),
+        outgoing_voters: membership.outgoing_voters.iter().copied().collect(),
+        learners: membership.learners.iter().copied().collect(),
+    }
+}
+
+fn membership_from_proto(membership: pb::MembershipConfig) -> Result<Membership, ConvertError> {
+    let set = |ids: Vec<u64>| -> Result<BTreeSet<u64>, ConvertError> {
+        if ids.contains(&0) {
+            return Err(ConvertError::ZeroNode("member"));
+        }
+        Ok(ids.into_iter().collect())
+    };
+    Ok(Membership {
+        voters: set(membership.voters)?,
+        outgoing_voters: set(membership.outgoing_voters)?,
+        learners: set(membership.learners)?,
+    })
+}
+
+fn snapshot_meta_to_proto(meta: &SnapshotMeta) -> pb::SnapshotMeta {
+    pb::SnapshotMeta {
+        index: meta.index,
+        term: meta.term,
+        membership: Some(membership_to_proto(&meta.membership)),
+    }
+}
+
+fn snapshot_meta_from_proto(meta: pb::SnapshotMeta) -> Result<SnapshotMeta, ConvertError> {
+    Ok(SnapshotMeta {
+        index: meta.index,
+        term: meta.term,
+        membership: membership_from_proto(
+            meta.membership
+                .ok_or(ConvertError::Missing("snapshot membership"))?,
+        )?,
+    })
+}

@@ -1,0 +1,117 @@
+//! The joining node's side of the join workflow: ask each known node in turn with `UpdateNode`,
+//! follow the redirect to the leader, and retry with back-off until the leader answers `JOINED`
+//! (then the core is told it was admitted) or the admission hook refuses (then the node stops).
+//! It never forms a cluster of its own.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use tokio::time::{sleep, timeout, Duration};
+use tonic::transport::Endpoint;
+
+use super::event_loop::Request;
+use super::handle::NodeHandle;
+use super::proto::ravel::{
+    membership_client::MembershipClient, update_node_response::Outcome, UpdateNodeRequest,
+};
+
+/// Redirects followed in one round, at most (a leader can change while we follow it).
+const REDIRECTS_MAX: usize = 8;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A join waits for the joiner to catch up and be promoted; the leader answers once it has.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct JoinRequest {
+    pub cluster_id: u64,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub follower_only: bool,
+    pub seeds: Vec<String>,
+}
+
+/// Runs the workflow to its end: `Ok` once admitted, `Err` with the reason if refused.
+pub async fn join(node: NodeHandle, request: JoinRequest) -> Result<(), String> {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut targets: VecDeque<String> = request.seeds.iter().cloned().collect();
+        let mut redirects = 0;
+        while let Some(target) = targets.pop_front() {
+            let last_index = match node.view().await {
+                Ok(view) => view.status.last_index,
+                Err(_) => return Err("the node shut down while joining".to_string()),
+            };
+            let update = UpdateNodeRequest {
+                cluster_id: request.cluster_id,
+                node_id: node.id,
+                address: request.address.clone(),
+                labels: request.labels.clone().into_iter().collect(),
+                last_index,
+                follower_only: request.follower_only,
+            };
+            match ask(&target, update).await {
+                Ok(response) => match response.outcome() {
+                    Outcome::Joined => {
+                        tracing::info!(via = %target, "joined the cluster");
+                        if !request.follower_only {
+                            let _ = node.send(Request::Admitted).await;
+                        }
+                        return Ok(());
+                    }
+                    Outcome::Redirect => {
+                        if !response.leader_address.is_empty() && redirects < REDIRECTS_MAX {
+                            redirects += 1;
+                            tracing::info!(
+                                leader = response.leader_id,
+                                address = %response.leader_address,
+                                "redirected to the leader"
+                            );
+                            targets.push_front(response.leader_address);
+                        }
+                    }
+                    Outcome::Rejected => {
+                        return Err(format!("the cluster refused the join: {}", response.reason))
+                    }
+                    Outcome::Unspecified => {
+                        tracing::warn!(%target, "unexpected answer to the join request")
+                    }
+                },
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    return Err(format!("{target} refused the join: {}", status.message()));
+                }
+                Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                    return Err(format!("{target} refused the join: {}", status.message()));
+                }
+                Err(status) => {
+                    tracing::debug!(%target, %status, "join request failed");
+                }
+            }
+        }
+        tracing::warn!(
+            seeds = ?request.seeds,
+            retry_in_ms = backoff.as_millis() as u64,
+            "no known node admitted this node yet; retrying"
+        );
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn ask(
+    target: &str,
+    request: UpdateNodeRequest,
+) -> Result<super::proto::ravel::UpdateNodeResponse, tonic::Status> {
+    let endpoint = Endpoint::from_shared(format!("http://{target}"))
+        .map_err(|error| tonic::Status::invalid_argument(error.to_string()))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = match timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(error)) => return Err(tonic::Status::unavailable(error.to_string())),
+        Err(_) => return Err(tonic::Status::unavailable("connect timed out")),
+    };
+    let mut client = MembershipClient::new(channel);
+    match timeout(JOIN_TIMEOUT, client.update_node(request)).await {
+        Ok(result) => result.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded("join timed out")),
+    }
+}

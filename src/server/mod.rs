@@ -1,0 +1,28 @@
+//! The shell: runs the sans-IO core for real on tokio and tonic (or on madsim's simulated ones
+//! under `--cfg madsim`, from the same code).
+//!
+//! - [`node`]: starts a node (resume, join or bootstrap) and stops it in order.
+//! - [`event_loop`]: the one task that owns the core and carries out its actions.
+//! - [`storage_worker`]: persists off the loop, with group commit.
+//! - [`transport`]: one queue and connection per peer; never blocks the loop.
+//! - the gRPC services: [`kv_service`], [`membership_service`], [`peer_service`],
+//!   [`health_service`]; [`joiner`] is the joining node's side of the join workflow.
+
+pub mod address_book;
+pub mod convert;
+pub mod error;
+pub mod event_loop;
+pub mod handle;
+pub mod health_service;
+pub mod hooks;
+pub mod joiner;
+pub mod kv_service;
+pub mod membership_service;
+pub mod node;
+pub mod peer_service;
+pub mod proto;
+pub mod storage_worker;
+pub mod transport;
+
+pub use error::ApiError;
+pub use node::{run_node, NodeError, NodeOptions};

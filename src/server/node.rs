@@ -1,0 +1,284 @@
+//! Starting a node: open its data directory, decide how it enters the cluster (resume from its
+//! data, join through the join workflow, or bootstrap a new single-node cluster), start the event
+//! loop, the storage worker and the gRPC server, and stop them in order on shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use super::event_loop::{EventLoop, EventLoopParts};
+use super::handle::NodeHandle;
+use super::health_service::HealthService;
+use super::hooks::Hooks;
+use super::joiner::{self, JoinRequest};
+use super::kv_service::KvService;
+use super::membership_service::{check_address, MembershipService};
+use super::peer_service::PeerService;
+use super::proto::health::health_server::HealthServer;
+use super::proto::ravel::{
+    kv_server::KvServer, membership_server::MembershipServer, peer_server::PeerServer,
+};
+use super::storage_worker;
+use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
+use crate::core::{Config, NodeId, RawNode};
+use crate::kv::KvStateMachine;
+use crate::storage::{FileStorage, Identity, StorageOptions};
+
+/// Requests queued for the event loop, at most; senders wait when it is full (back-pressure).
+const REQUEST_QUEUE_MAX: usize = 16384;
+
+/// A node's settings: TOML file keys, each overridable by a command-line flag.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeOptions {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    /// Where the gRPC server listens.
+    pub listen: String,
+    /// Where other nodes and clients reach this node (default: `listen`).
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Nodes of an existing cluster to join through; empty: bootstrap a new cluster.
+    pub join: Vec<String>,
+    /// Join as a learner that never votes (a read replica).
+    pub follower_only: bool,
+    pub hooks_dir: Option<PathBuf>,
+    pub labels: BTreeMap<String, String>,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub snapshot_interval_entries: u64,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            id: 1,
+            cluster_id: 1,
+            listen: "127.0.0.1:7379".to_string(),
+            advertise: None,
+            data_dir: PathBuf::from("ravel-data"),
+            join: Vec::new(),
+            follower_only: false,
+            hooks_dir: None,
+            labels: BTreeMap::new(),
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            heartbeat_interval_ms: 100,
+            snapshot_interval_entries: 100_000,
+        }
+    }
+}
+
+impl NodeOptions {
+    pub fn advertise(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+}
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("the snapshot in the data directory does not decode ({0}); restore the data directory from a backup or remove it and join again")]
+    Snapshot(String),
+    #[error(
+        "a follower-only node needs a cluster to join: give --join with the address of a member"
+    )]
+    FollowerOnlyWithoutCluster,
+    #[error("cannot serve on {address}: {reason}")]
+    Serve { address: String, reason: String },
+    #[error("{0}")]
+    JoinRefused(String),
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// How the node enters the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Its data directory holds a log or snapshot: it resumes as the member it was.
+    Resume,
+    Join,
+    Bootstrap,
+}
+
+/// Runs a node until `shutdown` resolves (then hands leadership over and stops cleanly) or until
+/// it fails. Calls `on_ready` once it serves, with how it entered the cluster.
+pub async fn run_node(
+    options: NodeOptions,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(Entry),
+) -> Result<(), NodeError> {
+    if options.id == 0 {
+        return Err(NodeError::Invalid(
+            "node id 0 is reserved; use --id 1 or more".to_string(),
+        ));
+    }
+    let advertise = options.advertise().to_string();
+    check_address(&advertise).map_err(|error| NodeError::Invalid(error.to_string()))?;
+    for seed in &options.join {
+        check_address(seed).map_err(|error| NodeError::Invalid(format!("--join: {error}")))?;
+    }
+    let listen: SocketAddr = options.listen.parse().map_err(|_| {
+        NodeError::Invalid(format!(
+            "listen address {:?} is not an IP address and port, e.g. 127.0.0.1:7379",
+            options.listen
+        ))
+    })?;
+    let identity = Identity {
+        cluster_id: options.cluster_id,
+        node_id: options.id,
+    };
+    let (storage, state) =
+        FileStorage::open(&options.data_dir, identity, StorageOptions::default())?;
+    let snapshot = storage.load_snapshot()?;
+    let kv = match &snapshot {
+        Some((_, data)) => {
+            KvStateMachine::restore(data).map_err(|error| NodeError::Snapshot(error.to_string()))?
+        }
+        None => KvStateMachine::new(),
+    };
+    let saved_snapshot = snapshot.map(|(meta, data)| (meta, Bytes::from(data)));
+    let has_data = state.snapshot.is_some() || !state.entries.is_empty();
+    let entry = if has_data {
+        Entry::Resume
+    } else if !options.join.is_empty() {
+        Entry::Join
+    } else if options.follower_only {
+        return Err(NodeError::FollowerOnlyWithoutCluster);
+    } else {
+        Entry::Bootstrap
+    };
+    let mut config = match entry {
+        Entry::Join => Config::joining(options.id),
+        Entry::Resume | Entry::Bootstrap => Config::new(options.id, [options.id]),
+    };
+    config.election_timeout_min_ms = options.election_timeout_min_ms;
+    config.election_timeout_max_ms = options.election_timeout_max_ms;
+    config.heartbeat_interval_ms = options.heartbeat_interval_ms;
+    config.snapshot_interval_entries = options.snapshot_interval_entries;
+    config.seed = options.id ^ options.cluster_id.rotate_left(32) ^ now_seed();
+    let mut core = RawNode::new(config, state.into(), 0)
+        .map_err(|error| NodeError::Invalid(error.to_string()))?;
+    if entry == Entry::Bootstrap {
+        // Alone in a new cluster: no one to wait for, so no election timeout to sit out.
+        core.step(crate::core::Input::Campaign);
+    }
+
+    let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE_MAX);
+    let (storage_tx, storage_rx) = mpsc::unbounded_channel();
+    let (done_tx, storage_done) = mpsc::unbounded_channel();
+    let storage_task = storage_worker::spawn(Box::new(storage), storage_rx, done_tx);
+    let handle = NodeHandle::new(requests_tx, options.cluster_id, options.id);
+    let hooks = Hooks::new(options.hooks_dir.clone());
+    let event_loop = EventLoop::new(EventLoopParts {
+        core,
+        kv,
+        address: advertise.clone(),
+        transport: Transport::new(options.cluster_id, options.id, advertise.clone()),
+        hooks: hooks.clone(),
+        storage: storage_tx,
+        storage_done,
+        requests,
+        saved_snapshot,
+    });
+    let mut loop_task = tokio::spawn(event_loop.run());
+
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(KvServer::new(KvService::new(handle.clone())))
+        .add_service(MembershipServer::new(MembershipService::new(
+            handle.clone(),
+            hooks,
+        )))
+        .add_service(
+            PeerServer::new(PeerService::new(handle.clone()))
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+        .add_service(HealthServer::new(HealthService::new(handle.clone())))
+        .serve_with_shutdown(listen, async {
+            let _ = server_stopped.await;
+        });
+    let mut server_task = tokio::spawn(server);
+
+    let (join_failed_tx, mut join_failed) = mpsc::channel::<String>(1);
+    if entry == Entry::Join {
+        let request = JoinRequest {
+            cluster_id: options.cluster_id,
+            address: advertise.clone(),
+            labels: options.labels.clone(),
+            follower_only: options.follower_only,
+            seeds: options.join.clone(),
+        };
+        let node = handle.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = joiner::join(node, request).await {
+                let _ = join_failed_tx.send(reason).await;
+            }
+        });
+    }
+    on_ready(entry);
+
+    let outcome = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            handle.shutdown().await;
+            Ok(())
+        }
+        Some(reason) = join_failed.recv() => {
+            handle.shutdown().await;
+            Err(NodeError::JoinRefused(reason))
+        }
+        result = &mut loop_task => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(NodeError::Stopped(format!("storage failed: {reason}"))),
+            Err(error) => Err(NodeError::Stopped(format!("the event loop failed: {error}"))),
+        },
+        result = &mut server_task => {
+            let reason = match result {
+                Ok(Ok(())) => "the server stopped".to_string(),
+                Ok(Err(error)) => source_chain(&error),
+                Err(error) => error.to_string(),
+            };
+            handle.shutdown().await;
+            return Err(NodeError::Serve { address: options.listen.clone(), reason });
+        }
+    };
+    let _ = stop_server.send(());
+    let _ = server_task.await;
+    drop(handle);
+    let _ = storage_task.await;
+    outcome
+}
+
+/// A seed for election jitter that differs between runs of the same node (two nodes restarted
+/// together must not keep picking the same timeouts). Under simulation the clock is virtual and
+/// seeded, so this stays deterministic there.
+fn now_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,160 @@
+//! Runs the node's storage off the event loop, with group commit: while one batch is being
+//! written and fsynced, the next accumulates, and every persist in a batch shares one fsync.
+//! Completions come back to the event loop in the order the operations were sent.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::core::{Entry, HardState, Input, NodeId, PersistId, SnapshotMeta};
+use crate::storage::Storage;
+
+/// Operations a batch takes at most, so one slow fsync does not grow a batch without bound.
+const BATCH_OPERATIONS_MAX: usize = 4096;
+
+/// What the event loop asks of storage, in the core's order.
+#[derive(Debug)]
+pub enum StorageOp {
+    Persist {
+        id: PersistId,
+        hard_state: Option<HardState>,
+        entries: Vec<Entry>,
+        sync: bool,
+    },
+    /// A snapshot this node took: save it, compact the log, answer `SnapshotSaved`.
+    SaveSnapshot { meta: SnapshotMeta, data: Bytes },
+    /// A snapshot received from the leader: a persist in order with the others.
+    Install {
+        id: PersistId,
+        meta: SnapshotMeta,
+        data: Bytes,
+    },
+    /// A chunk of the saved snapshot for a follower.
+    ReadSnapshotChunk {
+        to: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        bytes_max: usize,
+    },
+}
+
+/// What storage reports back.
+#[derive(Debug)]
+pub enum StorageDone {
+    /// Inputs for the core, in order (`Persisted`, `SnapshotSaved`, `SnapshotChunkRead`).
+    Inputs(Vec<Input>),
+    /// Storage failed and stopped: the node must stop acknowledging anything (fail-stop).
+    Failed(String),
+}
+
+/// Starts the worker; it ends when `ops` closes or storage fails.
+pub fn spawn(
+    storage: Box<dyn Storage>,
+    ops: mpsc::UnboundedReceiver<StorageOp>,
+    done: mpsc::UnboundedSender<StorageDone>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(storage, ops, done))
+}
+
+async fn run(
+    mut storage: Box<dyn Storage>,
+    mut ops: mpsc::UnboundedReceiver<StorageOp>,
+    done: mpsc::UnboundedSender<StorageDone>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        if ops.recv_many(&mut batch, BATCH_OPERATIONS_MAX).await == 0 {
+            return;
+        }
+        let operations = std::mem::take(&mut batch);
+        let joined = tokio::task::spawn_blocking(move || {
+            let outcome = execute(storage.as_mut(), operations);
+            (storage, outcome)
+        })
+        .await;
+        let (returned, outcome) = match joined {
+            Ok(result) => result,
+            Err(error) => {
+                let _ = done.send(StorageDone::Failed(format!("storage task failed: {error}")));
+                return;
+            }
+        };
+        storage = returned;
+        match outcome {
+            Ok(inputs) => {
+                if done.send(StorageDone::Inputs(inputs)).is_err() {
+                    return;
+                }
+            }
+            Err(message) => {
+                let _ = done.send(StorageDone::Failed(message));
+                return;
+            }
+        }
+    }
+}
+
+/// Carries out one batch: every write, then one fsync if any of them needs it, then the
+/// completions (a persist is reported only after the fsync that covers it).
+fn execute(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Vec<Input>, String> {
+    let mut inputs = Vec::new();
+    let mut persisted: Option<PersistId> = None;
+    let mut needs_sync = false;
+    for operation in operations {
+        match operation {
+            StorageOp::Persist {
+                id,
+                hard_state,
+                entries,
+                sync,
+            } => {
+                if !entries.is_empty() {
+                    storage
+                        .append(&entries)
+                        .map_err(|error| error.to_string())?;
+                }
+                if let Some(hard_state) = hard_state {
+                    storage
+                        .set_hard_state(hard_state)
+                        .map_err(|error| error.to_string())?;
+                }
+                needs_sync |= sync;
+                persisted = Some(id);
+            }
+            StorageOp::SaveSnapshot { meta, data } => {
+                storage
+                    .save_snapshot(meta.clone(), &data)
+                    .map_err(|error| error.to_string())?;
+                inputs.push(Input::SnapshotSaved { meta });
+            }
+            StorageOp::Install { id, meta, data } => {
+                // Saving a snapshot syncs the log written before it, so earlier persists are
+                // durable too.
+                storage
+                    .save_snapshot(meta, &data)
+                    .map_err(|error| error.to_string())?;
+                persisted = Some(id);
+            }
+            StorageOp::ReadSnapshotChunk {
+                to,
+                meta,
+                offset,
+                bytes_max,
+            } => {
+                let saved = storage.load_snapshot().map_err(|error| error.to_string())?;
+                if let Some((saved_meta, data)) = saved {
+                    if saved_meta == meta {
+                        let data = Bytes::from(data);
+                        inputs.extend(Input::snapshot_chunk(to, meta, offset, bytes_max, &data));
+                    }
+                }
+            }
+        }
+    }
+    if needs_sync {
+        storage.sync().map_err(|error| error.to_string())?;
+    }
+    if let Some(id) = persisted {
+        inputs.insert(0, Input::Persisted { id });
+    }
+    Ok(inputs)
+}

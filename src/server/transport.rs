@@ -1,0 +1,196 @@
+//! Carries Raft messages to peers: one task and one bounded queue per peer, so a slow or dead
+//! peer never blocks the event loop or the other peers. Each task sends whatever is queued as one
+//! batch per RPC. When a queue is full, or a peer cannot be reached, messages are dropped: Raft
+//! retries on its own, and an unbounded queue would only grow while a peer is down.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Duration};
+use tonic::transport::{Channel, Endpoint};
+
+use super::address_book::AddressBook;
+use super::convert::message_to_proto;
+use super::proto::ravel::{peer_client::PeerClient, MessageBatch};
+use crate::core::{Message, NodeId};
+
+/// Messages queued per peer, at most.
+const QUEUE_MESSAGES_MAX: usize = 4096;
+/// Messages per RPC, at most.
+const BATCH_MESSAGES_MAX: usize = 256;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a failed send before the next connection attempt.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Largest message a peer may send or receive: a full `Append` plus headroom.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+struct Peer {
+    address: String,
+    queue: mpsc::Sender<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub struct Transport {
+    cluster_id: u64,
+    id: NodeId,
+    address: String,
+    peers: HashMap<NodeId, Peer>,
+    /// Addresses peers announced in their own messages, for nodes not in the book yet.
+    announced: HashMap<NodeId, String>,
+}
+
+impl Transport {
+    pub fn new(cluster_id: u64, id: NodeId, address: String) -> Self {
+        Transport {
+            cluster_id,
+            id,
+            address,
+            peers: HashMap::new(),
+            announced: HashMap::new(),
+        }
+    }
+
+    /// Queues `message`; dropped if its recipient's address is unknown or its queue is full.
+    pub fn send(&mut self, message: Message, book: &AddressBook) {
+        let to = message.to;
+        if !self.peers.contains_key(&to) {
+            let Some(address) = book
+                .get(to)
+                .map(str::to_string)
+                .or_else(|| self.announced.get(&to).cloned())
+            else {
+                tracing::debug!(to, "no address known for peer; message dropped");
+                return;
+            };
+            self.set_address(to, &address);
+        }
+        if let Some(peer) = self.peers.get(&to) {
+            if peer.queue.try_send(message).is_err() {
+                tracing::debug!(to, "peer queue full; message dropped");
+            }
+        }
+    }
+
+    /// Points the connection to `node` at `address` (restarting it if the address changed).
+    pub fn set_address(&mut self, node: NodeId, address: &str) {
+        if node == self.id {
+            return;
+        }
+        if self
+            .peers
+            .get(&node)
+            .is_some_and(|peer| peer.address == address)
+        {
+            return;
+        }
+        if let Some(old) = self.peers.remove(&node) {
+            old.task.abort();
+        }
+        let (queue, receiver) = mpsc::channel(QUEUE_MESSAGES_MAX);
+        let task = tokio::spawn(run_peer(
+            self.cluster_id,
+            self.id,
+            self.address.clone(),
+            address.to_string(),
+            receiver,
+        ));
+        self.peers.insert(
+            node,
+            Peer {
+                address: address.to_string(),
+                queue,
+                task,
+            },
+        );
+    }
+
+    /// Records the address a peer announced; the replicated address book wins over it.
+    pub fn learn(&mut self, node: NodeId, address: &str, book: &AddressBook) {
+        if address.is_empty() || node == self.id {
+            return;
+        }
+        if self.announced.get(&node).map(String::as_str) != Some(address) {
+            self.announced.insert(node, address.to_string());
+        }
+        if book.get(node).is_none() {
+            self.set_address(node, address);
+        }
+    }
+
+    pub fn address_of(&self, node: NodeId) -> Option<String> {
+        self.peers
+            .get(&node)
+            .map(|peer| peer.address.clone())
+            .or_else(|| self.announced.get(&node).cloned())
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        for peer in self.peers.values() {
+            peer.task.abort();
+        }
+    }
+}
+
+async fn run_peer(
+    cluster_id: u64,
+    from: NodeId,
+    from_address: String,
+    address: String,
+    mut queue: mpsc::Receiver<Message>,
+) {
+    let mut client: Option<PeerClient<Channel>> = None;
+    let mut batch = Vec::with_capacity(BATCH_MESSAGES_MAX);
+    loop {
+        if queue.recv_many(&mut batch, BATCH_MESSAGES_MAX).await == 0 {
+            return;
+        }
+        if client.is_none() {
+            client = connect(&address).await;
+        }
+        let Some(connected) = client.as_mut() else {
+            batch.clear();
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
+        };
+        let request = MessageBatch {
+            cluster_id,
+            from,
+            from_address: from_address.clone(),
+            messages: batch.drain(..).map(|m| message_to_proto(&m)).collect(),
+        };
+        match timeout(SEND_TIMEOUT, connected.send(request)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => {
+                tracing::debug!(%address, %status, "peer refused a batch");
+                client = None;
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(_) => {
+                tracing::debug!(%address, "peer did not answer in time");
+                client = None;
+            }
+        }
+    }
+}
+
+async fn connect(address: &str) -> Option<PeerClient<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    match timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(channel)) => Some(
+            PeerClient::new(channel)
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        ),
+        Ok(Err(error)) => {
+            tracing::debug!(%address, %error, "cannot connect to peer");
+            None
+        }
+        Err(_) => None,
+    }
+}
