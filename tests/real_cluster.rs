@@ -1,0 +1,300 @@
+//! Real `ravel node` processes on loopback ports in temporary directories: writes through any
+//! node, `kill -9` of the leader, a restart from its data, a fourth node joining through the join
+//! workflow, a node leaving, and the admission hook refusing a joiner. Every process is killed
+//! when a test ends, whatever happens.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ravel::client::{Client, ClientError};
+use tokio::time::{sleep, Instant};
+
+const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
+
+/// A node process, killed on drop.
+struct NodeProcess {
+    id: u64,
+    address: String,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    fn start(id: u64, address: &str, data_dir: &Path, extra: &[&str]) -> NodeProcess {
+        let mut node = NodeProcess {
+            id,
+            address: address.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+        };
+        node.spawn(extra);
+        node
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");
+        let child = Command::new(RAVEL)
+            .arg("node")
+            .args(["--id", &self.id.to_string(), "--listen", &self.address])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args([
+                "--election-timeout-min-ms",
+                "300",
+                "--election-timeout-max-ms",
+                "600",
+                "--heartbeat-interval-ms",
+                "50",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ravel starts");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        let child = self.child.as_mut()?;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("address").to_string()
+}
+
+fn client(endpoints: &[&NodeProcess]) -> Client {
+    let mut client = Client::new(endpoints.iter().map(|node| node.address.clone()).collect());
+    client.timeout = Duration::from_secs(15);
+    client
+}
+
+fn key(i: u64) -> Bytes {
+    Bytes::from(format!("key-{i}"))
+}
+
+/// Waits until `node` reports being a voter that knows a leader.
+async fn wait_voter(node: &NodeProcess) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = client(&[node]);
+    client.timeout = Duration::from_millis(500);
+    loop {
+        if let Ok(status) = client.status().await {
+            if status.member_state == "voter" && status.leader_id != 0 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} did not become a voter with a leader",
+            node.id
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn leader_id(nodes: &[&NodeProcess]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for node in nodes {
+            let mut client = client(&[node]);
+            client.timeout = Duration::from_millis(500);
+            if let Ok(status) = client.status().await {
+                if status.role == "leader" {
+                    return status.node_id;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader was elected");
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_survive_kill_9_of_the_leader_and_change_membership() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addresses: Vec<String> = (0..4).map(|_| free_address()).collect();
+    let mut nodes = vec![NodeProcess::start(
+        1,
+        &addresses[0],
+        &dir.path().join("node-1"),
+        &[],
+    )];
+    wait_voter(&nodes[0]).await;
+    for id in 2..=3 {
+        nodes.push(NodeProcess::start(
+            id,
+            &addresses[id as usize - 1],
+            &dir.path().join(format!("node-{id}")),
+            &["--join", &addresses[0]],
+        ));
+    }
+    for node in &nodes {
+        wait_voter(node).await;
+    }
+
+    // Writes through each node in turn (followers redirect to the leader).
+    for i in 0..60 {
+        let through = &nodes[i as usize % 3];
+        let mut client = client(&[through]);
+        client
+            .put(key(i), Bytes::from(format!("value-{i}")))
+            .await
+            .expect("write acknowledged");
+    }
+
+    // kill -9 the leader; the others elect a new one and still hold every acknowledged write.
+    let all: Vec<&NodeProcess> = nodes.iter().collect();
+    let old_leader = leader_id(&all).await;
+    nodes[old_leader as usize - 1].kill();
+    let survivors: Vec<&NodeProcess> = nodes.iter().filter(|n| n.id != old_leader).collect();
+    let new_leader = leader_id(&survivors).await;
+    assert_ne!(new_leader, old_leader);
+    let mut survivors_client = client(&survivors);
+    for i in 0..60 {
+        let value = survivors_client.get(key(i), false).await.expect("read");
+        assert_eq!(value, Some(Bytes::from(format!("value-{i}"))), "key {i}");
+    }
+    for i in 60..80 {
+        survivors_client
+            .put(key(i), Bytes::from(format!("value-{i}")))
+            .await
+            .expect("write after failover");
+    }
+
+    // The killed node restarts from its data (no join) and catches up.
+    nodes[old_leader as usize - 1].spawn(&[]);
+    wait_voter(&nodes[old_leader as usize - 1]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut stale = client(&[&nodes[old_leader as usize - 1]]);
+        if let Ok(Some(value)) = stale.get(key(79), true).await {
+            assert_eq!(value, Bytes::from("value-79"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "restarted node did not catch up");
+        sleep(Duration::from_millis(100)).await;
+    }
+
+    // A fourth node joins through any member, then node 4 leaves again.
+    let fourth = NodeProcess::start(
+        4,
+        &addresses[3],
+        &dir.path().join("node-4"),
+        &["--join", &addresses[1]],
+    );
+    wait_voter(&fourth).await;
+    let mut everyone = client(&[&nodes[0], &nodes[1], &nodes[2], &fourth]);
+    let members = everyone.members().await.expect("members");
+    assert_eq!(members.members.len(), 4, "{members:?}");
+    everyone.leave(4).await.expect("node 4 leaves");
+    let members = everyone.members().await.expect("members");
+    assert_eq!(
+        members.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let value = everyone.get(key(0), false).await.expect("read");
+    assert_eq!(value, Some(Bytes::from("value-0")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_update_node_hook_refuses_a_joiner_and_bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hooks = dir.path().join("hooks");
+    std::fs::create_dir_all(&hooks).expect("hooks dir");
+    let hook = hooks.join("update-node");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nif [ \"$1\" = 9 ]; then echo \"node 9 is not on the allow list\"; exit 1; fi\nexit 0\n",
+    )
+    .expect("hook");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let first = free_address();
+    let hooks_arg = hooks.to_string_lossy().to_string();
+    let leader = NodeProcess::start(
+        1,
+        &first,
+        &dir.path().join("node-1"),
+        &["--hooks-dir", &hooks_arg],
+    );
+    wait_voter(&leader).await;
+
+    let mut refused = NodeProcess::start(
+        9,
+        &free_address(),
+        &dir.path().join("node-9"),
+        &["--join", &first],
+    );
+    assert_eq!(
+        refused.exit_code(Duration::from_secs(20)),
+        Some(5),
+        "a refused joiner exits with the 'refused' code"
+    );
+    let log = std::fs::read_to_string(dir.path().join("node-9.log")).expect("log");
+    assert!(log.contains("node 9 is not on the allow list"), "{log}");
+
+    // A joiner of another cluster is refused with a clear message and exits.
+    let mut wrong = NodeProcess::start(
+        5,
+        &free_address(),
+        &dir.path().join("node-5"),
+        &["--join", &first, "--cluster-id", "77"],
+    );
+    assert_eq!(wrong.exit_code(Duration::from_secs(20)), Some(5));
+    let log = std::fs::read_to_string(dir.path().join("node-5.log")).expect("log");
+    assert!(log.contains("cluster 77"), "{log}");
+
+    // Client mistakes: reserved and empty keys are refused, nothing is written.
+    let mut client = client(&[&leader]);
+    let error = client
+        .put(Bytes::from_static(b"\0ravel/node-address/1"), Bytes::new())
+        .await
+        .expect_err("reserved key refused");
+    assert!(matches!(error, ClientError::Api(_)), "{error}");
+    let error = client
+        .put(Bytes::new(), Bytes::from_static(b"v"))
+        .await
+        .expect_err("empty key refused");
+    assert!(error.to_string().contains("empty"), "{error}");
+
+    // A follower-only node without a cluster to join refuses to start, saying why.
+    let mut lonely = NodeProcess::start(
+        6,
+        &free_address(),
+        &dir.path().join("node-6"),
+        &["--follower-only"],
+    );
+    assert_eq!(lonely.exit_code(Duration::from_secs(10)), Some(2));
+    let log = std::fs::read_to_string(dir.path().join("node-6.log")).expect("log");
+    assert!(log.contains("needs a cluster to join"), "{log}");
+}
