@@ -9,7 +9,12 @@ use tokio::time::{sleep, Duration, Instant};
 use super::ExitCode;
 use crate::client::Client;
 
-pub async fn run(nodes: u64, base_port: u16, data_dir: PathBuf) -> ExitCode {
+pub async fn run(
+    nodes: u64,
+    base_port: u16,
+    data_dir: PathBuf,
+    node_args: Vec<String>,
+) -> ExitCode {
     if nodes == 0 {
         eprintln!("error: --nodes must be at least 1");
         return ExitCode::Usage;
@@ -31,6 +36,7 @@ pub async fn run(nodes: u64, base_port: u16, data_dir: PathBuf) -> ExitCode {
             .args(["--listen", &address(id)])
             .arg("--data-dir")
             .arg(data_dir.join(format!("node-{id}")))
+            .args(&node_args)
             .stdin(Stdio::null());
         if id > 1 {
             command.args(["--join", &address(1)]);

@@ -75,6 +75,9 @@ pub struct NodeArgs {
     pub election_timeout_max_ms: Option<u64>,
     #[arg(long)]
     pub heartbeat_interval_ms: Option<u64>,
+    /// How reads confirm leadership: read-index (default) or lease.
+    #[arg(long)]
+    pub read_mode: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +143,9 @@ pub enum Command {
         base_port: u16,
         #[arg(long, default_value = "ravel-dev")]
         data_dir: PathBuf,
+        /// Extra flags for every node, after `--` (e.g. `-- --read-mode lease`).
+        #[arg(last = true)]
+        node_args: Vec<String>,
     },
     /// Measure throughput and latency against a cluster.
     Bench(bench::BenchArgs),
@@ -153,10 +159,17 @@ pub fn main() -> std::process::ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_level.as_deref().unwrap_or(default_level));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    // A node's work is one event loop plus the gRPC connections; RAVEL_WORKER_THREADS sets
+    // how many runtime threads carry them (default: one per core).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = std::env::var("RAVEL_WORKER_THREADS")
+        .ok()
+        .and_then(|threads| threads.parse::<usize>().ok())
+        .filter(|&threads| threads > 0)
     {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -170,7 +183,8 @@ pub fn main() -> std::process::ExitCode {
                 nodes,
                 base_port,
                 data_dir,
-            } => dev::run(nodes, base_port, data_dir).await,
+                node_args,
+            } => dev::run(nodes, base_port, data_dir, node_args).await,
             Command::Bench(args) => bench::run(args).await,
             other => commands::run(other).await,
         }

@@ -92,6 +92,9 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
     if let Some(ms) = args.heartbeat_interval_ms {
         options.heartbeat_interval_ms = ms;
     }
+    if let Some(mode) = args.read_mode {
+        options.read_mode = mode;
+    }
     Ok(options)
 }
 

@@ -26,7 +26,7 @@ use super::proto::ravel::{
 };
 use super::storage_worker;
 use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
-use crate::core::{Config, NodeId, RawNode};
+use crate::core::{Config, NodeId, RawNode, ReadMode};
 use crate::kv::KvStateMachine;
 use crate::storage::{FileStorage, Identity, StorageOptions};
 
@@ -54,6 +54,10 @@ pub struct NodeOptions {
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub snapshot_interval_entries: u64,
+    /// How linearizable reads confirm leadership: "read-index" (a heartbeat round per batch of
+    /// reads) or "lease" (no round trip while the leader's lease holds; assumes bounded clock
+    /// drift).
+    pub read_mode: String,
 }
 
 impl Default for NodeOptions {
@@ -72,6 +76,7 @@ impl Default for NodeOptions {
             election_timeout_max_ms: 2000,
             heartbeat_interval_ms: 100,
             snapshot_interval_entries: 100_000,
+            read_mode: "read-index".to_string(),
         }
     }
 }
@@ -167,6 +172,15 @@ pub async fn run_node(
     config.election_timeout_max_ms = options.election_timeout_max_ms;
     config.heartbeat_interval_ms = options.heartbeat_interval_ms;
     config.snapshot_interval_entries = options.snapshot_interval_entries;
+    config.read_mode = match options.read_mode.as_str() {
+        "read-index" => ReadMode::ReadIndex,
+        "lease" => ReadMode::Lease,
+        other => {
+            return Err(NodeError::Invalid(format!(
+                "read mode {other:?} is unknown; use \"read-index\" or \"lease\""
+            )))
+        }
+    };
     config.seed = options.id ^ options.cluster_id.rotate_left(32) ^ now_seed();
     let mut core = RawNode::new(config, state.into(), 0)
         .map_err(|error| NodeError::Invalid(error.to_string()))?;
