@@ -98,9 +98,10 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
     Ok(options)
 }
 
+/// SIGINT or SIGTERM (under madsim, which has no SIGTERM, the simulated Ctrl-C).
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
+    #[cfg(all(unix, not(madsim)))]
     {
         let mut terminate =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -115,7 +116,7 @@ async fn shutdown_signal() {
             _ = terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(any(not(unix), madsim))]
     {
         let _ = interrupt.await;
     }

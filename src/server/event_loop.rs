@@ -134,6 +134,8 @@ pub struct EventLoop {
     role: (Role, Option<NodeId>),
     member: MemberState,
     shutting_down: Option<oneshot::Sender<()>>,
+    /// Set when the node must stop at once (fail-stop), with the reason.
+    fatal: Option<String>,
 }
 
 /// The parts an event loop is built from.
@@ -176,6 +178,7 @@ impl EventLoop {
             staging: Vec::new(),
             saved_snapshot: parts.saved_snapshot,
             shutting_down: None,
+            fatal: None,
         }
     }
 
@@ -198,7 +201,9 @@ impl EventLoop {
                         }
                         self.release_held();
                     }
-                    Some(StorageDone::Failed(reason)) => return Err(self.fail(reason)),
+                    Some(StorageDone::Failed(reason)) => {
+                        return Err(self.fail(format!("storage failed: {reason}; fix the disk, then restart the node")))
+                    }
                     None if self.shutting_down.is_some() => break,
                     None => return Err(self.fail("the storage worker stopped".to_string())),
                 },
@@ -213,6 +218,9 @@ impl EventLoop {
             let now_ms = self.now_ms();
             self.core.step(Input::Tick { now_ms });
             self.execute_actions();
+            if let Some(reason) = self.fatal.take() {
+                return Err(self.fail(reason));
+            }
             if self.shutting_down.is_some() {
                 let deadline = *handover_deadline.get_or_insert_with(|| {
                     self.hand_over();
@@ -543,9 +551,13 @@ impl EventLoop {
                 }
             }
             Err(error) => {
-                // The leader sent a snapshot this build cannot read: refusing to go on is the
-                // only safe answer (applying the log after it would diverge).
-                tracing::error!(%error, "snapshot from the leader does not decode");
+                // The leader sent a snapshot this build cannot read: stopping is the only safe
+                // answer (applying the log after it would diverge from the other replicas).
+                self.fatal = Some(format!(
+                    "the snapshot received from the leader does not decode ({error}); \
+                     upgrade this node to the leader's version"
+                ));
+                return;
             }
         }
         self.persist_issued = id;
@@ -672,10 +684,7 @@ impl EventLoop {
     }
 
     fn fail(&mut self, reason: String) -> String {
-        tracing::error!(
-            %reason,
-            "storage failed; this node stops acknowledging anything. Fix the disk, then restart it"
-        );
+        tracing::error!(%reason, "this node stops acknowledging anything");
         let error = ApiError::StorageFailed(reason.clone());
         self.answer_all(error.clone());
         for (_, (_, reply)) in self.reads.drain() {

@@ -257,7 +257,7 @@ pub async fn run_node(
         }
         result = &mut loop_task => match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(NodeError::Stopped(format!("storage failed: {reason}"))),
+            Ok(Err(reason)) => Err(NodeError::Stopped(format!("stopped: {reason}"))),
             Err(error) => Err(NodeError::Stopped(format!("the event loop failed: {error}"))),
         },
         result = &mut server_task => {

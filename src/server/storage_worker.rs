@@ -66,6 +66,9 @@ async fn run(
             return;
         }
         let operations = std::mem::take(&mut batch);
+        // Under madsim `spawn_blocking` runs the closure as an ordinary task (and warns, as
+        // blocking is not simulated); the simulated disk never blocks, so that is what we want.
+        #[allow(deprecated)]
         let joined = tokio::task::spawn_blocking(move || {
             let outcome = execute(storage.as_mut(), operations);
             (storage, outcome)
