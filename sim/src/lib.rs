@@ -8,6 +8,7 @@ pub mod disk;
 pub mod harness;
 pub mod history;
 pub mod linearizability;
+pub mod madsim_harness;
 pub mod network;
 pub mod options;
 pub mod runner;

@@ -25,4 +25,4 @@ pub mod storage_worker;
 pub mod transport;
 
 pub use error::ApiError;
-pub use node::{run_node, NodeError, NodeOptions};
+pub use node::{run_node, run_node_on, NodeError, NodeOptions, Opened};

@@ -26,9 +26,9 @@ use super::proto::ravel::{
 };
 use super::storage_worker;
 use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
-use crate::core::{Config, NodeId, RawNode, ReadMode};
+use crate::core::{Config, NodeId, RawNode, ReadMode, SnapshotMeta};
 use crate::kv::KvStateMachine;
-use crate::storage::{FileStorage, Identity, StorageOptions};
+use crate::storage::{FileStorage, Identity, Storage, StorageOptions, StoredState};
 
 /// Requests queued for the event loop, at most; senders wait when it is full (back-pressure).
 const REQUEST_QUEUE_MAX: usize = 16384;
@@ -58,6 +58,13 @@ pub struct NodeOptions {
     /// reads) or "lease" (no round trip while the leader's lease holds; assumes bounded clock
     /// drift).
     pub read_mode: String,
+    /// Seeds the election jitter; default: different on every start. Simulations set it.
+    pub seed: Option<u64>,
+    /// Test-only: classic Raft bugs planted in the core, so the madsim harness can show that it
+    /// notices them.
+    #[cfg(feature = "planted-bugs")]
+    #[serde(skip)]
+    pub planted_bugs: crate::core::PlantedBugs,
 }
 
 impl Default for NodeOptions {
@@ -77,6 +84,9 @@ impl Default for NodeOptions {
             heartbeat_interval_ms: 100,
             snapshot_interval_entries: 100_000,
             read_mode: "read-index".to_string(),
+            seed: None,
+            #[cfg(feature = "planted-bugs")]
+            planted_bugs: crate::core::PlantedBugs::default(),
         }
     }
 }
@@ -117,10 +127,45 @@ pub enum Entry {
     Bootstrap,
 }
 
-/// Runs a node until `shutdown` resolves (then hands leadership over and stops cleanly) or until
-/// it fails. Calls `on_ready` once it serves, with how it entered the cluster.
+/// Runs a node on its data directory until `shutdown` resolves (then hands leadership over and
+/// stops cleanly) or until it fails. Calls `on_ready` once it serves, with how it entered the
+/// cluster.
 pub async fn run_node(
     options: NodeOptions,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(Entry),
+) -> Result<(), NodeError> {
+    let identity = Identity {
+        cluster_id: options.cluster_id,
+        node_id: options.id,
+    };
+    let (storage, state) =
+        FileStorage::open(&options.data_dir, identity, StorageOptions::default())?;
+    let snapshot = storage.load_snapshot()?;
+    run_node_on(
+        options,
+        Opened {
+            storage: Box::new(storage),
+            state,
+            snapshot,
+        },
+        shutdown,
+        on_ready,
+    )
+    .await
+}
+
+/// What a node found in its storage on start.
+pub struct Opened {
+    pub storage: Box<dyn Storage>,
+    pub state: StoredState,
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+/// [`run_node`] on storage opened by the caller (a simulated disk under madsim).
+pub async fn run_node_on(
+    options: NodeOptions,
+    opened: Opened,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Entry),
 ) -> Result<(), NodeError> {
@@ -140,13 +185,11 @@ pub async fn run_node(
             options.listen
         ))
     })?;
-    let identity = Identity {
-        cluster_id: options.cluster_id,
-        node_id: options.id,
-    };
-    let (storage, state) =
-        FileStorage::open(&options.data_dir, identity, StorageOptions::default())?;
-    let snapshot = storage.load_snapshot()?;
+    let Opened {
+        storage,
+        state,
+        snapshot,
+    } = opened;
     let kv = match &snapshot {
         Some((_, data)) => {
             KvStateMachine::restore(data).map_err(|error| NodeError::Snapshot(error.to_string()))?
@@ -172,6 +215,10 @@ pub async fn run_node(
     config.election_timeout_max_ms = options.election_timeout_max_ms;
     config.heartbeat_interval_ms = options.heartbeat_interval_ms;
     config.snapshot_interval_entries = options.snapshot_interval_entries;
+    #[cfg(feature = "planted-bugs")]
+    {
+        config.planted_bugs = options.planted_bugs;
+    }
     config.read_mode = match options.read_mode.as_str() {
         "read-index" => ReadMode::ReadIndex,
         "lease" => ReadMode::Lease,
@@ -181,7 +228,9 @@ pub async fn run_node(
             )))
         }
     };
-    config.seed = options.id ^ options.cluster_id.rotate_left(32) ^ now_seed();
+    config.seed = options
+        .seed
+        .unwrap_or_else(|| options.id ^ options.cluster_id.rotate_left(32) ^ now_seed());
     let mut core = RawNode::new(config, state.into(), 0)
         .map_err(|error| NodeError::Invalid(error.to_string()))?;
     if entry == Entry::Bootstrap {
@@ -192,7 +241,7 @@ pub async fn run_node(
     let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE_MAX);
     let (storage_tx, storage_rx) = mpsc::unbounded_channel();
     let (done_tx, storage_done) = mpsc::unbounded_channel();
-    let storage_task = storage_worker::spawn(Box::new(storage), storage_rx, done_tx);
+    let storage_task = storage_worker::spawn(storage, storage_rx, done_tx);
     let handle = NodeHandle::new(requests_tx, options.cluster_id, options.id);
     let hooks = Hooks::new(options.hooks_dir.clone());
     let event_loop = EventLoop::new(EventLoopParts {

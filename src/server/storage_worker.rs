@@ -66,14 +66,30 @@ async fn run(
             return;
         }
         let operations = std::mem::take(&mut batch);
-        // Under madsim `spawn_blocking` runs the closure as an ordinary task (and warns, as
-        // blocking is not simulated); the simulated disk never blocks, so that is what we want.
-        #[allow(deprecated)]
+        #[cfg(not(madsim))]
         let joined = tokio::task::spawn_blocking(move || {
-            let outcome = execute(storage.as_mut(), operations);
+            let outcome = write(storage.as_mut(), operations)
+                .and_then(|written| complete(storage.as_mut(), written));
             (storage, outcome)
         })
         .await;
+        // Under simulation the disk takes time to sync, so a host killed meanwhile loses (or
+        // tears) writes that were written but not synced; `spawn_blocking` runs the closure as
+        // an ordinary task there (it warns, as blocking is not simulated; the disk never blocks).
+        #[cfg(madsim)]
+        #[allow(deprecated)]
+        let joined = {
+            let written = write(storage.as_mut(), operations);
+            tokio::time::sleep(std::time::Duration::from_micros(
+                200 + u64::from(madsim::rand::random::<u32>() % 3000),
+            ))
+            .await;
+            tokio::task::spawn_blocking(move || {
+                let outcome = written.and_then(|written| complete(storage.as_mut(), written));
+                (storage, outcome)
+            })
+            .await
+        };
         let (returned, outcome) = match joined {
             Ok(result) => result,
             Err(error) => {
@@ -96,9 +112,16 @@ async fn run(
     }
 }
 
-/// Carries out one batch: every write, then one fsync if any of them needs it, then the
-/// completions (a persist is reported only after the fsync that covers it).
-fn execute(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Vec<Input>, String> {
+/// A batch written but maybe not yet synced.
+struct Written {
+    inputs: Vec<Input>,
+    persisted: Option<PersistId>,
+    needs_sync: bool,
+}
+
+/// Carries out every write of a batch (a persist is reported only after the fsync that covers
+/// it: see [`complete`]).
+fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Written, String> {
     let mut inputs = Vec::new();
     let mut persisted: Option<PersistId> = None;
     let mut needs_sync = false;
@@ -153,6 +176,20 @@ fn execute(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Vec<
             }
         }
     }
+    Ok(Written {
+        inputs,
+        persisted,
+        needs_sync,
+    })
+}
+
+/// One fsync for the whole batch if any write needs it, then the completions.
+fn complete(storage: &mut dyn Storage, written: Written) -> Result<Vec<Input>, String> {
+    let Written {
+        mut inputs,
+        persisted,
+        needs_sync,
+    } = written;
     if needs_sync {
         storage.sync().map_err(|error| error.to_string())?;
     }

@@ -161,6 +161,11 @@ async fn run_peer(
             from_address: from_address.clone(),
             messages: batch.drain(..).map(|m| message_to_proto(&m)).collect(),
         };
+        #[cfg(madsim)]
+        let request = match simulated_chaos(connected, request) {
+            Some(request) => request,
+            None => continue,
+        };
         match timeout(SEND_TIMEOUT, connected.send(request)).await {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => {
@@ -193,4 +198,29 @@ async fn connect(address: &str) -> Option<PeerClient<Channel>> {
         }
         Err(_) => None,
     }
+}
+
+/// madsim's streams never duplicate or reorder; under simulation the transport does, so the
+/// harness attacks the node with both. Returns the batch to send now, or `None` if it was
+/// deferred (sent later, after batches queued behind it: reordering).
+#[cfg(madsim)]
+fn simulated_chaos(client: &PeerClient<Channel>, request: MessageBatch) -> Option<MessageBatch> {
+    /// Percent of batches sent twice, and percent delayed past later ones.
+    const DUPLICATE_PERCENT: u32 = 3;
+    const DELAY_PERCENT: u32 = 3;
+    let roll = madsim::rand::random::<u32>() % 100;
+    if roll < DUPLICATE_PERCENT + DELAY_PERCENT {
+        let mut late = client.clone();
+        let copy = request.clone();
+        let delay = Duration::from_millis(1 + u64::from(madsim::rand::random::<u32>() % 40));
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = timeout(SEND_TIMEOUT, late.send(copy)).await;
+        });
+        if roll < DUPLICATE_PERCENT {
+            return Some(request);
+        }
+        return None;
+    }
+    Some(request)
 }

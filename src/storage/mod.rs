@@ -10,12 +10,14 @@
 mod codec;
 mod error;
 mod file_storage;
+mod memory_disk;
 mod recovery;
 
 pub(crate) use codec::{decode, encode};
 pub use codec::{CodecError, Identity, FORMAT_VERSION};
 pub use error::StorageError;
 pub use file_storage::{FileStorage, StorageOptions, StoredState};
+pub use memory_disk::{MemoryDisk, MemoryStorage};
 
 use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
 

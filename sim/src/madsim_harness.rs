@@ -1,0 +1,538 @@
+//! The whole `ravel` node — shell, gRPC, storage worker, transport, join workflow — under madsim:
+//! 3 to 5 nodes on simulated hosts, each on a simulated disk that loses unsynced writes when the
+//! host is killed, and clients using the real gRPC client library. One seed decides the fault
+//! schedule (partitions of nodes and of single links, one-way too; kills and restarts; pauses; a
+//! node joining through the join workflow and a member leaving, racing all of those), and madsim
+//! makes the run reproducible. The transport itself duplicates and reorders batches under madsim.
+//!
+//! Checked: the client history is linearizable (so no acknowledged write is lost), at most one
+//! leader per term as observed through the status API, and the cluster recovers after the faults
+//! heal (a write and a read succeed within a bounded time).
+
+#![cfg(madsim)]
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ravel::client::Client;
+use ravel::server::{run_node_on, NodeOptions, Opened};
+use ravel::storage::MemoryDisk;
+
+use crate::history::{History, OpKind, OpResult};
+use crate::linearizability::{self, Verdict};
+
+#[derive(Clone, Debug)]
+pub struct MadsimOptions {
+    pub nodes: usize,
+    /// Simulated seconds of faults (and client load) before everything heals.
+    pub fault_seconds: u64,
+    pub faults: bool,
+    pub clients: usize,
+    pub keys: usize,
+    pub bugs: ravel::core::PlantedBugs,
+}
+
+impl Default for MadsimOptions {
+    fn default() -> Self {
+        MadsimOptions {
+            nodes: 3,
+            fault_seconds: 8,
+            faults: true,
+            clients: 8,
+            keys: 4,
+            bugs: ravel::core::PlantedBugs::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MadsimResult {
+    pub seed: u64,
+    pub failure: Option<String>,
+    /// FNV-1a over the client history and the leaders observed: equal across runs of a seed.
+    pub trace_hash: u64,
+    pub completed_operations: usize,
+    pub faults_injected: usize,
+}
+
+pub fn run_seed(seed: u64, options: &MadsimOptions) -> MadsimResult {
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let options = options.clone();
+    runtime.block_on(async move {
+        match tokio::time::timeout(Duration::from_secs(300), scenario(seed, options)).await {
+            Ok(result) => result,
+            Err(_) => MadsimResult {
+                seed,
+                failure: Some("the scenario did not finish within 300 simulated s".to_string()),
+                trace_hash: 0,
+                completed_operations: 0,
+                faults_injected: 0,
+            },
+        }
+    })
+}
+
+fn ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, index as u8 + 1))
+}
+
+fn address(index: usize) -> String {
+    format!("{}:7379", ip(index))
+}
+
+/// One simulated host running a ravel node.
+struct Host {
+    handle: NodeHandle,
+    disk: MemoryDisk,
+    down: bool,
+}
+
+fn start_host(
+    runtime: &Handle,
+    (seed, bugs): (u64, ravel::core::PlantedBugs),
+    index: usize,
+    join: Vec<String>,
+    disk: MemoryDisk,
+) -> Host {
+    let options = NodeOptions {
+        id: index as u64 + 1,
+        listen: address(index),
+        join,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        heartbeat_interval_ms: 50,
+        snapshot_interval_entries: 100,
+        seed: Some(seed.wrapping_mul(1_000_003).wrapping_add(index as u64)),
+        planted_bugs: bugs,
+        ..NodeOptions::default()
+    };
+    let node_disk = disk.clone();
+    let handle = runtime
+        .create_node()
+        .name(format!("node-{}", index + 1))
+        .ip(ip(index))
+        .init(move || {
+            let disk = node_disk.clone();
+            let options = options.clone();
+            async move {
+                let (storage, state, snapshot) = disk.open();
+                let opened = Opened {
+                    storage: Box::new(storage),
+                    state,
+                    snapshot,
+                };
+                let _ = run_node_on(options, opened, std::future::pending(), |_| {}).await;
+            }
+        })
+        .build();
+    Host {
+        handle,
+        disk,
+        down: false,
+    }
+}
+
+/// The history and its clock: a counter bumped at every call and return, a strict total order
+/// consistent with simulated time (madsim runs one task at a time).
+#[derive(Default)]
+struct Recorder {
+    history: Mutex<History>,
+    clock: AtomicU64,
+    next_op: AtomicU64,
+}
+
+impl Recorder {
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
+    let runtime = Handle::current();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_6473_696d);
+    let spare = options.nodes;
+    let mut hosts: Vec<Host> = Vec::new();
+    hosts.push(start_host(
+        &runtime,
+        (seed, options.bugs),
+        0,
+        Vec::new(),
+        MemoryDisk::new(),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for index in 1..options.nodes {
+        hosts.push(start_host(
+            &runtime,
+            (seed, options.bugs),
+            index,
+            vec![address(0)],
+            MemoryDisk::new(),
+        ));
+    }
+    let endpoints: Vec<String> = (0..=options.nodes).map(address).collect();
+    let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let leaders: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::new(Mutex::new(BTreeMap::new()));
+
+    // Clients (and every check) run on their own host: the supervisor has no network address.
+    let client_host = runtime
+        .create_node()
+        .name("clients")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)))
+        .build();
+    // Wait for the founding members to join before the faults start.
+    let founders = endpoints[..options.nodes].to_vec();
+    let nodes = options.nodes;
+    let joined = client_host
+        .spawn(async move {
+            let mut admin = Client::new(founders);
+            admin.timeout = Duration::from_secs(5);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let mut last = String::new();
+            while tokio::time::Instant::now() < deadline {
+                match admin.members().await {
+                    Ok(members) => {
+                        let voters = members.members.iter().filter(|m| m.role == "voter");
+                        if voters.count() == nodes {
+                            return Ok(());
+                        }
+                        last = format!("{members:?}");
+                    }
+                    Err(error) => last = error.to_string(),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(format!(
+                "the founding nodes did not all join within 30 s (last: {last})"
+            ))
+        })
+        .await
+        .unwrap_or_else(|_| Err("the join check failed".to_string()));
+    if let Err(error) = joined {
+        return result(seed, Some(error), &Recorder::default(), &leaders, 0);
+    }
+
+    let recorder = Arc::new(Recorder::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut client_tasks = Vec::new();
+    for client in 0..options.clients {
+        client_tasks.push(client_host.spawn(client_loop(
+            client as u64,
+            endpoints.clone(),
+            recorder.clone(),
+            stop.clone(),
+            options.keys,
+            seed.wrapping_add(client as u64 * 7919),
+        )));
+    }
+    let monitor = client_host.spawn(monitor_leaders(
+        endpoints.clone(),
+        leaders.clone(),
+        failure.clone(),
+        stop.clone(),
+    ));
+
+    let mut faults_injected = 0;
+    let mut clogged_links: Vec<(usize, usize)> = Vec::new();
+    let mut clogged_nodes: Vec<usize> = Vec::new();
+    let mut paused: Vec<usize> = Vec::new();
+    let mut spare_joined = false;
+    let mut left = false;
+    let net = NetSim::current();
+    let fault_end = tokio::time::Instant::now() + Duration::from_secs(options.fault_seconds);
+    while options.faults && tokio::time::Instant::now() < fault_end {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+        let live = hosts.len();
+        let target = rng.random_range(0..live);
+        faults_injected += 1;
+        match rng.random_range(0..10) {
+            0 => {
+                // Cut one node off from its peers only: clients still reach it, so a deposed
+                // leader that serves reads or takes writes without a quorum is exposed.
+                for other in (0..live).filter(|&other| other != target) {
+                    net.clog_link(hosts[target].handle.id(), hosts[other].handle.id());
+                    net.clog_link(hosts[other].handle.id(), hosts[target].handle.id());
+                    clogged_links.push((target, other));
+                    clogged_links.push((other, target));
+                }
+            }
+            1 => {
+                // Heal what is there, then isolate one node (both directions).
+                for node in clogged_nodes.drain(..) {
+                    net.unclog_node(hosts[node].handle.id());
+                }
+                net.clog_node(hosts[target].handle.id());
+                clogged_nodes.push(target);
+            }
+            2 => {
+                let other = rng.random_range(0..live);
+                if other != target {
+                    net.clog_link(hosts[target].handle.id(), hosts[other].handle.id());
+                    clogged_links.push((target, other));
+                }
+            }
+            3 => {
+                for (from, to) in clogged_links.drain(..) {
+                    net.unclog_link(hosts[from].handle.id(), hosts[to].handle.id());
+                }
+                for node in clogged_nodes.drain(..) {
+                    net.unclog_node(hosts[node].handle.id());
+                }
+            }
+            4 | 5 => {
+                let host = &mut hosts[target];
+                if host.down {
+                    runtime.restart(host.handle.id());
+                    host.down = false;
+                } else if !paused.contains(&target) {
+                    runtime.kill(host.handle.id());
+                    let unsynced = host.disk.unsynced_writes();
+                    host.disk
+                        .crash(rng.random_range(0..=unsynced), rng.random_range(1..4));
+                    host.down = true;
+                }
+            }
+            6 => {
+                if let Some(position) = paused.iter().position(|&node| node == target) {
+                    runtime.resume(hosts[target].handle.id());
+                    paused.remove(position);
+                } else if !hosts[target].down {
+                    runtime.pause(hosts[target].handle.id());
+                    paused.push(target);
+                }
+            }
+            7 if !spare_joined => {
+                // A new node joins through a random member, racing the faults.
+                let via = address(rng.random_range(0..options.nodes));
+                hosts.push(start_host(
+                    &runtime,
+                    (seed, options.bugs),
+                    spare,
+                    vec![via],
+                    MemoryDisk::new(),
+                ));
+                spare_joined = true;
+            }
+            8 if spare_joined && !left => {
+                // A member leaves (possibly the leader, possibly while partitioned).
+                let leaving = rng.random_range(1..=hosts.len()) as u64;
+                let mut client = Client::new(endpoints.clone());
+                client.timeout = Duration::from_secs(2);
+                client_host.spawn(async move {
+                    let _ = client.leave(leaving).await;
+                });
+                left = true;
+            }
+            _ => {
+                for host in hosts.iter_mut().filter(|host| host.down) {
+                    runtime.restart(host.handle.id());
+                    host.down = false;
+                }
+            }
+        }
+    }
+
+    // Heal everything, then the cluster must serve again.
+    for (from, to) in clogged_links.drain(..) {
+        net.unclog_link(hosts[from].handle.id(), hosts[to].handle.id());
+    }
+    for node in clogged_nodes.drain(..) {
+        net.unclog_node(hosts[node].handle.id());
+    }
+    for node in paused.drain(..) {
+        runtime.resume(hosts[node].handle.id());
+    }
+    for host in hosts.iter_mut().filter(|host| host.down) {
+        runtime.restart(host.handle.id());
+        host.down = false;
+    }
+    let liveness = check_liveness(&client_host, endpoints.clone(), recorder.clone()).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in client_tasks {
+        let _ = task.await;
+    }
+    let _ = monitor.await;
+
+    let mut failure = failure.lock().expect("lock").clone();
+    if failure.is_none() {
+        failure = liveness.err();
+    }
+    if failure.is_none() {
+        let history = recorder.history.lock().expect("lock");
+        failure = match linearizability::check(&history) {
+            Verdict::Linearizable => None,
+            Verdict::Violation { key, operations } => Some(format!(
+                "history not linearizable on key {key}:\n  {}",
+                operations.join("\n  ")
+            )),
+            Verdict::Inconclusive { key } => {
+                Some(format!("linearizability check inconclusive on key {key}"))
+            }
+        };
+    }
+    result(seed, failure, &recorder, &leaders, faults_injected)
+}
+
+fn result(
+    seed: u64,
+    failure: Option<String>,
+    recorder: &Recorder,
+    leaders: &Mutex<BTreeMap<u64, u64>>,
+    faults_injected: usize,
+) -> MadsimResult {
+    let history = recorder.history.lock().expect("lock");
+    let mut hash = crate::trace::Fnv64::default();
+    for op in &history.operations {
+        hash.write(format!("{op:?}").as_bytes());
+    }
+    hash.write(format!("{:?}", leaders.lock().expect("lock")).as_bytes());
+    MadsimResult {
+        seed,
+        failure,
+        trace_hash: hash.finish(),
+        completed_operations: history.completed(),
+        faults_injected,
+    }
+}
+
+async fn client_loop(
+    client_id: u64,
+    endpoints: Vec<String>,
+    recorder: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+    keys: usize,
+    seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut client = Client::new(endpoints);
+    client.timeout = Duration::from_secs(2);
+    let mut sequence = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        sequence += 1;
+        let key = Bytes::from(format!("k{}", rng.random_range(0..keys)));
+        let value = Bytes::from(format!("c{client_id}-{sequence}"));
+        let kind = match rng.random_range(0..10) {
+            0..=3 => OpKind::Get,
+            4..=7 => OpKind::Put(value),
+            _ => OpKind::CompareAndSwap {
+                expected: rng
+                    .random_bool(0.5)
+                    .then(|| Bytes::from(format!("c{client_id}-{}", sequence - 1))),
+                new: value,
+            },
+        };
+        let result = perform(&mut client, &recorder, client_id, key, kind).await;
+        let _ = result;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..10))).await;
+    }
+}
+
+/// Runs one operation and records it; an error leaves it open (it may or may not have happened).
+async fn perform(
+    client: &mut Client,
+    recorder: &Recorder,
+    client_id: u64,
+    key: Bytes,
+    kind: OpKind,
+) -> Option<OpResult> {
+    let id = recorder.next_op.fetch_add(1, Ordering::SeqCst);
+    recorder.history.lock().expect("lock").call(
+        id,
+        client_id,
+        key.clone(),
+        kind.clone(),
+        recorder.tick(),
+    );
+    let result = match kind {
+        OpKind::Get => client.get(key, false).await.map(OpResult::Value),
+        OpKind::Put(value) => client.put(key, value).await.map(|_| OpResult::Done),
+        OpKind::Delete => client.delete(key).await.map(|_| OpResult::Done),
+        OpKind::CompareAndSwap { expected, new } => client
+            .compare_and_swap(key, expected, new)
+            .await
+            .map(|(swapped, _)| OpResult::Swapped(swapped)),
+    };
+    let result = result.ok()?;
+    recorder
+        .history
+        .lock()
+        .expect("lock")
+        .complete(id, result.clone(), recorder.tick());
+    Some(result)
+}
+
+/// After the faults heal: a write and a read of it must succeed within 30 simulated seconds.
+async fn check_liveness(
+    client_host: &NodeHandle,
+    endpoints: Vec<String>,
+    recorder: Arc<Recorder>,
+) -> Result<(), String> {
+    let task = client_host.spawn(async move {
+        let mut client = Client::new(endpoints);
+        client.timeout = Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let key = Bytes::from_static(b"k0");
+        while tokio::time::Instant::now() < deadline {
+            let put = OpKind::Put(Bytes::from_static(b"after-heal"));
+            if perform(&mut client, &recorder, 1_000, key.clone(), put)
+                .await
+                .is_some()
+                && perform(&mut client, &recorder, 1_000, key.clone(), OpKind::Get)
+                    .await
+                    .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err("no write and read succeeded within 30 s after the faults healed".to_string())
+    });
+    task.await
+        .unwrap_or_else(|_| Err("liveness task failed".to_string()))
+}
+
+/// Polls every node's status; two nodes claiming leadership of the same term is a failure.
+async fn monitor_leaders(
+    endpoints: Vec<String>,
+    leaders: Arc<Mutex<BTreeMap<u64, u64>>>,
+    failure: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut clients: Vec<Client> = endpoints
+        .iter()
+        .map(|endpoint| {
+            let mut client = Client::new(vec![endpoint.clone()]);
+            client.timeout = Duration::from_millis(100);
+            client
+        })
+        .collect();
+    while !stop.load(Ordering::SeqCst) {
+        for client in clients.iter_mut() {
+            let Ok(status) = client.status().await else {
+                continue;
+            };
+            if status.role != "leader" {
+                continue;
+            }
+            let mut leaders = leaders.lock().expect("lock");
+            let known = *leaders.entry(status.term).or_insert(status.node_id);
+            if known != status.node_id {
+                let mut failure = failure.lock().expect("lock");
+                failure.get_or_insert_with(|| {
+                    format!(
+                        "two leaders in term {}: node {known} and node {}",
+                        status.term, status.node_id
+                    )
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,259 @@
+//! A disk in memory with [`super::FileStorage`]'s semantics, for simulations of the whole node:
+//! writes stay volatile until `sync`; a crash keeps only a prefix of the unsynced writes and may
+//! tear the last one (a prefix of its entries survives, as the checksummed log would recover it).
+//! Snapshots are durable when saved, like the file store's (temp file, fsync, rename).
+//!
+//! The disk outlives the node that uses it: the harness keeps a [`MemoryDisk`] per simulated
+//! host, crashes it when it kills the host, and opens it again when the host restarts.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Storage, StorageError, StoredState};
+use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
+
+#[derive(Clone, Debug)]
+enum Write {
+    Append(Vec<Entry>),
+    HardState(HardState),
+}
+
+#[derive(Clone, Debug, Default)]
+struct Image {
+    hard_state: HardState,
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Entries after the snapshot, contiguous.
+    entries: Vec<Entry>,
+}
+
+impl Image {
+    fn apply(&mut self, write: &Write) {
+        match write {
+            Write::HardState(hard_state) => self.hard_state = *hard_state,
+            Write::Append(entries) => {
+                let Some(first) = entries.first() else { return };
+                let base = self.snapshot.as_ref().map_or(1, |(meta, _)| meta.index + 1);
+                let keep = first.index.saturating_sub(base) as usize;
+                self.entries.truncate(keep);
+                self.entries
+                    .extend(entries.iter().filter(|entry| entry.index >= base).cloned());
+            }
+        }
+    }
+
+    fn last_index(&self) -> LogIndex {
+        self.entries.last().map_or_else(
+            || self.snapshot.as_ref().map_or(0, |(meta, _)| meta.index),
+            |entry| entry.index,
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    durable: Image,
+    unsynced: Vec<Write>,
+    /// Fail the next sync (then stay stopped, like the file store).
+    fail_next_sync: bool,
+    stopped: Option<String>,
+}
+
+/// A simulated disk, shared between the harness and the node using it.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryDisk {
+    disk: Arc<Mutex<Disk>>,
+}
+
+impl MemoryDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Disk> {
+        self.disk
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens the disk as a node starting up does: what survived, and the latest snapshot.
+    #[allow(clippy::type_complexity)]
+    pub fn open(&self) -> (MemoryStorage, StoredState, Option<(SnapshotMeta, Vec<u8>)>) {
+        let mut disk = self.lock();
+        disk.unsynced.clear();
+        disk.stopped = None;
+        disk.fail_next_sync = false;
+        let image = disk.durable.clone();
+        let state = StoredState {
+            hard_state: image.hard_state,
+            snapshot: image.snapshot.as_ref().map(|(meta, _)| meta.clone()),
+            entries: image.entries,
+        };
+        (MemoryStorage { disk: self.clone() }, state, image.snapshot)
+    }
+
+    /// A power cut: keeps the first `kept` unsynced writes (the last of them torn to
+    /// `torn_entries` entries if it is an append and that is fewer) and loses the rest.
+    pub fn crash(&self, kept: usize, torn_entries: usize) {
+        let mut disk = self.lock();
+        let mut survivors: Vec<Write> = disk.unsynced.drain(..).take(kept).collect();
+        if let Some(Write::Append(entries)) = survivors.last_mut() {
+            entries.truncate(torn_entries.max(1).min(entries.len()));
+        }
+        for write in &survivors {
+            disk.durable.apply(write);
+        }
+    }
+
+    /// How many writes are waiting for a sync.
+    pub fn unsynced_writes(&self) -> usize {
+        self.lock().unsynced.len()
+    }
+
+    /// Makes the next sync fail (fsync error): the store stops, as the file store does.
+    pub fn fail_next_sync(&self) {
+        self.lock().fail_next_sync = true;
+    }
+}
+
+/// The node's handle on a [`MemoryDisk`].
+#[derive(Debug)]
+pub struct MemoryStorage {
+    disk: MemoryDisk,
+}
+
+fn check_running(disk: &Disk) -> Result<(), StorageError> {
+    match &disk.stopped {
+        Some(reason) => Err(StorageError::Stopped(reason.clone())),
+        None => Ok(()),
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let mut disk = self.disk.lock();
+        check_running(&disk)?;
+        disk.unsynced.push(Write::Append(entries.to_vec()));
+        Ok(())
+    }
+
+    fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        let mut disk = self.disk.lock();
+        check_running(&disk)?;
+        disk.unsynced.push(Write::HardState(hard_state));
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let mut disk = self.disk.lock();
+        check_running(&disk)?;
+        if disk.fail_next_sync {
+            let reason = "simulated fsync failure".to_string();
+            disk.stopped = Some(reason.clone());
+            return Err(StorageError::Stopped(reason));
+        }
+        let writes: Vec<Write> = disk.unsynced.drain(..).collect();
+        for write in &writes {
+            disk.durable.apply(write);
+        }
+        Ok(())
+    }
+
+    fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
+        let disk = self.disk.lock();
+        check_running(&disk)?;
+        let mut view = disk.durable.clone();
+        for write in &disk.unsynced {
+            view.apply(write);
+        }
+        Ok(view
+            .entries
+            .into_iter()
+            .filter(|entry| (from..=to).contains(&entry.index))
+            .collect())
+    }
+
+    fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let mut disk = self.disk.lock();
+        check_running(&disk)?;
+        // Like the file store: the log written so far is synced before the snapshot lands.
+        let writes: Vec<Write> = disk.unsynced.drain(..).collect();
+        for write in &writes {
+            disk.durable.apply(write);
+        }
+        let image = &mut disk.durable;
+        if meta.index >= image.last_index() {
+            image.entries.clear();
+        } else {
+            image.entries.retain(|entry| entry.index > meta.index);
+        }
+        image.snapshot = Some((meta, data.to_vec()));
+        Ok(())
+    }
+
+    fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        let disk = self.disk.lock();
+        Ok(disk.durable.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::core::EntryPayload;
+
+    fn entry(index: LogIndex, term: u64) -> Entry {
+        Entry {
+            term,
+            index,
+            payload: EntryPayload::Command(Bytes::from(vec![index as u8])),
+        }
+    }
+
+    #[test]
+    fn only_synced_writes_and_a_prefix_of_the_rest_survive_a_crash() {
+        let disk = MemoryDisk::new();
+        let (mut storage, _, _) = disk.open();
+        storage.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        storage.sync().unwrap();
+        storage
+            .append(&[entry(3, 1), entry(4, 1), entry(5, 1)])
+            .unwrap();
+        storage
+            .set_hard_state(HardState {
+                term: 2,
+                vote: Some(1),
+                commit: 2,
+            })
+            .unwrap();
+        disk.crash(1, 2);
+        let (_, state, _) = disk.open();
+        let indexes: Vec<LogIndex> = state.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, vec![1, 2, 3, 4], "torn append keeps a prefix");
+        assert_eq!(
+            state.hard_state,
+            HardState::default(),
+            "unsynced hard state lost"
+        );
+    }
+
+    #[test]
+    fn an_append_replaces_the_suffix_and_a_snapshot_drops_what_it_covers() {
+        let disk = MemoryDisk::new();
+        let (mut storage, _, _) = disk.open();
+        storage
+            .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
+            .unwrap();
+        storage.append(&[entry(2, 2)]).unwrap();
+        storage.sync().unwrap();
+        let meta = SnapshotMeta {
+            index: 1,
+            term: 1,
+            membership: Default::default(),
+        };
+        storage.save_snapshot(meta.clone(), b"image").unwrap();
+        let (_, state, snapshot) = disk.open();
+        assert_eq!(state.entries, vec![entry(2, 2)]);
+        assert_eq!(snapshot, Some((meta, b"image".to_vec())));
+    }
+}
