@@ -59,8 +59,10 @@ impl Client {
 
     pub async fn put(&mut self, key: Bytes, value: Bytes) -> Result<u64, ClientError> {
         let request = pb::PutRequest { key, value };
+        // Not `Always`: a put retried after an attempt that did take effect would apply twice,
+        // the second time after writes of other clients — not linearizable.
         let response = self
-            .call(Retry::Always, move |mut kv, _| {
+            .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
                 let request = request.clone();
                 async move { kv.put(request).await }
             })
@@ -244,7 +246,8 @@ impl Client {
                     self.leader = None;
                     sleep(RETRY_PAUSE).await;
                 }
-                Some(ApiError::ShuttingDown) if retry == Retry::Always => {
+                // Refused before it was proposed (an accepted request gets "outcome unknown").
+                Some(ApiError::ShuttingDown) => {
                     self.leader = None;
                     self.channels.remove(&target);
                 }
