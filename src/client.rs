@@ -1,7 +1,7 @@
 //! A client for a Ravel cluster: tries its endpoints in turn, follows "not leader" redirects to
 //! the leader, and retries what is safe to retry until its deadline.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -43,7 +43,7 @@ enum Retry {
 pub struct Client {
     endpoints: Vec<String>,
     leader: Option<String>,
-    channels: HashMap<String, Channel>,
+    channels: BTreeMap<String, Channel>,
     pub timeout: Duration,
 }
 
@@ -52,7 +52,7 @@ impl Client {
         Client {
             endpoints,
             leader: None,
-            channels: HashMap::new(),
+            channels: BTreeMap::new(),
             timeout: Duration::from_secs(10),
         }
     }
@@ -229,10 +229,14 @@ impl Client {
             let status = match timeout(deadline - now, call).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => status,
-                Err(_) if retry == Retry::OnlyIfNotApplied => {
-                    return Err(ClientError::Unknown("the request timed out".to_string()))
+                Err(_) => {
+                    self.leader = None;
+                    self.channels.remove(&target);
+                    if retry == Retry::OnlyIfNotApplied {
+                        return Err(ClientError::Unknown("the request timed out".to_string()));
+                    }
+                    continue;
                 }
-                Err(_) => continue,
             };
             last_error = format!("{target}: {}", status.message());
             match ApiError::from_status(&status) {
@@ -252,12 +256,13 @@ impl Client {
                     self.channels.remove(&target);
                 }
                 Some(error) => return Err(ClientError::Api(error)),
-                None if status.code() == Code::Unavailable && retry == Retry::Always => {
+                None if status.code() == Code::Unavailable => {
+                    // The connection failed: the next attempt (or call) goes elsewhere.
                     self.leader = None;
                     self.channels.remove(&target);
-                }
-                None if status.code() == Code::Unavailable => {
-                    return Err(ClientError::Unknown(status.message().to_string()))
+                    if retry == Retry::OnlyIfNotApplied {
+                        return Err(ClientError::Unknown(status.message().to_string()));
+                    }
                 }
                 None => return Err(ClientError::Other(status.message().to_string())),
             }

@@ -94,6 +94,8 @@ struct Host {
     handle: NodeHandle,
     disk: MemoryDisk,
     down: bool,
+    /// The node stopped by itself (fail-stop on a storage fault, or it could not start).
+    stopped: Arc<AtomicBool>,
 }
 
 fn start_host(
@@ -116,6 +118,8 @@ fn start_host(
         ..NodeOptions::default()
     };
     let node_disk = disk.clone();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let node_stopped = stopped.clone();
     let handle = runtime
         .create_node()
         .name(format!("node-{}", index + 1))
@@ -123,14 +127,25 @@ fn start_host(
         .init(move || {
             let disk = node_disk.clone();
             let options = options.clone();
+            let stopped = node_stopped.clone();
             async move {
-                let (storage, state, snapshot) = disk.open();
-                let opened = Opened {
-                    storage: Box::new(storage),
-                    state,
-                    snapshot,
-                };
-                let _ = run_node_on(options, opened, std::future::pending(), |_| {}).await;
+                // A disk that cannot be read refuses to start, as `FileStorage::open` would.
+                match disk.open() {
+                    Ok((storage, state, snapshot)) => {
+                        let opened = Opened {
+                            storage: Box::new(storage),
+                            state,
+                            snapshot,
+                        };
+                        let outcome =
+                            run_node_on(options, opened, std::future::pending(), |_| {}).await;
+                        if let Err(error) = outcome {
+                            tracing::warn!(%error, "node stopped");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "node cannot start"),
+                }
+                stopped.store(true, Ordering::SeqCst);
             }
         })
         .build();
@@ -138,6 +153,7 @@ fn start_host(
         handle,
         disk,
         down: false,
+        stopped,
     }
 }
 
@@ -253,7 +269,7 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
         let live = hosts.len();
         let target = rng.random_range(0..live);
         faults_injected += 1;
-        match rng.random_range(0..10) {
+        match rng.random_range(0..11) {
             0 => {
                 // Cut one node off from its peers only: clients still reach it, so a deposed
                 // leader that serves reads or takes writes without a quorum is exposed.
@@ -331,12 +347,12 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
                 });
                 left = true;
             }
-            _ => {
-                for host in hosts.iter_mut().filter(|host| host.down) {
-                    runtime.restart(host.handle.id());
-                    host.down = false;
-                }
+            9 => {
+                // The next read of this node's disk fails or returns corrupt bytes: it stops
+                // (fail-stop) when it reads, or refuses to start on its next restart.
+                hosts[target].disk.fail_next_read(rng.random_bool(0.5));
             }
+            _ => restart_stopped(&runtime, &mut hosts),
         }
     }
 
@@ -350,11 +366,19 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
     for node in paused.drain(..) {
         runtime.resume(hosts[node].handle.id());
     }
-    for host in hosts.iter_mut().filter(|host| host.down) {
-        runtime.restart(host.handle.id());
-        host.down = false;
-    }
-    let liveness = check_liveness(&client_host, endpoints.clone(), recorder.clone()).await;
+    restart_stopped(&runtime, &mut hosts);
+    // Nodes that stop by themselves later (a read fault armed before the heal) are restarted,
+    // as an operator or a supervisor would, while the cluster must recover.
+    let liveness = check_liveness(&client_host, endpoints.clone(), recorder.clone());
+    tokio::pin!(liveness);
+    let liveness = loop {
+        tokio::select! {
+            outcome = &mut liveness => break outcome,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                restart_stopped(&runtime, &mut hosts);
+            }
+        }
+    };
     stop.store(true, Ordering::SeqCst);
     for task in client_tasks {
         let _ = task.await;
@@ -379,6 +403,21 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
         };
     }
     result(seed, failure, &recorder, &leaders, faults_injected)
+}
+
+/// Restarts every node that was killed or stopped by itself.
+fn restart_stopped(runtime: &Handle, hosts: &mut [Host]) {
+    for host in hosts.iter_mut() {
+        let stopped = host.stopped.swap(false, Ordering::SeqCst);
+        if host.down || stopped {
+            if !host.down {
+                // madsim's restart keeps the old incarnation's sockets; kill releases them.
+                runtime.kill(host.handle.id());
+            }
+            runtime.restart(host.handle.id());
+            host.down = false;
+        }
+    }
 }
 
 fn result(
@@ -442,7 +481,7 @@ async fn perform(
     client_id: u64,
     key: Bytes,
     kind: OpKind,
-) -> Option<OpResult> {
+) -> Result<OpResult, ravel::client::ClientError> {
     let id = recorder.next_op.fetch_add(1, Ordering::SeqCst);
     recorder.history.lock().expect("lock").call(
         id,
@@ -460,13 +499,13 @@ async fn perform(
             .await
             .map(|(swapped, _)| OpResult::Swapped(swapped)),
     };
-    let result = result.ok()?;
+    let result = result?;
     recorder
         .history
         .lock()
         .expect("lock")
         .complete(id, result.clone(), recorder.tick());
-    Some(result)
+    Ok(result)
 }
 
 /// After the faults heal: a write and a read of it must succeed within 30 simulated seconds.
@@ -480,19 +519,22 @@ async fn check_liveness(
         client.timeout = Duration::from_secs(2);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let key = Bytes::from_static(b"k0");
+        let mut last_error = String::new();
         while tokio::time::Instant::now() < deadline {
             let put = OpKind::Put(Bytes::from_static(b"after-heal"));
-            if perform(&mut client, &recorder, 1_000, key.clone(), put)
-                .await
-                .is_some()
-                && perform(&mut client, &recorder, 1_000, key.clone(), OpKind::Get)
+            match perform(&mut client, &recorder, 1_000, key.clone(), put).await {
+                Err(error) => last_error = format!("put: {error}"),
+                Ok(_) => match perform(&mut client, &recorder, 1_000, key.clone(), OpKind::Get)
                     .await
-                    .is_some()
-            {
-                return Ok(());
+                {
+                    Ok(_) => return Ok(()),
+                    Err(error) => last_error = format!("get: {error}"),
+                },
             }
         }
-        Err("no write and read succeeded within 30 s after the faults healed".to_string())
+        Err(format!(
+            "no write and read succeeded within 30 s after the faults healed (last error: {last_error})"
+        ))
     });
     task.await
         .unwrap_or_else(|_| Err("liveness task failed".to_string()))

@@ -3,7 +3,7 @@
 //! batch per RPC. When a queue is full, or a peer cannot be reached, messages are dropped: Raft
 //! retries on its own, and an unbounded queue would only grow while a peer is down.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Duration};
@@ -35,9 +35,9 @@ pub struct Transport {
     cluster_id: u64,
     id: NodeId,
     address: String,
-    peers: HashMap<NodeId, Peer>,
+    peers: BTreeMap<NodeId, Peer>,
     /// Addresses peers announced in their own messages, for nodes not in the book yet.
-    announced: HashMap<NodeId, String>,
+    announced: BTreeMap<NodeId, String>,
 }
 
 impl Transport {
@@ -46,8 +46,8 @@ impl Transport {
             cluster_id,
             id,
             address,
-            peers: HashMap::new(),
-            announced: HashMap::new(),
+            peers: BTreeMap::new(),
+            announced: BTreeMap::new(),
         }
     }
 

@@ -54,6 +54,9 @@ struct Disk {
     unsynced: Vec<Write>,
     /// Fail the next sync (then stay stopped, like the file store).
     fail_next_sync: bool,
+    /// The next read fails: `Some(true)` returns bytes that fail their checksum (the file
+    /// store reports corruption), `Some(false)` an I/O error.
+    read_fault: Option<bool>,
     stopped: Option<String>,
 }
 
@@ -74,10 +77,14 @@ impl MemoryDisk {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Opens the disk as a node starting up does: what survived, and the latest snapshot.
+    /// Opens the disk as a node starting up does: what survived, and the latest snapshot; an
+    /// error if a read fault was armed (the node must refuse to start, as on a real disk).
     #[allow(clippy::type_complexity)]
-    pub fn open(&self) -> (MemoryStorage, StoredState, Option<(SnapshotMeta, Vec<u8>)>) {
+    pub fn open(
+        &self,
+    ) -> Result<(MemoryStorage, StoredState, Option<(SnapshotMeta, Vec<u8>)>), StorageError> {
         let mut disk = self.lock();
+        take_read_fault(&mut disk)?;
         disk.unsynced.clear();
         disk.stopped = None;
         disk.fail_next_sync = false;
@@ -87,7 +94,13 @@ impl MemoryDisk {
             snapshot: image.snapshot.as_ref().map(|(meta, _)| meta.clone()),
             entries: image.entries,
         };
-        (MemoryStorage { disk: self.clone() }, state, image.snapshot)
+        Ok((MemoryStorage { disk: self.clone() }, state, image.snapshot))
+    }
+
+    /// Makes the next read fail, with corrupt bytes (caught by the checksum) or an I/O error.
+    /// The fault is transient: the read after it succeeds.
+    pub fn fail_next_read(&self, corrupt: bool) {
+        self.lock().read_fault = Some(corrupt);
     }
 
     /// A power cut: keeps the first `kept` unsynced writes (the last of them torn to
@@ -118,6 +131,23 @@ impl MemoryDisk {
 #[derive(Debug)]
 pub struct MemoryStorage {
     disk: MemoryDisk,
+}
+
+const SIMULATED_PATH: &str = "simulated-disk";
+
+fn take_read_fault(disk: &mut Disk) -> Result<(), StorageError> {
+    match disk.read_fault.take() {
+        None => Ok(()),
+        Some(true) => Err(StorageError::Corrupt {
+            path: SIMULATED_PATH.into(),
+            offset: 0,
+            reason: "checksum mismatch (simulated corrupt read)".to_string(),
+        }),
+        Some(false) => Err(StorageError::Io {
+            path: SIMULATED_PATH.into(),
+            source: std::io::Error::other("simulated read failure"),
+        }),
+    }
 }
 
 fn check_running(disk: &Disk) -> Result<(), StorageError> {
@@ -158,8 +188,9 @@ impl Storage for MemoryStorage {
     }
 
     fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
-        let disk = self.disk.lock();
+        let mut disk = self.disk.lock();
         check_running(&disk)?;
+        take_read_fault(&mut disk)?;
         let mut view = disk.durable.clone();
         for write in &disk.unsynced {
             view.apply(write);
@@ -190,7 +221,8 @@ impl Storage for MemoryStorage {
     }
 
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
-        let disk = self.disk.lock();
+        let mut disk = self.disk.lock();
+        take_read_fault(&mut disk)?;
         Ok(disk.durable.snapshot.clone())
     }
 }
@@ -213,7 +245,7 @@ mod tests {
     #[test]
     fn only_synced_writes_and_a_prefix_of_the_rest_survive_a_crash() {
         let disk = MemoryDisk::new();
-        let (mut storage, _, _) = disk.open();
+        let (mut storage, _, _) = disk.open().unwrap();
         storage.append(&[entry(1, 1), entry(2, 1)]).unwrap();
         storage.sync().unwrap();
         storage
@@ -227,7 +259,7 @@ mod tests {
             })
             .unwrap();
         disk.crash(1, 2);
-        let (_, state, _) = disk.open();
+        let (_, state, _) = disk.open().unwrap();
         let indexes: Vec<LogIndex> = state.entries.iter().map(|e| e.index).collect();
         assert_eq!(indexes, vec![1, 2, 3, 4], "torn append keeps a prefix");
         assert_eq!(
@@ -240,7 +272,7 @@ mod tests {
     #[test]
     fn an_append_replaces_the_suffix_and_a_snapshot_drops_what_it_covers() {
         let disk = MemoryDisk::new();
-        let (mut storage, _, _) = disk.open();
+        let (mut storage, _, _) = disk.open().unwrap();
         storage
             .append(&[entry(1, 1), entry(2, 1), entry(3, 1)])
             .unwrap();
@@ -252,8 +284,20 @@ mod tests {
             membership: Default::default(),
         };
         storage.save_snapshot(meta.clone(), b"image").unwrap();
-        let (_, state, snapshot) = disk.open();
+        let (_, state, snapshot) = disk.open().unwrap();
         assert_eq!(state.entries, vec![entry(2, 2)]);
         assert_eq!(snapshot, Some((meta, b"image".to_vec())));
+    }
+
+    #[test]
+    fn an_armed_read_fault_fails_one_read_then_reads_succeed() {
+        let disk = MemoryDisk::new();
+        disk.fail_next_read(true);
+        let error = disk.open().expect_err("corrupt read");
+        assert!(error.to_string().contains("corrupt"), "{error}");
+        let (storage, _, _) = disk.open().expect("transient");
+        disk.fail_next_read(false);
+        assert!(storage.load_snapshot().is_err());
+        assert!(storage.load_snapshot().is_ok());
     }
 }

@@ -73,6 +73,12 @@ mod runner {
 
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
+        if cli.replay.is_some() {
+            // A replay shows what the nodes logged (RUST_LOG narrows or widens it).
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            tracing_subscriber::fmt().with_env_filter(filter).init();
+        }
         let seeds = match cli.replay {
             Some(seed) => seed..seed + 1,
             None => match parse_seeds(&cli.seeds) {
