@@ -28,11 +28,6 @@ use crate::kv::{Command, KvStateMachine, Outcome};
 const REQUESTS_PER_ITERATION_MAX: usize = 1024;
 /// How often the core is ticked.
 const TICK: Duration = Duration::from_millis(10);
-/// Proposals and reads wait for the disk (or the read round in flight) at most this long, and at
-/// most this many: under load, each fsync and each heartbeat round then carries a large batch
-/// instead of many small ones; idle, nothing waits at all.
-const PACING_WAIT: Duration = Duration::from_millis(2);
-const PACED_BATCH_MAX: usize = 1024;
 /// How long a leader that is shutting down waits for its successor to take over.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
@@ -127,12 +122,6 @@ pub struct EventLoop {
     /// Proposals appended to the log: index → (term, request).
     accepted: BTreeMap<LogIndex, (Term, RequestId)>,
     reads: BTreeMap<RequestId, (Bytes, Reply<ReadResult>)>,
-    /// Client writes not yet handed to the core, and since when the oldest waits.
-    waiting_proposals: Vec<Proposal>,
-    /// Linearizable reads not yet handed to the core, and reads the core is confirming.
-    waiting_reads: Vec<RequestId>,
-    waiting_since: Option<Instant>,
-    reads_in_core: usize,
     /// The last persist handed to storage, and the last one reported durable.
     persist_issued: PersistId,
     persist_done: PersistId,
@@ -183,10 +172,6 @@ impl EventLoop {
             pending: BTreeMap::new(),
             accepted: BTreeMap::new(),
             reads: BTreeMap::new(),
-            waiting_proposals: Vec::new(),
-            waiting_reads: Vec::new(),
-            waiting_since: None,
-            reads_in_core: 0,
             persist_issued: 0,
             persist_done: 0,
             held: VecDeque::new(),
@@ -232,7 +217,6 @@ impl EventLoop {
             }
             let now_ms = self.now_ms();
             self.core.step(Input::Tick { now_ms });
-            self.pace();
             self.execute_actions();
             if let Some(reason) = self.fatal.take() {
                 return Err(self.fail(reason));
@@ -262,13 +246,13 @@ impl EventLoop {
     }
 
     fn handle_requests(&mut self, batch: &mut Vec<Request>) {
+        let mut proposals = Vec::new();
         for request in batch.drain(..) {
             match request {
                 Request::Write { command, reply } => {
                     let id = self.request_id();
                     self.pending.insert(id, Pending::Write(reply));
-                    self.waiting_since.get_or_insert_with(Instant::now);
-                    self.waiting_proposals.push(Proposal {
+                    proposals.push(Proposal {
                         id,
                         command: command.encode(),
                     });
@@ -281,8 +265,7 @@ impl EventLoop {
                     } else {
                         let id = self.request_id();
                         self.reads.insert(id, (key, reply));
-                        self.waiting_since.get_or_insert_with(Instant::now);
-                        self.waiting_reads.push(id);
+                        self.core.step(Input::Read { id });
                     }
                 }
                 Request::Join {
@@ -291,7 +274,14 @@ impl EventLoop {
                     last_index,
                     follower_only,
                     reply,
-                } => self.join(node, address, last_index, follower_only, reply),
+                } => self.join(
+                    node,
+                    address,
+                    last_index,
+                    follower_only,
+                    reply,
+                    &mut proposals,
+                ),
                 Request::Leave { node, reply } => {
                     let id = self.request_id();
                     self.pending.insert(id, Pending::Leave(reply));
@@ -317,42 +307,7 @@ impl EventLoop {
                 Request::Shutdown { reply } => self.shutting_down = Some(reply),
             }
         }
-    }
-
-    /// Hands waiting writes and reads to the core when the disk is idle (or the read round in
-    /// flight answered), when enough wait, or when the oldest has waited `PACING_WAIT`.
-    fn pace(&mut self) {
-        let overdue = self
-            .waiting_since
-            .is_some_and(|since| since.elapsed() >= PACING_WAIT);
-        let leading = self.role.0 == Role::Leader;
-        if !self.waiting_proposals.is_empty()
-            && (!leading
-                || overdue
-                || self.persist_done == self.persist_issued
-                || self.waiting_proposals.len() >= PACED_BATCH_MAX)
-        {
-            self.flush_proposals();
-        }
-        if !self.waiting_reads.is_empty()
-            && (!leading
-                || overdue
-                || self.reads_in_core == 0
-                || self.waiting_reads.len() >= PACED_BATCH_MAX)
-        {
-            for id in std::mem::take(&mut self.waiting_reads) {
-                self.reads_in_core += 1;
-                self.core.step(Input::Read { id });
-            }
-        }
-        if self.waiting_proposals.is_empty() && self.waiting_reads.is_empty() {
-            self.waiting_since = None;
-        }
-    }
-
-    fn flush_proposals(&mut self) {
-        if !self.waiting_proposals.is_empty() {
-            let proposals = std::mem::take(&mut self.waiting_proposals);
+        if !proposals.is_empty() {
             self.core.step(Input::Propose(proposals));
         }
     }
@@ -366,6 +321,7 @@ impl EventLoop {
         last_index: LogIndex,
         follower_only: bool,
         reply: Reply<()>,
+        proposals: &mut Vec<Proposal>,
     ) {
         if self.role.0 != Role::Leader {
             let _ = reply.send(Err(self.not_leader()));
@@ -387,7 +343,7 @@ impl EventLoop {
         }
         if self.book.get(node) != Some(address.as_str()) {
             let id = self.request_id();
-            self.waiting_proposals.push(Proposal {
+            proposals.push(Proposal {
                 id,
                 command: address_book::register(node, &address).encode(),
             });
@@ -395,8 +351,9 @@ impl EventLoop {
         self.transport.set_address(node, &address);
         let id = self.request_id();
         self.pending.insert(id, Pending::Join(reply));
-        // The address must be in the log before the membership entry that adds the node.
-        self.flush_proposals();
+        if !proposals.is_empty() {
+            self.core.step(Input::Propose(std::mem::take(proposals)));
+        }
         if follower_only && self.core.membership().learners.contains(&node) {
             if let Some(Pending::Join(reply)) = self.pending.remove(&id) {
                 let _ = reply.send(Ok(()));
@@ -465,7 +422,6 @@ impl EventLoop {
                 self.answer_error(id, error);
             }
             Action::ReadReady { id, .. } => {
-                self.reads_in_core = self.reads_in_core.saturating_sub(1);
                 if let Some((key, reply)) = self.reads.remove(&id) {
                     let value = self.kv.get(&key).cloned();
                     let index = self.kv.applied_index();
@@ -473,7 +429,6 @@ impl EventLoop {
                 }
             }
             Action::ReadRefused { id, reason } => {
-                self.reads_in_core = self.reads_in_core.saturating_sub(1);
                 if let Some((_, reply)) = self.reads.remove(&id) {
                     let _ = reply.send(Err(self.refusal(reason)));
                 }
