@@ -12,5 +12,6 @@ pub mod madsim_harness;
 pub mod network;
 pub mod options;
 pub mod runner;
+pub mod schedule;
 pub mod trace;
 pub mod world;
