@@ -62,7 +62,7 @@ impl Step {
             12 => Step::Campaign(node),
             13 => Step::Transfer(node, other),
             14 => Step::Join { node, via: other },
-            _ if arg % 4 == 0 => Step::LoseDisk(node),
+            _ if arg.is_multiple_of(4) => Step::LoseDisk(node),
             _ => Step::Leave { node, via: other },
         }
     }
