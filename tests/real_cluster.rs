@@ -274,6 +274,17 @@ async fn the_update_node_hook_refuses_a_joiner_and_bad_requests_get_clear_errors
     let log = std::fs::read_to_string(dir.path().join("node-5.log")).expect("log");
     assert!(log.contains("cluster 77"), "{log}");
 
+    // A joiner claiming the id of a live member at another address is refused, saying why.
+    let mut impostor = NodeProcess::start(
+        1,
+        &free_address(),
+        &dir.path().join("node-1-impostor"),
+        &["--join", &first],
+    );
+    assert_eq!(impostor.exit_code(Duration::from_secs(20)), Some(5));
+    let log = std::fs::read_to_string(dir.path().join("node-1-impostor.log")).expect("log");
+    assert!(log.contains("already used by the live node"), "{log}");
+
     // Client mistakes: reserved and empty keys are refused, nothing is written.
     let mut client = client(&[&leader]);
     let error = client

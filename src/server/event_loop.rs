@@ -157,7 +157,9 @@ impl EventLoop {
         let book = AddressBook::from_state_machine(&parts.kv);
         EventLoop {
             member: status.member,
-            role: (status.role, status.leader),
+            // As if a follower: the core's first RoleChanged (a bootstrapping node may already
+            // lead) then registers this node's address like any new leader does.
+            role: (Role::Follower, None),
             core: parts.core,
             kv: parts.kv,
             address: parts.address,
