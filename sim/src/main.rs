@@ -77,7 +77,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let seeds = match parse_seeds(&cli.seeds) {
+    let seeds = match ravel_sim::options::parse_seeds(&cli.seeds) {
         Ok(seeds) => seeds,
         Err(message) => {
             eprintln!("error: {message}");
@@ -170,27 +170,6 @@ fn build_options(cli: &Cli) -> Result<SimOptions, String> {
         bugs,
         ..SimOptions::default()
     })
-}
-
-fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
-    let parse = |part: &str| {
-        part.trim()
-            .parse::<u64>()
-            .map_err(|_| format!("`{text}` is not a seed range like 0..1000"))
-    };
-    match text.split_once("..") {
-        Some((start, end)) => {
-            let (start, end) = (parse(start)?, parse(end)?);
-            if start >= end {
-                return Err(format!("seed range {text} is empty"));
-            }
-            Ok(start..end)
-        }
-        None => {
-            let seed = parse(text)?;
-            Ok(seed..seed + 1)
-        }
-    }
 }
 
 /// Prints a seed's outcome; for a failure, the exact command that replays it.

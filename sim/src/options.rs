@@ -171,3 +171,25 @@ impl Default for SimOptions {
         }
     }
 }
+
+/// A seed range from the command line: `0..1000` (end excluded) or one seed.
+pub fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
+    let parse = |part: &str| {
+        part.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{text}` is not a seed range like 0..1000"))
+    };
+    match text.split_once("..") {
+        Some((start, end)) => {
+            let (start, end) = (parse(start)?, parse(end)?);
+            if start >= end {
+                return Err(format!("seed range {text} is empty"));
+            }
+            Ok(start..end)
+        }
+        None => {
+            let seed = parse(text)?;
+            Ok(seed..seed + 1)
+        }
+    }
+}

@@ -56,21 +56,6 @@ mod runner {
         bug: Option<String>,
     }
 
-    fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
-        let parse = |part: &str| {
-            part.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("`{text}` is not a seed range like 0..200"))
-        };
-        match text.split_once("..") {
-            Some((start, end)) => Ok(parse(start)?..parse(end)?),
-            None => {
-                let seed = parse(text)?;
-                Ok(seed..seed + 1)
-            }
-        }
-    }
-
     pub fn main() -> ExitCode {
         let cli = Cli::parse();
         if cli.replay.is_some() {
@@ -81,7 +66,7 @@ mod runner {
         }
         let seeds = match cli.replay {
             Some(seed) => seed..seed + 1,
-            None => match parse_seeds(&cli.seeds) {
+            None => match ravel_sim::options::parse_seeds(&cli.seeds) {
                 Ok(seeds) => seeds,
                 Err(error) => {
                     eprintln!("error: {error}");
