@@ -586,12 +586,7 @@ impl EventLoop {
                 }]));
             }
         }
-        let member = self.core.status().member;
-        if member != self.member {
-            tracing::info!(from = ?self.member, to = ?member, "member state changed");
-            self.member = member;
-            self.hooks.switch_status(member_state_name(member));
-        }
+        self.note_member_state();
     }
 
     fn release_held(&mut self) {
@@ -602,6 +597,11 @@ impl EventLoop {
             let (_, message) = self.held.pop_front().expect("front");
             self.transport.send(message, &self.book);
         }
+        self.note_member_state();
+    }
+
+    /// Logs and tells the `switch-status` hook when this node's member state changed.
+    fn note_member_state(&mut self) {
         let member = self.core.status().member;
         if member != self.member {
             tracing::info!(from = ?self.member, to = ?member, "member state changed");
