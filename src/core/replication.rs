@@ -213,6 +213,15 @@ impl RawNode {
                 rejected_index,
                 hint,
             } => {
+                // The follower's log ends below what it was known to match: it lost its data
+                // (a disk replaced; an old rejection delayed this long costs only a re-probe).
+                // Start over from where its log ends, or a change that needs its
+                // acknowledgement could wait forever.
+                if hint.conflict_term.is_none() && hint.conflict_index <= progress.match_index {
+                    progress.match_index = hint.conflict_index.saturating_sub(1);
+                    progress.become_probe(hint.conflict_index);
+                    return;
+                }
                 let stale = rejected_index <= progress.match_index
                     || (progress.state == ProgressState::Probe
                         && rejected_index + 1 != progress.next_index);
