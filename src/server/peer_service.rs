@@ -1,6 +1,5 @@
-//! The peer service: a stream of Raft message batches from each other node of the group, each
-//! batch checked (cluster id, sender, recipient, well-formed) before it reaches the core. A bad
-//! batch ends the stream with an error; the sender reconnects.
+//! The peer service: Raft messages from the other nodes of the group, checked (cluster id,
+//! sender, recipient, well-formed) before they reach the core.
 
 use tonic::{Request, Response, Status};
 
@@ -20,8 +19,10 @@ impl PeerService {
     }
 }
 
-impl PeerService {
-    async fn accept(&self, batch: MessageBatch) -> Result<(), ApiError> {
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn send(&self, request: Request<MessageBatch>) -> Result<Response<BatchAck>, Status> {
+        let batch = request.into_inner();
         self.node.check_cluster(batch.cluster_id)?;
         let mut messages = Vec::with_capacity(batch.messages.len());
         for message in batch.messages {
@@ -31,7 +32,8 @@ impl PeerService {
                 return Err(ApiError::InvalidArgument(format!(
                     "message from node {} to node {} arrived in a batch from node {} at node {}",
                     message.from, message.to, batch.from, self.node.id
-                )));
+                ))
+                .into());
             }
             messages.push(message);
         }
@@ -41,20 +43,7 @@ impl PeerService {
                 from_address: batch.from_address,
                 messages,
             })
-            .await
-    }
-}
-
-#[tonic::async_trait]
-impl Peer for PeerService {
-    async fn stream(
-        &self,
-        request: Request<tonic::Streaming<MessageBatch>>,
-    ) -> Result<Response<BatchAck>, Status> {
-        let mut batches = request.into_inner();
-        while let Some(batch) = batches.message().await? {
-            self.accept(batch).await?;
-        }
+            .await?;
         Ok(Response::new(BatchAck {}))
     }
 }

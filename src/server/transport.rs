@@ -1,7 +1,6 @@
 //! Carries Raft messages to peers: one task and one bounded queue per peer, so a slow or dead
 //! peer never blocks the event loop or the other peers. Each task sends whatever is queued as one
-//! batch on a long-lived stream to the peer (no round trip per batch: Raft's answers are messages
-//! the other way). When a queue is full, or a peer cannot be reached, messages are dropped: Raft
+//! batch per RPC. When a queue is full, or a peer cannot be reached, messages are dropped: Raft
 //! retries on its own, and an unbounded queue would only grow while a peer is down.
 
 use std::collections::BTreeMap;
@@ -20,7 +19,6 @@ const QUEUE_MESSAGES_MAX: usize = 4096;
 /// Messages per RPC, at most.
 const BATCH_MESSAGES_MAX: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// A stream that takes no batch for this long is replaced.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed send before the next connection attempt.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -143,16 +141,16 @@ async fn run_peer(
     address: String,
     mut queue: mpsc::Receiver<Message>,
 ) {
-    let mut stream: Option<mpsc::Sender<MessageBatch>> = None;
+    let mut client: Option<PeerClient<Channel>> = None;
     let mut batch = Vec::with_capacity(BATCH_MESSAGES_MAX);
     loop {
         if queue.recv_many(&mut batch, BATCH_MESSAGES_MAX).await == 0 {
             return;
         }
-        if stream.is_none() {
-            stream = open_stream(&address).await;
+        if client.is_none() {
+            client = connect(&address).await;
         }
-        let Some(open) = stream.as_ref() else {
+        let Some(connected) = client.as_mut() else {
             batch.clear();
             tokio::time::sleep(RETRY_PAUSE).await;
             continue;
@@ -164,56 +162,22 @@ async fn run_peer(
             messages: batch.drain(..).map(|m| message_to_proto(&m)).collect(),
         };
         #[cfg(madsim)]
-        let request = match simulated_chaos(open, request).await {
+        let request = match simulated_chaos(connected, request) {
             Some(request) => request,
             None => continue,
         };
-        // A closed stream (the peer went away) or one that stopped moving (the peer hangs or
-        // the network holds the bytes) is replaced by a new one.
-        match timeout(SEND_TIMEOUT, open.send(request)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                tracing::debug!(%address, "stream to peer closed");
-                stream = None;
+        match timeout(SEND_TIMEOUT, connected.send(request)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => {
+                tracing::debug!(%address, %status, "peer refused a batch");
+                client = None;
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(_) => {
-                tracing::debug!(%address, "stream to peer stalled");
-                stream = None;
+                tracing::debug!(%address, "peer did not answer in time");
+                client = None;
             }
         }
-    }
-}
-
-/// Batches queued on a stream before sending waits.
-const STREAM_BATCHES_MAX: usize = 64;
-
-/// Opens the stream of batches to `address`: one long-lived RPC whose request body is every
-/// batch pushed into the returned sender, in order. It ends when the sender is dropped or the
-/// peer goes away (then the sender reports closed).
-async fn open_stream(address: &str) -> Option<mpsc::Sender<MessageBatch>> {
-    let mut client = connect(address).await?;
-    let (batches, receiver) = mpsc::channel(STREAM_BATCHES_MAX);
-    let address = address.to_string();
-    tokio::spawn(async move {
-        if let Err(status) = client.stream(BatchStream(receiver)).await {
-            tracing::debug!(%address, %status, "stream to peer ended");
-        }
-    });
-    Some(batches)
-}
-
-/// The receiving end of a batch queue as the request stream of an RPC.
-struct BatchStream(mpsc::Receiver<MessageBatch>);
-
-impl futures_core::Stream for BatchStream {
-    type Item = MessageBatch;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<MessageBatch>> {
-        self.0.poll_recv(context)
     }
 }
 
@@ -240,25 +204,22 @@ async fn connect(address: &str) -> Option<PeerClient<Channel>> {
 /// harness attacks the node with both. Returns the batch to send now, or `None` if it was
 /// deferred (sent later, after batches queued behind it: reordering).
 #[cfg(madsim)]
-async fn simulated_chaos(
-    stream: &mpsc::Sender<MessageBatch>,
-    request: MessageBatch,
-) -> Option<MessageBatch> {
+fn simulated_chaos(client: &PeerClient<Channel>, request: MessageBatch) -> Option<MessageBatch> {
     /// Percent of batches sent twice, and percent delayed past later ones.
     const DUPLICATE_PERCENT: u32 = 3;
     const DELAY_PERCENT: u32 = 3;
     let roll = madsim::rand::random::<u32>() % 100;
-    if roll < DUPLICATE_PERCENT {
-        let _ = stream.send(request.clone()).await;
-        return Some(request);
-    }
     if roll < DUPLICATE_PERCENT + DELAY_PERCENT {
-        let late = stream.clone();
+        let mut late = client.clone();
+        let copy = request.clone();
         let delay = Duration::from_millis(1 + u64::from(madsim::rand::random::<u32>() % 40));
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = late.send(request).await;
+            let _ = timeout(SEND_TIMEOUT, late.send(copy)).await;
         });
+        if roll < DUPLICATE_PERCENT {
+            return Some(request);
+        }
         return None;
     }
     Some(request)
