@@ -65,6 +65,15 @@ impl NodeProcess {
         }
     }
 
+    /// Asks the node to stop gracefully (SIGTERM).
+    fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
     fn exit_code(&mut self, within: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + within;
         let child = self.child.as_mut()?;
@@ -214,6 +223,7 @@ async fn three_processes_survive_kill_9_of_the_leader_and_change_membership() {
     let members = everyone.members().await.expect("members");
     assert_eq!(members.members.len(), 4, "{members:?}");
     everyone.leave(4).await.expect("node 4 leaves");
+    drop(fourth);
     let members = everyone.members().await.expect("members");
     assert_eq!(
         members.members.iter().map(|m| m.id).collect::<Vec<_>>(),
@@ -221,6 +231,24 @@ async fn three_processes_survive_kill_9_of_the_leader_and_change_membership() {
     );
     let value = everyone.get(key(0), false).await.expect("read");
     assert_eq!(value, Some(Bytes::from("value-0")));
+
+    // SIGTERM to the leader: it hands leadership over and exits 0; the others serve on at once.
+    let all: Vec<&NodeProcess> = nodes.iter().collect();
+    let leader = leader_id(&all).await as usize - 1;
+    nodes[leader].terminate();
+    assert_eq!(
+        nodes[leader].exit_code(Duration::from_secs(10)),
+        Some(0),
+        "a leader stopped by SIGTERM exits cleanly"
+    );
+    let log = std::fs::read_to_string(nodes[leader].data_dir.with_extension("log")).expect("log");
+    assert!(log.contains("handing leadership over"), "{log}");
+    let rest: Vec<&NodeProcess> = nodes.iter().filter(|n| n.id != leader as u64 + 1).collect();
+    let mut rest_client = client(&rest);
+    rest_client
+        .put(key(100), Bytes::from_static(b"after handover"))
+        .await
+        .expect("write after a graceful handover");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
