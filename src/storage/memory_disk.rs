@@ -52,12 +52,9 @@ impl Image {
 struct Disk {
     durable: Image,
     unsynced: Vec<Write>,
-    /// Fail the next sync (then stay stopped, like the file store).
-    fail_next_sync: bool,
     /// The next read fails: `Some(true)` returns bytes that fail their checksum (the file
     /// store reports corruption), `Some(false)` an I/O error.
     read_fault: Option<bool>,
-    stopped: Option<String>,
 }
 
 /// A simulated disk, shared between the harness and the node using it.
@@ -86,8 +83,6 @@ impl MemoryDisk {
         let mut disk = self.lock();
         take_read_fault(&mut disk)?;
         disk.unsynced.clear();
-        disk.stopped = None;
-        disk.fail_next_sync = false;
         let image = disk.durable.clone();
         let state = StoredState {
             hard_state: image.hard_state,
@@ -120,11 +115,6 @@ impl MemoryDisk {
     pub fn unsynced_writes(&self) -> usize {
         self.lock().unsynced.len()
     }
-
-    /// Makes the next sync fail (fsync error): the store stops, as the file store does.
-    pub fn fail_next_sync(&self) {
-        self.lock().fail_next_sync = true;
-    }
 }
 
 /// The node's handle on a [`MemoryDisk`].
@@ -150,36 +140,21 @@ fn take_read_fault(disk: &mut Disk) -> Result<(), StorageError> {
     }
 }
 
-fn check_running(disk: &Disk) -> Result<(), StorageError> {
-    match &disk.stopped {
-        Some(reason) => Err(StorageError::Stopped(reason.clone())),
-        None => Ok(()),
-    }
-}
-
 impl Storage for MemoryStorage {
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         let mut disk = self.disk.lock();
-        check_running(&disk)?;
         disk.unsynced.push(Write::Append(entries.to_vec()));
         Ok(())
     }
 
     fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         let mut disk = self.disk.lock();
-        check_running(&disk)?;
         disk.unsynced.push(Write::HardState(hard_state));
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
         let mut disk = self.disk.lock();
-        check_running(&disk)?;
-        if disk.fail_next_sync {
-            let reason = "simulated fsync failure".to_string();
-            disk.stopped = Some(reason.clone());
-            return Err(StorageError::Stopped(reason));
-        }
         let writes: Vec<Write> = disk.unsynced.drain(..).collect();
         for write in &writes {
             disk.durable.apply(write);
@@ -189,7 +164,6 @@ impl Storage for MemoryStorage {
 
     fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
         let mut disk = self.disk.lock();
-        check_running(&disk)?;
         take_read_fault(&mut disk)?;
         let mut view = disk.durable.clone();
         for write in &disk.unsynced {
@@ -204,7 +178,6 @@ impl Storage for MemoryStorage {
 
     fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         let mut disk = self.disk.lock();
-        check_running(&disk)?;
         // Like the file store: the log written so far is synced before the snapshot lands.
         let writes: Vec<Write> = disk.unsynced.drain(..).collect();
         for write in &writes {
