@@ -206,11 +206,12 @@ impl Client {
             let target = match self.leader.clone() {
                 Some(leader) => leader,
                 None => {
-                    let target = self.endpoints[next_endpoint % self.endpoints.len()].clone();
-                    next_endpoint += 1;
-                    if next_endpoint % self.endpoints.len() == 0 {
+                    // Pause once every endpoint has been tried in vain, not before the first try.
+                    if next_endpoint > 0 && next_endpoint % self.endpoints.len() == 0 {
                         sleep(RETRY_PAUSE).await;
                     }
+                    let target = self.endpoints[next_endpoint % self.endpoints.len()].clone();
+                    next_endpoint += 1;
                     target
                 }
             };
@@ -227,7 +228,11 @@ impl Client {
                 MembershipClient::new(channel),
             );
             let status = match timeout(deadline - now, call).await {
-                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Ok(response)) => {
+                    // The node that answered is where the next call goes first.
+                    self.leader = Some(target);
+                    return Ok(response.into_inner());
+                }
                 Ok(Err(status)) => status,
                 Err(_) => {
                     self.leader = None;

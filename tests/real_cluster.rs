@@ -337,3 +337,109 @@ async fn the_update_node_hook_refuses_a_joiner_and_bad_requests_get_clear_errors
     let log = std::fs::read_to_string(dir.path().join("node-6.log")).expect("log");
     assert!(log.contains("needs a cluster to join"), "{log}");
 }
+
+/// `GET path` over plain HTTP/1.1; the status line and the body.
+fn http_get(address: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("metrics endpoint reachable");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_for_prometheus_and_a_bad_metrics_address_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics_address = free_address();
+    let node = NodeProcess::start(
+        1,
+        &free_address(),
+        &dir.path().join("node-1"),
+        &["--metrics-listen", &metrics_address],
+    );
+    wait_voter(&node).await;
+    let mut client = client(&[&node]);
+    for i in 0..5 {
+        client
+            .put(key(i), Bytes::from("v"))
+            .await
+            .expect("write acknowledged");
+    }
+    for i in 0..2 {
+        client.get(key(i), false).await.expect("read");
+    }
+    let (status, metrics) = http_get(&metrics_address, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(sample(&metrics, "ravel_writes_total"), 5.0);
+    assert_eq!(sample(&metrics, "ravel_reads_total"), 2.0);
+    assert!(
+        sample(&metrics, "ravel_disk_syncs_total") >= 5.0,
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "ravel_entries_per_sync_sum") >= 5.0,
+        "{metrics}"
+    );
+    // Gauges are refreshed every tick.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = http_get(&metrics_address, "/metrics");
+        if sample(&metrics, "ravel_is_leader") == 1.0
+            && sample(&metrics, "ravel_commit_index") >= 5.0
+        {
+            assert_eq!(sample(&metrics, "ravel_voters"), 1.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gauges never caught up:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = http_get(&metrics_address, "/elsewhere");
+    assert!(status.contains("404"), "{status}");
+    assert!(body.contains("/metrics"), "{body}");
+
+    // A metrics address that is taken stops the node with the reason; a malformed one is a
+    // usage error.
+    let mut clash = NodeProcess::start(
+        2,
+        &free_address(),
+        &dir.path().join("node-2"),
+        &["--metrics-listen", &metrics_address],
+    );
+    assert_eq!(clash.exit_code(Duration::from_secs(10)), Some(1));
+    let log = std::fs::read_to_string(dir.path().join("node-2.log")).expect("log");
+    assert!(log.contains("cannot serve metrics on"), "{log}");
+    let mut malformed = NodeProcess::start(
+        3,
+        &free_address(),
+        &dir.path().join("node-3"),
+        &["--metrics-listen", "localhost"],
+    );
+    assert_eq!(malformed.exit_code(Duration::from_secs(10)), Some(2));
+}

@@ -268,6 +268,61 @@ fn thesis_6_4_read_index_needs_a_quorum_round() {
     );
 }
 
+/// §6.4 batching: reads that arrive while a round is out wait for it to be confirmed and then
+/// share the next round, so a busy leader sends a round per batch of reads, not per read. A
+/// round whose answers are lost holds the next one back for one heartbeat interval at most.
+#[test]
+fn thesis_6_4_reads_arriving_during_a_round_share_the_next_one() {
+    let heartbeats = |cluster: &TestCluster| {
+        cluster
+            .in_flight
+            .iter()
+            .filter(|message| matches!(message.body, MessageBody::Heartbeat { .. }))
+            .count()
+    };
+    let mut cluster = TestCluster::new(3, |config| config.read_mode = ReadMode::ReadIndex);
+    cluster.elect(1);
+    cluster.deliver_all();
+    cluster.step(1, Input::Read { id: 1 });
+    assert_eq!(
+        heartbeats(&cluster),
+        2,
+        "the first read starts a round at once"
+    );
+    for id in 2..=10 {
+        cluster.step(1, Input::Read { id });
+    }
+    assert_eq!(
+        heartbeats(&cluster),
+        2,
+        "later reads wait for the round in flight"
+    );
+    cluster.deliver_all();
+    let ready = |events: Vec<Action>| {
+        events
+            .iter()
+            .filter(|event| matches!(event, Action::ReadReady { .. }))
+            .count()
+    };
+    assert_eq!(
+        ready(cluster.take_events(1)),
+        10,
+        "two rounds answer all ten reads"
+    );
+
+    // Answers lost: the next round goes out once a heartbeat interval has passed.
+    cluster.step(1, Input::Read { id: 11 });
+    cluster.in_flight.clear();
+    cluster.step(1, Input::Read { id: 12 });
+    assert!(
+        cluster.in_flight.is_empty(),
+        "held back by the unanswered round"
+    );
+    cluster.run_for(cluster.core(1).config().heartbeat_interval_ms + 1);
+    cluster.deliver_all();
+    assert_eq!(ready(cluster.take_events(1)), 2);
+}
+
 /// Thesis §6.4.1, lease: within the lease, reads need no round trip; once acknowledgements stop
 /// the lease runs out and reads wait for a round again.
 #[test]

@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Fraction of operations that are (linearizable) reads, 0.0 to 1.0.
     #[arg(long, default_value_t = 0.0)]
     pub read_ratio: f64,
+    /// Serve reads from the local replica (`get --stale`) instead of confirming leadership.
+    #[arg(long)]
+    pub stale_reads: bool,
     /// Distinct keys written and read.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
@@ -78,7 +81,8 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         let counters = counters.clone();
         let endpoints = args.endpoints.clone();
         let value = value.clone();
-        let (keys, read_ratio) = (args.keys.clamp(1, 1000), args.read_ratio);
+        let (keys, read_ratio, stale) =
+            (args.keys.clamp(1, 1000), args.read_ratio, args.stale_reads);
         let keys = if read_ratio > 0.0 {
             keys
         } else {
@@ -93,7 +97,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
                 let key = key_name(rng.random_range(0..keys));
                 let start = Instant::now();
                 let result = if rng.random_bool(read_ratio) {
-                    client.get(key, false).await.map(|_| ())
+                    client.get(key, stale).await.map(|_| ())
                 } else {
                     client.put(key, value.clone()).await.map(|_| ())
                 };

@@ -1,5 +1,6 @@
 //! `ravel dev --nodes N`: a local cluster in one command. Node 1 bootstraps; the others join it
-//! through the join workflow. Ctrl-C stops them all (gracefully).
+//! through the join workflow. Each serves Prometheus metrics 1000 ports above its gRPC port.
+//! Ctrl-C (or SIGTERM) stops them all, gracefully.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +28,7 @@ pub async fn run(
         }
     };
     let address = |id: u64| format!("127.0.0.1:{}", u64::from(base_port) + id - 1);
+    let metrics_address = |id: u64| format!("127.0.0.1:{}", u64::from(base_port) + 1000 + id - 1);
     let mut children: Vec<Child> = Vec::new();
     for id in 1..=nodes {
         let mut command = Command::new(&exe);
@@ -34,6 +36,7 @@ pub async fn run(
             .arg("node")
             .args(["--id", &id.to_string()])
             .args(["--listen", &address(id)])
+            .args(["--metrics-listen", &metrics_address(id)])
             .arg("--data-dir")
             .arg(data_dir.join(format!("node-{id}")))
             .args(&node_args)
@@ -62,11 +65,18 @@ pub async fn run(
     );
     println!("  endpoints: {}", endpoints.join(","));
     println!(
+        "  metrics:   {}",
+        (1..=nodes)
+            .map(|id| format!("http://{}/metrics", metrics_address(id)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
         "  try: ravel put hello world --endpoints {0} && ravel get hello --endpoints {0}",
         endpoints.join(",")
     );
     println!("Ctrl-C stops the cluster.");
-    let _ = tokio::signal::ctrl_c().await;
+    super::node::shutdown_signal().await;
     stop(&mut children);
     ExitCode::Success
 }

@@ -16,6 +16,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
     let listen = options.listen.clone();
     let data_dir = options.data_dir.display().to_string();
     let id = options.id;
+    let metrics_listen = options.metrics_listen.clone();
     let result = run_node(options, shutdown_signal(), move |entry| {
         let how = match entry {
             Entry::Resume => "resuming from its data",
@@ -28,6 +29,9 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         println!(
             "ravel node {id} listening on {listen} (advertised as {advertise}), data in {data_dir}: {how}"
         );
+        if let Some(metrics) = &metrics_listen {
+            println!("ravel node {id} serves metrics at http://{metrics}/metrics");
+        }
     })
     .await;
     match result {
@@ -77,6 +81,9 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
     if let Some(hooks_dir) = args.hooks_dir {
         options.hooks_dir = Some(hooks_dir);
     }
+    if let Some(metrics_listen) = args.metrics_listen {
+        options.metrics_listen = Some(metrics_listen);
+    }
     for label in args.labels {
         let (key, value) = label
             .split_once('=')
@@ -99,7 +106,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
 }
 
 /// SIGINT or SIGTERM (under madsim, which has no SIGTERM, the simulated Ctrl-C).
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(all(unix, not(madsim)))]
     {

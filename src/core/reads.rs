@@ -66,13 +66,27 @@ impl RawNode {
         }
     }
 
-    /// Sends the one round that every read registered in this batch waits for.
+    /// Sends the round that reads registered since the last one wait for, keeping at most one
+    /// round in flight: reads that arrive while a round is out wait for the next, sent as soon
+    /// as that one is confirmed. A busy leader then confirms many reads per round instead of
+    /// sending a round per read. A round out for a heartbeat interval no longer holds the next
+    /// back (its answers may have been lost).
     pub(super) fn flush_read_rounds(&mut self) {
-        if self
-            .leader_state
-            .as_ref()
-            .is_some_and(|leader| leader.round_wanted)
-        {
+        let now_ms = self.now_ms;
+        let patience_ms = self.config.heartbeat_interval_ms;
+        let Some(leader) = self.leader_state.as_ref() else {
+            return;
+        };
+        if !leader.round_wanted {
+            return;
+        }
+        let round_in_flight = leader
+            .round_sent_at_ms
+            .back()
+            .is_some_and(|&(round, sent_ms)| {
+                round > leader.round_confirmed && now_ms < sent_ms + patience_ms
+            });
+        if !round_in_flight {
             self.broadcast_heartbeat();
         }
     }

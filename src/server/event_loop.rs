@@ -15,6 +15,7 @@ use tokio::time::{Duration, Instant};
 use super::address_book::{self, AddressBook};
 use super::error::ApiError;
 use super::hooks::Hooks;
+use super::metrics::Metrics;
 use super::storage_worker::{StorageDone, StorageOp};
 use super::transport::Transport;
 use crate::core::{
@@ -113,6 +114,7 @@ pub struct EventLoop {
     book: AddressBook,
     transport: Transport,
     hooks: Hooks,
+    metrics: Metrics,
     storage: mpsc::UnboundedSender<StorageOp>,
     storage_done: mpsc::UnboundedReceiver<StorageDone>,
     requests: mpsc::Receiver<Request>,
@@ -145,6 +147,7 @@ pub struct EventLoopParts {
     pub address: String,
     pub transport: Transport,
     pub hooks: Hooks,
+    pub metrics: Metrics,
     pub storage: mpsc::UnboundedSender<StorageOp>,
     pub storage_done: mpsc::UnboundedReceiver<StorageDone>,
     pub requests: mpsc::Receiver<Request>,
@@ -166,6 +169,7 @@ impl EventLoop {
             book,
             transport: parts.transport,
             hooks: parts.hooks,
+            metrics: parts.metrics,
             storage: parts.storage,
             storage_done: parts.storage_done,
             requests: parts.requests,
@@ -215,7 +219,10 @@ impl EventLoop {
                     }
                     self.handle_requests(&mut batch);
                 }
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => {
+                    let voters = self.core.membership().voters.len();
+                    self.metrics.observe_status(&self.core.status(), voters);
+                }
             }
             let now_ms = self.now_ms();
             self.core.step(Input::Tick { now_ms });
@@ -263,6 +270,7 @@ impl EventLoop {
                     if stale {
                         let value = self.kv.get(&key).cloned();
                         let index = self.kv.applied_index();
+                        self.metrics.read();
                         let _ = reply.send(Ok(ReadResult { value, index }));
                     } else {
                         let id = self.request_id();
@@ -427,11 +435,13 @@ impl EventLoop {
                 if let Some((key, reply)) = self.reads.remove(&id) {
                     let value = self.kv.get(&key).cloned();
                     let index = self.kv.applied_index();
+                    self.metrics.read();
                     let _ = reply.send(Ok(ReadResult { value, index }));
                 }
             }
             Action::ReadRefused { id, reason } => {
                 if let Some((_, reply)) = self.reads.remove(&id) {
+                    self.metrics.refused();
                     let _ = reply.send(Err(self.refusal(reason)));
                 }
             }
@@ -533,6 +543,7 @@ impl EventLoop {
         }
         match pending {
             Pending::Write(reply) => {
+                self.metrics.wrote();
                 let outcome = outcome.unwrap_or(Outcome::Put);
                 let _ = reply.send(Ok(WriteResult { index, outcome }));
             }
@@ -571,6 +582,7 @@ impl EventLoop {
         let previous = self.role;
         self.role = (role, leader);
         if previous.1 != leader {
+            self.metrics.leader_changed();
             tracing::info!(term, ?leader, ?role, "leader changed");
             self.hooks
                 .leader_change(leader.unwrap_or(0), term, self.core.id());
@@ -612,6 +624,7 @@ impl EventLoop {
 
     fn answer_error(&mut self, id: RequestId, error: ApiError) {
         if let Some(pending) = self.pending.remove(&id) {
+            self.metrics.refused();
             answer(pending, error);
         }
     }

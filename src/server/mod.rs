@@ -5,6 +5,8 @@
 //! - [`event_loop`]: the one task that owns the core and carries out its actions.
 //! - [`storage_worker`]: persists off the loop, with group commit.
 //! - [`transport`]: one queue and connection per peer; never blocks the loop.
+//! - [`listener`]: the connections the gRPC server accepts.
+//! - [`metrics`]: Prometheus metrics, served by `metrics_endpoint` at `GET /metrics`.
 //! - the gRPC services: [`kv_service`], [`membership_service`], [`peer_service`],
 //!   [`health_service`]; [`joiner`] is the joining node's side of the join workflow.
 
@@ -17,7 +19,10 @@ pub mod health_service;
 pub mod hooks;
 pub mod joiner;
 pub mod kv_service;
+mod listener;
 pub mod membership_service;
+pub mod metrics;
+mod metrics_endpoint;
 pub mod node;
 pub mod peer_service;
 pub mod proto;

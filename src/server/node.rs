@@ -18,7 +18,10 @@ use super::health_service::HealthService;
 use super::hooks::Hooks;
 use super::joiner::{self, JoinRequest};
 use super::kv_service::KvService;
+use super::listener;
 use super::membership_service::{check_address, MembershipService};
+use super::metrics::Metrics;
+use super::metrics_endpoint;
 use super::peer_service::PeerService;
 use super::proto::health::health_server::HealthServer;
 use super::proto::ravel::{
@@ -49,6 +52,8 @@ pub struct NodeOptions {
     /// Join as a learner that never votes (a read replica).
     pub follower_only: bool,
     pub hooks_dir: Option<PathBuf>,
+    /// Where Prometheus metrics are served over HTTP (`GET /metrics`); none: not served.
+    pub metrics_listen: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -78,6 +83,7 @@ impl Default for NodeOptions {
             join: Vec::new(),
             follower_only: false,
             hooks_dir: None,
+            metrics_listen: None,
             labels: BTreeMap::new(),
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
@@ -185,6 +191,14 @@ pub async fn run_node_on(
             options.listen
         ))
     })?;
+    let metrics_listen: Option<SocketAddr> = match &options.metrics_listen {
+        Some(address) => Some(address.parse().map_err(|_| {
+            NodeError::Invalid(format!(
+                "metrics address {address:?} is not an IP address and port, e.g. 127.0.0.1:9379"
+            ))
+        })?),
+        None => None,
+    };
     let Opened {
         storage,
         state,
@@ -241,14 +255,21 @@ pub async fn run_node_on(
     let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE_MAX);
     let (storage_tx, storage_rx) = mpsc::unbounded_channel();
     let (done_tx, storage_done) = mpsc::unbounded_channel();
-    let storage_task = storage_worker::spawn(storage, storage_rx, done_tx);
+    let metrics = Metrics::new();
+    let storage_task = storage_worker::spawn(storage, storage_rx, done_tx, metrics.clone());
     let handle = NodeHandle::new(requests_tx, options.cluster_id, options.id);
     let hooks = Hooks::new(options.hooks_dir.clone());
     let event_loop = EventLoop::new(EventLoopParts {
         core,
         kv,
         address: advertise.clone(),
-        transport: Transport::new(options.cluster_id, options.id, advertise.clone()),
+        transport: Transport::new(
+            options.cluster_id,
+            options.id,
+            advertise.clone(),
+            metrics.clone(),
+        ),
+        metrics: metrics.clone(),
         hooks: hooks.clone(),
         storage: storage_tx,
         storage_done,
@@ -258,8 +279,7 @@ pub async fn run_node_on(
     let mut loop_task = tokio::spawn(event_loop.run());
 
     let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let router = tonic::transport::Server::builder()
         .add_service(KvServer::new(KvService::new(handle.clone())))
         .add_service(MembershipServer::new(MembershipService::new(
             handle.clone(),
@@ -270,11 +290,22 @@ pub async fn run_node_on(
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .add_service(HealthServer::new(HealthService::new(handle.clone())))
-        .serve_with_shutdown(listen, async {
-            let _ = server_stopped.await;
-        });
-    let mut server_task = tokio::spawn(server);
+        .add_service(HealthServer::new(HealthService::new(handle.clone())));
+    let mut server_task = tokio::spawn(listener::serve(router, listen, async {
+        let _ = server_stopped.await;
+    }));
+
+    let mut metrics_task =
+        metrics_listen.map(|listen| tokio::spawn(metrics_endpoint::serve(listen, metrics)));
+    let metrics_failed = async {
+        match metrics_task.as_mut() {
+            Some(task) => match task.await {
+                Ok(Err(reason)) => reason,
+                _ => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
 
     let (join_failed_tx, mut join_failed) = mpsc::channel::<String>(1);
     if entry == Entry::Join {
@@ -309,10 +340,17 @@ pub async fn run_node_on(
             Ok(Err(reason)) => Err(NodeError::Stopped(format!("stopped: {reason}"))),
             Err(error) => Err(NodeError::Stopped(format!("the event loop failed: {error}"))),
         },
+        reason = metrics_failed => {
+            handle.shutdown().await;
+            return Err(NodeError::Serve {
+                address: options.metrics_listen.clone().unwrap_or_default(),
+                reason,
+            });
+        }
         result = &mut server_task => {
             let reason = match result {
                 Ok(Ok(())) => "the server stopped".to_string(),
-                Ok(Err(error)) => source_chain(&error),
+                Ok(Err(reason)) => reason,
                 Err(error) => error.to_string(),
             };
             handle.shutdown().await;
@@ -321,6 +359,9 @@ pub async fn run_node_on(
     };
     let _ = stop_server.send(());
     let _ = server_task.await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     drop(handle);
     let _ = storage_task.await;
     outcome
@@ -333,15 +374,4 @@ fn now_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
-}
-
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::metrics::Metrics;
 use crate::core::{Entry, HardState, Input, NodeId, PersistId, SnapshotMeta};
 use crate::storage::Storage;
 
@@ -51,14 +52,16 @@ pub fn spawn(
     storage: Box<dyn Storage>,
     ops: mpsc::UnboundedReceiver<StorageOp>,
     done: mpsc::UnboundedSender<StorageDone>,
+    metrics: Metrics,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(storage, ops, done))
+    tokio::spawn(run(storage, ops, done, metrics))
 }
 
 async fn run(
     mut storage: Box<dyn Storage>,
     mut ops: mpsc::UnboundedReceiver<StorageOp>,
     done: mpsc::UnboundedSender<StorageDone>,
+    metrics: Metrics,
 ) {
     let mut batch = Vec::new();
     loop {
@@ -66,6 +69,7 @@ async fn run(
             return;
         }
         let operations = std::mem::take(&mut batch);
+        let started = tokio::time::Instant::now();
         #[cfg(not(madsim))]
         let joined = tokio::task::spawn_blocking(move || {
             let outcome = write(storage.as_mut(), operations)
@@ -99,7 +103,10 @@ async fn run(
         };
         storage = returned;
         match outcome {
-            Ok(inputs) => {
+            Ok((inputs, synced_entries)) => {
+                if let Some(entries) = synced_entries {
+                    metrics.synced(entries, started.elapsed().as_secs_f64());
+                }
                 if done.send(StorageDone::Inputs(inputs)).is_err() {
                     return;
                 }
@@ -117,6 +124,7 @@ struct Written {
     inputs: Vec<Input>,
     persisted: Option<PersistId>,
     needs_sync: bool,
+    entries: usize,
 }
 
 /// Carries out every write of a batch (a persist is reported only after the fsync that covers
@@ -125,6 +133,7 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
     let mut inputs = Vec::new();
     let mut persisted: Option<PersistId> = None;
     let mut needs_sync = false;
+    let mut written_entries = 0;
     for operation in operations {
         match operation {
             StorageOp::Persist {
@@ -133,6 +142,7 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
                 entries,
                 sync,
             } => {
+                written_entries += entries.len();
                 if !entries.is_empty() {
                     storage
                         .append(&entries)
@@ -180,15 +190,21 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
         inputs,
         persisted,
         needs_sync,
+        entries: written_entries,
     })
 }
 
-/// One fsync for the whole batch if any write needs it, then the completions.
-fn complete(storage: &mut dyn Storage, written: Written) -> Result<Vec<Input>, String> {
+/// One fsync for the whole batch if any write needs it, then the completions (and, if it
+/// synced, how many entries the fsync made durable).
+fn complete(
+    storage: &mut dyn Storage,
+    written: Written,
+) -> Result<(Vec<Input>, Option<usize>), String> {
     let Written {
         mut inputs,
         persisted,
         needs_sync,
+        entries,
     } = written;
     if needs_sync {
         storage.sync().map_err(|error| error.to_string())?;
@@ -196,5 +212,5 @@ fn complete(storage: &mut dyn Storage, written: Written) -> Result<Vec<Input>, S
     if let Some(id) = persisted {
         inputs.insert(0, Input::Persisted { id });
     }
-    Ok(inputs)
+    Ok((inputs, needs_sync.then_some(entries)))
 }

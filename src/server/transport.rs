@@ -11,6 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::address_book::AddressBook;
 use super::convert::message_to_proto;
+use super::metrics::Metrics;
 use super::proto::ravel::{peer_client::PeerClient, MessageBatch};
 use crate::core::{Message, NodeId};
 
@@ -38,16 +39,18 @@ pub struct Transport {
     peers: BTreeMap<NodeId, Peer>,
     /// Addresses peers announced in their own messages, for nodes not in the book yet.
     announced: BTreeMap<NodeId, String>,
+    metrics: Metrics,
 }
 
 impl Transport {
-    pub fn new(cluster_id: u64, id: NodeId, address: String) -> Self {
+    pub fn new(cluster_id: u64, id: NodeId, address: String, metrics: Metrics) -> Self {
         Transport {
             cluster_id,
             id,
             address,
             peers: BTreeMap::new(),
             announced: BTreeMap::new(),
+            metrics,
         }
     }
 
@@ -61,6 +64,7 @@ impl Transport {
                 .or_else(|| self.announced.get(&to).cloned())
             else {
                 tracing::debug!(to, "no address known for peer; message dropped");
+                self.metrics.dropped_message();
                 return;
             };
             self.set_address(to, &address);
@@ -68,6 +72,7 @@ impl Transport {
         if let Some(peer) = self.peers.get(&to) {
             if peer.queue.try_send(message).is_err() {
                 tracing::debug!(to, "peer queue full; message dropped");
+                self.metrics.dropped_message();
             }
         }
     }
@@ -94,6 +99,7 @@ impl Transport {
             self.address.clone(),
             address.to_string(),
             receiver,
+            self.metrics.clone(),
         ));
         self.peers.insert(
             node,
@@ -140,6 +146,7 @@ async fn run_peer(
     from_address: String,
     address: String,
     mut queue: mpsc::Receiver<Message>,
+    metrics: Metrics,
 ) {
     let mut client: Option<PeerClient<Channel>> = None;
     let mut batch = Vec::with_capacity(BATCH_MESSAGES_MAX);
@@ -151,10 +158,12 @@ async fn run_peer(
             client = connect(&address).await;
         }
         let Some(connected) = client.as_mut() else {
+            metrics.send_failed();
             batch.clear();
             tokio::time::sleep(RETRY_PAUSE).await;
             continue;
         };
+        metrics.sent_batch(batch.len());
         let request = MessageBatch {
             cluster_id,
             from,
@@ -169,11 +178,13 @@ async fn run_peer(
         match timeout(SEND_TIMEOUT, connected.send(request)).await {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => {
+                metrics.send_failed();
                 tracing::debug!(%address, %status, "peer refused a batch");
                 client = None;
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(_) => {
+                metrics.send_failed();
                 tracing::debug!(%address, "peer did not answer in time");
                 client = None;
             }

@@ -1,0 +1,77 @@
+//! Serves the node's metrics over HTTP (`GET /metrics`) for Prometheus to scrape. Under madsim
+//! there is no HTTP: the harness reads the same metrics from [`Metrics`] directly.
+
+use std::net::SocketAddr;
+
+use super::metrics::Metrics;
+
+#[cfg(not(madsim))]
+pub use real::serve;
+
+/// Under simulation: nothing to serve (no real sockets); says so once.
+#[cfg(madsim)]
+pub async fn serve(listen: SocketAddr, _metrics: Metrics) -> Result<(), String> {
+    tracing::warn!(%listen, "the metrics endpoint is not served under simulation");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[cfg(not(madsim))]
+mod real {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::{Method, Request, Response, StatusCode};
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Accepts scrapes until dropped; fails only if it cannot bind.
+    pub async fn serve(listen: SocketAddr, metrics: Metrics) -> Result<(), String> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|error| format!("cannot serve metrics on {listen}: {error}"))?;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let response = answer(&request, &metrics);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    fn answer<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
+        let (status, content_type, body) =
+            if request.method() == Method::GET && request.uri().path() == "/metrics" {
+                (
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.encode(),
+                )
+            } else {
+                (
+                    StatusCode::NOT_FOUND,
+                    "text/plain; charset=utf-8",
+                    "not found: the metrics are at GET /metrics\n".to_string(),
+                )
+            };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = content_type.parse() {
+            response.headers_mut().insert("content-type", value);
+        }
+        response
+    }
+}
