@@ -84,10 +84,7 @@ async fn run(
         #[allow(deprecated)]
         let joined = {
             let written = write(storage.as_mut(), operations);
-            tokio::time::sleep(std::time::Duration::from_micros(
-                200 + u64::from(madsim::rand::random::<u32>() % 3000),
-            ))
-            .await;
+            tokio::time::sleep(simulated_sync_time()).await;
             tokio::task::spawn_blocking(move || {
                 let outcome = written.and_then(|written| complete(storage.as_mut(), written));
                 (storage, outcome)
@@ -117,6 +114,19 @@ async fn run(
             }
         }
     }
+}
+
+/// How long a simulated fsync takes: mostly 0.2-3.2 ms, and one in ten a slow 5-40 ms, as real
+/// disks stall now and then. The slow ones outlast a network round trip, so an acknowledgement
+/// sent before its write is durable (a classic bug) reaches the leader in time to matter.
+#[cfg(madsim)]
+fn simulated_sync_time() -> std::time::Duration {
+    let micros = if madsim::rand::random::<f64>() < 0.1 {
+        5_000 + madsim::rand::random::<u32>() % 35_000
+    } else {
+        200 + madsim::rand::random::<u32>() % 3_000
+    };
+    std::time::Duration::from_micros(u64::from(micros))
 }
 
 /// A batch written but maybe not yet synced.
