@@ -85,11 +85,13 @@ pub enum Request {
     View {
         reply: oneshot::Sender<NodeView>,
     },
-    /// Messages from a peer that said it can be reached at `from_address`.
+    /// Messages from a peer that said it can be reached at `from_address`. With `reply`, the
+    /// messages to that peer that become ready meanwhile ride back on the RPC's reply.
     Peer {
         from: NodeId,
         from_address: String,
         messages: Vec<Message>,
+        reply: Option<oneshot::Sender<Vec<Message>>>,
     },
     /// This joining node's join completed (the leader answered `JOINED`).
     Admitted,
@@ -129,6 +131,8 @@ pub struct EventLoop {
     persist_done: PersistId,
     /// Messages that may leave only once this persist is durable.
     held: VecDeque<(PersistId, Message)>,
+    /// The open reply of the latest batch from each peer, with the messages gathered for it.
+    replies: BTreeMap<NodeId, (oneshot::Sender<Vec<Message>>, Vec<Message>)>,
     /// Chunks of a snapshot arriving from the leader.
     staging: Vec<u8>,
     /// The snapshot this node saved last, kept to serve chunks without reading the file.
@@ -181,6 +185,7 @@ impl EventLoop {
             persist_issued: 0,
             persist_done: 0,
             held: VecDeque::new(),
+            replies: BTreeMap::new(),
             staging: Vec::new(),
             saved_snapshot: parts.saved_snapshot,
             shutting_down: None,
@@ -227,6 +232,7 @@ impl EventLoop {
             let now_ms = self.now_ms();
             self.core.step(Input::Tick { now_ms });
             self.execute_actions();
+            self.close_replies();
             if let Some(reason) = self.fatal.take() {
                 return Err(self.fail(reason));
             }
@@ -307,8 +313,15 @@ impl EventLoop {
                     from,
                     from_address,
                     messages,
+                    reply,
                 } => {
                     self.transport.learn(from, &from_address, &self.book);
+                    if let Some(reply) = reply {
+                        // A newer batch from the same peer: the older reply goes as it is.
+                        if let Some(older) = self.replies.insert(from, (reply, Vec::new())) {
+                            self.close_reply(older);
+                        }
+                    }
                     for message in messages {
                         self.core.step(Input::Message(message));
                     }
@@ -418,7 +431,7 @@ impl EventLoop {
                 if after_persist && self.persist_done < self.persist_issued {
                     self.held.push_back((self.persist_issued, message));
                 } else {
-                    self.transport.send(message, &self.book);
+                    self.route(message);
                 }
             }
             Action::Apply { entries } => self.apply(entries),
@@ -607,9 +620,43 @@ impl EventLoop {
                 break;
             }
             let (_, message) = self.held.pop_front().expect("front");
-            self.transport.send(message, &self.book);
+            self.route(message);
         }
         self.note_member_state();
+    }
+
+    /// Sends `message` back on its recipient's open reply if there is one, else through the
+    /// transport.
+    fn route(&mut self, message: Message) {
+        match self.replies.get_mut(&message.to) {
+            Some((_, gathered)) => gathered.push(message),
+            None => self.transport.send(message, &self.book),
+        }
+    }
+
+    /// Answers every open reply that waits for nothing more: no message to its peer is held
+    /// back for a persist (those join the reply once durable).
+    fn close_replies(&mut self) {
+        let ready: Vec<NodeId> = self
+            .replies
+            .keys()
+            .copied()
+            .filter(|&peer| !self.held.iter().any(|(_, message)| message.to == peer))
+            .collect();
+        for peer in ready {
+            if let Some(open) = self.replies.remove(&peer) {
+                self.close_reply(open);
+            }
+        }
+    }
+
+    /// Answers a reply; if its RPC is gone (timed out), its messages go through the transport.
+    fn close_reply(&mut self, (reply, gathered): (oneshot::Sender<Vec<Message>>, Vec<Message>)) {
+        if let Err(gathered) = reply.send(gathered) {
+            for message in gathered {
+                self.transport.send(message, &self.book);
+            }
+        }
     }
 
     /// Logs and tells the `switch-status` hook when this node's member state changed.
@@ -723,6 +770,9 @@ impl EventLoop {
     }
 
     fn finish(mut self) {
+        for open in std::mem::take(&mut self.replies).into_values() {
+            self.close_reply(open);
+        }
         self.answer_all(ApiError::ShuttingDown);
         for (_, (_, reply)) in std::mem::take(&mut self.reads) {
             let _ = reply.send(Err(ApiError::ShuttingDown));

@@ -257,6 +257,7 @@ pub async fn run_node_on(
     let (done_tx, storage_done) = mpsc::unbounded_channel();
     let metrics = Metrics::new();
     let storage_task = storage_worker::spawn(storage, storage_rx, done_tx, metrics.clone());
+    let inbox = requests_tx.downgrade();
     let handle = NodeHandle::new(requests_tx, options.cluster_id, options.id);
     let hooks = Hooks::new(options.hooks_dir.clone());
     let event_loop = EventLoop::new(EventLoopParts {
@@ -268,6 +269,7 @@ pub async fn run_node_on(
             options.id,
             advertise.clone(),
             metrics.clone(),
+            inbox,
         ),
         metrics: metrics.clone(),
         hooks: hooks.clone(),

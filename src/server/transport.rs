@@ -1,7 +1,8 @@
 //! Carries Raft messages to peers: one task and one bounded queue per peer, so a slow or dead
 //! peer never blocks the event loop or the other peers. Each task sends whatever is queued as one
 //! batch per RPC. When a queue is full, or a peer cannot be reached, messages are dropped: Raft
-//! retries on its own, and an unbounded queue would only grow while a peer is down.
+//! retries on its own, and an unbounded queue would only grow while a peer is down. The peer's
+//! answers ride back on each RPC's reply and go to the event loop like any peer's messages.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,8 @@ use tokio::time::{timeout, Duration};
 use tonic::transport::{Channel, Endpoint};
 
 use super::address_book::AddressBook;
-use super::convert::message_to_proto;
+use super::convert::{message_from_proto, message_to_proto};
+use super::event_loop::Request;
 use super::metrics::Metrics;
 use super::proto::ravel::{peer_client::PeerClient, MessageBatch};
 use crate::core::{Message, NodeId};
@@ -40,10 +42,18 @@ pub struct Transport {
     /// Addresses peers announced in their own messages, for nodes not in the book yet.
     announced: BTreeMap<NodeId, String>,
     metrics: Metrics,
+    /// The event loop, for answers that ride back on replies (weak: the loop owns the transport).
+    inbox: mpsc::WeakSender<Request>,
 }
 
 impl Transport {
-    pub fn new(cluster_id: u64, id: NodeId, address: String, metrics: Metrics) -> Self {
+    pub fn new(
+        cluster_id: u64,
+        id: NodeId,
+        address: String,
+        metrics: Metrics,
+        inbox: mpsc::WeakSender<Request>,
+    ) -> Self {
         Transport {
             cluster_id,
             id,
@@ -51,6 +61,7 @@ impl Transport {
             peers: BTreeMap::new(),
             announced: BTreeMap::new(),
             metrics,
+            inbox,
         }
     }
 
@@ -94,12 +105,16 @@ impl Transport {
         }
         let (queue, receiver) = mpsc::channel(QUEUE_MESSAGES_MAX);
         let task = tokio::spawn(run_peer(
-            self.cluster_id,
-            self.id,
-            self.address.clone(),
-            address.to_string(),
+            Link {
+                cluster_id: self.cluster_id,
+                from: self.id,
+                from_address: self.address.clone(),
+                to: node,
+                address: address.to_string(),
+            },
             receiver,
             self.metrics.clone(),
+            self.inbox.clone(),
         ));
         self.peers.insert(
             node,
@@ -140,14 +155,28 @@ impl Drop for Transport {
     }
 }
 
-async fn run_peer(
+/// Who sends to whom, and where.
+struct Link {
     cluster_id: u64,
     from: NodeId,
     from_address: String,
+    to: NodeId,
     address: String,
+}
+
+async fn run_peer(
+    link: Link,
     mut queue: mpsc::Receiver<Message>,
     metrics: Metrics,
+    inbox: mpsc::WeakSender<Request>,
 ) {
+    let Link {
+        cluster_id,
+        from,
+        from_address,
+        to,
+        address,
+    } = link;
     let mut client: Option<PeerClient<Channel>> = None;
     let mut batch = Vec::with_capacity(BATCH_MESSAGES_MAX);
     loop {
@@ -171,12 +200,12 @@ async fn run_peer(
             messages: batch.drain(..).map(|m| message_to_proto(&m)).collect(),
         };
         #[cfg(madsim)]
-        let request = match simulated_chaos(connected, request) {
+        let request = match simulated_chaos(connected, request, (to, from, inbox.clone())) {
             Some(request) => request,
             None => continue,
         };
         match timeout(SEND_TIMEOUT, connected.send(request)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(reply)) => deliver_answers(reply.into_inner().messages, to, from, &inbox).await,
             Ok(Err(status)) => {
                 metrics.send_failed();
                 tracing::debug!(%address, %status, "peer refused a batch");
@@ -189,6 +218,34 @@ async fn run_peer(
                 client = None;
             }
         }
+    }
+}
+
+/// Hands the answers that rode back on a reply to the event loop; malformed ones, or ones not
+/// from `peer` to `me`, are dropped (a peer's bad input never stops this node).
+async fn deliver_answers(
+    answers: Vec<super::proto::ravel::RaftMessage>,
+    peer: NodeId,
+    me: NodeId,
+    inbox: &mpsc::WeakSender<Request>,
+) {
+    let messages: Vec<Message> = answers
+        .into_iter()
+        .filter_map(|answer| message_from_proto(answer).ok())
+        .filter(|message| message.from == peer && message.to == me)
+        .collect();
+    if messages.is_empty() {
+        return;
+    }
+    if let Some(inbox) = inbox.upgrade() {
+        let _ = inbox
+            .send(Request::Peer {
+                from: peer,
+                from_address: String::new(),
+                messages,
+                reply: None,
+            })
+            .await;
     }
 }
 
@@ -215,7 +272,11 @@ async fn connect(address: &str) -> Option<PeerClient<Channel>> {
 /// harness attacks the node with both. Returns the batch to send now, or `None` if it was
 /// deferred (sent later, after batches queued behind it: reordering).
 #[cfg(madsim)]
-fn simulated_chaos(client: &PeerClient<Channel>, request: MessageBatch) -> Option<MessageBatch> {
+fn simulated_chaos(
+    client: &PeerClient<Channel>,
+    request: MessageBatch,
+    (peer, me, inbox): (NodeId, NodeId, mpsc::WeakSender<Request>),
+) -> Option<MessageBatch> {
     /// Percent of batches sent twice, and percent delayed past later ones.
     const DUPLICATE_PERCENT: u32 = 3;
     const DELAY_PERCENT: u32 = 3;
@@ -226,7 +287,9 @@ fn simulated_chaos(client: &PeerClient<Channel>, request: MessageBatch) -> Optio
         let delay = Duration::from_millis(1 + u64::from(madsim::rand::random::<u32>() % 40));
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = timeout(SEND_TIMEOUT, late.send(copy)).await;
+            if let Ok(Ok(reply)) = timeout(SEND_TIMEOUT, late.send(copy)).await {
+                deliver_answers(reply.into_inner().messages, peer, me, &inbox).await;
+            }
         });
         if roll < DUPLICATE_PERCENT {
             return Some(request);
