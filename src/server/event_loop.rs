@@ -652,9 +652,13 @@ impl EventLoop {
 
     /// Answers a reply; if its RPC is gone (timed out), its messages go through the transport.
     fn close_reply(&mut self, (reply, gathered): (oneshot::Sender<Vec<Message>>, Vec<Message>)) {
-        if let Err(gathered) = reply.send(gathered) {
-            for message in gathered {
-                self.transport.send(message, &self.book);
+        let count = gathered.len();
+        match reply.send(gathered) {
+            Ok(()) => self.metrics.answered_on_reply(count),
+            Err(gathered) => {
+                for message in gathered {
+                    self.transport.send(message, &self.book);
+                }
             }
         }
     }

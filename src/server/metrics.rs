@@ -39,6 +39,7 @@ struct Inner {
     peer_messages_per_batch: Histogram,
     peer_messages_dropped: Counter,
     peer_send_failures: Counter,
+    peer_messages_on_replies: Counter,
 }
 
 impl Default for Metrics {
@@ -69,6 +70,7 @@ impl Metrics {
             peer_messages_per_batch: counts(),
             peer_messages_dropped: Counter::default(),
             peer_send_failures: Counter::default(),
+            peer_messages_on_replies: Counter::default(),
             registry: Registry::default(),
         };
         let mut registry = Registry::with_prefix("ravel");
@@ -135,6 +137,11 @@ impl Metrics {
                 "peer_messages_dropped",
                 "Raft messages dropped (peer queue full or peer unknown)",
                 &inner.peer_messages_dropped,
+            ),
+            (
+                "peer_messages_on_replies",
+                "Raft messages that rode back to a peer on the reply of its RPC",
+                &inner.peer_messages_on_replies,
             ),
             (
                 "peer_send_failures",
@@ -218,6 +225,10 @@ impl Metrics {
         self.inner.peer_messages_per_batch.observe(messages as f64);
     }
 
+    pub fn answered_on_reply(&self, messages: usize) {
+        self.inner.peer_messages_on_replies.inc_by(messages as u64);
+    }
+
     pub fn dropped_message(&self) {
         self.inner.peer_messages_dropped.inc();
     }
@@ -257,6 +268,7 @@ mod tests {
         metrics.synced(5, 0.001);
         metrics.sent_batch(3);
         metrics.wrote();
+        metrics.answered_on_reply(2);
         let text = metrics.encode();
         for line in [
             "ravel_term 7",
@@ -268,6 +280,7 @@ mod tests {
             "ravel_disk_syncs_total 1",
             "ravel_peer_messages_total 3",
             "ravel_entries_per_sync_sum 5.0",
+            "ravel_peer_messages_on_replies_total 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
