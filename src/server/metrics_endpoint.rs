@@ -36,8 +36,14 @@ mod real {
             .await
             .map_err(|error| format!("cannot serve metrics on {listen}: {error}"))?;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin on the error.
+                    tracing::warn!(%error, "cannot accept a metrics connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
