@@ -69,7 +69,6 @@ async fn run(
             return;
         }
         let operations = std::mem::take(&mut batch);
-        let started = tokio::time::Instant::now();
         #[cfg(not(madsim))]
         let joined = tokio::task::spawn_blocking(move || {
             let outcome = write(storage.as_mut(), operations)
@@ -100,9 +99,9 @@ async fn run(
         };
         storage = returned;
         match outcome {
-            Ok((inputs, synced_entries)) => {
-                if let Some(entries) = synced_entries {
-                    metrics.synced(entries, started.elapsed().as_secs_f64());
+            Ok((inputs, synced)) => {
+                if let Some(Synced { entries, seconds }) = synced {
+                    metrics.synced(entries, seconds);
                 }
                 if done.send(StorageDone::Inputs(inputs)).is_err() {
                     return;
@@ -204,23 +203,35 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
     })
 }
 
-/// One fsync for the whole batch if any write needs it, then the completions (and, if it
-/// synced, how many entries the fsync made durable).
+/// What one fsync made durable, and how long the fsync alone took.
+struct Synced {
+    entries: usize,
+    seconds: f64,
+}
+
+/// One fsync for the whole batch if any write needs it, then the completions (and what the
+/// fsync did, if there was one).
 fn complete(
     storage: &mut dyn Storage,
     written: Written,
-) -> Result<(Vec<Input>, Option<usize>), String> {
+) -> Result<(Vec<Input>, Option<Synced>), String> {
     let Written {
         mut inputs,
         persisted,
         needs_sync,
         entries,
     } = written;
+    let mut synced = None;
     if needs_sync {
+        let started = tokio::time::Instant::now();
         storage.sync().map_err(|error| error.to_string())?;
+        synced = Some(Synced {
+            entries,
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
     if let Some(id) = persisted {
         inputs.insert(0, Input::Persisted { id });
     }
-    Ok((inputs, needs_sync.then_some(entries)))
+    Ok((inputs, synced))
 }
