@@ -5,7 +5,7 @@
 //! start, naming the file and offset.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -158,18 +158,31 @@ proptest! {
                 }
                 Step::TornSync { per_mille } => {
                     let before = segments(dir.path());
-                    let active = before.last().unwrap().clone();
-                    let start = fs::metadata(&active).unwrap().len();
+                    let (active, start) = storage.active_segment();
+                    let active = active.to_path_buf();
+                    let old_bytes = fs::read(&active).unwrap();
                     storage.sync().unwrap();
-                    let end = fs::metadata(&active).unwrap().len();
+                    let end = match storage.active_segment() {
+                        (path, end) if path == active => end,
+                        _ => fs::metadata(&active).unwrap().len(),
+                    };
                     drop(storage);
                     // The crash came inside this sync: a prefix of its bytes reached the disk, and
                     // the next segment (if the sync would have started one) was never created.
                     for extra in segments(dir.path()).into_iter().filter(|path| !before.contains(path)) {
                         fs::remove_file(extra).unwrap();
                     }
-                    let cut = start + (end - start) * per_mille / 1000;
-                    OpenOptions::new().write(true).open(&active).unwrap().set_len(cut).unwrap();
+                    // After the cut the file holds what it held before (zeros where it grew),
+                    // and on odd cuts the file's new size was lost too.
+                    let cut = (start + (end - start) * per_mille / 1000) as usize;
+                    let mut torn = fs::read(&active).unwrap();
+                    for (at, byte) in torn.iter_mut().enumerate().skip(cut) {
+                        *byte = old_bytes.get(at).copied().unwrap_or(0);
+                    }
+                    if per_mille % 2 == 1 {
+                        torn.truncate(cut);
+                    }
+                    fs::write(&active, torn).unwrap();
                     let (reopened, recovered) = open(dir.path()).unwrap();
                     // Exactly the state after some prefix of the writes in that sync.
                     let mut candidate = synced.clone();
@@ -186,9 +199,11 @@ proptest! {
                 Step::GarbageTail { bytes } => {
                     storage.sync().unwrap();
                     pending.drain(..).for_each(|write| apply(&mut synced, &write));
+                    let (active, end) = storage.active_segment();
+                    let active = active.to_path_buf();
                     drop(storage);
-                    let active = segments(dir.path()).pop().unwrap();
-                    OpenOptions::new().append(true).open(&active).unwrap().write_all(&bytes).unwrap();
+                    // Over the zeros that follow the records, or past the end of the file.
+                    OpenOptions::new().write(true).open(&active).unwrap().write_all_at(&bytes, end).unwrap();
                     let (reopened, recovered) = open(dir.path()).unwrap();
                     prop_assert_eq!(&recovered, &synced);
                     storage = reopened;
@@ -306,4 +321,31 @@ fn a_damaged_snapshot_is_refused() {
         open(dir.path()),
         Err(StorageError::Corrupt { .. })
     ));
+}
+
+#[test]
+fn the_active_segment_is_zero_filled_ahead_and_closed_segments_hold_records_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path()).unwrap();
+    storage.append(&[entry(1, 1)]).unwrap();
+    storage.sync().unwrap();
+    let (active, end) = storage.active_segment();
+    let bytes = fs::read(active).unwrap();
+    assert!(
+        bytes.len() as u64 > end,
+        "no space filled ahead of the records"
+    );
+    assert!(bytes[end as usize..].iter().all(|&byte| byte == 0));
+    for index in 2..=100 {
+        storage.append(&[entry(index, 1)]).unwrap();
+        storage.sync().unwrap();
+    }
+    let all = segments(dir.path());
+    assert!(all.len() > 2, "expected the log to span segments");
+    let (_, recovered) = open(dir.path()).unwrap();
+    assert_eq!(recovered.entries.len(), 100);
+    for closed in &all[..all.len() - 1] {
+        let bytes = fs::read(closed).unwrap();
+        assert_ne!(bytes.last(), Some(&0), "{closed:?} ends in zeros");
+    }
 }
