@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use thiserror::Error;
 use tokio::time::{sleep, timeout, Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::server::proto::ravel::{
@@ -168,20 +168,7 @@ impl Client {
         if let Some(channel) = self.channels.get(endpoint) {
             return Ok(channel.clone());
         }
-        let uri = if endpoint.contains("://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|error| format!("{endpoint}: {error}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let channel = match timeout(CONNECT_TIMEOUT, channel.connect()).await {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(error)) => return Err(format!("{endpoint}: {error}")),
-            Err(_) => return Err(format!("{endpoint}: connect timed out")),
-        };
+        let channel = crate::server::connect(endpoint, CONNECT_TIMEOUT).await?;
         self.channels.insert(endpoint.to_string(), channel.clone());
         Ok(channel)
     }

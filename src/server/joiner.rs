@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use tokio::time::{sleep, timeout, Duration};
-use tonic::transport::Endpoint;
 
 use super::event_loop::Request;
 use super::handle::NodeHandle;
@@ -101,14 +100,9 @@ async fn ask(
     target: &str,
     request: UpdateNodeRequest,
 ) -> Result<super::proto::ravel::UpdateNodeResponse, tonic::Status> {
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))
-        .map_err(|error| tonic::Status::invalid_argument(error.to_string()))?
-        .connect_timeout(CONNECT_TIMEOUT);
-    let channel = match timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
-        Ok(Ok(channel)) => channel,
-        Ok(Err(error)) => return Err(tonic::Status::unavailable(error.to_string())),
-        Err(_) => return Err(tonic::Status::unavailable("connect timed out")),
-    };
+    let channel = super::channel::connect(target, CONNECT_TIMEOUT)
+        .await
+        .map_err(tonic::Status::unavailable)?;
     let mut client = MembershipClient::new(channel);
     match timeout(JOIN_TIMEOUT, client.update_node(request)).await {
         Ok(result) => result.map(tonic::Response::into_inner),

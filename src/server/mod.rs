@@ -5,12 +5,14 @@
 //! - [`event_loop`]: the one task that owns the core and carries out its actions.
 //! - [`storage_worker`]: persists off the loop, with group commit.
 //! - [`transport`]: one queue and connection per peer; never blocks the loop.
-//! - [`listener`]: the connections the gRPC server accepts.
+//! - [`listener`]: the connections the gRPC server accepts; [`channel`] opens them to a node,
+//!   both through [`socket`].
 //! - [`metrics`]: Prometheus metrics, served by `metrics_endpoint` at `GET /metrics`.
 //! - the gRPC services: [`kv_service`], [`membership_service`], [`peer_service`],
 //!   [`health_service`]; [`joiner`] is the joining node's side of the join workflow.
 
 pub mod address_book;
+mod channel;
 pub mod convert;
 pub mod error;
 pub mod event_loop;
@@ -26,8 +28,10 @@ mod metrics_endpoint;
 pub mod node;
 pub mod peer_service;
 pub mod proto;
+mod socket;
 pub mod storage_worker;
 pub mod transport;
 
+pub use channel::connect;
 pub use error::ApiError;
 pub use node::{run_node, run_node_on, NodeError, NodeOptions, Opened};

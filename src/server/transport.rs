@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Duration};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::address_book::AddressBook;
 use super::convert::{message_from_proto, message_to_proto};
@@ -250,21 +250,16 @@ async fn deliver_answers(
 }
 
 async fn connect(address: &str) -> Option<PeerClient<Channel>> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .ok()?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    match timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
-        Ok(Ok(channel)) => Some(
+    match super::channel::connect(address, CONNECT_TIMEOUT).await {
+        Ok(channel) => Some(
             PeerClient::new(channel)
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         ),
-        Ok(Err(error)) => {
+        Err(error) => {
             tracing::debug!(%address, %error, "cannot connect to peer");
             None
         }
-        Err(_) => None,
     }
 }
 
