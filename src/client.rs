@@ -57,6 +57,11 @@ impl Client {
         }
     }
 
+    /// The endpoint that answered the last call, where the next one goes first.
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+
     pub async fn put(&mut self, key: Bytes, value: Bytes) -> Result<u64, ClientError> {
         let request = pb::PutRequest { key, value };
         // Not `Always`: a put retried after an attempt that did take effect would apply twice,

@@ -443,3 +443,39 @@ async fn metrics_are_served_for_prometheus_and_a_bad_metrics_address_is_refused(
     );
     assert_eq!(malformed.exit_code(Duration::from_secs(10)), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_counts_what_the_node_answered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics_address = free_address();
+    let node = NodeProcess::start(
+        1,
+        &free_address(),
+        &dir.path().join("node-1"),
+        &["--metrics-listen", &metrics_address],
+    );
+    wait_voter(&node).await;
+    // The first endpoint is dead: the bench's client moves on to the node and then calls it
+    // directly.
+    let endpoints = format!("{},{}", free_address(), node.address);
+    let output = Command::new(RAVEL)
+        .args(["bench", "--endpoints", &endpoints, "--clients", "4"])
+        .args(["--duration", "1", "--read-ratio", "0.5", "--keys", "10"])
+        .output()
+        .expect("the bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    // "N ops in 1.0 s: R ops/s, 0 errors"
+    let summary = stdout
+        .lines()
+        .find(|line| line.contains(" ops in "))
+        .unwrap_or_else(|| panic!("no summary in {stdout}"));
+    assert!(summary.ends_with(" 0 errors"), "{summary}");
+    let operations: f64 = summary.split(' ').next().unwrap().parse().expect("a count");
+    assert!(operations > 100.0, "{summary}");
+    assert!(stdout.contains("latency ms: p50 "), "{stdout}");
+    let (_, metrics) = http_get(&metrics_address, "/metrics");
+    let answered = sample(&metrics, "ravel_writes_total") + sample(&metrics, "ravel_reads_total");
+    // The bench writes each of its 10 keys once before it starts measuring.
+    assert_eq!(answered, operations + 10.0, "{summary}");
+}

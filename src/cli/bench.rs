@@ -1,8 +1,10 @@
 //! `ravel bench`: closed-loop clients (each with its own connection, one request at a time)
 //! against a cluster; prints throughput and latency percentiles, with a progress line per second.
+//! Each client finds the leader through [`Client`], then calls it over a lean connection of its
+//! own ([`BenchConnection`]) and goes back to the client whenever that connection fails.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use clap::Args;
@@ -11,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::{Duration, Instant};
 
+use super::bench_connection::BenchConnection;
 use super::ExitCode;
 use crate::client::Client;
 
@@ -46,6 +49,16 @@ pub struct BenchArgs {
 struct Counters {
     operations: AtomicU64,
     errors: AtomicU64,
+    /// The first error, printed at the end so a failing run says why.
+    first_error: Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn failed(&self, error: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().expect("not poisoned");
+        first.get_or_insert_with(|| error.to_string());
+    }
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -92,24 +105,48 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let mut client = Client::new(endpoints);
+            let mut direct: Option<BenchConnection> = None;
             let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
             while Instant::now() < deadline {
                 let key = key_name(rng.random_range(0..keys));
+                let read = rng.random_bool(read_ratio);
                 let start = Instant::now();
-                let result = if rng.random_bool(read_ratio) {
-                    client.get(key, stale).await.map(|_| ())
-                } else {
-                    client.put(key, value.clone()).await.map(|_| ())
-                };
+                let mut result = Err(None);
+                if let Some(connection) = direct.as_mut() {
+                    let answer = if read {
+                        connection.get(key.clone(), stale).await
+                    } else {
+                        connection.put(key.clone(), value.clone()).await
+                    };
+                    match answer {
+                        Ok(()) => result = Ok(()),
+                        // Refused, so not applied: the client below finds the leader.
+                        Err(error) if error.not_leader() => direct = None,
+                        Err(error) => {
+                            direct = None;
+                            counters.failed(error);
+                            continue;
+                        }
+                    }
+                }
+                if result.is_err() {
+                    result = if read {
+                        client.get(key, stale).await.map(|_| ())
+                    } else {
+                        client.put(key, value.clone()).await.map(|_| ())
+                    }
+                    .map_err(Some);
+                    if let (Ok(()), Some(leader)) = (&result, client.leader()) {
+                        direct = BenchConnection::open(leader).await.ok();
+                    }
+                }
                 match result {
                     Ok(()) => {
                         let micros = start.elapsed().as_micros() as u64;
                         let _ = histogram.record(micros.max(1));
                         counters.operations.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Err(error) => counters.failed(error.expect("the client answered")),
                 }
             }
             histogram
@@ -142,6 +179,9 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         "{operations} ops in {elapsed:.1} s: {:.0} ops/s, {errors} errors",
         operations as f64 / elapsed
     );
+    if let Some(error) = counters.first_error.lock().expect("not poisoned").take() {
+        println!("first error: {error}");
+    }
     let ms = |quantile: f64| total.value_at_quantile(quantile) as f64 / 1000.0;
     println!(
         "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",

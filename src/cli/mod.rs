@@ -3,6 +3,7 @@
 //! cluster; `bench` measures one.
 
 mod bench;
+mod bench_connection;
 mod commands;
 mod dev;
 mod exit;
