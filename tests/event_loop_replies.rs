@@ -1,0 +1,143 @@
+//! The follower's side of answers riding back on the leader's RPC replies: a batch's reply waits
+//! until its entries are durable and carries the answer; a newer batch from the same leader
+//! releases the older reply as it is, and the answers still waiting for a persist ride on the
+//! newer one.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ravel::core::{
+    AppendResponse, Config, Entry, EntryPayload, Input, Message, MessageBody, RawNode, Recovered,
+};
+use ravel::kv::KvStateMachine;
+use ravel::server::event_loop::{EventLoop, EventLoopParts, Request};
+use ravel::server::hooks::Hooks;
+use ravel::server::metrics::Metrics;
+use ravel::server::storage_worker::{StorageDone, StorageOp};
+use ravel::server::transport::Transport;
+use tokio::sync::{mpsc, oneshot};
+
+fn append(prev: u64, index: u64) -> Message {
+    Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Append {
+            prev_log_index: prev,
+            prev_log_term: if prev == 0 { 0 } else { 1 },
+            entries: vec![Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Command(Bytes::from(format!("command {index}"))),
+            }],
+            leader_commit: 0,
+            durable_everywhere: 0,
+        },
+    }
+}
+
+/// The persist the loop hands to storage next.
+async fn next_persist(storage: &mut mpsc::UnboundedReceiver<StorageOp>) -> u64 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), storage.recv()).await {
+            Ok(Some(StorageOp::Persist { id, .. })) => return id,
+            Ok(Some(_)) => continue,
+            other => panic!("no persist came: {other:?}"),
+        }
+    }
+}
+
+fn accepted(answers: &[Message]) -> Vec<u64> {
+    answers
+        .iter()
+        .filter_map(|message| match &message.body {
+            MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => {
+                Some(*match_index)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn answered(answer: oneshot::Receiver<Vec<Message>>) -> Vec<Message> {
+    tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered in time")
+        .expect("the reply was sent")
+}
+
+async fn still_open(reply: &mut oneshot::Receiver<Vec<Message>>) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        matches!(reply.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+        "answered before its entries were durable"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_is_answered_on_its_reply_once_its_entries_are_durable() {
+    let (requests_tx, requests) = mpsc::channel(64);
+    let (storage, mut storage_ops) = mpsc::unbounded_channel();
+    let (storage_done_tx, storage_done) = mpsc::unbounded_channel();
+    let metrics = Metrics::new();
+    let core = RawNode::new(Config::new(2, [1, 2, 3]), Recovered::default(), 0).expect("core");
+    let event_loop = EventLoop::new(EventLoopParts {
+        core,
+        kv: KvStateMachine::new(),
+        address: "127.0.0.1:1".to_string(),
+        transport: Transport::new(
+            7,
+            2,
+            "127.0.0.1:1".to_string(),
+            metrics.clone(),
+            requests_tx.downgrade(),
+        ),
+        hooks: Hooks::new(None),
+        metrics,
+        storage,
+        storage_done,
+        requests,
+        saved_snapshot: None,
+    });
+    let running = tokio::spawn(event_loop.run());
+
+    let peer = |messages, reply| Request::Peer {
+        from: 1,
+        from_address: String::new(),
+        messages,
+        reply: Some(reply),
+    };
+    let durable = |id| StorageDone::Inputs(vec![Input::Persisted { id }]);
+
+    // One batch: answered only once its entry is durable.
+    let (reply, mut answer) = oneshot::channel();
+    requests_tx
+        .send(peer(vec![append(0, 1)], reply))
+        .await
+        .unwrap();
+    let persist = next_persist(&mut storage_ops).await;
+    still_open(&mut answer).await;
+    storage_done_tx.send(durable(persist)).unwrap();
+    assert_eq!(accepted(&answered(answer).await), vec![1]);
+
+    // A second batch while the first waits: the first reply goes at once, empty; the answers to
+    // both ride on the second once both entries are durable.
+    let (reply_2, answer_2) = oneshot::channel();
+    requests_tx
+        .send(peer(vec![append(1, 2)], reply_2))
+        .await
+        .unwrap();
+    let persist_2 = next_persist(&mut storage_ops).await;
+    let (reply_3, mut answer_3) = oneshot::channel();
+    requests_tx
+        .send(peer(vec![append(2, 3)], reply_3))
+        .await
+        .unwrap();
+    let persist_3 = next_persist(&mut storage_ops).await;
+    assert_eq!(accepted(&answered(answer_2).await), Vec::<u64>::new());
+    storage_done_tx.send(durable(persist_2)).unwrap();
+    still_open(&mut answer_3).await;
+    storage_done_tx.send(durable(persist_3)).unwrap();
+    assert_eq!(accepted(&answered(answer_3).await), vec![2, 3]);
+    running.abort();
+}
