@@ -15,6 +15,10 @@ use crate::server::proto::ravel::{
 use crate::server::ApiError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one attempt of a read may take before the read is tried elsewhere: a leader that is
+/// paused (or cut off) holds a request without failing it, and a read is safe to resend. A
+/// write is not (it may have been applied), so it waits out the whole timeout.
+const READ_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug, Error)]
@@ -219,7 +223,11 @@ impl Client {
                 KvClient::new(channel.clone()),
                 MembershipClient::new(channel),
             );
-            let status = match timeout(deadline - now, call).await {
+            let attempt_timeout = match retry {
+                Retry::Always => READ_ATTEMPT_TIMEOUT.min(deadline - now),
+                Retry::OnlyIfNotApplied => deadline - now,
+            };
+            let status = match timeout(attempt_timeout, call).await {
                 Ok(Ok(response)) => {
                     // The node that answered is where the next call goes first.
                     self.leader = Some(target);

@@ -67,9 +67,13 @@ impl NodeProcess {
 
     /// Asks the node to stop gracefully (SIGTERM).
     fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
             let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
+                .args([signal, &child.id().to_string()])
                 .status();
         }
     }
@@ -210,6 +214,23 @@ async fn three_processes_survive_kill_9_of_the_leader_and_change_membership() {
         assert!(Instant::now() < deadline, "restarted node did not catch up");
         sleep(Duration::from_millis(100)).await;
     }
+
+    // SIGSTOP the leader: a client that knew it as the leader gives up on it after one read
+    // attempt and reads through the others; on SIGCONT it serves on as a follower.
+    let all: Vec<&NodeProcess> = nodes.iter().collect();
+    let paused = leader_id(&all).await as usize - 1;
+    let mut reader = client(&all);
+    reader.get(key(0), false).await.expect("read");
+    nodes[paused].signal("-STOP");
+    let started = Instant::now();
+    let value = reader.get(key(1), false).await;
+    nodes[paused].signal("-CONT");
+    assert_eq!(value.expect("read"), Some(Bytes::from("value-1")));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the read waited {:?} on a paused leader",
+        started.elapsed()
+    );
 
     // A fourth node joins through any member, then node 4 leaves again.
     let fourth = NodeProcess::start(

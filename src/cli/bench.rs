@@ -104,7 +104,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         tasks.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut client = Client::new(endpoints);
+            let mut client = Client::new(endpoints.clone());
             let mut direct: Option<BenchConnection> = None;
             let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
             while Instant::now() < deadline {
@@ -123,7 +123,13 @@ pub async fn run(args: BenchArgs) -> ExitCode {
                         // Refused, so not applied: the client below finds the leader.
                         Err(error) if error.not_leader() => direct = None,
                         Err(error) => {
+                            // The leader may be paused or cut off: find one anew, trying the
+                            // other endpoints first.
                             direct = None;
+                            let failed = client.leader().map(str::to_string);
+                            let mut order = endpoints.clone();
+                            order.sort_by_key(|endpoint| Some(endpoint) == failed.as_ref());
+                            client = Client::new(order);
                             counters.failed(error);
                             continue;
                         }

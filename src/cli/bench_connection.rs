@@ -17,6 +17,10 @@ use prost::Message;
 use tonic::Status;
 
 use crate::server::proto::ravel as pb;
+
+/// A call that takes longer fails (its outcome unknown), and the client finds the leader anew:
+/// a paused or cut-off leader holds requests without failing them.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::server::ApiError;
 
 /// Why a call failed.
@@ -102,8 +106,14 @@ impl BenchConnection {
     }
 
     /// Sends one request and returns the answer's message bytes, or the error status.
-    #[cfg(not(madsim))]
     async fn call(&mut self, path: &str, message: &impl Message) -> Result<Bytes, CallError> {
+        tokio::time::timeout(CALL_TIMEOUT, self.exchange(path, message))
+            .await
+            .unwrap_or_else(|_| Err(CallError::Broken("no answer within 2 s".to_string())))
+    }
+
+    #[cfg(not(madsim))]
+    async fn exchange(&mut self, path: &str, message: &impl Message) -> Result<Bytes, CallError> {
         let broken = |error: h2::Error| CallError::Broken(error.to_string());
         let mut body = BytesMut::with_capacity(5 + message.encoded_len());
         body.put_u8(0);
@@ -157,7 +167,7 @@ impl BenchConnection {
     }
 
     #[cfg(madsim)]
-    async fn call(&mut self, path: &str, _: &impl Message) -> Result<Bytes, CallError> {
+    async fn exchange(&mut self, path: &str, _: &impl Message) -> Result<Bytes, CallError> {
         Err(CallError::Broken(format!(
             "{}{path}: not under madsim",
             self.authority
