@@ -392,17 +392,23 @@ fn sample(metrics: &str, name: &str) -> f64 {
         .expect("a number")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_are_served_for_prometheus_and_a_bad_metrics_address_is_refused() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// Node 1 of a new cluster, serving metrics; returns it with the metrics address once it leads.
+async fn node_with_metrics(dir: &Path) -> (NodeProcess, String) {
     let metrics_address = free_address();
     let node = NodeProcess::start(
         1,
         &free_address(),
-        &dir.path().join("node-1"),
+        &dir.join("node-1"),
         &["--metrics-listen", &metrics_address],
     );
     wait_voter(&node).await;
+    (node, metrics_address)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_for_prometheus_and_a_bad_metrics_address_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (node, metrics_address) = node_with_metrics(dir.path()).await;
     let mut client = client(&[&node]);
     for i in 0..5 {
         client
@@ -468,14 +474,7 @@ async fn metrics_are_served_for_prometheus_and_a_bad_metrics_address_is_refused(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bench_counts_what_the_node_answered() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let metrics_address = free_address();
-    let node = NodeProcess::start(
-        1,
-        &free_address(),
-        &dir.path().join("node-1"),
-        &["--metrics-listen", &metrics_address],
-    );
-    wait_voter(&node).await;
+    let (node, metrics_address) = node_with_metrics(dir.path()).await;
     // The first endpoint is dead: the bench's client moves on to the node and then calls it
     // directly.
     let endpoints = format!("{},{}", free_address(), node.address);

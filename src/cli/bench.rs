@@ -13,9 +13,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::{Duration, Instant};
 
-use super::bench_connection::BenchConnection;
+use super::bench_connection::{BenchConnection, CallError};
 use super::ExitCode;
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -104,55 +104,24 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         tasks.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut client = Client::new(endpoints.clone());
-            let mut direct: Option<BenchConnection> = None;
+            let mut caller = Caller::new(endpoints);
             let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
             while Instant::now() < deadline {
                 let key = key_name(rng.random_range(0..keys));
                 let read = rng.random_bool(read_ratio);
                 let start = Instant::now();
-                let mut result = Err(None);
-                if let Some(connection) = direct.as_mut() {
-                    let answer = if read {
-                        connection.get(key.clone(), stale).await
-                    } else {
-                        connection.put(key.clone(), value.clone()).await
-                    };
-                    match answer {
-                        Ok(()) => result = Ok(()),
-                        // Refused, so not applied: the client below finds the leader.
-                        Err(error) if error.not_leader() => direct = None,
-                        Err(error) => {
-                            // The leader may be paused or cut off: find one anew, trying the
-                            // other endpoints first.
-                            direct = None;
-                            let failed = client.leader().map(str::to_string);
-                            let mut order = endpoints.clone();
-                            order.sort_by_key(|endpoint| Some(endpoint) == failed.as_ref());
-                            client = Client::new(order);
-                            counters.failed(error);
-                            continue;
-                        }
-                    }
-                }
-                if result.is_err() {
-                    result = if read {
-                        client.get(key, stale).await.map(|_| ())
-                    } else {
-                        client.put(key, value.clone()).await.map(|_| ())
-                    }
-                    .map_err(Some);
-                    if let (Ok(()), Some(leader)) = (&result, client.leader()) {
-                        direct = BenchConnection::open(leader).await.ok();
-                    }
-                }
+                let result = if read {
+                    caller.get(key, stale).await
+                } else {
+                    caller.put(key, value.clone()).await
+                };
                 match result {
                     Ok(()) => {
                         let micros = start.elapsed().as_micros() as u64;
                         let _ = histogram.record(micros.max(1));
                         counters.operations.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(error) => counters.failed(error.expect("the client answered")),
+                    Err(error) => counters.failed(error),
                 }
             }
             histogram
@@ -201,6 +170,76 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         ExitCode::Unavailable
     } else {
         ExitCode::Success
+    }
+}
+
+/// One client's way to the cluster: its lean connection to the leader while that works, the
+/// client library (which follows redirects) to find the leader again.
+struct Caller {
+    endpoints: Vec<String>,
+    client: Client,
+    direct: Option<BenchConnection>,
+}
+
+impl Caller {
+    fn new(endpoints: Vec<String>) -> Self {
+        Caller {
+            client: Client::new(endpoints.clone()),
+            endpoints,
+            direct: None,
+        }
+    }
+
+    async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), String> {
+        if let Some(direct) = self.direct.as_mut() {
+            let answer = direct.put(key.clone(), value.clone()).await;
+            if let Some(done) = self.settle(answer) {
+                return done;
+            }
+        }
+        let result = self.client.put(key, value).await.map(drop);
+        self.connect_after(result).await
+    }
+
+    async fn get(&mut self, key: Bytes, stale: bool) -> Result<(), String> {
+        if let Some(direct) = self.direct.as_mut() {
+            let answer = direct.get(key.clone(), stale).await;
+            if let Some(done) = self.settle(answer) {
+                return done;
+            }
+        }
+        let result = self.client.get(key, stale).await.map(drop);
+        self.connect_after(result).await
+    }
+
+    /// The outcome of a direct call, or `None` if the client must make it instead (the node
+    /// was no longer the leader, so the request did not take effect).
+    fn settle(&mut self, answer: Result<(), CallError>) -> Option<Result<(), String>> {
+        match answer {
+            Ok(()) => Some(Ok(())),
+            Err(error) if error.not_leader() => {
+                self.direct = None;
+                None
+            }
+            Err(error) => {
+                // The leader may be paused or cut off: find one anew, the others first.
+                self.direct = None;
+                let failed = self.client.leader().map(str::to_string);
+                let mut order = self.endpoints.clone();
+                order.sort_by_key(|endpoint| Some(endpoint) == failed.as_ref());
+                self.client = Client::new(order);
+                Some(Err(error.to_string()))
+            }
+        }
+    }
+
+    /// After a call through the client: calls go straight to whoever answered from now on.
+    async fn connect_after(&mut self, result: Result<(), ClientError>) -> Result<(), String> {
+        result.map_err(|error| error.to_string())?;
+        if let Some(leader) = self.client.leader() {
+            self.direct = BenchConnection::open(leader).await.ok();
+        }
+        Ok(())
     }
 }
 

@@ -17,11 +17,11 @@ use prost::Message;
 use tonic::Status;
 
 use crate::server::proto::ravel as pb;
+use crate::server::ApiError;
 
 /// A call that takes longer fails (its outcome unknown), and the client finds the leader anew:
 /// a paused or cut-off leader holds requests without failing them.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-use crate::server::ApiError;
 
 /// Why a call failed.
 pub enum CallError {
