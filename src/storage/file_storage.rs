@@ -14,9 +14,8 @@
 //! records overwrite those zeros. An fdatasync after an append that grows the file must also
 //! commit the new size through the file system's journal; one that only overwrites allocated
 //! blocks flushes the data alone. On ext4 here that takes a write plus fdatasync from ~200 to
-//! ~135 µs, and the nodes of a cluster on one disk no longer queue on one journal. Recovery
-//! reads the zeros after the last record as the end of the log; a closed segment is cut to its
-//! records first.
+//! ~135 µs. Recovery reads the zeros after the last record as the end of the log; a closed
+//! segment is cut to its records first.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
