@@ -5,4 +5,4 @@ mod command;
 mod state_machine;
 
 pub use command::{Command, DecodeError};
-pub use state_machine::{KvStateMachine, Outcome};
+pub use state_machine::{KvStateMachine, Outcome, SnapshotState};

@@ -24,6 +24,29 @@ struct SnapshotImage {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// The state of the store at one applied index, to be encoded as a snapshot.
+#[derive(Debug)]
+pub struct SnapshotState {
+    applied_index: LogIndex,
+    pairs: Vec<(Bytes, Bytes)>,
+}
+
+impl SnapshotState {
+    /// Encodes the state: the same bytes as [`KvStateMachine::snapshot`] at that index.
+    pub fn encode(mut self) -> Bytes {
+        self.pairs.sort_unstable();
+        let image = SnapshotImage {
+            applied_index: self.applied_index,
+            pairs: self
+                .pairs
+                .into_iter()
+                .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                .collect(),
+        };
+        Bytes::from(storage::encode(&image))
+    }
+}
+
 /// The result of applying one command, returned to the client that proposed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -127,17 +150,21 @@ impl KvStateMachine {
     /// The whole state, encoded (version byte, then bincode), identical on every replica that
     /// applied the same entries.
     pub fn snapshot(&self) -> Bytes {
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = self
-            .data
-            .iter()
-            .map(|(key, value)| (key.to_vec(), value.to_vec()))
-            .collect();
-        pairs.sort_unstable();
-        let image = SnapshotImage {
+        self.snapshot_state().encode()
+    }
+
+    /// The whole state as it is now, cheaply: the keys and values are shared, not copied, so a
+    /// node takes it on its event loop and encodes it elsewhere (sorting and encoding a large
+    /// store takes far longer than an election timeout).
+    pub fn snapshot_state(&self) -> SnapshotState {
+        SnapshotState {
             applied_index: self.applied_index,
-            pairs,
-        };
-        Bytes::from(storage::encode(&image))
+            pairs: self
+                .data
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        }
     }
 
     /// Rebuilds a state machine from `snapshot`; corrupt bytes are an error, never a panic.
@@ -242,6 +269,26 @@ mod tests {
         assert_eq!(restored.snapshot(), snapshot, "equal states, equal bytes");
         assert!(KvStateMachine::restore(&snapshot[..snapshot.len() - 1]).is_err());
         assert!(KvStateMachine::restore(&[]).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_state_encodes_the_store_as_it_was_when_taken() {
+        let mut kv = KvStateMachine::new();
+        let put = |key: &str, value: &str| {
+            Command::Put {
+                key: b(key),
+                value: b(value),
+            }
+            .encode()
+        };
+        kv.apply(1, &put("a", "1"));
+        kv.apply(2, &put("b", "2"));
+        let taken = kv.snapshot_state();
+        let expected = kv.snapshot();
+        kv.apply(3, &put("a", "changed"));
+        kv.apply(4, &Command::Delete { key: b("b") }.encode());
+        kv.apply(5, &put("c", "3"));
+        assert_eq!(taken.encode(), expected);
     }
 
     #[test]

@@ -212,6 +212,9 @@ impl EventLoop {
                         }
                         self.release_held();
                     }
+                    Some(StorageDone::Snapshot { meta, data }) => {
+                        self.saved_snapshot = Some((meta, data));
+                    }
                     Some(StorageDone::Failed(reason)) => {
                         return Err(self.fail(format!("storage failed: {reason}; fix the disk, then restart the node")))
                     }
@@ -459,9 +462,8 @@ impl EventLoop {
                 }
             }
             Action::TakeSnapshot { meta } => {
-                let data = self.kv.snapshot();
-                self.saved_snapshot = Some((meta.clone(), data.clone()));
-                let _ = self.storage.send(StorageOp::SaveSnapshot { meta, data });
+                let state = self.kv.snapshot_state();
+                let _ = self.storage.send(StorageOp::SaveSnapshot { meta, state });
             }
             Action::ReadSnapshotChunk {
                 to,

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::metrics::Metrics;
 use crate::core::{Entry, HardState, Input, NodeId, PersistId, SnapshotMeta};
+use crate::kv::SnapshotState;
 use crate::storage::Storage;
 
 /// Operations a batch takes at most, so one slow fsync does not grow a batch without bound.
@@ -21,8 +22,12 @@ pub enum StorageOp {
         entries: Vec<Entry>,
         sync: bool,
     },
-    /// A snapshot this node took: save it, compact the log, answer `SnapshotSaved`.
-    SaveSnapshot { meta: SnapshotMeta, data: Bytes },
+    /// A snapshot this node took: encode it here (not on the loop: a large store takes long),
+    /// save it, compact the log, answer `SnapshotSaved` and hand the bytes back.
+    SaveSnapshot {
+        meta: SnapshotMeta,
+        state: SnapshotState,
+    },
     /// A snapshot received from the leader: a persist in order with the others.
     Install {
         id: PersistId,
@@ -43,6 +48,9 @@ pub enum StorageOp {
 pub enum StorageDone {
     /// Inputs for the core, in order (`Persisted`, `SnapshotSaved`, `SnapshotChunkRead`).
     Inputs(Vec<Input>),
+    /// The bytes of a snapshot this node took and saved (sent before its `SnapshotSaved`), kept
+    /// by the loop to serve followers.
+    Snapshot { meta: SnapshotMeta, data: Bytes },
     /// Storage failed and stopped: the node must stop acknowledging anything (fail-stop).
     Failed(String),
 }
@@ -99,9 +107,12 @@ async fn run(
         };
         storage = returned;
         match outcome {
-            Ok((inputs, synced)) => {
+            Ok((inputs, synced, snapshot)) => {
                 if let Some(Synced { entries, seconds }) = synced {
                     metrics.synced(entries, seconds);
+                }
+                if let Some((meta, data)) = snapshot {
+                    let _ = done.send(StorageDone::Snapshot { meta, data });
                 }
                 if done.send(StorageDone::Inputs(inputs)).is_err() {
                     return;
@@ -131,6 +142,8 @@ fn simulated_sync_time() -> std::time::Duration {
 /// A batch written but maybe not yet synced.
 struct Written {
     inputs: Vec<Input>,
+    /// The last snapshot this node took in the batch, encoded.
+    snapshot: Option<(SnapshotMeta, Bytes)>,
     persisted: Option<PersistId>,
     needs_sync: bool,
     entries: usize,
@@ -140,6 +153,7 @@ struct Written {
 /// it: see [`complete`]).
 fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Written, String> {
     let mut inputs = Vec::new();
+    let mut snapshot = None;
     let mut persisted: Option<PersistId> = None;
     let mut needs_sync = false;
     let mut written_entries = 0;
@@ -165,11 +179,13 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
                 needs_sync |= sync;
                 persisted = Some(id);
             }
-            StorageOp::SaveSnapshot { meta, data } => {
+            StorageOp::SaveSnapshot { meta, state } => {
+                let data = state.encode();
                 storage
                     .save_snapshot(meta.clone(), &data)
                     .map_err(|error| error.to_string())?;
-                inputs.push(Input::SnapshotSaved { meta });
+                inputs.push(Input::SnapshotSaved { meta: meta.clone() });
+                snapshot = Some((meta, data));
             }
             StorageOp::Install { id, meta, data } => {
                 // Saving a snapshot syncs the log written before it, so earlier persists are
@@ -197,11 +213,15 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
     }
     Ok(Written {
         inputs,
+        snapshot,
         persisted,
         needs_sync,
         entries: written_entries,
     })
 }
+
+/// A batch's completions, what its fsync did, and the snapshot it saved.
+type Completed = (Vec<Input>, Option<Synced>, Option<(SnapshotMeta, Bytes)>);
 
 /// What one fsync made durable, and how long the fsync alone took.
 struct Synced {
@@ -211,12 +231,10 @@ struct Synced {
 
 /// One fsync for the whole batch if any write needs it, then the completions (and what the
 /// fsync did, if there was one).
-fn complete(
-    storage: &mut dyn Storage,
-    written: Written,
-) -> Result<(Vec<Input>, Option<Synced>), String> {
+fn complete(storage: &mut dyn Storage, written: Written) -> Result<Completed, String> {
     let Written {
         mut inputs,
+        snapshot,
         persisted,
         needs_sync,
         entries,
@@ -233,5 +251,5 @@ fn complete(
     if let Some(id) = persisted {
         inputs.insert(0, Input::Persisted { id });
     }
-    Ok((inputs, synced))
+    Ok((inputs, synced, snapshot))
 }
