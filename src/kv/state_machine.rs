@@ -24,6 +24,14 @@ struct SnapshotImage {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// The same image, encoded from borrowed bytes (a slice encodes exactly as a `Vec<u8>`), so
+/// encoding does not copy the whole store first.
+#[derive(bincode::Encode)]
+struct SnapshotImageRef<'a> {
+    applied_index: LogIndex,
+    pairs: Vec<(&'a [u8], &'a [u8])>,
+}
+
 /// The state of the store at one applied index, to be encoded as a snapshot.
 #[derive(Debug)]
 pub struct SnapshotState {
@@ -35,12 +43,12 @@ impl SnapshotState {
     /// Encodes the state: the same bytes as [`KvStateMachine::snapshot`] at that index.
     pub fn encode(mut self) -> Bytes {
         self.pairs.sort_unstable();
-        let image = SnapshotImage {
+        let image = SnapshotImageRef {
             applied_index: self.applied_index,
             pairs: self
                 .pairs
-                .into_iter()
-                .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                .iter()
+                .map(|(key, value)| (&key[..], &value[..]))
                 .collect(),
         };
         Bytes::from(storage::encode(&image))
