@@ -9,6 +9,7 @@ use tokio::time::{sleep, timeout, Duration, Instant};
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::server::leader_proxy::no_forward;
 use crate::server::proto::ravel::{
     self as pb, kv_client::KvClient, membership_client::MembershipClient,
 };
@@ -73,7 +74,7 @@ impl Client {
         let response = self
             .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
                 let request = request.clone();
-                async move { kv.put(request).await }
+                async move { kv.put(no_forward(request)).await }
             })
             .await?;
         Ok(response.index)
@@ -84,7 +85,7 @@ impl Client {
         let response = self
             .call(Retry::Always, move |mut kv, _| {
                 let request = request.clone();
-                async move { kv.get(request).await }
+                async move { kv.get(no_forward(request)).await }
             })
             .await?;
         Ok(response.found.then_some(response.value))
@@ -96,7 +97,7 @@ impl Client {
         let response = self
             .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
                 let request = request.clone();
-                async move { kv.delete(request).await }
+                async move { kv.delete(no_forward(request)).await }
             })
             .await?;
         Ok(response.existed)
@@ -119,7 +120,7 @@ impl Client {
         let response = self
             .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
                 let request = request.clone();
-                async move { kv.compare_and_swap(request).await }
+                async move { kv.compare_and_swap(no_forward(request)).await }
             })
             .await?;
         Ok((

@@ -499,3 +499,100 @@ async fn the_bench_counts_what_the_node_answered() {
     // The bench writes each of its 10 keys once before it starts measuring.
     assert_eq!(answered, operations + 10.0, "{summary}");
 }
+
+/// A gRPC client that knows nothing of Ravel's redirects (as grpcurl, h2load or a client in
+/// another language) is served by a follower, which passes each request on to the leader; Ravel's
+/// own client, which follows redirects, is told "not leader" instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
+    use ravel::server::leader_proxy::no_forward;
+    use ravel::server::proto::ravel::{self as pb, kv_client::KvClient};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
+    let mut nodes = vec![NodeProcess::start(
+        1,
+        &addresses[0],
+        &dir.path().join("node-1"),
+        &[],
+    )];
+    wait_voter(&nodes[0]).await;
+    for id in 2..=3 {
+        nodes.push(NodeProcess::start(
+            id,
+            &addresses[id as usize - 1],
+            &dir.path().join(format!("node-{id}")),
+            &["--join", &addresses[0]],
+        ));
+    }
+    for node in &nodes {
+        wait_voter(node).await;
+    }
+    let all: Vec<&NodeProcess> = nodes.iter().collect();
+    let leader = leader_id(&all).await;
+    let follower = nodes
+        .iter()
+        .find(|node| node.id != leader)
+        .expect("a follower");
+    let channel = ravel::server::connect(&follower.address, Duration::from_secs(1))
+        .await
+        .expect("connects to the follower");
+    let mut plain = KvClient::new(channel);
+
+    let put = plain
+        .put(pb::PutRequest {
+            key: key(1),
+            value: Bytes::from_static(b"through a follower"),
+        })
+        .await
+        .expect("the follower passes the put on")
+        .into_inner();
+    assert!(put.index > 0, "the put was committed at an index");
+    let got = plain
+        .get(pb::GetRequest {
+            key: key(1),
+            stale: false,
+        })
+        .await
+        .expect("the follower passes the read on")
+        .into_inner();
+    assert!(got.found);
+    assert_eq!(got.value, Bytes::from_static(b"through a follower"));
+    let swapped = plain
+        .compare_and_swap(pb::CompareAndSwapRequest {
+            key: key(1),
+            expected_absent: false,
+            expected: Bytes::from_static(b"through a follower"),
+            new_value: Bytes::from_static(b"swapped"),
+        })
+        .await
+        .expect("the follower passes the compare-and-swap on")
+        .into_inner();
+    assert!(swapped.swapped);
+    let deleted = plain
+        .delete(pb::DeleteRequest { key: key(1) })
+        .await
+        .expect("the follower passes the delete on")
+        .into_inner();
+    assert!(deleted.existed);
+    let mut client = client(&[&nodes[leader as usize - 1]]);
+    assert_eq!(client.get(key(1), false).await.expect("read"), None);
+
+    // Asked not to forward (as Ravel's client asks), the follower names the leader instead.
+    let refused = plain
+        .put(no_forward(pb::PutRequest {
+            key: key(2),
+            value: Bytes::from_static(b"not passed on"),
+        }))
+        .await
+        .expect_err("refused: not the leader");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains(&nodes[leader as usize - 1].address),
+        "the refusal names the leader: {}",
+        refused.message()
+    );
+    assert_eq!(client.get(key(2), false).await.expect("read"), None);
+}

@@ -16,6 +16,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tonic::Status;
 
+#[cfg(not(madsim))]
+use crate::server::leader_proxy::NO_FORWARD;
 use crate::server::proto::ravel as pb;
 use crate::server::ApiError;
 
@@ -124,6 +126,9 @@ impl BenchConnection {
         let request = http::Request::post(format!("http://{}{path}", self.authority))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
+            // A former leader answers "not leader" (the bench then finds the new one) rather
+            // than passing the request on.
+            .header(NO_FORWARD, "1")
             .body(())
             .map_err(|error| CallError::Broken(error.to_string()))?;
         let mut sender = self.sender.clone().ready().await.map_err(broken)?;

@@ -1,14 +1,17 @@
 //! The client KV service: validates requests, hands them to the event loop, and answers once the
-//! write is applied (or the read confirmed by ReadIndex).
+//! write is applied (or the read confirmed by ReadIndex). A follower passes requests on to the
+//! leader (see [`super::leader_proxy`]).
 
 use bytes::Bytes;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::address_book::RESERVED_KEY_PREFIX;
 use super::error::ApiError;
 use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
-use super::proto::ravel::{self as pb, kv_server::Kv};
+use super::leader_proxy::{may_forward, no_forward, LeaderProxy};
+use super::proto::ravel::{self as pb, kv_client::KvClient, kv_server::Kv};
 use crate::kv::{Command, Outcome};
 
 pub const KEY_BYTES_MAX: usize = 4096;
@@ -16,18 +19,30 @@ pub const VALUE_BYTES_MAX: usize = 1 << 20;
 
 pub struct KvService {
     node: NodeHandle,
+    proxy: LeaderProxy,
 }
 
 impl KvService {
     pub fn new(node: NodeHandle) -> Self {
-        KvService { node }
+        KvService {
+            node,
+            proxy: LeaderProxy::default(),
+        }
     }
 
-    async fn write(&self, command: Command) -> Result<WriteResult, Status> {
-        Ok(self
-            .node
+    async fn write(&self, command: Command) -> Result<WriteResult, ApiError> {
+        self.node
             .ask(|reply| event_loop::Request::Write { command, reply })
-            .await?)
+            .await
+    }
+
+    /// The leader to pass a refused request on to, if it was refused for not being the leader,
+    /// the leader is known and the request may be forwarded; otherwise the refusal itself.
+    async fn forward(&self, forward: bool, error: ApiError) -> Result<KvClient<Channel>, Status> {
+        match LeaderProxy::target(&error).filter(|_| forward) {
+            Some(address) => self.proxy.client(address).await,
+            None => Err(error.into()),
+        }
     }
 }
 
@@ -65,65 +80,91 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let pb::PutRequest { key, value } = request.into_inner();
-        check_key(&key)?;
-        check_value(&value)?;
-        let result = self.write(Command::Put { key, value }).await?;
-        Ok(Response::new(pb::PutResponse {
-            index: result.index,
-        }))
+        let forward = may_forward(&request);
+        let message = request.into_inner();
+        check_key(&message.key)?;
+        check_value(&message.value)?;
+        let command = Command::Put {
+            key: message.key.clone(),
+            value: message.value.clone(),
+        };
+        match self.write(command).await {
+            Ok(result) => Ok(Response::new(pb::PutResponse {
+                index: result.index,
+            })),
+            Err(error) => {
+                let mut leader = self.forward(forward, error).await?;
+                leader.put(no_forward(message)).await
+            }
+        }
     }
 
     async fn get(
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let pb::GetRequest { key, stale } = request.into_inner();
-        check_key(&key)?;
-        let ReadResult { value, index } = self
+        let forward = may_forward(&request);
+        let message = request.into_inner();
+        check_key(&message.key)?;
+        let (key, stale) = (message.key.clone(), message.stale);
+        let read = self
             .node
             .ask(|reply| event_loop::Request::Read { key, stale, reply })
-            .await?;
-        Ok(Response::new(pb::GetResponse {
-            found: value.is_some(),
-            value: value.unwrap_or_default(),
-            index,
-        }))
+            .await;
+        match read {
+            Ok(ReadResult { value, index }) => Ok(Response::new(pb::GetResponse {
+                found: value.is_some(),
+                value: value.unwrap_or_default(),
+                index,
+            })),
+            Err(error) => {
+                let mut leader = self.forward(forward, error).await?;
+                leader.get(no_forward(message)).await
+            }
+        }
     }
 
     async fn delete(
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let pb::DeleteRequest { key } = request.into_inner();
-        check_key(&key)?;
-        let result = self.write(Command::Delete { key }).await?;
-        let existed = matches!(result.outcome, Outcome::Deleted { existed: true });
-        Ok(Response::new(pb::DeleteResponse {
-            existed,
-            index: result.index,
-        }))
+        let forward = may_forward(&request);
+        let message = request.into_inner();
+        check_key(&message.key)?;
+        let key = message.key.clone();
+        match self.write(Command::Delete { key }).await {
+            Ok(result) => Ok(Response::new(pb::DeleteResponse {
+                existed: matches!(result.outcome, Outcome::Deleted { existed: true }),
+                index: result.index,
+            })),
+            Err(error) => {
+                let mut leader = self.forward(forward, error).await?;
+                leader.delete(no_forward(message)).await
+            }
+        }
     }
 
     async fn compare_and_swap(
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        let pb::CompareAndSwapRequest {
-            key,
-            expected_absent,
-            expected,
-            new_value,
-        } = request.into_inner();
-        check_key(&key)?;
-        check_value(&expected)?;
-        check_value(&new_value)?;
+        let forward = may_forward(&request);
+        let message = request.into_inner();
+        check_key(&message.key)?;
+        check_value(&message.expected)?;
+        check_value(&message.new_value)?;
         let command = Command::CompareAndSwap {
-            key,
-            expected: (!expected_absent).then_some(expected),
-            new: new_value,
+            key: message.key.clone(),
+            expected: (!message.expected_absent).then(|| message.expected.clone()),
+            new: message.new_value.clone(),
         };
-        let result = self.write(command).await?;
+        let result = match self.write(command).await {
+            Ok(result) => result,
+            Err(error) => {
+                let mut leader = self.forward(forward, error).await?;
+                return leader.compare_and_swap(no_forward(message)).await;
+            }
+        };
         let (swapped, current) = match result.outcome {
             Outcome::CompareAndSwap { swapped, current } => (swapped, current),
             other => {

@@ -8,8 +8,9 @@
 //! - [`listener`]: the connections the gRPC server accepts; [`channel`] opens them to a node,
 //!   both through [`socket`].
 //! - [`metrics`]: Prometheus metrics, served by `metrics_endpoint` at `GET /metrics`.
-//! - the gRPC services: [`kv_service`], [`membership_service`], [`peer_service`],
-//!   [`health_service`]; [`joiner`] is the joining node's side of the join workflow.
+//! - the gRPC services: [`kv_service`] (with [`leader_proxy`] on followers),
+//!   [`membership_service`], [`peer_service`], [`health_service`]; [`joiner`] is the joining
+//!   node's side of the join workflow.
 
 pub mod address_book;
 mod channel;
@@ -21,6 +22,7 @@ pub mod health_service;
 pub mod hooks;
 pub mod joiner;
 pub mod kv_service;
+pub mod leader_proxy;
 mod listener;
 pub mod membership_service;
 pub mod metrics;
