@@ -132,6 +132,29 @@ async fn wait_voter(node: &NodeProcess) {
     }
 }
 
+/// Node 1 bootstraps at `addresses[0]`, nodes 2 and 3 join it; returns once all three are voters.
+async fn three_voters(dir: &Path, addresses: &[String]) -> Vec<NodeProcess> {
+    let mut nodes = vec![NodeProcess::start(
+        1,
+        &addresses[0],
+        &dir.join("node-1"),
+        &[],
+    )];
+    wait_voter(&nodes[0]).await;
+    for id in 2..=3 {
+        nodes.push(NodeProcess::start(
+            id,
+            &addresses[id as usize - 1],
+            &dir.join(format!("node-{id}")),
+            &["--join", &addresses[0]],
+        ));
+    }
+    for node in &nodes {
+        wait_voter(node).await;
+    }
+    nodes
+}
+
 async fn leader_id(nodes: &[&NodeProcess]) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -153,24 +176,7 @@ async fn leader_id(nodes: &[&NodeProcess]) -> u64 {
 async fn three_processes_survive_kill_9_of_the_leader_and_change_membership() {
     let dir = tempfile::tempdir().expect("temp dir");
     let addresses: Vec<String> = (0..4).map(|_| free_address()).collect();
-    let mut nodes = vec![NodeProcess::start(
-        1,
-        &addresses[0],
-        &dir.path().join("node-1"),
-        &[],
-    )];
-    wait_voter(&nodes[0]).await;
-    for id in 2..=3 {
-        nodes.push(NodeProcess::start(
-            id,
-            &addresses[id as usize - 1],
-            &dir.path().join(format!("node-{id}")),
-            &["--join", &addresses[0]],
-        ));
-    }
-    for node in &nodes {
-        wait_voter(node).await;
-    }
+    let mut nodes = three_voters(dir.path(), &addresses).await;
 
     // Writes through each node in turn (followers redirect to the leader).
     for i in 0..60 {
@@ -510,24 +516,7 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
-    let mut nodes = vec![NodeProcess::start(
-        1,
-        &addresses[0],
-        &dir.path().join("node-1"),
-        &[],
-    )];
-    wait_voter(&nodes[0]).await;
-    for id in 2..=3 {
-        nodes.push(NodeProcess::start(
-            id,
-            &addresses[id as usize - 1],
-            &dir.path().join(format!("node-{id}")),
-            &["--join", &addresses[0]],
-        ));
-    }
-    for node in &nodes {
-        wait_voter(node).await;
-    }
+    let nodes = three_voters(dir.path(), &addresses).await;
     let all: Vec<&NodeProcess> = nodes.iter().collect();
     let leader = leader_id(&all).await;
     let follower = nodes
