@@ -94,23 +94,78 @@ impl ApiError {
     /// Statuses without a Ravel detail (a transport failure, a timeout) give `None`.
     pub fn from_status(status: &Status) -> Option<ApiError> {
         let detail = ErrorDetail::decode(status.details()).ok()?;
-        let message = status.message().to_string();
+        let message = status.message();
         Some(match detail.kind() {
             Kind::NotLeader => ApiError::NotLeader {
                 leader_id: (detail.leader_id != 0).then_some(detail.leader_id),
                 leader_address: (!detail.leader_address.is_empty())
                     .then_some(detail.leader_address),
             },
-            Kind::NoQuorum => ApiError::NoQuorum(message),
-            Kind::InvalidArgument => ApiError::InvalidArgument(message),
-            Kind::TooLarge => ApiError::TooLarge(message),
+            Kind::NoQuorum => rebuild(message, ApiError::NoQuorum),
+            Kind::InvalidArgument => rebuild(message, ApiError::InvalidArgument),
+            Kind::TooLarge => rebuild(message, ApiError::TooLarge),
             Kind::ShuttingDown => ApiError::ShuttingDown,
             Kind::Overloaded => ApiError::Overloaded,
-            Kind::WrongCluster => ApiError::InvalidArgument(message),
+            Kind::WrongCluster => ApiError::InvalidArgument(message.to_string()),
             Kind::Unspecified if status.code() == Code::Unknown => {
-                ApiError::OutcomeUnknown(message)
+                rebuild(message, ApiError::OutcomeUnknown)
             }
             Kind::Unspecified => return None,
         })
+    }
+}
+
+/// The error `variant` whose text is `message`: the status carries the error's whole text, so
+/// the words the variant adds around its own message are taken off again (or a client would
+/// print "invalid argument: invalid argument: ...").
+fn rebuild(message: &str, variant: fn(String) -> ApiError) -> ApiError {
+    const MARK: &str = "\u{0}";
+    let template = variant(MARK.to_string()).to_string();
+    let (prefix, suffix) = template.split_once(MARK).unwrap_or((&template, ""));
+    let inner = message
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .unwrap_or(message);
+    variant(inner.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client reads back the error the node sent, and prints it as the node worded it.
+    #[test]
+    fn an_error_survives_its_trip_through_a_status_word_for_word() {
+        let errors = [
+            ApiError::NotLeader {
+                leader_id: Some(2),
+                leader_address: Some("127.0.0.1:7380".to_string()),
+            },
+            ApiError::NotLeader {
+                leader_id: None,
+                leader_address: None,
+            },
+            ApiError::NoQuorum("2 of 3 voters unreachable".to_string()),
+            ApiError::InvalidArgument("node 9 is not a member".to_string()),
+            ApiError::TooLarge("the value has 2000000 bytes".to_string()),
+            ApiError::ShuttingDown,
+            ApiError::Overloaded,
+            ApiError::OutcomeUnknown("leadership changed".to_string()),
+        ];
+        for error in errors {
+            let status = Status::from(error.clone());
+            let back = ApiError::from_status(&status).expect("a Ravel error");
+            assert_eq!(back, error);
+            assert_eq!(back.to_string(), error.to_string());
+        }
+        let wrong = ApiError::WrongCluster {
+            expected: 1,
+            got: 7,
+        };
+        let back = ApiError::from_status(&Status::from(wrong)).expect("a Ravel error");
+        assert_eq!(
+            back.to_string(),
+            "invalid argument: request for cluster 7, but this node belongs to cluster 1"
+        );
     }
 }
