@@ -9,7 +9,7 @@ use tokio::time::{sleep, timeout, Duration, Instant};
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::server::leader_proxy::no_forward;
+use crate::server::leader_proxy::kv_request;
 use crate::server::proto::ravel::{
     self as pb, kv_client::KvClient, membership_client::MembershipClient,
 };
@@ -50,6 +50,10 @@ pub struct Client {
     leader: Option<String>,
     channels: BTreeMap<String, Channel>,
     pub timeout: Duration,
+    /// Let a follower pass requests on to the leader instead of redirecting: every call then
+    /// takes the extra hop through whichever endpoint answered first, as a plain gRPC client's
+    /// would. Off by default; the simulator turns it on for some clients to check that path.
+    pub through_followers: bool,
 }
 
 impl Client {
@@ -59,6 +63,7 @@ impl Client {
             leader: None,
             channels: BTreeMap::new(),
             timeout: Duration::from_secs(10),
+            through_followers: false,
         }
     }
 
@@ -71,10 +76,11 @@ impl Client {
         let request = pb::PutRequest { key, value };
         // Not `Always`: a put retried after an attempt that did take effect would apply twice,
         // the second time after writes of other clients — not linearizable.
+        let forward = self.through_followers;
         let response = self
             .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
                 let request = request.clone();
-                async move { kv.put(no_forward(request)).await }
+                async move { kv.put(kv_request(request, forward)).await }
             })
             .await?;
         Ok(response.index)
@@ -82,10 +88,11 @@ impl Client {
 
     pub async fn get(&mut self, key: Bytes, stale: bool) -> Result<Option<Bytes>, ClientError> {
         let request = pb::GetRequest { key, stale };
+        let forward = self.through_followers;
         let response = self
             .call(Retry::Always, move |mut kv, _| {
                 let request = request.clone();
-                async move { kv.get(no_forward(request)).await }
+                async move { kv.get(kv_request(request, forward)).await }
             })
             .await?;
         Ok(response.found.then_some(response.value))
@@ -94,10 +101,11 @@ impl Client {
     /// Deletes `key`; `true` if it existed.
     pub async fn delete(&mut self, key: Bytes) -> Result<bool, ClientError> {
         let request = pb::DeleteRequest { key };
+        let forward = self.through_followers;
         let response = self
             .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
                 let request = request.clone();
-                async move { kv.delete(no_forward(request)).await }
+                async move { kv.delete(kv_request(request, forward)).await }
             })
             .await?;
         Ok(response.existed)
@@ -117,10 +125,11 @@ impl Client {
             expected: expected.unwrap_or_default(),
             new_value: new,
         };
+        let forward = self.through_followers;
         let response = self
             .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
                 let request = request.clone();
-                async move { kv.compare_and_swap(no_forward(request)).await }
+                async move { kv.compare_and_swap(kv_request(request, forward)).await }
             })
             .await?;
         Ok((

@@ -489,8 +489,17 @@ async fn client_loop(
     seed: u64,
 ) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Every other client lets followers pass its requests on to the leader, as a plain gRPC
+    // client's are, starting at a different member each, so that path runs under the faults too.
+    let through_followers = client_id % 2 == 1;
+    let mut endpoints = endpoints;
+    if through_followers {
+        let shift = client_id as usize % endpoints.len();
+        endpoints.rotate_left(shift);
+    }
     let mut client = Client::new(endpoints);
     client.timeout = Duration::from_secs(2);
+    client.through_followers = through_followers;
     let mut sequence = 0u64;
     while !stop.load(Ordering::SeqCst) {
         sequence += 1;

@@ -26,10 +26,17 @@ pub fn may_forward<T>(request: &Request<T>) -> bool {
 
 /// Marks a request so that no follower forwards it.
 pub fn no_forward<T>(message: T) -> Request<T> {
+    kv_request(message, false)
+}
+
+/// A request that a follower may pass on to the leader, or must refuse with a redirect.
+pub fn kv_request<T>(message: T, may_forward: bool) -> Request<T> {
     let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert(NO_FORWARD, MetadataValue::from_static("1"));
+    if !may_forward {
+        request
+            .metadata_mut()
+            .insert(NO_FORWARD, MetadataValue::from_static("1"));
+    }
     request
 }
 
