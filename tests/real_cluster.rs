@@ -584,4 +584,27 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
         refused.message()
     );
     assert_eq!(client.get(key(2), false).await.expect("read"), None);
+
+    // A paused leader holds its connections open without answering: the follower gives up on
+    // the forwarded call (outcome unknown) instead of holding the client for ever.
+    let paused = &nodes[leader as usize - 1];
+    paused.signal("-STOP");
+    let started = Instant::now();
+    let stuck = tokio::time::timeout(
+        Duration::from_secs(25),
+        plain.put(pb::PutRequest {
+            key: key(3),
+            value: Bytes::from_static(b"to a paused leader"),
+        }),
+    )
+    .await;
+    paused.signal("-CONT");
+    let stuck = stuck
+        .expect("the follower answers within its forwarding timeout")
+        .expect_err("no answer from a paused leader");
+    assert_eq!(stuck.code(), tonic::Code::DeadlineExceeded, "{stuck:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "gave up too soon"
+    );
 }

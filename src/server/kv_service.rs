@@ -10,7 +10,7 @@ use super::address_book::RESERVED_KEY_PREFIX;
 use super::error::ApiError;
 use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
-use super::leader_proxy::{may_forward, no_forward, LeaderProxy};
+use super::leader_proxy::{may_forward, no_forward, relay, LeaderProxy};
 use super::proto::ravel::{self as pb, kv_client::KvClient, kv_server::Kv};
 use crate::kv::{Command, Outcome};
 
@@ -94,7 +94,7 @@ impl Kv for KvService {
             })),
             Err(error) => {
                 let mut leader = self.forward(forward, error).await?;
-                leader.put(no_forward(message)).await
+                relay(leader.put(no_forward(message))).await
             }
         }
     }
@@ -119,7 +119,7 @@ impl Kv for KvService {
             })),
             Err(error) => {
                 let mut leader = self.forward(forward, error).await?;
-                leader.get(no_forward(message)).await
+                relay(leader.get(no_forward(message))).await
             }
         }
     }
@@ -139,7 +139,7 @@ impl Kv for KvService {
             })),
             Err(error) => {
                 let mut leader = self.forward(forward, error).await?;
-                leader.delete(no_forward(message)).await
+                relay(leader.delete(no_forward(message))).await
             }
         }
     }
@@ -162,7 +162,7 @@ impl Kv for KvService {
             Ok(result) => result,
             Err(error) => {
                 let mut leader = self.forward(forward, error).await?;
-                return leader.compare_and_swap(no_forward(message)).await;
+                return relay(leader.compare_and_swap(no_forward(message))).await;
             }
         };
         let (swapped, current) = match result.outcome {

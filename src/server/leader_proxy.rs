@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use tokio::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use super::proto::ravel::kv_client::KvClient;
@@ -18,6 +18,10 @@ use super::proto::ravel::kv_client::KvClient;
 pub const NO_FORWARD: &str = "ravel-no-forward";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a forwarded call may take: a paused or cut-off leader keeps its connection open
+/// without answering, and a client without a deadline would otherwise wait for ever.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether a request may be forwarded: it does not carry [`NO_FORWARD`].
 pub fn may_forward<T>(request: &Request<T>) -> bool {
@@ -38,6 +42,20 @@ pub fn kv_request<T>(message: T, may_forward: bool) -> Request<T> {
             .insert(NO_FORWARD, MetadataValue::from_static("1"));
     }
     request
+}
+
+/// Runs a forwarded call within [`FORWARD_TIMEOUT`]; past it, the outcome is unknown.
+pub async fn relay<T>(
+    call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+) -> Result<Response<T>, Status> {
+    tokio::time::timeout(FORWARD_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "the leader did not answer within {} s; a write may or may not have taken effect",
+                FORWARD_TIMEOUT.as_secs()
+            )))
+        })
 }
 
 /// The connection to the leader, opened on first use and replaced when the leader moves.
