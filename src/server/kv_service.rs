@@ -2,6 +2,8 @@
 //! write is applied (or the read confirmed by ReadIndex). A follower passes requests on to the
 //! leader (see [`super::leader_proxy`]).
 
+use std::future::Future;
+
 use bytes::Bytes;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -36,13 +38,25 @@ impl KvService {
             .await
     }
 
-    /// The leader to pass a refused request on to, if it was refused for not being the leader,
-    /// the leader is known and the request may be forwarded; otherwise the refusal itself.
-    async fn forward(&self, forward: bool, error: ApiError) -> Result<KvClient<Channel>, Status> {
-        match LeaderProxy::target(&error).filter(|_| forward) {
-            Some(address) => self.proxy.client(address).await,
-            None => Err(error.into()),
-        }
+    /// Answers a request this node refused: if it was refused for not being the leader, the
+    /// leader is known and the request may be forwarded, `call` passes it on (marked so it is
+    /// not forwarded again, and bounded in time); otherwise the refusal itself.
+    async fn forward<M, T, F, Fut>(
+        &self,
+        forward: bool,
+        error: ApiError,
+        message: M,
+        call: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(KvClient<Channel>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let Some(address) = LeaderProxy::target(&error).filter(|_| forward) else {
+            return Err(error.into());
+        };
+        let leader = self.proxy.client(address).await?;
+        relay(call(leader, no_forward(message))).await
     }
 }
 
@@ -93,8 +107,10 @@ impl Kv for KvService {
                 index: result.index,
             })),
             Err(error) => {
-                let mut leader = self.forward(forward, error).await?;
-                relay(leader.put(no_forward(message))).await
+                self.forward(forward, error, message, |mut leader, request| async move {
+                    leader.put(request).await
+                })
+                .await
             }
         }
     }
@@ -118,8 +134,10 @@ impl Kv for KvService {
                 index,
             })),
             Err(error) => {
-                let mut leader = self.forward(forward, error).await?;
-                relay(leader.get(no_forward(message))).await
+                self.forward(forward, error, message, |mut leader, request| async move {
+                    leader.get(request).await
+                })
+                .await
             }
         }
     }
@@ -138,8 +156,10 @@ impl Kv for KvService {
                 index: result.index,
             })),
             Err(error) => {
-                let mut leader = self.forward(forward, error).await?;
-                relay(leader.delete(no_forward(message))).await
+                self.forward(forward, error, message, |mut leader, request| async move {
+                    leader.delete(request).await
+                })
+                .await
             }
         }
     }
@@ -161,8 +181,11 @@ impl Kv for KvService {
         let result = match self.write(command).await {
             Ok(result) => result,
             Err(error) => {
-                let mut leader = self.forward(forward, error).await?;
-                return relay(leader.compare_and_swap(no_forward(message))).await;
+                return self
+                    .forward(forward, error, message, |mut leader, request| async move {
+                        leader.compare_and_swap(request).await
+                    })
+                    .await;
             }
         };
         let (swapped, current) = match result.outcome {
