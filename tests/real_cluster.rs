@@ -607,4 +607,27 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
         started.elapsed() >= Duration::from_secs(5),
         "gave up too soon"
     );
+
+    // Once the leader is back, the same follower serves the plain client again (whichever node
+    // leads now).
+    let resumed = Instant::now();
+    loop {
+        let put = plain
+            .put(pb::PutRequest {
+                key: key(3),
+                value: Bytes::from_static(b"after the pause"),
+            })
+            .await;
+        match put {
+            Ok(_) => break,
+            Err(_) if resumed.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("no write through the follower after the pause: {status:?}"),
+        }
+    }
+    assert_eq!(
+        client.get(key(3), false).await.expect("read"),
+        Some(Bytes::from_static(b"after the pause"))
+    );
 }

@@ -12,7 +12,7 @@ use super::address_book::RESERVED_KEY_PREFIX;
 use super::error::ApiError;
 use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
-use super::leader_proxy::{may_forward, no_forward, relay, LeaderProxy};
+use super::leader_proxy::{may_forward, no_forward, LeaderProxy};
 use super::proto::ravel::{self as pb, kv_client::KvClient, kv_server::Kv};
 use crate::kv::{Command, Outcome};
 
@@ -56,7 +56,9 @@ impl KvService {
             return Err(error.into());
         };
         let leader = self.proxy.client(address).await?;
-        relay(call(leader, no_forward(message))).await
+        self.proxy
+            .relay(address, call(leader, no_forward(message)))
+            .await
     }
 }
 

@@ -44,20 +44,6 @@ pub fn kv_request<T>(message: T, may_forward: bool) -> Request<T> {
     request
 }
 
-/// Runs a forwarded call within [`FORWARD_TIMEOUT`]; past it, the outcome is unknown.
-pub async fn relay<T>(
-    call: impl std::future::Future<Output = Result<Response<T>, Status>>,
-) -> Result<Response<T>, Status> {
-    tokio::time::timeout(FORWARD_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(format!(
-                "the leader did not answer within {} s; a write may or may not have taken effect",
-                FORWARD_TIMEOUT.as_secs()
-            )))
-        })
-}
-
 /// The connection to the leader, opened on first use and replaced when the leader moves.
 #[derive(Default)]
 pub struct LeaderProxy {
@@ -98,9 +84,102 @@ impl LeaderProxy {
         Ok(client)
     }
 
+    /// Runs a call forwarded to the leader at `address` within [`FORWARD_TIMEOUT`]; past it, the
+    /// outcome is unknown. A call that got no answer also drops the connection: a partition can
+    /// leave it stalled long after it heals (TCP waits longer and longer between retransmissions,
+    /// up to minutes), so the next request connects afresh.
+    pub async fn relay<T>(
+        &self,
+        address: &str,
+        call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        self.relay_within(FORWARD_TIMEOUT, address, call).await
+    }
+
+    async fn relay_within<T>(
+        &self,
+        limit: Duration,
+        address: &str,
+        call: impl std::future::Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        match tokio::time::timeout(limit, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.forget(address);
+                Err(Status::deadline_exceeded(format!(
+                    "the leader did not answer within {} ms; a write may or may not have taken \
+                     effect",
+                    limit.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// Drops the connection to `address`, if it is the one kept.
+    fn forget(&self, address: &str) {
+        let mut leader = self.lock();
+        if leader.as_ref().is_some_and(|(known, _)| known == address) {
+            *leader = None;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, KvClient<Channel>)>> {
         self.leader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A leader that does not answer in time costs the connection: after a partition heals, the
+    /// old one may stay stalled for minutes, so the next request must not reuse it.
+    #[tokio::test]
+    async fn a_call_the_leader_does_not_answer_drops_the_connection() {
+        // A "leader" that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                open.push(stream);
+            }
+        });
+        let connections = || async {
+            // The accept runs on its own task: give it a moment to count.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            accepted.load(Ordering::SeqCst)
+        };
+
+        let proxy = LeaderProxy::default();
+        proxy.client(&address).await.unwrap();
+        proxy.client(&address).await.unwrap();
+        assert_eq!(
+            connections().await,
+            1,
+            "the connection is kept between calls"
+        );
+
+        let answered = proxy
+            .relay_within(
+                Duration::from_millis(50),
+                &address,
+                std::future::pending::<Result<Response<()>, Status>>(),
+            )
+            .await;
+        let status = answered.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert!(status.message().contains("may or may not"), "{status:?}");
+
+        proxy.client(&address).await.unwrap();
+        assert_eq!(connections().await, 2, "a new connection after the timeout");
     }
 }
