@@ -55,10 +55,15 @@ impl KvService {
         let Some(address) = LeaderProxy::target(&error).filter(|_| forward) else {
             return Err(error.into());
         };
-        let leader = self.proxy.client(address).await?;
-        self.proxy
-            .relay(address, call(leader, no_forward(message)))
-            .await
+        // Boxed: a client call is a large future, and inline it made every request's future
+        // (boxed and moved on every call, forwarded or not) 6.6 KB instead of a few hundred bytes.
+        Box::pin(async move {
+            let leader = self.proxy.client(address).await?;
+            self.proxy
+                .relay(address, call(leader, no_forward(message)))
+                .await
+        })
+        .await
     }
 }
 
