@@ -14,7 +14,7 @@ use ravel_sim::runner::{run_seed, run_seeds, SeedResult};
 )]
 struct Cli {
     /// Seeds to run, as START..END (END excluded) or a single seed.
-    #[arg(long, default_value = "0..100")]
+    #[arg(long, default_value = "0..1000")]
     seeds: String,
     /// Cluster sizes, comma-separated; every seed runs once per size.
     #[arg(long, default_value = "3,5", value_delimiter = ',')]

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ravel::core::MessageBody;
 use ravel::core::{
     Action, Config, EntryPayload, Input, LogIndex, MembershipChange, Message, NodeId, PersistId,
     Proposal, RawNode, ReadMode, Refusal, RequestId, Role, SnapshotMeta, Term,
 };
+use ravel::core::{AppendResponse, MessageBody};
 use ravel::kv::{KvStateMachine, Outcome};
 
 use crate::checker::{Checker, NodeWatch, Violation};
@@ -63,13 +63,15 @@ impl Clock {
     }
 }
 
-/// The most dangerous moments to lose a leader: right after it took office (its no-op exists
-/// only on its disk, a divergent entry for later), and right after its commit index advanced
-/// (the commit is known only to itself).
+/// The most dangerous moments to lose a node: a leader right after it took office (its no-op
+/// exists only on its disk, a divergent entry for later), or right after its commit index
+/// advanced (the commit is known only to itself); any node right after it promised something
+/// that must outlive a crash (an accepted append, a granted vote), before its disk synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CrashMoment {
     LeaderElected,
     LeaderCommits,
+    Acknowledges,
 }
 
 /// A spare's way through the join workflow.
@@ -187,8 +189,11 @@ pub struct World {
     /// After healing: the committed index every node must apply once the liveness write returned.
     liveness_target: Option<LogIndex>,
     liveness_done: bool,
-    /// Armed by the fault schedule: crash the next leader at this moment.
+    /// Armed by the fault schedule: crash the next node at this moment.
     armed_crash: Option<CrashMoment>,
+    /// The slowest fsync of this seed's disks: slow disks keep writes unsynced longer, so a
+    /// node that answers before its write is durable is more often caught by a crash.
+    sync_delay_max_us: u64,
     failure: Option<Violation>,
     events: u64,
 }
@@ -216,6 +221,13 @@ impl World {
             },
         });
         let tuning = Tuning::draw(options.read_mode, &mut rng);
+        let sync_delay_max_us = if faults.disk {
+            *[2_000, 2_000, 10_000, 40_000]
+                .choose(&mut rng)
+                .expect("non-empty")
+        } else {
+            2_000
+        };
         let spares = if faults.membership { options.spares } else { 0 };
         let ids: Vec<NodeId> = (1..=(options.nodes + spares) as NodeId).collect();
         let founders: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
@@ -276,6 +288,7 @@ impl World {
             liveness_target: None,
             liveness_done: false,
             armed_crash: None,
+            sync_delay_max_us,
             failure: None,
             events: 0,
             ids,
@@ -553,8 +566,12 @@ impl World {
                 }
                 _ => None,
             };
+            if self.armed_crash == Some(CrashMoment::Acknowledges) && actions.iter().any(is_promise)
+            {
+                return self.crash_after_promise(id, actions);
+            }
             if moment.is_some() && moment == self.armed_crash {
-                // Crash before this step's messages leave. A new leader's writes may reach its
+                // Crash before this step's messages to peers leave. A new leader's writes may reach its
                 // disk cache first (and survive the crash or not), leaving a divergent no-op.
                 // Often chain the other moment: the Figure 8 schedule is a leader lost right
                 // after election, then its successor lost right after committing.
@@ -565,6 +582,22 @@ impl World {
                     {
                         self.execute(id, action, &mut Vec::new())
                             .expect("persisting checks nothing");
+                    }
+                } else if self.rng.random_bool(0.5) {
+                    // Or a commit that reached its clients but none of the followers: the
+                    // next leader holds those entries without knowing they are committed, and
+                    // must not answer reads from its older commit.
+                    let incarnation = self.nodes[id as usize - 1].incarnation;
+                    for action in actions
+                        .into_iter()
+                        .filter(|action| !matches!(action, Action::Send { .. }))
+                    {
+                        if let Err(violation) = self.execute(id, action, &mut Vec::new()) {
+                            return self.fail(violation);
+                        }
+                        if self.nodes[id as usize - 1].incarnation != incarnation {
+                            return;
+                        }
                     }
                 }
                 self.armed_crash = match moment {
@@ -603,6 +636,39 @@ impl World {
                 core.step(input);
             }
         }
+    }
+
+    /// The armed crash after a promise: carries out the step's actions (what a correct node holds
+    /// until its disk synced stays held), then crashes the node before that sync. Often the
+    /// leader is then lost as it commits, which may have counted the promise: if the promise
+    /// left early, that commit now rests on a write that is gone.
+    fn crash_after_promise(&mut self, id: NodeId, actions: Vec<Action>) {
+        let incarnation = self.nodes[id as usize - 1].incarnation;
+        for action in actions {
+            self.trace.hash(&(id, &action));
+            let mut ignored = Vec::new();
+            if let Err(violation) = self.execute(id, action, &mut ignored) {
+                return self.fail(violation);
+            }
+            if self.nodes[id as usize - 1].incarnation != incarnation {
+                return; // It stopped on a disk failure: nothing after it happens.
+            }
+        }
+        self.armed_crash = self
+            .rng
+            .random_bool(0.5)
+            .then_some(CrashMoment::LeaderCommits);
+        self.trace.line(self.now_us, || {
+            format!("n{id}: crash right after a promise")
+        });
+        self.crash(id);
+        // Often a quick restart: a vote request still in flight then finds the node back with
+        // whatever its disk kept, free to promise again if it forgot.
+        let down_max_us = *[20_000, 1_000_000]
+            .choose(&mut self.rng)
+            .expect("non-empty");
+        let down_us = self.rng.random_range(1_000..down_max_us);
+        self.schedule(down_us, Event::Restart(id))
     }
 
     /// Carries out one action; inputs it produces for the core (`Applied`, `SnapshotSaved`, a
@@ -857,7 +923,7 @@ impl World {
 
     /// Starts a sync of everything written so far, unless one is already under way.
     fn schedule_sync(&mut self, id: NodeId) {
-        let delay = self.rng.random_range(100..2_000);
+        let delay = self.rng.random_range(100..self.sync_delay_max_us);
         let node = self.node(id);
         if node.sync_in_flight {
             return;
@@ -916,7 +982,7 @@ impl World {
         if node.disk.has_unsynced() {
             node.sync_in_flight = true;
             let written = node.disk.written_id;
-            let delay = self.rng.random_range(100..2_000);
+            let delay = self.rng.random_range(100..self.sync_delay_max_us);
             self.schedule(
                 delay,
                 Event::DiskSynced {
@@ -1100,6 +1166,8 @@ impl World {
                 "crash-on-election",
                 "crash-on-commit",
                 "crash-on-election",
+                "crash-on-ack",
+                "crash-on-ack",
             ]);
         }
         if faults.pause {
@@ -1137,6 +1205,7 @@ impl World {
                 }
                 "membership" => self.change_membership(),
                 "crash-on-commit" => self.armed_crash = Some(CrashMoment::LeaderCommits),
+                "crash-on-ack" => self.armed_crash = Some(CrashMoment::Acknowledges),
                 "crash-on-election" => self.armed_crash = Some(CrashMoment::LeaderElected),
                 "pause" => {
                     let target = self.pick_target();
@@ -1161,6 +1230,20 @@ impl World {
                                 format!("n{leader}: transfer leadership to n{to}")
                             });
                             self.feed(leader, vec![Input::TransferLeadership { to }]);
+                            if self.network.cut_links() == 0 && self.rng.random_bool(0.5) {
+                                // The handover attack: the old leader stops hearing anyone as it
+                                // hands over, so it learns of no newer term. Only a
+                                // leader that stopped lease reads when the handover began
+                                // serves no stale reads.
+                                for other in self.ids.clone().into_iter().filter(|&o| o != leader) {
+                                    self.network.cut(other, leader);
+                                }
+                                self.trace.line(self.now_us, || {
+                                    format!("n{leader} hears no one after handing over")
+                                });
+                                let heal_us = self.rng.random_range(300_000..2_000_000);
+                                self.schedule(heal_us, Event::HealPartition);
+                            }
                         }
                     }
                 }
@@ -1646,4 +1729,20 @@ fn describe_message(message: &Message) -> String {
         MessageBody::SnapshotAck { meta, received } => format!("{meta:?} received={received}"),
     };
     format!("{} t{} {detail}", message.body.kind(), message.term)
+}
+
+/// A message that promises something the sender's disk must keep: an accepted append or a
+/// granted vote.
+fn is_promise(action: &Action) -> bool {
+    match action {
+        Action::Send { message, .. } => matches!(
+            message.body,
+            MessageBody::AppendResponse(AppendResponse::Accepted { .. })
+                | MessageBody::VoteResponse {
+                    pre_vote: false,
+                    granted: true
+                }
+        ),
+        _ => false,
+    }
 }

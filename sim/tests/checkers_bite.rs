@@ -63,10 +63,11 @@ fn reads_without_read_index_break_linearizability() {
 
 /// A follower that acknowledged entries it then lost in a crash either lets a leader without
 /// them be elected, or (if it stays a follower) sits below the match index the leader trusts, so
-/// the leader never resends: both are caught.
+/// the leader never resends: both are caught. The armed crash "right after a promise, before the
+/// disk synced" finds it first at seed 46 (without it, none of the first 300 seeds did).
 #[test]
 fn acknowledging_before_persisting_loses_committed_entries() {
-    let failure = first_failure("ack-before-persist", 600);
+    let failure = first_failure("ack-before-persist", 100);
     assert!(
         failure.contains("leader completeness")
             || failure.contains("committed entries differ")
