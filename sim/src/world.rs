@@ -571,8 +571,9 @@ impl World {
                 return self.crash_after_promise(id, actions);
             }
             if moment.is_some() && moment == self.armed_crash {
-                // Crash before this step's messages to peers leave. A new leader's writes may reach its
-                // disk cache first (and survive the crash or not), leaving a divergent no-op.
+                // Crash before this step's messages to peers leave. A new leader's writes may
+                // reach its disk cache first (and survive the crash or not), leaving a divergent
+                // no-op.
                 // Often chain the other moment: the Figure 8 schedule is a leader lost right
                 // after election, then its successor lost right after committing.
                 if moment == Some(CrashMoment::LeaderElected) {
@@ -587,17 +588,11 @@ impl World {
                     // Or a commit that reached its clients but none of the followers: the
                     // next leader holds those entries without knowing they are committed, and
                     // must not answer reads from its older commit.
-                    let incarnation = self.nodes[id as usize - 1].incarnation;
-                    for action in actions
+                    let local = actions
                         .into_iter()
-                        .filter(|action| !matches!(action, Action::Send { .. }))
-                    {
-                        if let Err(violation) = self.execute(id, action, &mut Vec::new()) {
-                            return self.fail(violation);
-                        }
-                        if self.nodes[id as usize - 1].incarnation != incarnation {
-                            return;
-                        }
+                        .filter(|action| !matches!(action, Action::Send { .. }));
+                    if !self.execute_all(id, local, &mut Vec::new()) {
+                        return;
                     }
                 }
                 self.armed_crash = match moment {
@@ -614,17 +609,7 @@ impl World {
                 return self.schedule(down_us, Event::Restart(id));
             }
             let mut follow_ups = Vec::new();
-            let incarnation = self.nodes[id as usize - 1].incarnation;
-            for action in actions {
-                self.trace.hash(&(id, &action));
-                if let Err(violation) = self.execute(id, action, &mut follow_ups) {
-                    return self.fail(violation);
-                }
-                if self.nodes[id as usize - 1].incarnation != incarnation {
-                    return; // It stopped on a disk failure: nothing after it happens.
-                }
-            }
-            if follow_ups.is_empty() {
+            if !self.execute_all(id, actions, &mut follow_ups) || follow_ups.is_empty() {
                 return;
             }
             let core = self.nodes[id as usize - 1]
@@ -643,16 +628,8 @@ impl World {
     /// leader is then lost as it commits, which may have counted the promise: if the promise
     /// left early, that commit now rests on a write that is gone.
     fn crash_after_promise(&mut self, id: NodeId, actions: Vec<Action>) {
-        let incarnation = self.nodes[id as usize - 1].incarnation;
-        for action in actions {
-            self.trace.hash(&(id, &action));
-            let mut ignored = Vec::new();
-            if let Err(violation) = self.execute(id, action, &mut ignored) {
-                return self.fail(violation);
-            }
-            if self.nodes[id as usize - 1].incarnation != incarnation {
-                return; // It stopped on a disk failure: nothing after it happens.
-            }
+        if !self.execute_all(id, actions, &mut Vec::new()) {
+            return;
         }
         self.armed_crash = self
             .rng
@@ -669,6 +646,28 @@ impl World {
             .expect("non-empty");
         let down_us = self.rng.random_range(1_000..down_max_us);
         self.schedule(down_us, Event::Restart(id))
+    }
+
+    /// Carries out a step's actions in order; false if the run failed or the node stopped on a
+    /// disk failure (nothing after that happens).
+    fn execute_all(
+        &mut self,
+        id: NodeId,
+        actions: impl IntoIterator<Item = Action>,
+        follow_ups: &mut Vec<Input>,
+    ) -> bool {
+        let incarnation = self.nodes[id as usize - 1].incarnation;
+        for action in actions {
+            self.trace.hash(&(id, &action));
+            if let Err(violation) = self.execute(id, action, follow_ups) {
+                self.fail(violation);
+                return false;
+            }
+            if self.nodes[id as usize - 1].incarnation != incarnation {
+                return false;
+            }
+        }
+        true
     }
 
     /// Carries out one action; inputs it produces for the core (`Applied`, `SnapshotSaved`, a
