@@ -345,6 +345,33 @@ fn thesis_6_4_1_lease_reads_skip_the_round_only_while_the_lease_holds() {
         .all(|event| !matches!(event, Action::ReadReady { .. })));
 }
 
+/// Thesis §3.10 with §6.4.1: the target of a handover may win an election at once (its vote
+/// request bypasses the followers' lease promise), so a leader that begins a handover stops
+/// serving reads from its lease right away, though the lease has time left.
+#[test]
+fn a_leader_handing_over_serves_no_more_reads_from_its_lease() {
+    let mut cluster = TestCluster::new(3, |config| config.read_mode = ReadMode::Lease);
+    cluster.elect(1);
+    cluster.run_for(50);
+    cluster.step(1, Input::Read { id: 1 });
+    assert!(
+        matches!(
+            cluster.take_events(1).as_slice(),
+            [Action::ReadReady { id: 1, .. }]
+        ),
+        "the lease holds"
+    );
+    cluster.step(1, Input::TransferLeadership { to: 3 });
+    cluster.step(1, Input::Read { id: 2 });
+    assert!(
+        cluster
+            .take_events(1)
+            .iter()
+            .all(|event| !matches!(event, Action::ReadReady { .. })),
+        "no read from the lease once the handover began"
+    );
+}
+
 /// §5.3 with flow control: a follower in probe state gets one append at a time; once it
 /// answers, it switches to pipelined replication bounded by the in-flight limit.
 #[test]
