@@ -604,9 +604,7 @@ impl World {
                     }
                     _ => None,
                 };
-                self.crash(id);
-                let down_us = self.rng.random_range(20_000..1_000_000);
-                return self.schedule(down_us, Event::Restart(id));
+                return self.crash_and_restart(id, 20_000..1_000_000);
             }
             let mut follow_ups = Vec::new();
             if !self.execute_all(id, actions, &mut follow_ups) || follow_ups.is_empty() {
@@ -967,9 +965,7 @@ impl World {
             self.trace.line(self.now_us, || {
                 format!("n{id}: fsync fails; the node stops")
             });
-            self.crash(id);
-            let down_us = self.rng.random_range(50_000..1_000_000);
-            return self.schedule(down_us, Event::Restart(id));
+            return self.crash_and_restart(id, 50_000..1_000_000);
         }
         node.disk.sync_up_to(up_to);
         let synced = node.disk.synced_id;
@@ -1015,6 +1011,13 @@ impl World {
         self.trace.line(self.now_us, || {
             format!("n{id} crashes ({survived} unsynced writes survive)")
         });
+    }
+
+    /// Crashes `id` and restarts it after a time drawn from `down_us`.
+    fn crash_and_restart(&mut self, id: NodeId, down_us: std::ops::Range<u64>) {
+        self.crash(id);
+        let down_us = self.rng.random_range(down_us);
+        self.schedule(down_us, Event::Restart(id));
     }
 
     fn restart(&mut self, id: NodeId) {
@@ -1186,9 +1189,7 @@ impl World {
                 "partition" => self.partition(),
                 "crash" => {
                     let target = self.pick_target();
-                    self.crash(target);
-                    let down_us = self.rng.random_range(20_000..2_000_000);
-                    self.schedule(down_us, Event::Restart(target));
+                    self.crash_and_restart(target, 20_000..2_000_000);
                 }
                 "fsync-fails" => {
                     let target = self.pick_target();

@@ -323,19 +323,28 @@ fn thesis_6_4_reads_arriving_during_a_round_share_the_next_one() {
     assert_eq!(ready(cluster.take_events(1)), 2);
 }
 
-/// Thesis §6.4.1, lease: within the lease, reads need no round trip; once acknowledgements stop
-/// the lease runs out and reads wait for a round again.
-#[test]
-fn thesis_6_4_1_lease_reads_skip_the_round_only_while_the_lease_holds() {
+/// A 3-node cluster in lease mode whose leader, node 1, answered read 1 from its lease (no
+/// round trip).
+fn leader_reading_from_its_lease() -> TestCluster {
     let mut cluster = TestCluster::new(3, |config| config.read_mode = ReadMode::Lease);
     cluster.elect(1);
     cluster.run_for(50);
     cluster.step(1, Input::Read { id: 1 });
-    assert!(matches!(
-        cluster.take_events(1).as_slice(),
-        [Action::ReadReady { id: 1, .. }]
-    ));
+    assert!(
+        matches!(
+            cluster.take_events(1).as_slice(),
+            [Action::ReadReady { id: 1, .. }]
+        ),
+        "the lease holds"
+    );
+    cluster
+}
 
+/// Thesis §6.4.1, lease: within the lease, reads need no round trip; once acknowledgements stop
+/// the lease runs out and reads wait for a round again.
+#[test]
+fn thesis_6_4_1_lease_reads_skip_the_round_only_while_the_lease_holds() {
+    let mut cluster = leader_reading_from_its_lease();
     cluster.isolate(1);
     cluster.now_ms += cluster.core(1).config().election_timeout_min_ms;
     cluster.step(1, Input::Read { id: 2 });
@@ -350,17 +359,7 @@ fn thesis_6_4_1_lease_reads_skip_the_round_only_while_the_lease_holds() {
 /// serving reads from its lease right away, though the lease has time left.
 #[test]
 fn a_leader_handing_over_serves_no_more_reads_from_its_lease() {
-    let mut cluster = TestCluster::new(3, |config| config.read_mode = ReadMode::Lease);
-    cluster.elect(1);
-    cluster.run_for(50);
-    cluster.step(1, Input::Read { id: 1 });
-    assert!(
-        matches!(
-            cluster.take_events(1).as_slice(),
-            [Action::ReadReady { id: 1, .. }]
-        ),
-        "the lease holds"
-    );
+    let mut cluster = leader_reading_from_its_lease();
     cluster.step(1, Input::TransferLeadership { to: 3 });
     cluster.step(1, Input::Read { id: 2 });
     assert!(
