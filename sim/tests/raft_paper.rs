@@ -3,7 +3,10 @@
 //! invariant checker.
 
 use bytes::Bytes;
-use ravel::core::{Action, Input, MessageBody, ProgressState, Proposal, ReadMode, Refusal, Role};
+use ravel::core::{
+    Action, Entry, EntryPayload, Input, Message, MessageBody, ProgressState, Proposal, ReadMode,
+    Refusal, Role,
+};
 use ravel::kv::Command;
 use ravel_sim::harness::TestCluster;
 
@@ -150,6 +153,89 @@ fn section_5_3_a_stale_leader_steps_down_on_hearing_a_higher_term() {
     cluster.deliver_all();
     assert_eq!(cluster.leaders(), vec![2]);
     assert_eq!(cluster.status(1).term, cluster.status(2).term);
+}
+
+/// §5.1: a node rejects an append from an older term whole: its log, its commit and the leader
+/// it follows stay as they were, and the stale leader is told the newer term. Accepting it would
+/// let a deposed leader overwrite what the new one committed.
+#[test]
+fn section_5_1_a_follower_rejects_an_append_from_an_older_term() {
+    let mut cluster = TestCluster::new(3, |config| config.check_quorum = false);
+    cluster.elect(1);
+    cluster.isolate(1);
+    cluster.elect(2);
+    let before = (cluster.log_terms(3), cluster.status(3));
+    assert_eq!(before.1.commit, 2, "node 3 holds term 2's no-op, committed");
+    cluster.heal();
+    cluster.propose(1, 7, b"stale");
+    // Only the stale leader's appends to node 3 arrive.
+    cluster.deliver_all_matching(|message| {
+        message.from == 1 && message.to == 3 && matches!(message.body, MessageBody::Append { .. })
+    });
+    let after = (cluster.log_terms(3), cluster.status(3));
+    assert_eq!(after.0, before.0, "node 3's log is untouched");
+    assert_eq!(after.1.commit, before.1.commit);
+    assert_eq!(
+        after.1.leader,
+        Some(2),
+        "node 3 still follows the term-2 leader"
+    );
+    assert!(
+        cluster
+            .in_flight
+            .iter()
+            .any(|message| message.from == 3 && message.to == 1 && message.term == after.1.term),
+        "node 3 tells the stale leader its term"
+    );
+}
+
+/// Figure 2, AppendEntries rule 5: a follower commits up to the leader's commit index but no
+/// further than the last entry this append confirmed. Entries past it may be a deposed leader's,
+/// never committed. Ravel's leader backtracks to the first entry that differs, so only a short
+/// append (one entry per message) that arrives late, written out here, can expose the rule.
+#[test]
+fn figure_2_a_follower_commits_no_further_than_the_append_confirmed() {
+    // Index 3 is term 3's on nodes 1 and 2; node 3 still holds a deposed term-2 leader's.
+    let logs = vec![vec![1, 2, 3], vec![1, 2, 3], vec![1, 2, 2]];
+    let mut cluster = TestCluster::with_logs(&logs, 3, |config| config.entries_per_message_max = 1);
+    cluster.isolate(3);
+    cluster.elect(1);
+    assert_eq!(cluster.leader(), Some(1));
+    let term = cluster.status(1).term;
+    assert_eq!(
+        cluster.status(1).commit,
+        4,
+        "nodes 1 and 2 commit through the no-op"
+    );
+    cluster.heal();
+    let short_append = Message {
+        from: 1,
+        to: 3,
+        term,
+        body: MessageBody::Append {
+            prev_log_index: 1,
+            prev_log_term: 1,
+            entries: vec![Entry {
+                term: 2,
+                index: 2,
+                payload: EntryPayload::Noop,
+            }],
+            leader_commit: 4,
+            durable_everywhere: 1,
+        },
+    };
+    cluster.deliver(short_append);
+    assert_eq!(cluster.log_terms(3), vec![1, 2, 2], "nothing conflicted");
+    assert_eq!(
+        cluster.status(3).commit,
+        2,
+        "node 3 commits index 2, which the append matched, and not its own index 3"
+    );
+    // The leader's own appends then replace the stale entry, and node 3 catches up.
+    cluster.deliver_all();
+    cluster.run_for(100);
+    assert_eq!(cluster.log_terms(3), cluster.log_terms(1));
+    assert_eq!(cluster.status(3).commit, 4);
 }
 
 /// Thesis §9.6: a node rejoining after a partition does not disrupt the leader, because its
