@@ -10,7 +10,8 @@ pub struct FaultMix {
     /// Symmetric, one-way, minority/majority, leader-isolating and bridge partitions.
     pub partition: bool,
     pub loss: bool,
-    /// Random per-message delay, which also reorders messages.
+    /// Random per-message delay, which also reorders messages, and stragglers that arrive after
+    /// elections have moved on.
     pub delay: bool,
     pub duplicate: bool,
     /// Crash and restart, losing writes not yet reported durable (in whole or in part).

@@ -32,6 +32,8 @@ const CLIENT_TIMEOUT_US: u64 = 1_000_000;
 /// Log matching is checked across all pairs every this many events (and at the end).
 const LOG_MATCHING_EVERY_EVENTS: u64 = 256;
 const LIVENESS_KEY: &str = "liveness";
+/// Mixed into the seed for the stragglers' generator.
+const STRAGGLER_STREAM: u64 = 0x5354_5241_4747_4c45;
 
 /// What the run found.
 #[derive(Debug)]
@@ -202,24 +204,38 @@ impl World {
     pub fn new(seed: u64, options: SimOptions, verbose: bool) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let faults = options.faults;
-        let network = Network::new(NetworkConfig {
-            loss_rate: if faults.loss {
-                rng.random_range(0.0..0.05)
-            } else {
-                0.0
+        // Stragglers came later than the other faults: a stream of their own keeps the schedules
+        // of seeds without them as they were.
+        let mut stragglers = ChaCha8Rng::seed_from_u64(seed ^ STRAGGLER_STREAM);
+        let straggler_rate = if faults.delay {
+            *[0.0, 0.0, 0.001, 0.005]
+                .choose(&mut stragglers)
+                .expect("non-empty")
+        } else {
+            0.0
+        };
+        let network = Network::new(
+            NetworkConfig {
+                loss_rate: if faults.loss {
+                    rng.random_range(0.0..0.05)
+                } else {
+                    0.0
+                },
+                duplicate_rate: if faults.duplicate {
+                    rng.random_range(0.0..0.05)
+                } else {
+                    0.0
+                },
+                delay_min_us: 200,
+                delay_max_us: if faults.delay {
+                    rng.random_range(1_000..30_000)
+                } else {
+                    1_000
+                },
+                straggler_rate,
             },
-            duplicate_rate: if faults.duplicate {
-                rng.random_range(0.0..0.05)
-            } else {
-                0.0
-            },
-            delay_min_us: 200,
-            delay_max_us: if faults.delay {
-                rng.random_range(1_000..30_000)
-            } else {
-                1_000
-            },
-        });
+            stragglers,
+        );
         let tuning = Tuning::draw(options.read_mode, &mut rng);
         let sync_delay_max_us = if faults.disk {
             *[2_000, 2_000, 10_000, 40_000]
@@ -1541,6 +1557,7 @@ impl World {
         self.network.heal();
         self.network.config.loss_rate = 0.0;
         self.network.config.duplicate_rate = 0.0;
+        self.network.config.straggler_rate = 0.0;
         self.queue
             .retain(|_, event| !matches!(event, Event::Fault | Event::HealPartition));
         self.armed_crash = None;

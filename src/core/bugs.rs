@@ -22,6 +22,9 @@ pub struct PlantedBugs {
     /// Label a snapshot with the term of the entry before its last one (§7: the snapshot's last
     /// included term must be exact, or a follower's consistency check goes wrong after it).
     pub snapshot_with_wrong_term: bool,
+    /// Act on an append from a leader of an older term instead of only answering it with the
+    /// newer term (§5.1): a deposed leader's entries overwrite the new leader's.
+    pub append_from_older_term: bool,
     /// Let a new leader change the membership before it committed an entry of its own term
     /// (the single-server change bug found after the thesis; see its errata).
     pub change_membership_before_own_term_commit: bool,
@@ -40,6 +43,7 @@ impl PlantedBugs {
             "vote-twice-in-term" => bugs.vote_twice_in_term = true,
             "append-without-consistency-check" => bugs.append_without_consistency_check = true,
             "snapshot-with-wrong-term" => bugs.snapshot_with_wrong_term = true,
+            "append-from-older-term" => bugs.append_from_older_term = true,
             "change-membership-before-own-term-commit" => {
                 bugs.change_membership_before_own_term_commit = true
             }
@@ -49,7 +53,7 @@ impl PlantedBugs {
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -58,6 +62,7 @@ impl PlantedBugs {
         "vote-twice-in-term",
         "append-without-consistency-check",
         "snapshot-with-wrong-term",
+        "append-from-older-term",
         "change-membership-before-own-term-commit",
     ];
 }

@@ -322,7 +322,7 @@ impl RawNode {
                 }
                 _ => self.become_follower(message.term, None),
             }
-        } else if message.term < self.term {
+        } else if self.is_from_older_term(&message) {
             self.reply_to_stale(&message);
             return;
         }
@@ -371,6 +371,17 @@ impl RawNode {
                 self.handle_snapshot_ack(from, meta, received)
             }
         }
+    }
+
+    /// §5.1: a message from an older term is answered, never acted on.
+    fn is_from_older_term(&self, message: &Message) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bugs.append_from_older_term
+            && matches!(message.body, MessageBody::Append { .. })
+        {
+            return false;
+        }
+        message.term < self.term
     }
 
     /// A message from an older term. A stale leader is told the newer term so that it steps
