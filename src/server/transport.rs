@@ -265,7 +265,8 @@ async fn connect(address: &str) -> Option<PeerClient<Channel>> {
 
 /// madsim's streams never duplicate or reorder; under simulation the transport does, so the
 /// harness attacks the node with both. Returns the batch to send now, or `None` if it was
-/// deferred (sent later, after batches queued behind it: reordering).
+/// deferred (sent later, after batches queued behind it: reordering). One late copy in eight
+/// straggles: it arrives 0.1-1.5 s late, after elections may have moved on.
 #[cfg(madsim)]
 fn simulated_chaos(
     client: &PeerClient<Channel>,
@@ -279,7 +280,12 @@ fn simulated_chaos(
     if roll < DUPLICATE_PERCENT + DELAY_PERCENT {
         let mut late = client.clone();
         let copy = request.clone();
-        let delay = Duration::from_millis(1 + u64::from(madsim::rand::random::<u32>() % 40));
+        let draw = u64::from(madsim::rand::random::<u32>());
+        let delay = Duration::from_millis(if draw % 8 == 0 {
+            100 + draw / 8 % 1400
+        } else {
+            1 + draw / 8 % 40
+        });
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Ok(Ok(reply)) = timeout(SEND_TIMEOUT, late.send(copy)).await {
