@@ -74,6 +74,11 @@ impl SimDisk {
         self.cache.push_back(Write::Install { id, meta, data });
     }
 
+    /// Power loss before any cached write reached the platter (the scenario tests' crash).
+    pub fn lose_unsynced(&mut self) {
+        self.cache.clear();
+    }
+
     pub fn has_unsynced(&self) -> bool {
         !self.cache.is_empty()
     }

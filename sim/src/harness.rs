@@ -1,6 +1,6 @@
 //! A hand-driven cluster for scenario tests: the test decides which messages arrive, when time
-//! passes and who crashes; storage syncs at once. Every step is checked by the same invariant
-//! checker as the randomized simulator.
+//! passes and who crashes; storage syncs at once unless a test holds a node's syncs. Every step
+//! is checked by the same invariant checker as the randomized simulator.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,8 +17,13 @@ use crate::disk::SimDisk;
 pub struct TestNode {
     pub core: Option<RawNode>,
     pub config: Config,
-    /// Synced at once after every write: nothing is ever lost here, only in the simulator.
+    /// Synced at once after every write, unless `syncs_held`.
     pub disk: SimDisk,
+    /// Writes stay unsynced, and messages that promise them wait, until [`TestCluster::sync`];
+    /// a crash meanwhile loses them.
+    syncs_held: bool,
+    /// Messages waiting for this node's writes to be durable.
+    held: Vec<Message>,
     pub kv: KvStateMachine,
     /// A snapshot arriving from the leader.
     staging: Vec<u8>,
@@ -91,6 +96,8 @@ impl TestCluster {
                     core: Some(core),
                     config,
                     disk: SimDisk::restarted(disk),
+                    syncs_held: false,
+                    held: Vec::new(),
                     kv: KvStateMachine::new(),
                     staging: Vec::new(),
                     events: Vec::new(),
@@ -143,8 +150,10 @@ impl TestCluster {
                         ..
                     } => {
                         node.disk.write(persist_id, hard_state, entries);
-                        node.disk.sync_up_to(persist_id);
-                        follow_ups.push(Input::Persisted { id: persist_id });
+                        if !node.syncs_held {
+                            node.disk.sync_up_to(persist_id);
+                            follow_ups.push(Input::Persisted { id: persist_id });
+                        }
                     }
                     Action::TakeSnapshot { meta } => {
                         node.disk.save_snapshot(meta.clone(), node.kv.snapshot());
@@ -184,8 +193,13 @@ impl TestCluster {
                         node.disk.sync_up_to(persist_id);
                         follow_ups.push(Input::Persisted { id: persist_id });
                     }
-                    Action::Send { message, .. } => {
-                        if !self.cut.contains(&(message.from, message.to)) {
+                    Action::Send {
+                        message,
+                        after_persist,
+                    } => {
+                        if after_persist && node.disk.has_unsynced() {
+                            node.held.push(message);
+                        } else if !self.cut.contains(&(message.from, message.to)) {
                             self.in_flight.push(message);
                         }
                     }
@@ -334,9 +348,31 @@ impl TestCluster {
         self.step(id, Input::Propose(vec![proposal]));
     }
 
-    /// Drops a node's volatile state; it restarts from what it persisted.
+    /// From now on the node's writes stay unsynced until [`TestCluster::sync`].
+    pub fn hold_syncs(&mut self, id: NodeId) {
+        self.nodes.get_mut(&id).expect("known node").syncs_held = true;
+    }
+
+    /// The node's disk syncs what it holds; the messages that waited for it leave.
+    pub fn sync(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.syncs_held = false;
+        if !node.disk.has_unsynced() {
+            return;
+        }
+        let written = node.disk.written_id;
+        node.disk.sync_up_to(written);
+        self.in_flight.append(&mut node.held);
+        self.step(id, Input::Persisted { id: written });
+    }
+
+    /// Drops a node's volatile state, and any writes not yet synced; it restarts from what it
+    /// persisted.
     pub fn crash(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("known node");
+        node.disk.lose_unsynced();
+        node.syncs_held = false;
+        node.held.clear();
         node.core = None;
         node.kv = KvStateMachine::new();
         node.staging.clear();

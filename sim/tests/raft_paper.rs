@@ -131,6 +131,46 @@ fn figure_8_earlier_term_entries_are_not_committed_by_counting() {
     assert_eq!(cluster.status(1).commit, 3);
 }
 
+/// Figure 2, "updated on stable storage before responding to RPCs": a vote leaves only once it
+/// is durable. A voter that crashed before its disk synced would forget it and could vote again
+/// in the same term, for a second leader.
+#[test]
+fn figure_2_a_vote_leaves_only_once_durable() {
+    let mut cluster = TestCluster::new(3, |config| config.pre_vote = false);
+    cluster.isolate(2);
+    cluster.hold_syncs(3);
+    cluster.elect(1);
+    assert!(
+        cluster.leaders().is_empty(),
+        "node 3's vote waits for its disk"
+    );
+    cluster.sync(3);
+    cluster.deliver_all();
+    assert_eq!(cluster.leaders(), vec![1], "the durable vote elects node 1");
+}
+
+/// The same rule for entries: a follower acknowledges an append only once its entries are
+/// durable, since the leader counts the acknowledgement towards a commit that must outlive the
+/// follower's crash.
+#[test]
+fn figure_2_a_follower_acknowledges_only_durable_entries() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    let commit = cluster.status(1).commit;
+    cluster.isolate(2);
+    cluster.hold_syncs(3);
+    cluster.propose(1, 7, b"x");
+    cluster.deliver_all();
+    assert_eq!(
+        cluster.status(1).commit,
+        commit,
+        "node 3's acknowledgement waits for its disk"
+    );
+    cluster.sync(3);
+    cluster.deliver_all();
+    assert_eq!(cluster.status(1).commit, commit + 1);
+}
+
 /// §5.3: a follower that receives a stale leader's append tells it the new term, and the stale
 /// leader steps down.
 #[test]
