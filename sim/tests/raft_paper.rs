@@ -149,6 +149,35 @@ fn figure_2_a_vote_leaves_only_once_durable() {
     assert_eq!(cluster.leaders(), vec![1], "the durable vote elects node 1");
 }
 
+/// Figure 2: `votedFor` is persistent state. A voter that restarts still knows whom it voted
+/// for in its term, and refuses a second candidate of that term.
+#[test]
+fn figure_2_a_vote_survives_a_restart() {
+    // Without check-quorum a restarted node takes vote requests at once (no lockout).
+    let mut cluster = TestCluster::new(3, |config| {
+        config.pre_vote = false;
+        config.check_quorum = false;
+    });
+    cluster.isolate(2);
+    cluster.step(1, Input::Campaign);
+    // The vote arrives; node 1's appends do not, so node 2's log is as up to date as node 3's.
+    cluster.deliver_all_matching(|message| !matches!(message.body, MessageBody::Append { .. }));
+    assert_eq!(cluster.leaders(), vec![1], "node 3's vote elects node 1");
+    let term = cluster.status(1).term;
+    cluster.crash(3);
+    cluster.restart(3);
+    assert_eq!(cluster.core(3).hard_state().term, term);
+    assert_eq!(cluster.core(3).hard_state().vote, Some(1));
+    // Node 2 campaigns in the same term, with a log as short as node 3's.
+    cluster.heal();
+    cluster.isolate(1);
+    cluster.elect(2);
+    assert!(
+        cluster.status(2).role != Role::Leader || cluster.status(2).term > term,
+        "a second leader in term {term}"
+    );
+}
+
 /// The same rule for entries: a follower acknowledges an append only once its entries are
 /// durable, since the leader counts the acknowledgement towards a commit that must outlive the
 /// follower's crash.
@@ -397,6 +426,34 @@ fn thesis_6_4_read_index_needs_a_quorum_round() {
 /// §6.4 batching: reads that arrive while a round is out wait for it to be confirmed and then
 /// share the next round, so a busy leader sends a round per batch of reads, not per read. A
 /// round whose answers are lost holds the next one back for one heartbeat interval at most.
+/// Thesis §6.4, step 1: a new leader does not know what its predecessor committed until an entry
+/// of its own term commits (its commit index may lag writes the old leader acknowledged), so it
+/// answers no read before then, even with a quorum's heartbeats in hand.
+#[test]
+fn thesis_6_4_a_new_leader_answers_reads_only_after_its_terms_first_commit() {
+    let logs = vec![vec![1, 1], vec![1, 1], vec![1, 1]];
+    let mut cluster =
+        TestCluster::with_logs(&logs, 1, |config| config.read_mode = ReadMode::ReadIndex);
+    let no_appends =
+        |message: &ravel::core::Message| !matches!(message.body, MessageBody::Append { .. });
+    cluster.step(1, Input::Campaign);
+    cluster.deliver_all_matching(no_appends);
+    assert_eq!(cluster.leader(), Some(1));
+    assert_eq!(cluster.status(1).commit, 0, "the no-op has not spread");
+    cluster.step(1, Input::Read { id: 1 });
+    cluster.deliver_all_matching(no_appends);
+    assert!(
+        cluster.take_events(1).is_empty(),
+        "no read before the no-op commits"
+    );
+    cluster.deliver_all();
+    assert_eq!(cluster.status(1).commit, 3);
+    assert!(matches!(
+        cluster.take_events(1).as_slice(),
+        [Action::ReadReady { id: 1, .. }]
+    ));
+}
+
 #[test]
 fn thesis_6_4_reads_arriving_during_a_round_share_the_next_one() {
     let heartbeats = |cluster: &TestCluster| {
