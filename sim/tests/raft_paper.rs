@@ -43,6 +43,41 @@ fn section_5_2_dueling_candidates_resolve_to_one_leader() {
     assert_eq!(cluster.status(3).term, cluster.status(1).term);
 }
 
+/// §5.2: a vote counts only in the term it was cast in. A grant from an earlier campaign that
+/// arrives late elects no one in the next term, where the voter is free to choose again.
+#[test]
+fn section_5_2_a_late_vote_from_an_earlier_term_does_not_count() {
+    let mut cluster = TestCluster::new(3, |config| {
+        config.pre_vote = false;
+        config.check_quorum = false;
+    });
+    cluster.step(1, Input::Campaign);
+    cluster.deliver_all_matching(|message| message.to != 1);
+    let late_grants: Vec<_> = std::mem::take(&mut cluster.in_flight)
+        .into_iter()
+        .filter(|message| {
+            matches!(
+                message.body,
+                MessageBody::VoteResponse { granted: true, .. }
+            )
+        })
+        .collect();
+    assert_eq!(late_grants.len(), 2, "nodes 2 and 3 granted their votes");
+    let first_term = cluster.status(1).term;
+    // Node 1 campaigns again before the grants arrive; its new requests are lost.
+    cluster.step(1, Input::Campaign);
+    cluster.in_flight.clear();
+    assert_eq!(cluster.status(1).term, first_term + 1);
+    for grant in late_grants {
+        cluster.deliver(grant);
+    }
+    assert!(
+        cluster.leaders().is_empty(),
+        "grants of term {first_term} elected a leader of term {}",
+        first_term + 1
+    );
+}
+
 /// §5.4.1: a node refuses its vote to a candidate whose log is less up to date.
 #[test]
 fn section_5_4_1_votes_go_only_to_up_to_date_candidates() {
