@@ -10,6 +10,11 @@ use ravel::core::{
 use ravel::kv::Command;
 use ravel_sim::harness::TestCluster;
 
+/// For `deliver_all_matching`: everything but appends, so that a leader's entries do not spread.
+fn no_appends(message: &Message) -> bool {
+    !matches!(message.body, MessageBody::Append { .. })
+}
+
 /// §5.2: a leader is elected, every node follows it, and all agree on the term.
 #[test]
 fn section_5_2_a_single_leader_is_elected_and_followed() {
@@ -196,7 +201,7 @@ fn figure_2_a_vote_survives_a_restart() {
     cluster.isolate(2);
     cluster.step(1, Input::Campaign);
     // The vote arrives; node 1's appends do not, so node 2's log is as up to date as node 3's.
-    cluster.deliver_all_matching(|message| !matches!(message.body, MessageBody::Append { .. }));
+    cluster.deliver_all_matching(no_appends);
     assert_eq!(cluster.leaders(), vec![1], "node 3's vote elects node 1");
     let term = cluster.status(1).term;
     cluster.crash(3);
@@ -469,8 +474,6 @@ fn thesis_6_4_a_new_leader_answers_reads_only_after_its_terms_first_commit() {
     let logs = vec![vec![1, 1], vec![1, 1], vec![1, 1]];
     let mut cluster =
         TestCluster::with_logs(&logs, 1, |config| config.read_mode = ReadMode::ReadIndex);
-    let no_appends =
-        |message: &ravel::core::Message| !matches!(message.body, MessageBody::Append { .. });
     cluster.step(1, Input::Campaign);
     cluster.deliver_all_matching(no_appends);
     assert_eq!(cluster.leader(), Some(1));
