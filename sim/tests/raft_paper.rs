@@ -15,6 +15,13 @@ fn no_appends(message: &Message) -> bool {
     !matches!(message.body, MessageBody::Append { .. })
 }
 
+/// The paper's Raft, without the thesis's pre-vote and check-quorum: terms move on a single
+/// campaign, and a node takes vote requests even right after it restarted or heard a leader.
+fn without_pre_vote_or_check_quorum(config: &mut ravel::core::Config) {
+    config.pre_vote = false;
+    config.check_quorum = false;
+}
+
 /// §5.2: a leader is elected, every node follows it, and all agree on the term.
 #[test]
 fn section_5_2_a_single_leader_is_elected_and_followed() {
@@ -52,10 +59,7 @@ fn section_5_2_dueling_candidates_resolve_to_one_leader() {
 /// arrives late elects no one in the next term, where the voter is free to choose again.
 #[test]
 fn section_5_2_a_late_vote_from_an_earlier_term_does_not_count() {
-    let mut cluster = TestCluster::new(3, |config| {
-        config.pre_vote = false;
-        config.check_quorum = false;
-    });
+    let mut cluster = TestCluster::new(3, without_pre_vote_or_check_quorum);
     cluster.step(1, Input::Campaign);
     cluster.deliver_all_matching(|message| message.to != 1);
     let late_grants: Vec<_> = std::mem::take(&mut cluster.in_flight)
@@ -194,10 +198,7 @@ fn figure_2_a_vote_leaves_only_once_durable() {
 #[test]
 fn figure_2_a_vote_survives_a_restart() {
     // Without check-quorum a restarted node takes vote requests at once (no lockout).
-    let mut cluster = TestCluster::new(3, |config| {
-        config.pre_vote = false;
-        config.check_quorum = false;
-    });
+    let mut cluster = TestCluster::new(3, without_pre_vote_or_check_quorum);
     cluster.isolate(2);
     cluster.step(1, Input::Campaign);
     // The vote arrives; node 1's appends do not, so node 2's log is as up to date as node 3's.
@@ -372,10 +373,7 @@ fn thesis_9_6_a_rejoining_node_does_not_disrupt_the_leader_with_pre_vote() {
 /// deposes the leader: the reason pre-vote exists.
 #[test]
 fn thesis_9_6_without_pre_vote_the_rejoining_node_disrupts() {
-    let mut cluster = TestCluster::new(3, |config| {
-        config.pre_vote = false;
-        config.check_quorum = false;
-    });
+    let mut cluster = TestCluster::new(3, without_pre_vote_or_check_quorum);
     cluster.elect(1);
     let term = cluster.status(1).term;
     cluster.isolate(3);
