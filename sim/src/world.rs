@@ -789,8 +789,16 @@ impl World {
             } => {
                 let node = self.node(id);
                 if let Some(request) = node.requests.remove(&request_id) {
-                    node.proposals.insert(index, (term, request));
+                    // A forwarded proposal's entry may be applied here before the leader's
+                    // answer arrives: the client is left to time out (outcome unknown).
+                    if index > node.kv.applied_index() {
+                        node.proposals.insert(index, (term, request));
+                    }
                 }
+            }
+            Action::ProposalOutcomeUnknown { id: request_id } => {
+                // No answer: the client times out and records "may have happened".
+                self.node(id).requests.remove(&request_id);
             }
             Action::ProposalRefused {
                 id: request_id,
@@ -1080,9 +1088,15 @@ impl World {
         };
         let op = self.next_op;
         self.next_op += 1;
-        let client_state = &mut self.clients[client as usize - 1];
-        client_state.current = Some(op);
-        let target = client_state.target;
+        // One write in three goes to any member, as a client behind a load balancer would send
+        // it: followers pass it on to the leader (`forwarding.rs`).
+        let anywhere = !is_liveness && kind != OpKind::Get && self.rng.random_range(0..3) == 0;
+        let target = if anywhere {
+            *self.ids.choose(&mut self.rng).expect("nodes")
+        } else {
+            self.clients[client as usize - 1].target
+        };
+        self.clients[client as usize - 1].current = Some(op);
         let at = self.stamp();
         self.history.call(op, client, key.clone(), kind.clone(), at);
         self.trace.line(self.now_us, || {
@@ -1744,6 +1758,15 @@ fn describe_message(message: &Message) -> String {
             done,
         } => format!("{meta:?} offset={offset} bytes={} done={done}", data.len()),
         MessageBody::SnapshotAck { meta, received } => format!("{meta:?} received={received}"),
+        MessageBody::Propose { seq, proposals, .. } => {
+            format!("seq={seq} proposals={}", proposals.len())
+        }
+        MessageBody::ProposeAccepted { first_index, ids } => {
+            format!("first={first_index} count={}", ids.len())
+        }
+        MessageBody::ProposeRefused { ids, reason } => {
+            format!("count={} reason={reason:?}", ids.len())
+        }
     };
     format!("{} t{} {detail}", message.body.kind(), message.term)
 }

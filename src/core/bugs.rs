@@ -28,6 +28,9 @@ pub struct PlantedBugs {
     /// Let a new leader change the membership before it committed an entry of its own term
     /// (the single-server change bug found after the thesis; see its errata).
     pub change_membership_before_own_term_commit: bool,
+    /// Append every forwarded batch that arrives, even one already appended: a duplicated
+    /// message applies a client's command twice (the leader must take each batch once).
+    pub forward_without_dedup: bool,
 }
 
 impl PlantedBugs {
@@ -47,13 +50,14 @@ impl PlantedBugs {
             "change-membership-before-own-term-commit" => {
                 bugs.change_membership_before_own_term_commit = true
             }
+            "forward-without-dedup" => bugs.forward_without_dedup = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -64,5 +68,6 @@ impl PlantedBugs {
         "snapshot-with-wrong-term",
         "append-from-older-term",
         "change-membership-before-own-term-commit",
+        "forward-without-dedup",
     ];
 }

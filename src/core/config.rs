@@ -31,6 +31,9 @@ pub struct Config {
     /// followers that hear from a leader refuse votes for that long (Raft thesis §6.2).
     pub check_quorum: bool,
     pub read_mode: ReadMode,
+    /// A follower passes proposals on to the leader (answered once applied here) instead of
+    /// refusing them with "not leader".
+    pub forward_proposals: bool,
     /// The largest deviation of any node's clock rate from real time, in parts per million.
     /// Shortens the leader lease so that drift cannot make it outlive the followers' promise.
     pub clock_drift_max_ppm: u64,
@@ -118,6 +121,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             read_mode: ReadMode::ReadIndex,
+            forward_proposals: true,
             clock_drift_max_ppm: 1000,
             entries_per_message_max: 1024,
             bytes_per_message_max: 1 << 20,

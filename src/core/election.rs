@@ -161,6 +161,7 @@ impl RawNode {
             reads_awaiting_term_commit: Vec::new(),
             transfer: None,
             join_pool: VecDeque::new(),
+            forwards_seen: Default::default(),
         });
         // A brand-new cluster's first entry records its founding configuration, so that nodes
         // joining later learn it from the log; otherwise a no-op.

@@ -118,6 +118,8 @@ pub enum Action {
     },
     /// The proposal did not and will not take effect.
     ProposalRefused { id: RequestId, reason: Refusal },
+    /// A proposal passed on to the leader got no answer in time: it may or may not take effect.
+    ProposalOutcomeUnknown { id: RequestId },
     /// The read may now be served from the state machine, which has applied at least `index`.
     ReadReady { id: RequestId, index: LogIndex },
     /// The read cannot be served here.

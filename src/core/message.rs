@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::io::{Proposal, RequestId};
 use super::types::{Entry, LogIndex, NodeId, SnapshotMeta, Term};
 
 /// A message from one node to another, stamped with the sender's term.
@@ -66,6 +67,34 @@ pub enum MessageBody {
         meta: SnapshotMeta,
         received: u64,
     },
+    /// A follower's client commands, passed on to the leader of the message's term (as etcd's
+    /// followers do), so a client may write through any member. `(nonce, seq)` numbers the
+    /// batch: the leader appends each batch at most once, whatever the network duplicates.
+    Propose {
+        /// Differs between incarnations of the sender (its seed), whose `seq` starts afresh.
+        nonce: u64,
+        /// Grows with every batch the sender forwards.
+        seq: u64,
+        proposals: Vec<Proposal>,
+    },
+    /// The leader appended a forwarded batch: `ids[i]` at `first_index + i`, in the message's
+    /// term.
+    ProposeAccepted {
+        first_index: LogIndex,
+        ids: Vec<RequestId>,
+    },
+    /// The leader will never append this forwarded batch.
+    ProposeRefused {
+        ids: Vec<RequestId>,
+        reason: ForwardRefusal,
+    },
+}
+
+/// Why a leader refused a forwarded batch; only a leader refuses one (see `forwarding.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ForwardRefusal {
+    TransferInProgress,
+    Overloaded,
 }
 
 /// The answer to an `Append`.
@@ -105,6 +134,9 @@ impl MessageBody {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::SnapshotChunk { .. } => "SnapshotChunk",
             MessageBody::SnapshotAck { .. } => "SnapshotAck",
+            MessageBody::Propose { .. } => "Propose",
+            MessageBody::ProposeAccepted { .. } => "ProposeAccepted",
+            MessageBody::ProposeRefused { .. } => "ProposeRefused",
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod config;
 mod election;
+mod forwarding;
 mod io;
 mod join;
 mod log;
@@ -31,7 +32,7 @@ pub use config::{Config, ConfigError};
 pub use io::{Action, Input, PersistId, Proposal, RequestId};
 pub use log::RaftLog;
 pub use membership::{Membership, MembershipChange, MembershipError};
-pub use message::{AppendResponse, Message, MessageBody, RejectHint};
+pub use message::{AppendResponse, ForwardRefusal, Message, MessageBody, RejectHint};
 pub use node::{MemberState, RawNode, Recovered, Status};
 pub use progress::{Progress, ProgressState, SnapshotTransfer};
 pub use types::{

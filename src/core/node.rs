@@ -79,6 +79,8 @@ pub(super) struct LeaderState {
     pub transfer: Option<Transfer>,
     /// Nodes asking to join, first come first served.
     pub join_pool: VecDeque<super::join::PendingJoin>,
+    /// Forwarded batches taken in this term, so that none is appended twice.
+    pub forwards_seen: super::forwarding::ForwardsSeen,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -139,6 +141,8 @@ pub struct RawNode {
     pub(super) storage_actions: Vec<Action>,
     /// Confirmed reads waiting for the state machine to catch up: `(id, read index)`.
     pub(super) reads_awaiting_apply: VecDeque<(RequestId, LogIndex)>,
+    /// Proposals passed on to the leader and not answered yet.
+    pub(super) forwarded: super::forwarding::Forwarded,
     /// Messages produced by this batch, sent by `take_actions`.
     pub(super) messages: Vec<Message>,
     /// Replies and notifications produced by this batch.
@@ -184,6 +188,7 @@ impl RawNode {
             receiving: None,
             storage_actions: Vec::new(),
             reads_awaiting_apply: VecDeque::new(),
+            forwarded: Default::default(),
             messages: Vec::new(),
             events: Vec::new(),
             hard_state_emitted: hard_state,
@@ -280,6 +285,7 @@ impl RawNode {
             return;
         }
         self.now_ms = now_ms;
+        self.expire_forwarded();
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => {
@@ -370,6 +376,15 @@ impl RawNode {
             MessageBody::SnapshotAck { meta, received } => {
                 self.handle_snapshot_ack(from, meta, received)
             }
+            MessageBody::Propose {
+                nonce,
+                seq,
+                proposals,
+            } => self.handle_propose(from, nonce, seq, proposals),
+            MessageBody::ProposeAccepted { first_index, ids } => {
+                self.handle_propose_accepted(first_index, ids)
+            }
+            MessageBody::ProposeRefused { ids, reason } => self.handle_propose_refused(ids, reason),
         }
     }
 
@@ -401,6 +416,9 @@ impl RawNode {
     }
 
     fn propose(&mut self, proposals: Vec<Proposal>) {
+        if let Some(leader) = self.forwards_to() {
+            return self.forward(leader, proposals);
+        }
         let refusal = if self.role != Role::Leader {
             Some(Refusal::NotLeader {
                 leader_hint: self.leader,

@@ -7,7 +7,8 @@ use thiserror::Error;
 
 use super::proto::ravel as pb;
 use crate::core::{
-    AppendResponse, Entry, EntryPayload, Membership, Message, MessageBody, RejectHint, SnapshotMeta,
+    AppendResponse, Entry, EntryPayload, ForwardRefusal, Membership, Message, MessageBody,
+    Proposal, RejectHint, SnapshotMeta,
 };
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum ConvertError {
     Missing(&'static str),
     #[error("node id 0 is not a valid {0}")]
     ZeroNode(&'static str),
+    #[error("message field `{0}` holds a value this node does not know")]
+    Unknown(&'static str),
 }
 
 pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
@@ -89,6 +92,36 @@ pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
             meta: Some(snapshot_meta_to_proto(meta)),
             received: *received,
         }),
+        MessageBody::Propose {
+            nonce,
+            seq,
+            proposals,
+        } => Body::Propose(pb::Propose {
+            nonce: *nonce,
+            seq: *seq,
+            proposals: proposals
+                .iter()
+                .map(|proposal| pb::ForwardedProposal {
+                    id: proposal.id,
+                    command: proposal.command.clone(),
+                })
+                .collect(),
+        }),
+        MessageBody::ProposeAccepted { first_index, ids } => {
+            Body::ProposeAccepted(pb::ProposeAccepted {
+                first_index: *first_index,
+                ids: ids.clone(),
+            })
+        }
+        MessageBody::ProposeRefused { ids, reason } => Body::ProposeRefused(pb::ProposeRefused {
+            ids: ids.clone(),
+            reason: match reason {
+                ForwardRefusal::TransferInProgress => {
+                    pb::propose_refused::Reason::TransferInProgress
+                }
+                ForwardRefusal::Overloaded => pb::propose_refused::Reason::Overloaded,
+            } as i32,
+        }),
     };
     pb::RaftMessage {
         from: message.from,
@@ -157,6 +190,32 @@ pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertEr
         Body::SnapshotAck(ack) => MessageBody::SnapshotAck {
             meta: snapshot_meta_from_proto(ack.meta.ok_or(ConvertError::Missing("meta"))?)?,
             received: ack.received,
+        },
+        Body::Propose(propose) => MessageBody::Propose {
+            nonce: propose.nonce,
+            seq: propose.seq,
+            proposals: propose
+                .proposals
+                .into_iter()
+                .map(|proposal| Proposal {
+                    id: proposal.id,
+                    command: proposal.command,
+                })
+                .collect(),
+        },
+        Body::ProposeAccepted(accepted) => MessageBody::ProposeAccepted {
+            first_index: accepted.first_index,
+            ids: accepted.ids,
+        },
+        Body::ProposeRefused(refused) => MessageBody::ProposeRefused {
+            ids: refused.ids,
+            reason: match pb::propose_refused::Reason::try_from(refused.reason) {
+                Ok(pb::propose_refused::Reason::TransferInProgress) => {
+                    ForwardRefusal::TransferInProgress
+                }
+                Ok(pb::propose_refused::Reason::Overloaded) => ForwardRefusal::Overloaded,
+                _ => return Err(ConvertError::Unknown("reason")),
+            },
         },
     };
     Ok(Message {

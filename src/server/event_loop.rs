@@ -31,6 +31,9 @@ const REQUESTS_PER_ITERATION_MAX: usize = 1024;
 const TICK: Duration = Duration::from_millis(10);
 /// How long a leader that is shutting down waits for its successor to take over.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// Outcomes of applied entries a follower keeps for proposals it passed on, whose "appended
+/// at" answer from the leader may arrive after the entry itself (it travels another way).
+const UNCLAIMED_OUTCOMES_MAX: usize = 8192;
 
 /// The result of a write that was applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +65,8 @@ type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 pub enum Request {
     Write {
         command: Command,
+        /// A follower may pass it on to the leader; if not, it answers "not leader".
+        may_forward: bool,
         reply: Reply<WriteResult>,
     },
     Read {
@@ -125,6 +130,9 @@ pub struct EventLoop {
     pending: BTreeMap<RequestId, Pending>,
     /// Proposals appended to the log: index → (term, request).
     accepted: BTreeMap<LogIndex, (Term, RequestId)>,
+    /// Entries applied while this follower waited to hear where its forwarded proposals were
+    /// appended: index → (term, outcome), the newest [`UNCLAIMED_OUTCOMES_MAX`].
+    unclaimed: BTreeMap<LogIndex, (Term, Option<Outcome>)>,
     reads: BTreeMap<RequestId, (Bytes, Reply<ReadResult>)>,
     /// The last persist handed to storage, and the last one reported durable.
     persist_issued: PersistId,
@@ -181,6 +189,7 @@ impl EventLoop {
             next_request_id: 1,
             pending: BTreeMap::new(),
             accepted: BTreeMap::new(),
+            unclaimed: BTreeMap::new(),
             reads: BTreeMap::new(),
             persist_issued: 0,
             persist_done: 0,
@@ -267,7 +276,16 @@ impl EventLoop {
         let mut proposals = Vec::new();
         for request in batch.drain(..) {
             match request {
-                Request::Write { command, reply } => {
+                Request::Write {
+                    command,
+                    may_forward,
+                    reply,
+                } => {
+                    if !may_forward && self.role.0 != Role::Leader {
+                        self.metrics.refused();
+                        let _ = reply.send(Err(self.not_leader()));
+                        continue;
+                    }
                     let id = self.request_id();
                     self.pending.insert(id, Pending::Write(reply));
                     proposals.push(Proposal {
@@ -439,9 +457,22 @@ impl EventLoop {
             }
             Action::Apply { entries } => self.apply(entries),
             Action::ProposalAccepted { id, index, term } => {
-                if self.pending.contains_key(&id) {
-                    self.accepted.insert(index, (term, id));
+                if index > self.kv.applied_index() {
+                    if self.pending.contains_key(&id) {
+                        self.accepted.insert(index, (term, id));
+                    }
+                } else if let Some((applied_term, outcome)) = self.unclaimed.remove(&index) {
+                    // A forwarded proposal whose entry was applied before the leader's answer.
+                    self.settle(id, index, term == applied_term, outcome);
+                } else {
+                    let unknown = "the entry was applied too long before the leader said it was \
+                                   this request's; read the key to find out";
+                    self.answer_error(id, ApiError::OutcomeUnknown(unknown.to_string()));
                 }
+            }
+            Action::ProposalOutcomeUnknown { id } => {
+                let unknown = "the leader did not answer the request passed on to it in time";
+                self.answer_error(id, ApiError::OutcomeUnknown(unknown.to_string()));
             }
             Action::ProposalRefused { id, reason } => {
                 let error = self.refusal(reason);
@@ -544,12 +575,33 @@ impl EventLoop {
             );
         }
         let Some((accepted_term, id)) = self.accepted.remove(&index) else {
+            if self.role.0 != Role::Leader && !self.pending.is_empty() {
+                self.unclaimed.insert(index, (term, outcome));
+                if self.unclaimed.len() > UNCLAIMED_OUTCOMES_MAX {
+                    self.unclaimed.pop_first();
+                }
+            } else {
+                self.unclaimed.clear();
+            }
             return;
         };
+        self.settle(id, index, accepted_term == term, outcome);
+    }
+
+    /// Answers request `id`, whose proposal was accepted at `index`: with the outcome if the
+    /// entry applied there is the one proposed (`same_term`), else "not leader" (another
+    /// leader's entry took its place, so it never took effect).
+    fn settle(
+        &mut self,
+        id: RequestId,
+        index: LogIndex,
+        same_term: bool,
+        outcome: Option<Outcome>,
+    ) {
         let Some(pending) = self.pending.remove(&id) else {
             return;
         };
-        if accepted_term != term {
+        if !same_term {
             let error = ApiError::NotLeader {
                 leader_id: self.role.1,
                 leader_address: self.leader_address(),

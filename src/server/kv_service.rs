@@ -32,9 +32,13 @@ impl KvService {
         }
     }
 
-    async fn write(&self, command: Command) -> Result<WriteResult, ApiError> {
+    async fn write(&self, command: Command, may_forward: bool) -> Result<WriteResult, ApiError> {
         self.node
-            .ask(|reply| event_loop::Request::Write { command, reply })
+            .ask(|reply| event_loop::Request::Write {
+                command,
+                may_forward,
+                reply,
+            })
             .await
     }
 
@@ -109,7 +113,7 @@ impl Kv for KvService {
             key: message.key.clone(),
             value: message.value.clone(),
         };
-        match self.write(command).await {
+        match self.write(command, forward).await {
             Ok(result) => Ok(Response::new(pb::PutResponse {
                 index: result.index,
             })),
@@ -157,7 +161,7 @@ impl Kv for KvService {
         let message = request.into_inner();
         check_key(&message.key)?;
         let key = message.key.clone();
-        match self.write(Command::Delete { key }).await {
+        match self.write(Command::Delete { key }, forward).await {
             Ok(result) => Ok(Response::new(pb::DeleteResponse {
                 existed: matches!(result.outcome, Outcome::Deleted { existed: true }),
                 index: result.index,
@@ -185,7 +189,7 @@ impl Kv for KvService {
             expected: (!message.expected_absent).then(|| message.expected.clone()),
             new: message.new_value.clone(),
         };
-        let result = match self.write(command).await {
+        let result = match self.write(command, forward).await {
             Ok(result) => result,
             Err(error) => {
                 return self
