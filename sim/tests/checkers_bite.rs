@@ -100,6 +100,15 @@ fn acting_on_appends_from_an_older_term_breaks_election_safety() {
     assert!(failure.contains("election safety"), "{failure}");
 }
 
+/// A forwarded batch appended twice applies a client's write twice. Duplicated messages are
+/// rare and forwarded batches few, so this takes longer (first at seed 159 on 3 nodes);
+/// `tests/forwarding.rs` covers the rule directly.
+#[test]
+fn appending_a_forwarded_batch_twice_breaks_linearizability() {
+    let failure = first_failure("forward-without-dedup", 250);
+    assert!(failure.contains("linearizability"), "{failure}");
+}
+
 #[test]
 fn a_snapshot_with_the_wrong_term_is_caught_when_installed() {
     let failure = first_failure("snapshot-with-wrong-term", 60);
