@@ -586,7 +586,8 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
     assert_eq!(client.get(key(2), false).await.expect("read"), None);
 
     // A paused leader holds its connections open without answering: the follower gives up on
-    // the forwarded call (outcome unknown) instead of holding the client for ever.
+    // the forwarded write after an election timeout (outcome unknown) instead of holding the
+    // client for ever.
     let paused = &nodes[leader as usize - 1];
     paused.signal("-STOP");
     let started = Instant::now();
@@ -602,10 +603,11 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
     let stuck = stuck
         .expect("the follower answers within its forwarding timeout")
         .expect_err("no answer from a paused leader");
-    assert_eq!(stuck.code(), tonic::Code::DeadlineExceeded, "{stuck:?}");
+    assert_eq!(stuck.code(), tonic::Code::Unknown, "{stuck:?}");
+    assert!(stuck.message().contains("outcome unknown"), "{stuck:?}");
     assert!(
-        started.elapsed() >= Duration::from_secs(5),
-        "gave up too soon"
+        started.elapsed() >= Duration::from_millis(500),
+        "gave up before an election timeout (600 ms here)"
     );
 
     // Once the leader is back, the same follower serves the plain client again (whichever node

@@ -418,10 +418,11 @@ fn thesis_3_10_leadership_transfer_hands_over_to_the_target() {
     assert_eq!(cluster.status(1).role, Role::Follower);
 }
 
-/// A follower refuses proposals and names the leader, so clients can redirect.
+/// Without forwarding, a follower refuses proposals and names the leader, so clients can
+/// redirect (with it, `tests/forwarding.rs`).
 #[test]
 fn proposals_to_a_follower_are_refused_with_a_leader_hint() {
-    let mut cluster = TestCluster::new(3, |_| {});
+    let mut cluster = TestCluster::new(3, |config| config.forward_proposals = false);
     cluster.elect(2);
     cluster.propose(1, 9, b"x");
     let events = cluster.take_events(1);
