@@ -729,6 +729,7 @@ impl EventLoop {
 
     fn answer_error(&mut self, id: RequestId, error: ApiError) {
         if let Some(pending) = self.pending.remove(&id) {
+            tracing::debug!(%error, "request not done");
             self.metrics.refused();
             answer(pending, error);
         }
