@@ -1,6 +1,7 @@
 //! The client KV service: validates requests, hands them to the event loop, and answers once the
-//! write is applied (or the read confirmed by ReadIndex). A follower passes requests on to the
-//! leader (see [`super::leader_proxy`]).
+//! write is applied (or the read confirmed by ReadIndex). At a follower, the core passes writes
+//! on to the leader in Raft messages (`core/forwarding.rs`); reads, and writes the core refused
+//! as "not leader", go to the leader through [`super::leader_proxy`].
 
 use std::future::Future;
 
