@@ -616,16 +616,26 @@ impl RawNode {
 }
 
 /// Messages that may leave before this node's pending writes are durable: the leader's appends
-/// and heartbeats (the leader counts itself only once durable, Raft thesis §10.2.1).
+/// and heartbeats (the leader counts itself only once durable, Raft thesis §10.2.1), and the
+/// forwarding of proposals.
 fn needs_no_persist(body: &MessageBody, is_leader: bool, config: &Config) -> bool {
     #[cfg(feature = "planted-bugs")]
     if config.planted_bugs.ack_before_persist && matches!(body, MessageBody::AppendResponse(_)) {
         return true;
     }
     let _ = config;
-    is_leader
-        && matches!(
-            body,
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
-        )
+    // Forwarding promises nothing about this node's disk: a batch asks, and "appended at" is
+    // acted on only once the entry is applied, so committed on a majority's disks.
+    let forwarding = matches!(
+        body,
+        MessageBody::Propose { .. }
+            | MessageBody::ProposeAccepted { .. }
+            | MessageBody::ProposeRefused { .. }
+    );
+    forwarding
+        || is_leader
+            && matches!(
+                body,
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+            )
 }

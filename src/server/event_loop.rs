@@ -20,8 +20,8 @@ use super::storage_worker::{StorageDone, StorageOp};
 use super::transport::Transport;
 use crate::core::{
     Action, Entry, EntryPayload, Input, LogIndex, MemberState, Membership, MembershipChange,
-    Message, NodeId, PersistId, Proposal, RawNode, Refusal, RequestId, Role, SnapshotMeta, Status,
-    Term,
+    Message, MessageBody, NodeId, PersistId, Proposal, RawNode, Refusal, RequestId, Role,
+    SnapshotMeta, Status, Term,
 };
 use crate::kv::{Command, KvStateMachine, Outcome};
 
@@ -680,11 +680,20 @@ impl EventLoop {
     }
 
     /// Sends `message` back on its recipient's open reply if there is one, else through the
-    /// transport.
+    /// transport. A leader's replication always takes the transport, in order: riding on a
+    /// follower's reply (open while it passes writes on), an append could overtake an earlier
+    /// one, be rejected, and send the leader back to entries it no longer holds in memory (a
+    /// snapshot, measured: two per 4 s under writes through followers).
     fn route(&mut self, message: Message) {
+        let replication = matches!(
+            message.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::SnapshotChunk { .. }
+        );
         match self.replies.get_mut(&message.to) {
-            Some((_, gathered)) => gathered.push(message),
-            None => self.transport.send(message, &self.book),
+            Some((_, gathered)) if !replication => gathered.push(message),
+            _ => self.transport.send(message, &self.book),
         }
     }
 
