@@ -1,7 +1,7 @@
 //! The follower's side of answers riding back on the leader's RPC replies: a batch's reply waits
 //! until its entries are durable and carries the answer; a newer batch from the same leader
 //! releases the older reply as it is, and the answers still waiting for a persist ride on the
-//! newer one.
+//! newer one. On the leader's side, its appends never ride on a follower's reply.
 
 use std::time::Duration;
 
@@ -139,5 +139,91 @@ async fn a_batch_is_answered_on_its_reply_once_its_entries_are_durable() {
     still_open(&mut answer_3).await;
     storage_done_tx.send(durable(persist_3)).unwrap();
     assert_eq!(accepted(&answered(answer_3).await), vec![2, 3]);
+    running.abort();
+}
+
+/// A leader's appends never ride on the reply to a follower's RPC (open while the follower
+/// passes writes on): on it an append could overtake earlier ones and be rejected. The answer
+/// to the forwarded batch does ride on it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_leaders_appends_keep_to_its_own_rpcs() {
+    let (requests_tx, requests) = mpsc::channel(64);
+    let (storage, mut storage_ops) = mpsc::unbounded_channel();
+    let (storage_done_tx, storage_done) = mpsc::unbounded_channel();
+    let metrics = Metrics::new();
+    let mut core = RawNode::new(Config::new(1, [1, 2]), Recovered::default(), 0).expect("core");
+    core.step(Input::Campaign);
+    let event_loop = EventLoop::new(EventLoopParts {
+        core,
+        kv: KvStateMachine::new(),
+        address: "127.0.0.1:1".to_string(),
+        transport: Transport::new(
+            7,
+            1,
+            "127.0.0.1:1".to_string(),
+            metrics.clone(),
+            requests_tx.downgrade(),
+        ),
+        hooks: Hooks::new(None),
+        metrics,
+        storage,
+        storage_done,
+        requests,
+        saved_snapshot: None,
+    });
+    let running = tokio::spawn(event_loop.run());
+    // Storage syncs everything at once.
+    tokio::spawn(async move {
+        while let Some(op) = storage_ops.recv().await {
+            if let StorageOp::Persist { id, .. } = op {
+                let _ = storage_done_tx.send(StorageDone::Inputs(vec![Input::Persisted { id }]));
+            }
+        }
+    });
+    let from_two = |body| Message {
+        from: 2,
+        to: 1,
+        term: 1,
+        body,
+    };
+    let vote = from_two(MessageBody::VoteResponse {
+        pre_vote: false,
+        granted: true,
+    });
+    requests_tx
+        .send(Request::Peer {
+            from: 2,
+            from_address: String::new(),
+            messages: vec![vote],
+            reply: None,
+        })
+        .await
+        .unwrap();
+
+    let propose = from_two(MessageBody::Propose {
+        nonce: 9,
+        seq: 1,
+        proposals: vec![ravel::core::Proposal {
+            id: 5,
+            command: Bytes::from_static(b"forwarded"),
+        }],
+    });
+    let (reply, answer) = oneshot::channel();
+    requests_tx
+        .send(Request::Peer {
+            from: 2,
+            from_address: String::new(),
+            messages: vec![propose],
+            reply: Some(reply),
+        })
+        .await
+        .unwrap();
+    let answers = answered(answer).await;
+    let kinds: Vec<&str> = answers.iter().map(|message| message.body.kind()).collect();
+    assert!(kinds.contains(&"ProposeAccepted"), "{answers:?}");
+    assert!(
+        !kinds.contains(&"Append") && !kinds.contains(&"Heartbeat"),
+        "{answers:?}"
+    );
     running.abort();
 }
