@@ -74,20 +74,28 @@ async fn still_open(reply: &mut oneshot::Receiver<Vec<Message>>) {
     );
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_batch_is_answered_on_its_reply_once_its_entries_are_durable() {
+/// A running loop: its request queue, what it asks of storage, storage's answers, its task.
+type Running = (
+    mpsc::Sender<Request>,
+    mpsc::UnboundedReceiver<StorageOp>,
+    mpsc::UnboundedSender<StorageDone>,
+    tokio::task::JoinHandle<Result<(), String>>,
+);
+
+/// Runs an event loop around `core` (cluster 7, at 127.0.0.1:1).
+fn start(core: RawNode) -> Running {
     let (requests_tx, requests) = mpsc::channel(64);
-    let (storage, mut storage_ops) = mpsc::unbounded_channel();
+    let (storage, storage_ops) = mpsc::unbounded_channel();
     let (storage_done_tx, storage_done) = mpsc::unbounded_channel();
     let metrics = Metrics::new();
-    let core = RawNode::new(Config::new(2, [1, 2, 3]), Recovered::default(), 0).expect("core");
+    let id = core.id();
     let event_loop = EventLoop::new(EventLoopParts {
         core,
         kv: KvStateMachine::new(),
         address: "127.0.0.1:1".to_string(),
         transport: Transport::new(
             7,
-            2,
+            id,
             "127.0.0.1:1".to_string(),
             metrics.clone(),
             requests_tx.downgrade(),
@@ -100,6 +108,13 @@ async fn a_batch_is_answered_on_its_reply_once_its_entries_are_durable() {
         saved_snapshot: None,
     });
     let running = tokio::spawn(event_loop.run());
+    (requests_tx, storage_ops, storage_done_tx, running)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_is_answered_on_its_reply_once_its_entries_are_durable() {
+    let core = RawNode::new(Config::new(2, [1, 2, 3]), Recovered::default(), 0).expect("core");
+    let (requests_tx, mut storage_ops, storage_done_tx, running) = start(core);
 
     let peer = |messages, reply| Request::Peer {
         from: 1,
@@ -147,31 +162,9 @@ async fn a_batch_is_answered_on_its_reply_once_its_entries_are_durable() {
 /// to the forwarded batch does ride on it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_leaders_appends_keep_to_its_own_rpcs() {
-    let (requests_tx, requests) = mpsc::channel(64);
-    let (storage, mut storage_ops) = mpsc::unbounded_channel();
-    let (storage_done_tx, storage_done) = mpsc::unbounded_channel();
-    let metrics = Metrics::new();
     let mut core = RawNode::new(Config::new(1, [1, 2]), Recovered::default(), 0).expect("core");
     core.step(Input::Campaign);
-    let event_loop = EventLoop::new(EventLoopParts {
-        core,
-        kv: KvStateMachine::new(),
-        address: "127.0.0.1:1".to_string(),
-        transport: Transport::new(
-            7,
-            1,
-            "127.0.0.1:1".to_string(),
-            metrics.clone(),
-            requests_tx.downgrade(),
-        ),
-        hooks: Hooks::new(None),
-        metrics,
-        storage,
-        storage_done,
-        requests,
-        saved_snapshot: None,
-    });
-    let running = tokio::spawn(event_loop.run());
+    let (requests_tx, mut storage_ops, storage_done_tx, running) = start(core);
     // Storage syncs everything at once.
     tokio::spawn(async move {
         while let Some(op) = storage_ops.recv().await {
