@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::io::{Action, Proposal, RequestId};
 use super::message::{ForwardRefusal, MessageBody};
 use super::node::RawNode;
-use super::types::{Entry, EntryPayload, LogIndex, NodeId, Refusal, Role, Term};
+use super::types::{LogIndex, NodeId, Refusal, Role, Term};
 
 /// A follower's proposals waiting for the leader's answer.
 #[derive(Debug, Default)]
@@ -121,12 +121,8 @@ impl RawNode {
             return self.send(from, MessageBody::ProposeRefused { ids, reason });
         }
         let first_index = self.log.last_index() + 1;
-        for (offset, proposal) in proposals.into_iter().enumerate() {
-            self.log.append(Entry {
-                term: self.term,
-                index: first_index + offset as LogIndex,
-                payload: EntryPayload::Command(proposal.command),
-            });
+        for proposal in proposals {
+            self.append_command(proposal.command);
         }
         self.send(from, MessageBody::ProposeAccepted { first_index, ids });
     }

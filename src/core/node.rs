@@ -447,18 +447,24 @@ impl RawNode {
         }
         self.events.reserve(proposals.len());
         for proposal in proposals {
-            let index = self.log.last_index() + 1;
-            self.log.append(Entry {
-                term: self.term,
-                index,
-                payload: super::types::EntryPayload::Command(proposal.command),
-            });
+            let index = self.append_command(proposal.command);
             self.events.push(Action::ProposalAccepted {
                 id: proposal.id,
                 index,
                 term: self.term,
             });
         }
+    }
+
+    /// A leader's append of a client command in its term; returns the entry's index.
+    pub(super) fn append_command(&mut self, command: bytes::Bytes) -> LogIndex {
+        let index = self.log.last_index() + 1;
+        self.log.append(Entry {
+            term: self.term,
+            index,
+            payload: super::types::EntryPayload::Command(command),
+        });
+        index
     }
 
     /// Steps down (or stays) as follower in `term`, following `leader` if known.
