@@ -125,13 +125,21 @@ impl TestCluster {
     /// Feeds one input to a node (after a tick at the current time) and executes its actions:
     /// persists complete at once, messages queue in `in_flight`, entries apply.
     pub fn step(&mut self, id: NodeId, input: Input) {
+        self.step_batch(id, vec![input]);
+    }
+
+    /// Feeds several inputs before taking the actions, as the shell does with a burst of
+    /// requests.
+    pub fn step_batch(&mut self, id: NodeId, inputs: Vec<Input>) {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("known node");
         let Some(core) = node.core.as_mut() else {
             return;
         };
         core.step(Input::Tick { now_ms });
-        core.step(input);
+        for input in inputs {
+            core.step(input);
+        }
         loop {
             let actions = core.take_actions();
             if actions.is_empty() {

@@ -812,7 +812,8 @@ impl World {
                     Refusal::NotLeader { leader_hint } => leader_hint,
                     Refusal::TransferInProgress
                     | Refusal::Overloaded
-                    | Refusal::InvalidMembership(_) => None,
+                    | Refusal::InvalidMembership(_)
+                    | Refusal::LeaderUnresponsive => None,
                 };
                 if let Some(request) = self.node(id).requests.remove(&request_id) {
                     self.send_reply(&request, Reply::Refused(hint));
@@ -1088,9 +1089,10 @@ impl World {
         };
         let op = self.next_op;
         self.next_op += 1;
-        // One write in three goes to any member, as a client behind a load balancer would send
-        // it: followers pass it on to the leader (`forwarding.rs`).
-        let anywhere = !is_liveness && kind != OpKind::Get && self.rng.random_range(0..3) == 0;
+        // One request in three goes to any member, as a client behind a load balancer would send
+        // it: followers pass writes on to the leader (`forwarding.rs`) and serve reads with a
+        // read index from it (`read_forwarding.rs`).
+        let anywhere = !is_liveness && self.rng.random_range(0..3) == 0;
         let target = if anywhere {
             *self.ids.choose(&mut self.rng).expect("nodes")
         } else {
@@ -1767,6 +1769,8 @@ fn describe_message(message: &Message) -> String {
         MessageBody::ProposeRefused { ids, reason } => {
             format!("count={} reason={reason:?}", ids.len())
         }
+        MessageBody::ReadIndex { seq } => format!("seq={seq}"),
+        MessageBody::ReadIndexResponse { seq, index } => format!("seq={seq} index={index}"),
     };
     format!("{} t{} {detail}", message.body.kind(), message.term)
 }

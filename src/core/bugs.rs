@@ -31,6 +31,12 @@ pub struct PlantedBugs {
     /// Append every forwarded batch that arrives, even one already appended: a duplicated
     /// message applies a client's command twice (the leader must take each batch once).
     pub forward_without_dedup: bool,
+    /// A follower serves a read at its own commit index instead of asking the leader for a
+    /// read index (thesis §6.4): a follower cut off from a newer leader answers stale values.
+    pub follower_read_from_own_commit: bool,
+    /// A leader answers a follower's read-index request with its commit index at once, without
+    /// a quorum's heartbeat round: a deposed leader hands out stale read indexes.
+    pub read_index_without_round: bool,
 }
 
 impl PlantedBugs {
@@ -51,13 +57,15 @@ impl PlantedBugs {
                 bugs.change_membership_before_own_term_commit = true
             }
             "forward-without-dedup" => bugs.forward_without_dedup = true,
+            "follower-read-from-own-commit" => bugs.follower_read_from_own_commit = true,
+            "read-index-without-round" => bugs.read_index_without_round = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 13] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -69,5 +77,7 @@ impl PlantedBugs {
         "append-from-older-term",
         "change-membership-before-own-term-commit",
         "forward-without-dedup",
+        "follower-read-from-own-commit",
+        "read-index-without-round",
     ];
 }

@@ -34,6 +34,9 @@ pub struct Config {
     /// A follower passes proposals on to the leader (answered once applied here) instead of
     /// refusing them with "not leader".
     pub forward_proposals: bool,
+    /// A follower serves linearizable reads itself, with a read index from the leader, instead
+    /// of refusing them with "not leader".
+    pub forward_reads: bool,
     /// The largest deviation of any node's clock rate from real time, in parts per million.
     /// Shortens the leader lease so that drift cannot make it outlive the followers' promise.
     pub clock_drift_max_ppm: u64,
@@ -122,6 +125,7 @@ impl Config {
             check_quorum: true,
             read_mode: ReadMode::ReadIndex,
             forward_proposals: true,
+            forward_reads: true,
             clock_drift_max_ppm: 1000,
             entries_per_message_max: 1024,
             bytes_per_message_max: 1 << 20,

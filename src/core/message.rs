@@ -88,6 +88,17 @@ pub enum MessageBody {
         ids: Vec<RequestId>,
         reason: ForwardRefusal,
     },
+    /// A follower asks the leader for a read index for the reads it numbered `seq`
+    /// (`read_forwarding.rs`).
+    ReadIndex {
+        seq: u64,
+    },
+    /// The leader confirmed its leadership after request `seq` arrived: the reads it carried
+    /// may be served from any state machine that has applied `index`.
+    ReadIndexResponse {
+        seq: u64,
+        index: LogIndex,
+    },
 }
 
 /// Why a leader refused a forwarded batch; only a leader refuses one (see `forwarding.rs`).
@@ -137,6 +148,8 @@ impl MessageBody {
             MessageBody::Propose { .. } => "Propose",
             MessageBody::ProposeAccepted { .. } => "ProposeAccepted",
             MessageBody::ProposeRefused { .. } => "ProposeRefused",
+            MessageBody::ReadIndex { .. } => "ReadIndex",
+            MessageBody::ReadIndexResponse { .. } => "ReadIndexResp",
         }
     }
 }

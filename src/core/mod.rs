@@ -17,6 +17,7 @@ mod message;
 mod node;
 mod progress;
 mod quorum;
+mod read_forwarding;
 mod reads;
 mod reconfiguration;
 mod replication;

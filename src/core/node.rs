@@ -15,6 +15,7 @@ use super::log::RaftLog;
 use super::membership::Membership;
 use super::message::{Message, MessageBody};
 use super::progress::Progress;
+use super::read_forwarding::{ForwardedReads, ReadWaiter};
 use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, SnapshotMeta, Term};
 
 /// What storage handed back after a restart: the durable hard state, the snapshot the state
@@ -72,10 +73,11 @@ pub(super) struct LeaderState {
     /// A read is waiting for a round that has not been sent yet.
     pub round_wanted: bool,
     pub lease_until_ms: u64,
-    /// Reads waiting for their round: `(id, read index, round)`.
-    pub reads_awaiting_round: VecDeque<(RequestId, LogIndex, u64)>,
+    /// Reads (this node's or a follower's) waiting for their round: `(waiter, read index,
+    /// round)`.
+    pub reads_awaiting_round: VecDeque<(ReadWaiter, LogIndex, u64)>,
     /// Reads that arrived before this term's no-op committed.
-    pub reads_awaiting_term_commit: Vec<RequestId>,
+    pub reads_awaiting_term_commit: Vec<ReadWaiter>,
     pub transfer: Option<Transfer>,
     /// Nodes asking to join, first come first served.
     pub join_pool: VecDeque<super::join::PendingJoin>,
@@ -143,6 +145,8 @@ pub struct RawNode {
     pub(super) reads_awaiting_apply: VecDeque<(RequestId, LogIndex)>,
     /// Proposals passed on to the leader and not answered yet.
     pub(super) forwarded: super::forwarding::Forwarded,
+    /// Reads passed on to the leader for a read index and not answered yet.
+    pub(super) forwarded_reads: ForwardedReads,
     /// Messages produced by this batch, sent by `take_actions`.
     pub(super) messages: Vec<Message>,
     /// Replies and notifications produced by this batch.
@@ -189,6 +193,7 @@ impl RawNode {
             storage_actions: Vec::new(),
             reads_awaiting_apply: VecDeque::new(),
             forwarded: Default::default(),
+            forwarded_reads: Default::default(),
             messages: Vec::new(),
             events: Vec::new(),
             hard_state_emitted: hard_state,
@@ -286,6 +291,7 @@ impl RawNode {
         }
         self.now_ms = now_ms;
         self.expire_forwarded();
+        self.expire_forwarded_reads();
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::PreCandidate | Role::Candidate => {
@@ -385,6 +391,10 @@ impl RawNode {
                 self.handle_propose_accepted(first_index, ids)
             }
             MessageBody::ProposeRefused { ids, reason } => self.handle_propose_refused(ids, reason),
+            MessageBody::ReadIndex { seq } => self.handle_read_index(from, seq),
+            MessageBody::ReadIndexResponse { seq, index } => {
+                self.handle_read_index_response(seq, index)
+            }
         }
     }
 
@@ -498,12 +508,15 @@ impl RawNode {
                 self.events.push(Action::ProposalRefused { id, reason });
             }
         }
+        // A follower's requests go unanswered: it gives up on them after an election timeout.
         let waiting = leader_state
             .reads_awaiting_round
             .iter()
-            .map(|&(id, _, _)| id);
-        for id in waiting.chain(leader_state.reads_awaiting_term_commit.iter().copied()) {
-            self.events.push(Action::ReadRefused { id, reason });
+            .map(|&(waiter, _, _)| waiter);
+        for waiter in waiting.chain(leader_state.reads_awaiting_term_commit.iter().copied()) {
+            if let ReadWaiter::Local(id) = waiter {
+                self.events.push(Action::ReadRefused { id, reason });
+            }
         }
     }
 
@@ -554,6 +567,7 @@ impl RawNode {
             self.send_appends();
             self.flush_read_rounds();
         }
+        self.flush_forwarded_reads();
         self.release_applied_reads();
         self.maybe_request_snapshot();
         self.log.release_to(
@@ -623,7 +637,7 @@ impl RawNode {
 
 /// Messages that may leave before this node's pending writes are durable: the leader's appends
 /// and heartbeats (the leader counts itself only once durable, Raft thesis §10.2.1), and the
-/// forwarding of proposals.
+/// forwarding of proposals and reads.
 fn needs_no_persist(body: &MessageBody, is_leader: bool, config: &Config) -> bool {
     #[cfg(feature = "planted-bugs")]
     if config.planted_bugs.ack_before_persist && matches!(body, MessageBody::AppendResponse(_)) {
@@ -631,12 +645,15 @@ fn needs_no_persist(body: &MessageBody, is_leader: bool, config: &Config) -> boo
     }
     let _ = config;
     // Forwarding promises nothing about this node's disk: a batch asks, and "appended at" is
-    // acted on only once the entry is applied, so committed on a majority's disks.
+    // acted on only once the entry is applied, so committed on a majority's disks; a read index
+    // is a commit index, committed on a majority's disks already.
     let forwarding = matches!(
         body,
         MessageBody::Propose { .. }
             | MessageBody::ProposeAccepted { .. }
             | MessageBody::ProposeRefused { .. }
+            | MessageBody::ReadIndex { .. }
+            | MessageBody::ReadIndexResponse { .. }
     );
     forwarding
         || is_leader

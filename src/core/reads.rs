@@ -8,6 +8,7 @@ use super::io::{Action, RequestId};
 use super::message::MessageBody;
 use super::node::RawNode;
 use super::progress::ProgressState;
+use super::read_forwarding::ReadWaiter;
 use super::types::{LogIndex, NodeId, ReadMode, Refusal};
 
 /// Unconfirmed heartbeat rounds remembered for the lease; older ones are forgotten.
@@ -23,22 +24,32 @@ impl RawNode {
             self.reads_awaiting_apply.push_back((id, applied));
             return;
         }
+        if self.leader_state.is_some() {
+            return self.read_as_leader(ReadWaiter::Local(id));
+        }
+        if self.forwards_reads_to().is_some() {
+            return self.forward_read(id);
+        }
+        let reason = Refusal::NotLeader {
+            leader_hint: self.leader,
+        };
+        self.events.push(Action::ReadRefused { id, reason });
+    }
+
+    /// A read this leader confirms, its own or a follower's; nothing if not the leader.
+    pub(super) fn read_as_leader(&mut self, waiter: ReadWaiter) {
         let Some(leader) = self.leader_state.as_mut() else {
-            let reason = Refusal::NotLeader {
-                leader_hint: self.leader,
-            };
-            self.events.push(Action::ReadRefused { id, reason });
             return;
         };
         if self.log.commit() < leader.term_start_index {
-            leader.reads_awaiting_term_commit.push(id);
+            leader.reads_awaiting_term_commit.push(waiter);
             return;
         }
-        self.register_read(id);
+        self.register_read(waiter);
     }
 
     /// Gives a read its read index; it waits for the next round unless the lease covers it.
-    fn register_read(&mut self, id: RequestId) {
+    fn register_read(&mut self, waiter: ReadWaiter) {
         let commit = self.log.commit();
         let lease_valid = self.config.read_mode == ReadMode::Lease;
         let now_ms = self.now_ms;
@@ -46,12 +57,11 @@ impl RawNode {
             return;
         };
         if lease_valid && leader.transfer.is_none() && now_ms < leader.lease_until_ms {
-            self.reads_awaiting_apply.push_back((id, commit));
-            return;
+            return self.read_index_confirmed(waiter, commit);
         }
         leader
             .reads_awaiting_round
-            .push_back((id, commit, leader.round + 1));
+            .push_back((waiter, commit, leader.round + 1));
         leader.round_wanted = true;
     }
 
@@ -61,8 +71,8 @@ impl RawNode {
             return;
         };
         let waiting = std::mem::take(&mut leader.reads_awaiting_term_commit);
-        for id in waiting {
-            self.register_read(id);
+        for waiter in waiting {
+            self.register_read(waiter);
         }
     }
 
@@ -187,16 +197,15 @@ impl RawNode {
         if let (true, Some(at_ms), None) = (lease_mode, sent_at_ms, leader.transfer) {
             leader.lease_until_ms = leader.lease_until_ms.max(at_ms + lease_duration_ms);
         }
-        while leader
-            .reads_awaiting_round
-            .front()
-            .is_some_and(|&(_, _, round)| round <= confirmed)
-        {
-            let (read_id, index, _) = leader
-                .reads_awaiting_round
-                .pop_front()
-                .expect("checked non-empty");
-            self.reads_awaiting_apply.push_back((read_id, index));
+        while let Some(leader) = self.leader_state.as_mut() {
+            let Some(&(waiter, index, round)) = leader.reads_awaiting_round.front() else {
+                break;
+            };
+            if round > confirmed {
+                break;
+            }
+            leader.reads_awaiting_round.pop_front();
+            self.read_index_confirmed(waiter, index);
         }
     }
 

@@ -94,4 +94,6 @@ pub enum Refusal {
     Overloaded,
     /// A membership change that cannot be made (now, or at all).
     InvalidMembership(MembershipError),
+    /// A read passed on to the leader got no read index back in time; retry it.
+    LeaderUnresponsive,
 }

@@ -122,6 +122,13 @@ pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
                 ForwardRefusal::Overloaded => pb::propose_refused::Reason::Overloaded,
             } as i32,
         }),
+        MessageBody::ReadIndex { seq } => Body::ReadIndex(pb::ReadIndex { seq: *seq }),
+        MessageBody::ReadIndexResponse { seq, index } => {
+            Body::ReadIndexResponse(pb::ReadIndexResponse {
+                seq: *seq,
+                index: *index,
+            })
+        }
     };
     pb::RaftMessage {
         from: message.from,
@@ -216,6 +223,11 @@ pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertEr
                 Ok(pb::propose_refused::Reason::Overloaded) => ForwardRefusal::Overloaded,
                 _ => return Err(ConvertError::Unknown("reason")),
             },
+        },
+        Body::ReadIndex(request) => MessageBody::ReadIndex { seq: request.seq },
+        Body::ReadIndexResponse(response) => MessageBody::ReadIndexResponse {
+            seq: response.seq,
+            index: response.index,
         },
     };
     Ok(Message {
@@ -385,6 +397,24 @@ mod tests {
                 done: true,
             },
             MessageBody::SnapshotAck { meta, received: 5 },
+            MessageBody::Propose {
+                nonce: 77,
+                seq: 3,
+                proposals: vec![Proposal {
+                    id: 21,
+                    command: Bytes::from_static(b"\x01cmd"),
+                }],
+            },
+            MessageBody::ProposeAccepted {
+                first_index: 30,
+                ids: vec![21, 22],
+            },
+            MessageBody::ProposeRefused {
+                ids: vec![23],
+                reason: ForwardRefusal::Overloaded,
+            },
+            MessageBody::ReadIndex { seq: 9 },
+            MessageBody::ReadIndexResponse { seq: 9, index: 44 },
         ]
     }
 

@@ -72,6 +72,9 @@ pub enum Request {
     Read {
         key: Bytes,
         stale: bool,
+        /// A follower may serve it with a read index from the leader; if not, it answers
+        /// "not leader" (a stale read is served anywhere).
+        may_forward: bool,
         reply: Reply<ReadResult>,
     },
     /// The leader's side of the join workflow (after the admission hook accepted it).
@@ -293,12 +296,20 @@ impl EventLoop {
                         command: command.encode(),
                     });
                 }
-                Request::Read { key, stale, reply } => {
+                Request::Read {
+                    key,
+                    stale,
+                    may_forward,
+                    reply,
+                } => {
                     if stale {
                         let value = self.kv.get(&key).cloned();
                         let index = self.kv.applied_index();
                         self.metrics.read();
                         let _ = reply.send(Ok(ReadResult { value, index }));
+                    } else if !may_forward && self.role.0 != Role::Leader {
+                        self.metrics.refused();
+                        let _ = reply.send(Err(self.not_leader()));
                     } else {
                         let id = self.request_id();
                         self.reads.insert(id, (key, reply));
@@ -752,6 +763,9 @@ impl EventLoop {
             }
             Refusal::Overloaded => ApiError::Overloaded,
             Refusal::InvalidMembership(error) => ApiError::InvalidArgument(error.to_string()),
+            Refusal::LeaderUnresponsive => {
+                ApiError::NoQuorum("the leader did not confirm the read in time".to_string())
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! The client KV service: validates requests, hands them to the event loop, and answers once the
 //! write is applied (or the read confirmed by ReadIndex). At a follower, the core passes writes
-//! on to the leader in Raft messages (`core/forwarding.rs`); reads, and writes the core refused
-//! as "not leader", go to the leader through [`super::leader_proxy`].
+//! on to the leader in Raft messages (`core/forwarding.rs`) and serves reads itself with a read
+//! index from the leader (`core/read_forwarding.rs`); what the core refused as "not leader"
+//! goes to the leader through [`super::leader_proxy`].
 
 use std::future::Future;
 
@@ -137,7 +138,12 @@ impl Kv for KvService {
         let (key, stale) = (message.key.clone(), message.stale);
         let read = self
             .node
-            .ask(|reply| event_loop::Request::Read { key, stale, reply })
+            .ask(|reply| event_loop::Request::Read {
+                key,
+                stale,
+                may_forward: forward,
+                reply,
+            })
             .await;
         match read {
             Ok(ReadResult { value, index }) => Ok(Response::new(pb::GetResponse {

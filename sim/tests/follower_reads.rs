@@ -1,0 +1,129 @@
+//! Linearizable reads served by followers (`src/core/read_forwarding.rs`, Raft thesis §6.4): a
+//! follower asks the leader for a read index, the leader answers only after a quorum confirmed
+//! its leadership, and the follower reads once it has applied that index.
+
+use ravel::core::{Action, Config, Input, MessageBody, Refusal};
+use ravel_sim::harness::TestCluster;
+
+/// The reads `events` released, by id.
+fn ready(events: &[Action]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Action::ReadReady { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The paper's Raft, without pre-vote and check-quorum, so that a partition elects a new leader
+/// at once while the old one still believes it leads.
+fn without_pre_vote_or_check_quorum(config: &mut Config) {
+    config.pre_vote = false;
+    config.check_quorum = false;
+}
+
+/// The read waits for the leader's quorum round and then for the follower's own state machine:
+/// a follower that has not applied the read index yet does not answer.
+#[test]
+fn a_follower_reads_once_the_leader_confirmed_and_it_applied_the_read_index() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    // Node 2 misses the next write's append; node 3 makes it commit.
+    cluster.propose(1, 100, b"x=1");
+    cluster.deliver_all_matching(|message| {
+        !(message.to == 2 && matches!(message.body, MessageBody::Append { .. }))
+    });
+    let commit = cluster.status(1).commit;
+    assert!(cluster.status(2).applied < commit, "node 2 is behind");
+    cluster.take_events(2);
+
+    cluster.step(2, Input::Read { id: 7 });
+    let asked = cluster
+        .in_flight
+        .iter()
+        .any(|message| message.to == 1 && matches!(message.body, MessageBody::ReadIndex { .. }));
+    assert!(
+        asked,
+        "the follower asks the leader: {:?}",
+        cluster.in_flight
+    );
+    // The request and the leader's round, but still no appends for node 2.
+    cluster.deliver_all_matching(|message| !matches!(message.body, MessageBody::Append { .. }));
+    assert!(
+        ready(&cluster.take_events(2)).is_empty(),
+        "not before applying {commit}"
+    );
+
+    cluster.deliver_all();
+    let events = cluster.take_events(2);
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, Action::ReadReady { id: 7, index } if *index >= commit)),
+        "{events:?}"
+    );
+    assert!(cluster.status(2).applied >= commit);
+}
+
+/// A leader cut off from the majority cannot confirm a follower's read: a newer leader may have
+/// committed writes it has not seen. The follower on its side of the partition gets no read
+/// index, however long it waits, and gives up after an election timeout.
+#[test]
+fn a_deposed_leader_hands_out_no_read_index() {
+    let mut cluster = TestCluster::new(5, without_pre_vote_or_check_quorum);
+    cluster.elect(1);
+    for a in [1, 2] {
+        for b in [3, 4, 5] {
+            cluster.cut_link(a, b);
+            cluster.cut_link(b, a);
+        }
+    }
+    cluster.elect(3);
+    cluster.propose(3, 100, b"x=2");
+    cluster.deliver_all();
+    assert!(cluster.status(3).commit > cluster.status(1).commit);
+    assert_eq!(
+        cluster.status(2).leader,
+        Some(1),
+        "node 2 still follows node 1"
+    );
+    cluster.take_events(2);
+
+    cluster.step(2, Input::Read { id: 8 });
+    cluster.deliver_all();
+    assert!(
+        ready(&cluster.take_events(2)).is_empty(),
+        "no quorum, no read"
+    );
+    cluster.run_for(2_500);
+    let events = cluster.take_events(2);
+    assert!(ready(&events).is_empty(), "{events:?}");
+    assert!(
+        events.contains(&Action::ReadRefused {
+            id: 8,
+            reason: Refusal::LeaderUnresponsive
+        }),
+        "{events:?}"
+    );
+}
+
+/// Reads that arrive together leave in one request, and one round confirms them all.
+#[test]
+fn reads_at_a_follower_share_one_request_and_one_round() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.run_for(50);
+    cluster.take_events(2);
+    assert_eq!(cluster.status(2).leader, Some(1));
+    let ids = 20..30;
+    cluster.step_batch(2, ids.clone().map(|id| Input::Read { id }).collect());
+    let requests = cluster
+        .in_flight
+        .iter()
+        .filter(|message| matches!(message.body, MessageBody::ReadIndex { .. }))
+        .count();
+    assert_eq!(requests, 1);
+    cluster.deliver_all();
+    assert_eq!(ready(&cluster.take_events(2)), ids.collect::<Vec<_>>());
+}

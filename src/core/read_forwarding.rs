@@ -1,0 +1,140 @@
+//! Linearizable reads served by a follower (Raft thesis §6.4, "reads from followers", as etcd
+//! does them): the follower asks the leader for a read index, the leader confirms its
+//! leadership as for a read of its own (a quorum's heartbeat round, or its lease) and answers
+//! with the commit index it had when the request arrived, and the follower reads its own state
+//! machine once it has applied that index. The leader does the confirming; the followers do the
+//! reading, so reads spread over the cluster.
+//!
+//! Reads change nothing, so unlike forwarded writes they need no numbering for duplicates: a
+//! duplicated request is confirmed twice, and a duplicated answer finds nothing waiting. A read
+//! the leader does not answer within an election timeout is refused (`LeaderUnresponsive`);
+//! the client may retry it anywhere.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::io::{Action, RequestId};
+use super::message::MessageBody;
+use super::node::RawNode;
+use super::types::{LogIndex, NodeId, Refusal, Role};
+
+/// A follower's reads on their way to the leader, or waiting for its read index.
+#[derive(Debug, Default)]
+pub(super) struct ForwardedReads {
+    /// Reads that arrived since the last `take_actions`: they leave together, in one request.
+    batch: Vec<RequestId>,
+    /// The last request number used.
+    seq: u64,
+    /// Request number → the reads it carries.
+    waiting: BTreeMap<u64, Vec<RequestId>>,
+    /// `(give up at, request number)` in the order sent.
+    deadlines: VecDeque<(u64, u64)>,
+}
+
+/// Who waits for a read index at the leader: a read of its own, or a follower's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadWaiter {
+    Local(RequestId),
+    Remote { from: NodeId, seq: u64 },
+}
+
+impl RawNode {
+    /// Whether reads made here now go to the leader for a read index rather than being refused.
+    pub(super) fn forwards_reads_to(&self) -> Option<NodeId> {
+        let leader = self.leader?;
+        let forwards =
+            self.config.forward_reads && self.role == Role::Follower && leader != self.config.id;
+        forwards.then_some(leader)
+    }
+
+    /// Queues a read for the next request to the leader (sent by `take_actions`).
+    pub(super) fn forward_read(&mut self, id: RequestId) {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bugs.follower_read_from_own_commit {
+            let commit = self.log.commit();
+            return self.await_apply(id, commit);
+        }
+        self.forwarded_reads.batch.push(id);
+    }
+
+    /// Sends the reads queued since the last call in one request, or refuses them if this node
+    /// no longer knows a leader to ask.
+    pub(super) fn flush_forwarded_reads(&mut self) {
+        if self.forwarded_reads.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.forwarded_reads.batch);
+        let Some(leader) = self.forwards_reads_to() else {
+            let reason = Refusal::NotLeader {
+                leader_hint: self.leader,
+            };
+            for id in batch {
+                self.events.push(Action::ReadRefused { id, reason });
+            }
+            return;
+        };
+        let give_up_at = self.now_ms + self.config.election_timeout_max_ms;
+        let reads = &mut self.forwarded_reads;
+        reads.seq += 1;
+        let seq = reads.seq;
+        reads.waiting.insert(seq, batch);
+        reads.deadlines.push_back((give_up_at, seq));
+        self.send(leader, MessageBody::ReadIndex { seq });
+    }
+
+    /// The leader's side: confirms its leadership for the request, then answers with the read
+    /// index. Anyone else stays silent: the follower gives up after an election timeout.
+    pub(super) fn handle_read_index(&mut self, from: NodeId, seq: u64) {
+        #[cfg(feature = "planted-bugs")]
+        if self.config.planted_bugs.read_index_without_round && self.leader_state.is_some() {
+            let index = self.log.commit();
+            return self.send(from, MessageBody::ReadIndexResponse { seq, index });
+        }
+        self.read_as_leader(ReadWaiter::Remote { from, seq });
+    }
+
+    /// The follower's side: reads the request carried may be served once `index` is applied.
+    pub(super) fn handle_read_index_response(&mut self, seq: u64, index: LogIndex) {
+        let Some(ids) = self.forwarded_reads.waiting.remove(&seq) else {
+            return;
+        };
+        for id in ids {
+            self.await_apply(id, index);
+        }
+    }
+
+    /// Gives up on reads whose read index has not come back within an election timeout.
+    pub(super) fn expire_forwarded_reads(&mut self) {
+        let reads = &mut self.forwarded_reads;
+        while let Some(&(give_up_at, seq)) = reads.deadlines.front() {
+            if give_up_at > self.now_ms {
+                break;
+            }
+            reads.deadlines.pop_front();
+            for id in reads.waiting.remove(&seq).into_iter().flatten() {
+                self.events.push(Action::ReadRefused {
+                    id,
+                    reason: Refusal::LeaderUnresponsive,
+                });
+            }
+        }
+    }
+
+    /// A confirmed read index for `waiter`: a read of this node's waits for the state machine,
+    /// a follower's request is answered.
+    pub(super) fn read_index_confirmed(&mut self, waiter: ReadWaiter, index: LogIndex) {
+        match waiter {
+            ReadWaiter::Local(id) => self.await_apply(id, index),
+            ReadWaiter::Remote { from, seq } => {
+                self.send(from, MessageBody::ReadIndexResponse { seq, index })
+            }
+        }
+    }
+
+    /// Queues a confirmed read until the state machine has applied `index`, keeping the queue
+    /// ordered by index so that one read with a high index holds none with a lower one back.
+    pub(super) fn await_apply(&mut self, id: RequestId, index: LogIndex) {
+        let queue = &mut self.reads_awaiting_apply;
+        let at = queue.partition_point(|&(_, queued)| queued <= index);
+        queue.insert(at, (id, index));
+    }
+}
