@@ -108,6 +108,24 @@ fn a_deposed_leader_hands_out_no_read_index() {
     );
 }
 
+/// A request lost with its leader is asked again of the next one as soon as the follower follows
+/// it: the read is served within the new leader's first round, not refused after a timeout.
+#[test]
+fn a_read_is_asked_again_of_a_new_leader() {
+    let mut cluster = TestCluster::new(3, without_pre_vote_or_check_quorum);
+    cluster.elect(1);
+    cluster.take_events(2);
+    cluster.step(2, Input::Read { id: 9 });
+    let lost = cluster.in_flight.len();
+    cluster.in_flight.clear();
+    assert_eq!(lost, 1, "one request, lost");
+    cluster.elect(3);
+    assert_eq!(cluster.status(2).leader, Some(3));
+    cluster.deliver_all();
+    let events = cluster.take_events(2);
+    assert_eq!(ready(&events), vec![9], "{events:?}");
+}
+
 /// Reads that arrive together leave in one request, and one round confirms them all.
 #[test]
 fn reads_at_a_follower_share_one_request_and_one_round() {

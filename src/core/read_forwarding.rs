@@ -6,9 +6,11 @@
 //! reading, so reads spread over the cluster.
 //!
 //! Reads change nothing, so unlike forwarded writes they need no numbering for duplicates: a
-//! duplicated request is confirmed twice, and a duplicated answer finds nothing waiting. A read
-//! the leader does not answer within an election timeout is refused (`LeaderUnresponsive`);
-//! the client may retry it anywhere.
+//! duplicated request is confirmed twice, and a duplicated answer finds nothing waiting. For
+//! the same reason a request is asked again of a new leader as soon as this node follows one
+//! (any leader's confirmed index after the read began will do), so a leader change costs a
+//! read one round trip, not a timeout. A read no leader answers within an election timeout of
+//! the last asking is refused (`LeaderUnresponsive`); the client may retry it anywhere.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -24,10 +26,20 @@ pub(super) struct ForwardedReads {
     batch: Vec<RequestId>,
     /// The last request number used.
     seq: u64,
-    /// Request number → the reads it carries.
-    waiting: BTreeMap<u64, Vec<RequestId>>,
-    /// `(give up at, request number)` in the order sent.
+    /// Request number → the reads it carries, who was asked, and when to give up.
+    waiting: BTreeMap<u64, Waiting>,
+    /// `(give up at, request number)` in the order sent (a request asked again appears again).
     deadlines: VecDeque<(u64, u64)>,
+    /// The leader every waiting request was last sent to, so that the common case (no leader
+    /// change) costs no walk over them.
+    asked: Option<NodeId>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    ids: Vec<RequestId>,
+    asked: NodeId,
+    give_up_at: u64,
 }
 
 /// Who waits for a read index at the leader: a read of its own, or a follower's request.
@@ -57,13 +69,17 @@ impl RawNode {
     }
 
     /// Sends the reads queued since the last call in one request, or refuses them if this node
-    /// no longer knows a leader to ask.
+    /// no longer knows a leader to ask; asks a new leader again for requests sent to an old one.
     pub(super) fn flush_forwarded_reads(&mut self) {
+        let leader = self.forwards_reads_to();
+        if let Some(leader) = leader {
+            self.ask_again(leader);
+        }
         if self.forwarded_reads.batch.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.forwarded_reads.batch);
-        let Some(leader) = self.forwards_reads_to() else {
+        let Some(leader) = leader else {
             let reason = Refusal::NotLeader {
                 leader_hint: self.leader,
             };
@@ -76,9 +92,35 @@ impl RawNode {
         let reads = &mut self.forwarded_reads;
         reads.seq += 1;
         let seq = reads.seq;
-        reads.waiting.insert(seq, batch);
+        let waiting = Waiting {
+            ids: batch,
+            asked: leader,
+            give_up_at,
+        };
+        reads.waiting.insert(seq, waiting);
         reads.deadlines.push_back((give_up_at, seq));
         self.send(leader, MessageBody::ReadIndex { seq });
+    }
+
+    /// Sends every request that `leader` was not the one asked to it, with a fresh deadline.
+    fn ask_again(&mut self, leader: NodeId) {
+        let give_up_at = self.now_ms + self.config.election_timeout_max_ms;
+        let reads = &mut self.forwarded_reads;
+        if reads.asked.replace(leader) == Some(leader) {
+            return;
+        }
+        let mut again = Vec::new();
+        for (&seq, waiting) in reads.waiting.iter_mut() {
+            if waiting.asked != leader {
+                waiting.asked = leader;
+                waiting.give_up_at = give_up_at;
+                reads.deadlines.push_back((give_up_at, seq));
+                again.push(seq);
+            }
+        }
+        for seq in again {
+            self.send(leader, MessageBody::ReadIndex { seq });
+        }
     }
 
     /// The leader's side: confirms its leadership for the request, then answers with the read
@@ -94,15 +136,16 @@ impl RawNode {
 
     /// The follower's side: reads the request carried may be served once `index` is applied.
     pub(super) fn handle_read_index_response(&mut self, seq: u64, index: LogIndex) {
-        let Some(ids) = self.forwarded_reads.waiting.remove(&seq) else {
+        let Some(waiting) = self.forwarded_reads.waiting.remove(&seq) else {
             return;
         };
-        for id in ids {
+        for id in waiting.ids {
             self.await_apply(id, index);
         }
     }
 
-    /// Gives up on reads whose read index has not come back within an election timeout.
+    /// Gives up on reads whose read index has not come back within an election timeout of the
+    /// last asking.
     pub(super) fn expire_forwarded_reads(&mut self) {
         let reads = &mut self.forwarded_reads;
         while let Some(&(give_up_at, seq)) = reads.deadlines.front() {
@@ -110,7 +153,15 @@ impl RawNode {
                 break;
             }
             reads.deadlines.pop_front();
-            for id in reads.waiting.remove(&seq).into_iter().flatten() {
+            let expired = reads
+                .waiting
+                .get(&seq)
+                .is_some_and(|waiting| waiting.give_up_at <= self.now_ms);
+            if !expired {
+                continue;
+            }
+            let waiting = reads.waiting.remove(&seq).expect("checked present");
+            for id in waiting.ids {
                 self.events.push(Action::ReadRefused {
                     id,
                     reason: Refusal::LeaderUnresponsive,
