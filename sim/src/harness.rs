@@ -403,9 +403,12 @@ impl TestCluster {
         self.restart(id);
     }
 
+    /// Restarts a crashed node from its disk. Like a real node's, each incarnation has a seed
+    /// of its own.
     pub fn restart(&mut self, id: NodeId) {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("known node");
+        node.config.seed = node.config.seed.wrapping_add(1 << 32);
         let recovered = node.disk.recover();
         node.watch = NodeWatch {
             term: recovered.hard_state.term,

@@ -1769,8 +1769,8 @@ fn describe_message(message: &Message) -> String {
         MessageBody::ProposeRefused { ids, reason } => {
             format!("count={} reason={reason:?}", ids.len())
         }
-        MessageBody::ReadIndex { seq } => format!("seq={seq}"),
-        MessageBody::ReadIndexResponse { seq, index } => format!("seq={seq} index={index}"),
+        MessageBody::ReadIndex { seq, .. } => format!("seq={seq}"),
+        MessageBody::ReadIndexResponse { seq, index, .. } => format!("seq={seq} index={index}"),
     };
     format!("{} t{} {detail}", message.body.kind(), message.term)
 }

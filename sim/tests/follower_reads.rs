@@ -126,6 +126,69 @@ fn a_read_is_asked_again_of_a_new_leader() {
     assert_eq!(ready(&events), vec![9], "{events:?}");
 }
 
+/// A follower that becomes leader itself serves the reads it was waiting on, confirming them
+/// as its own instead of letting them time out.
+#[test]
+fn a_follower_that_becomes_leader_confirms_its_waiting_reads_itself() {
+    let mut cluster = TestCluster::new(3, without_pre_vote_or_check_quorum);
+    cluster.elect(1);
+    cluster.take_events(2);
+    cluster.step(2, Input::Read { id: 10 });
+    cluster.in_flight.clear();
+    cluster.elect(2);
+    assert_eq!(cluster.leader(), Some(2));
+    cluster.run_for(50);
+    let events = cluster.take_events(2);
+    assert_eq!(ready(&events), vec![10], "{events:?}");
+}
+
+/// An answer meant for an earlier incarnation of the follower (delayed past its crash and
+/// restart) is not taken for a new request that happens to carry the same number: its index
+/// predates writes that completed before the new read began.
+#[test]
+fn a_read_index_meant_for_an_earlier_incarnation_is_ignored() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.step(2, Input::Read { id: 1 });
+    cluster.deliver_all_matching(|message| {
+        !matches!(message.body, MessageBody::ReadIndexResponse { .. })
+    });
+    let stale: Vec<_> = std::mem::take(&mut cluster.in_flight)
+        .into_iter()
+        .filter(|message| matches!(message.body, MessageBody::ReadIndexResponse { .. }))
+        .collect();
+    assert_eq!(stale.len(), 1);
+    let stale_index = cluster.status(1).commit;
+
+    cluster.crash(2);
+    cluster.restart(2);
+    cluster.propose(1, 100, b"x=3");
+    cluster.deliver_all();
+    let write_index = cluster.status(1).commit;
+    assert!(write_index > stale_index);
+    cluster.take_events(2);
+
+    // The new incarnation's first request; the stale answer arrives first.
+    cluster.step(2, Input::Read { id: 2 });
+    for message in stale {
+        cluster.deliver(message);
+    }
+    cluster.deliver_all();
+    let events = cluster.take_events(2);
+    let served: Vec<_> = events
+        .iter()
+        .filter_map(|event| match event {
+            Action::ReadReady { id: 2, index } => Some(*index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(served.len(), 1, "{events:?}");
+    assert!(
+        served[0] >= write_index,
+        "served at {served:?}, before the write at {write_index}"
+    );
+}
+
 /// Reads that arrive together leave in one request, and one round confirms them all.
 #[test]
 fn reads_at_a_follower_share_one_request_and_one_round() {

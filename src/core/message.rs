@@ -88,14 +88,17 @@ pub enum MessageBody {
         ids: Vec<RequestId>,
         reason: ForwardRefusal,
     },
-    /// A follower asks the leader for a read index for the reads it numbered `seq`
-    /// (`read_forwarding.rs`).
+    /// A follower asks the leader for a read index for the reads it numbered `(nonce, seq)`
+    /// (`read_forwarding.rs`); `nonce` differs between incarnations of the sender, so that an
+    /// answer meant for an earlier one is never taken for a new request.
     ReadIndex {
+        nonce: u64,
         seq: u64,
     },
-    /// The leader confirmed its leadership after request `seq` arrived: the reads it carried
-    /// may be served from any state machine that has applied `index`.
+    /// The leader confirmed its leadership after request `(nonce, seq)` arrived: the reads it
+    /// carried may be served from any state machine that has applied `index`.
     ReadIndexResponse {
+        nonce: u64,
         seq: u64,
         index: LogIndex,
     },

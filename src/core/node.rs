@@ -391,9 +391,9 @@ impl RawNode {
                 self.handle_propose_accepted(first_index, ids)
             }
             MessageBody::ProposeRefused { ids, reason } => self.handle_propose_refused(ids, reason),
-            MessageBody::ReadIndex { seq } => self.handle_read_index(from, seq),
-            MessageBody::ReadIndexResponse { seq, index } => {
-                self.handle_read_index_response(seq, index)
+            MessageBody::ReadIndex { nonce, seq } => self.handle_read_index(from, nonce, seq),
+            MessageBody::ReadIndexResponse { nonce, seq, index } => {
+                self.handle_read_index_response(nonce, seq, index)
             }
         }
     }
@@ -562,12 +562,12 @@ impl RawNode {
     /// then the messages (held until durable where required), replies, and committed entries.
     #[must_use = "actions carry obligations: persist, send, apply and reply"]
     pub fn take_actions(&mut self) -> Vec<Action> {
+        self.flush_forwarded_reads();
         if self.role == Role::Leader {
             self.drive_join_pool();
             self.send_appends();
             self.flush_read_rounds();
         }
-        self.flush_forwarded_reads();
         self.release_applied_reads();
         self.maybe_request_snapshot();
         self.log.release_to(

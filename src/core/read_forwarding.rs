@@ -46,7 +46,7 @@ struct Waiting {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ReadWaiter {
     Local(RequestId),
-    Remote { from: NodeId, seq: u64 },
+    Remote { from: NodeId, nonce: u64, seq: u64 },
 }
 
 impl RawNode {
@@ -70,7 +70,11 @@ impl RawNode {
 
     /// Sends the reads queued since the last call in one request, or refuses them if this node
     /// no longer knows a leader to ask; asks a new leader again for requests sent to an old one.
+    /// A node that became leader itself confirms them as its own reads.
     pub(super) fn flush_forwarded_reads(&mut self) {
+        if self.leader_state.is_some() {
+            return self.take_over_forwarded_reads();
+        }
         let leader = self.forwards_reads_to();
         if let Some(leader) = leader {
             self.ask_again(leader);
@@ -99,7 +103,31 @@ impl RawNode {
         };
         reads.waiting.insert(seq, waiting);
         reads.deadlines.push_back((give_up_at, seq));
-        self.send(leader, MessageBody::ReadIndex { seq });
+        self.send(
+            leader,
+            MessageBody::ReadIndex {
+                nonce: self.config.seed,
+                seq,
+            },
+        );
+    }
+
+    /// This node leads now: its reads still on their way, or waiting for another leader's
+    /// answer, become reads of its own (confirmed after they began, like any other).
+    fn take_over_forwarded_reads(&mut self) {
+        let reads = &mut self.forwarded_reads;
+        if reads.batch.is_empty() && reads.waiting.is_empty() {
+            return;
+        }
+        let mut ids = std::mem::take(&mut reads.batch);
+        for (_, waiting) in std::mem::take(&mut reads.waiting) {
+            ids.extend(waiting.ids);
+        }
+        reads.deadlines.clear();
+        reads.asked = None;
+        for id in ids {
+            self.read_as_leader(ReadWaiter::Local(id));
+        }
     }
 
     /// Sends every request that `leader` was not the one asked to it, with a fresh deadline.
@@ -119,23 +147,33 @@ impl RawNode {
             }
         }
         for seq in again {
-            self.send(leader, MessageBody::ReadIndex { seq });
+            self.send(
+                leader,
+                MessageBody::ReadIndex {
+                    nonce: self.config.seed,
+                    seq,
+                },
+            );
         }
     }
 
     /// The leader's side: confirms its leadership for the request, then answers with the read
     /// index. Anyone else stays silent: the follower gives up after an election timeout.
-    pub(super) fn handle_read_index(&mut self, from: NodeId, seq: u64) {
+    pub(super) fn handle_read_index(&mut self, from: NodeId, nonce: u64, seq: u64) {
+        let waiter = ReadWaiter::Remote { from, nonce, seq };
         #[cfg(feature = "planted-bugs")]
         if self.config.planted_bugs.read_index_without_round && self.leader_state.is_some() {
             let index = self.log.commit();
-            return self.send(from, MessageBody::ReadIndexResponse { seq, index });
+            return self.read_index_confirmed(waiter, index);
         }
-        self.read_as_leader(ReadWaiter::Remote { from, seq });
+        self.read_as_leader(waiter);
     }
 
     /// The follower's side: reads the request carried may be served once `index` is applied.
-    pub(super) fn handle_read_index_response(&mut self, seq: u64, index: LogIndex) {
+    pub(super) fn handle_read_index_response(&mut self, nonce: u64, seq: u64, index: LogIndex) {
+        if nonce != self.config.seed {
+            return;
+        }
         let Some(waiting) = self.forwarded_reads.waiting.remove(&seq) else {
             return;
         };
@@ -175,8 +213,8 @@ impl RawNode {
     pub(super) fn read_index_confirmed(&mut self, waiter: ReadWaiter, index: LogIndex) {
         match waiter {
             ReadWaiter::Local(id) => self.await_apply(id, index),
-            ReadWaiter::Remote { from, seq } => {
-                self.send(from, MessageBody::ReadIndexResponse { seq, index })
+            ReadWaiter::Remote { from, nonce, seq } => {
+                self.send(from, MessageBody::ReadIndexResponse { nonce, seq, index })
             }
         }
     }

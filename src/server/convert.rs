@@ -122,9 +122,13 @@ pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
                 ForwardRefusal::Overloaded => pb::propose_refused::Reason::Overloaded,
             } as i32,
         }),
-        MessageBody::ReadIndex { seq } => Body::ReadIndex(pb::ReadIndex { seq: *seq }),
-        MessageBody::ReadIndexResponse { seq, index } => {
+        MessageBody::ReadIndex { nonce, seq } => Body::ReadIndex(pb::ReadIndex {
+            nonce: *nonce,
+            seq: *seq,
+        }),
+        MessageBody::ReadIndexResponse { nonce, seq, index } => {
             Body::ReadIndexResponse(pb::ReadIndexResponse {
+                nonce: *nonce,
                 seq: *seq,
                 index: *index,
             })
@@ -224,8 +228,12 @@ pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertEr
                 _ => return Err(ConvertError::Unknown("reason")),
             },
         },
-        Body::ReadIndex(request) => MessageBody::ReadIndex { seq: request.seq },
+        Body::ReadIndex(request) => MessageBody::ReadIndex {
+            nonce: request.nonce,
+            seq: request.seq,
+        },
         Body::ReadIndexResponse(response) => MessageBody::ReadIndexResponse {
+            nonce: response.nonce,
             seq: response.seq,
             index: response.index,
         },
@@ -413,8 +421,12 @@ mod tests {
                 ids: vec![23],
                 reason: ForwardRefusal::Overloaded,
             },
-            MessageBody::ReadIndex { seq: 9 },
-            MessageBody::ReadIndexResponse { seq: 9, index: 44 },
+            MessageBody::ReadIndex { nonce: 78, seq: 9 },
+            MessageBody::ReadIndexResponse {
+                nonce: 78,
+                seq: 9,
+                index: 44,
+            },
         ]
     }
 
