@@ -584,6 +584,14 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
         refused.message()
     );
     assert_eq!(client.get(key(2), false).await.expect("read"), None);
+    let refused = plain
+        .get(no_forward(pb::GetRequest {
+            key: key(1),
+            stale: false,
+        }))
+        .await
+        .expect_err("refused: not the leader");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
 
     // A paused leader holds its connections open without answering: the follower gives up on
     // the forwarded write after an election timeout (outcome unknown) instead of holding the
@@ -632,4 +640,82 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
         client.get(key(3), false).await.expect("read"),
         Some(Bytes::from_static(b"after the pause"))
     );
+
+    // With the leader paused, the follower's reads go to whichever node leads next (or it
+    // confirms them itself if elected): served again within a few election timeouts, with the
+    // last acknowledged value, while the old leader is still stopped.
+    client
+        .put(key(4), Bytes::from_static(b"before the pause"))
+        .await
+        .expect("write before the pause");
+    let leader = settled_leader(&all).await;
+    let reader = nodes
+        .iter()
+        .find(|node| node.id != leader)
+        .expect("a follower");
+    let mut plain = KvClient::new(
+        ravel::server::connect(&reader.address, Duration::from_secs(1))
+            .await
+            .expect("connects to the follower"),
+    );
+    let paused = &nodes[leader as usize - 1];
+    paused.signal("-STOP");
+    let started = Instant::now();
+    let read = loop {
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            plain.get(pb::GetRequest {
+                key: key(4),
+                stale: false,
+            }),
+        )
+        .await;
+        match read {
+            Ok(Ok(read)) => break read.into_inner(),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {}
+            Ok(Err(status)) => panic!("a read through the follower failed: {status:?}"),
+            Err(_) => {}
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            paused.signal("-CONT");
+            panic!("no read through the follower while the leader was paused");
+        }
+    };
+    paused.signal("-CONT");
+    assert!(read.found, "{read:?}");
+    assert_eq!(read.value, Bytes::from_static(b"before the pause"));
+    // No node can lead before the minimum election timeout (300 ms here) less a heartbeat.
+    let waited = started.elapsed();
+    eprintln!("a read through a follower was served {waited:?} after the leader paused");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "served after {waited:?}, before anyone else could lead: node {leader} was not the leader"
+    );
+}
+
+/// The leader every node agrees on: a leader that has just been resumed may still believe it
+/// leads for a moment after the others moved on.
+async fn settled_leader(nodes: &[&NodeProcess]) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut leaders = std::collections::BTreeSet::new();
+        for node in nodes {
+            let mut client = client(&[node]);
+            client.timeout = Duration::from_millis(500);
+            match client.status().await {
+                Ok(status) => leaders.insert(status.leader_id),
+                Err(_) => leaders.insert(0),
+            };
+        }
+        if let [leader] = leaders.into_iter().collect::<Vec<_>>()[..] {
+            if leader != 0 {
+                return leader;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never agreed on a leader"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
 }
