@@ -41,6 +41,14 @@ pub struct TestCluster {
     pub checker: Checker,
 }
 
+/// The paper's Raft, without the thesis's pre-vote and check-quorum: terms move on a single
+/// campaign, and a node takes vote requests even right after it restarted or heard a leader (so
+/// a partition elects a new leader at once while the old one still believes it leads).
+pub fn without_pre_vote_or_check_quorum(config: &mut Config) {
+    config.pre_vote = false;
+    config.check_quorum = false;
+}
+
 impl TestCluster {
     /// `n` empty nodes with the default configuration adjusted by `configure`.
     pub fn new(n: u64, configure: impl Fn(&mut Config)) -> Self {

@@ -2,8 +2,8 @@
 //! follower asks the leader for a read index, the leader answers only after a quorum confirmed
 //! its leadership, and the follower reads once it has applied that index.
 
-use ravel::core::{Action, Config, Input, MessageBody, Refusal};
-use ravel_sim::harness::TestCluster;
+use ravel::core::{Action, Input, MessageBody, Refusal};
+use ravel_sim::harness::{without_pre_vote_or_check_quorum, TestCluster};
 
 /// The reads `events` released, by id.
 fn ready(events: &[Action]) -> Vec<u64> {
@@ -14,13 +14,6 @@ fn ready(events: &[Action]) -> Vec<u64> {
             _ => None,
         })
         .collect()
-}
-
-/// The paper's Raft, without pre-vote and check-quorum, so that a partition elects a new leader
-/// at once while the old one still believes it leads.
-fn without_pre_vote_or_check_quorum(config: &mut Config) {
-    config.pre_vote = false;
-    config.check_quorum = false;
 }
 
 /// The read waits for the leader's quorum round and then for the follower's own state machine:
@@ -108,17 +101,23 @@ fn a_deposed_leader_hands_out_no_read_index() {
     );
 }
 
+/// Node 1 leads; node 2's read `id` is on its way to it as a request that gets lost.
+fn read_request_lost(id: u64) -> TestCluster {
+    let mut cluster = TestCluster::new(3, without_pre_vote_or_check_quorum);
+    cluster.elect(1);
+    cluster.take_events(2);
+    cluster.step(2, Input::Read { id });
+    let lost = cluster.in_flight.len();
+    cluster.in_flight.clear();
+    assert_eq!(lost, 1, "one request, lost");
+    cluster
+}
+
 /// A request lost with its leader is asked again of the next one as soon as the follower follows
 /// it: the read is served within the new leader's first round, not refused after a timeout.
 #[test]
 fn a_read_is_asked_again_of_a_new_leader() {
-    let mut cluster = TestCluster::new(3, without_pre_vote_or_check_quorum);
-    cluster.elect(1);
-    cluster.take_events(2);
-    cluster.step(2, Input::Read { id: 9 });
-    let lost = cluster.in_flight.len();
-    cluster.in_flight.clear();
-    assert_eq!(lost, 1, "one request, lost");
+    let mut cluster = read_request_lost(9);
     cluster.elect(3);
     assert_eq!(cluster.status(2).leader, Some(3));
     cluster.deliver_all();
@@ -130,11 +129,7 @@ fn a_read_is_asked_again_of_a_new_leader() {
 /// as its own instead of letting them time out.
 #[test]
 fn a_follower_that_becomes_leader_confirms_its_waiting_reads_itself() {
-    let mut cluster = TestCluster::new(3, without_pre_vote_or_check_quorum);
-    cluster.elect(1);
-    cluster.take_events(2);
-    cluster.step(2, Input::Read { id: 10 });
-    cluster.in_flight.clear();
+    let mut cluster = read_request_lost(10);
     cluster.elect(2);
     assert_eq!(cluster.leader(), Some(2));
     cluster.run_for(50);

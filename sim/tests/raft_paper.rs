@@ -8,18 +8,11 @@ use ravel::core::{
     Refusal, Role,
 };
 use ravel::kv::Command;
-use ravel_sim::harness::TestCluster;
+use ravel_sim::harness::{without_pre_vote_or_check_quorum, TestCluster};
 
 /// For `deliver_all_matching`: everything but appends, so that a leader's entries do not spread.
 fn no_appends(message: &Message) -> bool {
     !matches!(message.body, MessageBody::Append { .. })
-}
-
-/// The paper's Raft, without the thesis's pre-vote and check-quorum: terms move on a single
-/// campaign, and a node takes vote requests even right after it restarted or heard a leader.
-fn without_pre_vote_or_check_quorum(config: &mut ravel::core::Config) {
-    config.pre_vote = false;
-    config.check_quorum = false;
 }
 
 /// §5.2: a leader is elected, every node follows it, and all agree on the term.
