@@ -5,12 +5,15 @@
 //! machine once it has applied that index. The leader does the confirming; the followers do the
 //! reading, so reads spread over the cluster.
 //!
-//! Reads change nothing, so unlike forwarded writes they need no numbering for duplicates: a
-//! duplicated request is confirmed twice, and a duplicated answer finds nothing waiting. For
-//! the same reason a request is asked again of a new leader as soon as this node follows one
-//! (any leader's confirmed index after the read began will do), so a leader change costs a
-//! read one round trip, not a timeout. A read no leader answers within an election timeout of
-//! the last asking is refused (`LeaderUnresponsive`); the client may retry it anywhere.
+//! Reads change nothing, so unlike forwarded writes they need no deduplication: a duplicated
+//! request is confirmed twice, and a duplicated answer finds nothing waiting. For the same
+//! reason a request is asked again of a new leader as soon as this node follows one (any
+//! leader's index confirmed after the read began will do), so a leader change costs a read one
+//! round trip, not a timeout. What must never happen is an answer taken for a request other
+//! than its own: an older request's index may predate writes that completed before a newer
+//! read began. Requests are numbered per incarnation of the follower (`nonce`, `seq`), and
+//! numbers are never reused. A read no leader answers within an election timeout of the last
+//! asking is refused (`LeaderUnresponsive`); the client may retry it anywhere.
 
 use std::collections::{BTreeMap, VecDeque};
 
