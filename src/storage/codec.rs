@@ -180,6 +180,16 @@ pub enum CodecError {
     TrailingBytes(usize),
 }
 
+/// How much memory decoding may claim per byte of input. bincode reserves a vector's declared
+/// length before reading its elements, so a corrupted length (or a peer's crafted snapshot)
+/// would otherwise ask for exabytes and abort the process; under a limit it is an error. A
+/// legitimate value claims at most 18 bytes per encoded byte: a key-value pair takes 48 bytes
+/// in memory and at least 3 encoded, plus its bytes once read and once copied.
+const CLAIM_PER_INPUT_BYTE: usize = 32;
+
+/// The smallest limit, enough for any record of the log (one entry with a 1 MiB value).
+const CLAIM_MIN_SHIFT: u32 = 26;
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -197,12 +207,31 @@ pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, CodecError> {
     if version != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion(version));
     }
-    let (value, read) = bincode::decode_from_slice(body, config())
-        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+    let (value, read) =
+        decode_limited(body).map_err(|error| CodecError::Malformed(error.to_string()))?;
     if read != body.len() {
         return Err(CodecError::TrailingBytes(body.len() - read));
     }
     Ok(value)
+}
+
+/// Decodes under a limit proportional to the input (bincode's limit is a constant: the smallest
+/// power of four that fits is picked at run time, so a corrupted input claims at most 128 bytes
+/// of memory per byte it has).
+fn decode_limited<T: Decode<()>>(body: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    let wanted = body.len().saturating_mul(CLAIM_PER_INPUT_BYTE);
+    let shift = (usize::BITS - wanted.leading_zeros()).max(CLAIM_MIN_SHIFT);
+    macro_rules! under_limit {
+        ($($shift:literal)*) => {
+            match shift {
+                $(s if s <= $shift => {
+                    bincode::decode_from_slice(body, config().with_limit::<{ 1usize << $shift }>())
+                })*
+                _ => bincode::decode_from_slice(body, config().with_limit::<{ usize::MAX }>()),
+            }
+        };
+    }
+    under_limit!(26 28 30 32 34 36 38 40 42 44)
 }
 
 /// Appends `body` to `out` framed with its length and CRC-32C.
@@ -280,12 +309,41 @@ mod tests {
         ]
     }
 
+    /// A snapshot header whose voter list claims 2^60 entries (a flipped length, say): without a
+    /// decoding limit, bincode reserves that much memory up front and the process aborts.
+    #[test]
+    fn a_corrupted_length_is_an_error_not_an_abort() {
+        let mut bytes = vec![FORMAT_VERSION, 7, 2, 0xfd];
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(
+            decode::<SnapshotHeader>(&bytes),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    /// The densest legitimate input, a long list of pairs of one-byte keys and empty values
+    /// (a snapshot image's shape: 48 bytes of memory per pair for 3 encoded), decodes under
+    /// the limit, beyond the smallest one (it claims about 100 MiB for 6 MB of input).
+    #[test]
+    fn the_densest_input_fits_the_limit() {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..2_000_000u32)
+            .map(|i| (vec![i as u8 | 1], Vec::new()))
+            .collect();
+        let bytes = encode(&pairs);
+        assert!(
+            bytes.len() * 48 / 3 > 64 << 20,
+            "claims more than the smallest limit"
+        );
+        assert_eq!(decode::<Vec<(Vec<u8>, Vec<u8>)>>(&bytes), Ok(pairs));
+    }
+
     proptest! {
         #[test]
         fn records_round_trip(record in record()) {
             prop_assert_eq!(decode::<WalRecord>(&encode(&record)), Ok(record));
         }
 
+        /// Also abort-free: see `a_corrupted_length_is_an_error_not_an_abort`.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = decode::<WalRecord>(&bytes);
