@@ -2,7 +2,7 @@
 //! follower asks the leader for a read index, the leader answers only after a quorum confirmed
 //! its leadership, and the follower reads once it has applied that index.
 
-use ravel::core::{Action, Input, MessageBody, Refusal};
+use ravel::core::{Action, Input, MembershipChange, MessageBody, Refusal};
 use ravel_sim::harness::{without_pre_vote_or_check_quorum, TestCluster};
 
 /// The reads `events` released, by id.
@@ -202,4 +202,35 @@ fn reads_at_a_follower_share_one_request_and_one_round() {
     assert_eq!(requests, 1);
     cluster.deliver_all();
     assert_eq!(ready(&cluster.take_events(2)), ids.collect::<Vec<_>>());
+}
+
+/// A node removed from the cluster gets no read index: the leader no longer replicates to it
+/// (here it never even hears of its removal), so its state machine would never reach the index
+/// and the read would wait for ever. It is refused after an election timeout instead.
+#[test]
+fn a_removed_node_gets_no_read_index() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    let change = MembershipChange::Remove(3);
+    cluster.step(1, Input::ChangeMembership { id: 50, change });
+    cluster.run_for(100);
+    assert!(!cluster.core(1).membership().is_member(3));
+    assert_eq!(
+        cluster.status(3).leader,
+        Some(1),
+        "node 3 still follows node 1"
+    );
+    cluster.take_events(3);
+
+    cluster.step(3, Input::Read { id: 11 });
+    cluster.run_for(2_500);
+    let events = cluster.take_events(3);
+    assert!(ready(&events).is_empty(), "{events:?}");
+    assert!(
+        events.contains(&Action::ReadRefused {
+            id: 11,
+            reason: Refusal::LeaderUnresponsive
+        }),
+        "{events:?}"
+    );
 }

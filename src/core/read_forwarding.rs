@@ -54,10 +54,16 @@ pub(super) enum ReadWaiter {
 
 impl RawNode {
     /// Whether reads made here now go to the leader for a read index rather than being refused.
+    /// Only a member does: the leader stops replicating to a node it removed (or has not added
+    /// yet), whose state machine might never reach the read index.
     pub(super) fn forwards_reads_to(&self) -> Option<NodeId> {
         let leader = self.leader?;
-        let forwards =
-            self.config.forward_reads && self.role == Role::Follower && leader != self.config.id;
+        let id = self.config.id;
+        let forwards = self.config.forward_reads
+            && self.role == Role::Follower
+            && leader != id
+            && !self.joining
+            && self.membership.is_member(id);
         forwards.then_some(leader)
     }
 
@@ -75,6 +81,10 @@ impl RawNode {
     /// no longer knows a leader to ask; asks a new leader again for requests sent to an old one.
     /// A node that became leader itself confirms them as its own reads.
     pub(super) fn flush_forwarded_reads(&mut self) {
+        let reads = &self.forwarded_reads;
+        if reads.batch.is_empty() && reads.waiting.is_empty() {
+            return;
+        }
         if self.leader_state.is_some() {
             return self.take_over_forwarded_reads();
         }
@@ -119,9 +129,6 @@ impl RawNode {
     /// answer, become reads of its own (confirmed after they began, like any other).
     fn take_over_forwarded_reads(&mut self) {
         let reads = &mut self.forwarded_reads;
-        if reads.batch.is_empty() && reads.waiting.is_empty() {
-            return;
-        }
         let mut ids = std::mem::take(&mut reads.batch);
         for (_, waiting) in std::mem::take(&mut reads.waiting) {
             ids.extend(waiting.ids);
@@ -161,8 +168,13 @@ impl RawNode {
     }
 
     /// The leader's side: confirms its leadership for the request, then answers with the read
-    /// index. Anyone else stays silent: the follower gives up after an election timeout.
+    /// index. Anyone else stays silent, as does a leader asked by a node it does not replicate
+    /// to (removed, perhaps without knowing it yet), whose state machine might never reach the
+    /// index: the follower gives up after an election timeout.
     pub(super) fn handle_read_index(&mut self, from: NodeId, nonce: u64, seq: u64) {
+        if !self.membership.is_member(from) {
+            return;
+        }
         let waiter = ReadWaiter::Remote { from, nonce, seq };
         #[cfg(feature = "planted-bugs")]
         if self.config.planted_bugs.read_index_without_round && self.leader_state.is_some() {
