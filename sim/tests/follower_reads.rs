@@ -16,6 +16,18 @@ fn ready(events: &[Action]) -> Vec<u64> {
         .collect()
 }
 
+/// Over the next election timeout, `node` serves no read and refuses read `id` as unanswered.
+fn gives_up_without_a_read(cluster: &mut TestCluster, node: u64, id: u64) {
+    cluster.run_for(2_500);
+    let events = cluster.take_events(node);
+    assert!(ready(&events).is_empty(), "{events:?}");
+    let refused = Action::ReadRefused {
+        id,
+        reason: Refusal::LeaderUnresponsive,
+    };
+    assert!(events.contains(&refused), "{events:?}");
+}
+
 /// The read waits for the leader's quorum round and then for the follower's own state machine:
 /// a follower that has not applied the read index yet does not answer.
 #[test]
@@ -89,16 +101,7 @@ fn a_deposed_leader_hands_out_no_read_index() {
         ready(&cluster.take_events(2)).is_empty(),
         "no quorum, no read"
     );
-    cluster.run_for(2_500);
-    let events = cluster.take_events(2);
-    assert!(ready(&events).is_empty(), "{events:?}");
-    assert!(
-        events.contains(&Action::ReadRefused {
-            id: 8,
-            reason: Refusal::LeaderUnresponsive
-        }),
-        "{events:?}"
-    );
+    gives_up_without_a_read(&mut cluster, 2, 8);
 }
 
 /// Node 1 leads; node 2's read `id` is on its way to it as a request that gets lost.
@@ -223,14 +226,5 @@ fn a_removed_node_gets_no_read_index() {
     cluster.take_events(3);
 
     cluster.step(3, Input::Read { id: 11 });
-    cluster.run_for(2_500);
-    let events = cluster.take_events(3);
-    assert!(ready(&events).is_empty(), "{events:?}");
-    assert!(
-        events.contains(&Action::ReadRefused {
-            id: 11,
-            reason: Refusal::LeaderUnresponsive
-        }),
-        "{events:?}"
-    );
+    gives_up_without_a_read(&mut cluster, 3, 11);
 }
