@@ -11,16 +11,19 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use proptest::prelude::*;
 use ravel::core::{Entry, EntryPayload, HardState, Membership, SnapshotMeta};
-use ravel::storage::{FileStorage, Identity, StorageError, StorageOptions, StoredState};
+use ravel::storage::{FileStorage, Identity, Origin, StorageError, StorageOptions, StoredState};
 
 const IDENTITY: Identity = Identity {
     cluster_id: 7,
     node_id: 1,
 };
 
+/// Small segments, so that runs cross many; the file grows by extents of this size too.
+const EXTENT: usize = 700;
+
 fn options() -> StorageOptions {
     StorageOptions {
-        segment_bytes_max: 700,
+        segment_bytes_max: EXTENT as u64,
     }
 }
 
@@ -172,15 +175,19 @@ proptest! {
                     for extra in segments(dir.path()).into_iter().filter(|path| !before.contains(path)) {
                         fs::remove_file(extra).unwrap();
                     }
-                    // After the cut the file holds what it held before (zeros where it grew),
-                    // and on odd cuts the file's new size was lost too.
+                    // After the cut the file holds what it held before (zeros where it grew).
+                    // The file grows by whole extents, made durable before records are written
+                    // into them, so it has its new size (the one it had before a close cut it
+                    // to its records); on odd cuts the crash came while it grew, before any of
+                    // the records were written, and it is as it was.
                     let cut = (start + (end - start) * per_mille / 1000) as usize;
                     let mut torn = fs::read(&active).unwrap();
+                    torn.resize(torn.len().div_ceil(EXTENT) * EXTENT, 0);
                     for (at, byte) in torn.iter_mut().enumerate().skip(cut) {
                         *byte = old_bytes.get(at).copied().unwrap_or(0);
                     }
-                    if per_mille % 2 == 1 {
-                        torn.truncate(cut);
+                    if per_mille % 2 == 1 && torn.len() > old_bytes.len() {
+                        torn = old_bytes.clone();
                     }
                     fs::write(&active, torn).unwrap();
                     let (reopened, recovered) = open(dir.path()).unwrap();
@@ -202,8 +209,10 @@ proptest! {
                     let (active, end) = storage.active_segment();
                     let active = active.to_path_buf();
                     drop(storage);
-                    // Over the zeros that follow the records, or past the end of the file.
-                    OpenOptions::new().write(true).open(&active).unwrap().write_all_at(&bytes, end).unwrap();
+                    // Over the zeros that follow the records (a crash never grows the file: that
+                    // would be damage, see `a_cut_or_grown_segment_refuses_to_start`).
+                    let room = (fs::metadata(&active).unwrap().len() - end) as usize;
+                    OpenOptions::new().write(true).open(&active).unwrap().write_all_at(&bytes[..bytes.len().min(room)], end).unwrap();
                     let (reopened, recovered) = open(dir.path()).unwrap();
                     prop_assert_eq!(&recovered, &synced);
                     storage = reopened;
@@ -342,10 +351,124 @@ fn the_active_segment_is_zero_filled_ahead_and_closed_segments_hold_records_only
     }
     let all = segments(dir.path());
     assert!(all.len() > 2, "expected the log to span segments");
+    drop(storage);
     let (_, recovered) = open(dir.path()).unwrap();
     assert_eq!(recovered.entries.len(), 100);
     for closed in &all[..all.len() - 1] {
         let bytes = fs::read(closed).unwrap();
         assert_ne!(bytes.last(), Some(&0), "{closed:?} ends in zeros");
     }
+}
+
+/// A node that stopped after taking writes, with its active segment then cut short by hand (to
+/// half its length, or by its last 100 bytes) or its last segment deleted, must refuse to start:
+/// its log would be shorter than what it acknowledged. (Before the check, it started and served
+/// without the last writes and without a word.)
+#[test]
+fn a_log_cut_short_outside_ravel_refuses_to_start() {
+    let cuts: [(&str, fn(&Path)); 4] = [
+        ("half of the active segment", |path| {
+            let len = fs::metadata(path).unwrap().len();
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        }),
+        ("the last 100 bytes", |path| {
+            let len = fs::metadata(path).unwrap().len();
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_len(len - 100)
+                .unwrap();
+        }),
+        ("bytes added after its end", |path| {
+            let len = fs::metadata(path).unwrap().len();
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .write_all_at(b"junk", len)
+                .unwrap();
+        }),
+        ("the whole active segment", |path| {
+            fs::remove_file(path).unwrap()
+        }),
+    ];
+    for (what, cut) in cuts {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut storage, _) = open(dir.path()).unwrap();
+        for index in 1..=60 {
+            storage.append(&[entry(index, 1)]).unwrap();
+            storage.sync().unwrap();
+        }
+        let (active, _) = storage.active_segment();
+        let active = active.to_path_buf();
+        drop(storage);
+        assert!(segments(dir.path()).len() > 1, "the log spans segments");
+        cut(&active);
+        match open(dir.path()) {
+            Err(error @ StorageError::Truncated { .. }) => {
+                let text = error.to_string();
+                assert!(text.contains("--join"), "says how to rejoin: {text}");
+            }
+            Err(other) => panic!("cutting {what}: refused for another reason: {other}"),
+            Ok((_, recovered)) => panic!(
+                "cutting {what}: started with {} of 60 entries",
+                recovered.entries.len()
+            ),
+        }
+    }
+}
+
+/// Two processes on one directory would interleave their logs: the second is refused while the
+/// first holds it, and may open it once the first closed it.
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _) = open(dir.path()).unwrap();
+    first.append(&[entry(1, 1)]).unwrap();
+    first.sync().unwrap();
+    match open(dir.path()) {
+        Err(error @ StorageError::InUse { .. }) => {
+            assert!(
+                error.to_string().contains("--data-dir of its own"),
+                "{error}"
+            );
+        }
+        other => panic!(
+            "a second open of a directory in use: {:?}",
+            other.map(|(_, s)| s)
+        ),
+    }
+    drop(first);
+    let (_, recovered) = open(dir.path()).unwrap();
+    assert_eq!(recovered.entries, vec![entry(1, 1)]);
+}
+
+/// How the node entered its cluster is recorded once and read back on every start; a directory
+/// from before it was recorded reads as unknown.
+#[test]
+fn the_origin_is_recorded_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path()).unwrap();
+    assert_eq!(storage.origin(), None);
+    storage.record_origin(Origin::Founder).unwrap();
+    drop(storage);
+    let (storage, _) = open(dir.path()).unwrap();
+    assert_eq!(storage.origin(), Some(Origin::Founder));
+    drop(storage);
+    // A damaged origin record is refused, not taken for "unknown".
+    let meta = dir.path().join("ravel.meta");
+    let mut bytes = fs::read(&meta).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&meta, bytes).unwrap();
+    assert!(matches!(
+        open(dir.path()),
+        Err(StorageError::Corrupt { .. })
+    ));
 }

@@ -32,6 +32,13 @@ impl Checker {
     pub fn after_step(&mut self, core: &RawNode, watch: &mut NodeWatch) -> Result<(), Violation> {
         let status = core.status();
         let id = status.id;
+        if status.refused_messages > 0 {
+            return Err(format!(
+                "node {id}: refused {} peer messages as impossible from an honest peer \
+                 (malformed, or from a second leader of its term)",
+                status.refused_messages
+            ));
+        }
         if status.term < watch.term {
             return Err(format!(
                 "node {id}: term went back from {} to {}",

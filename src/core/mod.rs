@@ -14,6 +14,7 @@ mod join;
 mod log;
 mod membership;
 mod message;
+mod message_check;
 mod node;
 mod progress;
 mod quorum;
@@ -34,6 +35,7 @@ pub use io::{Action, Input, PersistId, Proposal, RequestId};
 pub use log::RaftLog;
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{AppendResponse, ForwardRefusal, Message, MessageBody, RejectHint};
+pub use message_check::{check_message, Malformed};
 pub use node::{MemberState, RawNode, Recovered, Status};
 pub use progress::{Progress, ProgressState, SnapshotTransfer};
 pub use types::{

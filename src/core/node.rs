@@ -14,6 +14,7 @@ use super::io::{Action, Input, PersistId, Proposal, RequestId};
 use super::log::RaftLog;
 use super::membership::Membership;
 use super::message::{Message, MessageBody};
+use super::message_check::check_message;
 use super::progress::Progress;
 use super::read_forwarding::{ForwardedReads, ReadWaiter};
 use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, SnapshotMeta, Term};
@@ -42,6 +43,10 @@ pub struct Status {
     pub last_index: LogIndex,
     /// Where this node stands in the committed configuration.
     pub member: MemberState,
+    /// Peer messages dropped as impossible from an honest peer: malformed ones, and a second
+    /// leader of this node's own term. Always 0 in a healthy
+    /// cluster (the simulators check it); anything else means a broken or hostile peer.
+    pub refused_messages: u64,
 }
 
 /// A node's place in the cluster, as far as it knows.
@@ -154,6 +159,8 @@ pub struct RawNode {
     hard_state_emitted: HardState,
     role_reported: (Role, Term, Option<NodeId>),
     next_persist_id: PersistId,
+    /// See [`Status::refused_messages`].
+    pub(super) refused_messages: u64,
 }
 
 impl RawNode {
@@ -198,6 +205,7 @@ impl RawNode {
             events: Vec::new(),
             hard_state_emitted: hard_state,
             role_reported: (Role::Follower, hard_state.term, None),
+            refused_messages: 0,
             next_persist_id: 1,
             config,
         };
@@ -231,6 +239,7 @@ impl RawNode {
             persisted: self.log.persisted(),
             last_index: self.log.last_index(),
             member: self.member_state(),
+            refused_messages: self.refused_messages,
         }
     }
 
@@ -306,6 +315,11 @@ impl RawNode {
     /// Term rules common to every role (Raft §5.1), then dispatch by message.
     fn step_message(&mut self, message: Message) {
         if message.to != self.config.id || message.from == self.config.id {
+            return;
+        }
+        // The shell checks peer messages where they enter; this is the second line.
+        if check_message(&message).is_err() || self.is_second_leader(&message) {
+            self.refused_messages += 1;
             return;
         }
         if message.term > self.term {
@@ -396,6 +410,19 @@ impl RawNode {
                 self.handle_read_index_response(nonce, seq, index)
             }
         }
+    }
+
+    /// A message only a leader sends, of the term this node leads: two leaders in one term cannot
+    /// happen with honest peers (§5.2), so it is refused instead of acted on.
+    fn is_second_leader(&self, message: &Message) -> bool {
+        self.role == Role::Leader
+            && message.term == self.term
+            && matches!(
+                message.body,
+                MessageBody::Append { .. }
+                    | MessageBody::Heartbeat { .. }
+                    | MessageBody::SnapshotChunk { .. }
+            )
     }
 
     /// §5.1: a message from an older term is answered, never acted on.
@@ -550,12 +577,20 @@ impl RawNode {
     }
 
     pub(super) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        self.messages.push(Message {
+        let message = Message {
             from: self.config.id,
             to,
             term,
             body,
-        });
+        };
+        // What peers refuse as malformed, this node must never send.
+        if let Err(malformed) = check_message(&message) {
+            panic!(
+                "node {} sends a malformed message ({malformed}): {message:?}",
+                self.config.id
+            );
+        }
+        self.messages.push(message);
     }
 
     /// Turns this batch's state changes into actions, to be executed in order: the persist first,

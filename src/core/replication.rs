@@ -101,7 +101,7 @@ impl RawNode {
             progress.sent(last_sent);
             progress.commit_sent = commit;
             let probing = progress.state == ProgressState::Probe;
-            self.messages.push(super::message::Message {
+            let message = super::message::Message {
                 from: config.id,
                 to: peer,
                 term: self.term,
@@ -112,7 +112,15 @@ impl RawNode {
                     leader_commit: commit,
                     durable_everywhere: self.durable_everywhere,
                 },
-            });
+            };
+            // What followers refuse as malformed, a leader must never send.
+            if let Err(malformed) = super::message_check::check_message(&message) {
+                panic!(
+                    "leader {} sends a malformed append ({malformed}): {message:?}",
+                    config.id
+                );
+            }
+            self.messages.push(message);
             if probing || last_sent.is_none() {
                 return;
             }

@@ -1,5 +1,7 @@
 //! Conversions between the core's messages and their protobuf form. Decoding a peer's bytes
-//! never panics: a missing or malformed field is a [`ConvertError`], and the batch is refused.
+//! never panics: a missing or malformed field is a [`ConvertError`]; a message that decodes but
+//! is not well formed is refused by [`peer_message_from_proto`]. Either way the message is dropped
+//! (and counted and logged), never handed to the core.
 
 use std::collections::BTreeSet;
 
@@ -7,8 +9,8 @@ use thiserror::Error;
 
 use super::proto::ravel as pb;
 use crate::core::{
-    AppendResponse, Entry, EntryPayload, ForwardRefusal, Membership, Message, MessageBody,
-    Proposal, RejectHint, SnapshotMeta,
+    check_message, AppendResponse, Entry, EntryPayload, ForwardRefusal, Membership, Message,
+    MessageBody, NodeId, Proposal, RejectHint, SnapshotMeta,
 };
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -244,6 +246,30 @@ pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertEr
         term: message.term,
         body,
     })
+}
+
+/// A message that arrived from node `from` for node `to`, decoded and checked at the boundary:
+/// it must be addressed as the batch it came in says and be well formed
+/// ([`check_message`]), or it never reaches the core.
+pub fn peer_message_from_proto(
+    message: pb::RaftMessage,
+    from: NodeId,
+    to: NodeId,
+) -> Result<Message, String> {
+    let message = message_from_proto(message).map_err(|error| error.to_string())?;
+    if message.from != from || message.to != to {
+        return Err(format!(
+            "a message from node {} to node {} arrived in a batch from node {from} at node {to}",
+            message.from, message.to
+        ));
+    }
+    check_message(&message).map_err(|malformed| {
+        format!(
+            "a malformed {} from node {from}: {malformed}",
+            message.body.kind()
+        )
+    })?;
+    Ok(message)
 }
 
 fn entry_to_proto(entry: &Entry) -> pb::Entry {

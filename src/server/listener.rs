@@ -2,10 +2,13 @@
 //! small answer leaves in one write. Under madsim there are no sockets; the simulated server
 //! binds itself.
 
+//! Binding is a step of its own, taken before the node touches its data directory: a port in
+//! use is refused before anything is written.
+
 #[cfg(not(madsim))]
-pub use real::serve;
+pub use real::{bind, serve, Bound};
 #[cfg(madsim)]
-pub use simulated::serve;
+pub use simulated::{bind, serve, Bound};
 
 /// An error with its causes, which tonic's transport errors keep out of their own message.
 pub(super) fn source_chain(error: &dyn std::error::Error) -> String {
@@ -34,14 +37,24 @@ mod real {
 
     use crate::server::socket::Unvectored;
 
-    /// Serves `router` on `listen` until `shutdown` completes. Fails at once if it cannot bind.
+    /// A listening socket, not yet served.
+    pub struct Bound(TcpIncoming);
+
+    /// Binds `listen` (inside a tokio runtime).
+    pub fn bind(listen: SocketAddr) -> Result<Bound, String> {
+        TcpIncoming::bind(listen)
+            .map(Bound)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Serves `router` on the bound socket until `shutdown` completes.
     pub async fn serve(
         router: Router,
-        listen: SocketAddr,
+        bound: Bound,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), String> {
-        let incoming = TcpIncoming::bind(listen)
-            .map_err(|error| error.to_string())?
+        let incoming = bound
+            .0
             .with_nodelay(Some(true))
             .map(|accepted| accepted.map(Unvectored));
         router
@@ -66,14 +79,21 @@ mod simulated {
 
     use tonic::transport::server::Router;
 
-    /// Serves `router` on `listen` until `shutdown` completes.
+    /// The address to serve; the simulated server binds it itself.
+    pub struct Bound(SocketAddr);
+
+    pub fn bind(listen: SocketAddr) -> Result<Bound, String> {
+        Ok(Bound(listen))
+    }
+
+    /// Serves `router` on `bound` until `shutdown` completes.
     pub async fn serve(
         router: Router,
-        listen: SocketAddr,
+        bound: Bound,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), String> {
         router
-            .serve_with_shutdown(listen, shutdown)
+            .serve_with_shutdown(bound.0, shutdown)
             .await
             .map_err(|error| super::source_chain(&error))
     }

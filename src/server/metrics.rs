@@ -40,6 +40,9 @@ struct Inner {
     peer_messages_dropped: Counter,
     peer_send_failures: Counter,
     peer_messages_on_replies: Counter,
+    peer_messages_refused: Counter,
+    /// The core's own count of refused messages, last seen (its increase is added to the above).
+    core_refused_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -71,6 +74,8 @@ impl Metrics {
             peer_messages_dropped: Counter::default(),
             peer_send_failures: Counter::default(),
             peer_messages_on_replies: Counter::default(),
+            peer_messages_refused: Counter::default(),
+            core_refused_seen: Default::default(),
             registry: Registry::default(),
         };
         let mut registry = Registry::with_prefix("ravel");
@@ -144,6 +149,12 @@ impl Metrics {
                 &inner.peer_messages_on_replies,
             ),
             (
+                "peer_messages_refused",
+                "Raft messages from peers refused as malformed or impossible from an honest peer \
+                 (a broken or hostile peer); each is also logged",
+                &inner.peer_messages_refused,
+            ),
+            (
                 "peer_send_failures",
                 "Peer RPCs that failed or timed out",
                 &inner.peer_send_failures,
@@ -195,6 +206,18 @@ impl Metrics {
         inner.last_log_index.set(as_gauge(status.last_index));
         inner.is_leader.set(i64::from(status.role == Role::Leader));
         inner.voters.set(voters as i64);
+        let seen = inner.core_refused_seen.swap(
+            status.refused_messages,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        inner
+            .peer_messages_refused
+            .inc_by(status.refused_messages.saturating_sub(seen));
+    }
+
+    /// A peer's message was refused where it entered the node.
+    pub fn refused_peer_message(&self) {
+        self.inner.peer_messages_refused.inc();
     }
 
     pub fn leader_changed(&self) {
@@ -262,6 +285,7 @@ mod tests {
                 persisted: 42,
                 last_index: 42,
                 member: MemberState::Voter,
+                refused_messages: 2,
             },
             3,
         );
@@ -269,6 +293,7 @@ mod tests {
         metrics.sent_batch(3);
         metrics.wrote();
         metrics.answered_on_reply(2);
+        metrics.refused_peer_message();
         let text = metrics.encode();
         for line in [
             "ravel_term 7",
@@ -281,6 +306,8 @@ mod tests {
             "ravel_peer_messages_total 3",
             "ravel_entries_per_sync_sum 5.0",
             "ravel_peer_messages_on_replies_total 2",
+            // Two refused by the core, one where it entered.
+            "ravel_peer_messages_refused_total 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

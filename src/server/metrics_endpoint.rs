@@ -6,12 +6,21 @@ use std::net::SocketAddr;
 use super::metrics::Metrics;
 
 #[cfg(not(madsim))]
-pub use real::serve;
+pub use real::{bind, serve, Bound};
+
+/// Under simulation there are no real sockets: the address only.
+#[cfg(madsim)]
+pub struct Bound(SocketAddr);
+
+#[cfg(madsim)]
+pub fn bind(listen: SocketAddr) -> Result<Bound, String> {
+    Ok(Bound(listen))
+}
 
 /// Under simulation: nothing to serve (no real sockets); says so once.
 #[cfg(madsim)]
-pub async fn serve(listen: SocketAddr, _metrics: Metrics) -> Result<(), String> {
-    tracing::warn!(%listen, "the metrics endpoint is not served under simulation");
+pub async fn serve(bound: Bound, _metrics: Metrics) -> Result<(), String> {
+    tracing::warn!(listen = %bound.0, "the metrics endpoint is not served under simulation");
     std::future::pending::<()>().await;
     Ok(())
 }
@@ -30,11 +39,23 @@ mod real {
 
     use super::*;
 
-    /// Accepts scrapes until dropped; fails only if it cannot bind.
-    pub async fn serve(listen: SocketAddr, metrics: Metrics) -> Result<(), String> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|error| format!("cannot serve metrics on {listen}: {error}"))?;
+    /// A listening socket for the metrics, not yet served.
+    pub struct Bound(TcpListener);
+
+    /// Binds `listen` (inside a tokio runtime), before the node touches its data directory.
+    pub fn bind(listen: SocketAddr) -> Result<Bound, String> {
+        std::net::TcpListener::bind(listen)
+            .and_then(|listener| {
+                listener.set_nonblocking(true)?;
+                TcpListener::from_std(listener)
+            })
+            .map(Bound)
+            .map_err(|error| format!("cannot serve metrics on {listen}: {error}"))
+    }
+
+    /// Accepts scrapes until dropped.
+    pub async fn serve(bound: Bound, metrics: Metrics) -> Result<(), String> {
+        let listener = bound.0;
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,

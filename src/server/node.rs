@@ -31,7 +31,7 @@ use super::storage_worker;
 use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
 use crate::core::{Config, NodeId, RawNode, ReadMode, SnapshotMeta};
 use crate::kv::KvStateMachine;
-use crate::storage::{FileStorage, Identity, Storage, StorageOptions, StoredState};
+use crate::storage::{FileStorage, Identity, Origin, Storage, StorageOptions, StoredState};
 
 /// Requests queued for the event loop, at most; senders wait when it is full (back-pressure).
 const REQUEST_QUEUE_MAX: usize = 16384;
@@ -136,27 +136,41 @@ pub enum Entry {
 /// Runs a node on its data directory until `shutdown` resolves (then hands leadership over and
 /// stops cleanly) or until it fails. Calls `on_ready` once it serves, with how it entered the
 /// cluster.
+///
+/// The order matters: every setting is checked and the ports are bound before the data
+/// directory is touched, so a mistake in the command line leaves nothing behind that the
+/// corrected command would then trip over.
 pub async fn run_node(
     options: NodeOptions,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Entry),
 ) -> Result<(), NodeError> {
+    let settings = Settings::check(&options)?;
+    let sockets = settings.bind()?;
     let identity = Identity {
         cluster_id: options.cluster_id,
         node_id: options.id,
     };
-    let (storage, state) =
+    let (mut storage, state) =
         FileStorage::open(&options.data_dir, identity, StorageOptions::default())?;
+    let origin = storage.origin();
+    let entry = decide_entry(&options, &state, origin)?;
+    if origin.is_none() && !has_data(&state) {
+        // A new directory: remember how the node entered, for every later start.
+        storage.record_origin(match entry {
+            Entry::Bootstrap => Origin::Founder,
+            Entry::Join | Entry::Resume => Origin::Joiner,
+        })?;
+    }
     let snapshot = storage.load_snapshot()?;
-    run_node_on(
-        options,
-        Opened {
-            storage: Box::new(storage),
-            state,
-            snapshot,
-        },
-        shutdown,
-        on_ready,
+    let opened = Opened {
+        storage: Box::new(storage),
+        state,
+        snapshot,
+        origin,
+    };
+    run(
+        options, settings, sockets, opened, entry, shutdown, on_ready,
     )
     .await
 }
@@ -166,6 +180,8 @@ pub struct Opened {
     pub storage: Box<dyn Storage>,
     pub state: StoredState,
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// How the node entered its cluster, if the storage recorded it.
+    pub origin: Option<Origin>,
 }
 
 /// [`run_node`] on storage opened by the caller (a simulated disk under madsim).
@@ -175,34 +191,177 @@ pub async fn run_node_on(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Entry),
 ) -> Result<(), NodeError> {
-    if options.id == 0 {
-        return Err(NodeError::Invalid(
-            "node id 0 is reserved; use --id 1 or more".to_string(),
-        ));
-    }
-    let advertise = options.advertise().to_string();
-    check_address(&advertise).map_err(|error| NodeError::Invalid(error.to_string()))?;
-    for seed in &options.join {
-        check_address(seed).map_err(|error| NodeError::Invalid(format!("--join: {error}")))?;
-    }
-    let listen: SocketAddr = options.listen.parse().map_err(|_| {
-        NodeError::Invalid(format!(
-            "listen address {:?} is not an IP address and port, e.g. 127.0.0.1:7379",
-            options.listen
-        ))
-    })?;
-    let metrics_listen: Option<SocketAddr> = match &options.metrics_listen {
-        Some(address) => Some(address.parse().map_err(|_| {
+    let settings = Settings::check(&options)?;
+    let sockets = settings.bind()?;
+    let entry = decide_entry(&options, &opened.state, opened.origin)?;
+    run(
+        options, settings, sockets, opened, entry, shutdown, on_ready,
+    )
+    .await
+}
+
+/// The settings a node needs beyond its options, each checked before anything is bound or
+/// written.
+struct Settings {
+    advertise: String,
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    read_mode: ReadMode,
+}
+
+/// The node's listening sockets, bound.
+struct Sockets {
+    server: listener::Bound,
+    metrics: Option<metrics_endpoint::Bound>,
+}
+
+impl Settings {
+    fn check(options: &NodeOptions) -> Result<Settings, NodeError> {
+        if options.id == 0 {
+            return Err(NodeError::Invalid(
+                "node id 0 is reserved; use --id 1 or more".to_string(),
+            ));
+        }
+        let advertise = options.advertise().to_string();
+        check_address(&advertise).map_err(|error| NodeError::Invalid(error.to_string()))?;
+        for seed in &options.join {
+            check_address(seed).map_err(|error| NodeError::Invalid(format!("--join: {error}")))?;
+        }
+        let listen: SocketAddr = options.listen.parse().map_err(|_| {
             NodeError::Invalid(format!(
-                "metrics address {address:?} is not an IP address and port, e.g. 127.0.0.1:9379"
+                "listen address {:?} is not an IP address and port, e.g. 127.0.0.1:7379",
+                options.listen
             ))
-        })?),
-        None => None,
-    };
+        })?;
+        let metrics_listen: Option<SocketAddr> = match &options.metrics_listen {
+            Some(address) => Some(address.parse().map_err(|_| {
+                NodeError::Invalid(format!(
+                    "metrics address {address:?} is not an IP address and port, e.g. 127.0.0.1:9379"
+                ))
+            })?),
+            None => None,
+        };
+        let read_mode = match options.read_mode.as_str() {
+            "read-index" => ReadMode::ReadIndex,
+            "lease" => ReadMode::Lease,
+            other => {
+                return Err(NodeError::Invalid(format!(
+                    "read mode {other:?} is unknown; use \"read-index\" or \"lease\""
+                )))
+            }
+        };
+        let settings = Settings {
+            advertise,
+            listen,
+            metrics_listen,
+            read_mode,
+        };
+        // The core's own checks (timeouts and the like), on the configuration it would get.
+        settings
+            .config(options, Entry::Bootstrap)
+            .validate()
+            .map_err(|error| NodeError::Invalid(error.to_string()))?;
+        Ok(settings)
+    }
+
+    fn bind(&self) -> Result<Sockets, NodeError> {
+        let server = listener::bind(self.listen).map_err(|reason| NodeError::Serve {
+            address: self.listen.to_string(),
+            reason,
+        })?;
+        let metrics = match self.metrics_listen {
+            Some(listen) => {
+                Some(
+                    metrics_endpoint::bind(listen).map_err(|reason| NodeError::Serve {
+                        address: listen.to_string(),
+                        reason,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Sockets { server, metrics })
+    }
+
+    /// The core's configuration for a node entering its cluster as `entry`.
+    fn config(&self, options: &NodeOptions, entry: Entry) -> Config {
+        let mut config = match entry {
+            Entry::Join => Config::joining(options.id),
+            Entry::Resume | Entry::Bootstrap => Config::new(options.id, [options.id]),
+        };
+        config.election_timeout_min_ms = options.election_timeout_min_ms;
+        config.election_timeout_max_ms = options.election_timeout_max_ms;
+        config.heartbeat_interval_ms = options.heartbeat_interval_ms;
+        config.snapshot_interval_entries = options.snapshot_interval_entries;
+        #[cfg(feature = "planted-bugs")]
+        {
+            config.planted_bugs = options.planted_bugs;
+        }
+        config.read_mode = self.read_mode;
+        config.seed = options
+            .seed
+            .unwrap_or_else(|| options.id ^ options.cluster_id.rotate_left(32) ^ now_seed());
+        config
+    }
+}
+
+fn has_data(state: &StoredState) -> bool {
+    state.snapshot.is_some() || !state.entries.is_empty()
+}
+
+/// How the node enters its cluster: resume from its data, join, or bootstrap; refused when the
+/// command line contradicts what the data directory says the node is.
+pub fn decide_entry(
+    options: &NodeOptions,
+    state: &StoredState,
+    origin: Option<Origin>,
+) -> Result<Entry, NodeError> {
+    let data_dir = options.data_dir.display();
+    match origin {
+        Some(Origin::Founder) if !options.join.is_empty() => {
+            return Err(NodeError::Invalid(format!(
+                "the data directory {data_dir} holds the cluster this node founded (it was started \
+                 without --join), so it cannot join another cluster with it. To keep running that \
+                 cluster, start the node without --join; to join {}, move the directory aside and \
+                 start with an empty --data-dir",
+                options.join.join(",")
+            )))
+        }
+        Some(Origin::Joiner) if options.join.is_empty() && !has_data(state) => {
+            return Err(NodeError::Invalid(format!(
+                "the node of data directory {data_dir} was joining a cluster and holds nothing yet; \
+                 give --join with the address of a member to finish joining (without it, it would \
+                 found a new cluster)"
+            )))
+        }
+        _ => {}
+    }
+    Ok(if has_data(state) {
+        Entry::Resume
+    } else if !options.join.is_empty() {
+        Entry::Join
+    } else if options.follower_only {
+        return Err(NodeError::FollowerOnlyWithoutCluster);
+    } else {
+        Entry::Bootstrap
+    })
+}
+
+/// Runs the node once its settings are checked, its sockets bound and its storage opened.
+async fn run(
+    options: NodeOptions,
+    settings: Settings,
+    sockets: Sockets,
+    opened: Opened,
+    entry: Entry,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(Entry),
+) -> Result<(), NodeError> {
     let Opened {
         storage,
         state,
         snapshot,
+        origin: _,
     } = opened;
     let kv = match &snapshot {
         Some((_, data)) => {
@@ -211,40 +370,8 @@ pub async fn run_node_on(
         None => KvStateMachine::new(),
     };
     let saved_snapshot = snapshot.map(|(meta, data)| (meta, Bytes::from(data)));
-    let has_data = state.snapshot.is_some() || !state.entries.is_empty();
-    let entry = if has_data {
-        Entry::Resume
-    } else if !options.join.is_empty() {
-        Entry::Join
-    } else if options.follower_only {
-        return Err(NodeError::FollowerOnlyWithoutCluster);
-    } else {
-        Entry::Bootstrap
-    };
-    let mut config = match entry {
-        Entry::Join => Config::joining(options.id),
-        Entry::Resume | Entry::Bootstrap => Config::new(options.id, [options.id]),
-    };
-    config.election_timeout_min_ms = options.election_timeout_min_ms;
-    config.election_timeout_max_ms = options.election_timeout_max_ms;
-    config.heartbeat_interval_ms = options.heartbeat_interval_ms;
-    config.snapshot_interval_entries = options.snapshot_interval_entries;
-    #[cfg(feature = "planted-bugs")]
-    {
-        config.planted_bugs = options.planted_bugs;
-    }
-    config.read_mode = match options.read_mode.as_str() {
-        "read-index" => ReadMode::ReadIndex,
-        "lease" => ReadMode::Lease,
-        other => {
-            return Err(NodeError::Invalid(format!(
-                "read mode {other:?} is unknown; use \"read-index\" or \"lease\""
-            )))
-        }
-    };
-    config.seed = options
-        .seed
-        .unwrap_or_else(|| options.id ^ options.cluster_id.rotate_left(32) ^ now_seed());
+    let advertise = settings.advertise.clone();
+    let config = settings.config(&options, entry);
     let mut core = RawNode::new(config, state.into(), 0)
         .map_err(|error| NodeError::Invalid(error.to_string()))?;
     if entry == Entry::Bootstrap {
@@ -288,17 +415,18 @@ pub async fn run_node_on(
             hooks,
         )))
         .add_service(
-            PeerServer::new(PeerService::new(handle.clone()))
+            PeerServer::new(PeerService::new(handle.clone(), metrics.clone()))
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .add_service(HealthServer::new(HealthService::new(handle.clone())));
-    let mut server_task = tokio::spawn(listener::serve(router, listen, async {
+    let mut server_task = tokio::spawn(listener::serve(router, sockets.server, async {
         let _ = server_stopped.await;
     }));
 
-    let mut metrics_task =
-        metrics_listen.map(|listen| tokio::spawn(metrics_endpoint::serve(listen, metrics)));
+    let mut metrics_task = sockets
+        .metrics
+        .map(|bound| tokio::spawn(metrics_endpoint::serve(bound, metrics)));
     let metrics_failed = async {
         match metrics_task.as_mut() {
             Some(task) => match task.await {

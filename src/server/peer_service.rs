@@ -5,10 +5,10 @@ use tokio::sync::oneshot;
 use tokio::time::{timeout, Duration};
 use tonic::{Request, Response, Status};
 
-use super::convert::{message_from_proto, message_to_proto};
-use super::error::ApiError;
+use super::convert::{message_to_proto, peer_message_from_proto};
 use super::event_loop;
 use super::handle::NodeHandle;
+use super::metrics::Metrics;
 use super::proto::ravel::{peer_server::Peer, BatchAck, MessageBatch};
 
 /// How long a batch's reply waits for the answers to ride back on it; later ones go in an RPC of
@@ -17,11 +17,12 @@ const REPLY_WAIT: Duration = Duration::from_millis(500);
 
 pub struct PeerService {
     node: NodeHandle,
+    metrics: Metrics,
 }
 
 impl PeerService {
-    pub fn new(node: NodeHandle) -> Self {
-        PeerService { node }
+    pub fn new(node: NodeHandle, metrics: Metrics) -> Self {
+        PeerService { node, metrics }
     }
 }
 
@@ -30,18 +31,9 @@ impl Peer for PeerService {
     async fn send(&self, request: Request<MessageBatch>) -> Result<Response<BatchAck>, Status> {
         let batch = request.into_inner();
         self.node.check_cluster(batch.cluster_id)?;
-        let mut messages = Vec::with_capacity(batch.messages.len());
-        for message in batch.messages {
-            let message = message_from_proto(message)
-                .map_err(|error| ApiError::InvalidArgument(error.to_string()))?;
-            if message.from != batch.from || message.to != self.node.id {
-                return Err(ApiError::InvalidArgument(format!(
-                    "message from node {} to node {} arrived in a batch from node {} at node {}",
-                    message.from, message.to, batch.from, self.node.id
-                ))
-                .into());
-            }
-            messages.push(message);
+        let messages = refuse_malformed(batch.messages, batch.from, self.node.id, &self.metrics);
+        if messages.is_empty() {
+            return Ok(Response::new(BatchAck::default()));
         }
         let (reply, answers) = oneshot::channel();
         self.node
@@ -60,4 +52,26 @@ impl Peer for PeerService {
             messages: answers.iter().map(message_to_proto).collect(),
         }))
     }
+}
+
+/// The messages of a peer's batch that may reach the core: each malformed one (or one not
+/// addressed as the batch says) is dropped, counted and logged; the rest go on, since one bad
+/// message says nothing about the others.
+pub fn refuse_malformed(
+    messages: Vec<super::proto::ravel::RaftMessage>,
+    from: crate::core::NodeId,
+    me: crate::core::NodeId,
+    metrics: &Metrics,
+) -> Vec<crate::core::Message> {
+    messages
+        .into_iter()
+        .filter_map(|message| match peer_message_from_proto(message, from, me) {
+            Ok(message) => Some(message),
+            Err(reason) => {
+                metrics.refused_peer_message();
+                tracing::warn!(peer = from, %reason, "refused a peer's message");
+                None
+            }
+        })
+        .collect()
 }

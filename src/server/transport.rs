@@ -11,7 +11,7 @@ use tokio::time::{timeout, Duration};
 use tonic::transport::Channel;
 
 use super::address_book::AddressBook;
-use super::convert::{message_from_proto, message_to_proto};
+use super::convert::message_to_proto;
 use super::event_loop::Request;
 use super::metrics::Metrics;
 use super::proto::ravel::{peer_client::PeerClient, MessageBatch};
@@ -200,12 +200,18 @@ async fn run_peer(
             messages: batch.drain(..).map(|m| message_to_proto(&m)).collect(),
         };
         #[cfg(madsim)]
-        let request = match simulated_chaos(connected, request, (to, from, inbox.clone())) {
+        let request = match simulated_chaos(
+            connected,
+            request,
+            (to, from, inbox.clone(), metrics.clone()),
+        ) {
             Some(request) => request,
             None => continue,
         };
         match timeout(SEND_TIMEOUT, connected.send(request)).await {
-            Ok(Ok(reply)) => deliver_answers(reply.into_inner().messages, to, from, &inbox).await,
+            Ok(Ok(reply)) => {
+                deliver_answers(reply.into_inner().messages, to, from, &inbox, &metrics).await
+            }
             Ok(Err(status)) => {
                 metrics.send_failed();
                 tracing::debug!(%address, %status, "peer refused a batch");
@@ -222,18 +228,15 @@ async fn run_peer(
 }
 
 /// Hands the answers that rode back on a reply to the event loop; malformed ones, or ones not
-/// from `peer` to `me`, are dropped (a peer's bad input never stops this node).
+/// from `peer` to `me`, are dropped, counted and logged (a peer's bad input never stops this node).
 async fn deliver_answers(
     answers: Vec<super::proto::ravel::RaftMessage>,
     peer: NodeId,
     me: NodeId,
     inbox: &mpsc::WeakSender<Request>,
+    metrics: &Metrics,
 ) {
-    let messages: Vec<Message> = answers
-        .into_iter()
-        .filter_map(|answer| message_from_proto(answer).ok())
-        .filter(|message| message.from == peer && message.to == me)
-        .collect();
+    let messages = super::peer_service::refuse_malformed(answers, peer, me, metrics);
     if messages.is_empty() {
         return;
     }
@@ -271,7 +274,7 @@ async fn connect(address: &str) -> Option<PeerClient<Channel>> {
 fn simulated_chaos(
     client: &PeerClient<Channel>,
     request: MessageBatch,
-    (peer, me, inbox): (NodeId, NodeId, mpsc::WeakSender<Request>),
+    (peer, me, inbox, metrics): (NodeId, NodeId, mpsc::WeakSender<Request>, Metrics),
 ) -> Option<MessageBatch> {
     /// Percent of batches sent twice, and percent delayed past later ones.
     const DUPLICATE_PERCENT: u32 = 3;
@@ -289,7 +292,7 @@ fn simulated_chaos(
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Ok(Ok(reply)) = timeout(SEND_TIMEOUT, late.send(copy)).await {
-                deliver_answers(reply.into_inner().messages, peer, me, &inbox).await;
+                deliver_answers(reply.into_inner().messages, peer, me, &inbox, &metrics).await;
             }
         });
         if roll < DUPLICATE_PERCENT {

@@ -140,6 +140,17 @@ pub struct Identity {
     pub node_id: u64,
 }
 
+/// How a node entered its cluster, recorded beside its identity when its data directory is new,
+/// so that a restart can tell a directory that founded a cluster of its own from one that joined
+/// (a founder's data cannot be carried into another cluster with `--join`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Origin {
+    /// Bootstrapped a new cluster.
+    Founder,
+    /// Entered an existing cluster through the join workflow.
+    Joiner,
+}
+
 /// The header of a snapshot file: what it covers.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct SnapshotHeader {

@@ -31,6 +31,24 @@ pub enum StorageError {
         found_cluster: u64,
         found_node: u64,
     },
+    #[error(
+        "{path} is {size} bytes, not a whole number of the {extent}-byte extents Ravel grows it by: \
+         the file was cut short or written to outside Ravel, and entries this node acknowledged may be \
+         gone. A voter with a shortened log could help elect a leader that lacks committed entries, so \
+         the node refuses to start. To bring it back, move the data directory aside and start the node \
+         with an empty --data-dir and --join ADDR of a member: it rejoins as a fresh member and the \
+         leader sends it the log"
+    )]
+    Truncated {
+        path: PathBuf,
+        size: u64,
+        extent: u64,
+    },
+    #[error(
+        "the data directory {path} is in use by another process (it holds the lock on {lock}); \
+         stop that process, or give this node a --data-dir of its own"
+    )]
+    InUse { path: PathBuf, lock: PathBuf },
     #[error("storage stopped after an earlier failure ({0}); restart the node to recover from what is on disk")]
     Stopped(String),
 }

@@ -1,7 +1,8 @@
 //! The file-backed store. Layout of a data directory:
 //!
 //! ```text
-//! ravel.meta                       identity: cluster id and node id
+//! LOCK                             held (flock) by the one process using the directory
+//! ravel.meta                       identity: cluster id and node id; how the node entered
 //! wal/00000000000000000001.wal     log segments, in order; records are framed and checksummed
 //! snapshots/00000000000000000100-00000000000000000003.snap   snapshot at index 100, term 3
 //! ```
@@ -14,20 +15,31 @@
 //! records overwrite those zeros. An fdatasync after an append that grows the file must also
 //! commit the new size through the file system's journal; one that only overwrites allocated
 //! blocks flushes the data alone. On ext4 here that takes a write plus fdatasync from ~200 to
-//! ~135 µs. Recovery reads the zeros after the last record as the end of the log; a closed
-//! segment is cut to its records first.
+//! ~135 µs. Recovery reads the zeros after the last record as the end of the log.
+//!
+//! The active segment's size is always a whole number of extents (`PREALLOCATE_BYTES`): it
+//! grows by one `ftruncate`, made durable before records are written into the new space, so
+//! whatever a crash keeps, the size is a whole number of extents. A last segment of any other
+//! size was cut short (or grown) by something other than a crash (an operator, a copy, a
+//! broken disk): entries the node acknowledged may be gone, and it refuses to start rather than
+//! vote with a shortened log. (A cut at exactly an extent's boundary goes unseen; junk after the
+//! records is read as a torn write, as before.) A full segment is closed by first
+//! creating the next one and only then cutting the full one to its records, so the last segment
+//! is never a closed one; a crash between the two leaves zeros after the closed segment's
+//! records, which recovery cuts.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::codec::{self, Identity, SnapshotHeader, WalRecord};
+use super::codec::{self, Identity, Origin, SnapshotHeader, WalRecord};
 use super::error::StorageError;
 use super::recovery;
 use crate::core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 
 const META_FILE: &str = "ravel.meta";
+const LOCK_FILE: &str = "LOCK";
 const WAL_DIR: &str = "wal";
 const SNAPSHOT_DIR: &str = "snapshots";
 /// How far ahead of its records the active segment is filled with zeros (see the module docs).
@@ -86,6 +98,11 @@ struct Location {
 
 pub struct FileStorage {
     dir: PathBuf,
+    /// Holds the directory's exclusive lock for as long as the store is open.
+    _lock: File,
+    identity: Identity,
+    /// How the node entered its cluster, if recorded (directories from before it was: `None`).
+    origin: Option<Origin>,
     options: StorageOptions,
     segments: Vec<Segment>,
     active: File,
@@ -110,10 +127,13 @@ impl FileStorage {
         options: StorageOptions,
     ) -> Result<(FileStorage, StoredState), StorageError> {
         let dir = dir.as_ref().to_path_buf();
-        for sub in [dir.clone(), dir.join(WAL_DIR), dir.join(SNAPSHOT_DIR)] {
+        fs::create_dir_all(&dir).map_err(|error| StorageError::io(&dir, error))?;
+        let lock = lock_dir(&dir)?;
+        for sub in [dir.join(WAL_DIR), dir.join(SNAPSHOT_DIR)] {
             fs::create_dir_all(&sub).map_err(|error| StorageError::io(&sub, error))?;
         }
-        check_identity(&dir, identity)?;
+        let origin = check_identity(&dir, identity)?;
+        let extent = extent_bytes(&options);
         let snapshot = latest_snapshot(&dir)?;
         let first_index = snapshot.as_ref().map_or(1, |meta| meta.index + 1);
         let mut storage_segments = Vec::new();
@@ -124,13 +144,26 @@ impl FileStorage {
         for (position, (sequence, path)) in paths.iter().enumerate() {
             let bytes = fs::read(path).map_err(|error| StorageError::io(path, error))?;
             let is_last = position + 1 == paths.len();
+            let size = bytes.len() as u64;
+            if is_last && size % extent != 0 {
+                return Err(StorageError::Truncated {
+                    path: path.clone(),
+                    size,
+                    extent,
+                });
+            }
             let scan = recovery::scan(&bytes, is_last).map_err(|damage| StorageError::Corrupt {
                 path: path.clone(),
                 offset: damage.offset,
                 reason: damage.reason,
             })?;
-            if scan.valid_len < bytes.len() as u64 {
-                cut_torn_tail(path, scan.valid_len)?;
+            if scan.valid_len < size {
+                if is_last {
+                    zero_torn_tail(path, scan.valid_len, size)?;
+                } else {
+                    // A close cut short by a crash: the next segment exists, finish the cut.
+                    cut_to_records(path, scan.valid_len)?;
+                }
             }
             let mut last_index = 0;
             for (offset, len, record) in scan.records {
@@ -186,9 +219,14 @@ impl FileStorage {
             .write(true)
             .open(active_path)
             .map_err(|error| StorageError::io(active_path, error))?;
-        let allocated = storage_segments.last().expect("at least one segment").len;
+        let allocated = fs::metadata(active_path)
+            .map_err(|error| StorageError::io(active_path, error))?
+            .len();
         let storage = FileStorage {
             dir,
+            _lock: lock,
+            identity,
+            origin,
             options,
             segments: storage_segments,
             active,
@@ -215,6 +253,19 @@ impl FileStorage {
 
     pub fn hard_state(&self) -> HardState {
         self.hard_state
+    }
+
+    /// How the node entered its cluster, as recorded in its data directory.
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin
+    }
+
+    /// Records how the node entered its cluster, durably, beside its identity.
+    pub fn record_origin(&mut self, origin: Origin) -> Result<(), StorageError> {
+        self.check_running()?;
+        write_meta(&self.dir, self.identity, Some(origin))?;
+        self.origin = Some(origin);
+        Ok(())
     }
 
     pub fn snapshot(&self) -> Option<&SnapshotMeta> {
@@ -307,38 +358,52 @@ impl FileStorage {
         if !self.pending.is_empty() {
             let start = self.active_len();
             let end = start + self.pending.len() as u64;
-            self.active.write_all_at(&self.pending, start).map_err(io)?;
             self.preallocate(end).map_err(io)?;
+            assert!(
+                end <= self.allocated,
+                "records written past the allocated space"
+            );
+            self.active.write_all_at(&self.pending, start).map_err(io)?;
             self.segments.last_mut().expect("an active segment").len = end;
             self.pending.clear();
         }
         self.active.sync_data().map_err(io)?;
         if self.active_len() >= self.options.segment_bytes_max {
-            // Closed segments hold records only: zeros after them would read as damage.
-            self.active.set_len(self.active_len()).map_err(io)?;
-            self.active.sync_all().map_err(io)?;
+            // The next segment exists before this one is cut to its records, so the last segment
+            // on disk is always one being appended to (see the module docs).
             let sequence = self.segments.last().expect("an active segment").sequence + 1;
             let segment = create_segment(&self.dir, sequence)?;
-            self.active = OpenOptions::new()
+            let next = OpenOptions::new()
                 .write(true)
                 .open(&segment.path)
                 .map_err(|error| StorageError::io(&segment.path, error))?;
+            // Closed segments hold records only.
+            self.active.set_len(self.active_len()).map_err(io)?;
+            self.active.sync_all().map_err(io)?;
+            self.active = next;
             self.allocated = 0;
             self.segments.push(segment);
         }
         Ok(())
     }
 
-    /// Fills the active segment with zeros past `end`, if the records reached the zeros.
+    /// Grows the active segment by whole extents to hold `end` bytes, if it does not yet: the
+    /// size first (one `ftruncate`, so a crash keeps the old size or the new one), then zeros
+    /// over the new space so its blocks are allocated once here, not at every fdatasync; then an
+    /// fdatasync, so that no record is written past a size that a crash could still take back
+    /// (one more fsync per extent of log, a mebibyte).
     fn preallocate(&mut self, end: u64) -> std::io::Result<()> {
         if end <= self.allocated {
             return Ok(());
         }
-        let step = PREALLOCATE_BYTES.min(self.options.segment_bytes_max).max(1);
-        let target = end.div_ceil(step) * step;
-        let zeros = vec![0u8; (target - end) as usize];
-        self.active.write_all_at(&zeros, end)?;
+        let extent = extent_bytes(&self.options);
+        let target = end.div_ceil(extent) * extent;
+        self.active.set_len(target)?;
+        let zeros = vec![0u8; (target - self.allocated) as usize];
+        self.active.write_all_at(&zeros, self.allocated)?;
+        self.active.sync_data()?;
         self.allocated = target;
+        debug_assert_eq!(self.allocated % extent, 0);
         Ok(())
     }
 
@@ -458,7 +523,44 @@ impl FileStorage {
     }
 }
 
-fn check_identity(dir: &Path, identity: Identity) -> Result<(), StorageError> {
+/// The size the active segment grows by; it is always a whole number of these.
+fn extent_bytes(options: &StorageOptions) -> u64 {
+    PREALLOCATE_BYTES.min(options.segment_bytes_max).max(1)
+}
+
+/// Takes the directory's exclusive lock, held until the returned file is closed (the process
+/// exits, however it exits): two nodes on one directory would interleave their logs.
+fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| StorageError::io(&path, error))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::InUse {
+            path: dir.to_path_buf(),
+            lock: path,
+        }),
+        Err(fs::TryLockError::Error(error)) => Err(StorageError::io(&path, error)),
+    }
+}
+
+/// The identity record, then (if known) how the node entered its cluster, each framed.
+fn write_meta(dir: &Path, identity: Identity, origin: Option<Origin>) -> Result<(), StorageError> {
+    let mut contents = Vec::new();
+    codec::frame_into(&mut contents, &codec::encode(&identity));
+    if let Some(origin) = origin {
+        codec::frame_into(&mut contents, &codec::encode(&origin));
+    }
+    write_durably(&dir.join("ravel.meta.tmp"), &dir.join(META_FILE), &contents)
+}
+
+/// Checks the directory belongs to `identity` (stamping it if new) and returns how the node
+/// entered its cluster, if that was recorded.
+fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Origin>, StorageError> {
     let path = dir.join(META_FILE);
     match fs::read(&path) {
         Ok(bytes) => {
@@ -467,13 +569,24 @@ fn check_identity(dir: &Path, identity: Identity) -> Result<(), StorageError> {
                 offset: 0,
                 reason,
             };
-            let codec::Frame::Valid { body, .. } = codec::read_frame(&bytes) else {
+            let codec::Frame::Valid { body, len } = codec::read_frame(&bytes) else {
                 return Err(corrupt(
                     "the identity record does not match its checksum".to_string(),
                 ));
             };
             let found: Identity =
                 codec::decode(body).map_err(|error| corrupt(error.to_string()))?;
+            let origin = match codec::read_frame(&bytes[len..]) {
+                codec::Frame::Valid { body, .. } => {
+                    Some(codec::decode(body).map_err(|error| corrupt(error.to_string()))?)
+                }
+                codec::Frame::Incomplete if bytes.len() == len => None,
+                _ => {
+                    return Err(corrupt(
+                        "the record of how the node entered its cluster is damaged".to_string(),
+                    ))
+                }
+            };
             if found != identity {
                 return Err(StorageError::WrongIdentity {
                     path,
@@ -483,12 +596,11 @@ fn check_identity(dir: &Path, identity: Identity) -> Result<(), StorageError> {
                     found_node: found.node_id,
                 });
             }
-            Ok(())
+            Ok(origin)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let mut contents = Vec::new();
-            codec::frame_into(&mut contents, &codec::encode(&identity));
-            write_durably(&dir.join("ravel.meta.tmp"), &path, &contents)
+            write_meta(dir, identity, None)?;
+            Ok(None)
         }
         Err(error) => Err(StorageError::io(&path, error)),
     }
@@ -534,8 +646,21 @@ fn create_segment(dir: &Path, sequence: u64) -> Result<Segment, StorageError> {
     })
 }
 
-/// A crash cut the last write: drop the partial record so new records follow whole ones.
-fn cut_torn_tail(path: &Path, valid_len: u64) -> Result<(), StorageError> {
+/// A crash cut the last write: zero the partial record so new records follow whole ones (the
+/// file keeps its size, a whole number of extents).
+fn zero_torn_tail(path: &Path, valid_len: u64, size: u64) -> Result<(), StorageError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| {
+            file.write_all_at(&vec![0; (size - valid_len) as usize], valid_len)?;
+            file.sync_all()
+        })
+        .map_err(|error| StorageError::io(path, error))
+}
+
+/// Cuts a closed segment to its records.
+fn cut_to_records(path: &Path, valid_len: u64) -> Result<(), StorageError> {
     OpenOptions::new()
         .write(true)
         .open(path)

@@ -5,7 +5,9 @@
 //! survives a crash; after any write or sync error the store stops (fail-stop) and the node must
 //! restart, because after a failed fsync the kernel may have dropped the data it claimed to hold.
 //! On start, a torn record at the very end of the log (a write cut by a crash) is cut off;
-//! a bad record anywhere else is corruption, and the node refuses to start.
+//! a bad record anywhere else is corruption, and so is a log shorter than the space it was
+//! written into (a file cut short by something other than a crash): the node refuses to start.
+//! One process at a time owns a data directory (an exclusive lock on its `LOCK` file).
 
 mod codec;
 mod error;
@@ -14,7 +16,7 @@ mod memory_disk;
 mod recovery;
 
 pub(crate) use codec::{decode, encode};
-pub use codec::{CodecError, Identity, FORMAT_VERSION};
+pub use codec::{CodecError, Identity, Origin, FORMAT_VERSION};
 pub use error::StorageError;
 pub use file_storage::{FileStorage, StorageOptions, StoredState};
 pub use memory_disk::{MemoryDisk, MemoryStorage};

@@ -19,9 +19,10 @@ pub struct Damage {
     pub reason: String,
 }
 
-/// Scans `bytes`. In the last segment a bad record with nothing valid after it is a torn write
-/// (the crash cut it), and zeros are the space filled ahead of the records; with a valid record
-/// after it, or in any earlier segment, it is damage.
+/// Scans `bytes`. Zeros after the records are the space filled ahead of them (in an earlier
+/// segment, a close a crash interrupted). In the last segment a bad record with nothing valid
+/// after it is a torn write (the crash cut it); with a valid record after it, or in any earlier
+/// segment, it is damage.
 pub fn scan(bytes: &[u8], is_last_segment: bool) -> Result<Scan, Damage> {
     let mut records = Vec::new();
     let mut offset = 0usize;
@@ -38,10 +39,11 @@ pub fn scan(bytes: &[u8], is_last_segment: bool) -> Result<Scan, Damage> {
             Frame::Incomplete => "the segment ends inside a record".to_string(),
             Frame::Corrupt => "a record's checksum does not match".to_string(),
         };
-        let torn = is_last_segment
-            && (bytes[offset..].iter().all(|&byte| byte == 0)
-                || !has_valid_record_after(bytes, offset));
-        if torn {
+        let zeros = bytes[offset..].iter().all(|&byte| byte == 0);
+        if zeros {
+            break;
+        }
+        if is_last_segment && !has_valid_record_after(bytes, offset) {
             break;
         }
         return Err(Damage {
