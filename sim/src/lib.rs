@@ -7,6 +7,7 @@ pub mod client;
 pub mod disk;
 pub mod harness;
 pub mod history;
+pub mod hostile_peer;
 pub mod linearizability;
 pub mod madsim_harness;
 pub mod network;
