@@ -220,3 +220,58 @@ async fn a_leaders_appends_keep_to_its_own_rpcs() {
     );
     running.abort();
 }
+
+/// A follower told to stop while a write it passed on to the leader is unanswered must not say
+/// "shutting down" (which tells a client the write was refused before it was proposed, and to
+/// retry elsewhere): the leader may still commit it, and a retried put or compare-and-swap
+/// would take effect twice. It answers "outcome unknown".
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_passed_on_to_the_leader_is_unknown_when_the_follower_stops() {
+    let core = RawNode::new(Config::new(2, [1, 2, 3]), Recovered::default(), 0).expect("core");
+    let (requests_tx, _storage_ops, _storage_done_tx, running) = start(core);
+    let heartbeat = Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Heartbeat {
+            commit: 0,
+            round: 1,
+        },
+    };
+    requests_tx
+        .send(Request::Peer {
+            from: 1,
+            from_address: String::new(),
+            messages: vec![heartbeat],
+            reply: None,
+        })
+        .await
+        .unwrap();
+    let (reply, answer) = oneshot::channel();
+    requests_tx
+        .send(Request::Write {
+            command: ravel::kv::Command::Put {
+                key: Bytes::from("k"),
+                value: Bytes::from("v"),
+            },
+            may_forward: true,
+            reply,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (stopped, _) = oneshot::channel();
+    requests_tx
+        .send(Request::Shutdown { reply: stopped })
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert!(
+        matches!(outcome, Err(ravel::server::ApiError::OutcomeUnknown(_))),
+        "the forwarded write was answered {outcome:?}"
+    );
+    running.abort();
+}

@@ -837,17 +837,15 @@ impl EventLoop {
         reason
     }
 
-    /// Answers every waiting request with `error`, or with "outcome unknown" if it was already
-    /// appended to the log (it may still commit under another leader).
+    /// Answers every waiting write or membership change "outcome unknown", saying why (`error`).
+    /// Each was handed to the core, which appended it here or passed it on to the leader: it may
+    /// still commit, so the error itself (which tells a client it was refused, and to retry
+    /// elsewhere) would make a retried put or compare-and-swap take effect twice. What provably
+    /// never reached the core (still queued) is answered "shutting down" by the dropped queue.
     fn answer_all(&mut self, error: ApiError) {
-        for (_, (_, id)) in std::mem::take(&mut self.accepted) {
-            if let Some(pending) = self.pending.remove(&id) {
-                let unknown = ApiError::OutcomeUnknown(format!("{error}"));
-                answer(pending, unknown);
-            }
-        }
+        self.accepted.clear();
         for (_, pending) in std::mem::take(&mut self.pending) {
-            answer(pending, error.clone());
+            answer(pending, ApiError::OutcomeUnknown(format!("{error}")));
         }
     }
 
