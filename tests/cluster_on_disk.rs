@@ -256,6 +256,8 @@ fn a_cluster_on_files_survives_compaction_crashes_and_restarts() {
     assert_eq!(cluster.node(follower).expect("up").kv.snapshot(), expected);
     // Every node restarts from disk at once: every write is still there, on every node.
     let now_ms = cluster.now_ms;
+    // The old processes are gone (and their directories' locks with them) before the new start.
+    cluster.nodes.clear();
     cluster.nodes = (1..=3)
         .map(|id| Some(start(dir.path(), id, now_ms)))
         .collect();
