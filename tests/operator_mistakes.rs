@@ -89,6 +89,7 @@ fn refused(id: u64, address: &str, data_dir: &Path, extra: &[&str]) -> (i32, Str
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("the node kept running instead of refusing to start");
 }
 
@@ -153,7 +154,12 @@ async fn a_second_node_on_a_data_directory_in_use_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_cut_short_by_hand_refuses_to_start_and_says_how_to_rejoin() {
-    for (what, cut) in [("to half its length", 2u64), ("by its last 100 bytes", 0)] {
+    type Cut = fn(u64) -> u64;
+    let cuts: [(&str, Cut); 2] = [
+        ("to half its length", |len| len / 2),
+        ("by its last 100 bytes", |len| len - 100),
+    ];
+    for (what, cut) in cuts {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let address = free_address();
@@ -172,7 +178,7 @@ async fn a_wal_cut_short_by_hand_refuses_to_start_and_says_how_to_rejoin() {
         stop(node);
         let segment = active_segment(&data_dir);
         let len = std::fs::metadata(&segment).unwrap().len();
-        let cut_to = if cut == 0 { len - 100 } else { len / cut };
+        let cut_to = cut(len);
         std::fs::OpenOptions::new()
             .write(true)
             .open(&segment)
@@ -231,4 +237,42 @@ async fn settings_and_ports_are_checked_before_the_data_directory_is_touched() {
     let node = start(1, &address, &data_dir, &[]);
     put(&address, "k", "v").await;
     drop(node);
+}
+
+/// A node killed before it was admitted restarts joining, never as a member: without --join it
+/// is refused (before, it bootstrapped a cluster of its own), with --join it finishes joining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_joining_joins_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let founder_address = free_address();
+    let founder = start(1, &founder_address, &dir.path().join("founder"), &[]);
+    put(&founder_address, "k", "v").await;
+    let data_dir = dir.path().join("joiner");
+    let address = free_address();
+    // Its only seed does not answer: it stays connection pending, then is killed.
+    let nobody = free_address();
+    let joiner = start(2, &address, &data_dir, &["--join", &nobody]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(joiner);
+    let (code, error) = refused(2, &address, &data_dir, &[]);
+    assert_eq!(code, 2, "{error}");
+    assert!(error.contains("was joining"), "{error}");
+    let joiner = start(2, &address, &data_dir, &["--join", &founder_address]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(status) = client(&address).status().await {
+            if status.member_state == "voter" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the joiner never became a voter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&address, "k").await, Some(Bytes::from("v")));
+    // Admitted: a restart with the same command line resumes as the member it is.
+    stop(joiner);
+    let joiner = start(2, &address, &data_dir, &["--join", &founder_address]);
+    assert_eq!(get(&address, "k").await, Some(Bytes::from("v")));
+    drop(joiner);
+    drop(founder);
 }

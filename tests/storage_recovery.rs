@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use proptest::prelude::*;
 use ravel::core::{Entry, EntryPayload, HardState, Membership, SnapshotMeta};
-use ravel::storage::{FileStorage, Identity, Origin, StorageError, StorageOptions, StoredState};
+use ravel::storage::{FileStorage, Identity, Standing, StorageError, StorageOptions, StoredState};
 
 const IDENTITY: Identity = Identity {
     cluster_id: 7,
@@ -366,7 +366,8 @@ fn the_active_segment_is_zero_filled_ahead_and_closed_segments_hold_records_only
 /// without the last writes and without a word.)
 #[test]
 fn a_log_cut_short_outside_ravel_refuses_to_start() {
-    let cuts: [(&str, fn(&Path)); 4] = [
+    type Cut = fn(&Path);
+    let cuts: [(&str, Cut); 4] = [
         ("half of the active segment", |path| {
             let len = fs::metadata(path).unwrap().len();
             OpenOptions::new()
@@ -449,19 +450,23 @@ fn a_directory_in_use_is_refused() {
     assert_eq!(recovered.entries, vec![entry(1, 1)]);
 }
 
-/// How the node entered its cluster is recorded once and read back on every start; a directory
-/// from before it was recorded reads as unknown.
+/// Where the node stands in its cluster is recorded durably and read back on every start; a
+/// directory from before it was recorded reads as unknown.
 #[test]
-fn the_origin_is_recorded_durably() {
+fn the_standing_is_recorded_durably() {
     let dir = tempfile::tempdir().unwrap();
     let (mut storage, _) = open(dir.path()).unwrap();
-    assert_eq!(storage.origin(), None);
-    storage.record_origin(Origin::Founder).unwrap();
+    assert_eq!(storage.standing(), None);
+    storage.record_standing(Standing::Joining).unwrap();
+    drop(storage);
+    let (mut storage, _) = open(dir.path()).unwrap();
+    assert_eq!(storage.standing(), Some(Standing::Joining));
+    storage.record_standing(Standing::Admitted).unwrap();
     drop(storage);
     let (storage, _) = open(dir.path()).unwrap();
-    assert_eq!(storage.origin(), Some(Origin::Founder));
+    assert_eq!(storage.standing(), Some(Standing::Admitted));
     drop(storage);
-    // A damaged origin record is refused, not taken for "unknown".
+    // A damaged standing record is refused, not taken for "unknown".
     let meta = dir.path().join("ravel.meta");
     let mut bytes = fs::read(&meta).unwrap();
     let last = bytes.len() - 1;

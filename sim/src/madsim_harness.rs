@@ -145,7 +145,6 @@ fn start_host(
                             storage: Box::new(storage),
                             state,
                             snapshot,
-                            origin: None,
                         };
                         let outcome =
                             run_node_on(options, opened, std::future::pending(), |_| {}).await;

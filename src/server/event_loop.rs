@@ -24,6 +24,7 @@ use crate::core::{
     SnapshotMeta, Status, Term,
 };
 use crate::kv::{Command, KvStateMachine, Outcome};
+use crate::storage::Standing;
 
 /// Requests drained per loop iteration at most, so ticks and storage completions are not starved.
 const REQUESTS_PER_ITERATION_MAX: usize = 1024;
@@ -101,8 +102,12 @@ pub enum Request {
         messages: Vec<Message>,
         reply: Option<oneshot::Sender<Vec<Message>>>,
     },
-    /// This joining node's join completed (the leader answered `JOINED`).
-    Admitted,
+    /// This joining node's join completed (the leader answered `JOINED`): recorded durably, so
+    /// that a restart resumes as a member instead of joining again; a voter (not a
+    /// follower-only learner) from now on votes and may campaign.
+    Admitted {
+        voter: bool,
+    },
     /// Stop: hand leadership over if leader, let storage finish, then answer.
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -358,7 +363,16 @@ impl EventLoop {
                         self.core.step(Input::Message(message));
                     }
                 }
-                Request::Admitted => self.core.step(Input::Admitted),
+                Request::Admitted { voter } => {
+                    // Until this record is durable a crash restarts the node as joining, which
+                    // is safe: it only asks again (the core's contract for `Admitted`).
+                    let _ = self
+                        .storage
+                        .send(StorageOp::RecordStanding(Standing::Admitted));
+                    if voter {
+                        self.core.step(Input::Admitted);
+                    }
+                }
                 Request::Shutdown { reply } => self.shutting_down = Some(reply),
             }
         }

@@ -52,9 +52,8 @@ pub async fn join(node: NodeHandle, request: JoinRequest) -> Result<(), String> 
                 Ok(response) => match response.outcome() {
                     Outcome::Joined => {
                         tracing::info!(via = %target, "joined the cluster");
-                        if !request.follower_only {
-                            let _ = node.send(Request::Admitted).await;
-                        }
+                        let voter = !request.follower_only;
+                        let _ = node.send(Request::Admitted { voter }).await;
                         return Ok(());
                     }
                     Outcome::Redirect => {

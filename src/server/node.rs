@@ -31,7 +31,7 @@ use super::storage_worker;
 use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
 use crate::core::{Config, NodeId, RawNode, ReadMode, SnapshotMeta};
 use crate::kv::KvStateMachine;
-use crate::storage::{FileStorage, Identity, Origin, Storage, StorageOptions, StoredState};
+use crate::storage::{FileStorage, Identity, Standing, Storage, StorageOptions, StoredState};
 
 /// Requests queued for the event loop, at most; senders wait when it is full (back-pressure).
 const REQUEST_QUEUE_MAX: usize = 16384;
@@ -151,28 +151,15 @@ pub async fn run_node(
         cluster_id: options.cluster_id,
         node_id: options.id,
     };
-    let (mut storage, state) =
+    let (storage, state) =
         FileStorage::open(&options.data_dir, identity, StorageOptions::default())?;
-    let origin = storage.origin();
-    let entry = decide_entry(&options, &state, origin)?;
-    if origin.is_none() && !has_data(&state) {
-        // A new directory: remember how the node entered, for every later start.
-        storage.record_origin(match entry {
-            Entry::Bootstrap => Origin::Founder,
-            Entry::Join | Entry::Resume => Origin::Joiner,
-        })?;
-    }
     let snapshot = storage.load_snapshot()?;
     let opened = Opened {
         storage: Box::new(storage),
         state,
         snapshot,
-        origin,
     };
-    run(
-        options, settings, sockets, opened, entry, shutdown, on_ready,
-    )
-    .await
+    run(options, settings, sockets, opened, shutdown, on_ready).await
 }
 
 /// What a node found in its storage on start.
@@ -180,8 +167,6 @@ pub struct Opened {
     pub storage: Box<dyn Storage>,
     pub state: StoredState,
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    /// How the node entered its cluster, if the storage recorded it.
-    pub origin: Option<Origin>,
 }
 
 /// [`run_node`] on storage opened by the caller (a simulated disk under madsim).
@@ -193,11 +178,7 @@ pub async fn run_node_on(
 ) -> Result<(), NodeError> {
     let settings = Settings::check(&options)?;
     let sockets = settings.bind()?;
-    let entry = decide_entry(&options, &opened.state, opened.origin)?;
-    run(
-        options, settings, sockets, opened, entry, shutdown, on_ready,
-    )
-    .await
+    run(options, settings, sockets, opened, shutdown, on_ready).await
 }
 
 /// The settings a node needs beyond its options, each checked before anything is bound or
@@ -309,42 +290,40 @@ fn has_data(state: &StoredState) -> bool {
     state.snapshot.is_some() || !state.entries.is_empty()
 }
 
-/// How the node enters its cluster: resume from its data, join, or bootstrap; refused when the
-/// command line contradicts what the data directory says the node is.
+/// How the node enters its cluster: resume from its data, join, or bootstrap, from what its data
+/// directory says it is (`standing`) and what the command line asks; refused where the two
+/// contradict each other.
 pub fn decide_entry(
     options: &NodeOptions,
     state: &StoredState,
-    origin: Option<Origin>,
+    standing: Option<Standing>,
 ) -> Result<Entry, NodeError> {
     let data_dir = options.data_dir.display();
-    match origin {
-        Some(Origin::Founder) if !options.join.is_empty() => {
-            return Err(NodeError::Invalid(format!(
-                "the data directory {data_dir} holds the cluster this node founded (it was started \
-                 without --join), so it cannot join another cluster with it. To keep running that \
-                 cluster, start the node without --join; to join {}, move the directory aside and \
-                 start with an empty --data-dir",
-                options.join.join(",")
-            )))
-        }
-        Some(Origin::Joiner) if options.join.is_empty() && !has_data(state) => {
-            return Err(NodeError::Invalid(format!(
-                "the node of data directory {data_dir} was joining a cluster and holds nothing yet; \
-                 give --join with the address of a member to finish joining (without it, it would \
-                 found a new cluster)"
-            )))
-        }
-        _ => {}
+    let join = !options.join.is_empty();
+    match standing {
+        Some(Standing::Founder) if join => Err(NodeError::Invalid(format!(
+            "the data directory {data_dir} holds the cluster this node founded (it was started \
+             without --join), so it cannot join another cluster with it. To keep running that \
+             cluster, start the node without --join; to join {}, move the directory aside and \
+             start with an empty --data-dir",
+            options.join.join(",")
+        ))),
+        // Not admitted yet: whatever log it holds, it may not vote with it; it asks again.
+        Some(Standing::Joining) if join => Ok(Entry::Join),
+        Some(Standing::Joining) => Err(NodeError::Invalid(format!(
+            "the node of data directory {data_dir} was joining a cluster and was not admitted yet; \
+             give --join with the address of a member to finish joining"
+        ))),
+        Some(Standing::Admitted) if !has_data(state) && join => Ok(Entry::Join),
+        Some(Standing::Admitted) if !has_data(state) => Err(NodeError::Invalid(format!(
+            "the node of data directory {data_dir} was a member of a cluster but its log is gone; \
+             give --join with the address of a member to rejoin as a fresh member"
+        ))),
+        _ if has_data(state) => Ok(Entry::Resume),
+        _ if join => Ok(Entry::Join),
+        _ if options.follower_only => Err(NodeError::FollowerOnlyWithoutCluster),
+        _ => Ok(Entry::Bootstrap),
     }
-    Ok(if has_data(state) {
-        Entry::Resume
-    } else if !options.join.is_empty() {
-        Entry::Join
-    } else if options.follower_only {
-        return Err(NodeError::FollowerOnlyWithoutCluster);
-    } else {
-        Entry::Bootstrap
-    })
 }
 
 /// Runs the node once its settings are checked, its sockets bound and its storage opened.
@@ -353,16 +332,26 @@ async fn run(
     settings: Settings,
     sockets: Sockets,
     opened: Opened,
-    entry: Entry,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Entry),
 ) -> Result<(), NodeError> {
     let Opened {
-        storage,
+        mut storage,
         state,
         snapshot,
-        origin: _,
     } = opened;
+    let standing = storage.standing();
+    let entry = decide_entry(&options, &state, standing)?;
+    // Remember how the node entered, for every later start; a node joining (again) is not
+    // admitted until the leader says so.
+    let entered = match entry {
+        Entry::Bootstrap => Some(Standing::Founder),
+        Entry::Join => Some(Standing::Joining),
+        Entry::Resume => None,
+    };
+    if let Some(entered) = entered.filter(|&entered| standing != Some(entered)) {
+        storage.record_standing(entered)?;
+    }
     let kv = match &snapshot {
         Some((_, data)) => {
             KvStateMachine::restore(data).map_err(|error| NodeError::Snapshot(error.to_string()))?
@@ -504,4 +493,72 @@ fn now_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Entry as LogEntry, EntryPayload};
+
+    fn options(join: bool) -> NodeOptions {
+        NodeOptions {
+            join: if join {
+                vec!["127.0.0.1:7379".to_string()]
+            } else {
+                Vec::new()
+            },
+            ..NodeOptions::default()
+        }
+    }
+
+    fn with_log() -> StoredState {
+        StoredState {
+            entries: vec![LogEntry {
+                term: 1,
+                index: 1,
+                payload: EntryPayload::Noop,
+            }],
+            ..StoredState::default()
+        }
+    }
+
+    /// Every combination of what the directory says and what the command line asks.
+    #[test]
+    fn the_entry_follows_the_recorded_standing() {
+        let empty = StoredState::default();
+        let log = with_log();
+        let cases: [(Option<Standing>, &StoredState, bool, Option<Entry>); 14] = [
+            (None, &empty, false, Some(Entry::Bootstrap)),
+            (None, &empty, true, Some(Entry::Join)),
+            (None, &log, false, Some(Entry::Resume)),
+            (None, &log, true, Some(Entry::Resume)),
+            (
+                Some(Standing::Founder),
+                &empty,
+                false,
+                Some(Entry::Bootstrap),
+            ),
+            (Some(Standing::Founder), &log, false, Some(Entry::Resume)),
+            (Some(Standing::Founder), &log, true, None),
+            // A joiner not yet admitted never resumes as a member, whatever its log holds: a
+            // member that lost its disk and crashed mid-rejoin may hold configurations in which
+            // it was a voter, and a partial log.
+            (Some(Standing::Joining), &log, true, Some(Entry::Join)),
+            (Some(Standing::Joining), &empty, true, Some(Entry::Join)),
+            (Some(Standing::Joining), &log, false, None),
+            (Some(Standing::Joining), &empty, false, None),
+            (Some(Standing::Admitted), &log, true, Some(Entry::Resume)),
+            (Some(Standing::Admitted), &empty, true, Some(Entry::Join)),
+            (Some(Standing::Admitted), &empty, false, None),
+        ];
+        for (standing, state, join, expected) in cases {
+            let decided = decide_entry(&options(join), state, standing).ok();
+            assert_eq!(
+                decided,
+                expected,
+                "standing {standing:?}, log {}, --join {join}",
+                !state.entries.is_empty()
+            );
+        }
+    }
 }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::metrics::Metrics;
 use crate::core::{Entry, HardState, Input, NodeId, PersistId, SnapshotMeta};
 use crate::kv::SnapshotState;
-use crate::storage::Storage;
+use crate::storage::{Standing, Storage};
 
 /// Operations a batch takes at most, so one slow fsync does not grow a batch without bound.
 const BATCH_OPERATIONS_MAX: usize = 4096;
@@ -41,6 +41,8 @@ pub enum StorageOp {
         offset: u64,
         bytes_max: usize,
     },
+    /// Where the node now stands in its cluster (admitted by the leader), recorded durably.
+    RecordStanding(Standing),
 }
 
 /// What storage reports back.
@@ -235,6 +237,9 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
                     .map_err(|error| error.to_string())?;
                 persisted = Some(id);
             }
+            StorageOp::RecordStanding(standing) => storage
+                .record_standing(standing)
+                .map_err(|error| error.to_string())?,
             StorageOp::ReadSnapshotChunk {
                 to,
                 meta,

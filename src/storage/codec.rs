@@ -140,15 +140,20 @@ pub struct Identity {
     pub node_id: u64,
 }
 
-/// How a node entered its cluster, recorded beside its identity when its data directory is new,
-/// so that a restart can tell a directory that founded a cluster of its own from one that joined
-/// (a founder's data cannot be carried into another cluster with `--join`).
+/// Where a node stands in its cluster, recorded durably beside its identity: set when its data
+/// directory is new, and moved from `Joining` to `Admitted` when the leader says the join is
+/// complete. A restart reads it: a founder's data cannot be carried into another cluster with
+/// `--join`, and a node that was joining (its log perhaps partial, perhaps holding
+/// configurations in which it was a voter before it lost its disk) joins again instead of
+/// resuming as a voter — the core's contract for `Input::Admitted`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
-pub enum Origin {
+pub enum Standing {
     /// Bootstrapped a new cluster.
     Founder,
-    /// Entered an existing cluster through the join workflow.
-    Joiner,
+    /// Entering a cluster through the join workflow, not admitted yet.
+    Joining,
+    /// Joined a cluster and was admitted.
+    Admitted,
 }
 
 /// The header of a snapshot file: what it covers.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! LOCK                             held (flock) by the one process using the directory
-//! ravel.meta                       identity: cluster id and node id; how the node entered
+//! ravel.meta                       identity: cluster id and node id; where the node stands
 //! wal/00000000000000000001.wal     log segments, in order; records are framed and checksummed
 //! snapshots/00000000000000000100-00000000000000000003.snap   snapshot at index 100, term 3
 //! ```
@@ -33,7 +33,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::codec::{self, Identity, Origin, SnapshotHeader, WalRecord};
+use super::codec::{self, Identity, SnapshotHeader, Standing, WalRecord};
 use super::error::StorageError;
 use super::recovery;
 use crate::core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
@@ -101,8 +101,8 @@ pub struct FileStorage {
     /// Holds the directory's exclusive lock for as long as the store is open.
     _lock: File,
     identity: Identity,
-    /// How the node entered its cluster, if recorded (directories from before it was: `None`).
-    origin: Option<Origin>,
+    /// Where the node stands in its cluster, if recorded (directories from before it was: `None`).
+    standing: Option<Standing>,
     options: StorageOptions,
     segments: Vec<Segment>,
     active: File,
@@ -132,7 +132,7 @@ impl FileStorage {
         for sub in [dir.join(WAL_DIR), dir.join(SNAPSHOT_DIR)] {
             fs::create_dir_all(&sub).map_err(|error| StorageError::io(&sub, error))?;
         }
-        let origin = check_identity(&dir, identity)?;
+        let standing = check_identity(&dir, identity)?;
         let extent = extent_bytes(&options);
         let snapshot = latest_snapshot(&dir)?;
         let first_index = snapshot.as_ref().map_or(1, |meta| meta.index + 1);
@@ -145,7 +145,7 @@ impl FileStorage {
             let bytes = fs::read(path).map_err(|error| StorageError::io(path, error))?;
             let is_last = position + 1 == paths.len();
             let size = bytes.len() as u64;
-            if is_last && size % extent != 0 {
+            if is_last && !size.is_multiple_of(extent) {
                 return Err(StorageError::Truncated {
                     path: path.clone(),
                     size,
@@ -226,7 +226,7 @@ impl FileStorage {
             dir,
             _lock: lock,
             identity,
-            origin,
+            standing,
             options,
             segments: storage_segments,
             active,
@@ -255,16 +255,16 @@ impl FileStorage {
         self.hard_state
     }
 
-    /// How the node entered its cluster, as recorded in its data directory.
-    pub fn origin(&self) -> Option<Origin> {
-        self.origin
+    /// Where the node stands in its cluster, as recorded in its data directory.
+    pub fn standing(&self) -> Option<Standing> {
+        self.standing
     }
 
-    /// Records how the node entered its cluster, durably, beside its identity.
-    pub fn record_origin(&mut self, origin: Origin) -> Result<(), StorageError> {
+    /// Records where the node stands in its cluster, durably, beside its identity.
+    pub fn record_standing(&mut self, standing: Standing) -> Result<(), StorageError> {
         self.check_running()?;
-        write_meta(&self.dir, self.identity, Some(origin))?;
-        self.origin = Some(origin);
+        write_meta(&self.dir, self.identity, Some(standing))?;
+        self.standing = Some(standing);
         Ok(())
     }
 
@@ -403,7 +403,7 @@ impl FileStorage {
         self.active.write_all_at(&zeros, self.allocated)?;
         self.active.sync_data()?;
         self.allocated = target;
-        debug_assert_eq!(self.allocated % extent, 0);
+        debug_assert!(self.allocated.is_multiple_of(extent));
         Ok(())
     }
 
@@ -548,19 +548,23 @@ fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     }
 }
 
-/// The identity record, then (if known) how the node entered its cluster, each framed.
-fn write_meta(dir: &Path, identity: Identity, origin: Option<Origin>) -> Result<(), StorageError> {
+/// The identity record, then (if known) where the node stands in its cluster, each framed.
+fn write_meta(
+    dir: &Path,
+    identity: Identity,
+    standing: Option<Standing>,
+) -> Result<(), StorageError> {
     let mut contents = Vec::new();
     codec::frame_into(&mut contents, &codec::encode(&identity));
-    if let Some(origin) = origin {
-        codec::frame_into(&mut contents, &codec::encode(&origin));
+    if let Some(standing) = standing {
+        codec::frame_into(&mut contents, &codec::encode(&standing));
     }
     write_durably(&dir.join("ravel.meta.tmp"), &dir.join(META_FILE), &contents)
 }
 
-/// Checks the directory belongs to `identity` (stamping it if new) and returns how the node
-/// entered its cluster, if that was recorded.
-fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Origin>, StorageError> {
+/// Checks the directory belongs to `identity` (stamping it if new) and returns where the node
+/// stands in its cluster, if that was recorded.
+fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Standing>, StorageError> {
     let path = dir.join(META_FILE);
     match fs::read(&path) {
         Ok(bytes) => {
@@ -576,14 +580,14 @@ fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Origin>, Stor
             };
             let found: Identity =
                 codec::decode(body).map_err(|error| corrupt(error.to_string()))?;
-            let origin = match codec::read_frame(&bytes[len..]) {
+            let standing = match codec::read_frame(&bytes[len..]) {
                 codec::Frame::Valid { body, .. } => {
                     Some(codec::decode(body).map_err(|error| corrupt(error.to_string()))?)
                 }
                 codec::Frame::Incomplete if bytes.len() == len => None,
                 _ => {
                     return Err(corrupt(
-                        "the record of how the node entered its cluster is damaged".to_string(),
+                        "the record of where the node stands in its cluster is damaged".to_string(),
                     ))
                 }
             };
@@ -596,7 +600,7 @@ fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Origin>, Stor
                     found_node: found.node_id,
                 });
             }
-            Ok(origin)
+            Ok(standing)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             write_meta(dir, identity, None)?;

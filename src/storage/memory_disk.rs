@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Storage, StorageError, StoredState};
+use super::{Standing, Storage, StorageError, StoredState};
 use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
 
 #[derive(Clone, Debug)]
@@ -55,6 +55,8 @@ struct Disk {
     /// The next read fails: `Some(true)` returns bytes that fail their checksum (the file
     /// store reports corruption), `Some(false)` an I/O error.
     read_fault: Option<bool>,
+    /// Durable as soon as recorded, like the file store's `ravel.meta`.
+    standing: Option<Standing>,
 }
 
 /// A simulated disk, shared between the harness and the node using it.
@@ -197,6 +199,15 @@ impl Storage for MemoryStorage {
         let mut disk = self.disk.lock();
         take_read_fault(&mut disk)?;
         Ok(disk.durable.snapshot.clone())
+    }
+
+    fn standing(&self) -> Option<Standing> {
+        self.disk.lock().standing
+    }
+
+    fn record_standing(&mut self, standing: Standing) -> Result<(), StorageError> {
+        self.disk.lock().standing = Some(standing);
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ mod memory_disk;
 mod recovery;
 
 pub(crate) use codec::{decode, encode};
-pub use codec::{CodecError, Identity, Origin, FORMAT_VERSION};
+pub use codec::{CodecError, Identity, Standing, FORMAT_VERSION};
 pub use error::StorageError;
 pub use file_storage::{FileStorage, StorageOptions, StoredState};
 pub use memory_disk::{MemoryDisk, MemoryStorage};
@@ -38,6 +38,10 @@ pub trait Storage: Send + 'static {
     fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError>;
     /// The latest snapshot and its bytes, verified.
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+    /// Where the node stands in its cluster, as last recorded (`None`: never recorded).
+    fn standing(&self) -> Option<Standing>;
+    /// Records where the node stands, durably, before returning.
+    fn record_standing(&mut self, standing: Standing) -> Result<(), StorageError>;
 }
 
 impl Storage for FileStorage {
@@ -58,5 +62,11 @@ impl Storage for FileStorage {
     }
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         FileStorage::load_snapshot(self)
+    }
+    fn standing(&self) -> Option<Standing> {
+        FileStorage::standing(self)
+    }
+    fn record_standing(&mut self, standing: Standing) -> Result<(), StorageError> {
+        FileStorage::record_standing(self, standing)
     }
 }
