@@ -41,6 +41,10 @@ pub struct MadsimOptions {
     pub clients: usize,
     pub keys: usize,
     pub bugs: ravel::core::PlantedBugs,
+    /// Members lose their disks and rejoin through the join workflow, some crashing again
+    /// while they rejoin (off by default: it draws from the seed's generator, so it changes
+    /// every schedule).
+    pub disk_loss: bool,
 }
 
 impl Default for MadsimOptions {
@@ -52,6 +56,7 @@ impl Default for MadsimOptions {
             clients: 8,
             keys: 4,
             bugs: ravel::core::PlantedBugs::default(),
+            disk_loss: false,
         }
     }
 }
@@ -102,6 +107,9 @@ fn address(index: usize) -> String {
 struct Host {
     handle: NodeHandle,
     disk: MemoryDisk,
+    /// The nodes it joins through when it starts with no data (read at every start: a founder
+    /// that lost its disk rejoins through the others).
+    join: Arc<Mutex<Vec<String>>>,
     down: bool,
     /// The node stopped by itself (fail-stop on a storage fault, or it could not start).
     stopped: Arc<AtomicBool>,
@@ -114,10 +122,11 @@ fn start_host(
     join: Vec<String>,
     disk: MemoryDisk,
 ) -> Host {
+    let join = Arc::new(Mutex::new(join));
+    let node_join = join.clone();
     let options = NodeOptions {
         id: index as u64 + 1,
         listen: address(index),
-        join,
         election_timeout_min_ms: 300,
         election_timeout_max_ms: 600,
         heartbeat_interval_ms: 50,
@@ -135,7 +144,8 @@ fn start_host(
         .ip(ip(index))
         .init(move || {
             let disk = node_disk.clone();
-            let options = options.clone();
+            let mut options = options.clone();
+            options.join = node_join.lock().expect("lock").clone();
             let stopped = node_stopped.clone();
             async move {
                 // A disk that cannot be read refuses to start, as `FileStorage::open` would.
@@ -161,8 +171,43 @@ fn start_host(
     Host {
         handle,
         disk,
+        join,
         down: false,
         stopped,
+    }
+}
+
+/// Disks lost per seed, at most (each is a voter lost until it rejoins).
+const DISK_LOSSES_MAX: usize = 2;
+
+/// A member's disk is lost: it dies, comes back empty and rejoins through the other founders
+/// (the leader removes and re-adds it); one time in two it crashes again while rejoining,
+/// keeping whatever part of the log it had synced by then.
+async fn lose_disk(
+    runtime: &Handle,
+    host: &mut Host,
+    founders: usize,
+    index: usize,
+    rng: &mut ChaCha8Rng,
+) {
+    if host.down {
+        return;
+    }
+    runtime.kill(host.handle.id());
+    host.disk.wipe();
+    *host.join.lock().expect("lock") = (0..founders)
+        .filter(|&other| other != index)
+        .map(address)
+        .collect();
+    runtime.restart(host.handle.id());
+    if rng.random_bool(0.5) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..1500))).await;
+        runtime.kill(host.handle.id());
+        let unsynced = host.disk.unsynced_writes();
+        host.disk
+            .crash(rng.random_range(0..=unsynced), rng.random_range(1..4));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..300))).await;
+        runtime.restart(host.handle.id());
     }
 }
 
@@ -272,6 +317,7 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
     let mut clogged_nodes: Vec<usize> = Vec::new();
     let mut paused: Vec<usize> = Vec::new();
     let mut spare_joined = false;
+    let mut disks_lost = 0;
     let mut left = false;
     let net = NetSim::current();
     let fault_end = tokio::time::Instant::now() + Duration::from_secs(options.fault_seconds);
@@ -389,6 +435,21 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
                         host.down = false;
                     }
                 }
+            }
+            _ if options.disk_loss
+                && disks_lost < DISK_LOSSES_MAX
+                && hosts.iter().all(|host| !host.down)
+                && rng.random_bool(0.4) =>
+            {
+                lose_disk(
+                    &runtime,
+                    &mut hosts[target],
+                    options.nodes,
+                    target,
+                    &mut rng,
+                )
+                .await;
+                disks_lost += 1;
             }
             _ => restart_stopped(&runtime, &mut hosts),
         }

@@ -522,11 +522,12 @@ impl World {
         node.incarnation += 1;
         let mut config = sim_config(id, &ids, &tuning, seed ^ (id << 32) ^ node.incarnation);
         config.planted_bugs = bugs;
-        if node.joining {
+        let recovered = node.disk.recover();
+        let has_data = recovered.snapshot.is_some() || !recovered.entries.is_empty();
+        if node.joining && !(bugs.resume_while_joining && has_data) {
             config.voters.clear();
             config.joining = true;
         }
-        let recovered = node.disk.recover();
         let commit = recovered.hard_state.commit;
         let term = recovered.hard_state.term;
         let core = RawNode::new(config, recovered, node.clock.local_ms(now_us))

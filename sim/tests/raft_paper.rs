@@ -753,3 +753,38 @@ fn section_7_a_lagging_follower_catches_up_by_snapshot_despite_lost_and_reordere
         "same state machine"
     );
 }
+
+/// Figure 2: currentTerm is never below the terms in the log. Storage writes a batch's entries
+/// before its hard state, so a crash that tears the batch can keep entries of term 7 with the
+/// hard state of term 5; the node resumes in term 7 with no vote, and campaigns after it (a
+/// pre-vote for term 5 + 1 would claim a log newer than its own term: malformed).
+#[test]
+fn figure_2_a_torn_batch_resumes_in_the_term_of_its_entries() {
+    use ravel::core::{Config, HardState, RawNode, Recovered};
+    let recovered = Recovered {
+        hard_state: HardState {
+            term: 5,
+            vote: Some(2),
+            commit: 0,
+        },
+        snapshot: None,
+        entries: vec![Entry {
+            term: 7,
+            index: 1,
+            payload: EntryPayload::Noop,
+        }],
+    };
+    let mut node = RawNode::new(Config::new(1, [1, 2, 3]), recovered, 0).expect("valid");
+    assert_eq!((node.status().term, node.status().vote), (7, None));
+    node.step(Input::Tick { now_ms: 10_000 });
+    let campaigns: Vec<u64> = node
+        .take_actions()
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Send { message, .. } => Some(message.term),
+            _ => None,
+        })
+        .collect();
+    assert!(!campaigns.is_empty(), "it campaigns");
+    assert!(campaigns.iter().all(|&term| term == 8), "{campaigns:?}");
+}

@@ -209,6 +209,15 @@ impl RawNode {
             next_persist_id: 1,
             config,
         };
+        // A node's term is never below the terms in its log (it took each entry in that term).
+        // Storage writes a batch's entries before its hard state, so a crash that tore the
+        // batch can keep entries of a newer term than the term recorded: the node resumes in
+        // that term, with no vote (a vote leaves only once its batch is durable, so none was
+        // cast there).
+        if node.log.last_term() > node.term {
+            node.term = node.log.last_term();
+            node.vote = None;
+        }
         let first = node.log.first_index();
         node.log_changed_from(first);
         node.reset_election_timer();

@@ -113,6 +113,12 @@ impl MemoryDisk {
         }
     }
 
+    /// The disk is lost (replaced by an empty one): every write, snapshot and record gone.
+    pub fn wipe(&self) {
+        let mut disk = self.lock();
+        *disk = Disk::default();
+    }
+
     /// How many writes are waiting for a sync.
     pub fn unsynced_writes(&self) -> usize {
         self.lock().unsynced.len()

@@ -54,6 +54,9 @@ mod runner {
         /// Plant a classic Raft bug in the node's core, to see it caught.
         #[arg(long)]
         bug: Option<String>,
+        /// Members also lose their disks and rejoin (some crashing again mid-rejoin).
+        #[arg(long)]
+        disk_loss: bool,
     }
 
     pub fn main() -> ExitCode {
@@ -95,6 +98,7 @@ mod runner {
                 fault_seconds: cli.fault_seconds,
                 faults: !cli.no_faults,
                 bugs,
+                disk_loss: cli.disk_loss,
                 ..MadsimOptions::default()
             };
             for seed in seeds.clone() {
