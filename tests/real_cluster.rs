@@ -719,3 +719,60 @@ async fn settled_leader(nodes: &[&NodeProcess]) -> u64 {
         sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `leave 2` on a three-node cluster: node 2 never receives the entry that removes it, yet it
+/// learns it (the leader tells it), says so in `status`, stops campaigning, refuses to list
+/// members it no longer knows, refuses a restart without --join, and comes back as a voter
+/// through the join workflow when restarted with --join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_learns_it_stops_campaigning_and_can_rejoin() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
+    let mut nodes = three_voters(dir.path(), &addresses).await;
+    let mut everyone = client(&[&nodes[0], &nodes[1], &nodes[2]]);
+    everyone
+        .put(key(1), Bytes::from_static(b"before"))
+        .await
+        .expect("write");
+    everyone.leave(2).await.expect("node 2 leaves");
+    let mut removed = client(&[&nodes[1]]);
+    removed.timeout = Duration::from_millis(500);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(status) = removed.status().await {
+            if status.member_state == "removed" {
+                break status;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never learned it was removed"
+        );
+        sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.role, "follower", "{status:?}");
+    sleep(Duration::from_secs(2)).await;
+    let later = removed.status().await.expect("status");
+    assert_eq!(later.term, status.term, "it still campaigns");
+    let refused = removed.members().await;
+    assert!(
+        refused.is_err(),
+        "members through a removed node: {refused:?}"
+    );
+    let log = std::fs::read_to_string(nodes[1].data_dir.with_extension("log")).expect("log");
+    assert!(log.contains("removed from the cluster"), "{log}");
+    // Restarted as it was, it refuses: its data would make it a member again.
+    nodes[1].kill();
+    nodes[1].spawn(&[]);
+    assert_eq!(nodes[1].exit_code(Duration::from_secs(10)), Some(2));
+    // With --join it comes back through the join workflow and votes again.
+    nodes[1].spawn(&["--join", &addresses[0]]);
+    wait_voter(&nodes[1]).await;
+    let members = everyone.members().await.expect("members");
+    assert_eq!(members.members.len(), 3, "{members:?}");
+    let mut through_two = client(&[&nodes[1]]);
+    assert_eq!(
+        through_two.get(key(1), false).await.expect("read"),
+        Some(Bytes::from_static(b"before"))
+    );
+}

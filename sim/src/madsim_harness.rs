@@ -177,8 +177,9 @@ fn start_host(
     }
 }
 
-/// Disks lost per seed, at most (each is a voter lost until it rejoins).
-const DISK_LOSSES_MAX: usize = 2;
+/// Disks lost per seed, at most: each is a voter lost until it rejoins, and two at once in a
+/// cluster of three leave no majority that can elect a leader to readmit them.
+const DISK_LOSSES_MAX: usize = 1;
 
 /// A member's disk is lost: it dies, comes back empty and rejoins through the other founders
 /// (the leader removes and re-adds it); one time in two it crashes again while rejoining,
@@ -193,6 +194,7 @@ async fn lose_disk(
     if host.down {
         return;
     }
+    tracing::info!(node = index + 1, "loses its disk");
     runtime.kill(host.handle.id());
     host.disk.wipe();
     *host.join.lock().expect("lock") = (0..founders)
@@ -326,7 +328,9 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
         let live = hosts.len();
         let target = rng.random_range(0..live);
         faults_injected += 1;
-        match rng.random_range(0..12) {
+        let fault = rng.random_range(0..12);
+        tracing::info!(fault, target = target + 1, "fault");
+        match fault {
             0 => {
                 // Cut one node off from its peers only: clients still reach it, so a deposed
                 // leader that serves reads or takes writes without a quorum is exposed.
@@ -394,9 +398,17 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
                 ));
                 spare_joined = true;
             }
-            8 if spare_joined && !left => {
+            // Not with a lost disk: a voter that lost its disk is a lost voter until it rejoins,
+            // and one more voter gone leaves a configuration no election can satisfy.
+            8 if spare_joined && !left && disks_lost == 0 => {
                 // A member leaves (possibly the leader, possibly while partitioned).
                 let leaving = rng.random_range(1..=hosts.len()) as u64;
+                // Once it learns it was removed it refuses to start again without --join; with
+                // it, a restart brings it back through the join workflow.
+                *hosts[leaving as usize - 1].join.lock().expect("lock") = (0..options.nodes)
+                    .filter(|&other| other as u64 + 1 != leaving)
+                    .map(address)
+                    .collect();
                 let mut client = Client::new(endpoints.clone());
                 client.timeout = Duration::from_secs(2);
                 client_host.spawn(async move {
@@ -438,6 +450,7 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
             }
             _ if options.disk_loss
                 && disks_lost < DISK_LOSSES_MAX
+                && !left
                 && hosts.iter().all(|host| !host.down)
                 && rng.random_bool(0.4) =>
             {

@@ -522,12 +522,11 @@ impl World {
         node.incarnation += 1;
         let mut config = sim_config(id, &ids, &tuning, seed ^ (id << 32) ^ node.incarnation);
         config.planted_bugs = bugs;
-        let recovered = node.disk.recover();
-        let has_data = recovered.snapshot.is_some() || !recovered.entries.is_empty();
-        if node.joining && !(bugs.resume_while_joining && has_data) {
+        if node.joining {
             config.voters.clear();
             config.joining = true;
         }
+        let recovered = node.disk.recover();
         let commit = recovered.hard_state.commit;
         let term = recovered.hard_state.term;
         let core = RawNode::new(config, recovered, node.clock.local_ms(now_us))
@@ -1772,6 +1771,7 @@ fn describe_message(message: &Message) -> String {
         }
         MessageBody::ReadIndex { seq, .. } => format!("seq={seq}"),
         MessageBody::ReadIndexResponse { seq, index, .. } => format!("seq={seq} index={index}"),
+        MessageBody::Removed { config_index } => format!("config_index={config_index}"),
     };
     format!("{} t{} {detail}", message.body.kind(), message.term)
 }

@@ -365,3 +365,57 @@ fn a_member_that_lost_its_data_is_replaced() {
         cluster.nodes[&1].kv.snapshot()
     );
 }
+
+/// A removed follower never receives the entry that removes it (replication to it stops
+/// there), so it used to campaign for ever believing it was a voter. The leader now tells a
+/// non-member that speaks as a member that it was removed: it stops campaigning, reports itself
+/// removed, and its term stops moving.
+#[test]
+fn a_removed_node_that_missed_its_removal_learns_it_and_stays_quiet() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    cluster.propose(1, 1, b"before");
+    cluster.run_for(100);
+    // Node 3 hears nothing more from the leader: the removal never reaches it.
+    cluster.cut_link(1, 3);
+    change(&mut cluster, 1, 2, MembershipChange::Remove(3));
+    assert_eq!(voters(&cluster, 1), set(&[1, 2]));
+    assert_eq!(voters(&cluster, 3), set(&[1, 2, 3]), "node 3 missed it");
+    cluster.heal();
+    cluster.run_for(5_000);
+    assert_eq!(cluster.status(3).member, MemberState::Removed);
+    assert_eq!(cluster.status(3).role, Role::Follower);
+    let term = cluster.status(3).term;
+    cluster.run_for(10_000);
+    assert_eq!(cluster.status(3).term, term, "it stopped campaigning");
+    assert!(
+        !cluster
+            .in_flight
+            .iter()
+            .any(|message| message.from == 3
+                && matches!(message.body, MessageBody::VoteRequest { .. })),
+        "it still asks for votes"
+    );
+    assert_eq!(cluster.leader(), Some(1), "the others were not disturbed");
+}
+
+/// A stale notice of removal is ignored by a node that was added again since.
+#[test]
+fn a_stale_removal_notice_is_ignored_after_the_node_was_added_again() {
+    let mut cluster = TestCluster::new(3, |_| {});
+    cluster.elect(1);
+    change(&mut cluster, 1, 1, MembershipChange::Remove(3));
+    let removed_at = cluster.status(1).commit;
+    change(&mut cluster, 1, 2, MembershipChange::AddLearner(3));
+    cluster.run_for(500);
+    assert_eq!(cluster.status(3).member, MemberState::Learner);
+    cluster.deliver(Message {
+        from: 2,
+        to: 3,
+        term: cluster.status(2).term,
+        body: MessageBody::Removed {
+            config_index: removed_at,
+        },
+    });
+    assert_eq!(cluster.status(3).member, MemberState::Learner);
+}

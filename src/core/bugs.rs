@@ -37,11 +37,6 @@ pub struct PlantedBugs {
     /// A leader answers a follower's read-index request with its commit index at once, without
     /// a quorum's heartbeat round: a deposed leader hands out stale read indexes.
     pub read_index_without_round: bool,
-    /// A member that lost its disk and crashed again while rejoining resumes as the member its
-    /// partial log says it was, instead of joining again (the contract of `Input::Admitted`):
-    /// it votes with a log shorter than what it acknowledged before. Planted in the callers
-    /// (the node's start, the simulator's restart), which keep that contract.
-    pub resume_while_joining: bool,
 }
 
 impl PlantedBugs {
@@ -64,14 +59,13 @@ impl PlantedBugs {
             "forward-without-dedup" => bugs.forward_without_dedup = true,
             "follower-read-from-own-commit" => bugs.follower_read_from_own_commit = true,
             "read-index-without-round" => bugs.read_index_without_round = true,
-            "resume-while-joining" => bugs.resume_while_joining = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 13] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -85,6 +79,5 @@ impl PlantedBugs {
         "forward-without-dedup",
         "follower-read-from-own-commit",
         "read-index-without-round",
-        "resume-while-joining",
     ];
 }

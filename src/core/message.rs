@@ -102,6 +102,12 @@ pub enum MessageBody {
         seq: u64,
         index: LogIndex,
     },
+    /// The configuration committed at `config_index` no longer has the recipient: it was
+    /// removed. Sent to a non-member that still speaks as one (it never received the entry that
+    /// removed it, as replication to it stopped there), so it stops campaigning and says so.
+    Removed {
+        config_index: LogIndex,
+    },
 }
 
 /// Why a leader refused a forwarded batch; only a leader refuses one (see `forwarding.rs`).
@@ -148,6 +154,7 @@ impl MessageBody {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::SnapshotChunk { .. } => "SnapshotChunk",
             MessageBody::SnapshotAck { .. } => "SnapshotAck",
+            MessageBody::Removed { .. } => "Removed",
             MessageBody::Propose { .. } => "Propose",
             MessageBody::ProposeAccepted { .. } => "ProposeAccepted",
             MessageBody::ProposeRefused { .. } => "ProposeRefused",

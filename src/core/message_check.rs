@@ -121,6 +121,12 @@ pub fn check_message(message: &Message) -> Result<(), Malformed> {
             }
             Ok(())
         }
+        MessageBody::Removed { config_index } => {
+            if *config_index == 0 {
+                return Err(Malformed::TermAtIndexZero(term));
+            }
+            Ok(())
+        }
         MessageBody::ProposeAccepted { first_index, ids } => {
             if *first_index == 0 {
                 return Err(Malformed::TermAtIndexZero(term));

@@ -136,6 +136,9 @@ pub struct RawNode {
     pub(super) joining: bool,
     /// Configuration entries in the log after the snapshot, in order.
     pub(super) membership_log: Vec<(LogIndex, Membership)>,
+    /// A peer said the configuration committed at this index no longer has this node, and no
+    /// later configuration it holds has it again (`reconfiguration::handle_removed`).
+    pub(super) removed_at: Option<LogIndex>,
     /// A `TakeSnapshot` is out and not yet answered.
     pub(super) snapshot_requested: bool,
     /// A follower needs a snapshot newer than the last one: take one even if the policy would
@@ -194,6 +197,7 @@ impl RawNode {
             membership: Membership::default(),
             joining: config.joining,
             membership_log: Vec::new(),
+            removed_at: None,
             snapshot_requested: false,
             snapshot_wanted: false,
             receiving: None,
@@ -331,6 +335,11 @@ impl RawNode {
             self.refused_messages += 1;
             return;
         }
+        if let MessageBody::Removed { config_index } = message.body {
+            // A fact about a committed configuration, whatever the sender's term.
+            return self.handle_removed(config_index);
+        }
+        self.tell_if_removed(message.from, &message.body);
         if message.term > self.term {
             match &message.body {
                 MessageBody::VoteRequest {
@@ -418,6 +427,7 @@ impl RawNode {
             MessageBody::ReadIndexResponse { nonce, seq, index } => {
                 self.handle_read_index_response(nonce, seq, index)
             }
+            MessageBody::Removed { .. } => unreachable!("handled above"),
         }
     }
 

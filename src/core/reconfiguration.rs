@@ -10,9 +10,10 @@
 
 use super::io::{Action, RequestId};
 use super::membership::{Membership, MembershipChange, MembershipError};
+use super::message::MessageBody;
 use super::node::RawNode;
 use super::progress::Progress;
-use super::types::{Entry, EntryPayload, LogIndex, Refusal, Role};
+use super::types::{Entry, EntryPayload, LogIndex, NodeId, Refusal, Role};
 
 impl RawNode {
     /// The configuration in effect at `index`: the last one at or before it in the log, or the
@@ -64,6 +65,10 @@ impl RawNode {
         }
         self.membership = latest;
         let id = self.config.id;
+        if self.removed_at.is_some() && self.latest_config_with_me() > self.removed_at {
+            // Added again (through the join workflow) after it was removed.
+            self.removed_at = None;
+        }
         let next_index = self.log.last_index() + 1;
         if let Some(leader) = self.leader_state.as_mut() {
             let replicas = self.membership.replicas();
@@ -92,7 +97,7 @@ impl RawNode {
     /// committed could leave the remaining voters unable to elect anyone.
     pub(super) fn may_campaign(&self) -> bool {
         let id = self.config.id;
-        if self.joining {
+        if self.joining || self.removed_at.is_some() {
             return false;
         }
         if self.membership.is_voter(id) {
@@ -112,6 +117,9 @@ impl RawNode {
         if self.joining {
             return MemberState::ConnectionPending;
         }
+        if self.removed_at.is_some() {
+            return MemberState::Removed;
+        }
         let committed = self.membership_at(self.log.commit());
         if committed.voters.contains(&id) {
             MemberState::Voter
@@ -122,6 +130,68 @@ impl RawNode {
         } else {
             MemberState::ConnectionPending
         }
+    }
+
+    /// The index of the latest configuration this node holds that has it as a member (the
+    /// snapshot's counts at the snapshot's index); `None` if none does.
+    fn latest_config_with_me(&self) -> Option<LogIndex> {
+        let id = self.config.id;
+        self.membership_log
+            .iter()
+            .rev()
+            .find(|(_, membership)| membership.is_member(id))
+            .map(|(at, _)| *at)
+            .or_else(|| {
+                self.snapshot
+                    .membership
+                    .is_member(id)
+                    .then_some(self.snapshot.index)
+            })
+    }
+
+    /// A peer says the configuration committed at `config_index` does not have this node. It is
+    /// believed unless this node is joining (a removed node may come back that way) or holds a
+    /// configuration with itself from that index on (it was added again). From then on it does
+    /// not campaign, and reports itself removed.
+    pub(super) fn handle_removed(&mut self, config_index: LogIndex) {
+        if self.joining || self.latest_config_with_me() >= Some(config_index) {
+            return;
+        }
+        if self.removed_at.is_none() {
+            self.removed_at = Some(config_index);
+            if self.role != Role::Follower && self.role != Role::Leader {
+                let term = self.term;
+                self.become_follower(term, None);
+            }
+        }
+    }
+
+    /// A node not in the committed configuration (nor in the one in effect) that speaks as a
+    /// member — it campaigns or answers as a follower — was removed without receiving the entry
+    /// that says so (replication to it stopped there): tell it, so that it stops.
+    pub(super) fn tell_if_removed(&mut self, from: NodeId, body: &MessageBody) {
+        let speaks_as_member = matches!(
+            body,
+            MessageBody::VoteRequest { .. }
+                | MessageBody::AppendResponse(_)
+                | MessageBody::HeartbeatResponse { .. }
+                | MessageBody::SnapshotAck { .. }
+        );
+        if !speaks_as_member || self.joining || self.membership.is_member(from) {
+            return;
+        }
+        let commit = self.log.commit();
+        let committed_at = self
+            .membership_log
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= commit)
+            .map_or(self.snapshot.index, |(at, _)| *at);
+        if committed_at == 0 || self.membership_at(commit).is_member(from) {
+            return;
+        }
+        let config_index = committed_at;
+        self.send(from, MessageBody::Removed { config_index });
     }
 
     /// Whether this node appears in any configuration it knows (as voter or learner).

@@ -135,6 +135,9 @@ pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
                 index: *index,
             })
         }
+        MessageBody::Removed { config_index } => Body::Removed(pb::Removed {
+            config_index: *config_index,
+        }),
     };
     pb::RaftMessage {
         from: message.from,
@@ -238,6 +241,9 @@ pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertEr
             nonce: response.nonce,
             seq: response.seq,
             index: response.index,
+        },
+        Body::Removed(removed) => MessageBody::Removed {
+            config_index: removed.config_index,
         },
     };
     Ok(Message {
@@ -453,6 +459,7 @@ mod tests {
                 seq: 9,
                 index: 44,
             },
+            MessageBody::Removed { config_index: 12 },
         ]
     }
 

@@ -756,6 +756,16 @@ impl EventLoop {
         let member = self.core.status().member;
         if member != self.member {
             tracing::info!(from = ?self.member, to = ?member, "member state changed");
+            if member == MemberState::Removed {
+                tracing::warn!(
+                    "this node was removed from the cluster: it no longer votes or campaigns; \
+                     to bring it back, restart it with --join ADDR of a member"
+                );
+                // So that a restart does not resume as the member it was.
+                let _ = self
+                    .storage
+                    .send(StorageOp::RecordStanding(Standing::Removed));
+            }
             self.member = member;
             self.hooks.switch_status(member_state_name(member));
         }

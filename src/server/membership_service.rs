@@ -121,6 +121,13 @@ impl Membership for MembershipService {
         _request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
         let view = self.node.view().await?;
+        if view.status.member == crate::core::MemberState::Removed {
+            // What it holds is the membership from before its removal: out of date.
+            return Err(Status::failed_precondition(
+                "this node was removed from the cluster, so it does not know the members; \
+                 ask a member (ravel members --endpoints ADDR)",
+            ));
+        }
         let membership = &view.membership;
         let members = membership
             .replicas()

@@ -300,13 +300,6 @@ pub fn decide_entry(
 ) -> Result<Entry, NodeError> {
     let data_dir = options.data_dir.display();
     let join = !options.join.is_empty();
-    #[cfg(feature = "planted-bugs")]
-    if options.planted_bugs.resume_while_joining
-        && standing == Some(Standing::Joining)
-        && has_data(state)
-    {
-        return Ok(Entry::Resume);
-    }
     match standing {
         Some(Standing::Founder) if join => Err(NodeError::Invalid(format!(
             "the data directory {data_dir} holds the cluster this node founded (it was started \
@@ -320,6 +313,12 @@ pub fn decide_entry(
         Some(Standing::Joining) => Err(NodeError::Invalid(format!(
             "the node of data directory {data_dir} was joining a cluster and was not admitted yet; \
              give --join with the address of a member to finish joining"
+        ))),
+        Some(Standing::Removed) if join => Ok(Entry::Join),
+        Some(Standing::Removed) => Err(NodeError::Invalid(format!(
+            "the node of data directory {data_dir} was removed from its cluster; to bring it \
+             back, give --join with the address of a member (it rejoins through the join \
+             workflow)"
         ))),
         Some(Standing::Admitted) if !has_data(state) && join => Ok(Entry::Join),
         Some(Standing::Admitted) if !has_data(state) => Err(NodeError::Invalid(format!(
@@ -534,7 +533,10 @@ mod tests {
     fn the_entry_follows_the_recorded_standing() {
         let empty = StoredState::default();
         let log = with_log();
-        let cases: [(Option<Standing>, &StoredState, bool, Option<Entry>); 14] = [
+        let cases: [(Option<Standing>, &StoredState, bool, Option<Entry>); 16] = [
+            // A removed node comes back only through the join workflow.
+            (Some(Standing::Removed), &log, true, Some(Entry::Join)),
+            (Some(Standing::Removed), &log, false, None),
             (None, &empty, false, Some(Entry::Bootstrap)),
             (None, &empty, true, Some(Entry::Join)),
             (None, &log, false, Some(Entry::Resume)),

@@ -154,6 +154,8 @@ pub enum Standing {
     Joining,
     /// Joined a cluster and was admitted.
     Admitted,
+    /// Was removed from its cluster: it comes back only through the join workflow.
+    Removed,
 }
 
 /// The header of a snapshot file: what it covers.
