@@ -397,6 +397,21 @@ fn a_removed_node_that_missed_its_removal_learns_it_and_stays_quiet() {
         "it still asks for votes"
     );
     assert_eq!(cluster.leader(), Some(1), "the others were not disturbed");
+    // It no longer passes writes on (the leader would append them, but it would never receive
+    // them to answer its client): it refuses, pointing at the leader it knows.
+    cluster.take_events(3);
+    cluster.propose(3, 9, b"through a removed node");
+    let refused = cluster.take_events(3);
+    assert!(
+        refused.iter().any(|event| matches!(
+            event,
+            Action::ProposalRefused {
+                id: 9,
+                reason: Refusal::NotLeader { .. }
+            }
+        )),
+        "{refused:?}"
+    );
 }
 
 /// A stale notice of removal is ignored by a node that was added again since.

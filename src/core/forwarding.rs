@@ -62,7 +62,8 @@ impl RawNode {
         let leader = self.leader?;
         let forwards = self.config.forward_proposals
             && self.role == Role::Follower
-            && leader != self.config.id;
+            && leader != self.config.id
+            && self.is_replicated_member();
         forwards.then_some(leader)
     }
 

@@ -58,12 +58,10 @@ impl RawNode {
     /// yet), whose state machine might never reach the read index.
     pub(super) fn forwards_reads_to(&self) -> Option<NodeId> {
         let leader = self.leader?;
-        let id = self.config.id;
         let forwards = self.config.forward_reads
             && self.role == Role::Follower
-            && leader != id
-            && !self.joining
-            && self.membership.is_member(id);
+            && leader != self.config.id
+            && self.is_replicated_member();
         forwards.then_some(leader)
     }
 

@@ -132,6 +132,14 @@ impl RawNode {
         }
     }
 
+    /// Whether the leader replicates to this node, as far as it knows: it is not joining, not
+    /// told it was removed, and a member of the configuration in effect. Only such a node passes
+    /// reads and writes on to the leader: a write or read it passed on would otherwise wait for
+    /// an entry it never receives (the caller answers "not leader" with the leader's address).
+    pub(super) fn is_replicated_member(&self) -> bool {
+        !self.joining && self.removed_at.is_none() && self.membership.is_member(self.config.id)
+    }
+
     /// The index of the latest configuration this node holds that has it as a member (the
     /// snapshot's counts at the snapshot's index); `None` if none does.
     fn latest_config_with_me(&self) -> Option<LogIndex> {
