@@ -9,6 +9,7 @@ use tokio::time::{sleep, timeout, Duration, Instant};
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::server::kv_service::{check_key, check_value};
 use crate::server::leader_proxy::kv_request;
 use crate::server::proto::ravel::{
     self as pb, kv_client::KvClient, membership_client::MembershipClient,
@@ -34,6 +35,12 @@ pub enum ClientError {
     Unknown(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<ApiError> for ClientError {
+    fn from(error: ApiError) -> Self {
+        ClientError::Api(error)
+    }
 }
 
 /// What a retry may assume about a failed attempt.
@@ -73,6 +80,7 @@ impl Client {
     }
 
     pub async fn put(&mut self, key: Bytes, value: Bytes) -> Result<u64, ClientError> {
+        check_key(&key).and_then(|_| check_value(&value))?;
         let request = pb::PutRequest { key, value };
         // Not `Always`: a put retried after an attempt that did take effect would apply twice,
         // the second time after writes of other clients — not linearizable.
@@ -119,6 +127,10 @@ impl Client {
         expected: Option<Bytes>,
         new: Bytes,
     ) -> Result<(bool, Option<Bytes>), ClientError> {
+        check_key(&key).and_then(|_| check_value(&new))?;
+        if let Some(expected) = &expected {
+            check_value(expected)?;
+        }
         let request = pb::CompareAndSwapRequest {
             key,
             expected_absent: expected.is_none(),

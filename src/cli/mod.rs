@@ -82,8 +82,14 @@ pub struct NodeArgs {
     /// How reads confirm leadership: read-index (default) or lease.
     #[arg(long)]
     pub read_mode: Option<String>,
+    /// gRPC connections (clients and peers) served at once; more are closed as they arrive
+    /// [default: 1024].
+    #[arg(long)]
+    pub connections_max: Option<usize>,
 }
 
+// Parsed once per process: the size of the node's variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node. With no flags: a new single-node cluster on 127.0.0.1:7379, data in ./ravel-data.

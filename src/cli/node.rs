@@ -102,6 +102,9 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
     if let Some(mode) = args.read_mode {
         options.read_mode = mode;
     }
+    if let Some(connections_max) = args.connections_max {
+        options.connections_max = connections_max;
+    }
     Ok(options)
 }
 

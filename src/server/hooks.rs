@@ -9,40 +9,74 @@
 //!
 //! A missing hook means the default (accept; nothing to tell). A hook that cannot run, fails or
 //! runs longer than [`HOOK_TIMEOUT`] rejects, with the reason logged; it never stops the node.
+//! At most [`HOOK_PROCESSES_MAX`] hook processes run at once: joiners control how many
+//! `update-node` checks are asked for, so beyond that a join is answered "overloaded" (the
+//! joiner retries) and a notification is skipped, with a warning.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 use tokio::time::{timeout, Duration};
 
 use crate::core::NodeId;
 
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug, Default)]
+/// Hook processes running at once, at most.
+pub const HOOK_PROCESSES_MAX: usize = 8;
+
+#[derive(Clone, Debug)]
 pub struct Hooks {
     dir: Option<PathBuf>,
+    /// One permit per hook process that may run now.
+    running: Arc<Semaphore>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks::new(None)
+    }
+}
+
+/// Why `update-node` did not admit a joiner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotAdmitted {
+    /// The hook refused, with its reason: final.
+    Refused(String),
+    /// Too many hooks are running: the joiner should retry shortly.
+    Busy,
 }
 
 impl Hooks {
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Hooks { dir }
+        Hooks {
+            dir,
+            running: Arc::new(Semaphore::new(HOOK_PROCESSES_MAX)),
+        }
     }
 
-    /// Runs `update-node`: `Ok` admits the joiner, `Err` carries the reason it was refused.
+    /// Runs `update-node`: `Ok` admits the joiner.
     pub async fn admit(
         &self,
         node: NodeId,
         address: &str,
         labels: &BTreeMap<String, String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), NotAdmitted> {
+        if self.path("update-node").is_none() {
+            return Ok(());
+        }
+        let Ok(_permit) = self.running.clone().try_acquire_owned() else {
+            return Err(NotAdmitted::Busy);
+        };
         let mut args = vec![node.to_string(), address.to_string()];
         args.extend(labels.iter().map(|(key, value)| format!("{key}={value}")));
         match self.run("update-node", args).await {
-            None => Ok(()),
-            Some(Ok(_)) => Ok(()),
-            Some(Err(reason)) => Err(reason),
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(reason)) => Err(NotAdmitted::Refused(reason)),
         }
     }
 
@@ -61,11 +95,19 @@ impl Hooks {
         if self.path(name).is_none() {
             return;
         }
+        let Ok(permit) = self.running.clone().try_acquire_owned() else {
+            tracing::warn!(
+                hook = name,
+                "skipped: {HOOK_PROCESSES_MAX} hooks are running already"
+            );
+            return;
+        };
         let hooks = self.clone();
         tokio::spawn(async move {
             if let Some(Err(reason)) = hooks.run(name, args).await {
                 tracing::warn!(hook = name, %reason, "hook failed");
             }
+            drop(permit);
         });
     }
 
@@ -122,5 +164,52 @@ impl Hooks {
         } else {
             Some(Err(line))
         }
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Joiners decide how many `update-node` checks run: beyond the limit a join is answered
+    /// busy at once (and retried by the joiner), not queued behind slow hooks or refused.
+    #[tokio::test]
+    async fn no_more_than_the_limit_of_hooks_run_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("update-node");
+        std::fs::write(&hook, "#!/bin/sh\nsleep 1\n").unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let hooks = Hooks::new(Some(dir.path().to_path_buf()));
+        let labels = BTreeMap::new();
+        let admissions = (0..HOOK_PROCESSES_MAX as u64 + 2).map(|node| {
+            let hooks = hooks.clone();
+            let labels = labels.clone();
+            async move { hooks.admit(node + 1, "127.0.0.1:1", &labels).await }
+        });
+        let outcomes = futures_join_all(admissions).await;
+        let busy = outcomes
+            .iter()
+            .filter(|outcome| **outcome == Err(NotAdmitted::Busy))
+            .count();
+        let admitted = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+        assert_eq!((admitted, busy), (HOOK_PROCESSES_MAX, 2), "{outcomes:?}");
+        // Once they finished, a join is checked again.
+        assert_eq!(hooks.admit(99, "127.0.0.1:1", &labels).await, Ok(()));
+    }
+
+    /// Runs every future as a task of its own, at once, and collects their outputs.
+    async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = futures.map(tokio::spawn).collect();
+        let mut outputs = Vec::new();
+        for handle in handles {
+            outputs.push(handle.await.expect("joins"));
+        }
+        outputs
     }
 }

@@ -73,7 +73,9 @@ impl KvService {
     }
 }
 
-fn check_key(key: &Bytes) -> Result<(), ApiError> {
+/// The rules for a key, checked by the service and, before sending, by Ravel's client (so a
+/// value too large for gRPC's message limit gets this error, not gRPC's).
+pub fn check_key(key: &Bytes) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(ApiError::InvalidArgument("the key is empty".to_string()));
     }
@@ -91,7 +93,8 @@ fn check_key(key: &Bytes) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_value(value: &Bytes) -> Result<(), ApiError> {
+/// The rules for a value (see [`check_key`]).
+pub fn check_value(value: &Bytes) -> Result<(), ApiError> {
     if value.len() > VALUE_BYTES_MAX {
         return Err(ApiError::TooLarge(format!(
             "the value has {} bytes; at most {VALUE_BYTES_MAX} are allowed",

@@ -3,7 +3,9 @@
 //! binds itself.
 
 //! Binding is a step of its own, taken before the node touches its data directory: a port in
-//! use is refused before anything is written.
+//! use is refused before anything is written. At most `connections_max` connections are served
+//! at once: one more is closed as soon as it is accepted (and counted in the log), since clients
+//! decide how many they open.
 
 #[cfg(not(madsim))]
 pub use real::{bind, serve, Bound};
@@ -29,9 +31,15 @@ pub(super) fn source_chain(error: &dyn std::error::Error) -> String {
 #[cfg(not(madsim))]
 mod real {
     use std::future::Future;
+    use std::io;
     use std::net::SocketAddr;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
 
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::TcpStream;
+    use tokio::sync::{OwnedSemaphorePermit, Semaphore};
     use tokio_stream::StreamExt;
     use tonic::transport::server::{Connected, Router, TcpConnectInfo, TcpIncoming};
 
@@ -47,27 +55,85 @@ mod real {
             .map_err(|error| error.to_string())
     }
 
-    /// Serves `router` on the bound socket until `shutdown` completes.
+    /// Serves `router` on the bound socket until `shutdown` completes, at most
+    /// `connections_max` connections at once.
     pub async fn serve(
         router: Router,
         bound: Bound,
+        connections_max: usize,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), String> {
-        let incoming = bound
-            .0
-            .with_nodelay(Some(true))
-            .map(|accepted| accepted.map(Unvectored));
+        let permits = Arc::new(Semaphore::new(connections_max));
+        let incoming =
+            bound
+                .0
+                .with_nodelay(Some(true))
+                .filter_map(move |accepted| match accepted {
+                    Ok(stream) => match permits.clone().try_acquire_owned() {
+                        Ok(permit) => Some(Ok(Counted {
+                            stream: Unvectored(stream),
+                            _permit: permit,
+                        })),
+                        Err(_) => {
+                            tracing::warn!(
+                                peer = ?stream.peer_addr().ok(),
+                                "closed a connection: {connections_max} are open already \
+                                 (--connections-max)"
+                            );
+                            None
+                        }
+                    },
+                    Err(error) => Some(Err(error)),
+                });
         router
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(|error| super::source_chain(&error))
     }
 
-    impl Connected for Unvectored<TcpStream> {
+    /// An accepted connection, holding one of the server's connection permits until it closes.
+    struct Counted {
+        stream: Unvectored<TcpStream>,
+        _permit: OwnedSemaphorePermit,
+    }
+
+    impl Connected for Counted {
         type ConnectInfo = TcpConnectInfo;
 
         fn connect_info(&self) -> TcpConnectInfo {
-            self.0.connect_info()
+            self.stream.0.connect_info()
+        }
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.stream).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.stream).poll_shutdown(cx)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.stream.is_write_vectored()
         }
     }
 }
@@ -86,10 +152,12 @@ mod simulated {
         Ok(Bound(listen))
     }
 
-    /// Serves `router` on `bound` until `shutdown` completes.
+    /// Serves `router` on `bound` until `shutdown` completes (simulated connections are not
+    /// counted).
     pub async fn serve(
         router: Router,
         bound: Bound,
+        _connections_max: usize,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), String> {
         router

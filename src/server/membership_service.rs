@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use super::event_loop::{self, member_state_name, role_name};
 use super::handle::NodeHandle;
-use super::hooks::Hooks;
+use super::hooks::{Hooks, NotAdmitted};
 use super::proto::ravel::{
     self as pb, membership_server::Membership, update_node_response::Outcome,
 };
@@ -52,17 +52,21 @@ impl Membership for MembershipService {
         }
         check_address(&request.address)?;
         let labels: BTreeMap<String, String> = request.labels.into_iter().collect();
-        if let Err(reason) = self
+        match self
             .hooks
             .admit(request.node_id, &request.address, &labels)
             .await
         {
-            tracing::info!(node = request.node_id, %reason, "join refused by the update-node hook");
-            return Ok(Response::new(pb::UpdateNodeResponse {
-                outcome: Outcome::Rejected as i32,
-                reason,
-                ..Default::default()
-            }));
+            Ok(()) => {}
+            Err(NotAdmitted::Busy) => return Err(ApiError::Overloaded.into()),
+            Err(NotAdmitted::Refused(reason)) => {
+                tracing::info!(node = request.node_id, %reason, "join refused by the update-node hook");
+                return Ok(Response::new(pb::UpdateNodeResponse {
+                    outcome: Outcome::Rejected as i32,
+                    reason,
+                    ..Default::default()
+                }));
+            }
         }
         let view = self.node.view().await?;
         let redirect = |leader_id: Option<u64>, leader_address: Option<String>| {

@@ -36,6 +36,10 @@ use crate::storage::{FileStorage, Identity, Standing, Storage, StorageOptions, S
 /// Requests queued for the event loop, at most; senders wait when it is full (back-pressure).
 const REQUEST_QUEUE_MAX: usize = 16384;
 
+/// Requests one gRPC connection may have in flight at once (HTTP/2's
+/// SETTINGS_MAX_CONCURRENT_STREAMS): a client cannot open streams without bound.
+const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+
 /// A node's settings: TOML file keys, each overridable by a command-line flag.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -65,6 +69,8 @@ pub struct NodeOptions {
     pub read_mode: String,
     /// Seeds the election jitter; default: different on every start. Simulations set it.
     pub seed: Option<u64>,
+    /// gRPC connections served at once (clients and peers); more are closed as they arrive.
+    pub connections_max: usize,
     /// Test-only: classic Raft bugs planted in the core, so the madsim harness can show that it
     /// notices them.
     #[cfg(feature = "planted-bugs")]
@@ -91,6 +97,7 @@ impl Default for NodeOptions {
             snapshot_interval_entries: 100_000,
             read_mode: "read-index".to_string(),
             seed: None,
+            connections_max: 1024,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: crate::core::PlantedBugs::default(),
         }
@@ -231,6 +238,12 @@ impl Settings {
                 )))
             }
         };
+        if options.connections_max < 4 {
+            return Err(NodeError::Invalid(format!(
+                "--connections-max {} leaves no room for peers and clients; use 4 or more",
+                options.connections_max
+            )));
+        }
         let settings = Settings {
             advertise,
             listen,
@@ -404,6 +417,7 @@ async fn run(
 
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .add_service(KvServer::new(KvService::new(handle.clone())))
         .add_service(MembershipServer::new(MembershipService::new(
             handle.clone(),
@@ -415,9 +429,14 @@ async fn run(
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .add_service(HealthServer::new(HealthService::new(handle.clone())));
-    let mut server_task = tokio::spawn(listener::serve(router, sockets.server, async {
-        let _ = server_stopped.await;
-    }));
+    let mut server_task = tokio::spawn(listener::serve(
+        router,
+        sockets.server,
+        options.connections_max,
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
 
     let mut metrics_task = sockets
         .metrics
