@@ -114,6 +114,10 @@ pub struct FileStorage {
     locations: Vec<Location>,
     first_index: LogIndex,
     hard_state: HardState,
+    /// The segment holding the latest hard state record: it is never deleted, even when a
+    /// snapshot covers all its entries (the record may have landed in a segment closed right
+    /// after it was written).
+    hard_state_segment: u64,
     snapshot: Option<SnapshotMeta>,
     /// Set by the first failed write or sync; every later call returns `Stopped`.
     failure: Option<String>,
@@ -140,6 +144,7 @@ impl FileStorage {
         let mut locations = Vec::new();
         let mut entries: Vec<Entry> = Vec::new();
         let mut hard_state = HardState::default();
+        let mut hard_state_segment = 0;
         let paths = segment_paths(&dir)?;
         for (position, (sequence, path)) in paths.iter().enumerate() {
             let bytes = fs::read(path).map_err(|error| StorageError::io(path, error))?;
@@ -169,7 +174,8 @@ impl FileStorage {
             for (offset, len, record) in scan.records {
                 match record {
                     WalRecord::HardState { term, vote, commit } => {
-                        hard_state = HardState { term, vote, commit }
+                        hard_state = HardState { term, vote, commit };
+                        hard_state_segment = *sequence;
                     }
                     record => {
                         let entry = record.into_entry().expect("not a hard state");
@@ -235,6 +241,7 @@ impl FileStorage {
             locations,
             first_index,
             hard_state,
+            hard_state_segment,
             snapshot: snapshot.clone(),
             failure: None,
         };
@@ -319,6 +326,8 @@ impl FileStorage {
     pub fn set_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         self.check_running()?;
         self.hard_state = hard_state;
+        // Pending records go to the active segment at the next sync.
+        self.hard_state_segment = self.segments.last().expect("an active segment").sequence;
         codec::frame_into(
             &mut self.pending,
             &codec::encode(&WalRecord::from_hard_state(&hard_state)),
@@ -492,7 +501,9 @@ impl FileStorage {
         let (dead, live): (Vec<Segment>, Vec<Segment>) = std::mem::take(&mut self.segments)
             .into_iter()
             .partition(|segment| {
-                segment.sequence != active && segment.last_index <= covered_through
+                segment.sequence != active
+                    && segment.sequence != self.hard_state_segment
+                    && segment.last_index <= covered_through
             });
         self.segments = live;
         for segment in dead {
