@@ -61,6 +61,9 @@ pub struct Client {
     /// takes the extra hop through whichever endpoint answered first, as a plain gRPC client's
     /// would. Off by default; the simulator turns it on for some clients to check that path.
     pub through_followers: bool,
+    /// The cluster membership requests are meant for (`leave`): a node of another cluster
+    /// refuses them. `None`: not checked.
+    pub cluster_id: Option<u64>,
 }
 
 impl Client {
@@ -71,6 +74,7 @@ impl Client {
             channels: BTreeMap::new(),
             timeout: Duration::from_secs(10),
             through_followers: false,
+            cluster_id: None,
         }
     }
 
@@ -184,11 +188,19 @@ impl Client {
     }
 
     /// Removes node `node` (0: the node the request reaches) from the cluster.
+    /// Removes `node` from the cluster; with [`Client::cluster_id`] set, a node of another
+    /// cluster refuses.
     pub async fn leave(&mut self, node: u64) -> Result<(), ClientError> {
+        let cluster_id = self.cluster_id.unwrap_or(0);
         self.call(
             Retry::OnlyIfNotApplied,
             move |_, mut membership| async move {
-                membership.leave(pb::LeaveRequest { node_id: node }).await
+                membership
+                    .leave(pb::LeaveRequest {
+                        node_id: node,
+                        cluster_id,
+                    })
+                    .await
             },
         )
         .await

@@ -276,3 +276,37 @@ async fn a_node_killed_while_joining_joins_again_after_a_restart() {
     drop(joiner);
     drop(founder);
 }
+
+/// `leave` names the cluster it means: a node of another cluster refuses it, and no one leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_for_another_cluster_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = free_address();
+    let node = start(
+        1,
+        &address,
+        &dir.path().join("data"),
+        &["--cluster-id", "7"],
+    );
+    put(&address, "k", "v").await;
+    let output = Command::new(RAVEL)
+        .args(["leave", "1", "--cluster-id", "8", "--endpoints", &address])
+        .output()
+        .expect("ravel leave runs");
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("belongs to cluster 7"), "{error}");
+    let members = client(&address).members().await.expect("members");
+    assert_eq!(members.members.len(), 1, "{members:?}");
+    let output = Command::new(RAVEL)
+        .args(["leave", "1", "--cluster-id", "7", "--endpoints", &address])
+        .output()
+        .expect("ravel leave runs");
+    // The right cluster id passes the check; the change itself is refused (the last voter).
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("no voters") && !error.contains("belongs to cluster"),
+        "{error}"
+    );
+    drop(node);
+}

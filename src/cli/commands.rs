@@ -132,8 +132,13 @@ pub async fn run(command: Command) -> ExitCode {
             }
             Err(error) => fail(error),
         },
-        Command::Leave { id, client: args } => {
+        Command::Leave {
+            id,
+            cluster_id,
+            client: args,
+        } => {
             let mut client = client(&args);
+            client.cluster_id = cluster_id;
             let node = match id {
                 Some(id) => id,
                 None => match client.status().await {

@@ -142,6 +142,9 @@ pub enum Command {
     /// Remove a node from the cluster (default: the first endpoint's node).
     Leave {
         id: Option<u64>,
+        /// The cluster meant: a node of another cluster refuses (default: not checked).
+        #[arg(long)]
+        cluster_id: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -110,7 +110,11 @@ impl Membership for MembershipService {
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
-        let node = match request.into_inner().node_id {
+        let request = request.into_inner();
+        if request.cluster_id != 0 {
+            self.node.check_cluster(request.cluster_id)?;
+        }
+        let node = match request.node_id {
             0 => self.node.id,
             node => node,
         };
