@@ -94,7 +94,7 @@ fn start(core: RawNode) -> Running {
         kv: KvStateMachine::new(),
         address: "127.0.0.1:1".to_string(),
         transport: Transport::new(
-            7,
+            ravel::server::cluster_id::ClusterId::new(7),
             id,
             "127.0.0.1:1".to_string(),
             metrics.clone(),

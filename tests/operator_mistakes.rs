@@ -123,6 +123,20 @@ async fn get(address: &str, key: &str) -> Option<Bytes> {
         .expect("get")
 }
 
+/// The cluster id a node reports, once it answers.
+async fn cluster_of(address: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client(address).status().await {
+            Ok(status) => return status.cluster_id,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "status of {address}: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 fn active_segment(data_dir: &Path) -> PathBuf {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
         .expect("a wal directory")
@@ -309,4 +323,32 @@ async fn leave_for_another_cluster_is_refused() {
         "{error}"
     );
     drop(node);
+}
+
+/// A new cluster draws its id at random, so two clusters bootstrapped by accident never take
+/// each other's messages; a joiner given none learns its cluster's and keeps it across restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_clusters_draw_their_ids_and_joiners_learn_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (free_address(), free_address());
+    let first = start(1, &a, &dir.path().join("a"), &[]);
+    let second = start(1, &b, &dir.path().join("b"), &[]);
+    put(&a, "k", "a").await;
+    put(&b, "k", "b").await;
+    let id_a = cluster_of(&a).await;
+    let id_b = cluster_of(&b).await;
+    assert!(id_a > 1 && id_b > 1, "{id_a} {id_b}");
+    assert_ne!(id_a, id_b, "two clusters drew the same id");
+    drop(second);
+    let joiner_dir = dir.path().join("joiner");
+    let address = free_address();
+    let joiner = start(2, &address, &joiner_dir, &["--join", &a]);
+    assert_eq!(get(&address, "k").await, Some(Bytes::from("a")));
+    assert_eq!(cluster_of(&address).await, id_a);
+    stop(joiner);
+    let joiner = start(2, &address, &joiner_dir, &["--join", &a]);
+    assert_eq!(cluster_of(&address).await, id_a);
+    assert_eq!(get(&address, "k").await, Some(Bytes::from("a")));
+    drop(joiner);
+    drop(first);
 }

@@ -126,6 +126,9 @@ fn start_host(
     let node_join = join.clone();
     let options = NodeOptions {
         id: index as u64 + 1,
+        // The simulated disk keeps no identity, so a node could not resume with a cluster id it
+        // drew or learned: every node is given one.
+        cluster_id: Some(1),
         listen: address(index),
         election_timeout_min_ms: 300,
         election_timeout_max_ms: 600,

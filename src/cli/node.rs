@@ -61,7 +61,7 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
         options.id = id;
     }
     if let Some(cluster_id) = args.cluster_id {
-        options.cluster_id = cluster_id;
+        options.cluster_id = Some(cluster_id);
     }
     if let Some(listen) = args.listen {
         options.listen = listen;

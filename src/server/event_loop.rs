@@ -108,6 +108,10 @@ pub enum Request {
     Admitted {
         voter: bool,
     },
+    /// A joiner given no cluster id learned it from the cluster: recorded durably.
+    ClusterLearned {
+        cluster_id: u64,
+    },
     /// Stop: hand leadership over if leader, let storage finish, then answer.
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -362,6 +366,9 @@ impl EventLoop {
                     for message in messages {
                         self.core.step(Input::Message(message));
                     }
+                }
+                Request::ClusterLearned { cluster_id } => {
+                    let _ = self.storage.send(StorageOp::RecordClusterId(cluster_id));
                 }
                 Request::Admitted { voter } => {
                     // Until this record is durable a crash restarts the node as joining, which

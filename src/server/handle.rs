@@ -2,6 +2,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::cluster_id::ClusterId;
 use super::error::ApiError;
 use super::event_loop::{NodeView, Request};
 use crate::core::NodeId;
@@ -9,12 +10,12 @@ use crate::core::NodeId;
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     requests: mpsc::Sender<Request>,
-    pub cluster_id: u64,
+    pub cluster_id: ClusterId,
     pub id: NodeId,
 }
 
 impl NodeHandle {
-    pub fn new(requests: mpsc::Sender<Request>, cluster_id: u64, id: NodeId) -> Self {
+    pub fn new(requests: mpsc::Sender<Request>, cluster_id: ClusterId, id: NodeId) -> Self {
         NodeHandle {
             requests,
             cluster_id,
@@ -54,11 +55,12 @@ impl NodeHandle {
     }
 
     pub fn check_cluster(&self, cluster_id: u64) -> Result<(), ApiError> {
-        if cluster_id == self.cluster_id {
+        let ours = self.cluster_id.get();
+        if cluster_id == ours && ours != 0 {
             Ok(())
         } else {
             Err(ApiError::WrongCluster {
-                expected: self.cluster_id,
+                expected: ours,
                 got: cluster_id,
             })
         }

@@ -10,7 +10,8 @@ use tokio::time::{sleep, timeout, Duration};
 use super::event_loop::Request;
 use super::handle::NodeHandle;
 use super::proto::ravel::{
-    membership_client::MembershipClient, update_node_response::Outcome, UpdateNodeRequest,
+    membership_client::MembershipClient, update_node_response::Outcome, StatusRequest,
+    UpdateNodeRequest,
 };
 
 /// Redirects followed in one round, at most (a leader can change while we follow it).
@@ -22,7 +23,6 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct JoinRequest {
-    pub cluster_id: u64,
     pub address: String,
     pub labels: BTreeMap<String, String>,
     pub follower_only: bool,
@@ -36,12 +36,15 @@ pub async fn join(node: NodeHandle, request: JoinRequest) -> Result<(), String> 
         let mut targets: VecDeque<String> = request.seeds.iter().cloned().collect();
         let mut redirects = 0;
         while let Some(target) = targets.pop_front() {
+            if node.cluster_id.get() == 0 && !learn_cluster_id(&node, &target).await {
+                continue;
+            }
             let last_index = match node.view().await {
                 Ok(view) => view.status.last_index,
                 Err(_) => return Err("the node shut down while joining".to_string()),
             };
             let update = UpdateNodeRequest {
-                cluster_id: request.cluster_id,
+                cluster_id: node.cluster_id.get(),
                 node_id: node.id,
                 address: request.address.clone(),
                 labels: request.labels.clone().into_iter().collect(),
@@ -93,6 +96,26 @@ pub async fn join(node: NodeHandle, request: JoinRequest) -> Result<(), String> 
         sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// A joiner given no cluster id takes the one of the node it asks first (its status), before
+/// asking to join: the leader starts replicating to it before it answers the join, and a node
+/// with no cluster id refuses every peer's batch. Recorded durably by the event loop.
+async fn learn_cluster_id(node: &NodeHandle, target: &str) -> bool {
+    let Ok(channel) = super::channel::connect(target, CONNECT_TIMEOUT).await else {
+        return false;
+    };
+    let mut client = MembershipClient::new(channel);
+    let status = match timeout(CONNECT_TIMEOUT, client.status(StatusRequest {})).await {
+        Ok(Ok(status)) => status.into_inner(),
+        _ => return false,
+    };
+    if node.cluster_id.learn(status.cluster_id) {
+        tracing::info!(cluster = status.cluster_id, via = %target, "learned the cluster id");
+        let cluster_id = status.cluster_id;
+        let _ = node.send(Request::ClusterLearned { cluster_id }).await;
+    }
+    node.cluster_id.get() != 0
 }
 
 async fn ask(

@@ -39,13 +39,11 @@ pub fn check_address(address: &str) -> Result<(), ApiError> {
     }
 }
 
-#[tonic::async_trait]
-impl Membership for MembershipService {
-    async fn update_node(
+impl MembershipService {
+    async fn answer_update_node(
         &self,
-        request: Request<pb::UpdateNodeRequest>,
+        request: pb::UpdateNodeRequest,
     ) -> Result<Response<pb::UpdateNodeResponse>, Status> {
-        let request = request.into_inner();
         self.node.check_cluster(request.cluster_id)?;
         if request.node_id == 0 {
             return Err(ApiError::InvalidArgument("node id 0 is reserved".to_string()).into());
@@ -75,7 +73,7 @@ impl Membership for MembershipService {
                 leader_id: leader_id.unwrap_or(0),
                 leader_address: leader_address.unwrap_or_default(),
                 leader_commit: view.status.commit,
-                reason: String::new(),
+                ..Default::default()
             })
         };
         if view.status.role != Role::Leader {
@@ -104,6 +102,16 @@ impl Membership for MembershipService {
             }) => Ok(redirect(leader_id, leader_address)),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Membership for MembershipService {
+    async fn update_node(
+        &self,
+        request: Request<pb::UpdateNodeRequest>,
+    ) -> Result<Response<pb::UpdateNodeResponse>, Status> {
+        self.answer_update_node(request.into_inner()).await
     }
 
     async fn leave(
@@ -169,7 +177,7 @@ impl Membership for MembershipService {
         let status = view.status;
         Ok(Response::new(pb::StatusResponse {
             node_id: status.id,
-            cluster_id: self.node.cluster_id,
+            cluster_id: self.node.cluster_id.get(),
             address: view.addresses.get(&status.id).cloned().unwrap_or_default(),
             role: role_name(status.role).to_string(),
             member_state: member_state_name(status.member).to_string(),

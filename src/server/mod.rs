@@ -14,6 +14,7 @@
 
 pub mod address_book;
 mod channel;
+pub mod cluster_id;
 pub mod convert;
 pub mod error;
 pub mod event_loop;

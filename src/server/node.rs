@@ -12,6 +12,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use super::cluster_id::{new_cluster_id, ClusterId};
 use super::event_loop::{EventLoop, EventLoopParts};
 use super::handle::NodeHandle;
 use super::health_service::HealthService;
@@ -31,7 +32,9 @@ use super::storage_worker;
 use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
 use crate::core::{Config, NodeId, RawNode, ReadMode, SnapshotMeta};
 use crate::kv::KvStateMachine;
-use crate::storage::{FileStorage, Identity, Standing, Storage, StorageOptions, StoredState};
+use crate::storage::{
+    stored_identity, FileStorage, Identity, Standing, Storage, StorageOptions, StoredState,
+};
 
 /// Requests queued for the event loop, at most; senders wait when it is full (back-pressure).
 const REQUEST_QUEUE_MAX: usize = 16384;
@@ -45,7 +48,9 @@ const STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 #[serde(default, deny_unknown_fields)]
 pub struct NodeOptions {
     pub id: NodeId,
-    pub cluster_id: u64,
+    /// None: the one the data directory holds; for a new cluster, drawn at random; for a
+    /// joiner, learned from the cluster.
+    pub cluster_id: Option<u64>,
     /// Where the gRPC server listens.
     pub listen: String,
     /// Where other nodes and clients reach this node (default: `listen`).
@@ -82,7 +87,7 @@ impl Default for NodeOptions {
     fn default() -> Self {
         NodeOptions {
             id: 1,
-            cluster_id: 1,
+            cluster_id: None,
             listen: "127.0.0.1:7379".to_string(),
             advertise: None,
             data_dir: PathBuf::from("ravel-data"),
@@ -152,10 +157,18 @@ pub async fn run_node(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Entry),
 ) -> Result<(), NodeError> {
+    let mut options = options;
     let settings = Settings::check(&options)?;
     let sockets = settings.bind()?;
+    let stored = stored_identity(&options.data_dir)?;
+    let cluster_id = options.cluster_id.unwrap_or_else(|| match stored {
+        Some(identity) => identity.cluster_id,
+        None if options.join.is_empty() => new_cluster_id(now_seed()),
+        None => 0,
+    });
+    options.cluster_id = Some(cluster_id);
     let identity = Identity {
-        cluster_id: options.cluster_id,
+        cluster_id,
         node_id: options.id,
     };
     let (storage, state) =
@@ -292,9 +305,9 @@ impl Settings {
             config.planted_bugs = options.planted_bugs;
         }
         config.read_mode = self.read_mode;
-        config.seed = options
-            .seed
-            .unwrap_or_else(|| options.id ^ options.cluster_id.rotate_left(32) ^ now_seed());
+        config.seed = options.seed.unwrap_or_else(|| {
+            options.id ^ options.cluster_id.unwrap_or(0).rotate_left(32) ^ now_seed()
+        });
         config
     }
 }
@@ -393,14 +406,16 @@ async fn run(
     let metrics = Metrics::new();
     let storage_task = storage_worker::spawn(storage, storage_rx, done_tx, metrics.clone());
     let inbox = requests_tx.downgrade();
-    let handle = NodeHandle::new(requests_tx, options.cluster_id, options.id);
+    // Given, stored, drawn for a new cluster (by `run_node`), or 0 until a joiner learns it.
+    let cluster_id = ClusterId::new(options.cluster_id.unwrap_or(0));
+    let handle = NodeHandle::new(requests_tx, cluster_id.clone(), options.id);
     let hooks = Hooks::new(options.hooks_dir.clone());
     let event_loop = EventLoop::new(EventLoopParts {
         core,
         kv,
         address: advertise.clone(),
         transport: Transport::new(
-            options.cluster_id,
+            cluster_id,
             options.id,
             advertise.clone(),
             metrics.clone(),
@@ -454,7 +469,6 @@ async fn run(
     let (join_failed_tx, mut join_failed) = mpsc::channel::<String>(1);
     if entry == Entry::Join {
         let request = JoinRequest {
-            cluster_id: options.cluster_id,
             address: advertise.clone(),
             labels: options.labels.clone(),
             follower_only: options.follower_only,

@@ -43,6 +43,8 @@ pub enum StorageOp {
     },
     /// Where the node now stands in its cluster (admitted by the leader), recorded durably.
     RecordStanding(Standing),
+    /// The cluster id a joiner learned, recorded durably.
+    RecordClusterId(u64),
 }
 
 /// What storage reports back.
@@ -239,6 +241,9 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
             }
             StorageOp::RecordStanding(standing) => storage
                 .record_standing(standing)
+                .map_err(|error| error.to_string())?,
+            StorageOp::RecordClusterId(cluster_id) => storage
+                .record_cluster_id(cluster_id)
                 .map_err(|error| error.to_string())?,
             StorageOp::ReadSnapshotChunk {
                 to,

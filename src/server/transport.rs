@@ -11,6 +11,7 @@ use tokio::time::{timeout, Duration};
 use tonic::transport::Channel;
 
 use super::address_book::AddressBook;
+use super::cluster_id::ClusterId;
 use super::convert::message_to_proto;
 use super::event_loop::Request;
 use super::metrics::Metrics;
@@ -35,7 +36,7 @@ struct Peer {
 }
 
 pub struct Transport {
-    cluster_id: u64,
+    cluster_id: ClusterId,
     id: NodeId,
     address: String,
     peers: BTreeMap<NodeId, Peer>,
@@ -48,7 +49,7 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(
-        cluster_id: u64,
+        cluster_id: ClusterId,
         id: NodeId,
         address: String,
         metrics: Metrics,
@@ -106,7 +107,7 @@ impl Transport {
         let (queue, receiver) = mpsc::channel(QUEUE_MESSAGES_MAX);
         let task = tokio::spawn(run_peer(
             Link {
-                cluster_id: self.cluster_id,
+                cluster_id: self.cluster_id.clone(),
                 from: self.id,
                 from_address: self.address.clone(),
                 to: node,
@@ -157,7 +158,7 @@ impl Drop for Transport {
 
 /// Who sends to whom, and where.
 struct Link {
-    cluster_id: u64,
+    cluster_id: ClusterId,
     from: NodeId,
     from_address: String,
     to: NodeId,
@@ -194,7 +195,7 @@ async fn run_peer(
         };
         metrics.sent_batch(batch.len());
         let request = MessageBatch {
-            cluster_id,
+            cluster_id: cluster_id.get(),
             from,
             from_address: from_address.clone(),
             messages: batch.drain(..).map(|m| message_to_proto(&m)).collect(),

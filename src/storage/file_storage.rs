@@ -267,6 +267,18 @@ impl FileStorage {
         self.standing
     }
 
+    /// Records the cluster id a joiner learned (its identity was stamped with 0), durably.
+    pub fn record_cluster_id(&mut self, cluster_id: u64) -> Result<(), StorageError> {
+        self.check_running()?;
+        let identity = Identity {
+            cluster_id,
+            ..self.identity
+        };
+        write_meta(&self.dir, identity, self.standing)?;
+        self.identity = identity;
+        Ok(())
+    }
+
     /// Records where the node stands in its cluster, durably, beside its identity.
     pub fn record_standing(&mut self, standing: Standing) -> Result<(), StorageError> {
         self.check_running()?;
@@ -573,6 +585,32 @@ fn write_meta(
     write_durably(&dir.join("ravel.meta.tmp"), &dir.join(META_FILE), &contents)
 }
 
+/// The identity a data directory was stamped with, if it has one (read before it is opened, to
+/// resume with its cluster id when none is given).
+pub fn stored_identity(dir: &Path) -> Result<Option<Identity>, StorageError> {
+    let path = dir.join(META_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => match codec::read_frame(&bytes) {
+            codec::Frame::Valid { body, .. } => {
+                codec::decode(body)
+                    .map(Some)
+                    .map_err(|error| StorageError::Corrupt {
+                        path: path.clone(),
+                        offset: 0,
+                        reason: error.to_string(),
+                    })
+            }
+            _ => Err(StorageError::Corrupt {
+                path,
+                offset: 0,
+                reason: "the identity record does not match its checksum".to_string(),
+            }),
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(StorageError::io(&path, error)),
+    }
+}
+
 /// Checks the directory belongs to `identity` (stamping it if new) and returns where the node
 /// stands in its cluster, if that was recorded.
 fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Standing>, StorageError> {
@@ -602,7 +640,9 @@ fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Standing>, St
                     ))
                 }
             };
-            if found != identity {
+            // Cluster 0: a joiner that had not learned its cluster's id; it takes the one given.
+            let same_cluster = found.cluster_id == identity.cluster_id || found.cluster_id == 0;
+            if !same_cluster || found.node_id != identity.node_id {
                 return Err(StorageError::WrongIdentity {
                     path,
                     cluster: identity.cluster_id,
@@ -610,6 +650,9 @@ fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Standing>, St
                     found_cluster: found.cluster_id,
                     found_node: found.node_id,
                 });
+            }
+            if found.cluster_id == 0 && identity.cluster_id != 0 {
+                write_meta(dir, identity, standing)?;
             }
             Ok(standing)
         }

@@ -215,6 +215,11 @@ impl Storage for MemoryStorage {
         self.disk.lock().standing = Some(standing);
         Ok(())
     }
+
+    /// The simulated disk keeps no identity (the harness gives every node its cluster id).
+    fn record_cluster_id(&mut self, _cluster_id: u64) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

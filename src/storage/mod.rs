@@ -18,7 +18,7 @@ mod recovery;
 pub(crate) use codec::{decode, encode};
 pub use codec::{CodecError, Identity, Standing, FORMAT_VERSION};
 pub use error::StorageError;
-pub use file_storage::{FileStorage, StorageOptions, StoredState};
+pub use file_storage::{stored_identity, FileStorage, StorageOptions, StoredState};
 pub use memory_disk::{MemoryDisk, MemoryStorage};
 
 use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
@@ -42,6 +42,8 @@ pub trait Storage: Send + 'static {
     fn standing(&self) -> Option<Standing>;
     /// Records where the node stands, durably, before returning.
     fn record_standing(&mut self, standing: Standing) -> Result<(), StorageError>;
+    /// Records the cluster id a joiner learned, durably, before returning.
+    fn record_cluster_id(&mut self, cluster_id: u64) -> Result<(), StorageError>;
 }
 
 impl Storage for FileStorage {
@@ -68,5 +70,8 @@ impl Storage for FileStorage {
     }
     fn record_standing(&mut self, standing: Standing) -> Result<(), StorageError> {
         FileStorage::record_standing(self, standing)
+    }
+    fn record_cluster_id(&mut self, cluster_id: u64) -> Result<(), StorageError> {
+        FileStorage::record_cluster_id(self, cluster_id)
     }
 }
