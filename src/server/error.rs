@@ -55,7 +55,13 @@ impl From<ApiError> for Status {
                 leader_id,
                 leader_address,
             } => (
-                Code::FailedPrecondition,
+                // With no leader known (an election is on), gRPC's retryable code, as etcd's
+                // "no leader": a plain client retries; Ravel's reads the detail either way.
+                if leader_id.is_some() {
+                    Code::FailedPrecondition
+                } else {
+                    Code::Unavailable
+                },
                 Kind::NotLeader,
                 leader_id.unwrap_or(0),
                 leader_address.clone().unwrap_or_default(),
