@@ -44,8 +44,8 @@ pub struct Status {
     /// Where this node stands in the committed configuration.
     pub member: MemberState,
     /// Peer messages dropped as impossible from an honest peer: malformed ones, and a second
-    /// leader of this node's own term. Always 0 in a healthy
-    /// cluster (the simulators check it); anything else means a broken or hostile peer.
+    /// leader of this node's own term. Always 0 in a healthy cluster (the simulators check
+    /// it); anything else means a broken or hostile peer.
     pub refused_messages: u64,
 }
 

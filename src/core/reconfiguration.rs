@@ -198,8 +198,12 @@ impl RawNode {
         if committed_at == 0 || self.membership_at(commit).is_member(from) {
             return;
         }
-        let config_index = committed_at;
-        self.send(from, MessageBody::Removed { config_index });
+        self.send(
+            from,
+            MessageBody::Removed {
+                config_index: committed_at,
+            },
+        );
     }
 
     /// Whether this node appears in any configuration it knows (as voter or learner).

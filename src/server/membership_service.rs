@@ -39,11 +39,13 @@ pub fn check_address(address: &str) -> Result<(), ApiError> {
     }
 }
 
-impl MembershipService {
-    async fn answer_update_node(
+#[tonic::async_trait]
+impl Membership for MembershipService {
+    async fn update_node(
         &self,
-        request: pb::UpdateNodeRequest,
+        request: Request<pb::UpdateNodeRequest>,
     ) -> Result<Response<pb::UpdateNodeResponse>, Status> {
+        let request = request.into_inner();
         self.node.check_cluster(request.cluster_id)?;
         if request.node_id == 0 {
             return Err(ApiError::InvalidArgument("node id 0 is reserved".to_string()).into());
@@ -102,16 +104,6 @@ impl MembershipService {
             }) => Ok(redirect(leader_id, leader_address)),
             Err(error) => Err(error.into()),
         }
-    }
-}
-
-#[tonic::async_trait]
-impl Membership for MembershipService {
-    async fn update_node(
-        &self,
-        request: Request<pb::UpdateNodeRequest>,
-    ) -> Result<Response<pb::UpdateNodeResponse>, Status> {
-        self.answer_update_node(request.into_inner()).await
     }
 
     async fn leave(
