@@ -13,6 +13,7 @@ use ravel::kv::KvStateMachine;
 use ravel::server::event_loop::{EventLoop, EventLoopParts, Request};
 use ravel::server::hooks::Hooks;
 use ravel::server::metrics::Metrics;
+use ravel::server::storage_queue::{storage_queue, StorageOps, STORAGE_QUEUE_BYTES_MAX};
 use ravel::server::storage_worker::{StorageDone, StorageOp};
 use ravel::server::transport::Transport;
 use tokio::sync::{mpsc, oneshot};
@@ -37,14 +38,21 @@ fn append(prev: u64, index: u64) -> Message {
 }
 
 /// The persist the loop hands to storage next.
-async fn next_persist(storage: &mut mpsc::UnboundedReceiver<StorageOp>) -> u64 {
+async fn next_persist(storage: &mut StorageOps) -> u64 {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), storage.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(5), next_op(storage)).await {
             Ok(Some(StorageOp::Persist { id, .. })) => return id,
             Ok(Some(_)) => continue,
             other => panic!("no persist came: {other:?}"),
         }
     }
+}
+
+/// The next operation the loop hands to storage; `None` once the loop is gone.
+async fn next_op(storage: &mut StorageOps) -> Option<StorageOp> {
+    let mut batch = Vec::with_capacity(1);
+    storage.recv_many(&mut batch, 1).await;
+    batch.pop()
 }
 
 fn accepted(answers: &[Message]) -> Vec<u64> {
@@ -77,7 +85,7 @@ async fn still_open(reply: &mut oneshot::Receiver<Vec<Message>>) {
 /// A running loop: its request queue, what it asks of storage, storage's answers, its task.
 type Running = (
     mpsc::Sender<Request>,
-    mpsc::UnboundedReceiver<StorageOp>,
+    StorageOps,
     mpsc::UnboundedSender<StorageDone>,
     tokio::task::JoinHandle<Result<(), String>>,
 );
@@ -85,7 +93,7 @@ type Running = (
 /// Runs an event loop around `core` (cluster 7, at 127.0.0.1:1).
 fn start(core: RawNode) -> Running {
     let (requests_tx, requests) = mpsc::channel(64);
-    let (storage, storage_ops) = mpsc::unbounded_channel();
+    let (storage, storage_ops) = storage_queue();
     let (storage_done_tx, storage_done) = mpsc::unbounded_channel();
     let metrics = Metrics::new();
     let id = core.id();
@@ -167,7 +175,7 @@ async fn a_leaders_appends_keep_to_its_own_rpcs() {
     let (requests_tx, mut storage_ops, storage_done_tx, running) = start(core);
     // Storage syncs everything at once.
     tokio::spawn(async move {
-        while let Some(op) = storage_ops.recv().await {
+        while let Some(op) = next_op(&mut storage_ops).await {
             if let StorageOp::Persist { id, .. } = op {
                 let _ = storage_done_tx.send(StorageDone::Inputs(vec![Input::Persisted { id }]));
             }
@@ -273,5 +281,73 @@ async fn a_write_passed_on_to_the_leader_is_unknown_when_the_follower_stops() {
         matches!(outcome, Err(ravel::server::ApiError::OutcomeUnknown(_))),
         "the forwarded write was answered {outcome:?}"
     );
+    running.abort();
+}
+
+/// A disk that stalls holds the loop back instead of growing its storage queue: with nothing
+/// taken by the worker, the loop stops taking peer messages once the queue holds its limit in
+/// bytes (the senders then find the request queue full, which clients see as "overloaded"), and
+/// takes them again as soon as the worker catches up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stalled_disk_holds_the_loop_back() {
+    let core = RawNode::new(Config::new(2, [1, 2, 3]), Recovered::default(), 0).expect("core");
+    let (requests_tx, mut storage_ops, storage_done_tx, running) = start(core);
+    const ENTRY_BYTES: usize = 128 << 10;
+    let appends = (3 * STORAGE_QUEUE_BYTES_MAX / ENTRY_BYTES) as u64;
+    let payload = Bytes::from(vec![7u8; ENTRY_BYTES]);
+    let one = |index: u64| {
+        let mut message = append(index - 1, index);
+        if let MessageBody::Append { entries, .. } = &mut message.body {
+            entries[0].payload = EntryPayload::Command(payload.clone());
+        }
+        Request::Peer {
+            from: 1,
+            from_address: String::new(),
+            messages: vec![message],
+            reply: None,
+        }
+    };
+    // Offer every append; the loop takes what it will while the disk takes nothing.
+    let mut next = 1;
+    let mut full_for = 0;
+    while next <= appends && full_for < 20 {
+        match requests_tx.try_send(one(next)) {
+            Ok(()) => {
+                next += 1;
+                full_for = 0;
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                full_for += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(error) => panic!("the loop stopped: {error}"),
+        }
+    }
+    let (_, queued_bytes) = storage_ops.queued();
+    assert!(
+        next <= appends,
+        "the loop took all {appends} appends with the disk stalled ({queued_bytes} bytes queued)"
+    );
+    // One iteration's requests (at most 64 here, the request queue's size) may pass the limit.
+    assert!(
+        queued_bytes <= STORAGE_QUEUE_BYTES_MAX + 64 * (ENTRY_BYTES + 24),
+        "{queued_bytes} bytes queued for a stalled disk"
+    );
+
+    // The disk catches up: the loop takes the rest.
+    tokio::spawn(async move {
+        while let Some(op) = next_op(&mut storage_ops).await {
+            if let StorageOp::Persist { id, .. } = op {
+                let _ = storage_done_tx.send(StorageDone::Inputs(vec![Input::Persisted { id }]));
+            }
+        }
+    });
+    while next <= appends {
+        tokio::time::timeout(Duration::from_secs(5), requests_tx.send(one(next)))
+            .await
+            .expect("the loop takes requests again once the disk catches up")
+            .expect("the loop is running");
+        next += 1;
+    }
     running.abort();
 }

@@ -16,6 +16,7 @@ use super::address_book::{self, AddressBook};
 use super::error::ApiError;
 use super::hooks::Hooks;
 use super::metrics::Metrics;
+use super::storage_queue::StorageQueue;
 use super::storage_worker::{StorageDone, StorageOp};
 use super::transport::Transport;
 use crate::core::{
@@ -134,7 +135,7 @@ pub struct EventLoop {
     transport: Transport,
     hooks: Hooks,
     metrics: Metrics,
-    storage: mpsc::UnboundedSender<StorageOp>,
+    storage: StorageQueue,
     storage_done: mpsc::UnboundedReceiver<StorageDone>,
     requests: mpsc::Receiver<Request>,
     started: Instant,
@@ -172,7 +173,7 @@ pub struct EventLoopParts {
     pub transport: Transport,
     pub hooks: Hooks,
     pub metrics: Metrics,
-    pub storage: mpsc::UnboundedSender<StorageOp>,
+    pub storage: StorageQueue,
     pub storage_done: mpsc::UnboundedReceiver<StorageDone>,
     pub requests: mpsc::Receiver<Request>,
     pub saved_snapshot: Option<(SnapshotMeta, Bytes)>,
@@ -242,7 +243,8 @@ impl EventLoop {
                     None if self.shutting_down.is_some() => break,
                     None => return Err(self.fail("the storage worker stopped".to_string())),
                 },
-                count = self.requests.recv_many(&mut batch, REQUESTS_PER_ITERATION_MAX) => {
+                // Nothing new while the disk is behind (see `storage_queue`).
+                count = self.requests.recv_many(&mut batch, REQUESTS_PER_ITERATION_MAX), if self.storage.has_room() => {
                     if count == 0 {
                         break;
                     }

@@ -3,7 +3,8 @@
 //!
 //! - [`node`]: starts a node (resume, join or bootstrap) and stops it in order.
 //! - [`event_loop`]: the one task that owns the core and carries out its actions.
-//! - [`storage_worker`]: persists off the loop, with group commit.
+//! - [`storage_worker`]: persists off the loop, with group commit; [`storage_queue`] carries
+//!   the loop's operations to it and holds the loop back while too many wait.
 //! - [`transport`]: one queue and connection per peer; never blocks the loop.
 //! - [`listener`]: the connections the gRPC server accepts; [`channel`] opens them to a node,
 //!   both through [`socket`].
@@ -32,6 +33,7 @@ pub mod node;
 pub mod peer_service;
 pub mod proto;
 mod socket;
+pub mod storage_queue;
 pub mod storage_worker;
 pub mod transport;
 

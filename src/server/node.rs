@@ -28,8 +28,8 @@ use super::proto::health::health_server::HealthServer;
 use super::proto::ravel::{
     kv_server::KvServer, membership_server::MembershipServer, peer_server::PeerServer,
 };
-use super::storage_worker;
 use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
+use super::{storage_queue, storage_worker};
 use crate::core::{Config, NodeId, RawNode, ReadMode, SnapshotMeta};
 use crate::kv::KvStateMachine;
 use crate::storage::{
@@ -401,7 +401,7 @@ async fn run(
     }
 
     let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE_MAX);
-    let (storage_tx, storage_rx) = mpsc::unbounded_channel();
+    let (storage_tx, storage_rx) = storage_queue::storage_queue();
     let (done_tx, storage_done) = mpsc::unbounded_channel();
     let metrics = Metrics::new();
     let storage_task = storage_worker::spawn(storage, storage_rx, done_tx, metrics.clone());

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::metrics::Metrics;
+use super::storage_queue::StorageOps;
 use crate::core::{Entry, HardState, Input, NodeId, PersistId, SnapshotMeta};
 use crate::kv::SnapshotState;
 use crate::storage::{Standing, Storage};
@@ -47,6 +48,21 @@ pub enum StorageOp {
     RecordClusterId(u64),
 }
 
+impl StorageOp {
+    /// The bytes this operation holds while it waits: entries' and snapshots' own data (a
+    /// snapshot this node takes is counted as it is encoded, by the worker).
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            StorageOp::Persist { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
+            StorageOp::Install { data, .. } => data.len(),
+            StorageOp::SaveSnapshot { .. }
+            | StorageOp::ReadSnapshotChunk { .. }
+            | StorageOp::RecordStanding(_)
+            | StorageOp::RecordClusterId(_) => 0,
+        }
+    }
+}
+
 /// What storage reports back.
 #[derive(Debug)]
 pub enum StorageDone {
@@ -62,7 +78,7 @@ pub enum StorageDone {
 /// Starts the worker; it ends when `ops` closes or storage fails.
 pub fn spawn(
     storage: Box<dyn Storage>,
-    ops: mpsc::UnboundedReceiver<StorageOp>,
+    ops: StorageOps,
     done: mpsc::UnboundedSender<StorageDone>,
     metrics: Metrics,
 ) -> tokio::task::JoinHandle<()> {
@@ -77,7 +93,7 @@ pub fn spawn(
 #[cfg(not(madsim))]
 fn spawn_thread(
     mut storage: Box<dyn Storage>,
-    mut ops: mpsc::UnboundedReceiver<StorageOp>,
+    mut ops: StorageOps,
     done: mpsc::UnboundedSender<StorageDone>,
     metrics: Metrics,
 ) -> tokio::task::JoinHandle<()> {
@@ -115,7 +131,7 @@ fn spawn_thread(
 #[cfg(madsim)]
 async fn run_simulated(
     mut storage: Box<dyn Storage>,
-    mut ops: mpsc::UnboundedReceiver<StorageOp>,
+    mut ops: StorageOps,
     done: mpsc::UnboundedSender<StorageDone>,
     metrics: Metrics,
 ) {
