@@ -37,6 +37,10 @@ pub struct PlantedBugs {
     /// A leader answers a follower's read-index request with its commit index at once, without
     /// a quorum's heartbeat round: a deposed leader hands out stale read indexes.
     pub read_index_without_round: bool,
+    /// Not the core's but the node's: a node told to stop answers "shutting down" (refused,
+    /// retry elsewhere) for writes it already handed to the core, which it may have passed on to
+    /// the leader: a client that retries applies its write twice.
+    pub shutdown_refuses_handed_over: bool,
 }
 
 impl PlantedBugs {
@@ -59,13 +63,14 @@ impl PlantedBugs {
             "forward-without-dedup" => bugs.forward_without_dedup = true,
             "follower-read-from-own-commit" => bugs.follower_read_from_own_commit = true,
             "read-index-without-round" => bugs.read_index_without_round = true,
+            "shutdown-refuses-handed-over" => bugs.shutdown_refuses_handed_over = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -79,5 +84,6 @@ impl PlantedBugs {
         "forward-without-dedup",
         "follower-read-from-own-commit",
         "read-index-without-round",
+        "shutdown-refuses-handed-over",
     ];
 }

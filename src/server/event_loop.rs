@@ -877,7 +877,15 @@ impl EventLoop {
     /// never reached the core (still queued) is answered "shutting down" by the dropped queue.
     fn answer_all(&mut self, error: ApiError) {
         self.accepted.clear();
+        #[cfg(feature = "planted-bugs")]
+        let refuse = self.core.config().planted_bugs.shutdown_refuses_handed_over
+            && matches!(error, ApiError::ShuttingDown);
         for (_, pending) in std::mem::take(&mut self.pending) {
+            #[cfg(feature = "planted-bugs")]
+            if refuse {
+                answer(pending, ApiError::ShuttingDown);
+                continue;
+            }
             answer(pending, ApiError::OutcomeUnknown(format!("{error}")));
         }
     }
