@@ -352,3 +352,32 @@ async fn new_clusters_draw_their_ids_and_joiners_learn_them() {
     drop(joiner);
     drop(first);
 }
+
+/// A client command whose output is cut short (`ravel status | head -1`) ends quietly, as Unix
+/// tools do: before, it panicked ("failed printing to stdout: Broken pipe").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_command_piped_into_a_closed_reader_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let address = free_address();
+    let node = start(1, &address, &dir.path().join("node"), &[]);
+    put(&address, "k", "v").await;
+    let mut command = Command::new(RAVEL);
+    command
+        .args(["status", "--endpoints", &address])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut status = command.spawn().expect("ravel status starts");
+    drop(status.stdout.take());
+    let output = status.wait_with_output().expect("ravel status ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "ended with {}: {stderr}",
+        output.status
+    );
+    drop(node);
+}

@@ -165,8 +165,23 @@ pub enum Command {
 }
 
 /// Runs the command line; returns the process exit code.
+/// A client command whose reader goes away (`ravel members | head -1`) ends quietly, as Unix
+/// tools do, instead of panicking on the next `println!`: Rust ignores SIGPIPE, so a write to
+/// a closed pipe fails and `println!` panics. Not for a node, which must survive peers and
+/// clients closing their sockets.
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: called at the start of main, before any thread is started; it only restores the
+    // default disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node(_) | Command::Dev { .. }) {
+        die_quietly_on_closed_pipe();
+    }
     let default_level = match cli.command {
         Command::Node(_) | Command::Dev { .. } => "info",
         _ => "warn",
