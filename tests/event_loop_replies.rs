@@ -351,3 +351,51 @@ async fn a_stalled_disk_holds_the_loop_back() {
     }
     running.abort();
 }
+
+/// A follower told it was removed (it never receives the entry that removes it) records that
+/// durably at once, so that a restart does not resume as the member it was. Before, it was
+/// noticed only on a role change or a completed persist, neither of which comes to a follower
+/// that is told: the real-process test of removal failed when the notice found it a follower.
+#[tokio::test(flavor = "current_thread")]
+async fn a_follower_told_it_was_removed_records_it() {
+    let core = RawNode::new(Config::new(2, [1, 2, 3]), Recovered::default(), 0).expect("core");
+    let (requests_tx, mut storage_ops, _storage_done_tx, running) = start(core);
+    let from_leader = |body| Request::Peer {
+        from: 1,
+        from_address: String::new(),
+        messages: vec![Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body,
+        }],
+        reply: None,
+    };
+    requests_tx
+        .send(from_leader(MessageBody::Heartbeat {
+            commit: 0,
+            round: 1,
+        }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    requests_tx
+        .send(from_leader(MessageBody::Removed { config_index: 5 }))
+        .await
+        .unwrap();
+    let recorded = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(op) = next_op(&mut storage_ops).await {
+            if let StorageOp::RecordStanding(standing) = op {
+                return Some(standing);
+            }
+        }
+        None
+    })
+    .await;
+    assert_eq!(
+        recorded,
+        Ok(Some(ravel::storage::Standing::Removed)),
+        "the removal was not recorded"
+    );
+    running.abort();
+}

@@ -10,7 +10,8 @@
 //!
 //! Checked: the client history is linearizable (so no acknowledged write is lost), at most one
 //! leader per term as observed through the status API, and the cluster recovers after the faults
-//! heal (a write and a read succeed within a bounded time).
+//! heal (a write and a read succeed within a bounded time, and every node but one that left ends
+//! as a voter).
 
 #![cfg(madsim)]
 
@@ -349,7 +350,7 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
     let mut paused: Vec<usize> = Vec::new();
     let mut spare_joined = false;
     let mut disks_lost = 0;
-    let mut left = false;
+    let mut left: Option<u64> = None;
     let net = NetSim::current();
     let fault_end = tokio::time::Instant::now() + Duration::from_secs(options.fault_seconds);
     while options.faults && tokio::time::Instant::now() < fault_end {
@@ -416,20 +417,26 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
                 }
             }
             7 if !spare_joined => {
-                // A new node joins through a random member, racing the faults.
-                let via = address(rng.random_range(0..options.nodes));
+                // A new node joins through a random member first, racing the faults; it is
+                // given every founder, as an operator lists several (a single seed that leaves
+                // would leave it nobody to ask).
+                let via = rng.random_range(0..options.nodes);
+                let seeds = std::iter::once(via)
+                    .chain((0..options.nodes).filter(|&other| other != via))
+                    .map(address)
+                    .collect();
                 hosts.push(start_host(
                     &runtime,
                     (seed, options.bugs),
                     spare,
-                    vec![via],
+                    seeds,
                     MemoryDisk::new(),
                 ));
                 spare_joined = true;
             }
             // Not with a lost disk: a voter that lost its disk is a lost voter until it rejoins,
             // and one more voter gone leaves a configuration no election can satisfy.
-            8 if spare_joined && !left && disks_lost == 0 => {
+            8 if spare_joined && left.is_none() && disks_lost == 0 => {
                 // A member leaves (possibly the leader, possibly while partitioned).
                 let leaving = rng.random_range(1..=hosts.len()) as u64;
                 // Once it learns it was removed it refuses to start again without --join; with
@@ -443,7 +450,7 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
                 client_host.spawn(async move {
                     let _ = client.leave(leaving).await;
                 });
-                left = true;
+                left = Some(leaving);
             }
             9 => {
                 // The next read of this node's disk fails or returns corrupt bytes: it stops
@@ -507,7 +514,7 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
             }
             _ if options.disk_loss
                 && disks_lost < DISK_LOSSES_MAX
-                && !left
+                && left.is_none()
                 && hosts.iter().all(|host| !host.down)
                 && rng.random_bool(0.4) =>
             {
@@ -548,6 +555,30 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
             }
         }
     };
+    // Every node but the one that left ends as a voter: a member that lost its disk rejoined,
+    // the spare finished joining, none is stuck half way (e.g. a learner no one promotes).
+    let members = if liveness.is_ok() {
+        let voters: Vec<u64> = (1..=hosts.len() as u64)
+            .filter(|&id| Some(id) != left)
+            .collect();
+        // Asked through members only: a node that left refuses to list them.
+        let members: Vec<String> = (0..hosts.len())
+            .filter(|&index| Some(index as u64 + 1) != left)
+            .map(address)
+            .collect();
+        let check = check_voters(&client_host, members, voters, left);
+        tokio::pin!(check);
+        loop {
+            tokio::select! {
+                outcome = &mut check => break outcome,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    restart_stopped(&runtime, &mut hosts);
+                }
+            }
+        }
+    } else {
+        Ok(())
+    };
     stop.store(true, Ordering::SeqCst);
     for task in client_tasks {
         let _ = task.await;
@@ -557,6 +588,9 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
     let mut failure = failure.lock().expect("lock").clone();
     if failure.is_none() {
         failure = liveness.err();
+    }
+    if failure.is_none() {
+        failure = members.err();
     }
     if failure.is_none() {
         let history = recorder.history.lock().expect("lock");
@@ -735,6 +769,51 @@ async fn check_liveness(
     });
     task.await
         .unwrap_or_else(|_| Err("liveness task failed".to_string()))
+}
+
+/// After the heal: within 30 simulated seconds the members are exactly `voters`, all voters, and
+/// `left` either gone or (restarted with `--join`, it came back) a voter too.
+async fn check_voters(
+    client_host: &NodeHandle,
+    endpoints: Vec<String>,
+    voters: Vec<u64>,
+    left: Option<u64>,
+) -> Result<(), String> {
+    let task = client_host.spawn(async move {
+        let mut client = Client::new(endpoints);
+        client.timeout = Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            match client.members().await {
+                Ok(members) => {
+                    let mut seen: Vec<(u64, String)> = members
+                        .members
+                        .iter()
+                        .map(|member| (member.id, member.role.clone()))
+                        .collect();
+                    seen.sort();
+                    let voter = |id: &u64| (*id, "voter".to_string());
+                    let expected: Vec<(u64, String)> = voters.iter().map(voter).collect();
+                    let mut with_left: Vec<(u64, String)> =
+                        voters.iter().chain(left.iter()).map(voter).collect();
+                    with_left.sort();
+                    if seen == expected || seen == with_left {
+                        return Ok(());
+                    }
+                    last = format!("{seen:?}");
+                }
+                Err(error) => last = error.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(format!(
+            "the members were not nodes {voters:?}, all voters, within 30 s after the faults \
+             healed (last seen: {last})"
+        ))
+    });
+    task.await
+        .unwrap_or_else(|_| Err("membership task failed".to_string()))
 }
 
 /// Polls every node's status; two nodes claiming leadership of the same term is a failure.

@@ -164,7 +164,6 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Runs the command line; returns the process exit code.
 /// A client command whose reader goes away (`ravel members | head -1`) ends quietly, as Unix
 /// tools do, instead of panicking on the next `println!`: Rust ignores SIGPIPE, so a write to
 /// a closed pipe fails and `println!` panics. Not for a node, which must survive peers and
@@ -177,6 +176,7 @@ fn die_quietly_on_closed_pipe() {
     }
 }
 
+/// Runs the command line; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Node(_) | Command::Dev { .. }) {

@@ -41,6 +41,9 @@ pub struct PlantedBugs {
     /// retry elsewhere) for writes it already handed to the core, which it may have passed on to
     /// the leader: a client that retries applies its write twice.
     pub shutdown_refuses_handed_over: bool,
+    /// Not the core's but the node's: a node restarted before it was admitted resumes as a
+    /// member with whatever part of the log it had received, instead of asking to join again.
+    pub resume_while_joining: bool,
 }
 
 impl PlantedBugs {
@@ -64,13 +67,14 @@ impl PlantedBugs {
             "follower-read-from-own-commit" => bugs.follower_read_from_own_commit = true,
             "read-index-without-round" => bugs.read_index_without_round = true,
             "shutdown-refuses-handed-over" => bugs.shutdown_refuses_handed_over = true,
+            "resume-while-joining" => bugs.resume_while_joining = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -85,5 +89,6 @@ impl PlantedBugs {
         "follower-read-from-own-commit",
         "read-index-without-round",
         "shutdown-refuses-handed-over",
+        "resume-while-joining",
     ];
 }

@@ -258,6 +258,9 @@ impl EventLoop {
             let now_ms = self.now_ms();
             self.core.step(Input::Tick { now_ms });
             self.execute_actions();
+            // Every iteration, not only on a role change or a completed persist: a follower told
+            // it was removed changes neither, and must still log it and record it durably.
+            self.note_member_state();
             self.close_replies();
             if let Some(reason) = self.fatal.take() {
                 return Err(self.fail(reason));

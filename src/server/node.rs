@@ -326,6 +326,13 @@ pub fn decide_entry(
 ) -> Result<Entry, NodeError> {
     let data_dir = options.data_dir.display();
     let join = !options.join.is_empty();
+    #[cfg(feature = "planted-bugs")]
+    if options.planted_bugs.resume_while_joining
+        && standing == Some(Standing::Joining)
+        && has_data(state)
+    {
+        return Ok(Entry::Resume);
+    }
     match standing {
         Some(Standing::Founder) if join => Err(NodeError::Invalid(format!(
             "the data directory {data_dir} holds the cluster this node founded (it was started \
