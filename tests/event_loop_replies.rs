@@ -59,7 +59,7 @@ fn accepted(answers: &[Message]) -> Vec<u64> {
     answers
         .iter()
         .filter_map(|message| match &message.body {
-            MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => {
+            MessageBody::AppendResponse(AppendResponse::Accepted { match_index, .. }) => {
                 Some(*match_index)
             }
             _ => None,

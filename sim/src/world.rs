@@ -1751,7 +1751,9 @@ fn describe_message(message: &Message) -> String {
         ),
         MessageBody::AppendResponse(response) => format!("{response:?}"),
         MessageBody::Heartbeat { commit, round } => format!("commit={commit} round={round}"),
-        MessageBody::HeartbeatResponse { round } => format!("round={round}"),
+        MessageBody::HeartbeatResponse { round, joining } => {
+            format!("round={round} joining={joining}")
+        }
         MessageBody::TimeoutNow => String::new(),
         MessageBody::SnapshotChunk {
             meta,

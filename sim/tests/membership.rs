@@ -434,3 +434,52 @@ fn a_stale_removal_notice_is_ignored_after_the_node_was_added_again() {
     });
     assert_eq!(cluster.status(3).member, MemberState::Learner);
 }
+
+/// Raft's safety rests on every voter keeping what it acknowledged. A member that lost its disk
+/// forgot that (and the terms it saw), so until a leader has removed and re-added it its
+/// acknowledgements must not count. Here node 1 still believes it leads term 1 (it was cut off
+/// while nodes 2 and 3 moved to term 2 and committed there); node 3 loses its disk and comes
+/// back reachable only from node 1. Counting node 3's acknowledgements, node 1 would commit its
+/// own term-1 entry at an index where term 2 already committed another: two committed entries
+/// at one index (the madsim harness found this, seed 228 with `--disk-loss`).
+#[test]
+fn a_member_that_lost_its_data_does_not_count_until_admitted_again() {
+    let mut cluster = TestCluster::new(3, ravel_sim::harness::without_pre_vote_or_check_quorum);
+    cluster.elect(1);
+    for request in 0..3 {
+        cluster.propose(1, request, b"history");
+    }
+    cluster.run_for(50);
+    let committed = cluster.status(1).commit;
+    assert_eq!(cluster.status(2).commit, committed);
+
+    cluster.isolate(1);
+    cluster.propose(1, 100, b"stale");
+    cluster.elect(3);
+    assert_eq!(cluster.leader(), Some(3));
+    cluster.propose(3, 200, b"newer");
+    cluster.run_for(50);
+    let contested = committed + 1;
+    assert!(
+        cluster.status(2).commit > contested,
+        "term 2 committed past the contested index"
+    );
+
+    cluster.crash(3);
+    cluster.wipe(3);
+    cluster.restart_joining(3);
+    cluster.heal();
+    cluster.isolate(2);
+    cluster.run_for(500);
+
+    let term_at = |cluster: &TestCluster, id, index: u64| cluster.log_terms(id)[index as usize - 1];
+    let stale_commit = cluster.status(1).commit;
+    assert!(
+        stale_commit < contested
+            || term_at(&cluster, 1, contested) == term_at(&cluster, 2, contested),
+        "node 1 committed index {contested} of term {} with the forgetful node's help; term {} \
+         committed it first",
+        term_at(&cluster, 1, contested),
+        term_at(&cluster, 2, contested)
+    );
+}

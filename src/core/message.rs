@@ -51,6 +51,8 @@ pub enum MessageBody {
     },
     HeartbeatResponse {
         round: u64,
+        /// Sent by a joining node: see [`AppendResponse::Accepted`]'s `joining`.
+        joining: bool,
     },
     /// Tells the target of a leadership transfer to campaign at once.
     TimeoutNow,
@@ -121,7 +123,13 @@ pub enum ForwardRefusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AppendResponse {
     /// The follower's log matches the leader's up to and including `match_index`.
-    Accepted { match_index: LogIndex },
+    Accepted {
+        match_index: LogIndex,
+        /// The follower is joining: it started without its data (or was never admitted), so it
+        /// may have forgotten what it acknowledged and the terms it saw. Its acknowledgements
+        /// count toward no quorum unless the leader admitted it itself (`LeaderState::counts`).
+        joining: bool,
+    },
     /// The consistency check failed at `rejected_index`; the hint lets the leader skip a whole
     /// conflicting term at once (Raft §5.3, "fast backtracking").
     Rejected {

@@ -90,6 +90,21 @@ pub(super) struct LeaderState {
     pub forwards_seen: super::forwarding::ForwardsSeen,
 }
 
+impl LeaderState {
+    /// Whether `peer`'s acknowledgements (matches, heartbeat rounds) count toward quorums. Not
+    /// while it says it is joining — it started without its data, so it may have forgotten
+    /// what it acknowledged and the terms it saw, and a leader of a term it forgot could commit
+    /// with it — unless this leader admitted it (removed it, or added it as a learner, since:
+    /// what it holds came from this leader; `PendingJoin::admitted_here`).
+    pub fn counts(&self, peer: NodeId, progress: &Progress) -> bool {
+        !progress.joining
+            || self
+                .join_pool
+                .iter()
+                .any(|pending| pending.node == peer && pending.admitted_here)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Transfer {
     pub to: NodeId,
@@ -399,7 +414,9 @@ impl RawNode {
             }
             MessageBody::AppendResponse(response) => self.handle_append_response(from, response),
             MessageBody::Heartbeat { commit, round } => self.handle_heartbeat(from, commit, round),
-            MessageBody::HeartbeatResponse { round } => self.handle_heartbeat_response(from, round),
+            MessageBody::HeartbeatResponse { round, joining } => {
+                self.handle_heartbeat_response(from, round, joining)
+            }
             MessageBody::TimeoutNow => {
                 if self.role == Role::Follower && self.may_campaign() {
                     self.campaign(false, true);
@@ -461,7 +478,10 @@ impl RawNode {
         let body = match message.body {
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
-            | MessageBody::SnapshotChunk { .. } => MessageBody::HeartbeatResponse { round: 0 },
+            | MessageBody::SnapshotChunk { .. } => MessageBody::HeartbeatResponse {
+                round: 0,
+                joining: self.joining,
+            },
             MessageBody::VoteRequest { pre_vote: true, .. } => MessageBody::VoteResponse {
                 pre_vote: true,
                 granted: false,

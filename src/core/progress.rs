@@ -48,6 +48,9 @@ pub struct Progress {
     pub match_at_last_heartbeat: LogIndex,
     /// In `Snapshot`: the transfer under way.
     pub snapshot: Option<SnapshotTransfer>,
+    /// The follower said, in its last answer, that it is joining (see
+    /// `AppendResponse::Accepted`): its acknowledgements may not count toward quorums.
+    pub joining: bool,
 }
 
 impl Progress {
@@ -63,6 +66,7 @@ impl Progress {
             round_acknowledged: 0,
             match_at_last_heartbeat: 0,
             snapshot: None,
+            joining: false,
         }
     }
 

@@ -128,10 +128,11 @@ impl RawNode {
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, round: u64) {
         self.follow(from);
         self.log.commit_to(commit.min(self.log.last_index()));
-        self.send(from, MessageBody::HeartbeatResponse { round });
+        let joining = self.joining;
+        self.send(from, MessageBody::HeartbeatResponse { round, joining });
     }
 
-    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, round: u64) {
+    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, round: u64, joining: bool) {
         let last_index = self.log.last_index();
         let Some(leader) = self.leader_state.as_mut() else {
             return;
@@ -140,6 +141,8 @@ impl RawNode {
             return;
         };
         progress.recent_active = true;
+        // Admitted since its last answer: what it acknowledged while joining counts now.
+        let admitted = std::mem::replace(&mut progress.joining, joining) && !joining;
         progress.round_acknowledged = progress.round_acknowledged.max(round);
         match progress.state {
             ProgressState::Snapshot => {}
@@ -159,6 +162,9 @@ impl RawNode {
         if progress.state == ProgressState::Snapshot {
             self.snapshot_heartbeat(from);
         }
+        if admitted {
+            self.maybe_commit();
+        }
         self.confirm_rounds();
     }
 
@@ -177,6 +183,7 @@ impl RawNode {
                 leader
                     .progress
                     .get(&voter)
+                    .filter(|progress| leader.counts(voter, progress))
                     .map_or(0, |progress| progress.round_acknowledged)
             }
         });

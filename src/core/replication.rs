@@ -52,8 +52,14 @@ impl RawNode {
         };
         let followers_min = leader
             .progress
-            .values()
-            .map(|progress| progress.match_index)
+            .iter()
+            .map(|(&peer, progress)| {
+                if leader.counts(peer, progress) {
+                    progress.match_index
+                } else {
+                    0
+                }
+            })
             .min();
         let everywhere =
             followers_min.map_or(self.log.persisted(), |min| min.min(self.log.persisted()));
@@ -141,6 +147,7 @@ impl RawNode {
         let response = if prev_log_index < commit {
             AppendResponse::Accepted {
                 match_index: commit,
+                joining: self.joining,
             }
         } else if self.log.term(prev_log_index) == Some(prev_log_term)
             || self.skips_consistency_check(prev_log_index)
@@ -152,6 +159,7 @@ impl RawNode {
             self.log.commit_to(leader_commit.min(last_new));
             AppendResponse::Accepted {
                 match_index: last_new,
+                joining: self.joining,
             }
         } else {
             let hint = if prev_log_index > self.log.last_index() {
@@ -208,13 +216,20 @@ impl RawNode {
         };
         progress.recent_active = true;
         match response {
-            AppendResponse::Accepted { match_index } => {
+            AppendResponse::Accepted {
+                match_index,
+                joining,
+            } => {
                 if match_index > last_index {
                     return;
                 }
+                // Admitted since its last answer: what it acknowledged while joining counts now.
+                let admitted = std::mem::replace(&mut progress.joining, joining) && !joining;
                 if progress.accepted(match_index) {
                     self.maybe_commit();
                     self.maybe_send_timeout_now(from);
+                } else if admitted {
+                    self.maybe_commit();
                 }
             }
             AppendResponse::Rejected {
@@ -263,6 +278,7 @@ impl RawNode {
                 leader
                     .progress
                     .get(&voter)
+                    .filter(|progress| leader.counts(voter, progress))
                     .map_or(0, |progress| progress.match_index)
             }
         });

@@ -185,6 +185,7 @@ impl RawNode {
                 from,
                 MessageBody::AppendResponse(AppendResponse::Accepted {
                     match_index: commit,
+                    joining: self.joining,
                 }),
             );
             return;
@@ -233,7 +234,10 @@ impl RawNode {
         self.installed_snapshot(meta);
         self.send(
             from,
-            MessageBody::AppendResponse(AppendResponse::Accepted { match_index }),
+            MessageBody::AppendResponse(AppendResponse::Accepted {
+                match_index,
+                joining: self.joining,
+            }),
         );
     }
 }

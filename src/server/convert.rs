@@ -54,13 +54,15 @@ pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
             leader_commit: *leader_commit,
             durable_everywhere: *durable_everywhere,
         }),
-        MessageBody::AppendResponse(AppendResponse::Accepted { match_index }) => {
-            Body::AppendResponse(pb::AppendResponse {
-                accepted: true,
-                index: *match_index,
-                ..Default::default()
-            })
-        }
+        MessageBody::AppendResponse(AppendResponse::Accepted {
+            match_index,
+            joining,
+        }) => Body::AppendResponse(pb::AppendResponse {
+            accepted: true,
+            index: *match_index,
+            joining: *joining,
+            ..Default::default()
+        }),
         MessageBody::AppendResponse(AppendResponse::Rejected {
             rejected_index,
             hint,
@@ -70,13 +72,17 @@ pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
             has_conflict_term: hint.conflict_term.is_some(),
             conflict_term: hint.conflict_term.unwrap_or(0),
             conflict_index: hint.conflict_index,
+            joining: false,
         }),
         MessageBody::Heartbeat { commit, round } => Body::Heartbeat(pb::Heartbeat {
             commit: *commit,
             round: *round,
         }),
-        MessageBody::HeartbeatResponse { round } => {
-            Body::HeartbeatResponse(pb::HeartbeatResponse { round: *round })
+        MessageBody::HeartbeatResponse { round, joining } => {
+            Body::HeartbeatResponse(pb::HeartbeatResponse {
+                round: *round,
+                joining: *joining,
+            })
         }
         MessageBody::TimeoutNow => Body::TimeoutNow(pb::TimeoutNow {}),
         MessageBody::SnapshotChunk {
@@ -180,6 +186,7 @@ pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertEr
         Body::AppendResponse(response) if response.accepted => {
             MessageBody::AppendResponse(AppendResponse::Accepted {
                 match_index: response.index,
+                joining: response.joining,
             })
         }
         Body::AppendResponse(response) => MessageBody::AppendResponse(AppendResponse::Rejected {
@@ -195,6 +202,7 @@ pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertEr
         },
         Body::HeartbeatResponse(response) => MessageBody::HeartbeatResponse {
             round: response.round,
+            joining: response.joining,
         },
         Body::TimeoutNow(_) => MessageBody::TimeoutNow,
         Body::SnapshotChunk(chunk) => MessageBody::SnapshotChunk {
@@ -409,7 +417,10 @@ mod tests {
                 leader_commit: 5,
                 durable_everywhere: 3,
             },
-            MessageBody::AppendResponse(AppendResponse::Accepted { match_index: 9 }),
+            MessageBody::AppendResponse(AppendResponse::Accepted {
+                match_index: 9,
+                joining: true,
+            }),
             MessageBody::AppendResponse(AppendResponse::Rejected {
                 rejected_index: 9,
                 hint: RejectHint {
@@ -428,7 +439,10 @@ mod tests {
                 commit: 11,
                 round: 12,
             },
-            MessageBody::HeartbeatResponse { round: 12 },
+            MessageBody::HeartbeatResponse {
+                round: 12,
+                joining: false,
+            },
             MessageBody::TimeoutNow,
             MessageBody::SnapshotChunk {
                 meta: meta.clone(),
