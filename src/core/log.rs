@@ -335,3 +335,296 @@ impl RaftLog {
         }
     }
 }
+
+/// The index bookkeeping, case by case, after etcd-raft's `log_test.go`: what recovery, merging
+/// a leader's entries, persisting, committing, applying, releasing and installing a snapshot do
+/// to the watermarks `persisted`, `commit`, `applying`, `applied` and to the entries held.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::membership::Membership;
+    use crate::core::types::EntryPayload;
+
+    fn entry(index: LogIndex, term: Term) -> Entry {
+        Entry {
+            term,
+            index,
+            payload: EntryPayload::Noop,
+        }
+    }
+
+    /// A log recovered with entries of these terms from index 1, all durable, nothing committed.
+    fn log_of(terms: &[Term]) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(offset, &term)| entry(offset as LogIndex + 1, term))
+            .collect();
+        RaftLog::recover(None, entries, 0)
+    }
+
+    fn terms(log: &RaftLog) -> Vec<Term> {
+        (log.first_index()..=log.last_index())
+            .map(|index| log.term(index).expect("held"))
+            .collect()
+    }
+
+    fn snapshot(index: LogIndex, term: Term) -> SnapshotMeta {
+        SnapshotMeta {
+            index,
+            term,
+            membership: Membership::default(),
+        }
+    }
+
+    #[test]
+    fn recovery_follows_the_snapshot_and_counts_it_applied() {
+        let log = RaftLog::recover(Some(&snapshot(10, 3)), vec![entry(11, 3), entry(12, 4)], 11);
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (11, 12, 4)
+        );
+        assert_eq!(log.term(10), Some(3), "the snapshot's term is kept");
+        assert_eq!(log.term(9), None, "before the snapshot nothing is known");
+        assert_eq!(log.term(0), Some(0));
+        assert_eq!((log.persisted(), log.commit()), (12, 11));
+        assert_eq!((log.applying(), log.applied()), (10, 10));
+        assert!(!log.has_pending_persists());
+
+        let empty = RaftLog::recover(Some(&snapshot(10, 3)), Vec::new(), 0);
+        assert_eq!((empty.last_index(), empty.last_term()), (10, 3));
+        assert_eq!(empty.commit(), 10, "a snapshot is committed");
+    }
+
+    #[test]
+    #[should_panic(expected = "contiguously")]
+    fn recovery_refuses_a_gap_after_the_snapshot() {
+        RaftLog::recover(Some(&snapshot(10, 3)), vec![entry(12, 3)], 0);
+    }
+
+    #[test]
+    fn merging_skips_what_matches_and_truncates_at_the_first_conflict() {
+        // Entries already held: nothing changes, even if the leader sent fewer than held.
+        let mut log = log_of(&[1, 1, 2, 2]);
+        assert_eq!(log.merge(1, vec![entry(2, 1), entry(3, 2)]), (3, None));
+        assert_eq!(
+            terms(&log),
+            vec![1, 1, 2, 2],
+            "a shorter append truncates nothing"
+        );
+
+        // A conflict at 3: 3 and everything after it are replaced.
+        assert_eq!(
+            log.merge(2, vec![entry(3, 3), entry(4, 3), entry(5, 3)]),
+            (5, Some(3))
+        );
+        assert_eq!(terms(&log), vec![1, 1, 3, 3, 3]);
+        assert_eq!(
+            log.persisted(),
+            2,
+            "the replaced entries are no longer durable"
+        );
+
+        // Past the end: appended.
+        assert_eq!(log.merge(5, vec![entry(6, 3)]), (6, Some(6)));
+        assert_eq!(log.last_index(), 6);
+    }
+
+    #[test]
+    fn a_persist_in_flight_past_a_truncation_does_not_make_the_new_entries_durable() {
+        let mut log = log_of(&[1]);
+        log.merge(1, vec![entry(2, 1), entry(3, 1)]);
+        assert_eq!(log.take_unsent(7).len(), 2);
+        // The leader changed; 2 and 3 are replaced before persist 7 completes.
+        log.merge(1, vec![entry(2, 2), entry(3, 2)]);
+        log.persisted_to(7);
+        assert_eq!(
+            log.persisted(),
+            1,
+            "persist 7 wrote the old entries 2 and 3"
+        );
+        assert!(log.has_unsent(), "the new entries still have to be written");
+        let written = log.take_unsent(8);
+        assert_eq!(
+            written.iter().map(|e| e.term).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
+        log.persisted_to(8);
+        assert_eq!(log.persisted(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "log matching violated")]
+    fn merging_refuses_to_overwrite_a_committed_entry() {
+        let mut log = log_of(&[1, 1, 1]);
+        log.commit_to(2);
+        log.merge(1, vec![entry(2, 2)]);
+    }
+
+    #[test]
+    fn persists_complete_in_order_and_an_old_report_changes_nothing() {
+        let mut log = log_of(&[]);
+        log.append(entry(1, 1));
+        log.append(entry(2, 1));
+        assert_eq!(log.take_unsent(1).len(), 2);
+        log.append(entry(3, 1));
+        assert_eq!(log.take_unsent(2).len(), 1);
+        assert!(log.has_pending_persists() && !log.has_unsent());
+        assert_eq!(log.persisted(), 0);
+        log.persisted_to(1);
+        assert_eq!(log.persisted(), 2);
+        log.persisted_to(1);
+        assert_eq!(log.persisted(), 2, "a repeated report is harmless");
+        log.persisted_to(2);
+        assert_eq!(log.persisted(), 3);
+        assert!(!log.has_pending_persists());
+    }
+
+    #[test]
+    fn commit_never_regresses_and_never_passes_the_last_entry() {
+        let mut log = log_of(&[1, 1, 1]);
+        assert!(log.commit_to(2));
+        assert!(!log.commit_to(1), "commit does not move back");
+        assert!(!log.commit_to(2));
+        assert_eq!(log.commit(), 2);
+        let beyond = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut log = log_of(&[1]);
+            log.commit_to(2);
+        }));
+        assert!(beyond.is_err(), "a commit beyond the log is a bug");
+    }
+
+    #[test]
+    fn committed_entries_are_handed_out_once_in_batches_then_reported_applied() {
+        let mut log = log_of(&[1, 1, 1, 1, 1]);
+        assert!(log.take_committed(10).is_empty(), "nothing committed yet");
+        log.commit_to(4);
+        let first: Vec<LogIndex> = log.take_committed(3).iter().map(|e| e.index).collect();
+        assert_eq!(first, vec![1, 2, 3]);
+        assert_eq!((log.applying(), log.applied()), (3, 0));
+        let rest: Vec<LogIndex> = log.take_committed(3).iter().map(|e| e.index).collect();
+        assert_eq!(rest, vec![4], "only up to the commit index");
+        assert!(log.take_committed(3).is_empty());
+        log.applied_to(2);
+        log.applied_to(1);
+        assert_eq!(log.applied(), 2, "applied does not move back");
+        log.applied_to(4);
+        assert_eq!(log.applied(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond what was handed out")]
+    fn applied_cannot_pass_what_was_handed_out() {
+        let mut log = log_of(&[1, 1]);
+        log.commit_to(2);
+        log.take_committed(1);
+        log.applied_to(2);
+    }
+
+    #[test]
+    fn releasing_keeps_the_last_released_term_and_waits_for_a_large_step() {
+        let mut log = log_of(&[1, 1, 2, 2, 2, 3]);
+        log.commit_to(6);
+        log.take_committed(10);
+        log.applied_to(4);
+        log.release_to(6, 100);
+        assert_eq!(log.first_index(), 1, "too small a step: nothing released");
+        log.release_to(6, 1);
+        assert_eq!(log.first_index(), 5, "released only what was applied");
+        assert_eq!(
+            log.term(4),
+            Some(2),
+            "the last released entry's term is kept"
+        );
+        assert_eq!(log.term(3), None);
+        assert_eq!(log.entry(4), None);
+        assert_eq!(terms(&log), vec![2, 3]);
+        assert_eq!(
+            log.slice(3, 6, 10, usize::MAX),
+            Vec::new(),
+            "released entries are gone"
+        );
+
+        log.applied_to(6);
+        log.drop_through(6);
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (7, 6, 3)
+        );
+    }
+
+    #[test]
+    fn a_snapshot_that_matches_the_log_keeps_the_entries_after_it() {
+        let mut log = log_of(&[1, 1, 2, 2]);
+        log.install(&snapshot(2, 1), 5);
+        assert_eq!((log.first_index(), log.last_index()), (3, 4));
+        assert_eq!(terms(&log), vec![2, 2]);
+        assert_eq!((log.commit(), log.applying(), log.applied()), (2, 2, 2));
+        assert!(
+            log.has_pending_persists(),
+            "the snapshot itself is being made durable"
+        );
+        log.persisted_to(5);
+        assert_eq!(log.persisted(), 4);
+    }
+
+    #[test]
+    fn a_snapshot_that_conflicts_with_the_log_replaces_all_of_it() {
+        let mut log = log_of(&[1, 1, 1, 1]);
+        log.install(&snapshot(3, 2), 5);
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (4, 3, 2)
+        );
+        assert_eq!(
+            log.entry(4),
+            None,
+            "the old entry 4 followed a different history"
+        );
+        assert_eq!(log.persisted(), 3, "durable only up to the snapshot");
+        log.persisted_to(5);
+        assert_eq!(log.persisted(), 3);
+        assert_eq!(log.commit(), 3);
+
+        // Beyond the log's end: everything replaced too.
+        let mut short = log_of(&[1]);
+        short.install(&snapshot(9, 4), 1);
+        assert_eq!(
+            (short.first_index(), short.last_index(), short.last_term()),
+            (10, 9, 4)
+        );
+    }
+
+    #[test]
+    fn rejection_hints_and_up_to_date_checks() {
+        let log = log_of(&[1, 1, 2, 2, 2, 4]);
+        assert_eq!(
+            log.first_index_of_term_at(5, 0),
+            3,
+            "the run of term 2 starts at 3"
+        );
+        assert_eq!(log.first_index_of_term_at(5, 4), 4, "not below the floor");
+        assert_eq!(log.first_index_of_term_at(2, 0), 1);
+        assert_eq!(log.last_index_of_term(2, 6), Some(5));
+        assert_eq!(log.last_index_of_term(3, 6), None, "no entry of term 3");
+        assert_eq!(log.last_index_of_term(1, 6), Some(2));
+        assert_eq!(
+            log.last_index_of_term(4, 5),
+            None,
+            "term 4 lies after index 5"
+        );
+        assert!(log.is_up_to_date(6, 4));
+        assert!(
+            log.is_up_to_date(1, 5),
+            "a later last term wins whatever the length"
+        );
+        assert!(
+            !log.is_up_to_date(9, 3),
+            "an earlier last term loses whatever the length"
+        );
+        assert!(
+            !log.is_up_to_date(5, 4),
+            "same last term: the longer log wins"
+        );
+    }
+}
