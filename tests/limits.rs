@@ -41,6 +41,22 @@ fn start(address: &str, dir: &std::path::Path, extra: &[&str]) -> Node {
     )
 }
 
+/// Starts a node on a port that was free a moment ago; if another process took it meanwhile (the
+/// node exits at once: it binds before touching its data directory), tries another. A port
+/// picked by binding port 0 and closing it can be handed to someone else's outgoing connection
+/// before the node binds it: this test once waited 20 s on a node that never listened.
+fn start_on_a_free_port(dir: &std::path::Path, extra: &[&str]) -> (Node, String) {
+    for _ in 0..5 {
+        let address = free_address();
+        let mut node = start(&address, dir, extra);
+        std::thread::sleep(Duration::from_millis(300));
+        if node.0.try_wait().expect("status").is_none() {
+            return (node, address);
+        }
+    }
+    panic!("no node stayed up on five free ports in a row");
+}
+
 async fn put_within(client: &mut Client, within: Duration) -> Result<u64, ClientError> {
     let deadline = Instant::now() + within;
     loop {
@@ -55,8 +71,7 @@ async fn put_within(client: &mut Client, within: Duration) -> Result<u64, Client
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_closed_and_the_rest_served() {
     let dir = tempfile::tempdir().unwrap();
-    let address = free_address();
-    let _node = start(&address, dir.path(), &["--connections-max", "4"]);
+    let (_node, address) = start_on_a_free_port(dir.path(), &["--connections-max", "4"]);
     let mut client = Client::new(vec![address.clone()]);
     client.timeout = Duration::from_secs(2);
     put_within(&mut client, Duration::from_secs(20))
@@ -93,8 +108,7 @@ async fn connections_beyond_the_limit_are_closed_and_the_rest_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_too_large_gets_ravels_error() {
     let dir = tempfile::tempdir().unwrap();
-    let address = free_address();
-    let _node = start(&address, dir.path(), &[]);
+    let (_node, address) = start_on_a_free_port(dir.path(), &[]);
     let mut client = Client::new(vec![address.clone()]);
     put_within(&mut client, Duration::from_secs(20))
         .await
