@@ -543,18 +543,8 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
         runtime.resume(hosts[node].handle.id());
     }
     restart_stopped(&runtime, &mut hosts);
-    // Nodes that stop by themselves later (a read fault armed before the heal) are restarted,
-    // as an operator or a supervisor would, while the cluster must recover.
     let liveness = check_liveness(&client_host, endpoints.clone(), recorder.clone());
-    tokio::pin!(liveness);
-    let liveness = loop {
-        tokio::select! {
-            outcome = &mut liveness => break outcome,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                restart_stopped(&runtime, &mut hosts);
-            }
-        }
-    };
+    let liveness = restarting_stopped(&runtime, &mut hosts, liveness).await;
     // Every node but the one that left ends as a voter: a member that lost its disk rejoined,
     // the spare finished joining, none is stuck half way (e.g. a learner no one promotes).
     let members = if liveness.is_ok() {
@@ -567,15 +557,7 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
             .map(address)
             .collect();
         let check = check_voters(&client_host, members, voters, left);
-        tokio::pin!(check);
-        loop {
-            tokio::select! {
-                outcome = &mut check => break outcome,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    restart_stopped(&runtime, &mut hosts);
-                }
-            }
-        }
+        restarting_stopped(&runtime, &mut hosts, check).await
     } else {
         Ok(())
     };
@@ -606,6 +588,22 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
         };
     }
     result(seed, failure, &recorder, &leaders, faults_injected)
+}
+
+/// Awaits `check` while restarting, every 200 ms, nodes that stop by themselves (a read fault
+/// armed before the heal), as an operator or a supervisor would while the cluster must recover.
+async fn restarting_stopped<T>(
+    runtime: &Handle,
+    hosts: &mut [Host],
+    check: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(check);
+    loop {
+        tokio::select! {
+            outcome = &mut check => return outcome,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => restart_stopped(runtime, hosts),
+        }
+    }
 }
 
 /// Restarts every node that was killed or stopped by itself.

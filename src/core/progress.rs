@@ -79,6 +79,12 @@ impl Progress {
         }
     }
 
+    /// Records whether the follower's latest answer says it is joining; true if it was joining
+    /// until now and is not any more (admitted: what it acknowledged may count now).
+    pub fn heard_joining(&mut self, joining: bool) -> bool {
+        std::mem::replace(&mut self.joining, joining) && !joining
+    }
+
     /// Records an `Append` carrying entries up to `last_index` (or none, for a commit update).
     pub fn sent(&mut self, last_index: Option<LogIndex>) {
         match self.state {

@@ -141,8 +141,7 @@ impl RawNode {
             return;
         };
         progress.recent_active = true;
-        // Admitted since its last answer: what it acknowledged while joining counts now.
-        let admitted = std::mem::replace(&mut progress.joining, joining) && !joining;
+        let admitted = progress.heard_joining(joining);
         progress.round_acknowledged = progress.round_acknowledged.max(round);
         match progress.state {
             ProgressState::Snapshot => {}

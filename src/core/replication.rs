@@ -223,8 +223,7 @@ impl RawNode {
                 if match_index > last_index {
                     return;
                 }
-                // Admitted since its last answer: what it acknowledged while joining counts now.
-                let admitted = std::mem::replace(&mut progress.joining, joining) && !joining;
+                let admitted = progress.heard_joining(joining);
                 if progress.accepted(match_index) {
                     self.maybe_commit();
                     self.maybe_send_timeout_now(from);
