@@ -2,6 +2,8 @@
 //! deterministic simulation.
 //!
 //! - [`core`]: the sans-IO Raft state machine.
+//! - [`replica`]: one core and one state machine, turning the core's actions into answers;
+//!   every runtime (the node, the simulators, the benchmarks) drives it.
 //! - [`kv`]: the replicated key-value state machine and its command encoding.
 //! - [`storage`]: the durable write-ahead log, hard state and snapshot files.
 //! - [`server`]: the shell that runs the core on tokio and tonic (gRPC), and [`client`].
@@ -11,5 +13,6 @@ pub mod cli;
 pub mod client;
 pub mod core;
 pub mod kv;
+pub mod replica;
 pub mod server;
 pub mod storage;

@@ -1,22 +1,21 @@
-//! In-process throughput of the Raft core: three cores wired directly (no network, no disk),
-//! C closed-loop clients each doing one put at a time, applied to the KV state machine on every
-//! node. Reports committed-and-applied operations per second and latency percentiles.
-//! All three nodes run in one thread: a round proposes every idle client's put as one batch,
-//! lets the leader append and send, the followers append and acknowledge, and the leader commit
-//! and apply. (A variant with the followers on a second thread was slower: the rounds became
-//! small batches and the cost moved into cross-thread handoffs.)
+//! In-process throughput of the replica: three replicas (the core, the KV state machine and the
+//! bookkeeping that answers clients — the code a node runs) wired directly (no network, no
+//! disk), C closed-loop clients each doing one put at a time through `Replica::request`.
+//! Reports operations answered per second and latency percentiles.
+//! All three nodes run in one thread: a round hands every idle client's put to the leader,
+//! lets the leader append and send, the followers append and acknowledge, and the leader commit,
+//! apply and answer. (A variant with the followers on a second thread was slower: the rounds
+//! became small batches and the cost moved into cross-thread handoffs.)
 //!
 //! Run: `cargo bench -p ravel-sim --bench core_throughput -- [--clients 1,64,256] [--seconds 3]`
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use ravel::core::{
-    Action, Config, EntryPayload, Input, LogIndex, Message, Proposal, RawNode, Recovered, Role,
-};
+use ravel::core::{Config, Input, LogIndex, Message, RawNode, Recovered, Role};
 use ravel::kv::{Command, KvStateMachine};
+use ravel::replica::{Answer, Effect, Replica, Request};
 
 const NODES: u64 = 3;
 const KEYS: u64 = 1_000;
@@ -24,116 +23,88 @@ const VALUE_BYTES: usize = 32;
 /// The cores' clock starts past the vote lockout every core observes after it boots.
 const CLOCK_START_MS: u64 = 10_000;
 
-/// One node: its core, its state machine, and the proposals it accepted, by log index.
-struct Replica {
-    core: RawNode,
-    state_machine: KvStateMachine,
-    accepted: VecDeque<(LogIndex, u64)>,
+/// One node: its replica, whose storage completes every write at once.
+struct Node {
+    replica: Replica<KvStateMachine>,
+    /// The effects being carried out (one buffer, reused).
+    effects: Vec<Effect<KvStateMachine>>,
 }
 
-impl Replica {
+impl Node {
     fn new(id: u64) -> Self {
         let mut config = Config::new(id, 1..=NODES);
         config.entries_per_message_max = 4096;
         config.bytes_per_message_max = 4 << 20;
         // Snapshots are measured elsewhere; here the log is only released from memory.
         config.snapshot_interval_entries = 0;
-        Replica {
-            core: RawNode::new(config, Recovered::default(), 0).expect("valid config"),
-            state_machine: KvStateMachine::new(),
-            accepted: VecDeque::new(),
+        let core = RawNode::new(config, Recovered::default(), 0).expect("valid config");
+        Node {
+            replica: Replica::new(core, KvStateMachine::new(), format!("node-{id}"), None),
+            effects: Vec::new(),
         }
     }
 
-    /// Executes actions until the core is quiet: storage completes at once, messages go to
-    /// `outbox`, entries are applied, and the clients whose proposals applied go to `done`.
+    /// Runs the replica until it is quiet: storage completes at once, messages go to `outbox`,
+    /// and the clients whose puts were answered go to `done`.
     fn run(&mut self, outbox: &mut Vec<Message>, done: &mut Vec<u64>) {
         loop {
-            let actions = self.core.take_actions();
-            if actions.is_empty() {
+            self.replica.run();
+            self.replica.move_effects_to(&mut self.effects);
+            if self.effects.is_empty() {
                 return;
             }
-            let mut persisted = None;
-            let mut applied = None;
-            for action in actions {
-                match action {
-                    Action::Persist { id, .. } => persisted = Some(id),
-                    Action::Send { message, .. } => outbox.push(message),
-                    Action::Apply { entries } => {
-                        for entry in entries {
-                            match &entry.payload {
-                                EntryPayload::Noop | EntryPayload::Membership(_) => {
-                                    self.state_machine.skip(entry.index)
-                                }
-                                EntryPayload::Command(command) => {
-                                    self.state_machine.apply(entry.index, command);
-                                }
-                            }
-                            applied = Some(entry.index);
-                            while self
-                                .accepted
-                                .front()
-                                .is_some_and(|&(index, _)| index <= entry.index)
-                            {
-                                done.push(self.accepted.pop_front().expect("checked").1);
-                            }
-                        }
+            for effect in self.effects.drain(..) {
+                match effect {
+                    Effect::Persist { id, .. } => {
+                        self.replica.completed(Input::Persisted { id });
                     }
-                    Action::ProposalAccepted { id, index, .. } => {
-                        self.accepted.push_back((index, id))
-                    }
-                    Action::ProposalRefused { id, reason } => {
-                        panic!("proposal {id} refused: {reason:?}")
-                    }
+                    Effect::Send(message) => outbox.push(message),
+                    Effect::Reply { ticket, reply } => match reply {
+                        Ok(Answer::Written { .. }) => done.push(ticket),
+                        other => panic!("put {ticket} answered {other:?}"),
+                    },
+                    Effect::Fatal(reason) => panic!("{reason}"),
                     _ => {}
                 }
-            }
-            if let Some(id) = persisted {
-                self.core.step(Input::Persisted { id });
-            }
-            if let Some(index) = applied {
-                self.core.step(Input::Applied { index });
             }
         }
     }
 
     fn receive(&mut self, messages: impl IntoIterator<Item = Message>, now_ms: u64) {
-        self.core.step(Input::Tick { now_ms });
+        self.replica.tick(now_ms);
         for message in messages {
-            self.core.step(Input::Message(message));
+            self.replica.message(message);
         }
     }
 }
 
-/// Routes every message until all three are quiet (single-threaded), discarding applied ids.
-fn settle(replicas: &mut [Replica], mut outbox: Vec<Message>, now_ms: u64) {
+/// Routes every message until all three are quiet (single-threaded), discarding answers.
+fn settle(nodes: &mut [Node], mut outbox: Vec<Message>, now_ms: u64) {
     let mut done = Vec::new();
     while !outbox.is_empty() {
         let mut next = Vec::new();
         for message in outbox.drain(..) {
-            let replica = &mut replicas[message.to as usize - 1];
-            replica.receive([message], now_ms);
-            replica.run(&mut next, &mut done);
+            let node = &mut nodes[message.to as usize - 1];
+            node.receive([message], now_ms);
+            node.run(&mut next, &mut done);
         }
         outbox = next;
     }
 }
 
-fn elected_cluster() -> Vec<Replica> {
-    let mut replicas: Vec<Replica> = (1..=NODES).map(Replica::new).collect();
-    replicas[0].core.step(Input::Tick {
-        now_ms: CLOCK_START_MS,
-    });
-    replicas[0].core.step(Input::Campaign);
+fn elected_cluster() -> Vec<Node> {
+    let mut nodes: Vec<Node> = (1..=NODES).map(Node::new).collect();
+    nodes[0].replica.tick(CLOCK_START_MS);
+    nodes[0].replica.campaign();
     let mut outbox = Vec::new();
-    replicas[0].run(&mut outbox, &mut Vec::new());
-    settle(&mut replicas, outbox, CLOCK_START_MS);
-    let status = replicas[0].core.status();
+    nodes[0].run(&mut outbox, &mut Vec::new());
+    settle(&mut nodes, outbox, CLOCK_START_MS);
+    let status = nodes[0].replica.core().status();
     assert!(
         status.role == Role::Leader && status.commit >= 1,
         "node 1 leads: {status:?}"
     );
-    replicas
+    nodes
 }
 
 /// The clients: each has one put outstanding at a time.
@@ -162,10 +133,10 @@ impl Clients {
         }
     }
 
-    /// Every idle client's next put, encoded as a server would receive it: a fresh buffer each.
-    fn take_proposals(&mut self) -> Vec<Proposal> {
+    /// Hands every idle client's next put to `replica`, encoded as a server would receive it:
+    /// a fresh buffer each.
+    fn send_puts(&mut self, replica: &mut Replica<KvStateMachine>) {
         let now = Instant::now();
-        let mut proposals = Vec::with_capacity(self.idle.len());
         for client in self.idle.drain(..) {
             let at = client as usize;
             self.started_at[at] = now;
@@ -175,12 +146,12 @@ impl Clients {
                 key: self.keys[key as usize].clone(),
                 value: self.value.clone(),
             };
-            proposals.push(Proposal {
-                id: client,
+            let put = Request::Write {
                 command: command.encode(),
-            });
+                may_forward: false,
+            };
+            replica.request(client, put);
         }
-        proposals
     }
 
     fn completed(&mut self, done: &mut Vec<u64>) {
@@ -202,32 +173,29 @@ fn now_ms(begin: Instant) -> u64 {
 
 /// All three nodes in this thread: propose, leader, followers, leader again, per round.
 fn run_one_thread(clients: &mut Clients, duration: Duration) -> (Duration, Vec<LogIndex>) {
-    let mut replicas = elected_cluster();
+    let mut nodes = elected_cluster();
     let (mut outbox, mut replies, mut done) = (Vec::new(), Vec::new(), Vec::new());
     let begin = Instant::now();
     while begin.elapsed() < duration {
         let now = now_ms(begin);
-        let proposals = clients.take_proposals();
-        if !proposals.is_empty() {
-            replicas[0].core.step(Input::Propose(proposals));
-        }
-        replicas[0].receive(replies.drain(..), now);
-        replicas[0].run(&mut outbox, &mut done);
+        clients.send_puts(&mut nodes[0].replica);
+        nodes[0].receive(replies.drain(..), now);
+        nodes[0].run(&mut outbox, &mut done);
         for message in outbox.drain(..) {
-            let follower = &mut replicas[message.to as usize - 1];
+            let follower = &mut nodes[message.to as usize - 1];
             follower.receive([message], now);
             follower.run(&mut replies, &mut Vec::new());
         }
-        replicas[0].receive(replies.drain(..), now);
-        replicas[0].run(&mut outbox, &mut done);
+        nodes[0].receive(replies.drain(..), now);
+        nodes[0].run(&mut outbox, &mut done);
         clients.completed(&mut done);
     }
     let elapsed = begin.elapsed();
     (
         elapsed,
-        replicas
+        nodes
             .iter()
-            .map(|replica| replica.state_machine.applied_index())
+            .map(|node| node.replica.state().applied_index())
             .collect(),
     )
 }
@@ -251,7 +219,7 @@ fn main() {
         }
     }
     println!(
-        "core_throughput: {NODES} cores in one thread, no network, no disk, {VALUE_BYTES}-byte values, {KEYS} keys"
+        "core_throughput: {NODES} replicas in one thread, no network, no disk, {VALUE_BYTES}-byte values, {KEYS} keys"
     );
     println!(
         "{:>8} {:>14} {:>10} {:>10} {:>10} {:>10}",

@@ -28,7 +28,7 @@ use madsim::runtime::{Handle, NodeHandle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ravel::client::Client;
-use ravel::server::{run_node_on, NodeOptions, Opened};
+use ravel::server::{run_node_on, NodeError, NodeOptions, Opened};
 use ravel::storage::MemoryDisk;
 
 use crate::history::{History, OpKind, OpResult};
@@ -176,6 +176,7 @@ fn start_host(
             options.join = node_join.lock().expect("lock").clone();
             let stopped = node_stopped.clone();
             let stop = node_stop.clone();
+            let node_join_cleared = node_join.clone();
             async move {
                 // A disk that cannot be read refuses to start, as `FileStorage::open` would.
                 match disk.open() {
@@ -189,6 +190,12 @@ fn start_host(
                         let outcome = run_node_on(options, opened, told, |_| {}).await;
                         if let Err(error) = outcome {
                             tracing::warn!(%error, "node stopped");
+                            if matches!(error, NodeError::FounderGivenJoin(_)) {
+                                // A member asked to leave that never learned it was removed:
+                                // its operator does as the error says, and starts it without
+                                // --join (it is still a member).
+                                node_join_cleared.lock().expect("lock").clear();
+                            }
                         }
                     }
                     Err(error) => tracing::warn!(%error, "node cannot start"),
@@ -743,6 +750,7 @@ async fn check_liveness(
     endpoints: Vec<String>,
     recorder: Arc<Recorder>,
 ) -> Result<(), String> {
+    let endpoints_for_report = endpoints.clone();
     let task = client_host.spawn(async move {
         let mut client = Client::new(endpoints);
         client.timeout = Duration::from_secs(2);
@@ -753,16 +761,26 @@ async fn check_liveness(
             let put = OpKind::Put(Bytes::from_static(b"after-heal"));
             match perform(&mut client, &recorder, 1_000, key.clone(), put).await {
                 Err(error) => last_error = format!("put: {error}"),
-                Ok(_) => match perform(&mut client, &recorder, 1_000, key.clone(), OpKind::Get)
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err(error) => last_error = format!("get: {error}"),
-                },
+                Ok(_) => {
+                    match perform(&mut client, &recorder, 1_000, key.clone(), OpKind::Get).await {
+                        Ok(_) => return Ok(()),
+                        Err(error) => last_error = format!("get: {error}"),
+                    }
+                }
             }
         }
+        // What each node says of itself, so the failure tells its own story.
+        let mut nodes = String::new();
+        for endpoint in &endpoints_for_report {
+            let mut one = Client::new(vec![endpoint.clone()]);
+            one.timeout = Duration::from_secs(1);
+            let status = one.status().await.map_err(|error| error.to_string());
+            let members = one.members().await.map_err(|error| error.to_string());
+            nodes.push_str(&format!("\n  {endpoint}: {status:?}; members {members:?}"));
+        }
         Err(format!(
-            "no write and read succeeded within 30 s after the faults healed (last error: {last_error})"
+            "no write and read succeeded within 30 s after the faults healed (last error: \
+             {last_error}){nodes}"
         ))
     });
     task.await

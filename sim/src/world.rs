@@ -12,11 +12,12 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ravel::core::{
-    Action, Config, EntryPayload, Input, LogIndex, MembershipChange, Message, NodeId, PersistId,
-    Proposal, RawNode, ReadMode, Refusal, RequestId, Role, SnapshotMeta, Term,
+    Action, Config, Input, LogIndex, MembershipChange, Message, NodeId, PersistId, RawNode,
+    ReadMode, Role,
 };
 use ravel::core::{AppendResponse, MessageBody};
 use ravel::kv::{KvStateMachine, Outcome};
+use ravel::replica::{self, Answer, ApiError, Effect, Replica, SnapshotImage, Ticket};
 
 use crate::checker::{Checker, NodeWatch, Violation};
 use crate::client::{to_command, Client, ClientId};
@@ -98,6 +99,8 @@ enum Reply {
     Ok(OpResult),
     /// Definitely did not take effect; retry, at the hinted leader if any.
     Refused(Option<NodeId>),
+    /// May or may not have taken effect (the node said so): as a timeout, sooner.
+    Unknown,
 }
 
 #[derive(Debug)]
@@ -137,11 +140,11 @@ enum Event {
 
 struct SimNode {
     id: NodeId,
-    core: Option<RawNode>,
+    /// The node's own replica (the code a real node runs), while it is up.
+    replica: Option<Replica<KvStateMachine>>,
     incarnation: u64,
     disk: SimDisk,
     sync_in_flight: bool,
-    kv: KvStateMachine,
     clock: Clock,
     paused: bool,
     /// Events that arrived while paused, handled on resume.
@@ -152,15 +155,15 @@ struct SimNode {
     sync_fails: bool,
     /// Writes fail for lack of space until then.
     disk_full_until_us: u64,
-    /// A snapshot arriving from the leader, staged chunk by chunk (lost in a crash).
-    staging: Option<(SnapshotMeta, Vec<u8>)>,
-    /// Messages waiting for a persist to become durable: `(persist id, message)`.
-    held: Vec<(PersistId, Message)>,
-    /// Client requests handed to the core, by request id.
-    requests: BTreeMap<RequestId, Request>,
-    /// Accepted proposals by log index: `(term, request)`.
-    proposals: BTreeMap<LogIndex, (Term, Request)>,
+    /// Client requests handed to the replica, by ticket.
+    requests: BTreeMap<Ticket, Request>,
     watch: NodeWatch,
+}
+
+impl SimNode {
+    fn core(&self) -> Option<&RawNode> {
+        self.replica.as_ref().map(Replica::core)
+    }
 }
 
 pub struct World {
@@ -198,6 +201,8 @@ pub struct World {
     sync_delay_max_us: u64,
     failure: Option<Violation>,
     events: u64,
+    /// The effects being carried out (one buffer, reused).
+    effects: Vec<Effect<KvStateMachine>>,
 }
 
 impl World {
@@ -264,21 +269,17 @@ impl World {
                 };
                 SimNode {
                     id,
-                    core: None,
+                    replica: None,
                     incarnation: 0,
                     disk: SimDisk::default(),
                     sync_in_flight: false,
-                    kv: KvStateMachine::new(),
                     clock,
                     paused: false,
                     deferred: Vec::new(),
-                    staging: None,
                     joining: false,
                     sync_fails: false,
                     disk_full_until_us: 0,
-                    held: Vec::new(),
                     requests: BTreeMap::new(),
-                    proposals: BTreeMap::new(),
                     watch: NodeWatch::default(),
                 }
             })
@@ -307,6 +308,7 @@ impl World {
             sync_delay_max_us,
             failure: None,
             events: 0,
+            effects: Vec::new(),
             ids,
             founders,
             next_change_id: u64::MAX / 2,
@@ -411,7 +413,7 @@ impl World {
             released: self
                 .nodes
                 .iter()
-                .filter_map(|node| node.core.as_ref())
+                .filter_map(SimNode::core)
                 .map(|core| core.log().first_index() - 1)
                 .max()
                 .unwrap_or(0),
@@ -461,14 +463,14 @@ impl World {
         match event {
             Event::Tick(id) => {
                 self.schedule(TICK_INTERVAL_US, Event::Tick(id));
-                self.feed(id, Vec::new());
+                self.feed(id, |_| {});
             }
             Event::Deliver(message) => {
                 let to = message.to;
                 self.trace.line(self.now_us, || {
                     format!("n{to} <- n{} {}", message.from, describe_message(&message))
                 });
-                self.feed(to, vec![Input::Message(message)]);
+                self.feed(to, |replica| replica.message(message));
             }
             Event::DiskSynced {
                 node,
@@ -497,7 +499,7 @@ impl World {
             Event::Restart(id) => self.restart(id),
             Event::Resume(id) => self.resume(id),
             Event::JoinTry(joiner) => self.join_try(joiner),
-            Event::Admit(joiner) => self.feed(joiner, vec![Input::Admitted]),
+            Event::Admit(joiner) => self.feed(joiner, |replica| replica.admitted(true)),
             Event::CutInbound(id) => {
                 if self.network.cut_links() > 0 {
                     for other in self.ids.clone().into_iter().filter(|&other| other != id) {
@@ -531,11 +533,15 @@ impl World {
         let term = recovered.hard_state.term;
         let core = RawNode::new(config, recovered, node.clock.local_ms(now_us))
             .expect("simulator config is valid");
-        node.core = Some(core);
-        node.kv = match node.disk.snapshot() {
+        let saved = node
+            .disk
+            .snapshot()
+            .map(|(meta, data)| (meta.clone(), data.clone()));
+        let kv = match &saved {
             Some((_, data)) => KvStateMachine::restore(data).expect("a saved snapshot restores"),
             None => KvStateMachine::new(),
         };
+        node.replica = Some(Replica::new(core, kv, sim_address(id), saved));
         node.watch = NodeWatch {
             term,
             commit,
@@ -547,30 +553,33 @@ impl World {
         });
     }
 
-    /// Steps a node with `inputs` (after a tick with its local time) and executes what it asks,
-    /// feeding back `Applied` until it has nothing more to say. Checks invariants after each round.
-    fn feed(&mut self, id: NodeId, inputs: Vec<Input>) {
+    /// Ticks a node with its local time, hands it `input`, and runs its replica round by round
+    /// until it has nothing more to say, carrying out what it asks. Checks invariants after each
+    /// round, and crashes the node mid-step when a crash is armed for this moment.
+    fn feed(&mut self, id: NodeId, input: impl FnOnce(&mut Replica<KvStateMachine>)) {
         let now_us = self.now_us;
         let node = &mut self.nodes[id as usize - 1];
         let local_ms = node.clock.local_ms(now_us);
-        let Some(core) = node.core.as_mut() else {
+        let Some(replica) = node.replica.as_mut() else {
             return;
         };
-        let tick = Input::Tick { now_ms: local_ms };
-        self.trace.hash(&(now_us, id, &tick));
-        core.step(tick);
-        for input in inputs {
-            self.trace.hash(&(id, &input));
-            core.step(input);
+        self.trace.hash(&(now_us, id, local_ms));
+        replica.tick(local_ms);
+        input(replica);
+        if !self.carry_out_effects(id) {
+            return;
         }
         loop {
             let node = &mut self.nodes[id as usize - 1];
-            let Some(core) = node.core.as_mut() else {
+            let Some(replica) = node.replica.as_mut() else {
                 return;
             };
-            let actions = core.take_actions();
+            let Some(actions) = replica.take_round() else {
+                self.carry_out_effects(id);
+                return;
+            };
             let before = node.watch;
-            if let Err(violation) = self.checker.after_step(core, &mut node.watch) {
+            if let Err(violation) = self.checker.after_step(replica.core(), &mut node.watch) {
                 return self.fail(violation);
             }
             let moment = match (before.role, node.watch.role) {
@@ -593,12 +602,11 @@ impl World {
                 // Often chain the other moment: the Figure 8 schedule is a leader lost right
                 // after election, then its successor lost right after committing.
                 if moment == Some(CrashMoment::LeaderElected) {
-                    for action in actions
+                    let persists = actions
                         .into_iter()
-                        .filter(|action| matches!(action, Action::Persist { .. }))
-                    {
-                        self.execute(id, action, &mut Vec::new())
-                            .expect("persisting checks nothing");
+                        .filter(|action| matches!(action, Action::Persist { .. }));
+                    if !self.execute_all(id, persists) {
+                        return;
                     }
                 } else if self.rng.random_bool(0.5) {
                     // Or a commit that reached its clients but none of the followers: the
@@ -607,7 +615,7 @@ impl World {
                     let local = actions
                         .into_iter()
                         .filter(|action| !matches!(action, Action::Send { .. }));
-                    if !self.execute_all(id, local, &mut Vec::new()) {
+                    if !self.execute_all(id, local) {
                         return;
                     }
                 }
@@ -622,17 +630,8 @@ impl World {
                 };
                 return self.crash_and_restart(id, 20_000..1_000_000);
             }
-            let mut follow_ups = Vec::new();
-            if !self.execute_all(id, actions, &mut follow_ups) || follow_ups.is_empty() {
+            if !self.execute_all(id, actions) {
                 return;
-            }
-            let core = self.nodes[id as usize - 1]
-                .core
-                .as_mut()
-                .expect("a node stays up while it steps");
-            for input in follow_ups {
-                self.trace.hash(&(id, &input));
-                core.step(input);
             }
         }
     }
@@ -642,7 +641,7 @@ impl World {
     /// leader is then lost as it commits, which may have counted the promise: if the promise
     /// left early, that commit now rests on a write that is gone.
     fn crash_after_promise(&mut self, id: NodeId, actions: Vec<Action>) {
-        if !self.execute_all(id, actions, &mut Vec::new()) {
+        if !self.execute_all(id, actions) {
             return;
         }
         self.armed_crash = self
@@ -662,38 +661,88 @@ impl World {
         self.schedule(down_us, Event::Restart(id))
     }
 
-    /// Carries out a step's actions in order; false if the run failed or the node stopped on a
-    /// disk failure (nothing after that happens).
-    fn execute_all(
-        &mut self,
-        id: NodeId,
-        actions: impl IntoIterator<Item = Action>,
-        follow_ups: &mut Vec<Input>,
-    ) -> bool {
-        let incarnation = self.nodes[id as usize - 1].incarnation;
+    /// Has the node's replica carry out a round's actions in order, and carries out what it
+    /// asks; false if the run failed or the node stopped (nothing after that happens).
+    fn execute_all(&mut self, id: NodeId, actions: impl IntoIterator<Item = Action>) -> bool {
         for action in actions {
             self.trace.hash(&(id, &action));
-            if let Err(violation) = self.execute(id, action, follow_ups) {
+            if let Err(violation) = self.check_action(id, &action) {
                 self.fail(violation);
                 return false;
             }
-            if self.nodes[id as usize - 1].incarnation != incarnation {
+            let Some(replica) = self.nodes[id as usize - 1].replica.as_mut() else {
+                return false;
+            };
+            replica.execute(action);
+            if !self.carry_out_effects(id) {
                 return false;
             }
         }
         true
     }
 
-    /// Carries out one action; inputs it produces for the core (`Applied`, `SnapshotSaved`, a
-    /// chunk read) go to `follow_ups`.
-    fn execute(
-        &mut self,
-        id: NodeId,
-        action: Action,
-        follow_ups: &mut Vec<Input>,
-    ) -> Result<(), Violation> {
+    /// What the checker sees of an action before the replica carries it out.
+    fn check_action(&mut self, id: NodeId, action: &Action) -> Result<(), Violation> {
         match action {
-            Action::Persist {
+            Action::Send { message, .. } => {
+                let grants_vote = matches!(
+                    message.body,
+                    MessageBody::VoteResponse {
+                        pre_vote: false,
+                        granted: true
+                    }
+                );
+                let outsider = id > self.founders.len() as NodeId
+                    && self
+                        .node_ref(id)
+                        .core()
+                        .is_some_and(|core| core.log().last_index() == 0);
+                if grants_vote && outsider {
+                    return Err(format!("node {id} votes before it ever joined the cluster"));
+                }
+            }
+            Action::Apply { entries } => {
+                for entry in entries {
+                    self.checker.on_apply(id, entry)?;
+                }
+            }
+            Action::InstallSnapshot { meta, .. } => {
+                self.checker.on_install(id, meta)?;
+                self.trace
+                    .line(self.now_us, || format!("n{id} installs snapshot {meta:?}"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Carries out what the node's replica asked for, in order; false if the run failed or the
+    /// node stopped.
+    fn carry_out_effects(&mut self, id: NodeId) -> bool {
+        let incarnation = self.nodes[id as usize - 1].incarnation;
+        let Some(replica) = self.nodes[id as usize - 1].replica.as_mut() else {
+            return false;
+        };
+        let mut effects = std::mem::take(&mut self.effects);
+        replica.move_effects_to(&mut effects);
+        let mut carried_out = true;
+        for effect in effects.drain(..) {
+            if !carried_out || self.nodes[id as usize - 1].incarnation != incarnation {
+                carried_out = false;
+                continue;
+            }
+            if let Err(violation) = self.carry_out(id, effect) {
+                self.fail(violation);
+                carried_out = false;
+            }
+        }
+        self.effects = effects;
+        carried_out && self.nodes[id as usize - 1].incarnation == incarnation
+    }
+
+    fn carry_out(&mut self, id: NodeId, effect: Effect<KvStateMachine>) -> Result<(), Violation> {
+        match effect {
+            Effect::Persist {
                 id: persist_id,
                 hard_state,
                 entries,
@@ -717,108 +766,83 @@ impl World {
                 self.node(id).disk.write(persist_id, hard_state, entries);
                 self.schedule_sync(id);
             }
-            Action::Send {
-                message,
-                after_persist,
-            } => {
-                let grants_vote = matches!(
-                    message.body,
-                    MessageBody::VoteResponse {
-                        pre_vote: false,
-                        granted: true
-                    }
-                );
-                let outsider = id > self.founders.len() as NodeId
-                    && self
-                        .node(id)
-                        .core
-                        .as_ref()
-                        .is_some_and(|core| core.log().last_index() == 0);
-                if grants_vote && outsider {
-                    return Err(format!("node {id} votes before it ever joined the cluster"));
-                }
+            Effect::Send(message) => self.transmit(message),
+            Effect::SaveSnapshot { meta, image } => {
+                let data = Box::new(image).encode();
+                self.trace
+                    .line(self.now_us, || format!("n{id} saves snapshot {meta:?}"));
                 let node = self.node(id);
-                if after_persist && node.disk.synced_id < node.disk.written_id {
-                    let written = node.disk.written_id;
-                    node.held.push((written, message));
-                } else {
-                    self.transmit(message);
-                }
+                node.disk.save_snapshot(meta.clone(), data.clone());
+                let replica = node.replica.as_mut().expect("up");
+                replica.snapshot_saved(meta.clone(), data);
+                replica.completed(Input::SnapshotSaved { meta });
             }
-            Action::Apply { entries } => {
-                for entry in entries {
-                    self.checker.on_apply(id, &entry)?;
-                    let node = self.node(id);
-                    let outcome = match &entry.payload {
-                        EntryPayload::Noop | EntryPayload::Membership(_) => {
-                            node.kv.skip(entry.index);
-                            None
-                        }
-                        EntryPayload::Command(command) => Some(node.kv.apply(entry.index, command)),
-                    };
-                    if let Some(Input::Applied { index }) = follow_ups.last_mut() {
-                        *index = entry.index;
-                    } else {
-                        follow_ups.push(Input::Applied { index: entry.index });
-                    }
-                    let Some((term, request)) = node.proposals.remove(&entry.index) else {
-                        continue;
-                    };
-                    let reply = match (term == entry.term, outcome) {
-                        (false, _) => Reply::Refused(None),
-                        (true, Some(Outcome::Put | Outcome::Deleted { .. })) => {
-                            Reply::Ok(OpResult::Done)
-                        }
-                        (true, Some(Outcome::CompareAndSwap { swapped, .. })) => {
-                            Reply::Ok(OpResult::Swapped(swapped))
-                        }
-                        (true, other) => {
-                            return Err(format!(
-                                "node {id}: proposal at {} applied as {other:?}",
-                                entry.index
-                            ))
-                        }
-                    };
-                    self.send_reply(&request, reply);
-                }
-            }
-            Action::ProposalAccepted {
-                id: request_id,
-                index,
-                term,
+            Effect::ReadSnapshotChunk {
+                to,
+                meta,
+                offset,
+                bytes_max,
             } => {
                 let node = self.node(id);
-                if let Some(request) = node.requests.remove(&request_id) {
-                    // A forwarded proposal's entry may be applied here before the leader's
-                    // answer arrives: the client is left to time out (outcome unknown).
-                    if index > node.kv.applied_index() {
-                        node.proposals.insert(index, (term, request));
-                    }
+                let saved = node.disk.snapshot().filter(|(saved, _)| *saved == meta);
+                if let Some(chunk) = saved.and_then(|(_, data)| {
+                    Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data)
+                }) {
+                    node.replica.as_mut().expect("up").completed(chunk);
                 }
             }
-            Action::ProposalOutcomeUnknown { id: request_id } => {
-                // No answer: the client times out and records "may have happened".
-                self.node(id).requests.remove(&request_id);
-            }
-            Action::ProposalRefused {
-                id: request_id,
-                reason,
-            }
-            | Action::ReadRefused {
-                id: request_id,
-                reason,
+            Effect::InstallSnapshot {
+                id: persist_id,
+                meta,
+                data,
             } => {
-                let hint = match reason {
-                    Refusal::NotLeader { leader_hint } => leader_hint,
-                    Refusal::TransferInProgress
-                    | Refusal::Overloaded
-                    | Refusal::InvalidMembership(_)
-                    | Refusal::LeaderUnresponsive => None,
-                };
-                if let Some(request) = self.node(id).requests.remove(&request_id) {
-                    self.send_reply(&request, Reply::Refused(hint));
-                } else if let Some(joiner) = self.join_requests.get(&request_id).copied() {
+                self.node(id).disk.write_install(persist_id, meta, data);
+                self.schedule_sync(id);
+            }
+            // The simulator models a node's standing with `joining` (set when it loses its disk,
+            // cleared when its join completes).
+            Effect::RecordStanding(_) | Effect::AddressLearned { .. } => {}
+            Effect::Reply { ticket, reply } => self.replied(id, ticket, reply)?,
+            Effect::LeaderChanged { role, term, leader } => {
+                self.trace.line(self.now_us, || {
+                    format!("n{id} is {role:?} in term {term}, leader {leader:?}")
+                });
+            }
+            Effect::MemberStateChanged { from, to } => {
+                self.trace
+                    .line(self.now_us, || format!("n{id}: {from:?} -> {to:?}"));
+            }
+            Effect::Fatal(reason) => return Err(format!("node {id} stops: {reason}")),
+        }
+        Ok(())
+    }
+
+    /// Node `id` answered the request under `ticket`: a client's request (checked against what
+    /// was asked, then sent back), or a join (the joiner is admitted or redirected).
+    fn replied(
+        &mut self,
+        id: NodeId,
+        ticket: Ticket,
+        reply: replica::Reply<KvStateMachine>,
+    ) -> Result<(), Violation> {
+        if let Some(joiner) = self.join_requests.get(&ticket).copied() {
+            match reply {
+                Ok(_) => {
+                    if let Some(join) = self.joins.get_mut(&joiner) {
+                        join.done = true;
+                    }
+                    // The leader's answer reaches the joiner (and it records it durably).
+                    self.node(joiner).joining = false;
+                    self.schedule(1, Event::Admit(joiner));
+                    self.trace
+                        .line(self.now_us, || format!("n{joiner} has joined"));
+                }
+                Err(error) => {
                     // Redirected: the joiner asks the hinted leader (or anyone) next time.
+                    let hint = match error {
+                        ApiError::NotLeader { leader_id, .. } => leader_id,
+                        _ => None,
+                    };
                     let next =
                         hint.unwrap_or_else(|| *self.ids.choose(&mut self.rng).expect("nodes"));
                     if let Some(join) = self.joins.get_mut(&joiner) {
@@ -826,120 +850,37 @@ impl World {
                     }
                 }
             }
-            Action::ReadReady {
-                id: request_id,
-                index,
-            } => {
-                let node = self.node(id);
-                if let Some(request) = node.requests.remove(&request_id) {
-                    debug_assert!(node.kv.applied_index() >= index);
-                    let value = node.kv.get(&request.key).cloned();
-                    self.send_reply(&request, Reply::Ok(OpResult::Value(value)));
-                }
-            }
-            Action::TakeSnapshot { meta } => {
-                let node = self.node(id);
-                if node.kv.applied_index() != meta.index {
-                    return Err(format!(
-                        "node {id}: asked to snapshot at {} but its state machine applied {}",
-                        meta.index,
-                        node.kv.applied_index()
-                    ));
-                }
-                let data = node.kv.snapshot();
-                node.disk.save_snapshot(meta.clone(), data);
-                self.trace
-                    .line(self.now_us, || format!("n{id} saves snapshot {meta:?}"));
-                follow_ups.push(Input::SnapshotSaved { meta });
-            }
-            Action::ReadSnapshotChunk {
-                to,
-                meta,
-                offset,
-                bytes_max,
-            } => {
-                let saved = self
-                    .node(id)
-                    .disk
-                    .snapshot()
-                    .filter(|(saved, _)| *saved == meta);
-                if let Some(chunk) = saved.and_then(|(_, data)| {
-                    Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data)
-                }) {
-                    follow_ups.push(chunk);
-                }
-            }
-            Action::WriteSnapshotChunk {
-                meta,
-                offset,
-                data,
-                done: _,
-            } => {
-                let node = self.node(id);
-                if offset == 0 {
-                    node.staging = Some((meta.clone(), Vec::new()));
-                }
-                match node.staging.as_mut() {
-                    Some((staged, bytes)) if *staged == meta && bytes.len() as u64 == offset => {
-                        bytes.extend_from_slice(&data)
-                    }
-                    _ => {
-                        return Err(format!(
-                            "node {id}: snapshot chunk at {offset} out of order"
-                        ))
-                    }
-                }
-            }
-            Action::InstallSnapshot {
-                id: persist_id,
-                meta,
-            } => {
-                self.checker.on_install(id, &meta)?;
-                let node = self.node(id);
-                let Some((staged, bytes)) =
-                    node.staging.take().filter(|(staged, _)| *staged == meta)
-                else {
-                    return Err(format!(
-                        "node {id}: installs snapshot {meta:?} it did not receive"
-                    ));
-                };
-                let data = Bytes::from(bytes);
-                node.kv = KvStateMachine::restore(&data).map_err(|error| {
-                    format!("node {id}: snapshot {staged:?} does not restore: {error}")
-                })?;
-                if node.kv.applied_index() != meta.index {
-                    return Err(format!(
-                        "node {id}: snapshot {meta:?} holds state at {}",
-                        node.kv.applied_index()
-                    ));
-                }
-                node.proposals.retain(|&index, _| index > meta.index);
-                self.trace
-                    .line(self.now_us, || format!("n{id} installs snapshot {meta:?}"));
-                self.node(id).disk.write_install(persist_id, meta, data);
-                self.schedule_sync(id);
-            }
-            Action::JoinCompleted {
-                id: request_id,
-                node,
-            } => {
-                if self.join_requests.get(&request_id) == Some(&node) {
-                    if let Some(join) = self.joins.get_mut(&node) {
-                        join.done = true;
-                    }
-                    // The leader's answer reaches the joiner (and it records it durably).
-                    self.node(node).joining = false;
-                    self.schedule(1, Event::Admit(node));
-                    self.trace
-                        .line(self.now_us, || format!("n{node} has joined"));
-                }
-            }
-            Action::RoleChanged { role, term, leader } => {
-                self.trace.line(self.now_us, || {
-                    format!("n{id} is {role:?} in term {term}, leader {leader:?}")
-                });
-            }
+            return Ok(());
         }
+        // Membership changes the fault schedule asked for need no answer.
+        let Some(request) = self.node(id).requests.remove(&ticket) else {
+            return Ok(());
+        };
+        let wrong = |answer: &dyn std::fmt::Debug| {
+            format!(
+                "node {id} answered client {}'s {:?} with {answer:?}",
+                request.client, request.kind
+            )
+        };
+        let reply = match reply {
+            Ok(Answer::Written { outcome, .. }) => match (&request.kind, outcome) {
+                (OpKind::Put(_), Outcome::Put) | (OpKind::Delete, Outcome::Deleted { .. }) => {
+                    Reply::Ok(OpResult::Done)
+                }
+                (OpKind::CompareAndSwap { .. }, Outcome::CompareAndSwap { swapped, .. }) => {
+                    Reply::Ok(OpResult::Swapped(swapped))
+                }
+                (_, outcome) => return Err(wrong(&outcome)),
+            },
+            Ok(Answer::Read { answer, .. }) if matches!(request.kind, OpKind::Get) => {
+                Reply::Ok(OpResult::Value(answer))
+            }
+            Ok(answer) => return Err(wrong(&answer)),
+            Err(ApiError::NotLeader { leader_id, .. }) => Reply::Refused(leader_id),
+            Err(ApiError::OutcomeUnknown(_)) => Reply::Unknown,
+            Err(_) => Reply::Refused(None),
+        };
+        self.send_reply(&request, reply);
         Ok(())
     }
 
@@ -979,7 +920,7 @@ impl World {
 
     fn disk_synced(&mut self, id: NodeId, incarnation: u64, up_to: PersistId) {
         let node = self.node(id);
-        if node.incarnation != incarnation || node.core.is_none() {
+        if node.incarnation != incarnation || node.replica.is_none() {
             return;
         }
         node.sync_in_flight = false;
@@ -994,11 +935,6 @@ impl World {
         }
         node.disk.sync_up_to(up_to);
         let synced = node.disk.synced_id;
-        let (ready, waiting): (Vec<_>, Vec<_>) = node
-            .held
-            .drain(..)
-            .partition(|(needed, _)| *needed <= synced);
-        node.held = waiting;
         if node.disk.has_unsynced() {
             node.sync_in_flight = true;
             let written = node.disk.written_id;
@@ -1012,30 +948,47 @@ impl World {
                 },
             );
         }
-        for (_, message) in ready {
-            self.transmit(message);
-        }
-        self.feed(id, vec![Input::Persisted { id: synced }]);
+        // Messages that waited for these writes leave now.
+        self.feed(id, |replica| {
+            replica.completed(Input::Persisted { id: synced })
+        });
     }
 
     fn crash(&mut self, id: NodeId) {
         let node = &mut self.nodes[id as usize - 1];
-        if node.core.is_none() {
+        if node.replica.is_none() {
             return;
         }
         let survived = node.disk.crash(&mut self.rng);
-        node.core = None;
+        node.replica = None;
         node.incarnation += 1;
         node.sync_in_flight = false;
         node.paused = false;
         node.deferred.clear();
-        node.held.clear();
-        node.staging = None;
         node.requests.clear();
-        node.proposals.clear();
         self.trace.line(self.now_us, || {
             format!("n{id} crashes ({survived} unsynced writes survive)")
         });
+    }
+
+    /// Stops `id` as SIGTERM would, before it goes down: its storage finishes every write, and
+    /// its replica answers every request still waiting (as the node's event loop does when it
+    /// stops). A write it handed to the core may still commit, so anything but "outcome
+    /// unknown" for it would let the client retry and write twice.
+    fn stop_gracefully(&mut self, id: NodeId) {
+        let node = self.node(id);
+        if node.paused {
+            return;
+        }
+        let Some(replica) = node.replica.as_mut() else {
+            return;
+        };
+        replica.abandon_waiting(ApiError::ShuttingDown);
+        let written = node.disk.written_id;
+        node.disk.sync_up_to(written);
+        self.trace
+            .line(self.now_us, || format!("n{id} stops gracefully"));
+        self.carry_out_effects(id);
     }
 
     /// Crashes `id` and restarts it after a time drawn from `down_us`.
@@ -1046,7 +999,7 @@ impl World {
     }
 
     fn restart(&mut self, id: NodeId) {
-        if self.node(id).core.is_none() {
+        if self.node(id).replica.is_none() {
             self.start_node(id);
         }
     }
@@ -1121,21 +1074,27 @@ impl World {
         self.schedule(CLIENT_TIMEOUT_US, Event::ClientTimeout { client, op });
     }
 
+    /// A client's request reaches node `id`: it goes through the replica's request path, as a
+    /// real client's does (a follower passes writes on and asks the leader for a read index).
     fn request_arrives(&mut self, id: NodeId, request: Request) {
         let node = self.node(id);
-        if node.core.is_none() {
+        if node.replica.is_none() {
             return;
         }
-        let request_id: RequestId = request.op;
-        let input = match to_command(&request.key, &request.kind) {
-            Some(command) => Input::Propose(vec![Proposal {
-                id: request_id,
+        let ticket: Ticket = request.op;
+        let asked = match to_command(&request.key, &request.kind) {
+            Some(command) => replica::Request::Write {
                 command: command.encode(),
-            }]),
-            None => Input::Read { id: request_id },
+                may_forward: true,
+            },
+            None => replica::Request::Read {
+                query: request.key.clone(),
+                stale: false,
+                may_forward: true,
+            },
         };
-        node.requests.insert(request_id, request);
-        self.feed(id, vec![input]);
+        node.requests.insert(ticket, request);
+        self.feed(id, |replica| replica.request(ticket, asked));
     }
 
     fn send_reply(&mut self, request: &Request, reply: Reply) {
@@ -1168,6 +1127,14 @@ impl World {
                     return;
                 }
                 self.rng.random_range(0..20_000)
+            }
+            Reply::Unknown => {
+                let client_state = &mut self.clients[client as usize - 1];
+                client_state.target = *self.ids.choose(&mut self.rng).expect("nodes");
+                self.trace.line(self.now_us, || {
+                    format!("client {client}: op {op} outcome unknown")
+                });
+                self.rng.random_range(1_000..20_000)
             }
             Reply::Refused(hint) => {
                 self.history.fail(op);
@@ -1221,6 +1188,9 @@ impl World {
                 "partition" => self.partition(),
                 "crash" => {
                     let target = self.pick_target();
+                    if self.rng.random_bool(0.3) {
+                        self.stop_gracefully(target);
+                    }
                     self.crash_and_restart(target, 20_000..2_000_000);
                 }
                 "fsync-fails" => {
@@ -1242,7 +1212,7 @@ impl World {
                 "pause" => {
                     let target = self.pick_target();
                     let node = self.node(target);
-                    if node.core.is_some() && !node.paused {
+                    if node.replica.is_some() && !node.paused {
                         node.paused = true;
                         self.trace.line(self.now_us, || format!("n{target} pauses"));
                         let pause_us = self.rng.random_range(50_000..2_000_000);
@@ -1261,7 +1231,7 @@ impl World {
                             self.trace.line(self.now_us, || {
                                 format!("n{leader}: transfer leadership to n{to}")
                             });
-                            self.feed(leader, vec![Input::TransferLeadership { to }]);
+                            self.feed(leader, |replica| replica.transfer_leadership(to));
                             if self.network.cut_links() == 0 && self.rng.random_bool(0.5) {
                                 // The handover attack: the old leader stops hearing anyone as it
                                 // hands over, so it learns of no newer term. Only a
@@ -1284,7 +1254,7 @@ impl World {
                     if !self.node(target).paused {
                         self.trace
                             .line(self.now_us, || format!("n{target}: forced campaign"));
-                        self.feed(target, vec![Input::Campaign]);
+                        self.feed(target, Replica::campaign);
                     }
                 }
             }
@@ -1321,8 +1291,7 @@ impl World {
             .filter(|id| self.joins.get(id).is_none_or(|join| join.done))
             .filter(|&id| {
                 !self.nodes[leader as usize - 1]
-                    .core
-                    .as_ref()
+                    .core()
                     .expect("up")
                     .membership()
                     .is_member(id)
@@ -1342,8 +1311,7 @@ impl World {
         }
         let membership = self
             .node(leader)
-            .core
-            .as_ref()
+            .core()
             .expect("a leader is up")
             .membership()
             .clone();
@@ -1379,7 +1347,9 @@ impl World {
         self.trace.line(self.now_us, || {
             format!("n{leader}: membership change {change:?}")
         });
-        self.feed(leader, vec![Input::ChangeMembership { id, change }]);
+        self.feed(leader, |replica| {
+            replica.request(id, replica::Request::ChangeMembership(change))
+        });
     }
 
     /// A member crashes and comes back with an empty disk: it starts as a joining node (no
@@ -1389,7 +1359,7 @@ impl World {
         let Some(leader) = self.current_leader() else {
             return;
         };
-        let leader_core = self.nodes[leader as usize - 1].core.as_ref().expect("up");
+        let leader_core = self.nodes[leader as usize - 1].core().expect("up");
         if leader_core.membership_change_pending() {
             return; // The voters may be about to change; judge the loss against settled ones.
         }
@@ -1435,15 +1405,10 @@ impl World {
         let target = join.target;
         let retry_us = self.rng.random_range(100_000..400_000);
         self.schedule(retry_us, Event::JoinTry(joiner));
-        let Some(last_index) = self
-            .node(joiner)
-            .core
-            .as_ref()
-            .map(|core| core.log().last_index())
-        else {
+        let Some(last_index) = self.node(joiner).core().map(|core| core.log().last_index()) else {
             return;
         };
-        if self.node(target).core.is_none() || self.node(target).paused {
+        if self.node(target).replica.is_none() || self.node(target).paused {
             self.joins.get_mut(&joiner).expect("present").target =
                 *self.ids.choose(&mut self.rng).expect("nodes");
             return;
@@ -1453,14 +1418,13 @@ impl World {
         self.join_requests.insert(id, joiner);
         self.trace
             .line(self.now_us, || format!("n{joiner} asks n{target} to join"));
-        self.feed(
-            target,
-            vec![Input::Join {
-                id,
-                node: joiner,
-                last_index,
-            }],
-        );
+        let join = replica::Request::Join {
+            node: joiner,
+            address: sim_address(joiner),
+            last_index,
+            follower_only: false,
+        };
+        self.feed(target, |replica| replica.request(id, join));
     }
 
     /// Every member of the leader's configuration is up and applied `target`.
@@ -1469,15 +1433,13 @@ impl World {
             return false;
         };
         let members = self.nodes[leader as usize - 1]
-            .core
-            .as_ref()
+            .core()
             .expect("up")
             .membership()
             .replicas();
         members.iter().all(|&id| {
             self.nodes[id as usize - 1]
-                .core
-                .as_ref()
+                .core()
                 .is_some_and(|core| core.status().applied >= target)
         })
     }
@@ -1493,7 +1455,7 @@ impl World {
     fn current_leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|node| node.core.as_ref().map(RawNode::status))
+            .filter_map(|node| node.core().map(RawNode::status))
             .filter(|status| status.role == Role::Leader)
             .max_by_key(|status| status.term)
             .map(|status| status.id)
@@ -1594,11 +1556,7 @@ impl World {
     // ---- checks ------------------------------------------------------------------------------
 
     fn check_log_matching(&mut self) {
-        let cores: Vec<&RawNode> = self
-            .nodes
-            .iter()
-            .filter_map(|node| node.core.as_ref())
-            .collect();
+        let cores: Vec<&RawNode> = self.nodes.iter().filter_map(SimNode::core).collect();
         if let Err(violation) = self.checker.check_log_matching(&cores) {
             self.fail(violation);
         }
@@ -1609,19 +1567,22 @@ impl World {
     fn check_replicas_agree(&mut self) {
         let mut by_applied: BTreeMap<LogIndex, (NodeId, Bytes)> = BTreeMap::new();
         for node in &self.nodes {
-            let state = node.kv.snapshot();
-            match by_applied.get(&node.kv.applied_index()) {
+            let Some(kv) = node.replica.as_ref().map(Replica::state) else {
+                continue;
+            };
+            let state = kv.snapshot();
+            match by_applied.get(&kv.applied_index()) {
                 Some((other, other_state)) if *other_state != state => {
                     let violation = format!(
                         "state machines of nodes {other} and {} differ after applying {} entries",
                         node.id,
-                        node.kv.applied_index()
+                        kv.applied_index()
                     );
                     return self.fail(violation);
                 }
                 Some(_) => {}
                 None => {
-                    by_applied.insert(node.kv.applied_index(), (node.id, state));
+                    by_applied.insert(kv.applied_index(), (node.id, state));
                 }
             }
         }
@@ -1630,7 +1591,7 @@ impl World {
     fn describe_nodes(&self) -> String {
         let mut text = String::new();
         for node in &self.nodes {
-            match &node.core {
+            match node.core() {
                 Some(core) => text.push_str(&format!(
                     "\n    n{}: {:?}, voters {:?} (outgoing {:?}), learners {:?}",
                     node.id,
@@ -1776,6 +1737,12 @@ fn describe_message(message: &Message) -> String {
         MessageBody::Removed { config_index } => format!("config_index={config_index}"),
     };
     format!("{} t{} {detail}", message.body.kind(), message.term)
+}
+
+/// Where the simulator says node `id` is reached (replicated in its address book like a real
+/// node's address).
+fn sim_address(id: NodeId) -> String {
+    format!("sim-n{id}")
 }
 
 /// A message that promises something the sender's disk must keep: an accepted append or a

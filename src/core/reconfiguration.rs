@@ -19,14 +19,16 @@ impl RawNode {
     /// The configuration in effect at `index`: the last one at or before it in the log, or the
     /// snapshot's.
     pub(super) fn membership_at(&self, index: LogIndex) -> Membership {
+        self.membership_in_effect_at(index).clone()
+    }
+
+    /// The configuration in effect at `index`, borrowed (asked on every step: no copy).
+    pub(super) fn membership_in_effect_at(&self, index: LogIndex) -> &Membership {
         self.membership_log
             .iter()
             .rev()
             .find(|(at, _)| *at <= index)
-            .map_or_else(
-                || self.snapshot.membership.clone(),
-                |(_, membership)| membership.clone(),
-            )
+            .map_or(&self.snapshot.membership, |(_, membership)| membership)
     }
 
     /// The log changed from `from` on (appended, or truncated and appended): forget the
@@ -111,7 +113,8 @@ impl RawNode {
         pending && self.membership_at(commit).is_voter(id)
     }
 
-    pub(super) fn member_state(&self) -> super::node::MemberState {
+    /// Where this node stands in the configuration committed so far.
+    pub fn member_state(&self) -> super::node::MemberState {
         use super::node::MemberState;
         let id = self.config.id;
         if self.joining {
@@ -120,7 +123,7 @@ impl RawNode {
         if self.removed_at.is_some() {
             return MemberState::Removed;
         }
-        let committed = self.membership_at(self.log.commit());
+        let committed = self.membership_in_effect_at(self.log.commit());
         if committed.voters.contains(&id) {
             MemberState::Voter
         } else if committed.learners.contains(&id) {

@@ -2,7 +2,9 @@
 //! applies them.
 
 mod command;
+pub mod node_addresses;
 mod state_machine;
 
 pub use command::{Command, DecodeError};
+pub use node_addresses::RESERVED_KEY_PREFIX;
 pub use state_machine::{KvStateMachine, Outcome, SnapshotState};

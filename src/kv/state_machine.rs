@@ -205,6 +205,63 @@ impl KvStateMachine {
     }
 }
 
+impl crate::replica::SnapshotImage for SnapshotState {
+    fn encode(self: Box<Self>) -> Bytes {
+        SnapshotState::encode(*self)
+    }
+}
+
+/// The replica's view of the store: commands are [`Command`]s, reads are keys.
+impl crate::replica::StateMachine for KvStateMachine {
+    type Outcome = Outcome;
+    type Query = Bytes;
+    type ReadAnswer = Option<Bytes>;
+    type Image = SnapshotState;
+
+    fn apply(&mut self, index: LogIndex, command: &Bytes) -> crate::replica::Applied<Outcome> {
+        // Decoded once: the registration check and the store both look at it.
+        let (outcome, registered) = match Command::decode(command) {
+            Ok(command) => {
+                let registered = super::node_addresses::registration(&command);
+                (self.apply_decoded(index, command), registered)
+            }
+            Err(_) => (self.apply(index, command), None),
+        };
+        crate::replica::Applied {
+            outcome,
+            registered,
+        }
+    }
+
+    fn skip(&mut self, index: LogIndex) {
+        KvStateMachine::skip(self, index);
+    }
+
+    fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    fn read(&self, key: &Bytes) -> Option<Bytes> {
+        self.get(key).cloned()
+    }
+
+    fn snapshot(&self) -> SnapshotState {
+        self.snapshot_state()
+    }
+
+    fn restore(image: &[u8]) -> Result<Self, String> {
+        KvStateMachine::restore(image).map_err(|error| error.to_string())
+    }
+
+    fn registration(node: crate::core::NodeId, address: &str) -> Bytes {
+        super::node_addresses::register(node, address).encode()
+    }
+
+    fn addresses(&self) -> Vec<(crate::core::NodeId, String)> {
+        super::node_addresses::recorded(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,49 +3,10 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use thiserror::Error;
 use tonic::{Code, Status};
 
 use super::proto::ravel::{error_detail::Kind, ErrorDetail};
-use crate::core::NodeId;
-
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-pub enum ApiError {
-    #[error("{}", not_leader_message(*leader_id, leader_address.as_deref()))]
-    NotLeader {
-        leader_id: Option<NodeId>,
-        leader_address: Option<String>,
-    },
-    #[error("no quorum: {0}; retry when a majority of the cluster is reachable")]
-    NoQuorum(String),
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    #[error("too large: {0}")]
-    TooLarge(String),
-    #[error("the node is shutting down; retry at another node")]
-    ShuttingDown,
-    #[error("the node is overloaded; retry after a short pause")]
-    Overloaded,
-    #[error("request for cluster {got}, but this node belongs to cluster {expected}")]
-    WrongCluster { expected: u64, got: u64 },
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The request may or may not have taken effect (leadership changed after it was accepted).
-    #[error("outcome unknown: {0}; read the key to find out whether the write took effect")]
-    OutcomeUnknown(String),
-    #[error("storage failed: {0}")]
-    StorageFailed(String),
-}
-
-fn not_leader_message(leader_id: Option<NodeId>, leader_address: Option<&str>) -> String {
-    match (leader_id, leader_address) {
-        (Some(id), Some(address)) => {
-            format!("not the leader; the leader is node {id} at {address}")
-        }
-        (Some(id), None) => format!("not the leader; the leader is node {id} (address unknown)"),
-        _ => "not the leader, and no leader is known yet; retry shortly".to_string(),
-    }
-}
+pub use crate::replica::ApiError;
 
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {

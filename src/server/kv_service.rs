@@ -10,12 +10,12 @@ use bytes::Bytes;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::address_book::RESERVED_KEY_PREFIX;
 use super::error::ApiError;
 use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
 use super::leader_proxy::{may_forward, no_forward, LeaderProxy};
 use super::proto::ravel::{self as pb, kv_client::KvClient, kv_server::Kv};
+use crate::kv::RESERVED_KEY_PREFIX;
 use crate::kv::{Command, Outcome};
 
 pub const KEY_BYTES_MAX: usize = 4096;

@@ -13,7 +13,6 @@
 //!   [`membership_service`], [`peer_service`], [`health_service`]; [`joiner`] is the joining
 //!   node's side of the join workflow.
 
-pub mod address_book;
 mod channel;
 pub mod cluster_id;
 pub mod convert;

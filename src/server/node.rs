@@ -134,6 +134,11 @@ pub enum NodeError {
     JoinRefused(String),
     #[error("{0}")]
     Stopped(String),
+    /// `--join` was given to the founder of the cluster in its data directory (a founder that
+    /// was asked to leave but never learned it was removed is still a member: it restarts
+    /// without `--join`).
+    #[error("invalid setting: {0}")]
+    FounderGivenJoin(String),
 }
 
 /// How the node enters the cluster.
@@ -334,7 +339,7 @@ pub fn decide_entry(
         return Ok(Entry::Resume);
     }
     match standing {
-        Some(Standing::Founder) if join => Err(NodeError::Invalid(format!(
+        Some(Standing::Founder) if join => Err(NodeError::FounderGivenJoin(format!(
             "the data directory {data_dir} holds the cluster this node founded (it was started \
              without --join), so it cannot join another cluster with it. To keep running that \
              cluster, start the node without --join; to join {}, move the directory aside and \

@@ -10,13 +10,13 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Duration};
 use tonic::transport::Channel;
 
-use super::address_book::AddressBook;
 use super::cluster_id::ClusterId;
 use super::convert::message_to_proto;
 use super::event_loop::Request;
 use super::metrics::Metrics;
 use super::proto::ravel::{peer_client::PeerClient, MessageBatch};
 use crate::core::{Message, NodeId};
+use crate::replica::AddressBook;
 
 /// Messages queued per peer, at most.
 const QUEUE_MESSAGES_MAX: usize = 4096;

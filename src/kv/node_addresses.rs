@@ -1,47 +1,22 @@
-//! Where each node of the group can be reached. The core knows nodes by id only; the addresses
-//! are replicated through the log as KV writes under a reserved key prefix (which clients cannot
-//! write), so they survive restarts, travel in snapshots, and every member agrees on them.
-
-use std::collections::BTreeMap;
+//! How the key-value store records the replica's address book: each node's address is a write
+//! under a reserved key prefix (which clients cannot write), so it survives restarts, travels in
+//! snapshots, and every member agrees on it.
 
 use bytes::Bytes;
 
+use super::{Command, KvStateMachine};
 use crate::core::NodeId;
-use crate::kv::{Command, KvStateMachine};
 
 /// Keys starting with this byte belong to Ravel itself; client keys may not start with it.
 pub const RESERVED_KEY_PREFIX: u8 = 0;
 const NODE_ADDRESS_PREFIX: &[u8] = b"\0ravel/node-address/";
 
-#[derive(Clone, Debug, Default)]
-pub struct AddressBook {
-    addresses: BTreeMap<NodeId, String>,
-}
-
-impl AddressBook {
-    /// The addresses recorded in a state machine (after a restart or a snapshot install).
-    pub fn from_state_machine(kv: &KvStateMachine) -> Self {
-        let addresses = kv
-            .scan_prefix(NODE_ADDRESS_PREFIX)
-            .into_iter()
-            .filter_map(|(key, value)| parse(&key, &value))
-            .collect();
-        AddressBook { addresses }
-    }
-
-    pub fn get(&self, node: NodeId) -> Option<&str> {
-        self.addresses.get(&node).map(String::as_str)
-    }
-
-    pub fn insert(&mut self, node: NodeId, address: String) {
-        self.addresses.insert(node, address);
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (NodeId, &str)> {
-        self.addresses
-            .iter()
-            .map(|(node, address)| (*node, address.as_str()))
-    }
+/// Every node address recorded in `kv` (after a restart or a snapshot install), by node.
+pub fn recorded(kv: &KvStateMachine) -> Vec<(NodeId, String)> {
+    kv.scan_prefix(NODE_ADDRESS_PREFIX)
+        .into_iter()
+        .filter_map(|(key, value)| parse(&key, &value))
+        .collect()
 }
 
 /// The command that records `node`'s address.
@@ -88,14 +63,14 @@ mod tests {
     }
 
     #[test]
-    fn the_book_is_rebuilt_from_the_state_machine() {
+    fn the_addresses_are_read_back_from_the_state_machine() {
         let mut kv = KvStateMachine::new();
         kv.apply(1, &register(1, "a:1").encode());
         kv.apply(2, &register(2, "b:2").encode());
         kv.apply(3, &register(1, "c:3").encode());
-        let book = AddressBook::from_state_machine(&kv);
-        assert_eq!(book.get(1), Some("c:3"));
-        assert_eq!(book.get(2), Some("b:2"));
-        assert_eq!(book.get(3), None);
+        assert_eq!(
+            recorded(&kv),
+            vec![(1, "c:3".to_string()), (2, "b:2".to_string())]
+        );
     }
 }
