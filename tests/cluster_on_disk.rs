@@ -1,4 +1,4 @@
-//! Three cores on real file storage in temporary directories: writes, snapshots, a follower that
+//! Three replicas on real file storage in temporary directories: writes, snapshots, a follower that
 //! is down while the leader compacts past it and catches up by snapshot after restarting from its
 //! files, and a full-cluster restart that loses nothing acknowledged.
 
@@ -6,17 +6,15 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use bytes::Bytes;
-use ravel::core::{
-    Action, Config, EntryPayload, Input, Message, NodeId, Proposal, RawNode, Role, SnapshotMeta,
-};
+use ravel::core::{Config, Input, Message, NodeId, RawNode, Role};
 use ravel::kv::{Command, KvStateMachine};
+use ravel::replica::{Answer, Effect, Replica, Request, SnapshotImage};
 use ravel::storage::{FileStorage, Identity, StorageOptions};
 
+/// A node: its replica (the code a real node runs) and its files.
 struct Node {
-    core: RawNode,
+    replica: Replica<KvStateMachine>,
     storage: FileStorage,
-    kv: KvStateMachine,
-    staging: Vec<u8>,
 }
 
 fn config(id: NodeId) -> Config {
@@ -40,16 +38,18 @@ fn start(dir: &Path, id: NodeId, now_ms: u64) -> Node {
     };
     let (storage, state) =
         FileStorage::open(dir.join(format!("node-{id}")), identity, options).expect("opens");
-    let kv = match storage.load_snapshot().expect("reads") {
-        Some((_, data)) => KvStateMachine::restore(&data).expect("restores"),
+    let saved = storage
+        .load_snapshot()
+        .expect("reads")
+        .map(|(meta, data)| (meta, Bytes::from(data)));
+    let kv = match &saved {
+        Some((_, data)) => KvStateMachine::restore(data).expect("restores"),
         None => KvStateMachine::new(),
     };
     let core = RawNode::new(config(id), state.into(), now_ms).expect("valid");
     Node {
-        core,
+        replica: Replica::new(core, kv, format!("node-{id}"), saved),
         storage,
-        kv,
-        staging: Vec::new(),
     }
 }
 
@@ -57,6 +57,7 @@ struct Cluster {
     nodes: Vec<Option<Node>>,
     in_flight: VecDeque<Message>,
     now_ms: u64,
+    /// Puts answered "written" (applied, with their outcome).
     acknowledged: Vec<u64>,
 }
 
@@ -65,23 +66,24 @@ impl Cluster {
         self.nodes[id as usize - 1].as_mut()
     }
 
-    /// Steps a node and carries out its actions against its files; storage syncs at once.
-    fn step(&mut self, id: NodeId, input: Input) {
+    /// Hands a node `input`, runs its replica and carries out its effects against its files;
+    /// storage syncs at once.
+    fn step(&mut self, id: NodeId, input: impl FnOnce(&mut Replica<KvStateMachine>)) {
         let now_ms = self.now_ms;
         let Some(node) = self.node(id) else { return };
-        node.core.step(Input::Tick { now_ms });
-        node.core.step(input);
+        node.replica.tick(now_ms);
+        input(&mut node.replica);
         let mut sent = Vec::new();
         let mut acknowledged = Vec::new();
         loop {
-            let actions = node.core.take_actions();
-            if actions.is_empty() {
+            node.replica.run();
+            let effects = node.replica.take_effects();
+            if effects.is_empty() {
                 break;
             }
-            let mut follow_ups = Vec::new();
-            for action in actions {
-                match action {
-                    Action::Persist {
+            for effect in effects {
+                match effect {
+                    Effect::Persist {
                         id,
                         hard_state,
                         entries,
@@ -92,33 +94,18 @@ impl Cluster {
                             node.storage.set_hard_state(hard_state).expect("hard state");
                         }
                         node.storage.sync().expect("sync");
-                        follow_ups.push(Input::Persisted { id });
+                        node.replica.completed(Input::Persisted { id });
                     }
-                    Action::Send { message, .. } => sent.push(message),
-                    Action::Apply { entries } => {
-                        for entry in &entries {
-                            match &entry.payload {
-                                EntryPayload::Noop | EntryPayload::Membership(_) => {
-                                    node.kv.skip(entry.index)
-                                }
-                                EntryPayload::Command(command) => {
-                                    node.kv.apply(entry.index, command);
-                                }
-                            }
-                        }
-                        follow_ups.push(Input::Applied {
-                            index: entries.last().expect("non-empty").index,
-                        });
-                    }
-                    Action::ProposalAccepted { id: request, .. } => acknowledged.push(request),
-                    Action::TakeSnapshot { meta } => {
-                        assert_eq!(node.kv.applied_index(), meta.index);
+                    Effect::Send(message) => sent.push(message),
+                    Effect::SaveSnapshot { meta, image } => {
+                        let data = Box::new(image).encode();
                         node.storage
-                            .save_snapshot(meta.clone(), &node.kv.snapshot())
+                            .save_snapshot(meta.clone(), &data)
                             .expect("snapshot");
-                        follow_ups.push(Input::SnapshotSaved { meta });
+                        node.replica.snapshot_saved(meta.clone(), data);
+                        node.replica.completed(Input::SnapshotSaved { meta });
                     }
-                    Action::ReadSnapshotChunk {
+                    Effect::ReadSnapshotChunk {
                         to,
                         meta,
                         offset,
@@ -129,25 +116,26 @@ impl Cluster {
                             .load_snapshot()
                             .expect("reads")
                             .expect("has one");
-                        let data = Bytes::from(data);
                         if saved == meta {
-                            follow_ups
-                                .extend(Input::snapshot_chunk(to, meta, offset, bytes_max, &data));
+                            let data = Bytes::from(data);
+                            if let Some(chunk) =
+                                Input::snapshot_chunk(to, meta, offset, bytes_max, &data)
+                            {
+                                node.replica.completed(chunk);
+                            }
                         }
                     }
-                    Action::WriteSnapshotChunk { offset, data, .. } => {
-                        node.staging.truncate(offset as usize);
-                        node.staging.extend_from_slice(&data);
+                    Effect::InstallSnapshot { id, meta, data } => {
+                        node.storage.save_snapshot(meta, &data).expect("install");
+                        node.replica.completed(Input::Persisted { id });
                     }
-                    Action::InstallSnapshot { id, meta } => {
-                        install(node, meta);
-                        follow_ups.push(Input::Persisted { id });
-                    }
+                    Effect::Reply { ticket, reply } => match reply {
+                        Ok(Answer::Written { .. }) => acknowledged.push(ticket),
+                        other => panic!("put {ticket} answered {other:?}"),
+                    },
+                    Effect::Fatal(reason) => panic!("node {id} stops: {reason}"),
                     _ => {}
                 }
-            }
-            for input in follow_ups {
-                node.core.step(input);
             }
         }
         self.in_flight.extend(sent);
@@ -158,16 +146,11 @@ impl Cluster {
         for _ in 0..ms / 5 {
             self.now_ms += 5;
             for id in 1..=3 {
-                self.step(
-                    id,
-                    Input::Tick {
-                        now_ms: self.now_ms,
-                    },
-                );
+                self.step(id, |_| {});
             }
             while let Some(message) = self.in_flight.pop_front() {
                 let to = message.to;
-                self.step(to, Input::Message(message));
+                self.step(to, |replica| replica.message(message));
             }
         }
     }
@@ -177,7 +160,7 @@ impl Cluster {
             .find(|&id| {
                 self.nodes[id as usize - 1]
                     .as_ref()
-                    .is_some_and(|node| node.core.status().role == Role::Leader)
+                    .is_some_and(|node| node.replica.role() == Role::Leader)
             })
             .expect("a leader")
     }
@@ -188,23 +171,13 @@ impl Cluster {
             key: Bytes::from(format!("key-{request}")),
             value: Bytes::from(format!("value-{request}")),
         };
-        self.step(
-            leader,
-            Input::Propose(vec![Proposal {
-                id: request,
-                command: command.encode(),
-            }]),
-        );
+        let put = Request::Write {
+            command: command.encode(),
+            may_forward: false,
+        };
+        self.step(leader, |replica| replica.request(request, put));
         self.run_for(10);
     }
-}
-
-fn install(node: &mut Node, meta: SnapshotMeta) {
-    node.storage
-        .save_snapshot(meta, &node.staging)
-        .expect("install");
-    node.kv = KvStateMachine::restore(&node.staging).expect("restores");
-    node.staging.clear();
 }
 
 #[test]
@@ -246,14 +219,27 @@ fn a_cluster_on_files_survives_compaction_crashes_and_restarts() {
     cluster.run_for(2_000);
     let caught_up = cluster.node(follower).expect("up");
     assert!(caught_up.storage.snapshot().expect("installed").index >= leader_snapshot.index);
-    let expected = cluster.node(leader).expect("up").kv.snapshot();
+    let expected = cluster.node(leader).expect("up").replica.state().snapshot();
     for id in 1..=3 {
         assert_eq!(
-            cluster.node(id).expect("up").kv.get(b"key-299"),
+            cluster
+                .node(id)
+                .expect("up")
+                .replica
+                .state()
+                .get(b"key-299"),
             Some(&Bytes::from("value-299"))
         );
     }
-    assert_eq!(cluster.node(follower).expect("up").kv.snapshot(), expected);
+    assert_eq!(
+        cluster
+            .node(follower)
+            .expect("up")
+            .replica
+            .state()
+            .snapshot(),
+        expected
+    );
     // Every node restarts from disk at once: every write is still there, on every node.
     let now_ms = cluster.now_ms;
     // The old processes are gone (and their directories' locks with them) before the new start.
@@ -262,9 +248,9 @@ fn a_cluster_on_files_survives_compaction_crashes_and_restarts() {
         .map(|id| Some(start(dir.path(), id, now_ms)))
         .collect();
     cluster.run_for(2_000);
-    assert_eq!(cluster.acknowledged.len(), 300, "every put was accepted");
+    assert_eq!(cluster.acknowledged.len(), 300, "every put was answered");
     for id in 1..=3 {
-        let kv = &cluster.node(id).expect("up").kv;
+        let kv = cluster.node(id).expect("up").replica.state();
         for request in 0..300 {
             let key = format!("key-{request}");
             assert_eq!(

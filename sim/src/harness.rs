@@ -1,5 +1,5 @@
-//! A hand-driven cluster for scenario tests: the test decides which messages arrive, when time
-//! passes and who crashes; storage syncs at once unless a test holds a node's syncs. Every step
+//! A hand-driven cluster of replicas for scenario tests: the test decides which messages arrive,
+//! when time passes and who crashes; storage syncs at once unless a test holds a node's syncs. Every step
 //! is checked by the same invariant checker as the randomized simulator.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,26 +10,31 @@ use ravel::core::{
     Role, Status,
 };
 use ravel::kv::KvStateMachine;
+use ravel::replica::{Effect, Replica, SnapshotImage};
 
 use crate::checker::{Checker, NodeWatch};
 use crate::disk::SimDisk;
 
 pub struct TestNode {
-    pub core: Option<RawNode>,
+    /// The node's replica (the code a real node runs), while it is up. It has no address, so
+    /// it registers none: a test's log holds only what the test put there.
+    pub replica: Option<Replica<KvStateMachine>>,
     pub config: Config,
     /// Synced at once after every write, unless `syncs_held`.
     pub disk: SimDisk,
-    /// Writes stay unsynced, and messages that promise them wait, until [`TestCluster::sync`];
-    /// a crash meanwhile loses them.
+    /// Writes stay unsynced, and messages that promise them wait (in the replica), until
+    /// [`TestCluster::sync`]; a crash meanwhile loses them.
     syncs_held: bool,
-    /// Messages waiting for this node's writes to be durable.
-    held: Vec<Message>,
-    pub kv: KvStateMachine,
-    /// A snapshot arriving from the leader.
-    staging: Vec<u8>,
     watch: NodeWatch,
-    /// Replies the node emitted (proposal and read outcomes).
+    /// Replies the core emitted (proposal and read outcomes), for the test to look at.
     pub events: Vec<Action>,
+}
+
+impl TestNode {
+    /// The node's state machine (it must be up).
+    pub fn kv(&self) -> &KvStateMachine {
+        self.replica.as_ref().expect("node is up").state()
+    }
 }
 
 pub struct TestCluster {
@@ -96,18 +101,16 @@ impl TestCluster {
                 disk.sync_up_to(1);
                 let core = RawNode::new(config.clone(), disk.recover(), now_ms - 5_000)
                     .expect("valid config");
+                let replica = Replica::new(core, KvStateMachine::new(), String::new(), None);
                 let node = TestNode {
                     watch: NodeWatch {
                         term: hard_state.term,
                         ..NodeWatch::default()
                     },
-                    core: Some(core),
+                    replica: Some(replica),
                     config,
                     disk: SimDisk::restarted(disk),
                     syncs_held: false,
-                    held: Vec::new(),
-                    kv: KvStateMachine::new(),
-                    staging: Vec::new(),
                     events: Vec::new(),
                 };
                 (id, node)
@@ -123,127 +126,132 @@ impl TestCluster {
     }
 
     pub fn core(&self, id: NodeId) -> &RawNode {
-        self.nodes[&id].core.as_ref().expect("node is up")
+        self.nodes[&id].replica.as_ref().expect("node is up").core()
     }
 
     pub fn status(&self, id: NodeId) -> Status {
         self.core(id).status()
     }
 
-    /// Feeds one input to a node (after a tick at the current time) and executes its actions:
+    /// Feeds one input to a node (after a tick at the current time) and runs its replica:
     /// persists complete at once, messages queue in `in_flight`, entries apply.
     pub fn step(&mut self, id: NodeId, input: Input) {
         self.step_batch(id, vec![input]);
     }
 
-    /// Feeds several inputs before taking the actions, as the shell does with a burst of
-    /// requests.
+    /// Feeds several inputs before running the replica, as the shell does with a burst of
+    /// requests. Checks the invariants after every round of the core's actions.
     pub fn step_batch(&mut self, id: NodeId, inputs: Vec<Input>) {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("known node");
-        let Some(core) = node.core.as_mut() else {
+        let Some(replica) = node.replica.as_mut() else {
             return;
         };
-        core.step(Input::Tick { now_ms });
+        replica.tick(now_ms);
         for input in inputs {
-            core.step(input);
+            replica.step(input);
         }
+        self.carry_out_effects(id);
         loop {
-            let actions = core.take_actions();
-            if actions.is_empty() {
+            let node = self.nodes.get_mut(&id).expect("known node");
+            let replica = node
+                .replica
+                .as_mut()
+                .expect("a node stays up while it steps");
+            let Some(actions) = replica.take_round() else {
+                self.carry_out_effects(id);
                 return;
-            }
-            if let Err(violation) = self.checker.after_step(core, &mut node.watch) {
+            };
+            if let Err(violation) = self.checker.after_step(replica.core(), &mut node.watch) {
                 panic!("invariant violated: {violation}");
             }
-            let mut follow_ups = Vec::new();
             for action in actions {
-                match action {
-                    Action::Persist {
-                        id: persist_id,
-                        hard_state,
-                        entries,
-                        ..
-                    } => {
-                        node.disk.write(persist_id, hard_state, entries);
-                        if !node.syncs_held {
-                            node.disk.sync_up_to(persist_id);
-                            follow_ups.push(Input::Persisted { id: persist_id });
-                        }
+                let node = self.nodes.get_mut(&id).expect("known node");
+                let checked = match &action {
+                    Action::Apply { entries } => entries
+                        .iter()
+                        .try_for_each(|entry| self.checker.on_apply(id, entry)),
+                    Action::InstallSnapshot { meta, .. } => self.checker.on_install(id, meta),
+                    Action::Persist { .. }
+                    | Action::Send { .. }
+                    | Action::TakeSnapshot { .. }
+                    | Action::ReadSnapshotChunk { .. }
+                    | Action::WriteSnapshotChunk { .. }
+                    | Action::RoleChanged { .. } => Ok(()),
+                    reply => {
+                        node.events.push(reply.clone());
+                        Ok(())
                     }
-                    Action::TakeSnapshot { meta } => {
-                        node.disk.save_snapshot(meta.clone(), node.kv.snapshot());
-                        follow_ups.push(Input::SnapshotSaved { meta });
-                    }
-                    Action::ReadSnapshotChunk {
-                        to,
-                        meta,
-                        offset,
-                        bytes_max,
-                    } => {
-                        let saved = node.disk.snapshot().filter(|(saved, _)| *saved == meta);
-                        if let Some(chunk) = saved.and_then(|(_, data)| {
-                            Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data)
-                        }) {
-                            follow_ups.push(chunk);
-                        }
-                    }
-                    Action::WriteSnapshotChunk { offset, data, .. } => {
-                        if offset == 0 {
-                            node.staging.clear();
-                        }
-                        assert_eq!(node.staging.len() as u64, offset, "chunks arrive in order");
-                        node.staging.extend_from_slice(&data);
-                    }
-                    Action::InstallSnapshot {
-                        id: persist_id,
-                        meta,
-                    } => {
-                        if let Err(violation) = self.checker.on_install(id, &meta) {
-                            panic!("invariant violated: {violation}");
-                        }
-                        let data = Bytes::from(std::mem::take(&mut node.staging));
-                        node.kv =
-                            KvStateMachine::restore(&data).expect("an installed snapshot restores");
-                        node.disk.write_install(persist_id, meta, data);
-                        node.disk.sync_up_to(persist_id);
-                        follow_ups.push(Input::Persisted { id: persist_id });
-                    }
-                    Action::Send {
-                        message,
-                        after_persist,
-                    } => {
-                        if after_persist && node.disk.has_unsynced() {
-                            node.held.push(message);
-                        } else if !self.cut.contains(&(message.from, message.to)) {
-                            self.in_flight.push(message);
-                        }
-                    }
-                    Action::Apply { entries } => {
-                        let last = entries.last().map(|entry| entry.index);
-                        for entry in &entries {
-                            if let Err(violation) = self.checker.on_apply(id, entry) {
-                                panic!("invariant violated: {violation}");
-                            }
-                            match &entry.payload {
-                                EntryPayload::Noop | EntryPayload::Membership(_) => {
-                                    node.kv.skip(entry.index)
-                                }
-                                EntryPayload::Command(command) => {
-                                    node.kv.apply(entry.index, command);
-                                }
-                            }
-                        }
-                        if let Some(index) = last {
-                            follow_ups.push(Input::Applied { index });
-                        }
-                    }
-                    Action::RoleChanged { .. } => {}
-                    other => node.events.push(other),
+                };
+                if let Err(violation) = checked {
+                    panic!("invariant violated: {violation}");
                 }
+                node.replica.as_mut().expect("up").execute(action);
+                self.carry_out_effects(id);
             }
-            for follow_up in follow_ups {
-                core.step(follow_up);
+        }
+    }
+
+    /// Carries out what a node's replica asked for: storage at once (unless its syncs are
+    /// held), messages into `in_flight` unless their link is cut.
+    fn carry_out_effects(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let Some(replica) = node.replica.as_mut() else {
+            return;
+        };
+        for effect in replica.take_effects() {
+            match effect {
+                Effect::Persist {
+                    id: persist_id,
+                    hard_state,
+                    entries,
+                    ..
+                } => {
+                    node.disk.write(persist_id, hard_state, entries);
+                    if !node.syncs_held {
+                        node.disk.sync_up_to(persist_id);
+                        replica.completed(Input::Persisted { id: persist_id });
+                    }
+                }
+                Effect::Send(message) => {
+                    if !self.cut.contains(&(message.from, message.to)) {
+                        self.in_flight.push(message);
+                    }
+                }
+                Effect::SaveSnapshot { meta, image } => {
+                    let data = Box::new(image).encode();
+                    node.disk.save_snapshot(meta.clone(), data.clone());
+                    replica.snapshot_saved(meta.clone(), data);
+                    replica.completed(Input::SnapshotSaved { meta });
+                }
+                Effect::ReadSnapshotChunk {
+                    to,
+                    meta,
+                    offset,
+                    bytes_max,
+                } => {
+                    let saved = node.disk.snapshot().filter(|(saved, _)| *saved == meta);
+                    if let Some(chunk) = saved.and_then(|(_, data)| {
+                        Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data)
+                    }) {
+                        replica.completed(chunk);
+                    }
+                }
+                Effect::InstallSnapshot {
+                    id: persist_id,
+                    meta,
+                    data,
+                } => {
+                    node.disk.write_install(persist_id, meta, data);
+                    node.disk.sync_up_to(persist_id);
+                    replica.completed(Input::Persisted { id: persist_id });
+                }
+                Effect::Fatal(reason) => panic!("invariant violated: node {id} stops: {reason}"),
+                Effect::RecordStanding(_)
+                | Effect::Reply { .. }
+                | Effect::AddressLearned { .. }
+                | Effect::LeaderChanged { .. }
+                | Effect::MemberStateChanged { .. } => {}
             }
         }
     }
@@ -287,7 +295,11 @@ impl TestCluster {
             return;
         }
         let to = message.to;
-        if self.nodes.get(&to).is_some_and(|node| node.core.is_some()) {
+        if self
+            .nodes
+            .get(&to)
+            .is_some_and(|node| node.replica.is_some())
+        {
             self.step(to, Input::Message(message));
         }
     }
@@ -320,9 +332,9 @@ impl TestCluster {
         self.nodes
             .iter()
             .filter(|(_, node)| {
-                node.core
+                node.replica
                     .as_ref()
-                    .is_some_and(|core| core.status().role == Role::Leader)
+                    .is_some_and(|replica| replica.core().status().role == Role::Leader)
             })
             .map(|(&id, _)| id)
             .collect()
@@ -378,7 +390,7 @@ impl TestCluster {
         }
         let written = node.disk.written_id;
         node.disk.sync_up_to(written);
-        self.in_flight.append(&mut node.held);
+        // The replica lets the messages that waited for these writes go.
         self.step(id, Input::Persisted { id: written });
     }
 
@@ -388,10 +400,7 @@ impl TestCluster {
         let node = self.nodes.get_mut(&id).expect("known node");
         node.disk.lose_unsynced();
         node.syncs_held = false;
-        node.held.clear();
-        node.core = None;
-        node.kv = KvStateMachine::new();
-        node.staging.clear();
+        node.replica = None;
         node.disk = SimDisk::restarted(std::mem::take(&mut node.disk));
         self.in_flight.retain(|message| message.to != id);
     }
@@ -399,7 +408,7 @@ impl TestCluster {
     /// The node's disk is lost (replaced by an empty one). Only while it is down.
     pub fn wipe(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("known node");
-        assert!(node.core.is_none(), "wipe a node only while it is down");
+        assert!(node.replica.is_none(), "wipe a node only while it is down");
         node.disk = SimDisk::default();
     }
 
@@ -423,12 +432,16 @@ impl TestCluster {
             commit: recovered.hard_state.commit,
             role: None,
         };
-        node.kv = match node.disk.snapshot() {
+        let saved = node
+            .disk
+            .snapshot()
+            .map(|(meta, data)| (meta.clone(), data.clone()));
+        let kv = match &saved {
             Some((_, data)) => KvStateMachine::restore(data).expect("a saved snapshot restores"),
             None => KvStateMachine::new(),
         };
         let core = RawNode::new(node.config.clone(), recovered, now_ms).expect("valid config");
-        node.core = Some(core);
+        node.replica = Some(Replica::new(core, kv, String::new(), saved));
     }
 
     /// The terms of a node's log, for comparing with the paper's figures.

@@ -361,8 +361,8 @@ fn a_member_that_lost_its_data_is_replaced() {
         "node 3 caught up from nothing"
     );
     assert_eq!(
-        cluster.nodes[&3].kv.snapshot(),
-        cluster.nodes[&1].kv.snapshot()
+        cluster.nodes[&3].kv().snapshot(),
+        cluster.nodes[&1].kv().snapshot()
     );
 }
 

@@ -748,8 +748,8 @@ fn section_7_a_lagging_follower_catches_up_by_snapshot_despite_lost_and_reordere
         "node 3 installed the snapshot"
     );
     assert_eq!(
-        cluster.nodes[&3].kv.snapshot(),
-        cluster.nodes[&1].kv.snapshot(),
+        cluster.nodes[&3].kv().snapshot(),
+        cluster.nodes[&1].kv().snapshot(),
         "same state machine"
     );
 }

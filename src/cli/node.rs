@@ -39,7 +39,9 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         Err(error) => {
             eprintln!("error: {error}");
             match error {
-                NodeError::Invalid(_) | NodeError::FollowerOnlyWithoutCluster => ExitCode::Usage,
+                NodeError::Invalid(_)
+                | NodeError::FounderGivenJoin(_)
+                | NodeError::FollowerOnlyWithoutCluster => ExitCode::Usage,
                 NodeError::JoinRefused(_) => ExitCode::Refused,
                 _ => ExitCode::Failure,
             }
