@@ -423,7 +423,11 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
                     paused.push(target);
                 }
             }
-            7 if !spare_joined => {
+            // Not with a lost disk, nor a disk lost while it joins (below): a joiner promoted
+            // to voter votes only once the leader tells it it was admitted, so until then it
+            // is a lost voter too, and with a member that lost its disk that makes two of four
+            // (seed 132 with --disk-loss: no election could succeed). One lost voter at a time.
+            7 if !spare_joined && disks_lost == 0 => {
                 // A new node joins through a random member first, racing the faults; it is
                 // given every founder, as an operator lists several (a single seed that leaves
                 // would leave it nobody to ask).
@@ -521,6 +525,7 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
             }
             _ if options.disk_loss
                 && disks_lost < DISK_LOSSES_MAX
+                && !spare_joined
                 && left.is_none()
                 && hosts.iter().all(|host| !host.down)
                 && rng.random_bool(0.4) =>
