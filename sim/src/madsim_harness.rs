@@ -269,8 +269,7 @@ impl Recorder {
 
 async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
     let runtime = Handle::current();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_6473_696d);
-    let spare = options.nodes;
+    let rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d61_6473_696d);
     let mut hosts: Vec<Host> = Vec::new();
     hosts.push(start_host(
         &runtime,
@@ -351,210 +350,51 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
         stop.clone(),
     ));
 
-    let mut faults_injected = 0;
-    let mut clogged_links: Vec<(usize, usize)> = Vec::new();
-    let mut clogged_nodes: Vec<usize> = Vec::new();
-    let mut paused: Vec<usize> = Vec::new();
-    let mut spare_joined = false;
-    let mut disks_lost = 0;
-    let mut left: Option<u64> = None;
-    let net = NetSim::current();
+    let mut faults = Faults {
+        runtime: runtime.clone(),
+        net: NetSim::current(),
+        rng,
+        seed,
+        options: options.clone(),
+        hosts,
+        clogged_links: Vec::new(),
+        clogged_nodes: Vec::new(),
+        paused: Vec::new(),
+        spare_joined: false,
+        disks_lost: 0,
+        left: None,
+        injected: 0,
+    };
     let fault_end = tokio::time::Instant::now() + Duration::from_secs(options.fault_seconds);
     while options.faults && tokio::time::Instant::now() < fault_end {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
-        let live = hosts.len();
-        let target = rng.random_range(0..live);
-        faults_injected += 1;
-        let fault = rng.random_range(0..13);
+        let pause_ms = faults.rng.random_range(100..800);
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let target = faults.rng.random_range(0..faults.hosts.len());
+        faults.injected += 1;
+        let fault = faults.rng.random_range(0..13);
         tracing::info!(fault, target = target + 1, "fault");
         match fault {
-            0 => {
-                // Cut one node off from its peers only: clients still reach it, so a deposed
-                // leader that serves reads or takes writes without a quorum is exposed.
-                for other in (0..live).filter(|&other| other != target) {
-                    net.clog_link(hosts[target].handle.id(), hosts[other].handle.id());
-                    net.clog_link(hosts[other].handle.id(), hosts[target].handle.id());
-                    clogged_links.push((target, other));
-                    clogged_links.push((other, target));
-                }
+            0 => faults.cut_off_from_peers(target),
+            1 => faults.isolate(target),
+            2 => faults.cut_one_way(target),
+            3 => faults.heal_network(),
+            4 | 5 => faults.kill_or_restart(target),
+            6 => faults.pause_or_resume(target),
+            7 if faults.may_add_spare() => faults.add_spare(),
+            8 if faults.may_remove_member() => faults.member_leaves(&endpoints, &client_host),
+            9 => faults.arm_read_fault(target),
+            10 => faults.power_failure(target, &recorder).await,
+            11 => faults.stop_gracefully(target, &leaders).await,
+            _ if faults.may_lose_disk() && faults.rng.random_bool(0.4) => {
+                faults.lose_disk(target).await
             }
-            1 => {
-                // Heal what is there, then isolate one node (both directions).
-                for node in clogged_nodes.drain(..) {
-                    net.unclog_node(hosts[node].handle.id());
-                }
-                net.clog_node(hosts[target].handle.id());
-                clogged_nodes.push(target);
-            }
-            2 => {
-                let other = rng.random_range(0..live);
-                if other != target {
-                    net.clog_link(hosts[target].handle.id(), hosts[other].handle.id());
-                    clogged_links.push((target, other));
-                }
-            }
-            3 => {
-                for (from, to) in clogged_links.drain(..) {
-                    net.unclog_link(hosts[from].handle.id(), hosts[to].handle.id());
-                }
-                for node in clogged_nodes.drain(..) {
-                    net.unclog_node(hosts[node].handle.id());
-                }
-            }
-            4 | 5 => {
-                let host = &mut hosts[target];
-                if host.down {
-                    runtime.restart(host.handle.id());
-                    host.down = false;
-                } else if !paused.contains(&target) {
-                    runtime.kill(host.handle.id());
-                    let unsynced = host.disk.unsynced_writes();
-                    host.disk
-                        .crash(rng.random_range(0..=unsynced), rng.random_range(1..4));
-                    host.down = true;
-                }
-            }
-            6 => {
-                if let Some(position) = paused.iter().position(|&node| node == target) {
-                    runtime.resume(hosts[target].handle.id());
-                    paused.remove(position);
-                } else if !hosts[target].down {
-                    runtime.pause(hosts[target].handle.id());
-                    paused.push(target);
-                }
-            }
-            // Not with a lost disk, nor a disk lost while it joins (below): a joiner promoted
-            // to voter votes only once the leader tells it it was admitted, so until then it
-            // is a lost voter too, and with a member that lost its disk that makes two of four
-            // (seed 132 with --disk-loss: no election could succeed). One lost voter at a time.
-            7 if !spare_joined && disks_lost == 0 => {
-                // A new node joins through a random member first, racing the faults; it is
-                // given every founder, as an operator lists several (a single seed that leaves
-                // would leave it nobody to ask).
-                let via = rng.random_range(0..options.nodes);
-                let seeds = std::iter::once(via)
-                    .chain((0..options.nodes).filter(|&other| other != via))
-                    .map(address)
-                    .collect();
-                hosts.push(start_host(
-                    &runtime,
-                    (seed, options.bugs),
-                    spare,
-                    seeds,
-                    MemoryDisk::new(),
-                ));
-                spare_joined = true;
-            }
-            // Not with a lost disk: a voter that lost its disk is a lost voter until it rejoins,
-            // and one more voter gone leaves a configuration no election can satisfy.
-            8 if spare_joined && left.is_none() && disks_lost == 0 => {
-                // A member leaves (possibly the leader, possibly while partitioned).
-                let leaving = rng.random_range(1..=hosts.len()) as u64;
-                // Once it learns it was removed it refuses to start again without --join; with
-                // it, a restart brings it back through the join workflow.
-                *hosts[leaving as usize - 1].join.lock().expect("lock") = (0..options.nodes)
-                    .filter(|&other| other as u64 + 1 != leaving)
-                    .map(address)
-                    .collect();
-                let mut client = Client::new(endpoints.clone());
-                client.timeout = Duration::from_secs(2);
-                client_host.spawn(async move {
-                    let _ = client.leave(leaving).await;
-                });
-                left = Some(leaving);
-            }
-            9 => {
-                // The next read of this node's disk fails or returns corrupt bytes: it stops
-                // (fail-stop) when it reads, or refuses to start on its next restart.
-                hosts[target].disk.fail_next_read(rng.random_bool(0.5));
-            }
-            10 => {
-                // Power failure right after a write was acknowledged: every node dies at once,
-                // each losing (or tearing) what it had not synced; all but `target` come back
-                // at once (that machine reboots slowly: a later fault or the heal restarts it).
-                // A write acknowledged before a majority had it on disk is lost here, and the
-                // history shows it.
-                tokio::select! {
-                    _ = recorder.write_acknowledged.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                for node in paused.drain(..) {
-                    runtime.resume(hosts[node].handle.id());
-                }
-                for host in hosts.iter_mut().filter(|host| !host.down) {
-                    runtime.kill(host.handle.id());
-                    let unsynced = host.disk.unsynced_writes();
-                    host.disk
-                        .crash(rng.random_range(0..=unsynced), rng.random_range(1..4));
-                    host.down = true;
-                }
-                for (index, host) in hosts.iter_mut().enumerate() {
-                    if index != target {
-                        runtime.restart(host.handle.id());
-                        host.down = false;
-                    }
-                }
-            }
-            11 => {
-                // Stopped as by SIGTERM: a follower (the last leader seen is spared) whose
-                // writes passed on to the leader are unanswered, because the leader's answers
-                // to it are held back a moment first. The leader commits them meanwhile, so the
-                // follower must answer them "outcome unknown", never "shutting down" (refused:
-                // retry), or a client's retry applies them twice. It comes back at a later
-                // fault or at the heal.
-                let leader = leaders.lock().expect("lock").values().last().copied();
-                let leader = leader
-                    .map(|id| id as usize - 1)
-                    .filter(|&index| index < live);
-                let target = if leader == Some(target) {
-                    (target + 1) % live
-                } else {
-                    target
-                };
-                if !hosts[target].down && !paused.contains(&target) {
-                    tracing::info!(node = target + 1, "told to stop");
-                    if let Some(leader) = leader {
-                        net.clog_link(hosts[leader].handle.id(), hosts[target].handle.id());
-                        tokio::time::sleep(Duration::from_millis(rng.random_range(10..100))).await;
-                    }
-                    hosts[target].stop.notify_waiters();
-                    if let Some(leader) = leader {
-                        net.unclog_link(hosts[leader].handle.id(), hosts[target].handle.id());
-                    }
-                }
-            }
-            _ if options.disk_loss
-                && disks_lost < DISK_LOSSES_MAX
-                && !spare_joined
-                && left.is_none()
-                && hosts.iter().all(|host| !host.down)
-                && rng.random_bool(0.4) =>
-            {
-                lose_disk(
-                    &runtime,
-                    &mut hosts[target],
-                    options.nodes,
-                    target,
-                    &mut rng,
-                )
-                .await;
-                disks_lost += 1;
-            }
-            _ => restart_stopped(&runtime, &mut hosts),
+            _ => restart_stopped(&runtime, &mut faults.hosts),
         }
     }
 
     // Heal everything, then the cluster must serve again.
-    for (from, to) in clogged_links.drain(..) {
-        net.unclog_link(hosts[from].handle.id(), hosts[to].handle.id());
-    }
-    for node in clogged_nodes.drain(..) {
-        net.unclog_node(hosts[node].handle.id());
-    }
-    for node in paused.drain(..) {
-        runtime.resume(hosts[node].handle.id());
-    }
-    restart_stopped(&runtime, &mut hosts);
+    faults.heal_everything();
+    let (mut hosts, left, faults_injected) = (faults.hosts, faults.left, faults.injected);
     let liveness = check_liveness(&client_host, endpoints.clone(), recorder.clone());
     let liveness = restarting_stopped(&runtime, &mut hosts, liveness).await;
     // Every node but the one that left ends as a voter: a member that lost its disk rejoined,
@@ -600,6 +440,247 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
         };
     }
     result(seed, failure, &recorder, &leaders, faults_injected)
+}
+
+/// The fault schedule's state, and the faults it injects, one named step each.
+struct Faults {
+    runtime: Handle,
+    net: Arc<NetSim>,
+    rng: ChaCha8Rng,
+    seed: u64,
+    options: MadsimOptions,
+    hosts: Vec<Host>,
+    clogged_links: Vec<(usize, usize)>,
+    clogged_nodes: Vec<usize>,
+    paused: Vec<usize>,
+    spare_joined: bool,
+    disks_lost: usize,
+    /// The member asked to leave, if any (one per seed).
+    left: Option<u64>,
+    injected: usize,
+}
+
+impl Faults {
+    fn id(&self, index: usize) -> madsim::task::NodeId {
+        self.hosts[index].handle.id()
+    }
+
+    /// Cuts one node off from its peers only: clients still reach it, so a deposed leader that
+    /// serves reads or takes writes without a quorum is exposed.
+    fn cut_off_from_peers(&mut self, target: usize) {
+        for other in (0..self.hosts.len()).filter(|&other| other != target) {
+            self.net.clog_link(self.id(target), self.id(other));
+            self.net.clog_link(self.id(other), self.id(target));
+            self.clogged_links.push((target, other));
+            self.clogged_links.push((other, target));
+        }
+    }
+
+    /// Heals what is isolated, then isolates one node (both directions, clients too).
+    fn isolate(&mut self, target: usize) {
+        for node in std::mem::take(&mut self.clogged_nodes) {
+            self.net.unclog_node(self.id(node));
+        }
+        self.net.clog_node(self.id(target));
+        self.clogged_nodes.push(target);
+    }
+
+    /// Cuts the link from `target` to another node, one way.
+    fn cut_one_way(&mut self, target: usize) {
+        let other = self.rng.random_range(0..self.hosts.len());
+        if other != target {
+            self.net.clog_link(self.id(target), self.id(other));
+            self.clogged_links.push((target, other));
+        }
+    }
+
+    /// Heals every cut link and isolated node.
+    fn heal_network(&mut self) {
+        for (from, to) in std::mem::take(&mut self.clogged_links) {
+            self.net.unclog_link(self.id(from), self.id(to));
+        }
+        for node in std::mem::take(&mut self.clogged_nodes) {
+            self.net.unclog_node(self.id(node));
+        }
+    }
+
+    /// Kills a running node (its disk losing or tearing what it had not synced), or restarts a
+    /// killed one.
+    fn kill_or_restart(&mut self, target: usize) {
+        let host = &mut self.hosts[target];
+        if host.down {
+            self.runtime.restart(host.handle.id());
+            host.down = false;
+        } else if !self.paused.contains(&target) {
+            self.runtime.kill(host.handle.id());
+            let unsynced = host.disk.unsynced_writes();
+            host.disk.crash(
+                self.rng.random_range(0..=unsynced),
+                self.rng.random_range(1..4),
+            );
+            host.down = true;
+        }
+    }
+
+    fn pause_or_resume(&mut self, target: usize) {
+        if let Some(position) = self.paused.iter().position(|&node| node == target) {
+            self.runtime.resume(self.id(target));
+            self.paused.remove(position);
+        } else if !self.hosts[target].down {
+            self.runtime.pause(self.id(target));
+            self.paused.push(target);
+        }
+    }
+
+    /// Not with a lost disk, nor a disk lost while it joins ([`Faults::may_lose_disk`]): a
+    /// joiner promoted to voter votes only once the leader tells it it was admitted, so until
+    /// then it is a lost voter too, and with a member that lost its disk that makes two of four
+    /// (seed 132 with --disk-loss: no election could succeed). One lost voter at a time.
+    fn may_add_spare(&self) -> bool {
+        !self.spare_joined && self.disks_lost == 0
+    }
+
+    /// A new node joins through a random member first, racing the faults; it is given every
+    /// founder, as an operator lists several (a single seed that leaves would leave it nobody
+    /// to ask).
+    fn add_spare(&mut self) {
+        let founders = self.options.nodes;
+        let via = self.rng.random_range(0..founders);
+        let seeds = std::iter::once(via)
+            .chain((0..founders).filter(|&other| other != via))
+            .map(address)
+            .collect();
+        self.hosts.push(start_host(
+            &self.runtime,
+            (self.seed, self.options.bugs),
+            founders,
+            seeds,
+            MemoryDisk::new(),
+        ));
+        self.spare_joined = true;
+    }
+
+    /// Not with a lost disk: a voter that lost its disk is a lost voter until it rejoins, and
+    /// one more voter gone leaves a configuration no election can satisfy.
+    fn may_remove_member(&self) -> bool {
+        self.spare_joined && self.left.is_none() && self.disks_lost == 0
+    }
+
+    /// A member leaves (possibly the leader, possibly while partitioned).
+    fn member_leaves(&mut self, endpoints: &[String], client_host: &NodeHandle) {
+        let leaving = self.rng.random_range(1..=self.hosts.len()) as u64;
+        // Once it learns it was removed it refuses to start again without --join; with it, a
+        // restart brings it back through the join workflow.
+        *self.hosts[leaving as usize - 1].join.lock().expect("lock") = (0..self.options.nodes)
+            .filter(|&other| other as u64 + 1 != leaving)
+            .map(address)
+            .collect();
+        let mut client = Client::new(endpoints.to_vec());
+        client.timeout = Duration::from_secs(2);
+        client_host.spawn(async move {
+            let _ = client.leave(leaving).await;
+        });
+        self.left = Some(leaving);
+    }
+
+    /// The next read of this node's disk fails or returns corrupt bytes: it stops (fail-stop)
+    /// when it reads, or refuses to start on its next restart.
+    fn arm_read_fault(&mut self, target: usize) {
+        let corrupt = self.rng.random_bool(0.5);
+        self.hosts[target].disk.fail_next_read(corrupt);
+    }
+
+    /// Power failure right after a write was acknowledged: every node dies at once, each
+    /// losing (or tearing) what it had not synced; all but `target` come back at once (that
+    /// machine reboots slowly: a later fault or the heal restarts it). A write acknowledged
+    /// before a majority had it on disk is lost here, and the history shows it.
+    async fn power_failure(&mut self, target: usize, recorder: &Recorder) {
+        tokio::select! {
+            _ = recorder.write_acknowledged.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        for node in std::mem::take(&mut self.paused) {
+            self.runtime.resume(self.id(node));
+        }
+        for host in self.hosts.iter_mut().filter(|host| !host.down) {
+            self.runtime.kill(host.handle.id());
+            let unsynced = host.disk.unsynced_writes();
+            host.disk.crash(
+                self.rng.random_range(0..=unsynced),
+                self.rng.random_range(1..4),
+            );
+            host.down = true;
+        }
+        for (index, host) in self.hosts.iter_mut().enumerate() {
+            if index != target {
+                self.runtime.restart(host.handle.id());
+                host.down = false;
+            }
+        }
+    }
+
+    /// Stopped as by SIGTERM: a follower (the last leader seen is spared) whose writes passed
+    /// on to the leader are unanswered, because the leader's answers to it are held back a
+    /// moment first. The leader commits them meanwhile, so the follower must answer them
+    /// "outcome unknown", never "shutting down" (refused: retry), or a client's retry applies
+    /// them twice. It comes back at a later fault or at the heal.
+    async fn stop_gracefully(&mut self, target: usize, leaders: &Mutex<BTreeMap<u64, u64>>) {
+        let live = self.hosts.len();
+        let leader = leaders.lock().expect("lock").values().last().copied();
+        let leader = leader
+            .map(|id| id as usize - 1)
+            .filter(|&index| index < live);
+        let target = if leader == Some(target) {
+            (target + 1) % live
+        } else {
+            target
+        };
+        if self.hosts[target].down || self.paused.contains(&target) {
+            return;
+        }
+        tracing::info!(node = target + 1, "told to stop");
+        if let Some(leader) = leader {
+            self.net.clog_link(self.id(leader), self.id(target));
+            let hold_ms = self.rng.random_range(10..100);
+            tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        }
+        self.hosts[target].stop.notify_waiters();
+        if let Some(leader) = leader {
+            self.net.unclog_link(self.id(leader), self.id(target));
+        }
+    }
+
+    /// At most [`DISK_LOSSES_MAX`], with every node up, no member asked to leave and no spare
+    /// joining ([`Faults::may_add_spare`]).
+    fn may_lose_disk(&self) -> bool {
+        self.options.disk_loss
+            && self.disks_lost < DISK_LOSSES_MAX
+            && !self.spare_joined
+            && self.left.is_none()
+            && self.hosts.iter().all(|host| !host.down)
+    }
+
+    async fn lose_disk(&mut self, target: usize) {
+        let founders = self.options.nodes;
+        lose_disk(
+            &self.runtime,
+            &mut self.hosts[target],
+            founders,
+            target,
+            &mut self.rng,
+        )
+        .await;
+        self.disks_lost += 1;
+    }
+
+    /// Every cut and isolation healed, every paused node resumed, every stopped node restarted.
+    fn heal_everything(&mut self) {
+        self.heal_network();
+        for node in std::mem::take(&mut self.paused) {
+            self.runtime.resume(self.id(node));
+        }
+        restart_stopped(&self.runtime, &mut self.hosts);
+    }
 }
 
 /// Awaits `check` while restarting, every 200 ms, nodes that stop by themselves (a read fault

@@ -1,0 +1,231 @@
+//! The fault schedule: which fault strikes next and where, partitions, and the heal.
+
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use ravel::core::{NodeId, RawNode, Role};
+use ravel::replica::Replica;
+
+use crate::client::Client;
+
+use super::*;
+
+impl World {
+    pub(super) fn inject_fault(&mut self) {
+        let faults = self.options.faults;
+        let mut choices: Vec<&str> = Vec::new();
+        if faults.partition && self.network.cut_links() == 0 {
+            choices.extend(["partition", "partition"]);
+        }
+        if faults.crash {
+            choices.extend([
+                "crash",
+                "crash",
+                "crash-on-commit",
+                "crash-on-election",
+                "crash-on-commit",
+                "crash-on-election",
+                "crash-on-ack",
+                "crash-on-ack",
+            ]);
+        }
+        if faults.pause {
+            choices.push("pause");
+        }
+        if faults.transfer {
+            choices.extend(["transfer", "campaign"]);
+        }
+        if faults.disk {
+            choices.extend(["fsync-fails", "disk-full"]);
+        }
+        if faults.membership {
+            choices.extend(["membership", "membership", "membership"]);
+        }
+        if let Some(&choice) = choices.choose(&mut self.rng) {
+            match choice {
+                "partition" => self.partition(),
+                "crash" => {
+                    let target = self.pick_target();
+                    if self.rng.random_bool(0.3) {
+                        self.stop_gracefully(target);
+                    }
+                    self.crash_and_restart(target, 20_000..2_000_000);
+                }
+                "fsync-fails" => {
+                    let target = self.pick_target();
+                    self.node(target).sync_fails = true;
+                }
+                "disk-full" => {
+                    let target = self.pick_target();
+                    let full_us = self.rng.random_range(100_000..2_000_000);
+                    self.node(target).disk_full_until_us = self.now_us + full_us;
+                    self.trace.line(self.now_us, || {
+                        format!("n{target}: disk full for {} ms", full_us / 1000)
+                    });
+                }
+                "membership" => self.change_membership(),
+                "crash-on-commit" => self.armed_crash = Some(CrashMoment::LeaderCommits),
+                "crash-on-ack" => self.armed_crash = Some(CrashMoment::Acknowledges),
+                "crash-on-election" => self.armed_crash = Some(CrashMoment::LeaderElected),
+                "pause" => {
+                    let target = self.pick_target();
+                    let node = self.node(target);
+                    if node.replica.is_some() && !node.paused {
+                        node.paused = true;
+                        self.trace.line(self.now_us, || format!("n{target} pauses"));
+                        let pause_us = self.rng.random_range(50_000..2_000_000);
+                        self.schedule(pause_us, Event::Resume(target));
+                    }
+                }
+                "transfer" => {
+                    if let Some(leader) = self.current_leader() {
+                        let others: Vec<NodeId> = self
+                            .ids
+                            .iter()
+                            .copied()
+                            .filter(|&id| id != leader)
+                            .collect();
+                        if let Some(&to) = others.choose(&mut self.rng) {
+                            self.trace.line(self.now_us, || {
+                                format!("n{leader}: transfer leadership to n{to}")
+                            });
+                            self.feed(leader, |replica| replica.transfer_leadership(to));
+                            if self.network.cut_links() == 0 && self.rng.random_bool(0.5) {
+                                // The handover attack: the old leader stops hearing anyone as it
+                                // hands over, so it learns of no newer term. Only a
+                                // leader that stopped lease reads when the handover began
+                                // serves no stale reads.
+                                for other in self.ids.clone().into_iter().filter(|&o| o != leader) {
+                                    self.network.cut(other, leader);
+                                }
+                                self.trace.line(self.now_us, || {
+                                    format!("n{leader} hears no one after handing over")
+                                });
+                                let heal_us = self.rng.random_range(300_000..2_000_000);
+                                self.schedule(heal_us, Event::HealPartition);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let target = *self.ids.choose(&mut self.rng).expect("nodes");
+                    if !self.node(target).paused {
+                        self.trace
+                            .line(self.now_us, || format!("n{target}: forced campaign"));
+                        self.feed(target, Replica::campaign);
+                    }
+                }
+            }
+        }
+        let next_us = self.rng.random_range(50_000..800_000);
+        self.schedule(next_us, Event::Fault);
+    }
+
+    /// The current leader two times in five, otherwise any node.
+    pub(super) fn pick_target(&mut self) -> NodeId {
+        match self.current_leader() {
+            Some(leader) if self.rng.random_bool(0.4) => leader,
+            _ => *self.ids.choose(&mut self.rng).expect("nodes"),
+        }
+    }
+
+    pub(super) fn current_leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.core().map(RawNode::status))
+            .filter(|status| status.role == Role::Leader)
+            .max_by_key(|status| status.term)
+            .map(|status| status.id)
+    }
+
+    pub(super) fn partition(&mut self) {
+        let all = self.ids.clone();
+        let mut shuffled = all.clone();
+        rand::seq::SliceRandom::shuffle(shuffled.as_mut_slice(), &mut self.rng);
+        let description = match self.rng.random_range(0..5) {
+            0 => {
+                let minority = self.rng.random_range(1..=all.len() / 2);
+                let group = &shuffled[..minority];
+                self.network.isolate(group, &all);
+                format!("partition {group:?} from the rest")
+            }
+            1 => match self.current_leader() {
+                Some(leader) => {
+                    self.network.isolate(&[leader], &all);
+                    format!("isolate leader n{leader}")
+                }
+                None => return,
+            },
+            2 => {
+                let links = self.rng.random_range(1..=all.len());
+                let mut cut = Vec::new();
+                for _ in 0..links {
+                    let from = *all.choose(&mut self.rng).expect("nodes");
+                    let to = *all.choose(&mut self.rng).expect("nodes");
+                    if from != to {
+                        self.network.cut(from, to);
+                        cut.push((from, to));
+                    }
+                }
+                format!("cut one-way links {cut:?}")
+            }
+            3 => {
+                // The lease attack: one follower stops hearing the leader (and will campaign),
+                // then, while the leader's lease still runs, the leader stops hearing anyone
+                // (so it learns of no newer term). Only followers refusing votes while they hear
+                // a leader keep a rival from being elected under the lease.
+                let Some(leader) = self.current_leader() else {
+                    return;
+                };
+                let followers: Vec<NodeId> =
+                    all.iter().copied().filter(|&id| id != leader).collect();
+                let deaf = *followers.choose(&mut self.rng).expect("a follower");
+                self.network.cut(leader, deaf);
+                let later_us = self.rng.random_range(80_000..145_000);
+                self.schedule(later_us, Event::CutInbound(leader));
+                format!("lease attack: n{deaf} stops hearing leader n{leader}; n{leader} goes deaf in {} ms", later_us / 1000)
+            }
+            _ => {
+                // A bridge: one node reaches both halves, which cannot reach each other.
+                let bridge = shuffled[0];
+                let half = (all.len() - 1) / 2;
+                let left = &shuffled[1..1 + half];
+                let right = &shuffled[1 + half..];
+                for &a in left {
+                    for &b in right {
+                        self.network.cut(a, b);
+                        self.network.cut(b, a);
+                    }
+                }
+                format!("bridge n{bridge} between {left:?} and {right:?}")
+            }
+        };
+        self.trace.line(self.now_us, || description);
+        let heal_us = self.rng.random_range(300_000..4_000_000);
+        self.schedule(heal_us, Event::HealPartition);
+    }
+
+    pub(super) fn heal_everything(&mut self) {
+        self.faults_over = true;
+        self.trace
+            .line(self.now_us, || "faults end: everything heals".to_string());
+        self.network.heal();
+        self.network.config.loss_rate = 0.0;
+        self.network.config.duplicate_rate = 0.0;
+        self.network.config.straggler_rate = 0.0;
+        self.queue
+            .retain(|_, event| !matches!(event, Event::Fault | Event::HealPartition));
+        self.armed_crash = None;
+        for node in &mut self.nodes {
+            node.sync_fails = false;
+            node.disk_full_until_us = 0;
+        }
+        for id in self.ids.clone() {
+            self.restart(id);
+            self.resume(id);
+        }
+        let liveness = self.liveness_client();
+        let target = *self.ids.choose(&mut self.rng).expect("nodes");
+        self.clients.push(Client::new(liveness, target));
+        self.schedule(0, Event::ClientNext(liveness));
+    }
+}
