@@ -6,6 +6,8 @@
 //!   every runtime (the node, the simulators, the benchmarks) drives it.
 //! - [`kv`]: the replicated key-value state machine and its command encoding.
 //! - [`storage`]: the durable write-ahead log, hard state and snapshot files.
+//! - [`sharding`]: routing keys to groups — partitions by a portable hash, groups by consistent
+//!   hashing with bounded loads.
 //! - [`server`]: the shell that runs the core on tokio and tonic (gRPC), and [`client`].
 //! - [`cli`]: the `ravel` command line.
 
@@ -15,4 +17,5 @@ pub mod core;
 pub mod kv;
 pub mod replica;
 pub mod server;
+pub mod sharding;
 pub mod storage;

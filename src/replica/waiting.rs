@@ -97,6 +97,13 @@ impl<Outcome, Query> Waiting<Outcome, Query> {
 
     /// The proposal `id`, no longer waiting (refused, or its outcome unknown).
     pub fn take_proposal(&mut self, id: RequestId) -> Option<(Ticket, ProposalKind)> {
+        // Proposals are mostly accepted in the order they were made.
+        if let Some(&(first, ticket, kind)) = self.proposals.front() {
+            if first == id {
+                self.proposals.pop_front();
+                return Some((ticket, kind));
+            }
+        }
         let at = self
             .proposals
             .binary_search_by_key(&id, |&(waiting, _, _)| waiting)
