@@ -4,6 +4,8 @@
 //! - [`core`]: the sans-IO Raft state machine.
 //! - [`replica`]: one core and one state machine, turning the core's actions into answers;
 //!   every runtime (the node, the simulators, the benchmarks) drives it.
+//! - [`directory`]: the sharded store's directory (servers, groups, partition table), a second
+//!   state machine on the same replica.
 //! - [`kv`]: the replicated key-value state machine and its command encoding.
 //! - [`storage`]: the durable write-ahead log, hard state and snapshot files.
 //! - [`sharding`]: routing keys to groups — partitions by a portable hash, groups by consistent
@@ -14,6 +16,7 @@
 pub mod cli;
 pub mod client;
 pub mod core;
+pub mod directory;
 pub mod kv;
 pub mod replica;
 pub mod server;

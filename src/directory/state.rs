@@ -1,0 +1,521 @@
+//! The directory's state and how each command changes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::command::{DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery};
+use crate::core::{LogIndex, NodeId, Term};
+use crate::replica::{Applied, SnapshotImage, StateMachine};
+use crate::sharding::{GroupId, PartitionTable, Placement, PARTITIONS_DEFAULT};
+
+/// Labels a server may carry, at most, and bytes per label name or value.
+const LABELS_MAX: usize = 16;
+const LABEL_BYTES_MAX: usize = 256;
+/// Bytes of a server's address, at most.
+const ADDRESS_BYTES_MAX: usize = 256;
+
+/// Fixed when the directory is created.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct DirectorySettings {
+    /// Partitions of the key space, for the life of the system.
+    pub partitions: u32,
+    /// Replicas a group is filled to before a new group is started.
+    pub group_size: u32,
+    /// The partition table is placed once this many groups have a member; until then no key
+    /// has an owner.
+    pub initial_groups: u32,
+    /// The first id given to a server; the directory's own replicas use ids below it.
+    pub first_server_id: NodeId,
+}
+
+impl Default for DirectorySettings {
+    fn default() -> Self {
+        DirectorySettings {
+            partitions: PARTITIONS_DEFAULT,
+            group_size: 3,
+            initial_groups: 1,
+            first_server_id: 100,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ServerInfo {
+    pub address: String,
+    pub labels: Vec<(String, String)>,
+    pub group: GroupId,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct GroupInfo {
+    pub members: BTreeSet<NodeId>,
+    /// The latest leader heard of, if it is still a member.
+    pub leader: Option<NodeId>,
+    /// The term of the latest leader heard of: reports of older terms are ignored.
+    pub leader_term: Term,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Directory {
+    settings: DirectorySettings,
+    servers: BTreeMap<NodeId, ServerInfo>,
+    groups: BTreeMap<GroupId, GroupInfo>,
+    table: Option<PartitionTable>,
+    next_server: NodeId,
+    next_group: GroupId,
+    /// Each registered server's request token, so that a retried request gets the same answer.
+    tokens: BTreeMap<u64, NodeId>,
+    /// Where the directory's own replicas are reached.
+    replica_addresses: BTreeMap<NodeId, String>,
+    applied_index: LogIndex,
+}
+
+impl Directory {
+    pub fn new(settings: DirectorySettings) -> Self {
+        assert!(settings.partitions > 0 && settings.group_size > 0);
+        assert!(settings.initial_groups > 0);
+        Directory {
+            next_server: settings.first_server_id,
+            settings,
+            servers: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            table: None,
+            next_group: 1,
+            tokens: BTreeMap::new(),
+            replica_addresses: BTreeMap::new(),
+            applied_index: 0,
+        }
+    }
+
+    pub fn table(&self) -> Option<&PartitionTable> {
+        self.table.as_ref()
+    }
+
+    pub fn groups(&self) -> &BTreeMap<GroupId, GroupInfo> {
+        &self.groups
+    }
+
+    pub fn servers(&self) -> &BTreeMap<NodeId, ServerInfo> {
+        &self.servers
+    }
+
+    fn execute(&mut self, command: DirectoryCommand) -> DirectoryOutcome {
+        match command {
+            DirectoryCommand::Register {
+                token,
+                address,
+                labels,
+            } => self.register(token, address, labels),
+            DirectoryCommand::Leave { node } => self.leave(node),
+            DirectoryCommand::ReportLeader {
+                group,
+                leader,
+                term,
+            } => self.report_leader(group, leader, term),
+            DirectoryCommand::RecordReplicaAddress { node, address } => {
+                self.replica_addresses.insert(node, address);
+                DirectoryOutcome::AddressRecorded
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        token: u64,
+        address: String,
+        labels: Vec<(String, String)>,
+    ) -> DirectoryOutcome {
+        if let Some(&node) = self.tokens.get(&token) {
+            let group = self.servers[&node].group;
+            let leader = self.groups[&group].leader;
+            return DirectoryOutcome::Registered {
+                node,
+                group,
+                leader,
+            };
+        }
+        if address.is_empty() || address.len() > ADDRESS_BYTES_MAX {
+            return DirectoryOutcome::Refused(format!(
+                "a server's address must have 1 to {ADDRESS_BYTES_MAX} bytes"
+            ));
+        }
+        let too_long = |text: &String| text.len() > LABEL_BYTES_MAX;
+        if labels.len() > LABELS_MAX
+            || labels
+                .iter()
+                .any(|(name, value)| name.is_empty() || too_long(name) || too_long(value))
+        {
+            return DirectoryOutcome::Refused(format!(
+                "at most {LABELS_MAX} labels, each a non-empty name and a value of at most \
+                 {LABEL_BYTES_MAX} bytes"
+            ));
+        }
+        // The group with the fewest replicas below the target size, else a new one.
+        let group = self
+            .groups
+            .iter()
+            .filter(|(_, info)| (info.members.len() as u32) < self.settings.group_size)
+            .min_by_key(|(&id, info)| (info.members.len(), id))
+            .map(|(&id, _)| id)
+            .unwrap_or_else(|| {
+                let id = self.next_group;
+                self.next_group += 1;
+                self.groups.insert(id, GroupInfo::default());
+                id
+            });
+        let node = self.next_server;
+        self.next_server += 1;
+        self.servers.insert(
+            node,
+            ServerInfo {
+                address,
+                labels,
+                group,
+            },
+        );
+        let info = self.groups.get_mut(&group).expect("chosen above");
+        info.members.insert(node);
+        let leader = info.leader;
+        self.tokens.insert(token, node);
+        self.place_table_once_enough_groups();
+        DirectoryOutcome::Registered {
+            node,
+            group,
+            leader,
+        }
+    }
+
+    /// The first table, once `initial_groups` groups have members; never recomputed after.
+    fn place_table_once_enough_groups(&mut self) {
+        let staffed: BTreeSet<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, info)| !info.members.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
+        if self.table.is_none() && staffed.len() as u32 >= self.settings.initial_groups {
+            let owners = Placement::default().initial(self.settings.partitions, &staffed);
+            self.table = Some(PartitionTable::new(owners));
+        }
+    }
+
+    fn leave(&mut self, node: NodeId) -> DirectoryOutcome {
+        let Some(server) = self.servers.get(&node) else {
+            return DirectoryOutcome::Refused(format!(
+                "node {node} is not a server of this system"
+            ));
+        };
+        let group = server.group;
+        let info = &self.groups[&group];
+        let owned = self.table.as_ref().map_or(0, |table| table.load(group));
+        if info.members.len() == 1 && owned > 0 {
+            return DirectoryOutcome::Refused(format!(
+                "node {node} is the last replica of group {group}, which owns {owned} partitions; \
+                 move them to another group first"
+            ));
+        }
+        self.servers.remove(&node);
+        self.tokens.retain(|_, registered| *registered != node);
+        let info = self
+            .groups
+            .get_mut(&group)
+            .expect("a server's group exists");
+        info.members.remove(&node);
+        if info.leader == Some(node) {
+            info.leader = None;
+        }
+        DirectoryOutcome::Left { group }
+    }
+
+    fn report_leader(&mut self, group: GroupId, leader: NodeId, term: Term) -> DirectoryOutcome {
+        let Some(info) = self.groups.get_mut(&group) else {
+            return DirectoryOutcome::Refused(format!("group {group} does not exist"));
+        };
+        if !info.members.contains(&leader) {
+            return DirectoryOutcome::Refused(format!(
+                "node {leader} is not a member of group {group}"
+            ));
+        }
+        if term < info.leader_term || (term == info.leader_term && info.leader != Some(leader)) {
+            return DirectoryOutcome::LeaderStale {
+                recorded: info.leader_term,
+            };
+        }
+        info.leader = Some(leader);
+        info.leader_term = term;
+        DirectoryOutcome::LeaderRecorded
+    }
+}
+
+/// The directory encoded (it is small: encoded on the replica's thread).
+#[derive(Debug)]
+pub struct DirectoryImage(Bytes);
+
+impl SnapshotImage for DirectoryImage {
+    fn encode(self: Box<Self>) -> Bytes {
+        self.0
+    }
+}
+
+impl StateMachine for Directory {
+    type Outcome = DirectoryOutcome;
+    type Query = DirectoryQuery;
+    type ReadAnswer = DirectoryAnswer;
+    type Image = DirectoryImage;
+
+    fn apply(&mut self, index: LogIndex, command: &Bytes) -> Applied<DirectoryOutcome> {
+        assert_eq!(
+            index,
+            self.applied_index + 1,
+            "entries must be applied in order"
+        );
+        self.applied_index = index;
+        match DirectoryCommand::decode(command) {
+            Ok(command) => {
+                let registered = match &command {
+                    DirectoryCommand::RecordReplicaAddress { node, address } => {
+                        Some((*node, address.clone()))
+                    }
+                    _ => None,
+                };
+                Applied {
+                    outcome: self.execute(command),
+                    registered,
+                }
+            }
+            Err(error) => Applied {
+                outcome: DirectoryOutcome::Invalid(error.to_string()),
+                registered: None,
+            },
+        }
+    }
+
+    fn skip(&mut self, index: LogIndex) {
+        assert_eq!(
+            index,
+            self.applied_index + 1,
+            "entries must be applied in order"
+        );
+        self.applied_index = index;
+    }
+
+    fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
+    fn read(&self, query: &DirectoryQuery) -> DirectoryAnswer {
+        match query {
+            DirectoryQuery::Route(partition) => DirectoryAnswer::Route(
+                self.table
+                    .as_ref()
+                    .and_then(|table| table.owner(*partition))
+                    .map(|(group, epoch)| (group, epoch, self.groups[&group].leader)),
+            ),
+            DirectoryQuery::Group(group) => DirectoryAnswer::Group(self.groups.get(group).cloned()),
+            DirectoryQuery::Server(node) => {
+                DirectoryAnswer::Server(self.servers.get(node).cloned())
+            }
+        }
+    }
+
+    fn snapshot(&self) -> DirectoryImage {
+        DirectoryImage(Bytes::from(crate::storage::encode(self)))
+    }
+
+    fn restore(image: &[u8]) -> Result<Self, String> {
+        crate::storage::decode(image).map_err(|error| error.to_string())
+    }
+
+    fn registration(node: NodeId, address: &str) -> Bytes {
+        DirectoryCommand::RecordReplicaAddress {
+            node,
+            address: address.to_string(),
+        }
+        .encode()
+    }
+
+    fn addresses(&self) -> Vec<(NodeId, String)> {
+        self.replica_addresses
+            .iter()
+            .map(|(&node, address)| (node, address.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(directory: &mut Directory, command: DirectoryCommand) -> DirectoryOutcome {
+        let index = directory.applied_index + 1;
+        StateMachine::apply(directory, index, &command.encode()).outcome
+    }
+
+    fn register(directory: &mut Directory, token: u64) -> DirectoryOutcome {
+        let address = format!("10.0.0.{token}:7379");
+        apply(
+            directory,
+            DirectoryCommand::Register {
+                token,
+                address,
+                labels: vec![("zone".to_string(), "a".to_string())],
+            },
+        )
+    }
+
+    fn registered(outcome: DirectoryOutcome) -> (NodeId, GroupId) {
+        match outcome {
+            DirectoryOutcome::Registered { node, group, .. } => (node, group),
+            other => panic!("not registered: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn servers_fill_a_group_to_its_size_then_start_the_next_and_ids_are_never_reused() {
+        let mut directory = Directory::new(DirectorySettings {
+            initial_groups: 2,
+            ..DirectorySettings::default()
+        });
+        let placed: Vec<(NodeId, GroupId)> = (1..=7)
+            .map(|token| registered(register(&mut directory, token)))
+            .collect();
+        assert_eq!(
+            placed,
+            vec![
+                (100, 1),
+                (101, 1),
+                (102, 1),
+                (103, 2),
+                (104, 2),
+                (105, 2),
+                (106, 3)
+            ]
+        );
+        // The table was placed when the second group got its first member, over those two.
+        let table = directory.table().expect("two groups staffed");
+        assert!(table.owners().iter().all(|&group| group == 1 || group == 2));
+        assert!(table.load(1) > 0 && table.load(2) > 0 && table.load(3) == 0);
+        // A server that leaves frees a place in its group, but not its id; the group with the
+        // fewest replicas comes first (ties: the lowest group id).
+        assert_eq!(
+            apply(&mut directory, DirectoryCommand::Leave { node: 101 }),
+            DirectoryOutcome::Left { group: 1 }
+        );
+        assert_eq!(registered(register(&mut directory, 8)), (107, 3));
+        assert_eq!(registered(register(&mut directory, 9)), (108, 1));
+    }
+
+    #[test]
+    fn a_retried_registration_gets_the_same_answer() {
+        let mut directory = Directory::new(DirectorySettings::default());
+        let first = register(&mut directory, 42);
+        assert_eq!(register(&mut directory, 42), first);
+        assert_eq!(directory.servers().len(), 1);
+    }
+
+    #[test]
+    fn a_group_keeps_the_leader_of_the_highest_term_it_heard_of() {
+        let mut directory = Directory::new(DirectorySettings::default());
+        for token in 1..=3 {
+            register(&mut directory, token);
+        }
+        let report = |leader, term| DirectoryCommand::ReportLeader {
+            group: 1,
+            leader,
+            term,
+        };
+        assert_eq!(
+            apply(&mut directory, report(100, 5)),
+            DirectoryOutcome::LeaderRecorded
+        );
+        assert_eq!(
+            apply(&mut directory, report(101, 4)),
+            DirectoryOutcome::LeaderStale { recorded: 5 }
+        );
+        assert_eq!(
+            apply(&mut directory, report(101, 5)),
+            DirectoryOutcome::LeaderStale { recorded: 5 },
+            "two leaders in one term: the first report stands"
+        );
+        assert_eq!(
+            apply(&mut directory, report(100, 5)),
+            DirectoryOutcome::LeaderRecorded
+        );
+        assert_eq!(
+            apply(&mut directory, report(102, 7)),
+            DirectoryOutcome::LeaderRecorded
+        );
+        assert!(matches!(
+            apply(&mut directory, report(999, 9)),
+            DirectoryOutcome::Refused(_)
+        ));
+        assert_eq!(directory.groups()[&1].leader, Some(102));
+        match directory.read(&DirectoryQuery::Route(0)) {
+            DirectoryAnswer::Route(Some((1, 1, Some(102)))) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_last_replica_of_a_group_that_owns_partitions_cannot_leave() {
+        let mut directory = Directory::new(DirectorySettings::default());
+        let (node, _) = registered(register(&mut directory, 1));
+        assert!(matches!(
+            apply(&mut directory, DirectoryCommand::Leave { node }),
+            DirectoryOutcome::Refused(reason) if reason.contains("owns 271 partitions")
+        ));
+        assert!(matches!(
+            apply(&mut directory, DirectoryCommand::Leave { node: 5 }),
+            DirectoryOutcome::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn bad_input_is_refused_and_changes_nothing() {
+        let mut directory = Directory::new(DirectorySettings::default());
+        let before = directory.clone();
+        let empty = DirectoryCommand::Register {
+            token: 1,
+            address: String::new(),
+            labels: Vec::new(),
+        };
+        assert!(matches!(
+            apply(&mut directory, empty),
+            DirectoryOutcome::Refused(_)
+        ));
+        let labels = DirectoryCommand::Register {
+            token: 2,
+            address: "a:1".to_string(),
+            labels: vec![(String::new(), "x".to_string())],
+        };
+        assert!(matches!(
+            apply(&mut directory, labels),
+            DirectoryOutcome::Refused(_)
+        ));
+        let garbage = StateMachine::apply(&mut directory, 3, &Bytes::from_static(b"\x01\xff\xff"));
+        assert!(matches!(garbage.outcome, DirectoryOutcome::Invalid(_)));
+        assert_eq!(directory.servers, before.servers);
+        assert_eq!(directory.next_server, before.next_server);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_directory() {
+        let mut directory = Directory::new(DirectorySettings::default());
+        for token in 1..=4 {
+            register(&mut directory, token);
+        }
+        apply(
+            &mut directory,
+            DirectoryCommand::RecordReplicaAddress {
+                node: 1,
+                address: "10.0.1.1:7379".to_string(),
+            },
+        );
+        let image = Box::new(directory.snapshot()).encode();
+        let restored = Directory::restore(&image).expect("restores");
+        assert_eq!(restored, directory);
+        assert_eq!(restored.addresses(), vec![(1, "10.0.1.1:7379".to_string())]);
+        assert!(Directory::restore(&image[..image.len() - 1]).is_err());
+    }
+}
