@@ -99,7 +99,7 @@ fn start(core: RawNode) -> Running {
     let id = core.id();
     let event_loop = EventLoop::new(EventLoopParts {
         core,
-        kv: KvStateMachine::new(),
+        state: KvStateMachine::new(),
         address: "127.0.0.1:1".to_string(),
         transport: Transport::new(
             ravel::server::cluster_id::ClusterId::new(7),
@@ -261,7 +261,8 @@ async fn a_write_passed_on_to_the_leader_is_unknown_when_the_follower_stops() {
             command: ravel::kv::Command::Put {
                 key: Bytes::from("k"),
                 value: Bytes::from("v"),
-            },
+            }
+            .encode(),
             may_forward: true,
             reply,
         })

@@ -10,13 +10,16 @@ use crate::core::{LogIndex, NodeId};
 
 /// A replicated state machine. Applying must be deterministic: every replica that applies the
 /// same entries reaches the same state and the same outcomes.
-pub trait StateMachine: Sized {
+///
+/// A node runs its replica on a task of its own, so the state machine and what travels to and
+/// from it are `Send`.
+pub trait StateMachine: Debug + Sized + Send + 'static {
     /// What applying a command returns to the client that proposed it.
-    type Outcome: Clone + Debug;
+    type Outcome: Clone + Debug + Send + 'static;
     /// A read, as a client asks it.
-    type Query: Debug;
+    type Query: Debug + Send + 'static;
     /// A read's answer.
-    type ReadAnswer: Debug;
+    type ReadAnswer: Debug + Send + 'static;
     /// The state at one applied index, taken cheaply on the replica's thread and encoded
     /// elsewhere (encoding a large state takes longer than an election timeout).
     type Image: SnapshotImage;

@@ -24,9 +24,9 @@ use crate::core::{
     LogIndex, MemberState, MembershipChange, Message, MessageBody, NodeId, RawNode, Role,
     SnapshotMeta,
 };
-use crate::kv::{Command, KvStateMachine, Outcome};
+use crate::kv::{KvStateMachine, Outcome};
 pub use crate::replica::NodeView;
-use crate::replica::{self, Answer, Effect, Replica, Ticket};
+use crate::replica::{self, Answer, Effect, Replica, StateMachine, Ticket};
 
 /// Requests drained per loop iteration at most, so ticks and storage completions are not starved.
 const REQUESTS_PER_ITERATION_MAX: usize = 1024;
@@ -35,38 +35,39 @@ const TICK: Duration = Duration::from_millis(10);
 /// How long a leader that is shutting down waits for its successor to take over.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
 
-/// The result of a write that was applied.
+/// The result of a write that was applied (by default, to the key-value store).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WriteResult {
+pub struct WriteResult<O = Outcome> {
     pub index: LogIndex,
-    pub outcome: Outcome,
+    pub outcome: O,
 }
 
 /// The result of a read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadResult {
-    pub value: Option<Bytes>,
+pub struct ReadResult<A = Option<Bytes>> {
+    pub value: A,
     pub index: LogIndex,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
-/// Everything the rest of the shell can ask of the loop.
+/// Everything the rest of the shell can ask of the loop of a node whose replica runs `S`.
 #[derive(Debug)]
-pub enum Request {
+pub enum Request<S: StateMachine = KvStateMachine> {
     Write {
-        command: Command,
+        /// A command for `S`, encoded.
+        command: Bytes,
         /// A follower may pass it on to the leader; if not, it answers "not leader".
         may_forward: bool,
-        reply: Reply<WriteResult>,
+        reply: Reply<WriteResult<S::Outcome>>,
     },
     Read {
-        key: Bytes,
+        query: S::Query,
         stale: bool,
         /// A follower may serve it with a read index from the leader; if not, it answers
         /// "not leader" (a stale read is served anywhere).
         may_forward: bool,
-        reply: Reply<ReadResult>,
+        reply: Reply<ReadResult<S::ReadAnswer>>,
     },
     /// The leader's side of the join workflow (after the admission hook accepted it).
     Join {
@@ -110,23 +111,23 @@ pub enum Request {
 
 /// A reply channel waiting for the replica's answer.
 #[derive(Debug)]
-enum Waiter {
-    Write(Reply<WriteResult>),
-    Read(Reply<ReadResult>),
+enum Waiter<S: StateMachine> {
+    Write(Reply<WriteResult<S::Outcome>>),
+    Read(Reply<ReadResult<S::ReadAnswer>>),
     Done(Reply<()>),
 }
 
-pub struct EventLoop {
-    replica: Replica<KvStateMachine>,
-    transport: Transport,
+pub struct EventLoop<S: StateMachine = KvStateMachine> {
+    replica: Replica<S>,
+    transport: Transport<S>,
     hooks: Hooks,
     metrics: Metrics,
     storage: StorageQueue,
     storage_done: mpsc::UnboundedReceiver<StorageDone>,
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<Request<S>>,
     started: Instant,
     next_ticket: Ticket,
-    waiters: BTreeMap<Ticket, Waiter>,
+    waiters: BTreeMap<Ticket, Waiter<S>>,
     /// The open reply of the latest batch from each peer, with the messages gathered for it.
     replies: BTreeMap<NodeId, (oneshot::Sender<Vec<Message>>, Vec<Message>)>,
     shutting_down: Option<oneshot::Sender<()>>,
@@ -135,23 +136,24 @@ pub struct EventLoop {
 }
 
 /// The parts an event loop is built from.
-pub struct EventLoopParts {
+pub struct EventLoopParts<S: StateMachine = KvStateMachine> {
     pub core: RawNode,
-    pub kv: KvStateMachine,
+    /// The state machine, recovered from the same storage as the core.
+    pub state: S,
     pub address: String,
-    pub transport: Transport,
+    pub transport: Transport<S>,
     pub hooks: Hooks,
     pub metrics: Metrics,
     pub storage: StorageQueue,
     pub storage_done: mpsc::UnboundedReceiver<StorageDone>,
-    pub requests: mpsc::Receiver<Request>,
+    pub requests: mpsc::Receiver<Request<S>>,
     pub saved_snapshot: Option<(SnapshotMeta, Bytes)>,
 }
 
-impl EventLoop {
-    pub fn new(parts: EventLoopParts) -> Self {
+impl<S: StateMachine> EventLoop<S> {
+    pub fn new(parts: EventLoopParts<S>) -> Self {
         EventLoop {
-            replica: Replica::new(parts.core, parts.kv, parts.address, parts.saved_snapshot),
+            replica: Replica::new(parts.core, parts.state, parts.address, parts.saved_snapshot),
             transport: parts.transport,
             hooks: parts.hooks,
             metrics: parts.metrics,
@@ -231,14 +233,14 @@ impl EventLoop {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn ticket(&mut self, waiter: Waiter) -> Ticket {
+    fn ticket(&mut self, waiter: Waiter<S>) -> Ticket {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.waiters.insert(ticket, waiter);
         ticket
     }
 
-    fn handle_requests(&mut self, batch: &mut Vec<Request>) {
+    fn handle_requests(&mut self, batch: &mut Vec<Request<S>>) {
         for request in batch.drain(..) {
             match request {
                 Request::Write {
@@ -247,7 +249,6 @@ impl EventLoop {
                     reply,
                 } => {
                     let ticket = self.ticket(Waiter::Write(reply));
-                    let command = command.encode();
                     self.replica.request(
                         ticket,
                         replica::Request::Write {
@@ -257,7 +258,7 @@ impl EventLoop {
                     );
                 }
                 Request::Read {
-                    key,
+                    query,
                     stale,
                     may_forward,
                     reply,
@@ -266,7 +267,7 @@ impl EventLoop {
                     self.replica.request(
                         ticket,
                         replica::Request::Read {
-                            query: key,
+                            query,
                             stale,
                             may_forward,
                         },
@@ -342,7 +343,7 @@ impl EventLoop {
         }
     }
 
-    fn carry_out(&mut self, effect: Effect<KvStateMachine>) {
+    fn carry_out(&mut self, effect: Effect<S>) {
         match effect {
             Effect::Persist {
                 id,
@@ -359,9 +360,8 @@ impl EventLoop {
             }
             Effect::Send(message) => self.route(message),
             Effect::SaveSnapshot { meta, image } => {
-                let _ = self
-                    .storage
-                    .send(StorageOp::SaveSnapshot { meta, state: image });
+                let image = Box::new(image);
+                let _ = self.storage.send(StorageOp::SaveSnapshot { meta, image });
             }
             Effect::ReadSnapshotChunk {
                 to,
@@ -408,7 +408,7 @@ impl EventLoop {
         }
     }
 
-    fn answer(&mut self, ticket: Ticket, reply: replica::Reply<KvStateMachine>) {
+    fn answer(&mut self, ticket: Ticket, reply: replica::Reply<S>) {
         let Some(waiter) = self.waiters.remove(&ticket) else {
             return;
         };

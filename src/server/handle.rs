@@ -6,16 +6,29 @@ use super::cluster_id::ClusterId;
 use super::error::ApiError;
 use super::event_loop::{NodeView, Request};
 use crate::core::NodeId;
+use crate::kv::KvStateMachine;
+use crate::replica::StateMachine;
 
-#[derive(Clone, Debug)]
-pub struct NodeHandle {
-    requests: mpsc::Sender<Request>,
+#[derive(Debug)]
+pub struct NodeHandle<S: StateMachine = KvStateMachine> {
+    requests: mpsc::Sender<Request<S>>,
     pub cluster_id: ClusterId,
     pub id: NodeId,
 }
 
-impl NodeHandle {
-    pub fn new(requests: mpsc::Sender<Request>, cluster_id: ClusterId, id: NodeId) -> Self {
+// Not derived: a derive would ask `S: Clone`.
+impl<S: StateMachine> Clone for NodeHandle<S> {
+    fn clone(&self) -> Self {
+        NodeHandle {
+            requests: self.requests.clone(),
+            cluster_id: self.cluster_id.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl<S: StateMachine> NodeHandle<S> {
+    pub fn new(requests: mpsc::Sender<Request<S>>, cluster_id: ClusterId, id: NodeId) -> Self {
         NodeHandle {
             requests,
             cluster_id,
@@ -26,7 +39,7 @@ impl NodeHandle {
     /// Sends a request built around a reply channel and waits for the answer.
     pub async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Request,
+        make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> Request<S>,
     ) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.send(make(reply)).await?;
@@ -39,7 +52,7 @@ impl NodeHandle {
         answer.await.map_err(|_| ApiError::ShuttingDown)
     }
 
-    pub async fn send(&self, request: Request) -> Result<(), ApiError> {
+    pub async fn send(&self, request: Request<S>) -> Result<(), ApiError> {
         self.requests
             .send(request)
             .await

@@ -7,21 +7,23 @@ use super::proto::health::{
     health_check_response::ServingStatus, health_server::Health, HealthCheckRequest,
     HealthCheckResponse,
 };
+use crate::kv::KvStateMachine;
+use crate::replica::StateMachine;
 
 const SERVICES: [&str; 4] = ["", "ravel.v1.Kv", "ravel.v1.Membership", "ravel.v1.Peer"];
 
-pub struct HealthService {
-    node: NodeHandle,
+pub struct HealthService<S: StateMachine = KvStateMachine> {
+    node: NodeHandle<S>,
 }
 
-impl HealthService {
-    pub fn new(node: NodeHandle) -> Self {
+impl<S: StateMachine> HealthService<S> {
+    pub fn new(node: NodeHandle<S>) -> Self {
         HealthService { node }
     }
 }
 
 #[tonic::async_trait]
-impl Health for HealthService {
+impl<S: StateMachine> Health for HealthService<S> {
     async fn check(
         &self,
         request: Request<HealthCheckRequest>,

@@ -13,6 +13,7 @@ use super::proto::ravel::{
     membership_client::MembershipClient, update_node_response::Outcome, StatusRequest,
     UpdateNodeRequest,
 };
+use crate::replica::StateMachine;
 
 /// Redirects followed in one round, at most (a leader can change while we follow it).
 const REDIRECTS_MAX: usize = 8;
@@ -30,7 +31,10 @@ pub struct JoinRequest {
 }
 
 /// Runs the workflow to its end: `Ok` once admitted, `Err` with the reason if refused.
-pub async fn join(node: NodeHandle, request: JoinRequest) -> Result<(), String> {
+pub async fn join<S: StateMachine>(
+    node: NodeHandle<S>,
+    request: JoinRequest,
+) -> Result<(), String> {
     let mut backoff = BACKOFF_MIN;
     loop {
         let mut targets: VecDeque<String> = request.seeds.iter().cloned().collect();
@@ -101,7 +105,7 @@ pub async fn join(node: NodeHandle, request: JoinRequest) -> Result<(), String> 
 /// A joiner given no cluster id takes the one of the node it asks first (its status), before
 /// asking to join: the leader starts replicating to it before it answers the join, and a node
 /// with no cluster id refuses every peer's batch. Recorded durably by the event loop.
-async fn learn_cluster_id(node: &NodeHandle, target: &str) -> bool {
+async fn learn_cluster_id<S: StateMachine>(node: &NodeHandle<S>, target: &str) -> bool {
     let Ok(channel) = super::channel::connect(target, CONNECT_TIMEOUT).await else {
         return false;
     };

@@ -37,7 +37,7 @@ impl KvService {
     async fn write(&self, command: Command, may_forward: bool) -> Result<WriteResult, ApiError> {
         self.node
             .ask(|reply| event_loop::Request::Write {
-                command,
+                command: command.encode(),
                 may_forward,
                 reply,
             })
@@ -142,7 +142,7 @@ impl Kv for KvService {
         let read = self
             .node
             .ask(|reply| event_loop::Request::Read {
-                key,
+                query: key,
                 stale,
                 may_forward: forward,
                 reply,

@@ -13,14 +13,16 @@ use super::proto::ravel::{
     self as pb, membership_server::Membership, update_node_response::Outcome,
 };
 use crate::core::Role;
+use crate::kv::KvStateMachine;
+use crate::replica::StateMachine;
 
-pub struct MembershipService {
-    node: NodeHandle,
+pub struct MembershipService<S: StateMachine = KvStateMachine> {
+    node: NodeHandle<S>,
     hooks: Hooks,
 }
 
-impl MembershipService {
-    pub fn new(node: NodeHandle, hooks: Hooks) -> Self {
+impl<S: StateMachine> MembershipService<S> {
+    pub fn new(node: NodeHandle<S>, hooks: Hooks) -> Self {
         MembershipService { node, hooks }
     }
 }
@@ -40,7 +42,7 @@ pub fn check_address(address: &str) -> Result<(), ApiError> {
 }
 
 #[tonic::async_trait]
-impl Membership for MembershipService {
+impl<S: StateMachine> Membership for MembershipService<S> {
     async fn update_node(
         &self,
         request: Request<pb::UpdateNodeRequest>,

@@ -424,7 +424,7 @@ async fn run(
     let hooks = Hooks::new(options.hooks_dir.clone());
     let event_loop = EventLoop::new(EventLoopParts {
         core,
-        kv,
+        state: kv,
         address: advertise.clone(),
         transport: Transport::new(
             cluster_id,

@@ -10,24 +10,26 @@ use super::event_loop;
 use super::handle::NodeHandle;
 use super::metrics::Metrics;
 use super::proto::ravel::{peer_server::Peer, BatchAck, MessageBatch};
+use crate::kv::KvStateMachine;
+use crate::replica::StateMachine;
 
 /// How long a batch's reply waits for the answers to ride back on it; later ones go in an RPC of
 /// their own. Well under the sender's timeout.
 const REPLY_WAIT: Duration = Duration::from_millis(500);
 
-pub struct PeerService {
-    node: NodeHandle,
+pub struct PeerService<S: StateMachine = KvStateMachine> {
+    node: NodeHandle<S>,
     metrics: Metrics,
 }
 
-impl PeerService {
-    pub fn new(node: NodeHandle, metrics: Metrics) -> Self {
+impl<S: StateMachine> PeerService<S> {
+    pub fn new(node: NodeHandle<S>, metrics: Metrics) -> Self {
         PeerService { node, metrics }
     }
 }
 
 #[tonic::async_trait]
-impl Peer for PeerService {
+impl<S: StateMachine> Peer for PeerService<S> {
     async fn send(&self, request: Request<MessageBatch>) -> Result<Response<BatchAck>, Status> {
         let batch = request.into_inner();
         self.node.check_cluster(batch.cluster_id)?;

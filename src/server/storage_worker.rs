@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::metrics::Metrics;
 use super::storage_queue::StorageOps;
 use crate::core::{Entry, HardState, Input, NodeId, PersistId, SnapshotMeta};
-use crate::kv::SnapshotState;
+use crate::replica::SnapshotImage;
 use crate::storage::{Standing, Storage};
 
 /// Operations a batch takes at most, so one slow fsync does not grow a batch without bound.
@@ -27,7 +27,7 @@ pub enum StorageOp {
     /// save it, compact the log, answer `SnapshotSaved` and hand the bytes back.
     SaveSnapshot {
         meta: SnapshotMeta,
-        state: SnapshotState,
+        image: Box<dyn SnapshotImage>,
     },
     /// A snapshot received from the leader: a persist in order with the others.
     Install {
@@ -239,8 +239,8 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
                 needs_sync |= sync;
                 persisted = Some(id);
             }
-            StorageOp::SaveSnapshot { meta, state } => {
-                let data = state.encode();
+            StorageOp::SaveSnapshot { meta, image } => {
+                let data = image.encode();
                 storage
                     .save_snapshot(meta.clone(), &data)
                     .map_err(|error| error.to_string())?;

@@ -16,7 +16,9 @@ use super::event_loop::Request;
 use super::metrics::Metrics;
 use super::proto::ravel::{peer_client::PeerClient, MessageBatch};
 use crate::core::{Message, NodeId};
+use crate::kv::KvStateMachine;
 use crate::replica::AddressBook;
+use crate::replica::StateMachine;
 
 /// Messages queued per peer, at most.
 const QUEUE_MESSAGES_MAX: usize = 4096;
@@ -35,7 +37,7 @@ struct Peer {
     task: tokio::task::JoinHandle<()>,
 }
 
-pub struct Transport {
+pub struct Transport<S: StateMachine = KvStateMachine> {
     cluster_id: ClusterId,
     id: NodeId,
     address: String,
@@ -44,16 +46,16 @@ pub struct Transport {
     announced: BTreeMap<NodeId, String>,
     metrics: Metrics,
     /// The event loop, for answers that ride back on replies (weak: the loop owns the transport).
-    inbox: mpsc::WeakSender<Request>,
+    inbox: mpsc::WeakSender<Request<S>>,
 }
 
-impl Transport {
+impl<S: StateMachine> Transport<S> {
     pub fn new(
         cluster_id: ClusterId,
         id: NodeId,
         address: String,
         metrics: Metrics,
-        inbox: mpsc::WeakSender<Request>,
+        inbox: mpsc::WeakSender<Request<S>>,
     ) -> Self {
         Transport {
             cluster_id,
@@ -148,7 +150,7 @@ impl Transport {
     }
 }
 
-impl Drop for Transport {
+impl<S: StateMachine> Drop for Transport<S> {
     fn drop(&mut self) {
         for peer in self.peers.values() {
             peer.task.abort();
@@ -165,11 +167,11 @@ struct Link {
     address: String,
 }
 
-async fn run_peer(
+async fn run_peer<S: StateMachine>(
     link: Link,
     mut queue: mpsc::Receiver<Message>,
     metrics: Metrics,
-    inbox: mpsc::WeakSender<Request>,
+    inbox: mpsc::WeakSender<Request<S>>,
 ) {
     let Link {
         cluster_id,
@@ -230,11 +232,11 @@ async fn run_peer(
 
 /// Hands the answers that rode back on a reply to the event loop; malformed ones, or ones not
 /// from `peer` to `me`, are dropped, counted and logged (a peer's bad input never stops this node).
-async fn deliver_answers(
+async fn deliver_answers<S: StateMachine>(
     answers: Vec<super::proto::ravel::RaftMessage>,
     peer: NodeId,
     me: NodeId,
-    inbox: &mpsc::WeakSender<Request>,
+    inbox: &mpsc::WeakSender<Request<S>>,
     metrics: &Metrics,
 ) {
     let messages = super::peer_service::refuse_malformed(answers, peer, me, metrics);
@@ -272,10 +274,10 @@ async fn connect(address: &str) -> Option<PeerClient<Channel>> {
 /// deferred (sent later, after batches queued behind it: reordering). One late copy in eight
 /// straggles: it arrives 0.1-1.5 s late, after elections may have moved on.
 #[cfg(madsim)]
-fn simulated_chaos(
+fn simulated_chaos<S: StateMachine>(
     client: &PeerClient<Channel>,
     request: MessageBatch,
-    (peer, me, inbox, metrics): (NodeId, NodeId, mpsc::WeakSender<Request>, Metrics),
+    (peer, me, inbox, metrics): (NodeId, NodeId, mpsc::WeakSender<Request<S>>, Metrics),
 ) -> Option<MessageBatch> {
     /// Percent of batches sent twice, and percent delayed past later ones.
     const DUPLICATE_PERCENT: u32 = 3;
