@@ -9,7 +9,11 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use ravel::core::{Entry, HardState, LogIndex, PersistId, Recovered, SnapshotMeta};
+use ravel::core::{
+    Entry, HardState, Input, LogIndex, NodeId, PersistId, RawNode, Recovered, SnapshotMeta,
+};
+use ravel::kv::KvStateMachine;
+use ravel::replica::{Replica, SnapshotImage, StateMachine};
 
 /// One storage action as the disk received it.
 #[derive(Debug)]
@@ -180,6 +184,47 @@ impl SimDisk {
 
     /// What a restarting node reads back. No clamping of the commit index: it is written with or
     /// after the entries it covers, and a core that broke that rule should fail loudly.
+    /// A replica of `core` over the state machine this disk's snapshot holds (the same
+    /// recovery a node makes from its files).
+    pub fn start_replica(&self, core: RawNode, address: String) -> Replica<KvStateMachine> {
+        let saved = self
+            .snapshot()
+            .map(|(meta, data)| (meta.clone(), data.clone()));
+        let kv = match &saved {
+            Some((_, data)) => KvStateMachine::restore(data).expect("a saved snapshot restores"),
+            None => KvStateMachine::new(),
+        };
+        Replica::new(core, kv, address, saved)
+    }
+
+    /// Saves the snapshot `replica` took (`Effect::SaveSnapshot`), and tells it so.
+    pub fn save_snapshot_of(
+        &mut self,
+        replica: &mut Replica<KvStateMachine>,
+        meta: SnapshotMeta,
+        image: <KvStateMachine as StateMachine>::Image,
+    ) {
+        let data = Box::new(image).encode();
+        self.save_snapshot(meta.clone(), data.clone());
+        replica.snapshot_saved(meta.clone(), data);
+        replica.completed(Input::SnapshotSaved { meta });
+    }
+
+    /// Reads `replica` the chunk it asked for (`Effect::ReadSnapshotChunk`), if this disk still
+    /// holds snapshot `meta`.
+    pub fn read_chunk_for(
+        &self,
+        replica: &mut Replica<KvStateMachine>,
+        (to, meta, offset, bytes_max): (NodeId, SnapshotMeta, u64, usize),
+    ) {
+        let saved = self.snapshot().filter(|(saved, _)| *saved == meta);
+        if let Some(chunk) = saved
+            .and_then(|(_, data)| Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data))
+        {
+            replica.completed(chunk);
+        }
+    }
+
     pub fn recover(&self) -> Recovered {
         Recovered {
             hard_state: self.hard_state,

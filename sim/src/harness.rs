@@ -10,7 +10,7 @@ use ravel::core::{
     Role, Status,
 };
 use ravel::kv::KvStateMachine;
-use ravel::replica::{Effect, Replica, SnapshotImage};
+use ravel::replica::{Effect, Replica};
 
 use crate::checker::{Checker, NodeWatch};
 use crate::disk::SimDisk;
@@ -219,24 +219,16 @@ impl TestCluster {
                     }
                 }
                 Effect::SaveSnapshot { meta, image } => {
-                    let data = Box::new(image).encode();
-                    node.disk.save_snapshot(meta.clone(), data.clone());
-                    replica.snapshot_saved(meta.clone(), data);
-                    replica.completed(Input::SnapshotSaved { meta });
+                    node.disk.save_snapshot_of(replica, meta, image);
                 }
                 Effect::ReadSnapshotChunk {
                     to,
                     meta,
                     offset,
                     bytes_max,
-                } => {
-                    let saved = node.disk.snapshot().filter(|(saved, _)| *saved == meta);
-                    if let Some(chunk) = saved.and_then(|(_, data)| {
-                        Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data)
-                    }) {
-                        replica.completed(chunk);
-                    }
-                }
+                } => node
+                    .disk
+                    .read_chunk_for(replica, (to, meta, offset, bytes_max)),
                 Effect::InstallSnapshot {
                     id: persist_id,
                     meta,
@@ -432,16 +424,8 @@ impl TestCluster {
             commit: recovered.hard_state.commit,
             role: None,
         };
-        let saved = node
-            .disk
-            .snapshot()
-            .map(|(meta, data)| (meta.clone(), data.clone()));
-        let kv = match &saved {
-            Some((_, data)) => KvStateMachine::restore(data).expect("a saved snapshot restores"),
-            None => KvStateMachine::new(),
-        };
         let core = RawNode::new(node.config.clone(), recovered, now_ms).expect("valid config");
-        node.replica = Some(Replica::new(core, kv, String::new(), saved));
+        node.replica = Some(node.disk.start_replica(core, String::new()));
     }
 
     /// The terms of a node's log, for comparing with the paper's figures.

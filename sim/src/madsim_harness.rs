@@ -507,19 +507,24 @@ impl Faults {
     /// Kills a running node (its disk losing or tearing what it had not synced), or restarts a
     /// killed one.
     fn kill_or_restart(&mut self, target: usize) {
-        let host = &mut self.hosts[target];
-        if host.down {
-            self.runtime.restart(host.handle.id());
-            host.down = false;
+        if self.hosts[target].down {
+            self.runtime.restart(self.id(target));
+            self.hosts[target].down = false;
         } else if !self.paused.contains(&target) {
-            self.runtime.kill(host.handle.id());
-            let unsynced = host.disk.unsynced_writes();
-            host.disk.crash(
-                self.rng.random_range(0..=unsynced),
-                self.rng.random_range(1..4),
-            );
-            host.down = true;
+            self.kill(target);
         }
+    }
+
+    /// Kills a node's host: its disk loses (or tears) some of what it had not synced.
+    fn kill(&mut self, index: usize) {
+        let host = &mut self.hosts[index];
+        self.runtime.kill(host.handle.id());
+        let unsynced = host.disk.unsynced_writes();
+        host.disk.crash(
+            self.rng.random_range(0..=unsynced),
+            self.rng.random_range(1..4),
+        );
+        host.down = true;
     }
 
     fn pause_or_resume(&mut self, target: usize) {
@@ -602,14 +607,10 @@ impl Faults {
         for node in std::mem::take(&mut self.paused) {
             self.runtime.resume(self.id(node));
         }
-        for host in self.hosts.iter_mut().filter(|host| !host.down) {
-            self.runtime.kill(host.handle.id());
-            let unsynced = host.disk.unsynced_writes();
-            host.disk.crash(
-                self.rng.random_range(0..=unsynced),
-                self.rng.random_range(1..4),
-            );
-            host.down = true;
+        for index in 0..self.hosts.len() {
+            if !self.hosts[index].down {
+                self.kill(index);
+            }
         }
         for (index, host) in self.hosts.iter_mut().enumerate() {
             if index != target {

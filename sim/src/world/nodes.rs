@@ -7,7 +7,7 @@ use rand::Rng;
 use ravel::core::{Action, Input, Message, NodeId, PersistId, RawNode, Role};
 use ravel::core::{AppendResponse, MessageBody};
 use ravel::kv::KvStateMachine;
-use ravel::replica::{ApiError, Effect, Replica, SnapshotImage};
+use ravel::replica::{ApiError, Effect, Replica};
 
 use crate::checker::{NodeWatch, Violation};
 
@@ -33,15 +33,7 @@ impl World {
         let term = recovered.hard_state.term;
         let core = RawNode::new(config, recovered, node.clock.local_ms(now_us))
             .expect("simulator config is valid");
-        let saved = node
-            .disk
-            .snapshot()
-            .map(|(meta, data)| (meta.clone(), data.clone()));
-        let kv = match &saved {
-            Some((_, data)) => KvStateMachine::restore(data).expect("a saved snapshot restores"),
-            None => KvStateMachine::new(),
-        };
-        node.replica = Some(Replica::new(core, kv, sim_address(id), saved));
+        node.replica = Some(node.disk.start_replica(core, sim_address(id)));
         node.watch = NodeWatch {
             term,
             commit,
@@ -276,14 +268,11 @@ impl World {
             }
             Effect::Send(message) => self.transmit(message),
             Effect::SaveSnapshot { meta, image } => {
-                let data = Box::new(image).encode();
                 self.trace
                     .line(self.now_us, || format!("n{id} saves snapshot {meta:?}"));
                 let node = self.node(id);
-                node.disk.save_snapshot(meta.clone(), data.clone());
                 let replica = node.replica.as_mut().expect("up");
-                replica.snapshot_saved(meta.clone(), data);
-                replica.completed(Input::SnapshotSaved { meta });
+                node.disk.save_snapshot_of(replica, meta, image);
             }
             Effect::ReadSnapshotChunk {
                 to,
@@ -292,12 +281,9 @@ impl World {
                 bytes_max,
             } => {
                 let node = self.node(id);
-                let saved = node.disk.snapshot().filter(|(saved, _)| *saved == meta);
-                if let Some(chunk) = saved.and_then(|(_, data)| {
-                    Input::snapshot_chunk(to, meta.clone(), offset, bytes_max, data)
-                }) {
-                    node.replica.as_mut().expect("up").completed(chunk);
-                }
+                let replica = node.replica.as_mut().expect("up");
+                node.disk
+                    .read_chunk_for(replica, (to, meta, offset, bytes_max));
             }
             Effect::InstallSnapshot {
                 id: persist_id,
