@@ -518,4 +518,90 @@ mod tests {
         assert_eq!(restored.addresses(), vec![(1, "10.0.1.1:7379".to_string())]);
         assert!(Directory::restore(&image[..image.len() - 1]).is_err());
     }
+
+    mod random_commands {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn command() -> impl Strategy<Value = DirectoryCommand> {
+            prop_oneof![
+                4 => (0u64..40).prop_map(|token| DirectoryCommand::Register {
+                    token,
+                    address: format!("10.0.0.{token}:7379"),
+                    labels: Vec::new(),
+                }),
+                1 => (95u64..140).prop_map(|node| DirectoryCommand::Leave { node }),
+                2 => (0u64..6, 95u64..140, 0u64..10).prop_map(|(group, leader, term)| {
+                    DirectoryCommand::ReportLeader { group, leader, term }
+                }),
+            ]
+        }
+
+        /// The directory's invariants, whatever is asked of it in whatever order.
+        fn check(directory: &Directory) {
+            let mut seen = BTreeSet::new();
+            for (&group, info) in &directory.groups {
+                assert!(info.members.len() as u32 <= directory.settings.group_size);
+                for &member in &info.members {
+                    assert!(seen.insert(member), "node {member} in two groups");
+                    assert_eq!(directory.servers[&member].group, group);
+                }
+                if let Some(leader) = info.leader {
+                    assert!(
+                        info.members.contains(&leader),
+                        "leader {leader} not a member"
+                    );
+                }
+            }
+            assert_eq!(
+                seen.len(),
+                directory.servers.len(),
+                "a server outside every group"
+            );
+            assert!(directory
+                .servers
+                .keys()
+                .all(|&node| node < directory.next_server));
+            if let Some(table) = &directory.table {
+                for &owner in table.owners() {
+                    assert!(
+                        directory.groups.contains_key(&owner),
+                        "partition of group {owner}"
+                    );
+                }
+            }
+        }
+
+        proptest! {
+            /// Any sequence of commands keeps every server in exactly one group of at most the
+            /// target size, every leader a member, every owner a group; leaders' terms only
+            /// grow; and two replicas applying the same log agree byte for byte.
+            #[test]
+            fn any_sequence_keeps_the_invariants_and_replicas_agree(
+                commands in proptest::collection::vec(command(), 1..80),
+            ) {
+                let mut one = Directory::new(DirectorySettings::default());
+                let mut other = Directory::new(DirectorySettings::default());
+                for command in commands {
+                    let terms_before: BTreeMap<GroupId, Term> = one
+                        .groups
+                        .iter()
+                        .map(|(&group, info)| (group, info.leader_term))
+                        .collect();
+                    let answer = apply(&mut one, command.clone());
+                    prop_assert_eq!(answer, apply(&mut other, command));
+                    check(&one);
+                    for (group, term) in terms_before {
+                        if let Some(info) = one.groups.get(&group) {
+                            prop_assert!(info.leader_term >= term);
+                        }
+                    }
+                }
+                prop_assert_eq!(
+                    Box::new(one.snapshot()).encode(),
+                    Box::new(other.snapshot()).encode()
+                );
+            }
+        }
+    }
 }
