@@ -45,6 +45,7 @@ async fn the_event_loop_runs_the_directory() {
         storage_done,
         requests,
         saved_snapshot: None,
+        leadership: tokio::sync::watch::channel(Default::default()).0,
     });
     let running = tokio::spawn(event_loop.run());
     // Storage: every persist is durable at once.
@@ -87,7 +88,8 @@ async fn the_event_loop_runs_the_directory() {
         DirectoryOutcome::Registered {
             node: 100,
             group: 1,
-            leader: None
+            leader: None,
+            seeds: Vec::new(),
         }
     );
     let (reply, answer) = oneshot::channel();

@@ -114,6 +114,7 @@ fn start(core: RawNode) -> Running {
         storage_done,
         requests,
         saved_snapshot: None,
+        leadership: tokio::sync::watch::channel(Default::default()).0,
     });
     let running = tokio::spawn(event_loop.run());
     (requests_tx, storage_ops, storage_done_tx, running)

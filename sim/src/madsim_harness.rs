@@ -28,6 +28,7 @@ use madsim::runtime::{Handle, NodeHandle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ravel::client::Client;
+use ravel::server::node::Service;
 use ravel::server::{run_node_on, NodeError, NodeOptions, Opened};
 use ravel::storage::MemoryDisk;
 
@@ -187,7 +188,8 @@ fn start_host(
                             snapshot,
                         };
                         let told = async move { stop.notified().await };
-                        let outcome = run_node_on(options, opened, told, |_| {}).await;
+                        let outcome =
+                            run_node_on(options, opened, Service::key_value(), told, |_| {}).await;
                         if let Err(error) = outcome {
                             tracing::warn!(%error, "node stopped");
                             if matches!(error, NodeError::FounderGivenJoin(_)) {

@@ -5,6 +5,22 @@ use tokio::time::Duration;
 
 use super::{ClientArgs, Command, ExitCode};
 use crate::client::{Client, ClientError};
+use crate::routed_client::{RoutedClient, RoutedError};
+
+/// A client of a sharded store when `--admin` is given: it routes each key itself.
+fn routed(args: &ClientArgs) -> Option<RoutedClient> {
+    if args.admin.is_empty() {
+        return None;
+    }
+    let mut client = RoutedClient::new(args.admin.clone());
+    client.timeout = Duration::from_secs_f64(args.timeout.max(0.1));
+    Some(client)
+}
+
+fn fail_routed(error: RoutedError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::of_routed(&error)
+}
 
 fn client(args: &ClientArgs) -> Client {
     let mut client = Client::new(args.endpoints.clone());
@@ -23,6 +39,48 @@ fn fail(error: ClientError) -> ExitCode {
 
 pub async fn run(command: Command) -> ExitCode {
     match command {
+        Command::Put {
+            key,
+            value,
+            client: args,
+        } if !args.admin.is_empty() => {
+            let routed = routed(&args).expect("--admin given");
+            match routed.put(bytes(&key), bytes(&value)).await {
+                Ok(_) => {
+                    println!("OK");
+                    ExitCode::Success
+                }
+                Err(error) => fail_routed(error),
+            }
+        }
+        Command::Get {
+            key,
+            stale,
+            client: args,
+        } if !args.admin.is_empty() => {
+            let routed = routed(&args).expect("--admin given");
+            match routed.get(bytes(&key), stale).await {
+                Ok(Some(value)) => {
+                    println!("{}", String::from_utf8_lossy(&value));
+                    ExitCode::Success
+                }
+                Ok(None) => {
+                    eprintln!("key {key:?} not found");
+                    ExitCode::NotFound
+                }
+                Err(error) => fail_routed(error),
+            }
+        }
+        Command::Delete { key, client: args } if !args.admin.is_empty() => {
+            let routed = routed(&args).expect("--admin given");
+            match routed.delete(bytes(&key)).await {
+                Ok(existed) => {
+                    println!("{}", if existed { 1 } else { 0 });
+                    ExitCode::Success
+                }
+                Err(error) => fail_routed(error),
+            }
+        }
         Command::Put {
             key,
             value,
@@ -154,6 +212,111 @@ pub async fn run(command: Command) -> ExitCode {
                 Err(error) => fail(error),
             }
         }
-        Command::Node(_) | Command::Dev { .. } | Command::Bench(_) => ExitCode::Usage,
+        Command::Groups {
+            admin,
+            timeout,
+            write_out,
+        } => groups(admin, timeout, write_out).await,
+        Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::Bench(_) => {
+            ExitCode::Usage
+        }
     }
+}
+
+/// `ravel groups`: the sharded store's groups, their members, leaders and partitions.
+async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) -> ExitCode {
+    let deadline = Duration::from_secs_f64(timeout.max(0.1));
+    let overview = match crate::routed_client::read_overview(&admin, deadline).await {
+        Ok(overview) => overview,
+        Err(error) => return fail_routed(error),
+    };
+    match write_out {
+        super::WriteOut::Json => {
+            let groups: Vec<serde_json::Value> = overview
+                .groups
+                .iter()
+                .map(|group| {
+                    let members: Vec<serde_json::Value> = group
+                        .members
+                        .iter()
+                        .map(|&member| {
+                            let address = overview
+                                .servers
+                                .iter()
+                                .find(|server| server.id == member)
+                                .map(|server| server.address.clone());
+                            serde_json::json!({"id": member, "address": address})
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "id": group.id,
+                        "leader": (group.leader_id != 0).then_some(group.leader_id),
+                        "leader_term": group.leader_term,
+                        "partitions": group.partitions,
+                        "members": members,
+                    })
+                })
+                .collect();
+            let admin_leader = (overview.admin_leader_id != 0).then_some(overview.admin_leader_id);
+            let document = serde_json::json!({
+                "partitions": overview.partitions,
+                "group_size": overview.group_size,
+                "admin_leader": admin_leader,
+                "admin_leader_address": admin_leader.map(|_| overview.admin_leader_address.clone()),
+                "groups": groups,
+            });
+            println!("{document:#}");
+        }
+        super::WriteOut::Table => {
+            let leader = if overview.admin_leader_id == 0 {
+                "none known".to_string()
+            } else {
+                format!(
+                    "{} ({})",
+                    overview.admin_leader_id, overview.admin_leader_address
+                )
+            };
+            println!(
+                "admin leader: {leader}; {} partitions, groups of {}",
+                overview.partitions, overview.group_size
+            );
+            if overview.groups.is_empty() {
+                println!("no data groups yet: start data nodes with `ravel node --admin ADDR`");
+                return ExitCode::Success;
+            }
+            println!(
+                "{:<6} {:<8} {:<6} {:<10} MEMBERS",
+                "GROUP", "LEADER", "TERM", "PARTITIONS"
+            );
+            for group in &overview.groups {
+                let members: Vec<String> = group
+                    .members
+                    .iter()
+                    .map(|&member| {
+                        let address = overview
+                            .servers
+                            .iter()
+                            .find(|server| server.id == member)
+                            .map_or("?", |server| server.address.as_str());
+                        let star = if member == group.leader_id { "*" } else { "" };
+                        format!("{member}{star}@{address}")
+                    })
+                    .collect();
+                let leader = if group.leader_id == 0 {
+                    "-".to_string()
+                } else {
+                    group.leader_id.to_string()
+                };
+                println!(
+                    "{:<6} {:<8} {:<6} {:<10} {}",
+                    group.id,
+                    leader,
+                    group.leader_term,
+                    group.partitions,
+                    members.join(" ")
+                );
+            }
+        }
+    }
+    ExitCode::Success
 }

@@ -1,8 +1,15 @@
-//! `ravel dev --nodes N`: a local cluster in one command. Node 1 bootstraps; the others join it
-//! through the join workflow. Each serves Prometheus metrics 1000 ports above its gRPC port.
-//! Ctrl-C (or SIGTERM) stops them all, gracefully.
+//! `ravel dev`: a local sharded store in one command — an admin group of three replicas
+//! (serving the HTTP API) and `--groups` data groups of `--nodes` nodes, each data node given
+//! its id and group by the admin. With `--groups 0`, one plain cluster of `--nodes` nodes
+//! (node 1 bootstraps, the others join it). Every process's log lines are prefixed with its
+//! name; Ctrl-C (or SIGTERM) stops them all, gracefully.
+//!
+//! Ports, from `--base-port` B: the admin replicas' gRPC at B..B+2 and HTTP at B+701..B+703
+//! (8080.. for the default B = 7379); data nodes' gRPC from B+10 (plain cluster: from B);
+//! everyone's Prometheus metrics 1000 above its gRPC port.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use tokio::time::{sleep, Duration, Instant};
@@ -10,7 +17,11 @@ use tokio::time::{sleep, Duration, Instant};
 use super::ExitCode;
 use crate::client::Client;
 
+/// Admin replicas `ravel dev` starts for a sharded store.
+const ADMIN_REPLICAS: u64 = 3;
+
 pub async fn run(
+    groups: u64,
     nodes: u64,
     base_port: u16,
     data_dir: PathBuf,
@@ -27,81 +38,220 @@ pub async fn run(
             return ExitCode::Failure;
         }
     };
-    let address = |id: u64| format!("127.0.0.1:{}", u64::from(base_port) + id - 1);
-    let metrics_address = |id: u64| format!("127.0.0.1:{}", u64::from(base_port) + 1000 + id - 1);
-    let mut children: Vec<Child> = Vec::new();
-    for id in 1..=nodes {
-        let mut command = Command::new(&exe);
-        command
-            .arg("node")
-            .args(["--id", &id.to_string()])
-            .args(["--listen", &address(id)])
-            .args(["--metrics-listen", &metrics_address(id)])
-            .arg("--data-dir")
-            .arg(data_dir.join(format!("node-{id}")))
-            .args(&node_args)
-            .stdin(Stdio::null());
-        if id > 1 {
-            command.args(["--join", &address(1)]);
-        }
-        match command.spawn() {
-            Ok(child) => children.push(child),
-            Err(error) => {
-                eprintln!("error: cannot start node {id}: {error}");
-                stop(&mut children);
-                return ExitCode::Failure;
-            }
-        }
-        if id == 1 && !wait_serving(&address(1)).await {
-            eprintln!("error: node 1 did not start serving on {}", address(1));
-            stop(&mut children);
-            return ExitCode::Failure;
-        }
+    let base = u64::from(base_port);
+    let last_port = base + 1000 + 10 + groups * nodes + nodes;
+    if last_port > u64::from(u16::MAX) {
+        eprintln!(
+            "error: --base-port {base_port} leaves no room for every port (up to {last_port})"
+        );
+        return ExitCode::Usage;
     }
-    let endpoints: Vec<String> = (1..=nodes).map(address).collect();
-    println!(
-        "ravel dev cluster of {nodes} nodes, data in {}",
-        data_dir.display()
-    );
-    println!("  endpoints: {}", endpoints.join(","));
-    println!(
-        "  metrics:   {}",
-        (1..=nodes)
-            .map(|id| format!("http://{}/metrics", metrics_address(id)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    println!(
-        "  try: ravel put hello world --endpoints {0} && ravel get hello --endpoints {0}",
-        endpoints.join(",")
-    );
-    println!("Ctrl-C stops the cluster.");
+    let mut cluster = Cluster {
+        exe,
+        data_dir,
+        children: Vec::new(),
+    };
+    let started = if groups == 0 {
+        cluster.plain(nodes, base, &node_args).await
+    } else {
+        cluster.sharded(groups, nodes, base, &node_args).await
+    };
+    if let Err(message) = started {
+        eprintln!("error: {message}");
+        cluster.stop();
+        return ExitCode::Failure;
+    }
+    println!("Ctrl-C stops them all.");
     super::node::shutdown_signal().await;
-    stop(&mut children);
+    cluster.stop();
     ExitCode::Success
 }
 
-async fn wait_serving(address: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
+fn address(port: u64) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+struct Cluster {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Cluster {
+    /// One Raft group: node 1 bootstraps, the others join it.
+    async fn plain(&mut self, nodes: u64, base: u64, node_args: &[String]) -> Result<(), String> {
+        let port = |id: u64| base + id - 1;
+        for id in 1..=nodes {
+            let mut args = vec![
+                "node".to_string(),
+                "--id".to_string(),
+                id.to_string(),
+                "--listen".to_string(),
+                address(port(id)),
+                "--metrics-listen".to_string(),
+                address(port(id) + 1000),
+            ];
+            if id > 1 {
+                args.extend(["--join".to_string(), address(port(1))]);
+            }
+            args.extend(node_args.iter().cloned());
+            let dir = self.data_dir.join(format!("node-{id}"));
+            self.start(&format!("node-{id}"), &args, &dir)?;
+            if id == 1 {
+                wait_serving(&address(port(1))).await?;
+            }
+        }
+        let endpoints: Vec<String> = (1..=nodes).map(|id| address(port(id))).collect();
+        println!(
+            "ravel dev cluster of {nodes} nodes, data in {}",
+            self.data_dir.display()
+        );
+        println!("  endpoints: {}", endpoints.join(","));
+        println!(
+            "  metrics:   {}",
+            (1..=nodes)
+                .map(|id| format!("http://{}/metrics", address(port(id) + 1000)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        println!(
+            "  try: ravel put hello world --endpoints {0} && ravel get hello --endpoints {0}",
+            endpoints.join(",")
+        );
+        Ok(())
+    }
+
+    /// An admin group of three, then `groups` data groups of `nodes`, registered through it.
+    async fn sharded(
+        &mut self,
+        groups: u64,
+        nodes: u64,
+        base: u64,
+        node_args: &[String],
+    ) -> Result<(), String> {
+        let admin_port = |id: u64| base + id - 1;
+        let http_port = |id: u64| base + 700 + id;
+        let admin: Vec<String> = (1..=ADMIN_REPLICAS)
+            .map(|id| address(admin_port(id)))
+            .collect();
+        for id in 1..=ADMIN_REPLICAS {
+            let mut args = vec![
+                "admin".to_string(),
+                "--id".to_string(),
+                id.to_string(),
+                "--listen".to_string(),
+                address(admin_port(id)),
+                "--metrics-listen".to_string(),
+                address(admin_port(id) + 1000),
+                "--http".to_string(),
+                address(http_port(id)),
+                "--group-size".to_string(),
+                nodes.to_string(),
+                "--initial-groups".to_string(),
+                groups.to_string(),
+            ];
+            if id > 1 {
+                args.extend(["--join".to_string(), admin[0].clone()]);
+            }
+            let dir = self.data_dir.join(format!("admin-{id}"));
+            self.start(&format!("admin-{id}"), &args, &dir)?;
+            if id == 1 {
+                wait_serving(&admin[0]).await?;
+            }
+        }
+        let data_nodes = groups * nodes;
+        for n in 1..=data_nodes {
+            let port = base + 10 + n - 1;
+            let mut args = vec![
+                "node".to_string(),
+                "--admin".to_string(),
+                admin.join(","),
+                "--listen".to_string(),
+                address(port),
+                "--metrics-listen".to_string(),
+                address(port + 1000),
+            ];
+            args.extend(node_args.iter().cloned());
+            let dir = self.data_dir.join(format!("data-{n}"));
+            self.start(&format!("data-{n}"), &args, &dir)?;
+            // One at a time: each registers before the next, so the groups fill in order.
+            wait_serving(&address(port)).await?;
+        }
+        let http = format!("http://{}", address(http_port(1)));
+        println!(
+            "ravel dev: a sharded store of {groups} groups of {nodes} nodes and an admin group \
+             of {ADMIN_REPLICAS}, data in {}",
+            self.data_dir.display()
+        );
+        println!("  admin:       {}", admin.join(","));
+        println!("  status page: {http}/");
+        println!("  try:");
+        println!("    curl -s {http}/put -d '{{\"key\": \"hello\", \"val\": {{\"n\": 1}}}}'");
+        println!("    curl -s {http}/get -d '{{\"key\": \"hello\"}}'");
+        println!("    curl -s {http}/delete -d '{{\"key\": \"hello\"}}'");
+        println!("    ravel groups --admin {}", admin.join(","));
+        println!("    ravel put hello world --admin {}", admin.join(","));
+        Ok(())
+    }
+
+    /// Starts `ravel ARGS` on `data_dir`, its output prefixed with `name`.
+    fn start(&mut self, name: &str, args: &[String], data_dir: &Path) -> Result<(), String> {
+        let mut child = Command::new(&self.exe)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("cannot start {name}: {error}"))?;
+        if let Some(stdout) = child.stdout.take() {
+            prefix_lines(name, stdout, false);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            prefix_lines(name, stderr, true);
+        }
+        self.children.push(child);
+        Ok(())
+    }
+
+    /// Asks every process to stop gracefully (SIGTERM), data nodes first, then waits for them.
+    fn stop(&mut self) {
+        for child in self.children.iter_mut().rev() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for child in self.children.iter_mut() {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Copies a child's output line by line, each line prefixed with the child's name.
+fn prefix_lines(name: &str, output: impl Read + Send + 'static, to_stderr: bool) {
+    let prefix = format!("[{name}] ");
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { return };
+            let _ = if to_stderr {
+                writeln!(std::io::stderr().lock(), "{prefix}{line}")
+            } else {
+                writeln!(std::io::stdout().lock(), "{prefix}{line}")
+            };
+        }
+    });
+}
+
+async fn wait_serving(address: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut client = Client::new(vec![address.to_string()]);
     client.timeout = Duration::from_millis(500);
     while Instant::now() < deadline {
         if client.status().await.is_ok() {
-            return true;
+            return Ok(());
         }
         sleep(Duration::from_millis(100)).await;
     }
-    false
-}
-
-/// Asks every node to stop gracefully (SIGTERM), then waits for it.
-fn stop(children: &mut [Child]) {
-    for child in children.iter_mut() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-    }
-    for child in children.iter_mut() {
-        let _ = child.wait();
-    }
+    Err(format!("{address} did not start serving"))
 }

@@ -1,6 +1,7 @@
 //! Exit codes, distinct per kind of failure so scripts can tell them apart.
 
 use crate::client::ClientError;
+use crate::routed_client::RoutedError;
 use crate::server::ApiError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +40,15 @@ impl ExitCode {
             ClientError::Api(ApiError::OutcomeUnknown(_)) => ExitCode::Unknown,
             ClientError::Api(_) => ExitCode::Refused,
             ClientError::Other(_) => ExitCode::Failure,
+        }
+    }
+
+    pub fn of_routed(error: &RoutedError) -> ExitCode {
+        match error {
+            RoutedError::Group(error) => ExitCode::of(error),
+            RoutedError::NoGroups
+            | RoutedError::AdminUnreachable(_)
+            | RoutedError::GroupEmpty { .. } => ExitCode::Unavailable,
         }
     }
 }

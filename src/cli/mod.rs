@@ -2,6 +2,7 @@
 //! `delete`, `cas`, `members`, `status` and `leave` talk to a cluster; `dev` starts a local
 //! cluster; `bench` measures one.
 
+mod admin;
 mod bench;
 mod bench_connection;
 mod commands;
@@ -38,6 +39,17 @@ pub struct ClientArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    /// A sharded store's admin replicas, comma separated: put, get and delete go to the group
+    /// that owns the key (instead of --endpoints).
+    #[arg(long, env = "RAVEL_ADMIN", value_delimiter = ',')]
+    pub admin: Vec<String>,
+}
+
+/// How a command prints its answer (etcdctl's `--write-out`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteOut {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +76,10 @@ pub struct NodeArgs {
     /// Join as a learner that never votes (needs --join).
     #[arg(long)]
     pub follower_only: bool,
+    /// Be a data node of the sharded store whose admin replicas are these (comma separated):
+    /// the admin gives the node its id and group (instead of --id and --join).
+    #[arg(long, value_delimiter = ',')]
+    pub admin: Option<Vec<String>>,
     /// Directory with the update-node, switch-status and leader-change hooks.
     #[arg(long)]
     pub hooks_dir: Option<PathBuf>,
@@ -148,8 +164,33 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Start a local cluster of ravel nodes for trying things out.
+    /// Run a replica of a sharded store's admin group (the directory of servers, groups and
+    /// partitions), optionally serving the HTTP JSON API.
+    Admin(admin::AdminArgs),
+    /// List a sharded store's groups: members, leaders, partitions.
+    Groups {
+        /// The admin replicas, comma separated.
+        #[arg(
+            long,
+            env = "RAVEL_ADMIN",
+            value_delimiter = ',',
+            default_value = "127.0.0.1:7300"
+        )]
+        admin: Vec<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
+        write_out: WriteOut,
+    },
+    /// Start a local sharded store (an admin group and data groups) for trying things out;
+    /// with --groups 0, one plain Raft group of --nodes nodes.
     Dev {
+        /// Data groups to start (0: one plain cluster with no admin).
+        #[arg(long, default_value_t = 2)]
+        groups: u64,
+        /// Nodes per group.
         #[arg(long, default_value_t = 3)]
         nodes: u64,
         #[arg(long, default_value_t = 7379)]
@@ -179,15 +220,16 @@ fn die_quietly_on_closed_pipe() {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Node(_) | Command::Dev { .. }) {
+    let server = matches!(cli.command, Command::Node(_) | Command::Admin(_));
+    if !server && !matches!(cli.command, Command::Dev { .. }) {
         die_quietly_on_closed_pipe();
     }
     let default_level = match cli.command {
-        Command::Node(_) | Command::Dev { .. } => "info",
+        Command::Node(_) | Command::Admin(_) | Command::Dev { .. } => "info",
         _ => "warn",
     };
     init_logging(cli.log_level.as_deref().unwrap_or(default_level));
-    let mut builder = runtime_builder(matches!(cli.command, Command::Node(_)));
+    let mut builder = runtime_builder(server);
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -198,12 +240,14 @@ pub fn main() -> std::process::ExitCode {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => node::run(args).await,
+            Command::Admin(args) => admin::run(args).await,
             Command::Dev {
+                groups,
                 nodes,
                 base_port,
                 data_dir,
                 node_args,
-            } => dev::run(nodes, base_port, data_dir, node_args).await,
+            } => dev::run(groups, nodes, base_port, data_dir, node_args).await,
             Command::Bench(args) => bench::run(args).await,
             other => commands::run(other).await,
         }

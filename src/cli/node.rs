@@ -1,24 +1,41 @@
 //! `ravel node`: settings from the TOML file, overridden by flags; runs until SIGINT/SIGTERM.
 
 use super::{ExitCode, NodeArgs};
-use crate::server::node::Entry;
+use crate::server::admin_link;
+use crate::server::node::{Entry, Service};
 use crate::server::{run_node, NodeError, NodeOptions};
 
 pub async fn run(args: NodeArgs) -> ExitCode {
-    let options = match options(args) {
+    let mut options = match options(args, NodeOptions::default()) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::Usage;
         }
     };
+    // A data node of a sharded store: the admin gives it its id and group.
+    let mut reporting = None;
+    if !options.admin.is_empty() {
+        match enter_through_admin(&mut options).await {
+            Ok(group) => reporting = Some((options.admin.clone(), group)),
+            Err(code) => return code,
+        }
+    }
     let advertise = options.advertise().to_string();
     let listen = options.listen.clone();
     let data_dir = options.data_dir.display().to_string();
     let id = options.id;
     let metrics_listen = options.metrics_listen.clone();
-    let result = run_node(options, shutdown_signal(), move |entry| {
-        let how = match entry {
+    let result = run_node(options, Service::key_value(), shutdown_signal(), move |started| {
+        if let Some((admin, group)) = reporting {
+            tokio::spawn(admin_link::report_leadership(
+                admin,
+                group,
+                id,
+                started.leadership.clone(),
+            ));
+        }
+        let how = match started.entry {
             Entry::Resume => "resuming from its data",
             Entry::Join => "joining the cluster (connection pending)",
             Entry::Bootstrap => {
@@ -49,7 +66,8 @@ pub async fn run(args: NodeArgs) -> ExitCode {
     }
 }
 
-fn options(args: NodeArgs) -> Result<NodeOptions, String> {
+/// Settings from `--config` (else `defaults`), overridden by flags.
+pub(super) fn options(args: NodeArgs, defaults: NodeOptions) -> Result<NodeOptions, String> {
     let mut options = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -57,8 +75,17 @@ fn options(args: NodeArgs) -> Result<NodeOptions, String> {
             toml::from_str::<NodeOptions>(&text)
                 .map_err(|error| format!("{}: {error}", path.display()))?
         }
-        None => NodeOptions::default(),
+        None => defaults,
     };
+    if let Some(admin) = args.admin {
+        options.admin = admin.into_iter().filter(|seed| !seed.is_empty()).collect();
+    }
+    if !options.admin.is_empty() && (args.id.is_some() || args.join.is_some()) {
+        return Err(
+            "--admin gives the node its id and the group to join: leave out --id and --join"
+                .to_string(),
+        );
+    }
     if let Some(id) = args.id {
         options.id = id;
     }
@@ -132,4 +159,68 @@ pub(super) async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// Registers a data node with the sharded store's admin, unless its data directory shows it
+/// did so and started already (then it resumes as the member it is). Sets the node's id and,
+/// for a new node, the members to join through (none: it starts a new group). Returns the
+/// node's group.
+async fn enter_through_admin(options: &mut NodeOptions) -> Result<u64, ExitCode> {
+    let stored = admin_link::stored_assignment(&options.data_dir).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::Failure
+    })?;
+    let identity = crate::storage::stored_identity(&options.data_dir).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::Failure
+    })?;
+    if let (Some(assignment), Some(identity)) = (&stored, identity) {
+        if assignment.node_id == identity.node_id && assignment.node_id != 0 {
+            options.id = assignment.node_id;
+            return Ok(assignment.group_id);
+        }
+    }
+    let token = fresh_token();
+    let address = options.advertise().to_string();
+    println!(
+        "asking the admin ({}) for this node's id and group",
+        options.admin.join(",")
+    );
+    let registered = admin_link::register(
+        &options.admin,
+        &options.data_dir,
+        &address,
+        &options.labels,
+        token,
+    )
+    .await
+    .map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::Refused
+    })?;
+    let assignment = registered.assignment;
+    println!(
+        "the admin made this node {} of group {}{}",
+        assignment.node_id,
+        assignment.group_id,
+        if registered.seeds.is_empty() {
+            " (its first member: it starts the group)".to_string()
+        } else {
+            format!(", joining through {}", registered.seeds.join(","))
+        }
+    );
+    options.id = assignment.node_id;
+    options.join = registered.seeds;
+    Ok(assignment.group_id)
+}
+
+/// A registration token no other node draws: the time and the process id, mixed (63 bits: the
+/// assignment file is TOML, whose integers are signed).
+fn fresh_token() -> u64 {
+    use rand::{RngCore, SeedableRng};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let seed = nanos ^ (u64::from(std::process::id()) << 32);
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).next_u64() >> 1
 }

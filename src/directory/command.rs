@@ -3,10 +3,13 @@
 use crate::core::{NodeId, Term};
 use crate::sharding::{GroupId, PartitionId};
 
-use super::state::{GroupInfo, ServerInfo};
+use super::state::{Directory, DirectorySettings, GroupInfo, ServerInfo};
 
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum DirectoryCommand {
+    /// The settings of a new system, proposed by the directory's first replica when it starts
+    /// the group: applied once, while no server is registered; they never change after.
+    Initialize(DirectorySettings),
     /// A new server asks for an id and a group. `token` is the server's own random number for
     /// this request: a retry with the same token gets the same answer, not a second id.
     Register {
@@ -29,12 +32,19 @@ pub enum DirectoryCommand {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirectoryOutcome {
+    /// The directory has these settings (set now, or already the same).
+    Initialized,
+    /// No settings yet (the first replica has not proposed them): retry shortly.
+    NotInitialized,
     /// The server's id and group, and that group's leader if one is known (none for the first
     /// member of a new group, which starts it).
     Registered {
         node: NodeId,
         group: GroupId,
         leader: Option<NodeId>,
+        /// The addresses of the group's other members, the leader's first: the server joins
+        /// the group through them. Empty: it is the first and starts the group.
+        seeds: Vec<String>,
     },
     Left {
         group: GroupId,
@@ -57,6 +67,8 @@ pub enum DirectoryQuery {
     Route(PartitionId),
     Group(GroupId),
     Server(NodeId),
+    /// Everything: for routing clients, `ravel groups` and the status page.
+    Overview,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +77,7 @@ pub enum DirectoryAnswer {
     Route(Option<(GroupId, u64, Option<NodeId>)>),
     Group(Option<GroupInfo>),
     Server(Option<ServerInfo>),
+    Overview(Box<Directory>),
 }
 
 impl DirectoryCommand {

@@ -68,13 +68,58 @@ pub struct Directory {
     tokens: BTreeMap<u64, NodeId>,
     /// Where the directory's own replicas are reached.
     replica_addresses: BTreeMap<NodeId, String>,
+    /// False until the settings are set by `Initialize` (a directory made with
+    /// [`Directory::new`] has them from the start).
+    initialized: bool,
     applied_index: LogIndex,
 }
 
+/// Bounds on the settings, so a typo cannot make a system that cannot work.
+const PARTITIONS_MAX: u32 = 1 << 16;
+const GROUP_SIZE_MAX: u32 = 9;
+const INITIAL_GROUPS_MAX: u32 = 1024;
+
+impl DirectorySettings {
+    /// Why these settings cannot make a working system, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=PARTITIONS_MAX).contains(&self.partitions) {
+            return Err(format!(
+                "partitions must be 1 to {PARTITIONS_MAX}, not {}",
+                self.partitions
+            ));
+        }
+        if !(1..=GROUP_SIZE_MAX).contains(&self.group_size) {
+            return Err(format!(
+                "the group size must be 1 to {GROUP_SIZE_MAX}, not {}",
+                self.group_size
+            ));
+        }
+        if !(1..=INITIAL_GROUPS_MAX.min(self.partitions)).contains(&self.initial_groups) {
+            return Err(format!(
+                "the initial groups must be 1 to {} (and at most the partitions), not {}",
+                INITIAL_GROUPS_MAX, self.initial_groups
+            ));
+        }
+        if self.first_server_id == 0 {
+            return Err("the first server id must be at least 1".to_string());
+        }
+        Ok(())
+    }
+}
+
 impl Directory {
+    /// A directory with its settings (a test's, or one restored).
     pub fn new(settings: DirectorySettings) -> Self {
-        assert!(settings.partitions > 0 && settings.group_size > 0);
-        assert!(settings.initial_groups > 0);
+        let mut directory = Directory::awaiting_settings();
+        let outcome = directory.initialize(settings);
+        assert_eq!(outcome, DirectoryOutcome::Initialized, "valid settings");
+        directory
+    }
+
+    /// A directory replica as it starts: its settings come from the log (`Initialize`), so
+    /// every replica applies registrations with the same ones.
+    pub fn awaiting_settings() -> Self {
+        let settings = DirectorySettings::default();
         Directory {
             next_server: settings.first_server_id,
             settings,
@@ -84,8 +129,46 @@ impl Directory {
             next_group: 1,
             tokens: BTreeMap::new(),
             replica_addresses: BTreeMap::new(),
+            initialized: false,
             applied_index: 0,
         }
+    }
+
+    fn initialize(&mut self, settings: DirectorySettings) -> DirectoryOutcome {
+        if self.initialized {
+            return if settings == self.settings {
+                DirectoryOutcome::Initialized
+            } else {
+                DirectoryOutcome::Refused(format!(
+                    "the system's settings were fixed when it was created ({:?}); they cannot \
+                     change",
+                    self.settings
+                ))
+            };
+        }
+        if let Err(reason) = settings.check() {
+            return DirectoryOutcome::Refused(reason);
+        }
+        assert!(
+            self.servers.is_empty(),
+            "no server registers before the settings"
+        );
+        self.next_server = settings.first_server_id;
+        self.settings = settings;
+        self.initialized = true;
+        DirectoryOutcome::Initialized
+    }
+
+    pub fn settings(&self) -> &DirectorySettings {
+        &self.settings
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.initialized
+    }
+
+    pub fn replica_addresses(&self) -> &BTreeMap<NodeId, String> {
+        &self.replica_addresses
     }
 
     pub fn table(&self) -> Option<&PartitionTable> {
@@ -102,6 +185,7 @@ impl Directory {
 
     fn execute(&mut self, command: DirectoryCommand) -> DirectoryOutcome {
         match command {
+            DirectoryCommand::Initialize(settings) => self.initialize(settings),
             DirectoryCommand::Register {
                 token,
                 address,
@@ -126,14 +210,11 @@ impl Directory {
         address: String,
         labels: Vec<(String, String)>,
     ) -> DirectoryOutcome {
+        if !self.initialized {
+            return DirectoryOutcome::NotInitialized;
+        }
         if let Some(&node) = self.tokens.get(&token) {
-            let group = self.servers[&node].group;
-            let leader = self.groups[&group].leader;
-            return DirectoryOutcome::Registered {
-                node,
-                group,
-                leader,
-            };
+            return self.registered(node);
         }
         if address.is_empty() || address.len() > ADDRESS_BYTES_MAX {
             return DirectoryOutcome::Refused(format!(
@@ -176,13 +257,31 @@ impl Directory {
         );
         let info = self.groups.get_mut(&group).expect("chosen above");
         info.members.insert(node);
-        let leader = info.leader;
         self.tokens.insert(token, node);
         self.place_table_once_enough_groups();
+        self.registered(node)
+    }
+
+    /// The answer to a registered server: its group, the group's leader, and where to join.
+    fn registered(&self, node: NodeId) -> DirectoryOutcome {
+        let group = self.servers[&node].group;
+        let info = &self.groups[&group];
+        let mut others: Vec<NodeId> = info
+            .members
+            .iter()
+            .copied()
+            .filter(|&member| member != node)
+            .collect();
+        // The leader's first: the join workflow asks it directly.
+        others.sort_by_key(|&member| (Some(member) != info.leader, member));
         DirectoryOutcome::Registered {
             node,
             group,
-            leader,
+            leader: info.leader,
+            seeds: others
+                .into_iter()
+                .map(|member| self.servers[&member].address.clone())
+                .collect(),
         }
     }
 
@@ -316,6 +415,7 @@ impl StateMachine for Directory {
             DirectoryQuery::Server(node) => {
                 DirectoryAnswer::Server(self.servers.get(node).cloned())
             }
+            DirectoryQuery::Overview => DirectoryAnswer::Overview(Box::new(self.clone())),
         }
     }
 
@@ -404,6 +504,49 @@ mod tests {
         );
         assert_eq!(registered(register(&mut directory, 8)), (107, 3));
         assert_eq!(registered(register(&mut directory, 9)), (108, 1));
+    }
+
+    #[test]
+    fn servers_wait_for_the_settings_which_are_set_once() {
+        let mut directory = Directory::awaiting_settings();
+        assert_eq!(
+            register(&mut directory, 1),
+            DirectoryOutcome::NotInitialized
+        );
+        assert!(directory.servers().is_empty());
+        let bad = DirectorySettings {
+            group_size: 0,
+            ..DirectorySettings::default()
+        };
+        assert!(matches!(
+            apply(&mut directory, DirectoryCommand::Initialize(bad)),
+            DirectoryOutcome::Refused(_)
+        ));
+        assert!(!directory.is_initialized());
+        let settings = DirectorySettings {
+            group_size: 5,
+            first_server_id: 1000,
+            ..DirectorySettings::default()
+        };
+        let initialize = DirectoryCommand::Initialize(settings.clone());
+        assert_eq!(
+            apply(&mut directory, initialize.clone()),
+            DirectoryOutcome::Initialized
+        );
+        // The same settings again (a retried proposal) are fine; others are refused.
+        assert_eq!(
+            apply(&mut directory, initialize),
+            DirectoryOutcome::Initialized
+        );
+        assert!(matches!(
+            apply(
+                &mut directory,
+                DirectoryCommand::Initialize(DirectorySettings::default())
+            ),
+            DirectoryOutcome::Refused(_)
+        ));
+        assert_eq!(directory.settings(), &settings);
+        assert_eq!(registered(register(&mut directory, 1)), (1000, 1));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Duration, Instant};
 
 use super::error::ApiError;
@@ -109,6 +109,16 @@ pub enum Request<S: StateMachine = KvStateMachine> {
     },
 }
 
+/// Who leads this node's group as the node last saw it: published on every change, for the
+/// parts of the shell that must act on it (a data node reports its leadership to the admin).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    /// This node leads.
+    pub leading: bool,
+}
+
 /// A reply channel waiting for the replica's answer.
 #[derive(Debug)]
 enum Waiter<S: StateMachine> {
@@ -133,6 +143,7 @@ pub struct EventLoop<S: StateMachine = KvStateMachine> {
     shutting_down: Option<oneshot::Sender<()>>,
     /// Set when the node must stop at once (fail-stop), with the reason.
     fatal: Option<String>,
+    leadership: watch::Sender<Leadership>,
 }
 
 /// The parts an event loop is built from.
@@ -148,6 +159,8 @@ pub struct EventLoopParts<S: StateMachine = KvStateMachine> {
     pub storage_done: mpsc::UnboundedReceiver<StorageDone>,
     pub requests: mpsc::Receiver<Request<S>>,
     pub saved_snapshot: Option<(SnapshotMeta, Bytes)>,
+    /// Where leadership changes are published (see [`Leadership`]).
+    pub leadership: watch::Sender<Leadership>,
 }
 
 impl<S: StateMachine> EventLoop<S> {
@@ -166,6 +179,7 @@ impl<S: StateMachine> EventLoop<S> {
             replies: BTreeMap::new(),
             shutting_down: None,
             fatal: None,
+            leadership: parts.leadership,
         }
     }
 
@@ -391,6 +405,11 @@ impl<S: StateMachine> EventLoop<S> {
                 tracing::info!(term, ?leader, ?role, "leader changed");
                 let me = self.replica.core().id();
                 self.hooks.leader_change(leader.unwrap_or(0), term, me);
+                self.leadership.send_replace(Leadership {
+                    term,
+                    leader,
+                    leading: role == Role::Leader,
+                });
             }
             Effect::MemberStateChanged { from, to } => {
                 tracing::info!(?from, ?to, "member state changed");

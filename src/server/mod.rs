@@ -13,9 +13,11 @@
 //!   [`membership_service`], [`peer_service`], [`health_service`]; [`joiner`] is the joining
 //!   node's side of the join workflow.
 
+pub mod admin_link;
 mod channel;
 pub mod cluster_id;
 pub mod convert;
+pub mod directory_service;
 pub mod error;
 pub mod event_loop;
 pub mod handle;

@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use serde::Deserialize;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::server::Router;
 
 use super::cluster_id::{new_cluster_id, ClusterId};
-use super::event_loop::{EventLoop, EventLoopParts};
+use super::event_loop::{EventLoop, EventLoopParts, Leadership};
 use super::handle::NodeHandle;
 use super::health_service::HealthService;
 use super::hooks::Hooks;
@@ -32,6 +33,7 @@ use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
 use super::{storage_queue, storage_worker};
 use crate::core::{Config, NodeId, RawNode, ReadMode, SnapshotMeta};
 use crate::kv::KvStateMachine;
+use crate::replica::StateMachine;
 use crate::storage::{
     stored_identity, FileStorage, Identity, Standing, Storage, StorageOptions, StoredState,
 };
@@ -60,6 +62,9 @@ pub struct NodeOptions {
     pub join: Vec<String>,
     /// Join as a learner that never votes (a read replica).
     pub follower_only: bool,
+    /// The sharded store's admin replicas: the node registers there for its id and group and
+    /// reports its leaderships (empty: a node of a plain cluster).
+    pub admin: Vec<String>,
     pub hooks_dir: Option<PathBuf>,
     /// Where Prometheus metrics are served over HTTP (`GET /metrics`); none: not served.
     pub metrics_listen: Option<String>,
@@ -93,6 +98,7 @@ impl Default for NodeOptions {
             data_dir: PathBuf::from("ravel-data"),
             join: Vec::new(),
             follower_only: false,
+            admin: Vec::new(),
             hooks_dir: None,
             metrics_listen: None,
             labels: BTreeMap::new(),
@@ -157,10 +163,11 @@ pub enum Entry {
 /// The order matters: every setting is checked and the ports are bound before the data
 /// directory is touched, so a mistake in the command line leaves nothing behind that the
 /// corrected command would then trip over.
-pub async fn run_node(
+pub async fn run_node<S: StateMachine>(
     options: NodeOptions,
+    service: Service<S>,
     shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(Entry),
+    on_ready: impl FnOnce(Started<S>),
 ) -> Result<(), NodeError> {
     let mut options = options;
     let settings = Settings::check(&options)?;
@@ -184,7 +191,10 @@ pub async fn run_node(
         state,
         snapshot,
     };
-    run(options, settings, sockets, opened, shutdown, on_ready).await
+    run(
+        options, settings, sockets, opened, service, shutdown, on_ready,
+    )
+    .await
 }
 
 /// What a node found in its storage on start.
@@ -195,20 +205,24 @@ pub struct Opened {
 }
 
 /// [`run_node`] on storage opened by the caller (a simulated disk under madsim).
-pub async fn run_node_on(
+pub async fn run_node_on<S: StateMachine>(
     options: NodeOptions,
     opened: Opened,
+    service: Service<S>,
     shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(Entry),
+    on_ready: impl FnOnce(Started<S>),
 ) -> Result<(), NodeError> {
     let settings = Settings::check(&options)?;
     let sockets = settings.bind()?;
-    run(options, settings, sockets, opened, shutdown, on_ready).await
+    run(
+        options, settings, sockets, opened, service, shutdown, on_ready,
+    )
+    .await
 }
 
 /// The settings a node needs beyond its options, each checked before anything is bound or
 /// written.
-struct Settings {
+pub(crate) struct Settings {
     advertise: String,
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
@@ -216,7 +230,7 @@ struct Settings {
 }
 
 /// The node's listening sockets, bound.
-struct Sockets {
+pub(crate) struct Sockets {
     server: listener::Bound,
     metrics: Option<metrics_endpoint::Bound>,
 }
@@ -370,14 +384,48 @@ pub fn decide_entry(
     }
 }
 
+/// What a node runs: its state machine and the client-facing gRPC service that goes with it
+/// (the key-value service for a data node, the directory service for the admin).
+pub struct Service<S: StateMachine> {
+    /// The state machine of a node whose storage holds no snapshot.
+    pub fresh: S,
+    /// Adds the state machine's client services to the node's gRPC router.
+    pub add: Box<dyn FnOnce(Router, NodeHandle<S>) -> Router + Send>,
+}
+
+impl Service<KvStateMachine> {
+    /// The key-value store, served by [`KvService`].
+    pub fn key_value() -> Self {
+        Service {
+            fresh: KvStateMachine::new(),
+            add: Box::new(|router, handle| {
+                router.add_service(KvServer::new(KvService::new(handle)))
+            }),
+        }
+    }
+}
+
+/// A node that is serving, as the runtime's caller sees it: for the tasks it starts beside
+/// the node (the founder of an admin group proposing its settings, a data node reporting its
+/// leadership to the admin).
+pub struct Started<S: StateMachine> {
+    pub entry: Entry,
+    /// How its data directory said it entered the cluster before (none: a new directory).
+    pub standing: Option<Standing>,
+    pub handle: NodeHandle<S>,
+    pub leadership: watch::Receiver<Leadership>,
+}
+
 /// Runs the node once its settings are checked, its sockets bound and its storage opened.
-async fn run(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run<S: StateMachine>(
     options: NodeOptions,
     settings: Settings,
     sockets: Sockets,
     opened: Opened,
+    service: Service<S>,
     shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(Entry),
+    on_ready: impl FnOnce(Started<S>),
 ) -> Result<(), NodeError> {
     let Opened {
         mut storage,
@@ -396,11 +444,10 @@ async fn run(
     if let Some(entered) = entered.filter(|&entered| standing != Some(entered)) {
         storage.record_standing(entered)?;
     }
-    let kv = match &snapshot {
-        Some((_, data)) => {
-            KvStateMachine::restore(data).map_err(|error| NodeError::Snapshot(error.to_string()))?
-        }
-        None => KvStateMachine::new(),
+    let Service { fresh, add } = service;
+    let machine = match &snapshot {
+        Some((_, data)) => S::restore(data).map_err(NodeError::Snapshot)?,
+        None => fresh,
     };
     let saved_snapshot = snapshot.map(|(meta, data)| (meta, Bytes::from(data)));
     let advertise = settings.advertise.clone();
@@ -422,9 +469,10 @@ async fn run(
     let cluster_id = ClusterId::new(options.cluster_id.unwrap_or(0));
     let handle = NodeHandle::new(requests_tx, cluster_id.clone(), options.id);
     let hooks = Hooks::new(options.hooks_dir.clone());
+    let (leadership_tx, leadership) = watch::channel(Leadership::default());
     let event_loop = EventLoop::new(EventLoopParts {
         core,
-        state: kv,
+        state: machine,
         address: advertise.clone(),
         transport: Transport::new(
             cluster_id,
@@ -439,13 +487,13 @@ async fn run(
         storage_done,
         requests,
         saved_snapshot,
+        leadership: leadership_tx,
     });
     let mut loop_task = tokio::spawn(event_loop.run());
 
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
-        .add_service(KvServer::new(KvService::new(handle.clone())))
         .add_service(MembershipServer::new(MembershipService::new(
             handle.clone(),
             hooks,
@@ -456,6 +504,7 @@ async fn run(
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .add_service(HealthServer::new(HealthService::new(handle.clone())));
+    let router = add(router, handle.clone());
     let mut server_task = tokio::spawn(listener::serve(
         router,
         sockets.server,
@@ -493,7 +542,12 @@ async fn run(
             }
         });
     }
-    on_ready(entry);
+    on_ready(Started {
+        entry,
+        standing,
+        handle: handle.clone(),
+        leadership,
+    });
 
     let outcome = tokio::select! {
         _ = shutdown => {

@@ -1,0 +1,89 @@
+//! `ravel admin`: a replica of the sharded store's admin group. Flags as for `ravel node`
+//! (`--id`, `--listen`, `--join`, ...), with the admin's own defaults, plus the system's
+//! settings (used when the admin group is created) and the HTTP API's address.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{ExitCode, NodeArgs};
+use crate::admin::{run_admin, AdminOptions};
+use crate::directory::DirectorySettings;
+use crate::server::node::Entry;
+use crate::server::{NodeError, NodeOptions};
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Serve the HTTP JSON API and the status page here, e.g. 127.0.0.1:8080 (default: off).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Partitions of the key space; fixed when the admin group is created.
+    #[arg(long, default_value_t = crate::sharding::PARTITIONS_DEFAULT)]
+    pub partitions: u32,
+    /// Replicas per data group; fixed when the admin group is created.
+    #[arg(long, default_value_t = 3)]
+    pub group_size: u32,
+    /// The partition table is placed once this many data groups have a member (no key has an
+    /// owner before); fixed when the admin group is created.
+    #[arg(long, default_value_t = 1)]
+    pub initial_groups: u32,
+}
+
+pub async fn run(args: AdminArgs) -> ExitCode {
+    if args.node.admin.is_some() {
+        eprintln!("error: --admin is for data nodes; an admin replica joins its group with --join");
+        return ExitCode::Usage;
+    }
+    let defaults = NodeOptions {
+        listen: "127.0.0.1:7300".to_string(),
+        data_dir: PathBuf::from("ravel-admin"),
+        ..NodeOptions::default()
+    };
+    let node = match super::node::options(args.node, defaults) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::Usage;
+        }
+    };
+    let settings = DirectorySettings {
+        partitions: args.partitions,
+        group_size: args.group_size,
+        initial_groups: args.initial_groups,
+        ..DirectorySettings::default()
+    };
+    let (id, listen, http) = (node.id, node.listen.clone(), args.http.clone());
+    let data_dir = node.data_dir.display().to_string();
+    let options = AdminOptions {
+        node,
+        settings,
+        http: args.http,
+    };
+    let result = run_admin(options, super::node::shutdown_signal(), move |entry| {
+        let how = match entry {
+            Entry::Resume => "resuming from its data",
+            Entry::Join => "joining the admin group (connection pending)",
+            Entry::Bootstrap => "created a new admin group",
+        };
+        println!("ravel admin {id} listening on {listen}, data in {data_dir}: {how}");
+        if let Some(http) = http {
+            println!("ravel admin {id} serves the HTTP API and status page at http://{http}/");
+        }
+    })
+    .await;
+    match result {
+        Ok(()) => ExitCode::Success,
+        Err(error) => {
+            eprintln!("error: {error}");
+            match error {
+                NodeError::Invalid(_)
+                | NodeError::FounderGivenJoin(_)
+                | NodeError::FollowerOnlyWithoutCluster => ExitCode::Usage,
+                NodeError::JoinRefused(_) => ExitCode::Refused,
+                _ => ExitCode::Failure,
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! A client of the sharded store: it routes each key for itself — key → partition (the portable
+//! hash of `sharding::partition`) → group (the admin's partition table) → the group's leader —
+//! from a cached copy of the admin's directory, refreshed when a group cannot be reached or the
+//! copy is older than [`OVERVIEW_MAX_AGE`]. Each group is reached through a pool of ordinary
+//! [`Client`]s (which follow "not leader" redirects themselves), so connections and the
+//! leader each one found are reused by later requests. Shared by every task of a process (the
+//! admin's HTTP API, the CLI): all methods take `&self`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::time::{timeout, Duration, Instant};
+
+use crate::client::{Client, ClientError};
+use crate::server::proto::ravel::{self as pb, directory_client::DirectoryClient};
+use crate::sharding::{partition_of, GroupId, PartitionId};
+
+/// A cached directory older than this is read again before the next request.
+const OVERVIEW_MAX_AGE: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Idle clients kept per group (each holds its connections).
+const POOL_PER_GROUP_MAX: usize = 64;
+
+#[derive(Clone, Debug, Error)]
+pub enum RoutedError {
+    /// The admin has no partition table yet: no data group has a member.
+    #[error("no data group exists yet, so no key has an owner: start data nodes with `ravel node --admin ADDR` and retry")]
+    NoGroups,
+    #[error("the admin could not be reached ({0}); is `ravel admin` running, and does it have a quorum?")]
+    AdminUnreachable(String),
+    /// Partition `partition` is owned by a group the directory has no member address for.
+    #[error("partition {partition} belongs to group {group}, which has no members; retry once its nodes are back")]
+    GroupEmpty {
+        partition: PartitionId,
+        group: GroupId,
+    },
+    #[error("{0}")]
+    Group(ClientError),
+}
+
+/// Where a key goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub partition: PartitionId,
+    pub group: GroupId,
+    /// The group's members' addresses, the leader's first.
+    pub endpoints: Vec<String>,
+}
+
+struct Cached {
+    overview: Arc<pb::OverviewResponse>,
+    read_at: Instant,
+}
+
+pub struct RoutedClient {
+    admin: Vec<String>,
+    /// Each request's deadline, per group call.
+    pub timeout: Duration,
+    cached: Mutex<Option<Cached>>,
+    pools: Mutex<BTreeMap<GroupId, Vec<Client>>>,
+}
+
+impl RoutedClient {
+    pub fn new(admin: Vec<String>) -> Self {
+        assert!(!admin.is_empty(), "an admin endpoint to ask");
+        RoutedClient {
+            admin,
+            timeout: Duration::from_secs(5),
+            cached: Mutex::new(None),
+            pools: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The admin's directory, from the cache unless it is stale or `fresh` is asked.
+    pub async fn overview(&self, fresh: bool) -> Result<Arc<pb::OverviewResponse>, RoutedError> {
+        if !fresh {
+            let cached = self.cached.lock().expect("not poisoned");
+            if let Some(cached) = cached.as_ref() {
+                if cached.read_at.elapsed() < OVERVIEW_MAX_AGE {
+                    return Ok(cached.overview.clone());
+                }
+            }
+        }
+        let overview = Arc::new(read_overview(&self.admin, self.timeout).await?);
+        *self.cached.lock().expect("not poisoned") = Some(Cached {
+            overview: overview.clone(),
+            read_at: Instant::now(),
+        });
+        Ok(overview)
+    }
+
+    /// Where `key` goes, by the cached directory (or a fresh one with `fresh`).
+    pub async fn route(&self, key: &[u8], fresh: bool) -> Result<Route, RoutedError> {
+        let overview = self.overview(fresh).await?;
+        route(&overview, key)
+    }
+
+    pub async fn put(&self, key: Bytes, value: Bytes) -> Result<u64, RoutedError> {
+        self.on_owner(&key, |mut client| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                let result = client.put(key, value).await;
+                (client, result)
+            }
+        })
+        .await
+    }
+
+    /// A read at the owning group: linearizable unless `stale`.
+    pub async fn get(&self, key: Bytes, stale: bool) -> Result<Option<Bytes>, RoutedError> {
+        self.on_owner(&key, |mut client| {
+            let key = key.clone();
+            async move {
+                let result = client.get(key, stale).await;
+                (client, result)
+            }
+        })
+        .await
+    }
+
+    pub async fn delete(&self, key: Bytes) -> Result<bool, RoutedError> {
+        self.on_owner(&key, |mut client| {
+            let key = key.clone();
+            async move {
+                let result = client.delete(key).await;
+                (client, result)
+            }
+        })
+        .await
+    }
+
+    /// Runs `call` with a client of the group that owns `key`. When the group cannot be
+    /// reached at all, the directory is read again (its members may have changed) and the call
+    /// made once more — only if it is known not to have taken effect.
+    async fn on_owner<T, F, Fut>(&self, key: &[u8], mut call: F) -> Result<T, RoutedError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = (Client, Result<T, ClientError>)>,
+    {
+        let mut fresh = false;
+        loop {
+            let route = self.route(key, fresh).await?;
+            let client = self.take_client(&route);
+            let (client, result) = call(client).await;
+            let unreachable = matches!(result, Err(ClientError::Unreachable { .. }));
+            if !unreachable {
+                self.give_back(route.group, client);
+            }
+            match result {
+                Ok(value) => return Ok(value),
+                Err(ClientError::Unreachable { .. }) if !fresh => fresh = true,
+                Err(error) => return Err(RoutedError::Group(error)),
+            }
+        }
+    }
+
+    fn take_client(&self, route: &Route) -> Client {
+        let pooled = self
+            .pools
+            .lock()
+            .expect("not poisoned")
+            .get_mut(&route.group)
+            .and_then(Vec::pop);
+        let mut client = pooled.unwrap_or_else(|| Client::new(route.endpoints.clone()));
+        client.timeout = self.timeout;
+        client
+    }
+
+    fn give_back(&self, group: GroupId, client: Client) {
+        let mut pools = self.pools.lock().expect("not poisoned");
+        let pool = pools.entry(group).or_default();
+        if pool.len() < POOL_PER_GROUP_MAX {
+            pool.push(client);
+        }
+    }
+}
+
+/// Where `key` goes in `overview`.
+pub fn route(overview: &pb::OverviewResponse, key: &[u8]) -> Result<Route, RoutedError> {
+    if overview.owners.is_empty() || overview.partitions == 0 {
+        return Err(RoutedError::NoGroups);
+    }
+    let partition = partition_of(key, overview.partitions);
+    let owner = overview
+        .owners
+        .get(partition as usize)
+        .ok_or(RoutedError::NoGroups)?;
+    let group = owner.group_id;
+    let members = overview
+        .groups
+        .iter()
+        .find(|info| info.id == group)
+        .map(|info| (info.leader_id, info.members.clone()))
+        .unwrap_or_default();
+    let (leader, mut members) = members;
+    members.sort_by_key(|&member| (member != leader, member));
+    let endpoints: Vec<String> = members
+        .iter()
+        .filter_map(|&member| {
+            overview
+                .servers
+                .iter()
+                .find(|server| server.id == member)
+                .map(|server| server.address.clone())
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(RoutedError::GroupEmpty { partition, group });
+    }
+    Ok(Route {
+        partition,
+        group,
+        endpoints,
+    })
+}
+
+/// Asks each admin endpoint in turn for the directory until one answers or `deadline` passes.
+pub async fn read_overview(
+    admin: &[String],
+    deadline: Duration,
+) -> Result<pb::OverviewResponse, RoutedError> {
+    let until = Instant::now() + deadline;
+    let mut last_error = String::from("no endpoint");
+    while Instant::now() < until {
+        for endpoint in admin {
+            let channel = match crate::server::connect(endpoint, CONNECT_TIMEOUT).await {
+                Ok(channel) => channel,
+                Err(error) => {
+                    last_error = format!("{endpoint}: {error}");
+                    continue;
+                }
+            };
+            let left = until.saturating_duration_since(Instant::now());
+            let mut client = DirectoryClient::new(channel);
+            match timeout(left, client.overview(pb::OverviewRequest {})).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) => last_error = format!("{endpoint}: {}", status.message()),
+                Err(_) => last_error = format!("{endpoint}: timed out"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(RoutedError::AdminUnreachable(last_error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overview() -> pb::OverviewResponse {
+        pb::OverviewResponse {
+            partitions: 4,
+            servers: [(101, 1), (102, 1), (103, 2)]
+                .into_iter()
+                .map(|(id, group_id)| pb::DirectoryServer {
+                    id,
+                    address: format!("10.0.0.{id}:7379"),
+                    group_id,
+                    labels: Default::default(),
+                })
+                .collect(),
+            groups: vec![
+                pb::DirectoryGroup {
+                    id: 1,
+                    members: vec![101, 102],
+                    leader_id: 102,
+                    ..Default::default()
+                },
+                pb::DirectoryGroup {
+                    id: 2,
+                    members: vec![],
+                    ..Default::default()
+                },
+            ],
+            owners: [1, 2, 1, 2]
+                .into_iter()
+                .map(|group_id| pb::PartitionOwner { group_id, epoch: 1 })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_key_goes_to_its_partitions_owner_leader_first() {
+        let overview = overview();
+        // Find a key of each partition.
+        let key_of = |wanted: u32| {
+            (0..1000)
+                .map(|i| format!("key-{i}"))
+                .find(|key| partition_of(key.as_bytes(), 4) == wanted)
+                .expect("some key hashes there")
+        };
+        let route_0 = route(&overview, key_of(0).as_bytes()).expect("owned");
+        assert_eq!(route_0.group, 1);
+        assert_eq!(
+            route_0.endpoints,
+            vec!["10.0.0.102:7379".to_string(), "10.0.0.101:7379".to_string()]
+        );
+        assert!(matches!(
+            route(&overview, key_of(1).as_bytes()),
+            Err(RoutedError::GroupEmpty {
+                partition: 1,
+                group: 2
+            })
+        ));
+        let empty = pb::OverviewResponse::default();
+        assert!(matches!(
+            route(&empty, b"anything"),
+            Err(RoutedError::NoGroups)
+        ));
+    }
+}
