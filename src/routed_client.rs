@@ -19,6 +19,8 @@ use crate::sharding::{partition_of, GroupId, PartitionId};
 
 /// A cached directory older than this is read again before the next request.
 const OVERVIEW_MAX_AGE: Duration = Duration::from_secs(5);
+/// How long a refresh may take when a cached copy can stand in.
+const STALE_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Idle clients kept per group (each holds its connections).
 const POOL_PER_GROUP_MAX: usize = 64;
@@ -73,22 +75,43 @@ impl RoutedClient {
         }
     }
 
-    /// The admin's directory, from the cache unless it is stale or `fresh` is asked.
+    /// The admin's directory, from the cache unless it is old or `fresh` is asked. When the
+    /// admin cannot answer (it is electing a leader, say), a cached copy is used however old:
+    /// routing must not stop with the admin, which is not on the data path.
     pub async fn overview(&self, fresh: bool) -> Result<Arc<pb::OverviewResponse>, RoutedError> {
-        if !fresh {
-            let cached = self.cached.lock().expect("not poisoned");
-            if let Some(cached) = cached.as_ref() {
-                if cached.read_at.elapsed() < OVERVIEW_MAX_AGE {
-                    return Ok(cached.overview.clone());
-                }
+        let cached = self
+            .cached
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|cached| (cached.overview.clone(), cached.read_at.elapsed()));
+        if let Some((overview, age)) = &cached {
+            if !fresh && *age < OVERVIEW_MAX_AGE {
+                return Ok(overview.clone());
             }
         }
-        let overview = Arc::new(read_overview(&self.admin, self.timeout).await?);
-        *self.cached.lock().expect("not poisoned") = Some(Cached {
-            overview: overview.clone(),
-            read_at: Instant::now(),
-        });
-        Ok(overview)
+        let deadline = if cached.is_some() {
+            STALE_REFRESH_TIMEOUT.min(self.timeout)
+        } else {
+            self.timeout
+        };
+        match read_overview(&self.admin, deadline).await {
+            Ok(overview) => {
+                let overview = Arc::new(overview);
+                *self.cached.lock().expect("not poisoned") = Some(Cached {
+                    overview: overview.clone(),
+                    read_at: Instant::now(),
+                });
+                Ok(overview)
+            }
+            Err(error) => match cached {
+                Some((overview, _)) => {
+                    tracing::debug!(%error, "the admin did not answer; routing by the cached directory");
+                    Ok(overview)
+                }
+                None => Err(error),
+            },
+        }
     }
 
     /// Where `key` goes, by the cached directory (or a fresh one with `fresh`).
@@ -132,8 +155,9 @@ impl RoutedClient {
     }
 
     /// Runs `call` with a client of the group that owns `key`. When the group cannot be
-    /// reached at all, the directory is read again (its members may have changed) and the call
-    /// made once more — only if it is known not to have taken effect.
+    /// reached at all, or the cached directory names no owner, the directory is read again
+    /// (groups and members may have changed) and the call made once more — only if it is known
+    /// not to have taken effect.
     async fn on_owner<T, F, Fut>(&self, key: &[u8], mut call: F) -> Result<T, RoutedError>
     where
         F: FnMut(Client) -> Fut,
@@ -141,7 +165,15 @@ impl RoutedClient {
     {
         let mut fresh = false;
         loop {
-            let route = self.route(key, fresh).await?;
+            // A cached directory that knows no owner may predate the groups: read it again.
+            let route = match self.route(key, fresh).await {
+                Ok(route) => route,
+                Err(RoutedError::NoGroups | RoutedError::GroupEmpty { .. }) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let client = self.take_client(&route);
             let (client, result) = call(client).await;
             let unreachable = matches!(result, Err(ClientError::Unreachable { .. }));

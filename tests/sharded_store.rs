@@ -1,0 +1,410 @@
+//! The sharded store from outside, as real processes on loopback: an admin group of three
+//! (`ravel admin`, two of them serving the HTTP API) and data nodes that get their id and group
+//! from it (`ravel node --admin`). Checks the HTTP API (every JSON type back as sent, each error
+//! code, 503 before any group exists), a new node landing in a new group once the others are
+//! full, and `kill -9` of the admin's leader and of a group's leader under load through the
+//! HTTP API: requests resume, and every acknowledged write is there at the end.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ravel::routed_client::read_overview;
+use ravel::server::proto::ravel::OverviewResponse;
+
+const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
+const FAST: [&str; 6] = [
+    "--election-timeout-min-ms",
+    "300",
+    "--election-timeout-max-ms",
+    "600",
+    "--heartbeat-interval-ms",
+    "50",
+];
+
+/// A process, killed on drop.
+struct Process {
+    child: Option<Child>,
+}
+
+impl Process {
+    fn start(args: &[String], data_dir: &Path) -> Process {
+        let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
+        let child = Command::new(RAVEL)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(FAST)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ravel starts");
+        Process { child: Some(child) }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("address").to_string()
+}
+
+/// `POST path body` (or GET with no body); the status code and the body.
+fn request(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let attempt = || -> std::io::Result<(u16, String)> {
+        let mut stream = std::net::TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default();
+        Ok((code, body))
+    };
+    attempt().unwrap_or((0, String::new()))
+}
+
+fn post(address: &str, path: &str, body: &str) -> (u16, String) {
+    request(address, "POST", path, body)
+}
+
+/// Waits for `check` to hold, or fails with `what`.
+fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read_directory(runtime: &tokio::runtime::Runtime, admin: &[String]) -> Option<OverviewResponse> {
+    runtime
+        .block_on(read_overview(admin, Duration::from_secs(2)))
+        .ok()
+}
+
+struct Store {
+    dir: PathBuf,
+    admin: Vec<String>,
+    admins: Vec<Process>,
+    /// HTTP addresses of admins 1 and 2.
+    http: Vec<String>,
+    data: Vec<(String, Process)>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Store {
+    fn start_data_node(&mut self) -> String {
+        let address = free_address();
+        let n = self.data.len() + 1;
+        let args: Vec<String> = [
+            "node",
+            "--admin",
+            &self.admin.join(","),
+            "--listen",
+            &address,
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        let process = Process::start(&args, &self.dir.join(format!("data-{n}")));
+        self.data.push((address.clone(), process));
+        address
+    }
+
+    fn overview(&self) -> Option<OverviewResponse> {
+        read_directory(&self.runtime, &self.admin)
+    }
+
+    /// Waits until every group with members has a leader the admin knows.
+    fn wait_leaders(&self, groups: usize) {
+        wait_for("every group has a leader", 30, || {
+            self.overview().is_some_and(|overview| {
+                overview.groups.len() == groups
+                    && overview.groups.iter().all(|group| group.leader_id != 0)
+            })
+        });
+    }
+}
+
+#[test]
+fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let admin: Vec<String> = (0..3).map(|_| free_address()).collect();
+    let http: Vec<String> = (0..2).map(|_| free_address()).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut admins = Vec::new();
+    for id in 1..=3usize {
+        let mut args: Vec<String> = vec![
+            "admin".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            admin[id - 1].clone(),
+            "--initial-groups".into(),
+            "2".into(),
+        ];
+        if id <= 2 {
+            args.extend(["--http".into(), http[id - 1].clone()]);
+        }
+        if id > 1 {
+            args.extend(["--join".into(), admin[0].clone()]);
+        }
+        admins.push(Process::start(
+            &args,
+            &dir.path().join(format!("admin-{id}")),
+        ));
+        if id == 1 {
+            wait_for("the admin's first replica answers", 20, || {
+                read_directory(&runtime, &admin[..1]).is_some()
+            });
+        }
+    }
+    let mut store = Store {
+        dir: dir.path().to_path_buf(),
+        admin,
+        admins,
+        http,
+        data: Vec::new(),
+        runtime,
+    };
+    let api = store.http[1].clone();
+    // No group yet: no key has an owner.
+    wait_for("the HTTP API answers", 20, || {
+        request(&api, "GET", "/v1/status", "").0 == 200
+    });
+    let (code, body) = post(&api, "/put", r#"{"key":"early","val":1}"#);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no data group exists yet"), "{body}");
+
+    // Two groups of three.
+    for _ in 0..6 {
+        store.start_data_node();
+    }
+    store.wait_leaders(2);
+    let overview = store.overview().expect("the admin answers");
+    let placed: Vec<u32> = overview
+        .groups
+        .iter()
+        .map(|group| group.partitions)
+        .collect();
+    assert_eq!(placed.iter().sum::<u32>(), 271, "{overview:?}");
+    assert!(
+        placed.iter().all(|&count| count <= 170),
+        "bounded loads: {placed:?}"
+    );
+    for group in &overview.groups {
+        assert_eq!(group.members.len(), 3, "{overview:?}");
+    }
+
+    // Every JSON type comes back as it was sent.
+    for (i, value) in [
+        r#""text""#,
+        "12345678901234567890123456789",
+        "-0.5e-7",
+        "true",
+        "null",
+        r#"[1,"two",{"three":[3]}]"#,
+        r#"{"nested":{"deeper":[null,false]}}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (code, body) = post(&api, "/put", &format!(r#"{{"key":"k{i}","val":{value}}}"#));
+        assert_eq!((code, body.as_str()), (200, r#"{"msg":"ok"}"#));
+        let (code, body) = post(&store.http[0], "/get", &format!(r#"{{"key":"k{i}"}}"#));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body, format!(r#"{{"key":"k{i}","val":{value}}}"#));
+    }
+    let (code, _) = post(&api, "/delete", r#"{"key":"k0"}"#);
+    assert_eq!(code, 200);
+    let (code, body) = post(&api, "/get", r#"{"key":"k0"}"#);
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("not found"), "{body}");
+
+    // The error codes.
+    let long_key = "k".repeat(5000);
+    for (path, request, code, says) in [
+        ("/put", "{not json".to_string(), 400, "not a JSON object"),
+        ("/put", r#"{"val":1}"#.to_string(), 400, "no \\\"key\\\""),
+        ("/put", r#"{"key":"","val":1}"#.to_string(), 400, "empty"),
+        (
+            "/get",
+            format!(r#"{{"key":"{long_key}"}}"#),
+            400,
+            "at most 4096",
+        ),
+        ("/nowhere", "{}".to_string(), 404, "no endpoint"),
+    ] {
+        let (got, body) = post(&api, path, &request);
+        assert_eq!(got, code, "{path} {body}");
+        assert!(body.starts_with(r#"{"error":"#), "{body}");
+        assert!(body.contains(says), "{body} should say {says}");
+    }
+    let huge = format!(r#"{{"key":"big","val":"{}"}}"#, "v".repeat(1 << 20));
+    let (code, body) = post(&api, "/put", &huge);
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = request(&api, "GET", "/put", "");
+    assert_eq!(code, 405);
+    let (code, page) = request(&api, "GET", "/", "");
+    assert_eq!(code, 200);
+    assert!(page.contains("Ravel sharded store") && page.contains("<table id=\"groups\">"));
+
+    // Both groups full: a seventh node starts group 3.
+    store.start_data_node();
+    store.wait_leaders(3);
+    let overview = store.overview().expect("the admin answers");
+    let newest = overview.servers.iter().map(|server| server.id).max();
+    let group_3 = overview.groups.iter().find(|group| group.id == 3);
+    assert_eq!(
+        group_3.map(|group| group.members.clone()),
+        newest.map(|id| vec![id]),
+        "{overview:?}"
+    );
+
+    // Load through the HTTP API while the admin's leader, then a group's leader, are killed;
+    // through an admin replica that is not the leader (the other keeps serving).
+    let admin_leader = store.overview().expect("answers").admin_leader_id as usize;
+    assert!((1..=3).contains(&admin_leader));
+    let api = if admin_leader == 2 {
+        store.http[0].clone()
+    } else {
+        store.http[1].clone()
+    };
+    let successes = Arc::new(AtomicU64::new(0));
+    let acknowledged: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (api, acknowledged, stop, failures, successes) = (
+                api.clone(),
+                acknowledged.clone(),
+                stop.clone(),
+                failures.clone(),
+                successes.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    let key = format!("load-{writer}-{}", round % 50);
+                    let (code, body) =
+                        post(&api, "/put", &format!(r#"{{"key":"{key}","val":{round}}}"#));
+                    if code == 200 {
+                        acknowledged.lock().unwrap().insert(key, round);
+                        successes.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        // The outcome of a failed write is unknown: its key is left out.
+                        acknowledged.lock().unwrap().remove(&key);
+                        failures.lock().unwrap().push((Instant::now(), code, body));
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            })
+        })
+        .collect();
+    let succeeded = || successes.load(Ordering::Relaxed);
+    wait_for("writes are acknowledged", 20, || succeeded() > 20);
+
+    store.admins[admin_leader - 1].kill();
+    let survivors: Vec<String> = (1..=3)
+        .filter(|&id| id != admin_leader)
+        .map(|id| store.admin[id - 1].clone())
+        .collect();
+    wait_for("the admin elects a new leader", 30, || {
+        read_directory(&store.runtime, &survivors).is_some_and(|overview| {
+            overview.admin_leader_id != 0 && overview.admin_leader_id as usize != admin_leader
+        })
+    });
+    let before = succeeded();
+    wait_for("writes go on after the admin's election", 30, || {
+        succeeded() > before + 50
+    });
+
+    // A group's leader, killed: its partitions move to the next leader.
+    let overview = read_directory(&store.runtime, &survivors).expect("the admin answers");
+    let group = &overview.groups[0];
+    let leader_address = overview
+        .servers
+        .iter()
+        .find(|server| server.id == group.leader_id)
+        .map(|server| server.address.clone())
+        .expect("the leader is a server");
+    let index = store
+        .data
+        .iter()
+        .position(|(address, _)| *address == leader_address)
+        .expect("a data node of ours");
+    store.data[index].1.kill();
+    let killed_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("the writer ran");
+    }
+    // Writes to the killed group's keys succeeded again after its election.
+    let failures = failures.lock().unwrap();
+    eprintln!(
+        "{} writes acknowledged, {} failed while leaders were killed",
+        succeeded(),
+        failures.len()
+    );
+    let late_failures: Vec<_> = failures
+        .iter()
+        .filter(|(at, _, _)| *at > killed_at + Duration::from_secs(4))
+        .collect();
+    assert!(
+        late_failures.is_empty(),
+        "still failing 4 s after the kill: {late_failures:?}"
+    );
+    for (_, code, body) in failures.iter() {
+        assert_eq!(
+            *code, 503,
+            "a failure during a leader's loss is a 503: {body}"
+        );
+    }
+
+    // Every acknowledged write is there, through either API replica still running.
+    let reader = &api;
+    let acknowledged = acknowledged.lock().unwrap();
+    assert!(acknowledged.len() > 20);
+    for (key, round) in acknowledged.iter() {
+        let (code, body) = post(reader, "/get", &format!(r#"{{"key":"{key}"}}"#));
+        assert_eq!(code, 200, "{key}: {body}");
+        assert_eq!(body, format!(r#"{{"key":"{key}","val":{round}}}"#));
+    }
+}
