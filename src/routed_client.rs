@@ -15,6 +15,7 @@ use tokio::time::{timeout, Duration, Instant};
 
 use crate::client::{Client, ClientError};
 use crate::server::proto::ravel::{self as pb, directory_client::DirectoryClient};
+use crate::server::ApiError;
 use crate::sharding::{partition_of, GroupId, PartitionId};
 
 /// A cached directory older than this is read again before the next request.
@@ -22,6 +23,9 @@ const OVERVIEW_MAX_AGE: Duration = Duration::from_secs(5);
 /// How long a refresh may take when a cached copy can stand in.
 const STALE_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A request its group refused as not its own is sent again this often, at most, this far apart.
+const NOT_OWNED_RETRIES_MAX: u32 = 20;
+const NOT_OWNED_PAUSE: Duration = Duration::from_millis(100);
 /// Idle clients kept per group (each holds its connections).
 const POOL_PER_GROUP_MAX: usize = 64;
 
@@ -164,6 +168,7 @@ impl RoutedClient {
         Fut: std::future::Future<Output = (Client, Result<T, ClientError>)>,
     {
         let mut fresh = false;
+        let mut not_owned_retries = 0;
         loop {
             // A cached directory that knows no owner may predate the groups: read it again.
             let route = match self.route(key, fresh).await {
@@ -183,6 +188,16 @@ impl RoutedClient {
             match result {
                 Ok(value) => return Ok(value),
                 Err(ClientError::Unreachable { .. }) if !fresh => fresh = true,
+                // Refused by the group, so not applied: safe to send again once the directory
+                // is read again (the group may not have claimed its partitions yet, or the
+                // partition moved).
+                Err(ClientError::Api(ApiError::NotOwned { .. }))
+                    if not_owned_retries < NOT_OWNED_RETRIES_MAX =>
+                {
+                    not_owned_retries += 1;
+                    fresh = true;
+                    tokio::time::sleep(NOT_OWNED_PAUSE).await;
+                }
                 Err(error) => return Err(RoutedError::Group(error)),
             }
         }

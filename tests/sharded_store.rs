@@ -14,8 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use ravel::client::{Client, ClientError};
 use ravel::routed_client::read_overview;
 use ravel::server::proto::ravel::OverviewResponse;
+use ravel::server::ApiError;
+use ravel::sharding::partition_of;
 
 const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
 const FAST: [&str; 6] = [
@@ -228,6 +232,47 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
     );
     for group in &overview.groups {
         assert_eq!(group.members.len(), 3, "{overview:?}");
+    }
+
+    // A group refuses a key it does not own, with the partition (a typed redirect), once it
+    // has claimed its own partitions.
+    let group_1: Vec<String> = overview
+        .servers
+        .iter()
+        .filter(|server| server.group_id == 1)
+        .map(|server| server.address.clone())
+        .collect();
+    let foreign = (0..)
+        .map(|i| format!("foreign-{i}"))
+        .find(|key| {
+            let partition = partition_of(key.as_bytes(), overview.partitions);
+            overview.owners[partition as usize].group_id == 2
+        })
+        .expect("group 2 owns some keys");
+    let mut direct = Client::new(group_1);
+    let refused = store.runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let result = direct
+                .put(Bytes::from(foreign.clone()), Bytes::from_static(b"1"))
+                .await;
+            if result.is_err() || Instant::now() > deadline {
+                break result;
+            }
+            // Accepted: group 1 has not claimed its partitions yet; the key is not group 2's
+            // either, so this cannot go on.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    match refused {
+        Err(ClientError::Api(ApiError::NotOwned { partition, epoch })) => {
+            assert_eq!(
+                partition,
+                partition_of(foreign.as_bytes(), overview.partitions)
+            );
+            assert_eq!(epoch, 0);
+        }
+        other => panic!("group 1 took group 2's key: {other:?}"),
     }
 
     // Every JSON type comes back as it was sent.

@@ -321,7 +321,8 @@ fn failed(error: RoutedError) -> Answer {
             | ApiError::NoQuorum(_)
             | ApiError::ShuttingDown
             | ApiError::Overloaded
-            | ApiError::OutcomeUnknown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::NotOwned { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::WrongCluster { .. }
             | ApiError::AlreadyExists(_)
             | ApiError::StorageFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -31,7 +31,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
             tokio::spawn(admin_link::report_leadership(
                 admin,
                 group,
-                id,
+                started.handle.clone(),
                 started.leadership.clone(),
             ));
         }

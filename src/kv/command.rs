@@ -9,6 +9,9 @@ const VERSION: u8 = 1;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_COMPARE_AND_SWAP: u8 = 3;
+const OP_CLAIM: u8 = 4;
+/// Partitions one claim names, at most (a key space has at most 2^16 partitions).
+const CLAIMED_MAX: usize = 1 << 16;
 
 /// A change to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +29,12 @@ pub enum Command {
         expected: Option<Bytes>,
         new: Bytes,
     },
+    /// A data group of a sharded store takes these partitions of the admin's first table, in a
+    /// key space of `partitions` (see `kv::shard`).
+    Claim {
+        partitions: u32,
+        claimed: Vec<u32>,
+    },
 }
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -40,6 +49,8 @@ pub enum DecodeError {
     Truncated { needed: usize, available: usize },
     #[error("{0} trailing bytes after the command")]
     TrailingBytes(usize),
+    #[error("a claim names {0} partitions; at most {CLAIMED_MAX}")]
+    TooManyClaimed(usize),
 }
 
 impl Command {
@@ -68,6 +79,17 @@ impl Command {
                 }
                 put_field(&mut out, new);
             }
+            Command::Claim {
+                partitions,
+                claimed,
+            } => {
+                out.put_u8(OP_CLAIM);
+                out.put_u32_le(*partitions);
+                out.put_u32_le(claimed.len() as u32);
+                for partition in claimed {
+                    out.put_u32_le(*partition);
+                }
+            }
         }
         out.freeze()
     }
@@ -81,6 +103,7 @@ impl Command {
                     + expected.as_ref().map_or(0, |expected| 4 + expected.len())
                     + new.len()
             }
+            Command::Claim { claimed, .. } => 8 + 4 * claimed.len(),
         }
     }
 
@@ -111,6 +134,20 @@ impl Command {
                     new: take_field(&mut input)?,
                 }
             }
+            OP_CLAIM => {
+                let partitions = take_u32(&mut input)?;
+                let count = take_u32(&mut input)? as usize;
+                if count > CLAIMED_MAX {
+                    return Err(DecodeError::TooManyClaimed(count));
+                }
+                let claimed = (0..count)
+                    .map(|_| take_u32(&mut input))
+                    .collect::<Result<Vec<u32>, DecodeError>>()?;
+                Command::Claim {
+                    partitions,
+                    claimed,
+                }
+            }
             other => return Err(DecodeError::UnknownOperation(other)),
         };
         if input.has_remaining() {
@@ -119,11 +156,13 @@ impl Command {
         Ok(command)
     }
 
-    pub fn key(&self) -> &Bytes {
+    /// The key the command changes (none for a claim, which changes no key).
+    pub fn key(&self) -> Option<&Bytes> {
         match self {
             Command::Put { key, .. }
             | Command::Delete { key }
-            | Command::CompareAndSwap { key, .. } => key,
+            | Command::CompareAndSwap { key, .. } => Some(key),
+            Command::Claim { .. } => None,
         }
     }
 }
@@ -141,6 +180,16 @@ fn take_u8(input: &mut Bytes) -> Result<u8, DecodeError> {
         });
     }
     Ok(input.get_u8())
+}
+
+fn take_u32(input: &mut Bytes) -> Result<u32, DecodeError> {
+    if input.remaining() < 4 {
+        return Err(DecodeError::Truncated {
+            needed: 4,
+            available: input.remaining(),
+        });
+    }
+    Ok(input.get_u32_le())
 }
 
 fn take_field(input: &mut Bytes) -> Result<Bytes, DecodeError> {
@@ -175,6 +224,12 @@ mod tests {
             bytes().prop_map(|key| Command::Delete { key }),
             (bytes(), proptest::option::of(bytes()), bytes())
                 .prop_map(|(key, expected, new)| Command::CompareAndSwap { key, expected, new }),
+            (any::<u32>(), proptest::collection::vec(any::<u32>(), 0..20)).prop_map(
+                |(partitions, claimed)| Command::Claim {
+                    partitions,
+                    claimed
+                }
+            ),
         ]
     }
 

@@ -3,8 +3,10 @@
 
 mod command;
 pub mod node_addresses;
+pub mod shard;
 mod state_machine;
 
 pub use command::{Command, DecodeError};
 pub use node_addresses::RESERVED_KEY_PREFIX;
+pub use shard::{NotOwned, Shard};
 pub use state_machine::{KvStateMachine, Outcome, SnapshotState};

@@ -13,6 +13,8 @@ use rustc_hash::FxBuildHasher;
 use bytes::Bytes;
 
 use super::command::{Command, DecodeError};
+use super::node_addresses::RESERVED_KEY_PREFIX;
+use super::shard::{NotOwned, Shard};
 use crate::core::LogIndex;
 use crate::storage::{self, CodecError};
 
@@ -21,6 +23,7 @@ use crate::storage::{self, CodecError};
 #[derive(bincode::Encode, bincode::Decode)]
 struct SnapshotImage {
     applied_index: LogIndex,
+    shard: Option<Shard>,
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -29,6 +32,7 @@ struct SnapshotImage {
 #[derive(bincode::Encode)]
 struct SnapshotImageRef<'a> {
     applied_index: LogIndex,
+    shard: &'a Option<Shard>,
     pairs: Vec<(&'a [u8], &'a [u8])>,
 }
 
@@ -36,6 +40,7 @@ struct SnapshotImageRef<'a> {
 #[derive(Debug)]
 pub struct SnapshotState {
     applied_index: LogIndex,
+    shard: Option<Shard>,
     pairs: Vec<(Bytes, Bytes)>,
 }
 
@@ -45,6 +50,7 @@ impl SnapshotState {
         self.pairs.sort_unstable();
         let image = SnapshotImageRef {
             applied_index: self.applied_index,
+            shard: &self.shard,
             pairs: self
                 .pairs
                 .iter()
@@ -66,6 +72,12 @@ pub enum Outcome {
         swapped: bool,
         current: Option<Bytes>,
     },
+    /// The key's partition is not this group's (a sharded store's data group): nothing changed.
+    NotOwned(NotOwned),
+    /// A claim of partitions took `taken` of them (the others were held before).
+    Claimed {
+        taken: usize,
+    },
     /// The entry did not decode; every replica reaches the same verdict, so nothing diverges.
     Invalid(DecodeError),
 }
@@ -73,6 +85,8 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct KvStateMachine {
     data: HashMap<Bytes, Bytes, FxBuildHasher>,
+    /// The partitions served, for a data group of a sharded store; none: every key.
+    shard: Option<Shard>,
     applied_index: LogIndex,
 }
 
@@ -128,7 +142,25 @@ impl KvStateMachine {
         self.applied_index = index;
     }
 
+    /// Whether this group serves `key`: every key in a plain cluster; in a sharded store, the
+    /// keys of the partitions it holds, and Ravel's own reserved keys.
+    pub fn check_owned(&self, key: &[u8]) -> Result<(), NotOwned> {
+        match &self.shard {
+            Some(shard) if key.first() != Some(&RESERVED_KEY_PREFIX) => shard.check(key),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn shard(&self) -> Option<&Shard> {
+        self.shard.as_ref()
+    }
+
     fn apply_command(&mut self, command: Command) -> Outcome {
+        if let Some(key) = command.key() {
+            if let Err(not_owned) = self.check_owned(key) {
+                return Outcome::NotOwned(not_owned);
+            }
+        }
         match command {
             Command::Put { key, value } => {
                 self.data.insert(key, value);
@@ -152,6 +184,20 @@ impl KvStateMachine {
                     }
                 }
             }
+            Command::Claim {
+                partitions,
+                claimed,
+            } => {
+                let shard = self
+                    .shard
+                    .get_or_insert_with(|| Shard::new(partitions.max(1)));
+                if shard.partitions() != partitions {
+                    return Outcome::Claimed { taken: 0 };
+                }
+                Outcome::Claimed {
+                    taken: shard.claim(&claimed),
+                }
+            }
         }
     }
 
@@ -167,6 +213,7 @@ impl KvStateMachine {
     pub fn snapshot_state(&self) -> SnapshotState {
         SnapshotState {
             applied_index: self.applied_index,
+            shard: self.shard.clone(),
             pairs: self
                 .data
                 .iter()
@@ -184,6 +231,7 @@ impl KvStateMachine {
                 .into_iter()
                 .map(|(key, value)| (Bytes::from(key), Bytes::from(value)))
                 .collect(),
+            shard: image.shard,
             applied_index: image.applied_index,
         })
     }
@@ -215,7 +263,8 @@ impl crate::replica::SnapshotImage for SnapshotState {
 impl crate::replica::StateMachine for KvStateMachine {
     type Outcome = Outcome;
     type Query = Bytes;
-    type ReadAnswer = Option<Bytes>;
+    /// The value (none: the key does not exist), or the key is not this group's.
+    type ReadAnswer = Result<Option<Bytes>, NotOwned>;
     type Image = SnapshotState;
 
     fn apply(&mut self, index: LogIndex, command: &Bytes) -> crate::replica::Applied<Outcome> {
@@ -241,8 +290,18 @@ impl crate::replica::StateMachine for KvStateMachine {
         self.applied_index
     }
 
-    fn read(&self, key: &Bytes) -> Option<Bytes> {
-        self.get(key).cloned()
+    fn read(&self, key: &Bytes) -> Result<Option<Bytes>, NotOwned> {
+        self.check_owned(key)?;
+        Ok(self.get(key).cloned())
+    }
+
+    /// A write whose key this group does not serve is refused before it is proposed (and
+    /// again when applied: ownership may change between the two).
+    fn refuse(&self, command: &Bytes) -> Option<Outcome> {
+        self.shard.as_ref()?;
+        let command = Command::decode(command).ok()?;
+        let key = command.key()?;
+        self.check_owned(key).err().map(Outcome::NotOwned)
     }
 
     fn snapshot(&self) -> SnapshotState {
@@ -334,6 +393,74 @@ mod tests {
         assert_eq!(restored.snapshot(), snapshot, "equal states, equal bytes");
         assert!(KvStateMachine::restore(&snapshot[..snapshot.len() - 1]).is_err());
         assert!(KvStateMachine::restore(&[]).is_err());
+    }
+
+    /// A data group of a sharded store: keys of partitions it did not claim are refused before
+    /// proposing and again when applied (nothing changes), reads of them too; Ravel's own
+    /// reserved keys are always served; the shard survives a snapshot.
+    #[test]
+    fn a_group_serves_only_the_partitions_it_claimed() {
+        use crate::replica::StateMachine;
+        use crate::sharding::partition_of;
+        let key_in = |wanted: u32| {
+            (0..10_000)
+                .map(|i| Bytes::from(format!("key-{i}")))
+                .find(|key| partition_of(key, 4) == wanted)
+                .expect("some key hashes there")
+        };
+        let (mine, theirs) = (key_in(1), key_in(2));
+        let put = |key: &Bytes| {
+            Command::Put {
+                key: key.clone(),
+                value: b("v"),
+            }
+            .encode()
+        };
+        let mut kv = KvStateMachine::new();
+        // A plain cluster serves every key.
+        assert_eq!(StateMachine::refuse(&kv, &put(&theirs)), None);
+        assert_eq!(
+            kv.apply(
+                1,
+                &Command::Claim {
+                    partitions: 4,
+                    claimed: vec![1, 3]
+                }
+                .encode()
+            ),
+            Outcome::Claimed { taken: 2 }
+        );
+        let not_owned = NotOwned {
+            partition: 2,
+            epoch: 0,
+        };
+        assert_eq!(
+            StateMachine::refuse(&kv, &put(&theirs)),
+            Some(Outcome::NotOwned(not_owned))
+        );
+        assert_eq!(StateMachine::refuse(&kv, &put(&mine)), None);
+        assert_eq!(kv.apply(2, &put(&theirs)), Outcome::NotOwned(not_owned));
+        assert_eq!(kv.apply(3, &put(&mine)), Outcome::Put);
+        assert_eq!(kv.get(&theirs), None);
+        assert_eq!(StateMachine::read(&kv, &theirs), Err(not_owned));
+        assert_eq!(StateMachine::read(&kv, &mine), Ok(Some(b("v"))));
+        let reserved = Bytes::from_static(b"\0node/7");
+        assert_eq!(StateMachine::read(&kv, &reserved), Ok(None));
+        // A second claim in another key space takes nothing.
+        assert_eq!(
+            kv.apply(
+                4,
+                &Command::Claim {
+                    partitions: 8,
+                    claimed: vec![2]
+                }
+                .encode()
+            ),
+            Outcome::Claimed { taken: 0 }
+        );
+        let restored = KvStateMachine::restore(&kv.snapshot()).expect("restores");
+        assert_eq!(restored.shard(), kv.shard());
+        assert_eq!(StateMachine::read(&restored, &theirs), Err(not_owned));
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum ApiError {
     OutcomeUnknown(String),
     #[error("storage failed: {0}")]
     StorageFailed(String),
+    /// A sharded store's data group does not serve this key's partition (it never did, or it
+    /// moved): the client reads the admin's directory again and asks the owner.
+    #[error("partition {partition} is not served by this group{}; ask the admin which group owns it", if *epoch > 0 { format!(" (it was, up to epoch {epoch})") } else { String::new() })]
+    NotOwned { partition: u32, epoch: u64 },
 }
 
 fn not_leader_message(leader_id: Option<NodeId>, leader_address: Option<&str>) -> String {

@@ -123,6 +123,10 @@ impl<S: StateMachine> Replica<S> {
                 if !may_forward && self.role != Role::Leader {
                     return self.reply(ticket, Err(self.not_leader()));
                 }
+                if let Some(outcome) = self.state.refuse(&command) {
+                    let index = self.state.applied_index();
+                    return self.reply(ticket, Ok(Answer::Written { index, outcome }));
+                }
                 let id = self.request_id();
                 self.waiting.propose(id, ticket, ProposalKind::Write);
                 self.proposals.push(Proposal { id, command });

@@ -32,6 +32,13 @@ pub trait StateMachine: Debug + Sized + Send + 'static {
     /// The last index applied or skipped.
     fn applied_index(&self) -> LogIndex;
     fn read(&self, query: &Self::Query) -> Self::ReadAnswer;
+    /// The outcome a write would certainly have if proposed now, when it is refused outright
+    /// (the sharded store's data group refuses a key it does not own): answered at once,
+    /// never proposed. `None`: propose it. Applying must still check, since the state may
+    /// change before the entry applies.
+    fn refuse(&self, _command: &Bytes) -> Option<Self::Outcome> {
+        None
+    }
     fn snapshot(&self) -> Self::Image;
     /// Rebuilds the state from an encoded image; corrupt bytes are an error, never a panic.
     fn restore(image: &[u8]) -> Result<Self, String>;

@@ -1,6 +1,7 @@
 //! A data node's side of the sharded store's admin (`ravel node --admin ADDR,...`): it asks the
 //! admin for its id and group once, keeps the answer in its data directory (so a restart with
-//! its data resumes without asking), and reports every leadership of its own to the admin.
+//! its data resumes without asking), reports every leadership of its own to the admin, and as
+//! leader claims its group's partitions of the admin's first table.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +10,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Duration};
 
-use super::event_loop::Leadership;
+use super::error::ApiError;
+use super::event_loop::{Leadership, Request, WriteResult};
+use super::handle::NodeHandle;
 use super::proto::ravel::{self as pb, directory_client::DirectoryClient};
 use crate::core::NodeId;
+use crate::kv::{Command, Outcome};
+use crate::routed_client::read_overview;
 use crate::sharding::GroupId;
 
 /// The file in the data directory that keeps the registration.
@@ -160,48 +165,100 @@ async fn ask(
     }
 }
 
-/// Reports each leadership of this node (`me`, of `group`) to the admin, until the node stops.
+/// Reports each leadership of this node (`me`, of `group`) to the admin, and as leader claims
+/// the group's partitions of the admin's first table in the group's log, until the node stops.
 /// A report is retried until the admin records it or this node's leadership is superseded; the
-/// admin keeps the leader of the highest term, so a late report does no harm.
+/// admin keeps the leader of the highest term, so a late report does no harm. A claim is
+/// proposed once per leadership (it takes only what the group does not hold yet).
 pub async fn report_leadership(
     admin: Vec<String>,
     group: GroupId,
-    me: NodeId,
+    node: NodeHandle,
     mut leadership: watch::Receiver<Leadership>,
 ) {
     loop {
         let now = *leadership.borrow_and_update();
         if now.leading {
-            let request = pb::ReportLeaderRequest {
-                group_id: group,
-                leader_id: me,
-                term: now.term,
+            let lead = async {
+                report_until_recorded(&admin, group, node.id, now.term).await;
+                claim_until_applied(&admin, group, &node).await;
             };
-            let mut backoff = BACKOFF_MIN;
-            'reporting: loop {
-                for endpoint in &admin {
-                    if report(endpoint, request).await {
-                        tracing::info!(group, term = now.term, "reported leadership to the admin");
-                        break 'reporting;
+            tokio::select! {
+                _ = lead => {}
+                changed = leadership.changed() => {
+                    if changed.is_err() {
+                        return;
                     }
+                    continue;
                 }
-                tokio::select! {
-                    changed = leadership.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        break 'reporting;
-                    }
-                    _ = sleep(backoff) => backoff = (backoff * 2).min(BACKOFF_MAX),
-                }
-            }
-            if leadership.has_changed().unwrap_or(false) {
-                continue;
             }
         }
         if leadership.changed().await.is_err() {
             return;
         }
+    }
+}
+
+async fn report_until_recorded(admin: &[String], group: GroupId, me: NodeId, term: u64) {
+    let request = pb::ReportLeaderRequest {
+        group_id: group,
+        leader_id: me,
+        term,
+    };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        for endpoint in admin {
+            if report(endpoint, request).await {
+                tracing::info!(group, term, "reported leadership to the admin");
+                return;
+            }
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Proposes the claim of the group's partitions of the first table (epoch 1), once the admin
+/// has placed it, and waits until it is applied.
+async fn claim_until_applied(admin: &[String], group: GroupId, node: &NodeHandle) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if let Ok(overview) = read_overview(admin, CALL_TIMEOUT).await {
+            if !overview.owners.is_empty() {
+                let claimed: Vec<u32> = overview
+                    .owners
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, owner)| owner.group_id == group && owner.epoch == 1)
+                    .map(|(partition, _)| partition as u32)
+                    .collect();
+                let command = Command::Claim {
+                    partitions: overview.partitions,
+                    claimed,
+                };
+                let written: Result<WriteResult, ApiError> = node
+                    .ask(|reply| Request::Write {
+                        command: command.encode(),
+                        may_forward: false,
+                        reply,
+                    })
+                    .await;
+                match written {
+                    Ok(WriteResult {
+                        outcome: Outcome::Claimed { taken },
+                        ..
+                    }) => {
+                        tracing::info!(group, taken, "claimed the group's partitions");
+                        return;
+                    }
+                    Ok(other) => tracing::warn!(?other, "unexpected answer to a claim"),
+                    Err(ApiError::ShuttingDown) => return,
+                    Err(error) => tracing::debug!(%error, "claiming partitions; retrying"),
+                }
+            }
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

@@ -11,6 +11,7 @@ pub use crate::replica::ApiError;
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
         let message = error.to_string();
+        let (mut partition, mut epoch) = (0, 0);
         let (code, kind, leader_id, leader_address) = match &error {
             ApiError::NotLeader {
                 leader_id,
@@ -46,11 +47,20 @@ impl From<ApiError> for Status {
                 String::new(),
             ),
             ApiError::OutcomeUnknown(_) => (Code::Unknown, Kind::Unspecified, 0, String::new()),
+            ApiError::NotOwned {
+                partition: not_owned,
+                epoch: held_until,
+            } => {
+                (partition, epoch) = (*not_owned, *held_until);
+                (Code::FailedPrecondition, Kind::NotOwned, 0, String::new())
+            }
         };
         let detail = ErrorDetail {
             kind: kind as i32,
             leader_id,
             leader_address,
+            partition,
+            epoch,
         };
         Status::with_details(code, message, Bytes::from(detail.encode_to_vec()))
     }
@@ -74,6 +84,10 @@ impl ApiError {
             Kind::ShuttingDown => ApiError::ShuttingDown,
             Kind::Overloaded => ApiError::Overloaded,
             Kind::WrongCluster => ApiError::InvalidArgument(message.to_string()),
+            Kind::NotOwned => ApiError::NotOwned {
+                partition: detail.partition,
+                epoch: detail.epoch,
+            },
             Kind::Unspecified if status.code() == Code::Unknown => {
                 rebuild(message, ApiError::OutcomeUnknown)
             }
@@ -118,6 +132,14 @@ mod tests {
             ApiError::ShuttingDown,
             ApiError::Overloaded,
             ApiError::OutcomeUnknown("leadership changed".to_string()),
+            ApiError::NotOwned {
+                partition: 17,
+                epoch: 0,
+            },
+            ApiError::NotOwned {
+                partition: 3,
+                epoch: 2,
+            },
         ];
         for error in errors {
             let status = Status::from(error.clone());

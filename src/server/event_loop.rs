@@ -44,7 +44,7 @@ pub struct WriteResult<O = Outcome> {
 
 /// The result of a read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadResult<A = Option<Bytes>> {
+pub struct ReadResult<A = Result<Option<Bytes>, crate::kv::NotOwned>> {
     pub value: A,
     pub index: LogIndex,
 }

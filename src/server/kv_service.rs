@@ -34,14 +34,23 @@ impl KvService {
         }
     }
 
+    /// A write, answered once applied; refused if the group does not serve its key.
     async fn write(&self, command: Command, may_forward: bool) -> Result<WriteResult, ApiError> {
-        self.node
+        let result = self
+            .node
             .ask(|reply| event_loop::Request::Write {
                 command: command.encode(),
                 may_forward,
                 reply,
             })
-            .await
+            .await?;
+        match result.outcome {
+            Outcome::NotOwned(not_owned) => Err(ApiError::NotOwned {
+                partition: not_owned.partition,
+                epoch: not_owned.epoch,
+            }),
+            _ => Ok(result),
+        }
     }
 
     /// Answers a request this node refused: if it was refused for not being the leader, the
@@ -149,11 +158,22 @@ impl Kv for KvService {
             })
             .await;
         match read {
-            Ok(ReadResult { value, index }) => Ok(Response::new(pb::GetResponse {
+            Ok(ReadResult {
+                value: Ok(value),
+                index,
+            }) => Ok(Response::new(pb::GetResponse {
                 found: value.is_some(),
                 value: value.unwrap_or_default(),
                 index,
             })),
+            Ok(ReadResult {
+                value: Err(not_owned),
+                ..
+            }) => Err(ApiError::NotOwned {
+                partition: not_owned.partition,
+                epoch: not_owned.epoch,
+            }
+            .into()),
             Err(error) => {
                 self.forward(forward, error, message, |mut leader, request| async move {
                     leader.get(request).await

@@ -71,9 +71,10 @@ impl World {
                 }
                 (_, outcome) => return Err(wrong(&outcome)),
             },
-            Ok(Answer::Read { answer, .. }) if matches!(request.kind, OpKind::Get) => {
-                Reply::Ok(OpResult::Value(answer))
-            }
+            // A plain cluster serves every key: "not owned" would be a wrong answer.
+            Ok(Answer::Read {
+                answer: Ok(answer), ..
+            }) if matches!(request.kind, OpKind::Get) => Reply::Ok(OpResult::Value(answer)),
             Ok(answer) => return Err(wrong(&answer)),
             Err(ApiError::NotLeader { leader_id, .. }) => Reply::Refused(leader_id),
             Err(ApiError::OutcomeUnknown(_)) => Reply::Unknown,
