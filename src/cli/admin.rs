@@ -37,7 +37,9 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         return ExitCode::Usage;
     }
     let defaults = NodeOptions {
-        listen: "127.0.0.1:7300".to_string(),
+        // The front door of a sharded store: where `ravel dev` puts its first admin replica and
+        // where `ravel groups` looks first. A data node beside it needs its own `--listen`.
+        listen: "127.0.0.1:7379".to_string(),
         data_dir: PathBuf::from("ravel-admin"),
         ..NodeOptions::default()
     };

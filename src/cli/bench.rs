@@ -43,6 +43,11 @@ pub struct BenchArgs {
     /// Distinct keys written and read.
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
+    /// A sharded store's admin replicas (comma separated): each client routes every key to
+    /// its group's leader itself, from the directory read once at the start (instead of
+    /// --endpoints).
+    #[arg(long, value_delimiter = ',')]
+    pub admin: Vec<String>,
 }
 
 #[derive(Default)]
@@ -69,23 +74,41 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let counters = Arc::new(Counters::default());
     let value = Bytes::from(vec![b'x'; args.value_size]);
+    let directory = if args.admin.is_empty() {
+        None
+    } else {
+        match crate::routed_client::read_overview(&args.admin, Duration::from_secs(10)).await {
+            Ok(overview) => Some(Arc::new(overview)),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::of_routed(&error);
+            }
+        }
+    };
     // Write every key once so reads find values.
     if args.read_ratio > 0.0 {
-        let mut client = Client::new(args.endpoints.clone());
+        let mut caller = Caller::new(args.endpoints.clone(), directory.clone());
         for key in 0..args.keys.min(1000) {
-            if let Err(error) = client.put(key_name(key), value.clone()).await {
+            if let Err(error) = caller.put(key_name(key), value.clone()).await {
                 eprintln!("error: preparing keys: {error}");
-                return ExitCode::of(&error);
+                return ExitCode::Failure;
             }
         }
     }
     println!(
-        "bench: {} clients, {:.0} s, {}-byte values, read ratio {}, endpoints {}",
+        "bench: {} clients, {:.0} s, {}-byte values, read ratio {}, {}",
         args.clients,
         duration.as_secs_f64(),
         args.value_size,
         args.read_ratio,
-        args.endpoints.join(",")
+        match &directory {
+            Some(overview) => format!(
+                "routed to {} groups by the admin at {}",
+                overview.groups.len(),
+                args.admin.join(",")
+            ),
+            None => format!("endpoints {}", args.endpoints.join(",")),
+        }
     );
     let started = Instant::now();
     let deadline = started + duration;
@@ -93,6 +116,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     for index in 0..args.clients {
         let counters = counters.clone();
         let endpoints = args.endpoints.clone();
+        let directory = directory.clone();
         let value = value.clone();
         let (keys, read_ratio, stale) =
             (args.keys.clamp(1, 1000), args.read_ratio, args.stale_reads);
@@ -104,7 +128,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         tasks.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut caller = Caller::new(endpoints);
+            let mut caller = Caller::new(endpoints, directory);
             let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
             while Instant::now() < deadline {
                 let key = key_name(rng.random_range(0..keys));
@@ -173,17 +197,62 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-/// One client's way to the cluster: its lean connection to the leader while that works, the
-/// client library (which follows redirects) to find the leader again.
+/// One client's way to the cluster: a [`GroupCaller`] for the one group of `--endpoints`, or
+/// one per group of a sharded store, each key routed to its group by the directory.
 struct Caller {
+    endpoints: Vec<String>,
+    directory: Option<Arc<crate::server::proto::ravel::OverviewResponse>>,
+    groups: std::collections::BTreeMap<u64, GroupCaller>,
+}
+
+impl Caller {
+    fn new(
+        endpoints: Vec<String>,
+        directory: Option<Arc<crate::server::proto::ravel::OverviewResponse>>,
+    ) -> Self {
+        Caller {
+            endpoints,
+            directory,
+            groups: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The caller of the group that owns `key`.
+    fn group(&mut self, key: &[u8]) -> Result<&mut GroupCaller, String> {
+        let (group, endpoints) = match &self.directory {
+            Some(directory) => {
+                let route = crate::routed_client::route(directory, key)
+                    .map_err(|error| error.to_string())?;
+                (route.group, route.endpoints)
+            }
+            None => (0, self.endpoints.clone()),
+        };
+        Ok(self
+            .groups
+            .entry(group)
+            .or_insert_with(|| GroupCaller::new(endpoints)))
+    }
+
+    async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), String> {
+        self.group(&key)?.put(key, value).await
+    }
+
+    async fn get(&mut self, key: Bytes, stale: bool) -> Result<(), String> {
+        self.group(&key)?.get(key, stale).await
+    }
+}
+
+/// One client's way to one group: its lean connection to the leader while that works, the
+/// client library (which follows redirects) to find the leader again.
+struct GroupCaller {
     endpoints: Vec<String>,
     client: Client,
     direct: Option<BenchConnection>,
 }
 
-impl Caller {
+impl GroupCaller {
     fn new(endpoints: Vec<String>) -> Self {
-        Caller {
+        GroupCaller {
             client: Client::new(endpoints.clone()),
             endpoints,
             direct: None,

@@ -174,7 +174,7 @@ pub enum Command {
             long,
             env = "RAVEL_ADMIN",
             value_delimiter = ',',
-            default_value = "127.0.0.1:7300"
+            default_value = "127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381"
         )]
         admin: Vec<String>,
         /// Give up after this many seconds.
