@@ -52,11 +52,12 @@ pub struct Route {
     pub partition: PartitionId,
     pub group: GroupId,
     /// The group's members' addresses, the leader's first.
-    pub endpoints: Vec<String>,
+    pub endpoints: Arc<[String]>,
 }
 
 struct Cached {
     overview: Arc<pb::OverviewResponse>,
+    table: Arc<RoutingTable>,
     read_at: Instant,
 }
 
@@ -83,15 +84,28 @@ impl RoutedClient {
     /// admin cannot answer (it is electing a leader, say), a cached copy is used however old:
     /// routing must not stop with the admin, which is not on the data path.
     pub async fn overview(&self, fresh: bool) -> Result<Arc<pb::OverviewResponse>, RoutedError> {
+        Ok(self.directory(fresh).await?.0)
+    }
+
+    /// The directory and its routing table (see [`RoutedClient::overview`]).
+    async fn directory(
+        &self,
+        fresh: bool,
+    ) -> Result<(Arc<pb::OverviewResponse>, Arc<RoutingTable>), RoutedError> {
         let cached = self
             .cached
             .lock()
             .expect("not poisoned")
             .as_ref()
-            .map(|cached| (cached.overview.clone(), cached.read_at.elapsed()));
-        if let Some((overview, age)) = &cached {
+            .map(|cached| {
+                (
+                    (cached.overview.clone(), cached.table.clone()),
+                    cached.read_at.elapsed(),
+                )
+            });
+        if let Some((directory, age)) = &cached {
             if !fresh && *age < OVERVIEW_MAX_AGE {
-                return Ok(overview.clone());
+                return Ok(directory.clone());
             }
         }
         let deadline = if cached.is_some() {
@@ -101,17 +115,19 @@ impl RoutedClient {
         };
         match read_overview(&self.admin, deadline).await {
             Ok(overview) => {
+                let table = Arc::new(RoutingTable::new(&overview));
                 let overview = Arc::new(overview);
                 *self.cached.lock().expect("not poisoned") = Some(Cached {
                     overview: overview.clone(),
+                    table: table.clone(),
                     read_at: Instant::now(),
                 });
-                Ok(overview)
+                Ok((overview, table))
             }
             Err(error) => match cached {
-                Some((overview, _)) => {
+                Some((directory, _)) => {
                     tracing::debug!(%error, "the admin did not answer; routing by the cached directory");
-                    Ok(overview)
+                    Ok(directory)
                 }
                 None => Err(error),
             },
@@ -120,8 +136,7 @@ impl RoutedClient {
 
     /// Where `key` goes, by the cached directory (or a fresh one with `fresh`).
     pub async fn route(&self, key: &[u8], fresh: bool) -> Result<Route, RoutedError> {
-        let overview = self.overview(fresh).await?;
-        route(&overview, key)
+        self.directory(fresh).await?.1.route(key)
     }
 
     pub async fn put(&self, key: Bytes, value: Bytes) -> Result<u64, RoutedError> {
@@ -210,7 +225,7 @@ impl RoutedClient {
             .expect("not poisoned")
             .get_mut(&route.group)
             .and_then(Vec::pop);
-        let mut client = pooled.unwrap_or_else(|| Client::new(route.endpoints.clone()));
+        let mut client = pooled.unwrap_or_else(|| Client::new(route.endpoints.to_vec()));
         client.timeout = self.timeout;
         client
     }
@@ -224,43 +239,68 @@ impl RoutedClient {
     }
 }
 
-/// Where `key` goes in `overview`.
+/// The directory reduced to what routing needs, built once per directory read: a request then
+/// costs one hash and two lookups.
+#[derive(Debug)]
+pub struct RoutingTable {
+    partitions: u32,
+    /// `owners[p]` owns partition `p`; empty until the admin placed the table.
+    owners: Vec<GroupId>,
+    /// Each group's members' addresses, the leader's first.
+    endpoints: BTreeMap<GroupId, Arc<[String]>>,
+}
+
+impl RoutingTable {
+    pub fn new(overview: &pb::OverviewResponse) -> Self {
+        let addresses: BTreeMap<u64, &str> = overview
+            .servers
+            .iter()
+            .map(|server| (server.id, server.address.as_str()))
+            .collect();
+        let endpoints = overview
+            .groups
+            .iter()
+            .map(|group| {
+                let mut members = group.members.clone();
+                members.sort_by_key(|&member| (member != group.leader_id, member));
+                let endpoints: Vec<String> = members
+                    .iter()
+                    .filter_map(|member| addresses.get(member).map(|address| address.to_string()))
+                    .collect();
+                (group.id, Arc::from(endpoints))
+            })
+            .collect();
+        RoutingTable {
+            partitions: overview.partitions,
+            owners: overview.owners.iter().map(|owner| owner.group_id).collect(),
+            endpoints,
+        }
+    }
+
+    /// Where `key` goes.
+    pub fn route(&self, key: &[u8]) -> Result<Route, RoutedError> {
+        if self.owners.is_empty() || self.partitions == 0 {
+            return Err(RoutedError::NoGroups);
+        }
+        let partition = partition_of(key, self.partitions);
+        let group = *self
+            .owners
+            .get(partition as usize)
+            .ok_or(RoutedError::NoGroups)?;
+        match self.endpoints.get(&group) {
+            Some(endpoints) if !endpoints.is_empty() => Ok(Route {
+                partition,
+                group,
+                endpoints: endpoints.clone(),
+            }),
+            _ => Err(RoutedError::GroupEmpty { partition, group }),
+        }
+    }
+}
+
+/// Where `key` goes in `overview` (building the table: for one-off use).
 pub fn route(overview: &pb::OverviewResponse, key: &[u8]) -> Result<Route, RoutedError> {
-    if overview.owners.is_empty() || overview.partitions == 0 {
-        return Err(RoutedError::NoGroups);
-    }
-    let partition = partition_of(key, overview.partitions);
-    let owner = overview
-        .owners
-        .get(partition as usize)
-        .ok_or(RoutedError::NoGroups)?;
-    let group = owner.group_id;
-    let members = overview
-        .groups
-        .iter()
-        .find(|info| info.id == group)
-        .map(|info| (info.leader_id, info.members.clone()))
-        .unwrap_or_default();
-    let (leader, mut members) = members;
-    members.sort_by_key(|&member| (member != leader, member));
-    let endpoints: Vec<String> = members
-        .iter()
-        .filter_map(|&member| {
-            overview
-                .servers
-                .iter()
-                .find(|server| server.id == member)
-                .map(|server| server.address.clone())
-        })
-        .collect();
-    if endpoints.is_empty() {
-        return Err(RoutedError::GroupEmpty { partition, group });
-    }
-    Ok(Route {
-        partition,
-        group,
-        endpoints,
-    })
+    RoutingTable::new(overview).route(key)
 }
 
 /// Asks each admin endpoint in turn for the directory until one answers or `deadline` passes.
@@ -342,7 +382,7 @@ mod tests {
         let route_0 = route(&overview, key_of(0).as_bytes()).expect("owned");
         assert_eq!(route_0.group, 1);
         assert_eq!(
-            route_0.endpoints,
+            route_0.endpoints.to_vec(),
             vec!["10.0.0.102:7379".to_string(), "10.0.0.101:7379".to_string()]
         );
         assert!(matches!(

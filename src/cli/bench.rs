@@ -16,6 +16,7 @@ use tokio::time::{Duration, Instant};
 use super::bench_connection::{BenchConnection, CallError};
 use super::ExitCode;
 use crate::client::{Client, ClientError};
+use crate::routed_client::RoutingTable;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -78,7 +79,10 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         None
     } else {
         match crate::routed_client::read_overview(&args.admin, Duration::from_secs(10)).await {
-            Ok(overview) => Some(Arc::new(overview)),
+            Ok(overview) => Some((
+                overview.groups.len(),
+                Arc::new(crate::routed_client::RoutingTable::new(&overview)),
+            )),
             Err(error) => {
                 eprintln!("error: {error}");
                 return ExitCode::of_routed(&error);
@@ -87,7 +91,8 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     };
     // Write every key once so reads find values.
     if args.read_ratio > 0.0 {
-        let mut caller = Caller::new(args.endpoints.clone(), directory.clone());
+        let table = directory.as_ref().map(|(_, table)| table.clone());
+        let mut caller = Caller::new(args.endpoints.clone(), table);
         for key in 0..args.keys.min(1000) {
             if let Err(error) = caller.put(key_name(key), value.clone()).await {
                 eprintln!("error: preparing keys: {error}");
@@ -102,9 +107,8 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         args.value_size,
         args.read_ratio,
         match &directory {
-            Some(overview) => format!(
-                "routed to {} groups by the admin at {}",
-                overview.groups.len(),
+            Some((groups, _)) => format!(
+                "routed to {groups} groups by the admin at {}",
                 args.admin.join(",")
             ),
             None => format!("endpoints {}", args.endpoints.join(",")),
@@ -116,7 +120,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     for index in 0..args.clients {
         let counters = counters.clone();
         let endpoints = args.endpoints.clone();
-        let directory = directory.clone();
+        let table = directory.as_ref().map(|(_, table)| table.clone());
         let value = value.clone();
         let (keys, read_ratio, stale) =
             (args.keys.clamp(1, 1000), args.read_ratio, args.stale_reads);
@@ -128,7 +132,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         tasks.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut caller = Caller::new(endpoints, directory);
+            let mut caller = Caller::new(endpoints, table);
             let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
             while Instant::now() < deadline {
                 let key = key_name(rng.random_range(0..keys));
@@ -201,36 +205,33 @@ pub async fn run(args: BenchArgs) -> ExitCode {
 /// one per group of a sharded store, each key routed to its group by the directory.
 struct Caller {
     endpoints: Vec<String>,
-    directory: Option<Arc<crate::server::proto::ravel::OverviewResponse>>,
+    table: Option<Arc<RoutingTable>>,
     groups: std::collections::BTreeMap<u64, GroupCaller>,
 }
 
 impl Caller {
-    fn new(
-        endpoints: Vec<String>,
-        directory: Option<Arc<crate::server::proto::ravel::OverviewResponse>>,
-    ) -> Self {
+    fn new(endpoints: Vec<String>, table: Option<Arc<RoutingTable>>) -> Self {
         Caller {
             endpoints,
-            directory,
+            table,
             groups: std::collections::BTreeMap::new(),
         }
     }
 
     /// The caller of the group that owns `key`.
     fn group(&mut self, key: &[u8]) -> Result<&mut GroupCaller, String> {
-        let (group, endpoints) = match &self.directory {
-            Some(directory) => {
-                let route = crate::routed_client::route(directory, key)
-                    .map_err(|error| error.to_string())?;
-                (route.group, route.endpoints)
-            }
-            None => (0, self.endpoints.clone()),
+        let Some(table) = &self.table else {
+            let endpoints = &self.endpoints;
+            return Ok(self
+                .groups
+                .entry(0)
+                .or_insert_with(|| GroupCaller::new(endpoints.clone())));
         };
+        let route = table.route(key).map_err(|error| error.to_string())?;
         Ok(self
             .groups
-            .entry(group)
-            .or_insert_with(|| GroupCaller::new(endpoints)))
+            .entry(route.group)
+            .or_insert_with(|| GroupCaller::new(route.endpoints.to_vec())))
     }
 
     async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), String> {
