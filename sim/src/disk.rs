@@ -187,22 +187,32 @@ impl SimDisk {
     /// A replica of `core` over the state machine this disk's snapshot holds (the same
     /// recovery a node makes from its files).
     pub fn start_replica(&self, core: RawNode, address: String) -> Replica<KvStateMachine> {
+        self.start_replica_of(core, address, KvStateMachine::new())
+    }
+
+    /// [`SimDisk::start_replica`] for any state machine; `fresh` when no snapshot was saved.
+    pub fn start_replica_of<S: StateMachine>(
+        &self,
+        core: RawNode,
+        address: String,
+        fresh: S,
+    ) -> Replica<S> {
         let saved = self
             .snapshot()
             .map(|(meta, data)| (meta.clone(), data.clone()));
-        let kv = match &saved {
-            Some((_, data)) => KvStateMachine::restore(data).expect("a saved snapshot restores"),
-            None => KvStateMachine::new(),
+        let state = match &saved {
+            Some((_, data)) => S::restore(data).expect("a saved snapshot restores"),
+            None => fresh,
         };
-        Replica::new(core, kv, address, saved)
+        Replica::new(core, state, address, saved)
     }
 
     /// Saves the snapshot `replica` took (`Effect::SaveSnapshot`), and tells it so.
-    pub fn save_snapshot_of(
+    pub fn save_snapshot_of<S: StateMachine>(
         &mut self,
-        replica: &mut Replica<KvStateMachine>,
+        replica: &mut Replica<S>,
         meta: SnapshotMeta,
-        image: <KvStateMachine as StateMachine>::Image,
+        image: S::Image,
     ) {
         let data = Box::new(image).encode();
         self.save_snapshot(meta.clone(), data.clone());
@@ -212,9 +222,9 @@ impl SimDisk {
 
     /// Reads `replica` the chunk it asked for (`Effect::ReadSnapshotChunk`), if this disk still
     /// holds snapshot `meta`.
-    pub fn read_chunk_for(
+    pub fn read_chunk_for<S: StateMachine>(
         &self,
-        replica: &mut Replica<KvStateMachine>,
+        replica: &mut Replica<S>,
         (to, meta, offset, bytes_max): (NodeId, SnapshotMeta, u64, usize),
     ) {
         let saved = self.snapshot().filter(|(saved, _)| *saved == meta);

@@ -14,5 +14,6 @@ pub mod network;
 pub mod options;
 pub mod runner;
 pub mod schedule;
+pub mod sharded;
 pub mod trace;
 pub mod world;

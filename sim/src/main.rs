@@ -49,10 +49,21 @@ struct Cli {
     /// Worker threads (default: available cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Simulate the sharded store instead: an admin group of three and --groups data groups of
+    /// three, with routing clients (uses --seeds, --replay, --determinism, --clients, --faults
+    /// all|none).
+    #[arg(long)]
+    sharded: bool,
+    /// Data groups of the sharded simulation.
+    #[arg(long, default_value_t = 2)]
+    groups: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.sharded {
+        return sharded(&cli);
+    }
     if cli.list_bugs {
         for name in PlantedBugs::NAMES {
             println!("{name}");
@@ -207,5 +218,128 @@ fn print_result(result: &SeedResult, cli: &Cli) {
                 result.seed, result.nodes
             );
         }
+    }
+}
+
+/// `--sharded`: seeds of the sharded store's simulation, in parallel, each checked.
+fn sharded(cli: &Cli) -> ExitCode {
+    use ravel_sim::sharded::{ShardedOptions, ShardedWorld};
+    let (mut bugs, mut core_bugs): (ravel::directory::DirectoryBugs, PlantedBugs) =
+        Default::default();
+    if let Some(name) = cli.bug.as_deref() {
+        match (
+            ravel::directory::DirectoryBugs::named(name),
+            PlantedBugs::by_name(name),
+        ) {
+            (Some(directory), _) => bugs = directory,
+            (None, Some(core)) => core_bugs = core,
+            (None, None) => {
+                eprintln!(
+                    "error: no bug {name:?}; the sharded simulation plants the core's (see \
+                     --list-bugs) and {}",
+                    ravel::directory::DirectoryBugs::NAMES.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let options = ShardedOptions {
+        bugs,
+        core_bugs,
+        groups: cli.groups.max(1),
+        clients: cli.clients.max(1),
+        faults: cli.faults != "none",
+        ..ShardedOptions::default()
+    };
+    if let Some(seed) = cli.replay {
+        let report = ShardedWorld::new(seed, options, true).run();
+        println!("{report:?}");
+        return if report.failure.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let seeds = match ravel_sim::options::parse_seeds(&cli.seeds) {
+        Ok(seeds) => seeds,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let jobs = cli
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let failures = std::sync::Mutex::new(Vec::new());
+    let completed = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seed >= seeds.end {
+                    return;
+                }
+                let run = || ShardedWorld::new(seed, options.clone(), false).run();
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+                let failure = match outcome {
+                    Ok(report) => {
+                        completed.fetch_add(
+                            report.operations_completed,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        let again = cli
+                            .determinism
+                            .then(|| ShardedWorld::new(seed, options.clone(), false).run());
+                        match again {
+                            Some(again) if again.trace_hash != report.trace_hash => Some(format!(
+                                "nondeterministic: traces {:x} and {:x}",
+                                report.trace_hash, again.trace_hash
+                            )),
+                            _ => report.failure,
+                        }
+                    }
+                    Err(panic) => Some(format!(
+                        "panic: {}",
+                        panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default()
+                    )),
+                };
+                if let Some(failure) = failure {
+                    failures.lock().expect("not poisoned").push((seed, failure));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().expect("not poisoned");
+    let count = seeds.end - seeds.start;
+    println!(
+        "sharded: {count} seeds ({} groups), {} failed, {} client operations completed, {:.1} s",
+        options.groups,
+        failures.len(),
+        completed.into_inner(),
+        started.elapsed().as_secs_f64()
+    );
+    for (seed, failure) in &failures {
+        println!("seed {seed} FAILED: {failure}");
+        let bug = cli
+            .bug
+            .as_ref()
+            .map(|bug| format!(" --bug {bug}"))
+            .unwrap_or_default();
+        println!(
+            "  replay: cargo run --release -p ravel-sim -- --sharded --groups {} --replay {seed}{bug}",
+            options.groups
+        );
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

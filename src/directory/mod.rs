@@ -12,4 +12,6 @@ mod command;
 mod state;
 
 pub use command::{DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery};
+#[cfg(feature = "planted-bugs")]
+pub use state::DirectoryBugs;
 pub use state::{Directory, DirectorySettings, GroupInfo, ServerInfo};

@@ -15,6 +15,32 @@ const LABEL_BYTES_MAX: usize = 256;
 /// Bytes of a server's address, at most.
 const ADDRESS_BYTES_MAX: usize = 256;
 
+/// Directory mistakes the sharded simulator must catch (feature `planted-bugs`; never in a
+/// release of the node).
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct DirectoryBugs {
+    /// Record a reported leader whatever its term: a late report of an older term wins.
+    pub report_ignores_term: bool,
+    /// Give a retried registration a new id instead of the one its token got.
+    pub register_ignores_token: bool,
+}
+
+#[cfg(feature = "planted-bugs")]
+impl DirectoryBugs {
+    pub const NAMES: [&'static str; 2] = ["report-ignores-term", "register-ignores-token"];
+
+    pub fn named(name: &str) -> Option<Self> {
+        let mut bugs = DirectoryBugs::default();
+        match name {
+            "report-ignores-term" => bugs.report_ignores_term = true,
+            "register-ignores-token" => bugs.register_ignores_token = true,
+            _ => return None,
+        }
+        Some(bugs)
+    }
+}
+
 /// Fixed when the directory is created.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct DirectorySettings {
@@ -72,6 +98,8 @@ pub struct Directory {
     /// [`Directory::new`] has them from the start).
     initialized: bool,
     applied_index: LogIndex,
+    #[cfg(feature = "planted-bugs")]
+    bugs: DirectoryBugs,
 }
 
 /// Bounds on the settings, so a typo cannot make a system that cannot work.
@@ -131,7 +159,15 @@ impl Directory {
             replica_addresses: BTreeMap::new(),
             initialized: false,
             applied_index: 0,
+            #[cfg(feature = "planted-bugs")]
+            bugs: DirectoryBugs::default(),
         }
+    }
+
+    /// Plants mistakes for the simulator to find.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bugs: DirectoryBugs) {
+        self.bugs = bugs;
     }
 
     fn initialize(&mut self, settings: DirectorySettings) -> DirectoryOutcome {
@@ -213,7 +249,11 @@ impl Directory {
         if !self.initialized {
             return DirectoryOutcome::NotInitialized;
         }
-        if let Some(&node) = self.tokens.get(&token) {
+        #[cfg(feature = "planted-bugs")]
+        let token_checked = !self.bugs.register_ignores_token;
+        #[cfg(not(feature = "planted-bugs"))]
+        let token_checked = true;
+        if let Some(&node) = self.tokens.get(&token).filter(|_| token_checked) {
             return self.registered(node);
         }
         if address.is_empty() || address.len() > ADDRESS_BYTES_MAX {
@@ -336,7 +376,13 @@ impl Directory {
                 "node {leader} is not a member of group {group}"
             ));
         }
-        if term < info.leader_term || (term == info.leader_term && info.leader != Some(leader)) {
+        #[cfg(feature = "planted-bugs")]
+        let term_checked = !self.bugs.report_ignores_term;
+        #[cfg(not(feature = "planted-bugs"))]
+        let term_checked = true;
+        let stale =
+            term < info.leader_term || (term == info.leader_term && info.leader != Some(leader));
+        if term_checked && stale {
             return DirectoryOutcome::LeaderStale {
                 recorded: info.leader_term,
             };

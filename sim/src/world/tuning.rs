@@ -18,7 +18,7 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    pub(super) fn draw(read_mode: Option<ReadMode>, rng: &mut ChaCha8Rng) -> Self {
+    pub fn draw(read_mode: Option<ReadMode>, rng: &mut ChaCha8Rng) -> Self {
         Tuning {
             read_mode: read_mode.unwrap_or(if rng.random_bool(0.5) {
                 ReadMode::ReadIndex

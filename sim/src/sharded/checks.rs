@@ -1,0 +1,158 @@
+//! What every step and every run is checked against, beyond each group's Raft invariants.
+
+use super::*;
+
+impl ShardedWorld {
+    /// After healing: every group started, its leader known to a majority of the admin at the
+    /// term it leads in, and some writes completed.
+    pub(super) fn live(&self) -> bool {
+        if !self.faults_over || self.completed_after_heal < 10 {
+            return false;
+        }
+        let groups = self.options.groups;
+        if self.started_groups.len() < groups {
+            return false;
+        }
+        let current: BTreeMap<GroupId, (NodeId, u64)> = self
+            .data
+            .iter()
+            .filter(|(_, host)| host.is_leader())
+            .map(|(&id, host)| (self.group_of[&id], (id, host.term())))
+            .collect();
+        let knowing = self
+            .admins
+            .iter()
+            .filter_map(|host| host.replica.as_ref())
+            .filter(|replica| {
+                self.started_groups.iter().all(|group| {
+                    let info = replica.state().groups().get(group);
+                    current.get(group).is_some_and(|&(leader, term)| {
+                        info.is_some_and(|info| {
+                            info.leader == Some(leader) && info.leader_term == term
+                        })
+                    })
+                })
+            })
+            .count();
+        knowing >= 2
+    }
+
+    pub(super) fn admin_view_of_leaders(&self) -> Vec<(NodeId, LeaderRecords)> {
+        self.admins
+            .iter()
+            .filter_map(|host| host.replica.as_ref().map(|replica| (host.id, replica)))
+            .map(|(id, replica)| {
+                let groups = replica
+                    .state()
+                    .groups()
+                    .iter()
+                    .map(|(&group, info)| (group, info.leader, info.leader_term))
+                    .collect();
+                (id, groups)
+            })
+            .collect()
+    }
+
+    /// The directory's invariants on admin replica `index`, as it stands now.
+    pub(super) fn check_admin(&mut self, index: usize) {
+        let host = &self.admins[index];
+        let Some(replica) = host.replica.as_ref() else {
+            return;
+        };
+        let directory = replica.state();
+        if let Err(violation) = check_directory(directory) {
+            return self.fail(format!("admin n{}: {violation}", host.id));
+        }
+        let mut violation = None;
+        for (&group, info) in directory.groups() {
+            let key = (host.id, host.incarnation, group);
+            let seen = self.admin_terms.entry(key).or_insert(0);
+            if info.leader_term < *seen {
+                violation = Some(format!(
+                    "admin n{} recorded group {group}'s leader term going back from {} to {}",
+                    host.id, seen, info.leader_term
+                ));
+            }
+            *seen = info.leader_term;
+            if let Some(leader) = info.leader {
+                if !self.led.contains(&(group, leader, info.leader_term)) {
+                    violation = Some(format!(
+                        "admin n{} records node {leader} as group {group}'s leader in term {}, \
+                         which it never was",
+                        host.id, info.leader_term
+                    ));
+                }
+            }
+        }
+        if let Some(violation) = violation {
+            self.fail(violation);
+        }
+    }
+
+    /// Every key a data replica holds belongs to a partition its group owns.
+    pub(super) fn check_ownership(&mut self) {
+        let mut violation = None;
+        for (id, host) in &self.data {
+            let Some(replica) = host.replica.as_ref() else {
+                continue;
+            };
+            for key in 0..self.options.keys {
+                let key = format!("k{key}");
+                if replica.state().get(key.as_bytes()).is_some()
+                    && replica.state().check_owned(key.as_bytes()).is_err()
+                {
+                    violation = Some(format!(
+                        "n{id} of group {} holds key {key}, which its group does not own",
+                        self.group_of[id]
+                    ));
+                }
+            }
+        }
+        if let Some(violation) = violation {
+            self.fail(violation);
+        }
+    }
+}
+
+/// One admin replica's record of each group's leader: (group, leader, its term).
+pub(super) type LeaderRecords = Vec<(GroupId, Option<NodeId>, u64)>;
+
+/// The directory's own invariants: every server in exactly one group, no group over the target
+/// size, every partition owned by a group that exists.
+pub fn check_directory(directory: &Directory) -> Result<(), Violation> {
+    let size = directory.settings().group_size as usize;
+    let mut seen = BTreeSet::new();
+    for (&group, info) in directory.groups() {
+        if info.members.len() > size {
+            return Err(format!(
+                "group {group} has {} members, more than {size}",
+                info.members.len()
+            ));
+        }
+        for member in &info.members {
+            if !seen.insert(*member) {
+                return Err(format!("server {member} is in two groups"));
+            }
+            match directory.servers().get(member) {
+                Some(server) if server.group == group => {}
+                other => {
+                    return Err(format!(
+                        "group {group} lists server {member}, whose record is {other:?}"
+                    ))
+                }
+            }
+        }
+    }
+    if seen.len() != directory.servers().len() {
+        return Err("a server is in no group".to_string());
+    }
+    if let Some(table) = directory.table() {
+        for partition in 0..table.partitions() {
+            let owner = table.owner(partition).map(|(group, _)| group);
+            if !owner.is_some_and(|group| directory.groups().contains_key(&group)) {
+                return Err(format!("partition {partition} is owned by {owner:?}"));
+            }
+        }
+    }
+    Ok(())
+}

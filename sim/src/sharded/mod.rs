@@ -1,0 +1,591 @@
+//! The sharded store under simulation, all sans-IO in one seeded world: an admin group of three
+//! `Replica<Directory>`s and data groups of three `Replica<KvStateMachine>`s, on simulated disks
+//! and one simulated network, driven as the real processes drive them:
+//!
+//! - servers register through random admin replicas at once, racing (retrying with the same
+//!   token after a timeout), and each data group starts once the admin has filled it;
+//! - every data leader reports its leadership to the admin, then claims its partitions;
+//! - clients route every key themselves — partition, owning group, that group's leader — from a
+//!   directory read through a random admin replica, reread after a refusal;
+//! - crashes that lose unsynced writes (admin and data replicas alike), partitions, loss,
+//!   duplication and delay, until the faults heal.
+//!
+//! Checked: the Raft invariants of every group, after every step; the directory's invariants
+//! on every admin replica after every step (each server in exactly one group of at most the
+//! target size, partitions owned by existing groups, a group's recorded leader term never going
+//! back within a replica's run, and every recorded leader really led that group in that term);
+//! a retried registration gets the same answer; every group serves only keys it owns; the
+//! linearizability of the whole client history, key by key; and, after healing, every group's
+//! leader known to the admin and writes completing again.
+
+mod agents;
+mod checks;
+mod clients;
+mod effects;
+mod faults;
+pub mod host;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ravel::core::{Input, Message, NodeId, PersistId, PlantedBugs, Role};
+use ravel::directory::{
+    Directory, DirectoryAnswer, DirectoryBugs, DirectoryCommand, DirectoryOutcome, DirectoryQuery,
+    DirectorySettings,
+};
+use ravel::kv::{Command, KvStateMachine, Outcome};
+use ravel::replica::{Answer, ApiError, Effect, Request, StateMachine};
+use ravel::sharding::{partition_of, GroupId};
+
+use crate::checker::{Checker, Violation};
+use crate::history::{History, OpId, OpKind, OpResult};
+use crate::linearizability::{self, Verdict};
+use crate::network::{Network, NetworkConfig};
+use crate::trace::Trace;
+use crate::world::Tuning;
+use host::Host;
+
+pub use checks::check_directory;
+
+const TICK_US: u64 = 10_000;
+/// A request that got no answer in this long is given up (its outcome unknown).
+const REQUEST_TIMEOUT_US: u64 = 1_000_000;
+const ADMIN_IDS: [NodeId; 3] = [1, 2, 3];
+const GROUP_SIZE: u32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct ShardedOptions {
+    pub groups: usize,
+    pub clients: usize,
+    pub keys: u64,
+    pub duration_ms: u64,
+    pub liveness_bound_ms: u64,
+    pub faults: bool,
+    /// Mistakes planted in the directory, to show the checks catch them.
+    pub bugs: DirectoryBugs,
+    /// Classic Raft bugs planted in every core.
+    pub core_bugs: PlantedBugs,
+}
+
+impl Default for ShardedOptions {
+    fn default() -> Self {
+        ShardedOptions {
+            groups: 2,
+            clients: 6,
+            keys: 12,
+            duration_ms: 6_000,
+            liveness_bound_ms: 20_000,
+            faults: true,
+            bugs: DirectoryBugs::default(),
+            core_bugs: PlantedBugs::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ShardedReport {
+    pub seed: u64,
+    pub failure: Option<String>,
+    pub trace_hash: u64,
+    pub operations_completed: usize,
+    pub operations_total: usize,
+    pub simulated_ms: u64,
+}
+
+/// Who waits for a request's answer.
+#[derive(Clone, Debug)]
+pub enum Asker {
+    Initialize,
+    Register { server: usize },
+    Report { node: NodeId, term: u64 },
+    ClaimRead { node: NodeId, term: u64 },
+    Claim { node: NodeId, term: u64 },
+    ClientRoute { client: usize },
+    Client { client: usize, op: OpId },
+}
+
+enum Event {
+    Tick(NodeId),
+    Deliver(Message),
+    Synced {
+        node: NodeId,
+        incarnation: u64,
+        up_to: PersistId,
+    },
+    AdminRequest {
+        node: NodeId,
+        asker: Asker,
+        request: Request<DirectoryQuery>,
+    },
+    DataRequest {
+        node: NodeId,
+        asker: Asker,
+        request: Request<Bytes>,
+    },
+    Initialize,
+    Register(usize),
+    Report {
+        node: NodeId,
+        term: u64,
+    },
+    ClaimRead {
+        node: NodeId,
+        term: u64,
+    },
+    ClientNext(usize),
+    ClientTimeout {
+        client: usize,
+        op: Option<OpId>,
+    },
+    Fault,
+    Restart(NodeId),
+    Heal,
+}
+
+#[derive(Default)]
+struct SimClient {
+    /// The directory this client routes by.
+    route: Option<Box<Directory>>,
+    current: Option<OpId>,
+    routing: bool,
+}
+
+pub struct ShardedWorld {
+    seed: u64,
+    options: ShardedOptions,
+    rng: ChaCha8Rng,
+    tuning: Tuning,
+    now_us: u64,
+    sequence: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    network: Network,
+    admins: Vec<Host<Directory>>,
+    data: BTreeMap<NodeId, Host<KvStateMachine>>,
+    /// Which group each started data node belongs to.
+    group_of: BTreeMap<NodeId, GroupId>,
+    admin_checker: Checker,
+    checkers: BTreeMap<GroupId, Checker>,
+    settings: DirectorySettings,
+    initialized: bool,
+    /// Each server's registration answer: (node id, group).
+    assignments: Vec<Option<(NodeId, GroupId)>>,
+    started_groups: BTreeSet<GroupId>,
+    /// Every (group, node, term) in which a data node led its group.
+    led: BTreeSet<(GroupId, NodeId, u64)>,
+    reported: BTreeSet<(NodeId, u64)>,
+    claimed: BTreeSet<(NodeId, u64)>,
+    /// Per admin replica and incarnation: the last leader term seen for each group.
+    admin_terms: BTreeMap<(NodeId, u64, GroupId), u64>,
+    clients: Vec<SimClient>,
+    history: History,
+    next_op: OpId,
+    trace: Trace,
+    faults_over: bool,
+    healed_at_us: Option<u64>,
+    completed_after_heal: usize,
+    failure: Option<String>,
+}
+
+impl ShardedWorld {
+    pub fn new(seed: u64, options: ShardedOptions, verbose: bool) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5348_4152_4445_4421);
+        let faults = options.faults;
+        let network = Network::new(
+            NetworkConfig {
+                loss_rate: if faults {
+                    rng.random_range(0.0..0.03)
+                } else {
+                    0.0
+                },
+                duplicate_rate: if faults {
+                    rng.random_range(0.0..0.03)
+                } else {
+                    0.0
+                },
+                delay_min_us: 200,
+                delay_max_us: if faults {
+                    rng.random_range(1_000..20_000)
+                } else {
+                    1_000
+                },
+                straggler_rate: 0.0,
+            },
+            ChaCha8Rng::seed_from_u64(seed ^ 0x5354_5241_4747_4c45),
+        );
+        let tuning = Tuning::draw(None, &mut rng);
+        let settings = DirectorySettings {
+            partitions: *[4, 16, 271].choose(&mut rng).expect("non-empty"),
+            group_size: GROUP_SIZE,
+            initial_groups: options.groups as u32,
+            first_server_id: 100,
+        };
+        let servers = options.groups * GROUP_SIZE as usize;
+        ShardedWorld {
+            seed,
+            rng,
+            tuning,
+            now_us: 0,
+            sequence: 0,
+            queue: BTreeMap::new(),
+            network,
+            admins: ADMIN_IDS
+                .iter()
+                .map(|&id| Host::new(id, ADMIN_IDS.to_vec()))
+                .collect(),
+            data: BTreeMap::new(),
+            group_of: BTreeMap::new(),
+            admin_checker: Checker::default(),
+            checkers: BTreeMap::new(),
+            settings,
+            initialized: false,
+            assignments: vec![None; servers],
+            started_groups: BTreeSet::new(),
+            led: BTreeSet::new(),
+            reported: BTreeSet::new(),
+            claimed: BTreeSet::new(),
+            admin_terms: BTreeMap::new(),
+            clients: (0..options.clients).map(|_| SimClient::default()).collect(),
+            history: History::default(),
+            next_op: 1,
+            trace: Trace::new(verbose),
+            faults_over: false,
+            healed_at_us: None,
+            completed_after_heal: 0,
+            failure: None,
+            options,
+        }
+    }
+
+    pub fn run(mut self) -> ShardedReport {
+        self.trace.line(0, || {
+            format!(
+                "sharded seed {} | {} groups | {:?} | {:?} | {:?}",
+                self.seed, self.options.groups, self.settings, self.tuning, self.network.config
+            )
+        });
+        for index in 0..self.admins.len() {
+            let host = &mut self.admins[index];
+            let setup = (&self.tuning, self.options.core_bugs);
+            host.start(setup, self.seed, 0, fresh_directory(self.options.bugs));
+            let id = host.id;
+            let jitter = self.rng.random_range(0..TICK_US);
+            self.schedule(jitter, Event::Tick(id));
+        }
+        self.schedule(1_000, Event::Initialize);
+        for server in 0..self.assignments.len() {
+            let at = self.rng.random_range(0..500_000);
+            self.schedule(at, Event::Register(server));
+        }
+        for client in 0..self.options.clients {
+            let at = self.rng.random_range(200_000..1_000_000);
+            self.schedule(at, Event::ClientNext(client));
+        }
+        if self.options.faults {
+            let first = self.rng.random_range(300_000..1_000_000);
+            self.schedule(first, Event::Fault);
+        }
+        let fault_end_us = self.options.duration_ms * 1000;
+        let deadline_us = fault_end_us + self.options.liveness_bound_ms * 1000;
+        while self.failure.is_none() {
+            if !self.faults_over && self.next_time().is_none_or(|at| at >= fault_end_us) {
+                self.now_us = self.now_us.max(fault_end_us);
+                self.heal();
+            }
+            if self.live() {
+                break;
+            }
+            let Some(((at, _), event)) = self.queue.pop_first() else {
+                break;
+            };
+            if at > deadline_us {
+                break;
+            }
+            self.now_us = at;
+            self.handle(event);
+        }
+        if self.failure.is_none() && !self.live() {
+            let leaders = self.admin_view_of_leaders();
+            self.fail(format!(
+                "liveness: {} writes completed and the admin knew the leaders {leaders:?} \
+                 {} ms after the faults healed (groups started: {:?})",
+                self.completed_after_heal, self.options.liveness_bound_ms, self.started_groups
+            ));
+        }
+        if self.failure.is_none() {
+            self.check_ownership();
+        }
+        if self.failure.is_none() {
+            match linearizability::check(&self.history) {
+                Verdict::Linearizable => {}
+                Verdict::Violation { key, operations } => self.fail(format!(
+                    "linearizability: the history of key {key} has no valid order:\n    {}",
+                    operations.join("\n    ")
+                )),
+                Verdict::Inconclusive { key } => self.fail(format!(
+                    "linearizability: the search on key {key} ran out of budget"
+                )),
+            }
+        }
+        ShardedReport {
+            seed: self.seed,
+            failure: self.failure,
+            trace_hash: self.trace.digest(),
+            operations_completed: self.history.completed(),
+            operations_total: self.history.operations.len(),
+            simulated_ms: self.now_us / 1000,
+        }
+    }
+
+    fn next_time(&self) -> Option<u64> {
+        self.queue.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    fn schedule(&mut self, delay_us: u64, event: Event) {
+        self.sequence += 1;
+        self.queue
+            .insert((self.now_us + delay_us, self.sequence), event);
+    }
+
+    fn stamp(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    fn fail(&mut self, violation: Violation) {
+        if self.failure.is_none() {
+            self.trace
+                .line(self.now_us, || format!("VIOLATION: {violation}"));
+            self.failure = Some(format!("at {} ms: {violation}", self.now_us / 1000));
+        }
+    }
+
+    fn all_ids(&self) -> Vec<NodeId> {
+        ADMIN_IDS
+            .iter()
+            .copied()
+            .chain(self.data.keys().copied())
+            .collect()
+    }
+
+    fn random_admin(&mut self) -> NodeId {
+        *ADMIN_IDS.choose(&mut self.rng).expect("non-empty")
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick(id) => {
+                self.schedule(TICK_US, Event::Tick(id));
+                self.step(id, |_| {}, |_| {});
+            }
+            Event::Deliver(message) => {
+                let to = message.to;
+                self.trace.hash(&(self.now_us, to, message.from));
+                // A message to a data node that has not started yet is lost.
+                let message = std::cell::RefCell::new(Some(message));
+                self.step(
+                    to,
+                    |replica| replica.message(message.borrow_mut().take().expect("once")),
+                    |replica| replica.message(message.borrow_mut().take().expect("once")),
+                );
+            }
+            Event::Synced {
+                node,
+                incarnation,
+                up_to,
+            } => self.synced(node, incarnation, up_to),
+            Event::AdminRequest {
+                node,
+                asker,
+                request,
+            } => {
+                let Some(host) = self.admins.iter_mut().find(|host| host.id == node) else {
+                    return;
+                };
+                if host.replica.is_none() {
+                    return;
+                }
+                let ticket = host.ticket(asker);
+                self.step(node, |replica| replica.request(ticket, request), |_| {});
+            }
+            Event::DataRequest {
+                node,
+                asker,
+                request,
+            } => {
+                let Some(host) = self.data.get_mut(&node) else {
+                    return;
+                };
+                if host.replica.is_none() {
+                    return;
+                }
+                let ticket = host.ticket(asker);
+                self.step(node, |_| {}, |replica| replica.request(ticket, request));
+            }
+            Event::Initialize => {
+                if !self.initialized {
+                    let command = DirectoryCommand::Initialize(self.settings.clone()).encode();
+                    self.send_admin(1, Asker::Initialize, write(command));
+                    self.schedule(REQUEST_TIMEOUT_US, Event::Initialize);
+                }
+            }
+            Event::Register(server) => {
+                if self.assignments[server].is_none() {
+                    let command = DirectoryCommand::Register {
+                        token: server as u64 + 1,
+                        address: format!("server-{server}"),
+                        labels: Vec::new(),
+                    }
+                    .encode();
+                    let admin = self.random_admin();
+                    self.send_admin(admin, Asker::Register { server }, write(command));
+                    self.schedule(REQUEST_TIMEOUT_US, Event::Register(server));
+                }
+            }
+            Event::Report { node, term } => {
+                // Reported again while it leads, as often as a report can take: a deposed
+                // leader that does not know it yet keeps reporting its old term.
+                if self.leads(node, term) {
+                    let group = self.group_of[&node];
+                    let command = DirectoryCommand::ReportLeader {
+                        group,
+                        leader: node,
+                        term,
+                    }
+                    .encode();
+                    let admin = self.random_admin();
+                    self.send_admin(admin, Asker::Report { node, term }, write(command));
+                    let again = if self.reported.contains(&(node, term)) {
+                        self.rng.random_range(100_000..1_000_000)
+                    } else {
+                        REQUEST_TIMEOUT_US
+                    };
+                    self.schedule(again, Event::Report { node, term });
+                }
+            }
+            Event::ClaimRead { node, term } => {
+                if self.leads(node, term) && !self.claimed.contains(&(node, term)) {
+                    let admin = self.random_admin();
+                    self.send_admin(admin, Asker::ClaimRead { node, term }, overview());
+                    self.schedule(REQUEST_TIMEOUT_US, Event::ClaimRead { node, term });
+                }
+            }
+            Event::ClientNext(client) => self.client_next(client),
+            Event::ClientTimeout { client, op } => {
+                let state = &mut self.clients[client];
+                if op.is_some() && state.current == op {
+                    state.current = None;
+                    state.route = None;
+                    self.schedule(1_000, Event::ClientNext(client));
+                } else if op.is_none() && state.routing {
+                    state.routing = false;
+                    self.schedule(1_000, Event::ClientNext(client));
+                }
+            }
+            Event::Fault => self.fault(),
+            Event::Restart(id) => self.restart(id),
+            Event::Heal => {
+                self.trace.line(self.now_us, || "network heals".to_string());
+                self.network.heal();
+            }
+        }
+    }
+
+    fn leads(&self, node: NodeId, term: u64) -> bool {
+        self.data
+            .get(&node)
+            .is_some_and(|host| host.is_leader() && host.term() == term)
+    }
+
+    /// Sends a request to an admin replica over the network (it may be lost or delayed).
+    fn send_admin(&mut self, node: NodeId, asker: Asker, request: Request<DirectoryQuery>) {
+        if let Some(delay) = self.request_delay(node) {
+            self.schedule(
+                delay,
+                Event::AdminRequest {
+                    node,
+                    asker,
+                    request,
+                },
+            );
+        }
+    }
+
+    fn send_data(&mut self, node: NodeId, asker: Asker, request: Request<Bytes>) {
+        if let Some(delay) = self.request_delay(node) {
+            self.schedule(
+                delay,
+                Event::DataRequest {
+                    node,
+                    asker,
+                    request,
+                },
+            );
+        }
+    }
+
+    /// A request's trip from outside (id 0) to `node`: none if lost.
+    fn request_delay(&mut self, node: NodeId) -> Option<u64> {
+        self.network
+            .route(0, node, &mut self.rng)
+            .into_iter()
+            .next()
+    }
+
+    /// Steps node `id` (an admin replica through `admin`, a data replica through `data`), then
+    /// carries out its effects.
+    fn step(
+        &mut self,
+        id: NodeId,
+        admin: impl FnOnce(&mut ravel::replica::Replica<Directory>),
+        data: impl FnOnce(&mut ravel::replica::Replica<KvStateMachine>),
+    ) {
+        let now_ms = self.now_us / 1000;
+        if let Some(index) = self.admins.iter().position(|host| host.id == id) {
+            let host = &mut self.admins[index];
+            match host.step(now_ms, &mut self.admin_checker, admin) {
+                Ok(effects) => {
+                    for effect in effects {
+                        self.carry_out_admin(index, effect);
+                    }
+                    self.check_admin(index);
+                }
+                Err(violation) => self.fail(format!("admin group: {violation}")),
+            }
+        } else if let Some(group) = self.group_of.get(&id).copied() {
+            let host = self.data.get_mut(&id).expect("started");
+            let checker = self.checkers.entry(group).or_default();
+            match host.step(now_ms, checker, data) {
+                Ok(effects) => {
+                    for effect in effects {
+                        self.carry_out_data(id, effect);
+                    }
+                }
+                Err(violation) => self.fail(format!("group {group}: {violation}")),
+            }
+        }
+    }
+}
+
+fn fresh_directory(bugs: DirectoryBugs) -> Directory {
+    let mut directory = Directory::awaiting_settings();
+    directory.plant(bugs);
+    directory
+}
+
+fn write<Query>(command: Bytes) -> Request<Query> {
+    Request::Write {
+        command,
+        may_forward: true,
+    }
+}
+
+fn overview() -> Request<DirectoryQuery> {
+    Request::Read {
+        query: DirectoryQuery::Overview,
+        stale: false,
+        may_forward: true,
+    }
+}
