@@ -340,6 +340,77 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
         "{overview:?}"
     );
 
+    // Leaving through the admin: group 3's only member (its group owns nothing), then a
+    // follower of group 2, which leaves the group's Raft configuration too.
+    let leave = |node: u64| {
+        let output = Command::new(RAVEL)
+            .args([
+                "leave",
+                &node.to_string(),
+                "--admin",
+                &store.admin.join(","),
+            ])
+            .output()
+            .expect("ravel leave runs");
+        let said = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), said)
+    };
+    let lone = newest.expect("a seventh server");
+    let (left, said) = leave(lone);
+    assert!(left && said.contains("no members left"), "{said}");
+    let group_2 = overview
+        .groups
+        .iter()
+        .find(|group| group.id == 2)
+        .expect("group 2")
+        .clone();
+    let follower = *group_2
+        .members
+        .iter()
+        .find(|&&member| member != group_2.leader_id)
+        .expect("a follower");
+    let (left, said) = leave(follower);
+    assert!(left, "{said}");
+    let (left, said) = leave(follower);
+    assert!(
+        !left && said.contains("not a server"),
+        "a second leave: {said}"
+    );
+    let overview = store.overview().expect("the admin answers");
+    let members_2 = &overview
+        .groups
+        .iter()
+        .find(|group| group.id == 2)
+        .expect("group 2")
+        .members;
+    assert_eq!(members_2.len(), 2, "{overview:?}");
+    assert!(!members_2.contains(&follower));
+    assert!(overview
+        .servers
+        .iter()
+        .all(|server| server.id != follower && server.id != lone));
+    let group_2_addresses: Vec<String> = overview
+        .servers
+        .iter()
+        .filter(|server| server.group_id == 2)
+        .map(|server| server.address.clone())
+        .collect();
+    let raft_members = store
+        .runtime
+        .block_on(Client::new(group_2_addresses).members())
+        .expect("group 2 answers");
+    let ids: Vec<u64> = raft_members
+        .members
+        .iter()
+        .map(|member| member.id)
+        .collect();
+    assert_eq!(ids.len(), 2, "group 2's configuration: {raft_members:?}");
+    assert!(
+        !ids.contains(&follower),
+        "group 2's configuration: {raft_members:?}"
+    );
+
     // Load through the HTTP API while the admin's leader, then a group's leader, are killed;
     // through an admin replica that is not the leader (the other keeps serving).
     let admin_leader = store.overview().expect("answers").admin_leader_id as usize;

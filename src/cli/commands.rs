@@ -191,6 +191,17 @@ pub async fn run(command: Command) -> ExitCode {
             Err(error) => fail(error),
         },
         Command::Leave {
+            id, client: args, ..
+        } if !args.admin.is_empty() => {
+            let Some(node) = id else {
+                eprintln!(
+                    "error: with --admin, name the node that leaves: ravel leave ID --admin ADDR"
+                );
+                return ExitCode::Usage;
+            };
+            leave_system(node, &args).await
+        }
+        Command::Leave {
             id,
             cluster_id,
             client: args,
@@ -319,4 +330,65 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
         }
     }
     ExitCode::Success
+}
+
+/// `ravel leave ID --admin ...`: the admin forgets the server (it refuses the last replica of a
+/// group that owns partitions), then the server leaves its group's Raft configuration through
+/// the group's remaining members.
+async fn leave_system(node: u64, args: &ClientArgs) -> ExitCode {
+    use crate::server::proto::ravel::{directory_client::DirectoryClient, LeaveServerRequest};
+    let deadline = Duration::from_secs_f64(args.timeout.max(0.1));
+    let mut last_error = String::new();
+    let mut answer = None;
+    for endpoint in &args.admin {
+        let channel = match crate::server::connect(endpoint, Duration::from_secs(1)).await {
+            Ok(channel) => channel,
+            Err(error) => {
+                last_error = format!("{endpoint}: {error}");
+                continue;
+            }
+        };
+        let mut directory = DirectoryClient::new(channel);
+        let call = directory.leave(LeaveServerRequest { node_id: node });
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(response)) => {
+                answer = Some(response.into_inner());
+                break;
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                eprintln!("error: the admin refused: {}", status.message());
+                return ExitCode::Refused;
+            }
+            Ok(Err(status)) => last_error = format!("{endpoint}: {}", status.message()),
+            Err(_) => last_error = format!("{endpoint}: timed out"),
+        }
+    }
+    let Some(answer) = answer else {
+        eprintln!("error: no admin replica answered ({last_error})");
+        return ExitCode::Unavailable;
+    };
+    if answer.members.is_empty() {
+        println!(
+            "node {node} left; group {} has no members left: stop the node",
+            answer.group_id
+        );
+        return ExitCode::Success;
+    }
+    let mut group = Client::new(answer.members.clone());
+    group.timeout = deadline;
+    match group.leave(node).await {
+        Ok(()) => {
+            println!("node {node} left group {} and the system", answer.group_id);
+            ExitCode::Success
+        }
+        Err(error) => {
+            eprintln!(
+                "error: the admin forgot node {node}, but removing it from group {} failed: \
+                 {error}; retry with: ravel leave {node} --endpoints {}",
+                answer.group_id,
+                answer.members.join(",")
+            );
+            ExitCode::of(&error)
+        }
+    }
 }

@@ -48,6 +48,9 @@ pub enum DirectoryOutcome {
     },
     Left {
         group: GroupId,
+        /// The addresses of the group's remaining members, the leader's first: the server
+        /// leaves the group's Raft configuration through them (none: the group is empty now).
+        members: Vec<String>,
     },
     LeaderRecorded,
     /// A report of a term older than (or as old as) the one recorded.

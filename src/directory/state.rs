@@ -364,7 +364,16 @@ impl Directory {
         if info.leader == Some(node) {
             info.leader = None;
         }
-        DirectoryOutcome::Left { group }
+        let info = &self.groups[&group];
+        let mut members: Vec<NodeId> = info.members.iter().copied().collect();
+        members.sort_by_key(|&member| (Some(member) != info.leader, member));
+        DirectoryOutcome::Left {
+            group,
+            members: members
+                .into_iter()
+                .map(|member| self.servers[&member].address.clone())
+                .collect(),
+        }
     }
 
     fn report_leader(&mut self, group: GroupId, leader: NodeId, term: Term) -> DirectoryOutcome {
@@ -546,7 +555,10 @@ mod tests {
         // fewest replicas comes first (ties: the lowest group id).
         assert_eq!(
             apply(&mut directory, DirectoryCommand::Leave { node: 101 }),
-            DirectoryOutcome::Left { group: 1 }
+            DirectoryOutcome::Left {
+                group: 1,
+                members: Vec::new()
+            }
         );
         assert_eq!(registered(register(&mut directory, 8)), (107, 3));
         assert_eq!(registered(register(&mut directory, 9)), (108, 1));

@@ -106,6 +106,22 @@ impl DirectoryRpc for DirectoryService {
         }
     }
 
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveServerRequest>,
+    ) -> Result<Response<pb::LeaveServerResponse>, Status> {
+        let node = request.into_inner().node_id;
+        match self.write(DirectoryCommand::Leave { node }).await? {
+            DirectoryOutcome::Left { group, members } => {
+                Ok(Response::new(pb::LeaveServerResponse {
+                    group_id: group,
+                    members,
+                }))
+            }
+            other => Err(refused(other)),
+        }
+    }
+
     async fn overview(
         &self,
         _request: Request<pb::OverviewRequest>,
