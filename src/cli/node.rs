@@ -26,6 +26,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
     let data_dir = options.data_dir.display().to_string();
     let id = options.id;
     let metrics_listen = options.metrics_listen.clone();
+    let sharded = reporting.is_some();
     let result = run_node(options, Service::key_value(), shutdown_signal(), move |started| {
         if let Some((admin, group)) = reporting {
             tokio::spawn(admin_link::report_leadership(
@@ -38,6 +39,8 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         let how = match started.entry {
             Entry::Resume => "resuming from its data",
             Entry::Join => "joining the cluster (connection pending)",
+            // The admin made it the first member of a new group: no warning due.
+            Entry::Bootstrap if sharded => "started its group as the first member",
             Entry::Bootstrap => {
                 tracing::warn!("no nodes to join: bootstrapping a new single-node cluster");
                 "bootstrapped a new single-node cluster, leader once elected"
