@@ -10,7 +10,7 @@ use super::{ExitCode, NodeArgs};
 use crate::admin::{run_admin, AdminOptions};
 use crate::directory::DirectorySettings;
 use crate::server::node::Entry;
-use crate::server::{NodeError, NodeOptions};
+use crate::server::NodeOptions;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -75,17 +75,5 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         }
     })
     .await;
-    match result {
-        Ok(()) => ExitCode::Success,
-        Err(error) => {
-            eprintln!("error: {error}");
-            match error {
-                NodeError::Invalid(_)
-                | NodeError::FounderGivenJoin(_)
-                | NodeError::FollowerOnlyWithoutCluster => ExitCode::Usage,
-                NodeError::JoinRefused(_) => ExitCode::Refused,
-                _ => ExitCode::Failure,
-            }
-        }
-    }
+    super::node::exit_code(result)
 }

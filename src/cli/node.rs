@@ -54,6 +54,11 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         }
     })
     .await;
+    exit_code(result)
+}
+
+/// How a node (or admin replica) that stopped ends the process; the error is printed.
+pub(super) fn exit_code(result: Result<(), NodeError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::Success,
         Err(error) => {
