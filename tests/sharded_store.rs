@@ -328,6 +328,32 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
     assert_eq!(code, 200);
     assert!(page.contains("Ravel sharded store") && page.contains("<table id=\"groups\">"));
 
+    // The CLI routes for itself with --admin, and lists the groups as JSON.
+    let cli = |args: &[&str]| {
+        let output = Command::new(RAVEL)
+            .args(args)
+            .args(["--admin", &store.admin.join(",")])
+            .output()
+            .expect("ravel runs");
+        assert!(output.status.success(), "ravel {args:?}: {output:?}");
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    cli(&["put", "cli-key", "cli-value"]);
+    assert_eq!(cli(&["get", "cli-key"]), "cli-value\n");
+    let (code, body) = post(&api, "/get", r#"{"key":"cli-key"}"#);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, r#"{"key":"cli-key","val":"cli-value"}"#)
+    );
+    let groups: serde_json::Value =
+        serde_json::from_str(&cli(&["groups", "-w", "json"])).expect("JSON");
+    assert_eq!(groups["partitions"], 271);
+    assert_eq!(
+        groups["groups"].as_array().map(Vec::len),
+        Some(2),
+        "{groups}"
+    );
+
     // Both groups full: a seventh node starts group 3.
     store.start_data_node();
     store.wait_leaders(3);
