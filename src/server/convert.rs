@@ -223,7 +223,7 @@ pub fn message_from_proto(message: pb::RaftMessage) -> Result<Message, ConvertEr
                 .into_iter()
                 .map(|proposal| Proposal {
                     id: proposal.id,
-                    command: proposal.command,
+                    command: own_buffer(&proposal.command),
                 })
                 .collect(),
         },
@@ -302,6 +302,14 @@ fn entry_to_proto(entry: &Entry) -> pb::Entry {
     }
 }
 
+/// A command from a peer's batch, in an allocation of its own. Decoded, it is a slice of the
+/// whole batch's buffer, and the state machine keeps slices of it (a stored value): one live
+/// value would keep its whole batch alive. With 100,000 distinct keys under 30 s of writes,
+/// followers held 366 MB for 27 MB of live data that way (the leader 159 MB); copied, 145-162 MB.
+fn own_buffer(command: &bytes::Bytes) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(command)
+}
+
 fn entry_from_proto(entry: pb::Entry) -> Result<Entry, ConvertError> {
     use pb::entry::Payload;
     let payload = match entry
@@ -309,7 +317,7 @@ fn entry_from_proto(entry: pb::Entry) -> Result<Entry, ConvertError> {
         .ok_or(ConvertError::Missing("entry payload"))?
     {
         Payload::Noop(_) => EntryPayload::Noop,
-        Payload::Command(command) => EntryPayload::Command(command),
+        Payload::Command(command) => EntryPayload::Command(own_buffer(&command)),
         Payload::Membership(membership) => {
             EntryPayload::Membership(membership_from_proto(membership)?)
         }
@@ -491,6 +499,47 @@ mod tests {
             let bytes = message_to_proto(&message).encode_to_vec();
             let decoded = pb::RaftMessage::decode(bytes.as_slice()).expect("decodes");
             assert_eq!(message_from_proto(decoded), Ok(message));
+        }
+    }
+
+    /// A received command must not keep the peer's whole batch alive: decoded from a shared
+    /// buffer (as tonic hands it over), each command comes out in an allocation of its own.
+    #[test]
+    fn a_received_command_does_not_hold_its_batch_buffer() {
+        let entry = |index: u64| Entry {
+            term: 1,
+            index,
+            payload: EntryPayload::Command(Bytes::from(vec![index as u8; 100])),
+        };
+        let message = Message {
+            from: 2,
+            to: 3,
+            term: 1,
+            body: MessageBody::Append {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![entry(1), entry(2)],
+                leader_commit: 0,
+                durable_everywhere: 0,
+            },
+        };
+        let buffer = Bytes::from(message_to_proto(&message).encode_to_vec());
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        let decoded = pb::RaftMessage::decode(buffer.clone()).expect("decodes");
+        let received = message_from_proto(decoded).expect("well-formed");
+        assert_eq!(received, message);
+        let MessageBody::Append { entries, .. } = received.body else {
+            unreachable!("an append");
+        };
+        for entry in entries {
+            let EntryPayload::Command(command) = entry.payload else {
+                unreachable!("a command");
+            };
+            assert!(
+                !range.contains(&(command.as_ptr() as usize)),
+                "entry {} still points into the batch's buffer",
+                entry.index
+            );
         }
     }
 
