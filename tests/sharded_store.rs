@@ -550,3 +550,67 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
         assert_eq!(body, format!(r#"{{"key":"{key}","val":{round}}}"#));
     }
 }
+
+/// A group whose leader never reported itself (here a plain node the test registered by hand,
+/// which knows nothing of the admin) is still learned: the admin's leader asks its members.
+#[test]
+fn the_admin_learns_a_leader_it_was_not_told_of_by_asking_the_members() {
+    use ravel::server::proto::ravel::{directory_client::DirectoryClient, RegisterRequest};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let admin = free_address();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let args: Vec<String> = ["admin", "--id", "1", "--listen", &admin]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+    let _admin = Process::start(&args, &dir.path().join("admin"));
+    let admins = vec![admin.clone()];
+    wait_for("the admin answers", 20, || {
+        read_directory(&runtime, &admins).is_some_and(|overview| overview.admin_leader_id == 1)
+    });
+    // A plain single-node cluster with the id the admin will give (its first, 100).
+    let address = free_address();
+    let args: Vec<String> = ["node", "--id", "100", "--listen", &address]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+    let _node = Process::start(&args, &dir.path().join("node"));
+    let registered = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let attempt = async {
+                let channel = ravel::server::connect(&admin, Duration::from_secs(1)).await?;
+                DirectoryClient::new(channel)
+                    .register(RegisterRequest {
+                        token: 1,
+                        address: address.clone(),
+                        labels: Default::default(),
+                    })
+                    .await
+                    .map(|response| response.into_inner())
+                    .map_err(|status| status.to_string())
+            };
+            match attempt.await {
+                Ok(response) => break response,
+                // The admin's settings may not be applied yet.
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("registering: {error}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(error) => panic!("the admin did not register the node: {error}"),
+            }
+        }
+    });
+    assert_eq!((registered.node_id, registered.group_id), (100, 1));
+    wait_for("the admin learns group 1's leader", 20, || {
+        read_directory(&runtime, &admins).is_some_and(|overview| {
+            overview
+                .groups
+                .iter()
+                .any(|group| group.id == 1 && group.leader_id == 100 && group.leader_term > 0)
+        })
+    });
+}

@@ -76,6 +76,7 @@ pub async fn run_admin(
                     settings,
                 )));
             }
+            tasks.push(tokio::spawn(learn_leaders(started.handle.clone())));
             #[cfg(not(madsim))]
             if let Some(bound) = http {
                 let routed =
@@ -94,6 +95,70 @@ pub async fn run_admin(
         task.abort();
     }
     result
+}
+
+/// How often the admin's leader asks the members of groups whose leader it does not know.
+const LEADER_POLL: Duration = Duration::from_secs(2);
+
+/// Besides the reports of the groups' leaders, the admin's leader asks the members of every
+/// group whose leader it does not know (a report lost with its reporter, say): a member that
+/// knows a leader of a later term than the one recorded is reported as any leader would be
+/// (a member knows a leader of term T only if that node led in T).
+async fn learn_leaders(node: NodeHandle<Directory>) {
+    loop {
+        sleep(LEADER_POLL).await;
+        let Ok(view) = node.view().await else {
+            return;
+        };
+        if view.status.role != crate::core::Role::Leader {
+            continue;
+        }
+        let local: Result<ReadResult<DirectoryAnswer>, _> = node
+            .ask(|reply| Request::Read {
+                query: DirectoryQuery::Overview,
+                stale: true,
+                may_forward: false,
+                reply,
+            })
+            .await;
+        let Ok(ReadResult {
+            value: DirectoryAnswer::Overview(directory),
+            ..
+        }) = local
+        else {
+            continue;
+        };
+        for (&group, info) in directory.groups() {
+            if info.leader.is_some() {
+                continue;
+            }
+            for member in &info.members {
+                let address = &directory.servers()[member].address;
+                let mut client = crate::client::Client::new(vec![address.clone()]);
+                client.timeout = Duration::from_secs(1);
+                let Ok(status) = client.status().await else {
+                    continue;
+                };
+                let known = info.members.contains(&status.leader_id);
+                if known && status.term > info.leader_term {
+                    let command = DirectoryCommand::ReportLeader {
+                        group,
+                        leader: status.leader_id,
+                        term: status.term,
+                    };
+                    let _ = node
+                        .ask(|reply| Request::Write {
+                            command: command.encode(),
+                            may_forward: false,
+                            reply,
+                        })
+                        .await;
+                    tracing::info!(group, leader = status.leader_id, term = status.term, via = %address, "learned a group's leader by asking");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// The founder proposes the system's settings until the directory has some (its own, or —
