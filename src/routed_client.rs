@@ -173,6 +173,23 @@ impl RoutedClient {
         .await
     }
 
+    /// Sets `key` to `new` if it holds `expected` (`None`: absent), at the owning group.
+    pub async fn compare_and_swap(
+        &self,
+        key: Bytes,
+        expected: Option<Bytes>,
+        new: Bytes,
+    ) -> Result<(bool, Option<Bytes>), RoutedError> {
+        self.on_owner(&key, |mut client| {
+            let (key, expected, new) = (key.clone(), expected.clone(), new.clone());
+            async move {
+                let result = client.compare_and_swap(key, expected, new).await;
+                (client, result)
+            }
+        })
+        .await
+    }
+
     /// Runs `call` with a client of the group that owns `key`. When the group cannot be
     /// reached at all, or the cached directory names no owner, the directory is read again
     /// (groups and members may have changed) and the call made once more — only if it is known

@@ -354,6 +354,32 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
         "{groups}"
     );
 
+    // The admin's own address serves the key-value service too, routing every request.
+    let mut front_door = Client::new(store.admin.clone());
+    store.runtime.block_on(async {
+        for i in 0..20 {
+            let key = Bytes::from(format!("front-{i}"));
+            front_door
+                .put(key.clone(), Bytes::from(format!("v{i}")))
+                .await
+                .expect("put through the admin");
+            let value = front_door.get(key.clone(), false).await.expect("get");
+            assert_eq!(value, Some(Bytes::from(format!("v{i}"))));
+        }
+        let key = Bytes::from_static(b"front-0");
+        let swapped = front_door
+            .compare_and_swap(
+                key.clone(),
+                Some(Bytes::from_static(b"v0")),
+                Bytes::from_static(b"w0"),
+            )
+            .await
+            .expect("cas");
+        assert_eq!(swapped, (true, Some(Bytes::from_static(b"v0"))));
+        assert!(front_door.delete(key.clone()).await.expect("delete"));
+        assert_eq!(front_door.get(key, false).await.expect("get"), None);
+    });
+
     // Both groups full: a seventh node starts group 3.
     store.start_data_node();
     store.wait_leaders(3);

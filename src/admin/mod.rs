@@ -1,14 +1,17 @@
 //! `ravel admin`: a replica of the sharded store's admin group. It is a Ravel node like any
 //! other (same core, storage, shell and join workflow) whose state machine is the
-//! [`Directory`]; it serves the directory over gRPC to data nodes and routing clients, and,
-//! with `--http`, the store's HTTP JSON API and status page ([`http`]).
+//! [`Directory`]; it serves the directory over gRPC to data nodes and routing clients, the
+//! key-value service as a front door that routes every request to its group
+//! ([`routing_kv`]), and, with `--http`, the store's HTTP JSON API and status page ([`http`]).
 
 #[cfg(not(madsim))]
 pub mod http;
+mod routing_kv;
 #[cfg(not(madsim))]
 mod status_page;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::time::{sleep, Duration};
 
@@ -16,13 +19,15 @@ use crate::directory::{
     Directory, DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery,
     DirectorySettings,
 };
+use crate::routed_client::RoutedClient;
 use crate::server::directory_service::DirectoryService;
 use crate::server::event_loop::{ReadResult, Request, WriteResult};
 use crate::server::handle::NodeHandle;
 use crate::server::node::{Entry, Service, Started};
-use crate::server::proto::ravel::directory_server::DirectoryServer;
+use crate::server::proto::ravel::{directory_server::DirectoryServer, kv_server::KvServer};
 use crate::server::{run_node, NodeError, NodeOptions};
 use crate::storage::Standing;
+use routing_kv::RoutingKvService;
 
 /// An admin replica's settings beyond a node's.
 #[derive(Clone, Debug)]
@@ -52,16 +57,21 @@ pub async fn run_admin(
         })?),
         None => None,
     };
+    // The HTTP API and the key-value service route by the directory read through this replica.
+    let routed = Arc::new(RoutedClient::new(vec![options
+        .node
+        .advertise()
+        .to_string()]));
+    let kv_routed = routed.clone();
     let service = Service {
         fresh: Directory::awaiting_settings(),
-        add: Box::new(|router, handle| {
-            router.add_service(DirectoryServer::new(DirectoryService::new(handle)))
+        add: Box::new(move |router, handle| {
+            router
+                .add_service(DirectoryServer::new(DirectoryService::new(handle)))
+                .add_service(KvServer::new(RoutingKvService::new(kv_routed)))
         }),
     };
     let settings = options.settings.clone();
-    // The HTTP API reads the directory through this replica.
-    #[cfg(not(madsim))]
-    let advertise = options.node.advertise().to_string();
     let mut tasks = Vec::new();
     let result = run_node(
         options.node,
@@ -79,8 +89,6 @@ pub async fn run_admin(
             tasks.push(tokio::spawn(learn_leaders(started.handle.clone())));
             #[cfg(not(madsim))]
             if let Some(bound) = http {
-                let routed =
-                    std::sync::Arc::new(crate::routed_client::RoutedClient::new(vec![advertise]));
                 tasks.push(tokio::spawn(http::serve(
                     bound,
                     started.handle.clone(),
