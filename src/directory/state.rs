@@ -557,7 +557,8 @@ mod tests {
             apply(&mut directory, DirectoryCommand::Leave { node: 101 }),
             DirectoryOutcome::Left {
                 group: 1,
-                members: Vec::new()
+                // The remaining members, to leave the group's configuration through.
+                members: vec!["10.0.0.1:7379".to_string(), "10.0.0.3:7379".to_string()]
             }
         );
         assert_eq!(registered(register(&mut directory, 8)), (107, 3));
