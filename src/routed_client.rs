@@ -315,11 +315,6 @@ impl RoutingTable {
     }
 }
 
-/// Where `key` goes in `overview` (building the table: for one-off use).
-pub fn route(overview: &pb::OverviewResponse, key: &[u8]) -> Result<Route, RoutedError> {
-    RoutingTable::new(overview).route(key)
-}
-
 /// Asks each admin endpoint in turn for the directory until one answers or `deadline` passes.
 pub async fn read_overview(
     admin: &[String],
@@ -396,14 +391,15 @@ mod tests {
                 .find(|key| partition_of(key.as_bytes(), 4) == wanted)
                 .expect("some key hashes there")
         };
-        let route_0 = route(&overview, key_of(0).as_bytes()).expect("owned");
+        let table = RoutingTable::new(&overview);
+        let route_0 = table.route(key_of(0).as_bytes()).expect("owned");
         assert_eq!(route_0.group, 1);
         assert_eq!(
             route_0.endpoints.to_vec(),
             vec!["10.0.0.102:7379".to_string(), "10.0.0.101:7379".to_string()]
         );
         assert!(matches!(
-            route(&overview, key_of(1).as_bytes()),
+            table.route(key_of(1).as_bytes()),
             Err(RoutedError::GroupEmpty {
                 partition: 1,
                 group: 2
@@ -411,7 +407,7 @@ mod tests {
         ));
         let empty = pb::OverviewResponse::default();
         assert!(matches!(
-            route(&empty, b"anything"),
+            RoutingTable::new(&empty).route(b"anything"),
             Err(RoutedError::NoGroups)
         ));
     }

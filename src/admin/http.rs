@@ -30,9 +30,8 @@ use tokio::time::{timeout, Duration};
 
 use super::status_page::{self, SystemStatus};
 use crate::client::ClientError;
-use crate::directory::{Directory, DirectoryAnswer, DirectoryQuery};
+use crate::directory::Directory;
 use crate::routed_client::{RoutedClient, RoutedError};
-use crate::server::event_loop::{ReadResult, Request as LoopRequest};
 use crate::server::handle::NodeHandle;
 use crate::server::kv_service::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use crate::server::ApiError;
@@ -338,18 +337,7 @@ fn failed(error: RoutedError) -> Answer {
 /// This admin replica's view of the system (its own applied state: a status page must show
 /// something even while the admin has no quorum).
 async fn status(context: &Context) -> Result<SystemStatus, ApiError> {
-    let read: ReadResult<DirectoryAnswer> = context
-        .node
-        .ask(|reply| LoopRequest::Read {
-            query: DirectoryQuery::Overview,
-            stale: true,
-            may_forward: false,
-            reply,
-        })
-        .await?;
-    let DirectoryAnswer::Overview(directory) = read.value else {
-        unreachable!("an overview query is answered with the overview");
-    };
+    let directory = super::local_directory(&context.node).await?;
     let view = context.node.view().await?;
     Ok(SystemStatus::of(&directory, &view))
 }

@@ -105,6 +105,25 @@ pub async fn run_admin(
     result
 }
 
+/// The directory as this replica has applied it (no read index: for status and for its own
+/// background work, which must go on while the admin has no quorum).
+pub(crate) async fn local_directory(
+    node: &NodeHandle<Directory>,
+) -> Result<Box<Directory>, crate::server::ApiError> {
+    let read: ReadResult<DirectoryAnswer> = node
+        .ask(|reply| Request::Read {
+            query: DirectoryQuery::Overview,
+            stale: true,
+            may_forward: false,
+            reply,
+        })
+        .await?;
+    match read.value {
+        DirectoryAnswer::Overview(directory) => Ok(directory),
+        other => unreachable!("an overview query answered with {other:?}"),
+    }
+}
+
 /// How often the admin's leader asks the members of groups whose leader it does not know.
 const LEADER_POLL: Duration = Duration::from_secs(2);
 
@@ -121,19 +140,7 @@ async fn learn_leaders(node: NodeHandle<Directory>) {
         if view.status.role != crate::core::Role::Leader {
             continue;
         }
-        let local: Result<ReadResult<DirectoryAnswer>, _> = node
-            .ask(|reply| Request::Read {
-                query: DirectoryQuery::Overview,
-                stale: true,
-                may_forward: false,
-                reply,
-            })
-            .await;
-        let Ok(ReadResult {
-            value: DirectoryAnswer::Overview(directory),
-            ..
-        }) = local
-        else {
+        let Ok(directory) = local_directory(&node).await else {
             continue;
         };
         for (&group, info) in directory.groups() {
@@ -173,19 +180,7 @@ async fn learn_leaders(node: NodeHandle<Directory>) {
 /// after a restart with other flags — the ones it was created with, which never change).
 async fn propose_settings(node: NodeHandle<Directory>, settings: DirectorySettings) {
     loop {
-        let local: Result<ReadResult<DirectoryAnswer>, _> = node
-            .ask(|reply| Request::Read {
-                query: DirectoryQuery::Overview,
-                stale: true,
-                may_forward: false,
-                reply,
-            })
-            .await;
-        if let Ok(ReadResult {
-            value: DirectoryAnswer::Overview(directory),
-            ..
-        }) = &local
-        {
+        if let Ok(directory) = local_directory(&node).await {
             if directory.is_initialized() {
                 if directory.settings() != &settings {
                     tracing::warn!(

@@ -39,27 +39,35 @@ fn fail(error: ClientError) -> ExitCode {
 
 pub async fn run(command: Command) -> ExitCode {
     match command {
+        // With --admin, routed to the key's group by the CLI itself; else to --endpoints.
         Command::Put {
             key,
             value,
             client: args,
-        } if !args.admin.is_empty() => {
-            let routed = routed(&args).expect("--admin given");
-            match routed.put(bytes(&key), bytes(&value)).await {
+        } => {
+            let (key, value) = (bytes(&key), bytes(&value));
+            let result = match routed(&args) {
+                Some(routed) => routed.put(key, value).await.map_err(fail_routed),
+                None => client(&args).put(key, value).await.map_err(fail),
+            };
+            match result {
                 Ok(_) => {
                     println!("OK");
                     ExitCode::Success
                 }
-                Err(error) => fail_routed(error),
+                Err(code) => code,
             }
         }
         Command::Get {
             key,
             stale,
             client: args,
-        } if !args.admin.is_empty() => {
-            let routed = routed(&args).expect("--admin given");
-            match routed.get(bytes(&key), stale).await {
+        } => {
+            let result = match routed(&args) {
+                Some(routed) => routed.get(bytes(&key), stale).await.map_err(fail_routed),
+                None => client(&args).get(bytes(&key), stale).await.map_err(fail),
+            };
+            match result {
                 Ok(Some(value)) => {
                     println!("{}", String::from_utf8_lossy(&value));
                     ExitCode::Success
@@ -68,52 +76,22 @@ pub async fn run(command: Command) -> ExitCode {
                     eprintln!("key {key:?} not found");
                     ExitCode::NotFound
                 }
-                Err(error) => fail_routed(error),
+                Err(code) => code,
             }
         }
-        Command::Delete { key, client: args } if !args.admin.is_empty() => {
-            let routed = routed(&args).expect("--admin given");
-            match routed.delete(bytes(&key)).await {
+        Command::Delete { key, client: args } => {
+            let result = match routed(&args) {
+                Some(routed) => routed.delete(bytes(&key)).await.map_err(fail_routed),
+                None => client(&args).delete(bytes(&key)).await.map_err(fail),
+            };
+            match result {
                 Ok(existed) => {
                     println!("{}", if existed { 1 } else { 0 });
                     ExitCode::Success
                 }
-                Err(error) => fail_routed(error),
+                Err(code) => code,
             }
         }
-        Command::Put {
-            key,
-            value,
-            client: args,
-        } => match client(&args).put(bytes(&key), bytes(&value)).await {
-            Ok(_) => {
-                println!("OK");
-                ExitCode::Success
-            }
-            Err(error) => fail(error),
-        },
-        Command::Get {
-            key,
-            stale,
-            client: args,
-        } => match client(&args).get(bytes(&key), stale).await {
-            Ok(Some(value)) => {
-                println!("{}", String::from_utf8_lossy(&value));
-                ExitCode::Success
-            }
-            Ok(None) => {
-                eprintln!("key {key:?} not found");
-                ExitCode::NotFound
-            }
-            Err(error) => fail(error),
-        },
-        Command::Delete { key, client: args } => match client(&args).delete(bytes(&key)).await {
-            Ok(existed) => {
-                println!("{}", if existed { 1 } else { 0 });
-                ExitCode::Success
-            }
-            Err(error) => fail(error),
-        },
         Command::Cas {
             key,
             old,
