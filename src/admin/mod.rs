@@ -25,7 +25,7 @@ use crate::server::event_loop::{ReadResult, Request, WriteResult};
 use crate::server::handle::NodeHandle;
 use crate::server::node::{Entry, Service, Started};
 use crate::server::proto::ravel::{directory_server::DirectoryServer, kv_server::KvServer};
-use crate::server::{run_node, NodeError, NodeOptions};
+use crate::server::{run_node, run_node_on, NodeError, NodeOptions, Opened};
 use crate::storage::Standing;
 use routing_kv::RoutingKvService;
 
@@ -39,9 +39,29 @@ pub struct AdminOptions {
     pub http: Option<String>,
 }
 
-/// Runs an admin replica until `shutdown` resolves. Calls `on_ready` once it serves.
+/// Runs an admin replica on its data directory until `shutdown` resolves. Calls `on_ready` once
+/// it serves.
 pub async fn run_admin(
     options: AdminOptions,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(Entry),
+) -> Result<(), NodeError> {
+    run_admin_with(options, None, shutdown, on_ready).await
+}
+
+/// [`run_admin`] on storage opened by the caller (a simulated disk under madsim).
+pub async fn run_admin_on(
+    options: AdminOptions,
+    opened: Opened,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(Entry),
+) -> Result<(), NodeError> {
+    run_admin_with(options, Some(opened), shutdown, on_ready).await
+}
+
+async fn run_admin_with(
+    options: AdminOptions,
+    opened: Option<Opened>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Entry),
 ) -> Result<(), NodeError> {
@@ -73,32 +93,30 @@ pub async fn run_admin(
     };
     let settings = options.settings.clone();
     let mut tasks = Vec::new();
-    let result = run_node(
-        options.node,
-        service,
-        shutdown,
-        |started: Started<Directory>| {
-            let founder =
-                started.entry == Entry::Bootstrap || started.standing == Some(Standing::Founder);
-            if founder {
-                tasks.push(tokio::spawn(propose_settings(
-                    started.handle.clone(),
-                    settings,
-                )));
-            }
-            tasks.push(tokio::spawn(learn_leaders(started.handle.clone())));
-            #[cfg(not(madsim))]
-            if let Some(bound) = http {
-                tasks.push(tokio::spawn(http::serve(
-                    bound,
-                    started.handle.clone(),
-                    routed,
-                )));
-            }
-            on_ready(started.entry);
-        },
-    )
-    .await;
+    let ready = |started: Started<Directory>| {
+        let founder =
+            started.entry == Entry::Bootstrap || started.standing == Some(Standing::Founder);
+        if founder {
+            tasks.push(tokio::spawn(propose_settings(
+                started.handle.clone(),
+                settings,
+            )));
+        }
+        tasks.push(tokio::spawn(learn_leaders(started.handle.clone())));
+        #[cfg(not(madsim))]
+        if let Some(bound) = http {
+            tasks.push(tokio::spawn(http::serve(
+                bound,
+                started.handle.clone(),
+                routed,
+            )));
+        }
+        on_ready(started.entry);
+    };
+    let result = match opened {
+        None => run_node(options.node, service, shutdown, ready).await,
+        Some(opened) => run_node_on(options.node, opened, service, shutdown, ready).await,
+    };
     for task in tasks {
         task.abort();
     }

@@ -170,7 +170,7 @@ pub(super) async fn shutdown_signal() {
 }
 
 /// Registers a data node with the sharded store's admin, unless its data directory shows it
-/// did so and started already (then it resumes as the member it is). Sets the node's id and,
+/// has been a member of its group (then it resumes as the member it is, without asking). Sets the node's id and,
 /// for a new node, the members to join through (none: it starts a new group). Returns the
 /// node's group.
 async fn enter_through_admin(options: &mut NodeOptions) -> Result<u64, ExitCode> {
@@ -178,12 +178,13 @@ async fn enter_through_admin(options: &mut NodeOptions) -> Result<u64, ExitCode>
         eprintln!("error: {error}");
         ExitCode::Failure
     })?;
-    let identity = crate::storage::stored_identity(&options.data_dir).map_err(|error| {
+    let meta = crate::storage::stored_meta(&options.data_dir).map_err(|error| {
         eprintln!("error: {error}");
         ExitCode::Failure
     })?;
-    if let (Some(assignment), Some(identity)) = (&stored, identity) {
-        if assignment.node_id == identity.node_id && assignment.node_id != 0 {
+    let in_dir = meta.map(|(identity, standing)| (identity.node_id, standing));
+    if let Some(assignment) = &stored {
+        if admin_link::resumes_without_asking(Some(assignment), in_dir) {
             options.id = assignment.node_id;
             return Ok(assignment.group_id);
         }
@@ -196,7 +197,7 @@ async fn enter_through_admin(options: &mut NodeOptions) -> Result<u64, ExitCode>
     );
     let registered = admin_link::register(
         &options.admin,
-        &options.data_dir,
+        &admin_link::AssignmentFile(&options.data_dir),
         &address,
         &options.labels,
         token,

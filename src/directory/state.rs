@@ -80,6 +80,10 @@ pub struct GroupInfo {
     pub leader: Option<NodeId>,
     /// The term of the latest leader heard of: reports of older terms are ignored.
     pub leader_term: Term,
+    /// The member told to start the group rather than join it (the first one placed in it while
+    /// it was empty), until it leaves. A retried registration of it must get the same answer —
+    /// start it — or it would try to join members that are waiting to join it.
+    pub founder: Option<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -296,6 +300,9 @@ impl Directory {
             },
         );
         let info = self.groups.get_mut(&group).expect("chosen above");
+        if info.members.is_empty() {
+            info.founder = Some(node);
+        }
         info.members.insert(node);
         self.tokens.insert(token, node);
         self.place_table_once_enough_groups();
@@ -312,6 +319,9 @@ impl Directory {
             .copied()
             .filter(|&member| member != node)
             .collect();
+        if info.founder == Some(node) {
+            others.clear();
+        }
         // The leader's first: the join workflow asks it directly.
         others.sort_by_key(|&member| (Some(member) != info.leader, member));
         DirectoryOutcome::Registered {
@@ -363,6 +373,9 @@ impl Directory {
         info.members.remove(&node);
         if info.leader == Some(node) {
             info.leader = None;
+        }
+        if info.founder == Some(node) {
+            info.founder = None;
         }
         let info = &self.groups[&group];
         let mut members: Vec<NodeId> = info.members.iter().copied().collect();
@@ -614,6 +627,27 @@ mod tests {
         let first = register(&mut directory, 42);
         assert_eq!(register(&mut directory, 42), first);
         assert_eq!(directory.servers().len(), 1);
+    }
+
+    /// The founder of a group, asking again (it crashed before it started the group), must be
+    /// told to start it, not to join the members that registered since and wait to join it.
+    #[test]
+    fn a_retried_registration_of_a_founder_still_starts_the_group() {
+        let mut directory = Directory::new(DirectorySettings::default());
+        let seeds = |outcome: DirectoryOutcome| match outcome {
+            DirectoryOutcome::Registered { seeds, .. } => seeds,
+            other => panic!("not registered: {other:?}"),
+        };
+        assert!(seeds(register(&mut directory, 1)).is_empty());
+        assert_eq!(seeds(register(&mut directory, 2)), vec!["10.0.0.1:7379"]);
+        assert!(seeds(register(&mut directory, 1)).is_empty());
+        assert_eq!(seeds(register(&mut directory, 2)), vec!["10.0.0.1:7379"]);
+        // Once the founder leaves, no one is told to start the group again.
+        assert!(matches!(
+            apply(&mut directory, DirectoryCommand::Leave { node: 100 }),
+            DirectoryOutcome::Left { .. }
+        ));
+        assert!(seeds(register(&mut directory, 3)).contains(&"10.0.0.2:7379".to_string()));
     }
 
     #[test]

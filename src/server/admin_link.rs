@@ -18,6 +18,7 @@ use crate::core::NodeId;
 use crate::kv::{Command, Outcome};
 use crate::routed_client::read_overview;
 use crate::sharding::GroupId;
+use crate::storage::Standing;
 
 /// The file in the data directory that keeps the registration.
 pub const ASSIGNMENT_FILE: &str = "ASSIGNMENT";
@@ -44,6 +45,27 @@ pub struct Assignment {
 pub struct Registered {
     pub assignment: Assignment,
     pub seeds: Vec<String>,
+}
+
+/// Where a node keeps its assignment: [`AssignmentFile`] in its data directory, or a simulated
+/// disk under madsim.
+pub trait AssignmentStore: Send + Sync {
+    /// The assignment kept, if any.
+    fn load(&self) -> Result<Option<Assignment>, String>;
+    /// Keeps the assignment durably before returning.
+    fn keep(&self, assignment: &Assignment) -> Result<(), String>;
+}
+
+/// The assignment as [`ASSIGNMENT_FILE`] in a node's data directory.
+pub struct AssignmentFile<'a>(pub &'a Path);
+
+impl AssignmentStore for AssignmentFile<'_> {
+    fn load(&self) -> Result<Option<Assignment>, String> {
+        stored_assignment(self.0)
+    }
+    fn keep(&self, assignment: &Assignment) -> Result<(), String> {
+        keep(self.0, assignment)
+    }
 }
 
 fn path(data_dir: &Path) -> PathBuf {
@@ -84,16 +106,36 @@ fn keep(data_dir: &Path, assignment: &Assignment) -> Result<(), String> {
         .map_err(|error| format!("cannot write {}: {error}", path(data_dir).display()))
 }
 
+/// Whether a node resumes as the member it is without asking the admin: only once its data
+/// directory (`stored`: the node id it was stamped with and where it stands) shows it has been a
+/// member of the group it was assigned — it started it, or was admitted to it. Before that it
+/// asks again with its token (the same answer, and where to join): started with no one to
+/// join, it would otherwise start a second group of its own (nothing recorded yet) or refuse to
+/// start at all (recorded as joining).
+pub fn resumes_without_asking(
+    assignment: Option<&Assignment>,
+    stored: Option<(NodeId, Option<Standing>)>,
+) -> bool {
+    match (assignment, stored) {
+        (Some(assignment), Some((node_id, standing))) => {
+            assignment.node_id != 0
+                && assignment.node_id == node_id
+                && matches!(standing, Some(Standing::Founder | Standing::Admitted))
+        }
+        _ => false,
+    }
+}
+
 /// Registers this node with the admin (or finishes a registration a crash interrupted),
-/// retrying until an admin replica answers; keeps the answer in `data_dir` before returning.
+/// retrying until an admin replica answers; keeps the answer in `store` before returning.
 pub async fn register(
     admin: &[String],
-    data_dir: &Path,
+    store: &dyn AssignmentStore,
     address: &str,
     labels: &BTreeMap<String, String>,
     fresh_token: u64,
 ) -> Result<Registered, String> {
-    let mut assignment = match stored_assignment(data_dir)? {
+    let mut assignment = match store.load()? {
         Some(assignment) => assignment,
         None => {
             let assignment = Assignment {
@@ -101,7 +143,7 @@ pub async fn register(
                 ..Assignment::default()
             };
             // Kept before asking: a crash after the admin answered asks again with this token.
-            keep(data_dir, &assignment)?;
+            store.keep(&assignment)?;
             assignment
         }
     };
@@ -140,7 +182,7 @@ pub async fn register(
     }
     assignment.node_id = response.node_id;
     assignment.group_id = response.group_id;
-    keep(data_dir, &assignment)?;
+    store.keep(&assignment)?;
     Ok(Registered {
         assignment,
         seeds: response.seeds,
@@ -300,5 +342,40 @@ mod tests {
         std::fs::write(path(dir.path()), "token = [").expect("written");
         let error = stored_assignment(dir.path()).expect_err("damaged");
         assert!(error.contains("ASSIGNMENT is damaged"), "{error}");
+    }
+
+    #[test]
+    fn only_a_node_that_has_been_a_member_resumes_without_asking() {
+        let assigned = Assignment {
+            token: 7,
+            node_id: 101,
+            group_id: 2,
+        };
+        let asked = Assignment {
+            node_id: 0,
+            ..assigned.clone()
+        };
+        for (assignment, stored, resumes) in [
+            (Some(&assigned), Some((101, Some(Standing::Founder))), true),
+            (Some(&assigned), Some((101, Some(Standing::Admitted))), true),
+            // Crashed before it started its group, or while it was joining: it asks again.
+            (Some(&assigned), Some((101, None)), false),
+            (Some(&assigned), Some((101, Some(Standing::Joining))), false),
+            (Some(&assigned), Some((101, Some(Standing::Removed))), false),
+            (
+                Some(&assigned),
+                Some((102, Some(Standing::Admitted))),
+                false,
+            ),
+            (Some(&assigned), None, false),
+            (Some(&asked), Some((0, Some(Standing::Founder))), false),
+            (None, Some((101, Some(Standing::Admitted))), false),
+        ] {
+            assert_eq!(
+                resumes_without_asking(assignment, stored),
+                resumes,
+                "{assignment:?} {stored:?}"
+            );
+        }
     }
 }

@@ -588,80 +588,66 @@ fn write_meta(
 /// The identity a data directory was stamped with, if it has one (read before it is opened, to
 /// resume with its cluster id when none is given).
 pub fn stored_identity(dir: &Path) -> Result<Option<Identity>, StorageError> {
+    Ok(stored_meta(dir)?.map(|(identity, _)| identity))
+}
+
+/// The identity a data directory was stamped with and where its node stands in its cluster (if
+/// recorded), read before it is opened: a data node of a sharded store asks the admin where to
+/// join unless it has been a member of its group.
+pub fn stored_meta(dir: &Path) -> Result<Option<(Identity, Option<Standing>)>, StorageError> {
     let path = dir.join(META_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => match codec::read_frame(&bytes) {
-            codec::Frame::Valid { body, .. } => {
-                codec::decode(body)
-                    .map(Some)
-                    .map_err(|error| StorageError::Corrupt {
-                        path: path.clone(),
-                        offset: 0,
-                        reason: error.to_string(),
-                    })
-            }
-            _ => Err(StorageError::Corrupt {
-                path,
-                offset: 0,
-                reason: "the identity record does not match its checksum".to_string(),
-            }),
-        },
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(StorageError::io(&path, error)),
-    }
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StorageError::io(&path, error)),
+    };
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.clone(),
+        offset: 0,
+        reason,
+    };
+    let codec::Frame::Valid { body, len } = codec::read_frame(&bytes) else {
+        return Err(corrupt(
+            "the identity record does not match its checksum".to_string(),
+        ));
+    };
+    let identity: Identity = codec::decode(body).map_err(|error| corrupt(error.to_string()))?;
+    let standing = match codec::read_frame(&bytes[len..]) {
+        codec::Frame::Valid { body, .. } => {
+            Some(codec::decode(body).map_err(|error| corrupt(error.to_string()))?)
+        }
+        codec::Frame::Incomplete if bytes.len() == len => None,
+        _ => {
+            return Err(corrupt(
+                "the record of where the node stands in its cluster is damaged".to_string(),
+            ))
+        }
+    };
+    Ok(Some((identity, standing)))
 }
 
 /// Checks the directory belongs to `identity` (stamping it if new) and returns where the node
 /// stands in its cluster, if that was recorded.
 fn check_identity(dir: &Path, identity: Identity) -> Result<Option<Standing>, StorageError> {
-    let path = dir.join(META_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => {
-            let corrupt = |reason: String| StorageError::Corrupt {
-                path: path.clone(),
-                offset: 0,
-                reason,
-            };
-            let codec::Frame::Valid { body, len } = codec::read_frame(&bytes) else {
-                return Err(corrupt(
-                    "the identity record does not match its checksum".to_string(),
-                ));
-            };
-            let found: Identity =
-                codec::decode(body).map_err(|error| corrupt(error.to_string()))?;
-            let standing = match codec::read_frame(&bytes[len..]) {
-                codec::Frame::Valid { body, .. } => {
-                    Some(codec::decode(body).map_err(|error| corrupt(error.to_string()))?)
-                }
-                codec::Frame::Incomplete if bytes.len() == len => None,
-                _ => {
-                    return Err(corrupt(
-                        "the record of where the node stands in its cluster is damaged".to_string(),
-                    ))
-                }
-            };
-            // Cluster 0: a joiner that had not learned its cluster's id; it takes the one given.
-            let same_cluster = found.cluster_id == identity.cluster_id || found.cluster_id == 0;
-            if !same_cluster || found.node_id != identity.node_id {
-                return Err(StorageError::WrongIdentity {
-                    path,
-                    cluster: identity.cluster_id,
-                    node: identity.node_id,
-                    found_cluster: found.cluster_id,
-                    found_node: found.node_id,
-                });
-            }
-            if found.cluster_id == 0 && identity.cluster_id != 0 {
-                write_meta(dir, identity, standing)?;
-            }
-            Ok(standing)
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            write_meta(dir, identity, None)?;
-            Ok(None)
-        }
-        Err(error) => Err(StorageError::io(&path, error)),
+    let Some((found, standing)) = stored_meta(dir)? else {
+        write_meta(dir, identity, None)?;
+        return Ok(None);
+    };
+    // Cluster 0: a joiner that had not learned its cluster's id; it takes the one given.
+    let same_cluster = found.cluster_id == identity.cluster_id || found.cluster_id == 0;
+    if !same_cluster || found.node_id != identity.node_id {
+        return Err(StorageError::WrongIdentity {
+            path: dir.join(META_FILE),
+            cluster: identity.cluster_id,
+            node: identity.node_id,
+            found_cluster: found.cluster_id,
+            found_node: found.node_id,
+        });
     }
+    if found.cluster_id == 0 && identity.cluster_id != 0 {
+        write_meta(dir, identity, standing)?;
+    }
+    Ok(standing)
 }
 
 fn segment_name(sequence: u64) -> String {

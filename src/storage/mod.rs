@@ -18,7 +18,7 @@ mod recovery;
 pub(crate) use codec::{decode, encode};
 pub use codec::{CodecError, Identity, Standing, FORMAT_VERSION};
 pub use error::StorageError;
-pub use file_storage::{stored_identity, FileStorage, StorageOptions, StoredState};
+pub use file_storage::{stored_identity, stored_meta, FileStorage, StorageOptions, StoredState};
 pub use memory_disk::{MemoryDisk, MemoryStorage};
 
 use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
