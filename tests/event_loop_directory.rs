@@ -90,6 +90,7 @@ async fn the_event_loop_runs_the_directory() {
             group: 1,
             leader: None,
             seeds: Vec::new(),
+            partitions: 271,
         }
     );
     let (reply, answer) = oneshot::channel();

@@ -15,9 +15,15 @@ pub async fn run(args: NodeArgs) -> ExitCode {
     };
     // A data node of a sharded store: the admin gives it its id and group.
     let mut reporting = None;
+    let mut service = Service::key_value();
     if !options.admin.is_empty() {
         match enter_through_admin(&mut options).await {
-            Ok(group) => reporting = Some((options.admin.clone(), group)),
+            Ok(assignment) => {
+                reporting = Some((options.admin.clone(), assignment.group_id));
+                if assignment.partitions > 0 {
+                    service = Service::key_value_sharded(assignment.partitions);
+                }
+            }
             Err(code) => return code,
         }
     }
@@ -27,7 +33,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
     let id = options.id;
     let metrics_listen = options.metrics_listen.clone();
     let sharded = reporting.is_some();
-    let result = run_node(options, Service::key_value(), shutdown_signal(), move |started| {
+    let result = run_node(options, service, shutdown_signal(), move |started| {
         if let Some((admin, group)) = reporting {
             tokio::spawn(admin_link::report_leadership(
                 admin,
@@ -171,9 +177,11 @@ pub(super) async fn shutdown_signal() {
 
 /// Registers a data node with the sharded store's admin, unless its data directory shows it
 /// has been a member of its group (then it resumes as the member it is, without asking). Sets the node's id and,
-/// for a new node, the members to join through (none: it starts a new group). Returns the
-/// node's group.
-async fn enter_through_admin(options: &mut NodeOptions) -> Result<u64, ExitCode> {
+/// for a new node, the members to join through (none: it starts a new group). Returns what the
+/// admin assigned it.
+async fn enter_through_admin(
+    options: &mut NodeOptions,
+) -> Result<admin_link::Assignment, ExitCode> {
     let stored = admin_link::stored_assignment(&options.data_dir).map_err(|error| {
         eprintln!("error: {error}");
         ExitCode::Failure
@@ -186,7 +194,7 @@ async fn enter_through_admin(options: &mut NodeOptions) -> Result<u64, ExitCode>
     if let Some(assignment) = &stored {
         if admin_link::resumes_without_asking(Some(assignment), in_dir) {
             options.id = assignment.node_id;
-            return Ok(assignment.group_id);
+            return Ok(assignment.clone());
         }
     }
     let token = fresh_token();
@@ -220,7 +228,7 @@ async fn enter_through_admin(options: &mut NodeOptions) -> Result<u64, ExitCode>
     );
     options.id = assignment.node_id;
     options.join = registered.seeds;
-    Ok(assignment.group_id)
+    Ok(assignment)
 }
 
 /// A registration token no other node draws: the time and the process id, mixed (63 bits: the

@@ -45,6 +45,9 @@ pub enum DirectoryOutcome {
         /// The addresses of the group's other members, the leader's first: the server joins
         /// the group through them. Empty: it is the first and starts the group.
         seeds: Vec<String>,
+        /// The system's partitions: a data group serves none of them until it claims or
+        /// ingests them, from the first entry of its log on.
+        partitions: u32,
     },
     Left {
         group: GroupId,

@@ -327,6 +327,7 @@ impl Directory {
         DirectoryOutcome::Registered {
             node,
             group,
+            partitions: self.settings.partitions,
             leader: info.leader,
             seeds: others
                 .into_iter()

@@ -95,6 +95,16 @@ impl KvStateMachine {
         Self::default()
     }
 
+    /// The state machine of a sharded store's data group in a key space of `partitions`: it
+    /// serves no key until it claims (or ingests) partitions. Every replica of the group starts
+    /// from it, so they agree from the first entry on.
+    pub fn sharded(partitions: u32) -> Self {
+        KvStateMachine {
+            shard: Some(Shard::new(partitions)),
+            ..Self::default()
+        }
+    }
+
     /// Applies the command of entry `index`; entries must arrive in order, each once.
     pub fn apply(&mut self, index: LogIndex, command: &Bytes) -> Outcome {
         assert_eq!(
@@ -417,8 +427,15 @@ mod tests {
             .encode()
         };
         let mut kv = KvStateMachine::new();
-        // A plain cluster serves every key.
+        // A plain cluster serves every key; a sharded store's group none before its claim.
         assert_eq!(StateMachine::refuse(&kv, &put(&theirs)), None);
+        let mut unclaimed = KvStateMachine::sharded(4);
+        assert!(StateMachine::refuse(&unclaimed, &put(&mine)).is_some());
+        assert!(matches!(
+            unclaimed.apply(1, &put(&mine)),
+            Outcome::NotOwned(_)
+        ));
+        assert!(StateMachine::read(&unclaimed, &mine).is_err());
         assert_eq!(
             kv.apply(
                 1,

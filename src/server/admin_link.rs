@@ -38,6 +38,11 @@ pub struct Assignment {
     /// 0 until the admin answered.
     pub node_id: NodeId,
     pub group_id: GroupId,
+    /// The system's partitions, which the node's state machine starts knowing, so that its
+    /// group serves no key before it claims its partitions (0, in a file written before this
+    /// was kept: the group served every key until its first claim).
+    #[serde(default)]
+    pub partitions: u32,
 }
 
 /// The registration's answer: the assignment, and where to join the group (empty: start it).
@@ -182,6 +187,7 @@ pub async fn register(
     }
     assignment.node_id = response.node_id;
     assignment.group_id = response.group_id;
+    assignment.partitions = response.partitions;
     store.keep(&assignment)?;
     Ok(Registered {
         assignment,
@@ -336,6 +342,7 @@ mod tests {
             token: 7,
             node_id: 101,
             group_id: 2,
+            partitions: 16,
         };
         keep(dir.path(), &assignment).expect("written");
         assert_eq!(stored_assignment(dir.path()), Ok(Some(assignment)));
@@ -350,6 +357,7 @@ mod tests {
             token: 7,
             node_id: 101,
             group_id: 2,
+            partitions: 16,
         };
         let asked = Assignment {
             node_id: 0,

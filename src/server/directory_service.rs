@@ -71,11 +71,13 @@ impl DirectoryRpc for DirectoryService {
                 group,
                 leader,
                 seeds,
+                partitions,
             } => Ok(Response::new(pb::RegisterResponse {
                 node_id: node,
                 group_id: group,
                 leader_id: leader.unwrap_or(0),
                 seeds,
+                partitions,
             })),
             other => Err(refused(other)),
         }

@@ -396,8 +396,17 @@ pub struct Service<S: StateMachine> {
 impl Service<KvStateMachine> {
     /// The key-value store, served by [`KvService`].
     pub fn key_value() -> Self {
+        Self::key_value_from(KvStateMachine::new())
+    }
+
+    /// The key-value store of a sharded store's data group (see [`KvStateMachine::sharded`]).
+    pub fn key_value_sharded(partitions: u32) -> Self {
+        Self::key_value_from(KvStateMachine::sharded(partitions))
+    }
+
+    fn key_value_from(fresh: KvStateMachine) -> Self {
         Service {
-            fresh: KvStateMachine::new(),
+            fresh,
             add: Box::new(|router, handle| {
                 router.add_service(KvServer::new(KvService::new(handle)))
             }),

@@ -104,7 +104,8 @@ impl ShardedWorld {
             for &member in &members {
                 let mut host = Host::new(member, members.clone());
                 let setup = (&self.tuning, self.options.core_bugs);
-                host.start(setup, self.seed, self.now_us / 1000, KvStateMachine::new());
+                let fresh = KvStateMachine::sharded(self.settings.partitions);
+                host.start(setup, self.seed, self.now_us / 1000, fresh);
                 self.data.insert(member, host);
                 self.group_of.insert(member, group);
                 let jitter = self.rng.random_range(0..TICK_US);

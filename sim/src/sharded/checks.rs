@@ -89,13 +89,26 @@ impl ShardedWorld {
         }
     }
 
-    /// Every key a data replica holds belongs to a partition its group owns.
+    /// Every key a data replica holds belongs to a partition its group owns, and no partition is
+    /// served by two groups at one epoch.
     pub(super) fn check_ownership(&mut self) {
         let mut violation = None;
+        let mut servers: BTreeMap<(u32, u64), GroupId> = BTreeMap::new();
         for (id, host) in &self.data {
             let Some(replica) = host.replica.as_ref() else {
                 continue;
             };
+            let group = self.group_of[id];
+            let serving = replica.state().shard().map(|shard| shard.serving());
+            for (&partition, &epoch) in serving.into_iter().flatten() {
+                let first = *servers.entry((partition, epoch)).or_insert(group);
+                if first != group {
+                    violation = Some(format!(
+                        "partition {partition} is served at epoch {epoch} by group {first} and by \
+                         group {group} (n{id})"
+                    ));
+                }
+            }
             for key in 0..self.options.keys {
                 let key = format!("k{key}");
                 if replica.state().get(key.as_bytes()).is_some()

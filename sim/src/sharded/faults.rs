@@ -69,7 +69,8 @@ impl ShardedWorld {
         } else if let Some(host) = self.data.get_mut(&id) {
             if host.replica.is_none() {
                 let setup = (&tuning, self.options.core_bugs);
-                host.start(setup, seed, now_ms, KvStateMachine::new());
+                let fresh = KvStateMachine::sharded(self.settings.partitions);
+                host.start(setup, seed, now_ms, fresh);
                 self.trace.line(self.now_us, || format!("n{id} restarts"));
             }
         }
