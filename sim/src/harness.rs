@@ -11,6 +11,7 @@ use ravel::core::{
 };
 use ravel::kv::KvStateMachine;
 use ravel::replica::{Effect, Replica};
+use ravel::storage::Standing;
 
 use crate::checker::{Checker, NodeWatch};
 use crate::disk::SimDisk;
@@ -239,6 +240,8 @@ impl TestCluster {
                     replica.completed(Input::Persisted { id: persist_id });
                 }
                 Effect::Fatal(reason) => panic!("invariant violated: node {id} stops: {reason}"),
+                // Admitted by a configuration entry in its log: it restarts as a member.
+                Effect::RecordStanding(Standing::Admitted) => node.config.joining = false,
                 Effect::RecordStanding(_)
                 | Effect::Reply { .. }
                 | Effect::AddressLearned { .. }
@@ -412,12 +415,23 @@ impl TestCluster {
         self.restart(id);
     }
 
+    /// The nonce node `id` would join with now (a joining node's, drawn at each restart; 0
+    /// for a member).
+    pub fn join_nonce(&self, id: NodeId) -> u64 {
+        self.nodes[&id].config.join_nonce
+    }
+
     /// Restarts a crashed node from its disk. Like a real node's, each incarnation has a seed
     /// of its own.
     pub fn restart(&mut self, id: NodeId) {
         let now_ms = self.now_ms;
         let node = self.nodes.get_mut(&id).expect("known node");
         node.config.seed = node.config.seed.wrapping_add(1 << 32);
+        if node.config.joining {
+            // New at every start, as a real node's.
+            node.config.join_nonce =
+                (node.config.seed ^ 0x6a6f_696e).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        }
         let recovered = node.disk.recover();
         node.watch = NodeWatch {
             term: recovered.hard_state.term,

@@ -10,6 +10,7 @@ pub mod history;
 pub mod hostile_peer;
 pub mod linearizability;
 pub mod madsim_harness;
+pub mod madsim_sharded;
 pub mod network;
 pub mod options;
 pub mod runner;

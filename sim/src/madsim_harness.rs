@@ -48,6 +48,9 @@ pub struct MadsimOptions {
     /// while they rejoin (off by default: it draws from the seed's generator, so it changes
     /// every schedule).
     pub disk_loss: bool,
+    /// Data groups of a sharded store (an admin group of three beside them, see
+    /// [`crate::madsim_sharded`]); 0: one plain cluster of `nodes`.
+    pub groups: usize,
 }
 
 impl Default for MadsimOptions {
@@ -60,6 +63,7 @@ impl Default for MadsimOptions {
             keys: 4,
             bugs: ravel::core::PlantedBugs::default(),
             disk_loss: false,
+            groups: 0,
         }
     }
 }
@@ -102,7 +106,14 @@ fn run_seed_on_this_thread(seed: u64, options: &MadsimOptions) -> MadsimResult {
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, config);
     let options = options.clone();
     runtime.block_on(async move {
-        match tokio::time::timeout(Duration::from_secs(300), scenario(seed, options)).await {
+        let run = async move {
+            if options.groups > 0 {
+                crate::madsim_sharded::scenario(seed, options).await
+            } else {
+                scenario(seed, options).await
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(300), run).await {
             Ok(result) => result,
             Err(_) => MadsimResult {
                 seed,
@@ -255,16 +266,16 @@ async fn lose_disk(
 /// The history and its clock: a counter bumped at every call and return, a strict total order
 /// consistent with simulated time (madsim runs one task at a time).
 #[derive(Default)]
-struct Recorder {
-    history: Mutex<History>,
+pub(crate) struct Recorder {
+    pub(crate) history: Mutex<History>,
     clock: AtomicU64,
-    next_op: AtomicU64,
+    pub(crate) next_op: AtomicU64,
     /// Woken whenever a client's write is acknowledged (a power failure waits for one).
-    write_acknowledged: tokio::sync::Notify,
+    pub(crate) write_acknowledged: tokio::sync::Notify,
 }
 
 impl Recorder {
-    fn tick(&self) -> u64 {
+    pub(crate) fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::SeqCst)
     }
 }
@@ -429,19 +440,24 @@ async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult {
         failure = members.err();
     }
     if failure.is_none() {
-        let history = recorder.history.lock().expect("lock");
-        failure = match linearizability::check(&history) {
-            Verdict::Linearizable => None,
-            Verdict::Violation { key, operations } => Some(format!(
-                "history not linearizable on key {key}:\n  {}",
-                operations.join("\n  ")
-            )),
-            Verdict::Inconclusive { key } => {
-                Some(format!("linearizability check inconclusive on key {key}"))
-            }
-        };
+        failure = not_linearizable(&recorder);
     }
     result(seed, failure, &recorder, &leaders, faults_injected)
+}
+
+/// Why the recorded history is not linearizable, if it is not.
+pub(crate) fn not_linearizable(recorder: &Recorder) -> Option<String> {
+    let history = recorder.history.lock().expect("lock");
+    match linearizability::check(&history) {
+        Verdict::Linearizable => None,
+        Verdict::Violation { key, operations } => Some(format!(
+            "history not linearizable on key {key}:\n  {}",
+            operations.join("\n  ")
+        )),
+        Verdict::Inconclusive { key } => {
+            Some(format!("linearizability check inconclusive on key {key}"))
+        }
+    }
 }
 
 /// The fault schedule's state, and the faults it injects, one named step each.
@@ -717,11 +733,11 @@ fn restart_stopped(runtime: &Handle, hosts: &mut [Host]) {
     }
 }
 
-fn result(
+pub(crate) fn result(
     seed: u64,
     failure: Option<String>,
     recorder: &Recorder,
-    leaders: &Mutex<BTreeMap<u64, u64>>,
+    leaders: &Mutex<impl std::fmt::Debug>,
     faults_injected: usize,
 ) -> MadsimResult {
     let history = recorder.history.lock().expect("lock");

@@ -146,12 +146,14 @@ impl Schedule {
             Step::Join { node, via } => {
                 self.request += 1;
                 let last_index = cluster.status(node).last_index;
+                let nonce = cluster.join_nonce(node);
                 cluster.step(
                     via,
                     Input::Join {
                         id: self.request,
                         node,
                         last_index,
+                        nonce,
                     },
                 );
             }

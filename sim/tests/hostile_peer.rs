@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use ravel::core::{Entry, EntryPayload, Membership, Message, MessageBody, SnapshotMeta};
+use ravel::core::{Admission, Entry, EntryPayload, Membership, Message, MessageBody, SnapshotMeta};
 use ravel::server::convert::message_to_proto;
 use ravel_sim::hostile_peer::{HostileTarget, TARGET};
 
@@ -15,12 +15,16 @@ fn entry() -> impl Strategy<Value = Entry> {
         0..8u64,
         0..5u64,
         prop::option::of(prop::collection::btree_set(0..5u64, 0..3)),
+        prop::option::of((0..5u64, 0..3u64)),
     )
-        .prop_map(|(index, term, membership)| Entry {
+        .prop_map(|(index, term, membership, admission)| Entry {
             index,
             term,
             payload: match membership {
-                Some(voters) => EntryPayload::Membership(Membership::with_voters(voters)),
+                Some(voters) => EntryPayload::Membership(
+                    Membership::with_voters(voters),
+                    admission.map(|(node, nonce)| Admission { node, nonce }),
+                ),
                 None => EntryPayload::Command(Bytes::from_static(b"\x00")),
             },
         })

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use ravel::core::{
-    Action, Input, MemberState, MembershipChange, MembershipError, Message, MessageBody, NodeId,
+    Action, Admission, Config, Entry, EntryPayload, Input, MemberState, Membership,
+    MembershipChange, MembershipError, Message, MessageBody, NodeId, PersistId, RawNode, Recovered,
     Refusal, Role,
 };
 use ravel_sim::harness::TestCluster;
@@ -283,6 +284,7 @@ fn a_node_joins_through_a_follower_and_the_leaders_pool() {
             id: 100,
             node: 4,
             last_index: 0,
+            nonce: 0,
         },
     );
     assert!(cluster.take_events(2).contains(&Action::ProposalRefused {
@@ -297,6 +299,7 @@ fn a_node_joins_through_a_follower_and_the_leaders_pool() {
             id: 101,
             node: 4,
             last_index: 0,
+            nonce: 0,
         },
     );
     // A retried request for the same node joins the same queue entry.
@@ -306,6 +309,7 @@ fn a_node_joins_through_a_follower_and_the_leaders_pool() {
             id: 102,
             node: 4,
             last_index: 0,
+            nonce: 0,
         },
     );
     cluster.run_for(500);
@@ -319,6 +323,113 @@ fn a_node_joins_through_a_follower_and_the_leaders_pool() {
     assert_eq!(voters(&cluster, 1), set(&[1, 2, 3, 4]));
     assert_eq!(cluster.status(4).member, MemberState::Voter);
     assert_eq!(cluster.status(4).commit, cluster.status(1).commit);
+}
+
+/// The leader that promoted a joiner is lost before the joiner hears that it was admitted
+/// (its answer, or the commit of the promotion). The configuration {1, 2} counts the joiner, so
+/// node 1 cannot be elected without its vote. Told only by the leader's answer, the joiner
+/// stays silent for ever and the group never elects again; with the nonce of its request in the
+/// promotion entry, it knows from its own log that it was admitted, and votes.
+#[test]
+fn a_joiner_whose_admission_answer_is_lost_learns_it_from_its_log() {
+    let run = |nonce: u64| {
+        let mut cluster = TestCluster::with_spares(1, 1, |config| {
+            if config.id == 2 {
+                config.voters.clear();
+                config.joining = true;
+                config.join_nonce = 77;
+            }
+        });
+        cluster.elect(1);
+        cluster.propose(1, 1, b"before");
+        cluster.run_for(50);
+        cluster.step(
+            1,
+            Input::Join {
+                id: 100,
+                node: 2,
+                last_index: 0,
+                nonce,
+            },
+        );
+        let mut waited = 0;
+        while !voters(&cluster, 2).contains(&2) {
+            cluster.run_for(5);
+            waited += 5;
+            assert!(waited < 2_000, "node 2 was never promoted");
+        }
+        // Nothing more reaches node 2 from its leader, which then crashes and comes back.
+        cluster.cut_link(1, 2);
+        cluster.crash(1);
+        cluster.restart(1);
+        cluster.heal();
+        cluster.run_for(5_000);
+        cluster.leaders()
+    };
+    assert_eq!(run(77), vec![1], "admitted by its log, node 2 votes");
+    assert_eq!(
+        run(0),
+        Vec::<NodeId>::new(),
+        "told only by the lost answer, node 2 never votes: no leader"
+    );
+    assert_eq!(
+        run(78),
+        Vec::<NodeId>::new(),
+        "another request's nonce admits nothing"
+    );
+}
+
+/// A joiner counts itself admitted by an entry made for its request only once that entry is
+/// durable: recorded as admitted while the entry could still be lost in a crash, it would
+/// restart as a member whose log lacks what it was admitted with.
+#[test]
+fn a_joiner_is_admitted_by_its_log_only_once_the_entry_is_durable() {
+    let mut config = Config::joining(2);
+    config.join_nonce = 77;
+    let mut node = RawNode::new(config, Recovered::default(), 0).expect("valid");
+    let admitting = |index, membership, nonce| Entry {
+        term: 1,
+        index,
+        payload: EntryPayload::Membership(membership, Some(Admission { node: 2, nonce })),
+    };
+    let mut learner = Membership::with_voters([1]);
+    learner.learners.insert(2);
+    let entries = vec![
+        Entry {
+            term: 1,
+            index: 1,
+            payload: EntryPayload::Membership(Membership::with_voters([1]), None),
+        },
+        // An entry made for another request (an earlier start's) admits nothing.
+        admitting(2, learner.clone(), 76),
+        admitting(3, learner, 77),
+    ];
+    node.step(Input::Message(Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Append {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries,
+            leader_commit: 1,
+            durable_everywhere: 0,
+        },
+    }));
+    let actions = node.take_actions();
+    assert!(!actions.contains(&Action::Admitted), "not durable yet");
+    let persisted: Vec<PersistId> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Persist { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(node.status().member, MemberState::ConnectionPending);
+    for id in persisted {
+        node.step(Input::Persisted { id });
+    }
+    assert!(node.take_actions().contains(&Action::Admitted));
 }
 
 /// A member that lost its disk joins again: the leader removes it (so it stops trusting what the
@@ -342,6 +453,7 @@ fn a_member_that_lost_its_data_is_replaced() {
             id: 200,
             node: 3,
             last_index: 0,
+            nonce: 0,
         },
     );
     cluster.run_for(1_000);

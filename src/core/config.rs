@@ -63,6 +63,10 @@ pub struct Config {
     pub promotion_lag_max_entries: u64,
     /// Seeds this node's election jitter. Same seed, same inputs: same outputs.
     pub seed: u64,
+    /// A joining node's nonce for this start, sent with its join request: a configuration entry
+    /// carrying it admits this node ([`crate::core::Admission`]). Drawn anew at every start by
+    /// the caller; 0: none (only the leader's answer admits it).
+    pub join_nonce: u64,
     /// Test-only: the classic Raft bugs to plant (see [`crate::core::PlantedBugs`]).
     #[cfg(feature = "planted-bugs")]
     pub planted_bugs: super::PlantedBugs,
@@ -138,6 +142,7 @@ impl Config {
             snapshot_chunk_bytes_max: 1 << 20,
             promotion_lag_max_entries: 1000,
             seed: id,
+            join_nonce: 0,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: super::PlantedBugs::default(),
         }

@@ -166,7 +166,7 @@ impl RawNode {
         // A brand-new cluster's first entry records its founding configuration, so that nodes
         // joining later learn it from the log; otherwise a no-op.
         let payload = if next_index == 1 {
-            EntryPayload::Membership(self.membership.clone())
+            EntryPayload::Membership(self.membership.clone(), None)
         } else {
             EntryPayload::Noop
         };

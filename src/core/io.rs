@@ -49,6 +49,9 @@ pub enum Input {
         id: RequestId,
         node: NodeId,
         last_index: LogIndex,
+        /// The joiner's nonce for this start (0: none), carried by the configuration entries
+        /// made for it.
+        nonce: u64,
     },
     /// This joining node's join completed (the leader said so): from now on it votes and may
     /// campaign. The caller records this durably, or starts as joining again after a crash.
@@ -146,6 +149,10 @@ pub enum Action {
     InstallSnapshot { id: PersistId, meta: SnapshotMeta },
     /// The node that asked to join is a voter now (its promotion committed).
     JoinCompleted { id: RequestId, node: NodeId },
+    /// This joining node found in its log a configuration entry made for its own request: a
+    /// leader admitted it, and it votes from now on. The caller records that durably (or the
+    /// node starts as joining again after a crash, which is safe: it only asks again).
+    Admitted,
     /// The node's role, term or known leader changed.
     RoleChanged {
         role: Role,

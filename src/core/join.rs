@@ -8,7 +8,7 @@
 use super::io::{Action, RequestId};
 use super::membership::MembershipChange;
 use super::node::RawNode;
-use super::types::{LogIndex, NodeId, Refusal};
+use super::types::{Admission, LogIndex, NodeId, Refusal};
 
 /// Joins queued at the leader, at most.
 pub(super) const JOIN_POOL_MAX: usize = 64;
@@ -19,6 +19,8 @@ pub(super) struct PendingJoin {
     pub node: NodeId,
     /// The last index the joiner reported holding.
     pub joiner_last_index: LogIndex,
+    /// The nonce of the joiner's latest request (0: none).
+    pub nonce: u64,
     pub requests: Vec<RequestId>,
     /// The pool removed it (it had lost its data) or added it as a learner: what it holds from
     /// then on came from this leader's replication, so it is not replaced again.
@@ -26,7 +28,13 @@ pub(super) struct PendingJoin {
 }
 
 impl RawNode {
-    pub(super) fn join(&mut self, id: RequestId, node: NodeId, joiner_last_index: LogIndex) {
+    pub(super) fn join(
+        &mut self,
+        id: RequestId,
+        node: NodeId,
+        joiner_last_index: LogIndex,
+        nonce: u64,
+    ) {
         let refusal = if self.leader_state.is_none() {
             Some(Refusal::NotLeader {
                 leader_hint: self.leader,
@@ -49,6 +57,7 @@ impl RawNode {
         {
             pending.requests.push(id);
             pending.joiner_last_index = joiner_last_index;
+            pending.nonce = nonce;
             return;
         }
         if leader.join_pool.len() >= JOIN_POOL_MAX {
@@ -60,6 +69,7 @@ impl RawNode {
         leader.join_pool.push_back(PendingJoin {
             node,
             joiner_last_index,
+            nonce,
             requests: vec![id],
             admitted_here: false,
         });
@@ -75,6 +85,10 @@ impl RawNode {
                 return;
             };
             let node = pending.node;
+            let admission = (pending.nonce != 0).then_some(Admission {
+                node,
+                nonce: pending.nonce,
+            });
             let commit = self.log.commit();
             let last = self.log.last_index();
             let matched = leader
@@ -126,7 +140,15 @@ impl RawNode {
                 change,
                 MembershipChange::Remove(_) | MembershipChange::AddLearner(_)
             );
-            if self.make_change(change).is_ok() && admits {
+            // The entries that add or promote the joiner carry its request's nonce: holding one,
+            // the joiner knows it was admitted even if this leader's answer never comes. Both:
+            // a leader that appended the promotion may be lost before the joiner receives it,
+            // and a learner votes when a candidate whose configuration counts it asks.
+            let admission = match change {
+                MembershipChange::AddLearner(_) | MembershipChange::Promote(_) => admission,
+                _ => None,
+            };
+            if self.make_change_admitting(change, admission).is_ok() && admits {
                 if let Some(front) = self
                     .leader_state
                     .as_mut()

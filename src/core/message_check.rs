@@ -97,7 +97,7 @@ pub fn check_message(message: &Message) -> Result<(), Malformed> {
                     });
                 }
                 before = entry.term;
-                if let EntryPayload::Membership(membership) = &entry.payload {
+                if let EntryPayload::Membership(membership, _) = &entry.payload {
                     check_membership(membership)?;
                 }
             }
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(check_message(&to_itself), Err(Malformed::ToItself(1)));
         let mut with_bad_membership = append((0, 0), &[(1, 1)]);
         if let MessageBody::Append { entries, .. } = &mut with_bad_membership.body {
-            entries[0].payload = EntryPayload::Membership(Membership::with_voters([]));
+            entries[0].payload = EntryPayload::Membership(Membership::with_voters([]), None);
         }
         assert_eq!(
             check_message(&with_bad_membership),

@@ -39,5 +39,6 @@ pub use message_check::{check_message, Malformed};
 pub use node::{MemberState, RawNode, Recovered, Status};
 pub use progress::{Progress, ProgressState, SnapshotTransfer};
 pub use types::{
-    Entry, EntryPayload, HardState, LogIndex, NodeId, ReadMode, Refusal, Role, SnapshotMeta, Term,
+    Admission, Entry, EntryPayload, HardState, LogIndex, NodeId, ReadMode, Refusal, Role,
+    SnapshotMeta, Term,
 };

@@ -149,6 +149,10 @@ pub struct RawNode {
     /// Joining (new, or back without its data): never votes or campaigns until `Admitted`,
     /// whatever configurations its log shows (they may predate the loss of its data).
     pub(super) joining: bool,
+    /// A joining node holds, at this index, a configuration entry made for its own request
+    /// ([`super::types::Admission`]); it counts as admitted once that entry is durable — not
+    /// before, or a crash could leave it recorded as admitted with a log that lacks the entry.
+    pub(super) admission_at: Option<LogIndex>,
     /// Configuration entries in the log after the snapshot, in order.
     pub(super) membership_log: Vec<(LogIndex, Membership)>,
     /// A peer said the configuration committed at this index no longer has this node, and no
@@ -211,6 +215,7 @@ impl RawNode {
             }),
             membership: Membership::default(),
             joining: config.joining,
+            admission_at: None,
             membership_log: Vec::new(),
             removed_at: None,
             snapshot_requested: false,
@@ -293,6 +298,7 @@ impl RawNode {
             Input::Read { id } => self.read(id),
             Input::Persisted { id } => {
                 self.log.persisted_to(id);
+                self.admit_once_durable();
                 if self.role == Role::Leader {
                     self.maybe_commit();
                 }
@@ -310,7 +316,8 @@ impl RawNode {
                 id,
                 node,
                 last_index,
-            } => self.join(id, node, last_index),
+                nonce,
+            } => self.join(id, node, last_index, nonce),
             Input::Admitted => self.joining = false,
             Input::SnapshotChunkRead {
                 to,

@@ -13,7 +13,7 @@ use super::membership::{Membership, MembershipChange, MembershipError};
 use super::message::MessageBody;
 use super::node::RawNode;
 use super::progress::Progress;
-use super::types::{Entry, EntryPayload, LogIndex, NodeId, Refusal, Role};
+use super::types::{Admission, Entry, EntryPayload, LogIndex, NodeId, Refusal, Role};
 
 impl RawNode {
     /// The configuration in effect at `index`: the last one at or before it in the log, or the
@@ -35,17 +35,42 @@ impl RawNode {
     /// configurations that were cut and pick up the new ones.
     pub(super) fn log_changed_from(&mut self, from: LogIndex) {
         self.membership_log.retain(|(at, _)| *at < from);
+        if self.admission_at.is_some_and(|at| at >= from) {
+            self.admission_at = None;
+        }
         let last = self.log.last_index();
+        let mine = Admission {
+            node: self.config.id,
+            nonce: self.config.join_nonce,
+        };
         for index in from.max(self.log.first_index())..=last {
             if let Some(Entry {
-                payload: EntryPayload::Membership(membership),
+                payload: EntryPayload::Membership(membership, admission),
                 ..
             }) = self.log.entry(index)
             {
                 self.membership_log.push((index, membership.clone()));
+                let for_me = self.config.join_nonce != 0 && *admission == Some(mine);
+                if self.joining && for_me && self.admission_at.is_none() {
+                    self.admission_at = Some(index);
+                }
             }
         }
         self.adopt_latest_membership();
+    }
+
+    /// A joining node whose log holds, durably, a configuration entry made for its own request
+    /// was admitted by the leader that appended it: it votes from now on.
+    pub(super) fn admit_once_durable(&mut self) {
+        if let Some(at) = self.admission_at {
+            if self.log.persisted() >= at {
+                self.admission_at = None;
+                if self.joining {
+                    self.joining = false;
+                    self.events.push(Action::Admitted);
+                }
+            }
+        }
     }
 
     /// A snapshot was installed: its configuration is the base.
@@ -233,13 +258,22 @@ impl RawNode {
         &mut self,
         change: MembershipChange,
     ) -> Result<(LogIndex, super::types::Term), Refusal> {
+        self.make_change_admitting(change, None)
+    }
+
+    /// [`RawNode::make_change`] for a joiner's request, which the entry names (`admission`).
+    pub(super) fn make_change_admitting(
+        &mut self,
+        change: MembershipChange,
+        admission: Option<Admission>,
+    ) -> Result<(LogIndex, super::types::Term), Refusal> {
         let next = self.check_change(&change)?;
         let index = self.log.last_index() + 1;
         let term = self.term;
         self.log.append(Entry {
             term,
             index,
-            payload: EntryPayload::Membership(next),
+            payload: EntryPayload::Membership(next, admission),
         });
         self.log_changed_from(index);
         Ok((index, term))
@@ -312,7 +346,7 @@ impl RawNode {
             self.log.append(Entry {
                 term: self.term,
                 index,
-                payload: EntryPayload::Membership(next),
+                payload: EntryPayload::Membership(next, None),
             });
             self.log_changed_from(index);
             return;

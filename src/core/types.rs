@@ -27,8 +27,26 @@ pub enum EntryPayload {
     Noop,
     /// An opaque command for the state machine.
     Command(Bytes),
-    /// A new configuration; it takes effect on every node as soon as it is in its log.
-    Membership(Membership),
+    /// A new configuration; it takes effect on every node as soon as it is in its log. With an
+    /// [`Admission`], it was made for a joiner's request (adding it as a learner, or promoting
+    /// it), which tells the joiner from its own log that a leader admitted it.
+    Membership(Membership, Option<Admission>),
+}
+
+/// The join a configuration entry was made for: the joiner, and the nonce it asked with.
+///
+/// Why in the log: a joiner votes only once admitted, and a leader's answer to its request is
+/// one message that a leader lost at the wrong moment never sends. Promoted to voter but never
+/// told, the joiner stayed silent while the configuration counted it, and a group whose other
+/// voter needed its vote could never elect again (the sharded madsim harness found it: a group's
+/// founder cut off right after promoting its first joiner). A nonce the joiner drew when it
+/// started, in an entry only a leader that took this very request appends, is the same promise,
+/// and the joiner holds it as soon as it holds the entry. An entry from before (the node lost its
+/// data and asked again) carries another nonce and admits nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Admission {
+    pub node: NodeId,
+    pub nonce: u64,
 }
 
 impl Entry {
@@ -39,7 +57,9 @@ impl Entry {
             + match &self.payload {
                 EntryPayload::Noop => 0,
                 EntryPayload::Command(command) => command.len(),
-                EntryPayload::Membership(membership) => 8 * membership.replicas().len(),
+                EntryPayload::Membership(membership, admission) => {
+                    8 * membership.replicas().len() + 16 * usize::from(admission.is_some())
+                }
             }
     }
 }

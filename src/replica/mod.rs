@@ -151,7 +151,8 @@ impl<S: StateMachine> Replica<S> {
                 address,
                 last_index,
                 follower_only,
-            } => self.join(ticket, node, address, last_index, follower_only),
+                nonce,
+            } => self.join(ticket, node, address, (last_index, nonce), follower_only),
             Request::ChangeMembership(change) => {
                 let id = self.request_id();
                 self.waiting.propose(id, ticket, ProposalKind::Membership);
@@ -400,6 +401,11 @@ impl<S: StateMachine> Replica<S> {
                     self.reply(ticket, Ok(Answer::Done));
                 }
             }
+            Action::Admitted => {
+                tracing::info!("a configuration entry in the log admits this node");
+                self.effects
+                    .push(Effect::RecordStanding(Standing::Admitted));
+            }
             Action::RoleChanged { role, term, leader } => self.role_changed(role, term, leader),
         }
     }
@@ -495,7 +501,7 @@ impl<S: StateMachine> Replica<S> {
         ticket: Ticket,
         node: NodeId,
         address: String,
-        last_index: LogIndex,
+        (last_index, nonce): (LogIndex, u64),
         follower_only: bool,
     ) {
         if self.role != Role::Leader {
@@ -549,6 +555,7 @@ impl<S: StateMachine> Replica<S> {
                 id,
                 node,
                 last_index,
+                nonce,
             });
         }
     }
@@ -560,7 +567,7 @@ impl<S: StateMachine> Replica<S> {
         let mut settled = Vec::new();
         for entry in entries {
             let outcome = match &entry.payload {
-                EntryPayload::Noop | EntryPayload::Membership(_) => {
+                EntryPayload::Noop | EntryPayload::Membership(..) => {
                     self.state.skip(entry.index);
                     None
                 }

@@ -33,6 +33,8 @@ pub enum Request<Query> {
         last_index: LogIndex,
         /// Add as a learner only, never promoted to voter.
         follower_only: bool,
+        /// The joiner's nonce for this start (0: none; see `core::Admission`).
+        nonce: u64,
     },
     /// A configuration change (leaving is `Remove`).
     ChangeMembership(MembershipChange),

@@ -9,8 +9,8 @@ use thiserror::Error;
 
 use super::proto::ravel as pb;
 use crate::core::{
-    check_message, AppendResponse, Entry, EntryPayload, ForwardRefusal, Membership, Message,
-    MessageBody, NodeId, Proposal, RejectHint, SnapshotMeta,
+    check_message, Admission, AppendResponse, Entry, EntryPayload, ForwardRefusal, Membership,
+    Message, MessageBody, NodeId, Proposal, RejectHint, SnapshotMeta,
 };
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -291,8 +291,13 @@ fn entry_to_proto(entry: &Entry) -> pb::Entry {
     let payload = match &entry.payload {
         EntryPayload::Noop => Payload::Noop(pb::Noop {}),
         EntryPayload::Command(command) => Payload::Command(command.clone()),
-        EntryPayload::Membership(membership) => {
-            Payload::Membership(membership_to_proto(membership))
+        EntryPayload::Membership(membership, admission) => {
+            let mut config = membership_to_proto(membership);
+            if let Some(admission) = admission {
+                config.admits_node = admission.node;
+                config.admits_nonce = admission.nonce;
+            }
+            Payload::Membership(config)
         }
     };
     pb::Entry {
@@ -319,7 +324,12 @@ fn entry_from_proto(entry: pb::Entry) -> Result<Entry, ConvertError> {
         Payload::Noop(_) => EntryPayload::Noop,
         Payload::Command(command) => EntryPayload::Command(own_buffer(&command)),
         Payload::Membership(membership) => {
-            EntryPayload::Membership(membership_from_proto(membership)?)
+            let admission = (membership.admits_node != 0 && membership.admits_nonce != 0)
+                .then_some(Admission {
+                    node: membership.admits_node,
+                    nonce: membership.admits_nonce,
+                });
+            EntryPayload::Membership(membership_from_proto(membership)?, admission)
         }
     };
     Ok(Entry {
@@ -334,6 +344,8 @@ fn membership_to_proto(membership: &Membership) -> pb::MembershipConfig {
         voters: membership.voters.iter().copied().collect(),
         outgoing_voters: membership.outgoing_voters.iter().copied().collect(),
         learners: membership.learners.iter().copied().collect(),
+        admits_node: 0,
+        admits_nonce: 0,
     }
 }
 
@@ -419,7 +431,10 @@ mod tests {
                     Entry {
                         term: 2,
                         index: 7,
-                        payload: EntryPayload::Membership(membership()),
+                        payload: EntryPayload::Membership(
+                            membership(),
+                            Some(Admission { node: 4, nonce: 99 }),
+                        ),
                     },
                 ],
                 leader_commit: 5,

@@ -76,6 +76,8 @@ pub enum Request<S: StateMachine = KvStateMachine> {
         last_index: LogIndex,
         /// Add as a learner only, never promoted to voter.
         follower_only: bool,
+        /// The joiner's nonce for this start (see `core::Admission`).
+        nonce: u64,
         reply: Reply<()>,
     },
     Leave {
@@ -292,6 +294,7 @@ impl<S: StateMachine> EventLoop<S> {
                     address,
                     last_index,
                     follower_only,
+                    nonce,
                     reply,
                 } => {
                     let ticket = self.ticket(Waiter::Done(reply));
@@ -302,6 +305,7 @@ impl<S: StateMachine> EventLoop<S> {
                             address,
                             last_index,
                             follower_only,
+                            nonce,
                         },
                     );
                 }

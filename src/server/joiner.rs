@@ -28,6 +28,8 @@ pub struct JoinRequest {
     pub labels: BTreeMap<String, String>,
     pub follower_only: bool,
     pub seeds: Vec<String>,
+    /// This start's join nonce (see `core::Admission`).
+    pub nonce: u64,
 }
 
 /// Runs the workflow to its end: `Ok` once admitted, `Err` with the reason if refused.
@@ -54,6 +56,7 @@ pub async fn join<S: StateMachine>(
                 labels: request.labels.clone().into_iter().collect(),
                 last_index,
                 follower_only: request.follower_only,
+                join_nonce: request.nonce,
             };
             match ask(&target, update).await {
                 Ok(response) => match response.outcome() {

@@ -90,6 +90,7 @@ impl<S: StateMachine> Membership for MembershipService<S> {
                 address: request.address.clone(),
                 last_index: request.last_index,
                 follower_only: request.follower_only,
+                nonce: request.join_nonce,
                 reply,
             })
             .await;

@@ -460,7 +460,13 @@ pub(crate) async fn run<S: StateMachine>(
     };
     let saved_snapshot = snapshot.map(|(meta, data)| (meta, Bytes::from(data)));
     let advertise = settings.advertise.clone();
-    let config = settings.config(&options, entry);
+    let mut config = settings.config(&options, entry);
+    if entry == Entry::Join {
+        // New at every start (the seed alone may repeat across restarts): an entry made for an
+        // earlier start's request must not admit this one.
+        config.join_nonce = join_nonce(config.seed ^ now_seed().rotate_left(17));
+    }
+    let join_nonce = config.join_nonce;
     let mut core = RawNode::new(config, state.into(), 0)
         .map_err(|error| NodeError::Invalid(error.to_string()))?;
     if entry == Entry::Bootstrap {
@@ -537,15 +543,50 @@ pub(crate) async fn run<S: StateMachine>(
     };
 
     let (join_failed_tx, mut join_failed) = mpsc::channel::<String>(1);
-    if entry == Entry::Join {
-        let request = JoinRequest {
+    // A node admitted as a learner (a configuration entry made for its request says so) that
+    // stopped before it was promoted resumes as a learner: it asks again, through the members
+    // it knows, to finish its join.
+    let may_be_unpromoted = entry == Entry::Resume && !options.follower_only;
+    if entry == Entry::Join || may_be_unpromoted {
+        let mut request = JoinRequest {
             address: advertise.clone(),
             labels: options.labels.clone(),
             follower_only: options.follower_only,
             seeds: options.join.clone(),
+            nonce: join_nonce,
         };
         let node = handle.clone();
         tokio::spawn(async move {
+            if may_be_unpromoted {
+                // Whom to ask: the voters and leader it learns of as it catches up again (its
+                // address book fills as it applies the log).
+                loop {
+                    let Ok(view) = node.view().await else { return };
+                    if view.membership.is_voter(node.id) {
+                        return;
+                    }
+                    // Not a learner yet either: the entry that added it may not have been
+                    // durable when it stopped; the leader sends it again.
+                    let learner = view.membership.learners.contains(&node.id);
+                    let voters = view.addresses.iter().filter(|(&member, _)| {
+                        member != node.id && view.membership.is_voter(member)
+                    });
+                    let seeds: Vec<String> = view
+                        .leader_address
+                        .into_iter()
+                        .chain(voters.map(|(_, address)| address.clone()))
+                        .collect();
+                    if learner && !seeds.is_empty() {
+                        tracing::info!(
+                            ?seeds,
+                            "resumed as a learner that asked to be a voter: asking again"
+                        );
+                        request.seeds.extend(seeds);
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
             if let Err(reason) = joiner::join(node, request).await {
                 let _ = join_failed_tx.send(reason).await;
             }
@@ -603,6 +644,14 @@ pub(crate) async fn run<S: StateMachine>(
 /// A seed for election jitter that differs between runs of the same node (two nodes restarted
 /// together must not keep picking the same timeouts). Under simulation the clock is virtual and
 /// seeded, so this stays deterministic there.
+/// A join nonce from `seed`: mixed (SplitMix64's finalizer), never 0 (0 is "none").
+fn join_nonce(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
+}
+
 fn now_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -6,7 +6,9 @@ use bincode::{Decode, Encode};
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::core::{Entry, EntryPayload, HardState, LogIndex, Membership, SnapshotMeta, Term};
+use crate::core::{
+    Admission, Entry, EntryPayload, HardState, LogIndex, Membership, SnapshotMeta, Term,
+};
 
 /// The format of every record written by this build. Bump it when the layout changes, and keep
 /// reading the old one.
@@ -38,6 +40,15 @@ pub enum WalRecord {
         term: Term,
         index: LogIndex,
         membership: MembershipRecord,
+    },
+    /// An entry carrying a configuration made for a joiner's request (`core::Admission`). A
+    /// variant of its own, after the others, so logs written before it read as they did.
+    AdmittingMembershipEntry {
+        term: Term,
+        index: LogIndex,
+        membership: MembershipRecord,
+        node: u64,
+        nonce: u64,
     },
 }
 
@@ -83,11 +94,20 @@ impl WalRecord {
                 index,
                 command: Some(command.to_vec()),
             },
-            EntryPayload::Membership(membership) => WalRecord::MembershipEntry {
+            EntryPayload::Membership(membership, None) => WalRecord::MembershipEntry {
                 term,
                 index,
                 membership: membership.into(),
             },
+            EntryPayload::Membership(membership, Some(admission)) => {
+                WalRecord::AdmittingMembershipEntry {
+                    term,
+                    index,
+                    membership: membership.into(),
+                    node: admission.node,
+                    nonce: admission.nonce,
+                }
+            }
         }
     }
 
@@ -106,7 +126,21 @@ impl WalRecord {
             } => Some(Entry {
                 term,
                 index,
-                payload: EntryPayload::Membership(membership.into()),
+                payload: EntryPayload::Membership(membership.into(), None),
+            }),
+            WalRecord::AdmittingMembershipEntry {
+                term,
+                index,
+                membership,
+                node,
+                nonce,
+            } => Some(Entry {
+                term,
+                index,
+                payload: EntryPayload::Membership(
+                    membership.into(),
+                    Some(Admission { node, nonce }),
+                ),
             }),
             WalRecord::HardState { .. } => None,
         }
@@ -324,7 +358,49 @@ mod tests {
                     vote,
                     commit
                 }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                proptest::collection::vec(1..10u64, 1..4),
+                proptest::option::of((1..10u64, any::<u64>()))
+            )
+                .prop_map(|(term, index, voters, admission)| {
+                    let membership = MembershipRecord {
+                        voters,
+                        ..MembershipRecord::default()
+                    };
+                    match admission {
+                        None => WalRecord::MembershipEntry {
+                            term,
+                            index,
+                            membership,
+                        },
+                        Some((node, nonce)) => WalRecord::AdmittingMembershipEntry {
+                            term,
+                            index,
+                            membership,
+                            node,
+                            nonce,
+                        },
+                    }
+                }),
         ]
+    }
+
+    /// A configuration entry keeps the join it admits through the log, and one without keeps
+    /// none.
+    #[test]
+    fn a_configuration_entry_keeps_its_admission() {
+        for admission in [None, Some(Admission { node: 4, nonce: 99 })] {
+            let entry = Entry {
+                term: 3,
+                index: 7,
+                payload: EntryPayload::Membership(Membership::with_voters([1, 4]), admission),
+            };
+            let record: WalRecord =
+                decode(&encode(&WalRecord::from_entry(&entry))).expect("decodes");
+            assert_eq!(record.into_entry(), Some(entry));
+        }
     }
 
     /// A snapshot header whose voter list claims 2^60 entries (a flipped length, say): without a

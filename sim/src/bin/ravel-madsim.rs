@@ -4,6 +4,7 @@
 //!     scripts/madsim --seeds 0..200 --nodes 3,5
 //!     scripts/madsim --replay 17 --nodes 3
 //!     scripts/madsim --seeds 0..20 --determinism
+//!     scripts/madsim --groups 2 --seeds 0..300      (the sharded store: admin + 2 groups)
 //!
 //! Every seed runs in a process of its own (this program again, with `--child`): madsim's
 //! runtime keeps state across runs in one process (global task ids, std's per-thread hash keys)
@@ -65,6 +66,10 @@ mod runner {
         /// Members also lose their disks and rejoin (some crashing again mid-rejoin).
         #[arg(long)]
         disk_loss: bool,
+        /// Run the sharded store instead: an admin group of 3 and this many data groups of 3
+        /// (`--nodes` is then ignored).
+        #[arg(long, default_value_t = 0)]
+        groups: usize,
         /// Seeds run at once, each in its own process (default: available cores).
         #[arg(long)]
         jobs: Option<usize>,
@@ -110,6 +115,7 @@ mod runner {
             faults: !cli.no_faults,
             bugs,
             disk_loss: cli.disk_loss,
+            groups: cli.groups,
             ..MadsimOptions::default()
         };
         if let Some(seed) = cli.child {
@@ -240,6 +246,9 @@ mod runner {
         if cli.disk_loss {
             arguments.push("--disk-loss".to_string());
         }
+        if cli.groups > 0 {
+            arguments.extend(["--groups".to_string(), cli.groups.to_string()]);
+        }
         arguments
     }
 
@@ -325,9 +334,14 @@ mod runner {
     }
 
     fn report(result: &MadsimResult, cli: &Cli, nodes: usize, verbose: bool) {
+        let size = if cli.groups > 0 {
+            format!("{} groups", cli.groups)
+        } else {
+            format!("{nodes} nodes")
+        };
         match &result.failure {
             Some(failure) => {
-                println!("seed {} ({nodes} nodes) FAILED: {failure}", result.seed);
+                println!("seed {} ({size}) FAILED: {failure}", result.seed);
                 let mut replay = format!("scripts/madsim --replay {} --nodes {nodes}", result.seed);
                 if cli.fault_seconds != 8 {
                     replay.push_str(&format!(" --fault-seconds {}", cli.fault_seconds));
@@ -339,7 +353,7 @@ mod runner {
                 println!("  replay: {replay}");
             }
             None if verbose => println!(
-                "seed {} ({nodes} nodes) passed: {} operations completed, {} faults, trace {:016x}",
+                "seed {} ({size}) passed: {} operations completed, {} faults, trace {:016x}",
                 result.seed, result.completed_operations, result.faults_injected, result.trace_hash
             ),
             None => {}

@@ -153,7 +153,11 @@ impl World {
         let target = join.target;
         let retry_us = self.rng.random_range(100_000..400_000);
         self.schedule(retry_us, Event::JoinTry(joiner));
-        let Some(last_index) = self.node(joiner).core().map(|core| core.log().last_index()) else {
+        let Some((last_index, nonce)) = self
+            .node(joiner)
+            .core()
+            .map(|core| (core.log().last_index(), core.config().join_nonce))
+        else {
             return;
         };
         if self.node(target).replica.is_none() || self.node(target).paused {
@@ -171,6 +175,7 @@ impl World {
             address: sim_address(joiner),
             last_index,
             follower_only: false,
+            nonce,
         };
         self.feed(target, |replica| replica.request(id, join));
     }

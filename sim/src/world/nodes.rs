@@ -8,6 +8,7 @@ use ravel::core::{Action, Input, Message, NodeId, PersistId, RawNode, Role};
 use ravel::core::{AppendResponse, MessageBody};
 use ravel::kv::KvStateMachine;
 use ravel::replica::{ApiError, Effect, Replica};
+use ravel::storage::Standing;
 
 use crate::checker::{NodeWatch, Violation};
 
@@ -27,6 +28,8 @@ impl World {
         if node.joining {
             config.voters.clear();
             config.joining = true;
+            // New at every incarnation, as a real node draws it at every start.
+            config.join_nonce = (config.seed ^ 0x6a6f_696e).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         }
         let recovered = node.disk.recover();
         let commit = recovered.hard_state.commit;
@@ -294,7 +297,8 @@ impl World {
                 self.schedule_sync(id);
             }
             // The simulator models a node's standing with `joining` (set when it loses its disk,
-            // cleared when its join completes).
+            // cleared when its join completes or its log shows it was admitted).
+            Effect::RecordStanding(Standing::Admitted) => self.node(id).joining = false,
             Effect::RecordStanding(_) | Effect::AddressLearned { .. } => {}
             Effect::Reply { ticket, reply } => self.replied(id, ticket, reply)?,
             Effect::LeaderChanged { role, term, leader } => {
