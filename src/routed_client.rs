@@ -66,6 +66,9 @@ pub struct RoutedClient {
     /// Each request's deadline, per group call.
     pub timeout: Duration,
     cached: Mutex<Option<Cached>>,
+    /// Held while the directory is read: requests that find it stale together (a group's
+    /// leader died under load) wait for one read instead of each asking the admin.
+    refreshing: tokio::sync::Mutex<()>,
     pools: Mutex<BTreeMap<GroupId, Vec<Client>>>,
 }
 
@@ -76,6 +79,7 @@ impl RoutedClient {
             admin,
             timeout: Duration::from_secs(5),
             cached: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
             pools: Mutex::new(BTreeMap::new()),
         }
     }
@@ -92,19 +96,18 @@ impl RoutedClient {
         &self,
         fresh: bool,
     ) -> Result<(Arc<pb::OverviewResponse>, Arc<RoutingTable>), RoutedError> {
-        let cached = self
-            .cached
-            .lock()
-            .expect("not poisoned")
-            .as_ref()
-            .map(|cached| {
-                (
-                    (cached.overview.clone(), cached.table.clone()),
-                    cached.read_at.elapsed(),
-                )
-            });
-        if let Some((directory, age)) = &cached {
-            if !fresh && *age < OVERVIEW_MAX_AGE {
+        let cached = self.cached();
+        if let Some((directory, read_at)) = &cached {
+            if !fresh && read_at.elapsed() < OVERVIEW_MAX_AGE {
+                return Ok(directory.clone());
+            }
+        }
+        let wanted_after = Instant::now();
+        let _reading = self.refreshing.lock().await;
+        // Read by another request while this one waited: that is as fresh as asked for.
+        let cached = self.cached();
+        if let Some((directory, read_at)) = &cached {
+            if *read_at >= wanted_after {
                 return Ok(directory.clone());
             }
         }
@@ -132,6 +135,21 @@ impl RoutedClient {
                 None => Err(error),
             },
         }
+    }
+
+    /// The cached directory and when it was read.
+    #[allow(clippy::type_complexity)]
+    fn cached(&self) -> Option<((Arc<pb::OverviewResponse>, Arc<RoutingTable>), Instant)> {
+        self.cached
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|cached| {
+                (
+                    (cached.overview.clone(), cached.table.clone()),
+                    cached.read_at,
+                )
+            })
     }
 
     /// Where `key` goes, by the cached directory (or a fresh one with `fresh`).
