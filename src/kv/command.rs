@@ -10,8 +10,17 @@ const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_COMPARE_AND_SWAP: u8 = 3;
 const OP_CLAIM: u8 = 4;
+const OP_MOVE: u8 = 5;
+const MOVE_FREEZE: u8 = 1;
+const MOVE_UNFREEZE: u8 = 2;
+const MOVE_DROP: u8 = 3;
+const MOVE_INGEST: u8 = 4;
+const MOVE_ACTIVATE: u8 = 5;
+const MOVE_DISCARD: u8 = 6;
 /// Partitions one claim names, at most (a key space has at most 2^16 partitions).
 const CLAIMED_MAX: usize = 1 << 16;
+/// Pairs one ingested chunk carries, at most.
+pub const CHUNK_PAIRS_MAX: usize = 1 << 16;
 
 /// A change to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +44,33 @@ pub enum Command {
         partitions: u32,
         claimed: Vec<u32>,
     },
+    /// A step of moving `partition` to the epoch `epoch` between two groups (see `kv::shard`).
+    Move {
+        partition: u32,
+        epoch: u64,
+        step: MoveStep,
+    },
+}
+
+/// One group's step of a move, in that group's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveStep {
+    /// Source: stop writes to the partition.
+    Freeze,
+    /// Source: the move was rolled back; take writes again.
+    Unfreeze,
+    /// Source: the move is committed; remove the partition's keys, send requests to `to`.
+    Drop { to: u64 },
+    /// Destination: chunk `chunk` of the partition's pairs (`last`: no more follow).
+    Ingest {
+        chunk: u32,
+        last: bool,
+        pairs: Vec<(Bytes, Bytes)>,
+    },
+    /// Destination: the move is committed; serve the partition.
+    Activate,
+    /// Destination: the move was rolled back; remove what came in.
+    Discard,
 }
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -51,6 +87,10 @@ pub enum DecodeError {
     TrailingBytes(usize),
     #[error("a claim names {0} partitions; at most {CLAIMED_MAX}")]
     TooManyClaimed(usize),
+    #[error("unknown move step {0}")]
+    UnknownMoveStep(u8),
+    #[error("an ingested chunk carries {0} pairs; at most {CHUNK_PAIRS_MAX}")]
+    TooManyPairs(usize),
 }
 
 impl Command {
@@ -90,6 +130,35 @@ impl Command {
                     out.put_u32_le(*partition);
                 }
             }
+            Command::Move {
+                partition,
+                epoch,
+                step,
+            } => {
+                out.put_u8(OP_MOVE);
+                out.put_u32_le(*partition);
+                out.put_u64_le(*epoch);
+                match step {
+                    MoveStep::Freeze => out.put_u8(MOVE_FREEZE),
+                    MoveStep::Unfreeze => out.put_u8(MOVE_UNFREEZE),
+                    MoveStep::Drop { to } => {
+                        out.put_u8(MOVE_DROP);
+                        out.put_u64_le(*to);
+                    }
+                    MoveStep::Ingest { chunk, last, pairs } => {
+                        out.put_u8(MOVE_INGEST);
+                        out.put_u32_le(*chunk);
+                        out.put_u8(u8::from(*last));
+                        out.put_u32_le(pairs.len() as u32);
+                        for (key, value) in pairs {
+                            put_field(&mut out, key);
+                            put_field(&mut out, value);
+                        }
+                    }
+                    MoveStep::Activate => out.put_u8(MOVE_ACTIVATE),
+                    MoveStep::Discard => out.put_u8(MOVE_DISCARD),
+                }
+            }
         }
         out.freeze()
     }
@@ -104,6 +173,18 @@ impl Command {
                     + new.len()
             }
             Command::Claim { claimed, .. } => 8 + 4 * claimed.len(),
+            Command::Move { step, .. } => {
+                13 + match step {
+                    MoveStep::Drop { .. } => 8,
+                    MoveStep::Ingest { pairs, .. } => {
+                        9 + pairs
+                            .iter()
+                            .map(|(key, value)| 8 + key.len() + value.len())
+                            .sum::<usize>()
+                    }
+                    _ => 0,
+                }
+            }
         }
     }
 
@@ -148,6 +229,38 @@ impl Command {
                     claimed,
                 }
             }
+            OP_MOVE => {
+                let partition = take_u32(&mut input)?;
+                let epoch = take_u64(&mut input)?;
+                let step = match take_u8(&mut input)? {
+                    MOVE_FREEZE => MoveStep::Freeze,
+                    MOVE_UNFREEZE => MoveStep::Unfreeze,
+                    MOVE_DROP => MoveStep::Drop {
+                        to: take_u64(&mut input)?,
+                    },
+                    MOVE_INGEST => {
+                        let chunk = take_u32(&mut input)?;
+                        let last = take_u8(&mut input)? != 0;
+                        let count = take_u32(&mut input)? as usize;
+                        if count > CHUNK_PAIRS_MAX {
+                            return Err(DecodeError::TooManyPairs(count));
+                        }
+                        let mut pairs = Vec::with_capacity(count.min(1024));
+                        for _ in 0..count {
+                            pairs.push((take_field(&mut input)?, take_field(&mut input)?));
+                        }
+                        MoveStep::Ingest { chunk, last, pairs }
+                    }
+                    MOVE_ACTIVATE => MoveStep::Activate,
+                    MOVE_DISCARD => MoveStep::Discard,
+                    other => return Err(DecodeError::UnknownMoveStep(other)),
+                };
+                Command::Move {
+                    partition,
+                    epoch,
+                    step,
+                }
+            }
             other => return Err(DecodeError::UnknownOperation(other)),
         };
         if input.has_remaining() {
@@ -162,7 +275,7 @@ impl Command {
             Command::Put { key, .. }
             | Command::Delete { key }
             | Command::CompareAndSwap { key, .. } => Some(key),
-            Command::Claim { .. } => None,
+            Command::Claim { .. } | Command::Move { .. } => None,
         }
     }
 }
@@ -190,6 +303,16 @@ fn take_u32(input: &mut Bytes) -> Result<u32, DecodeError> {
         });
     }
     Ok(input.get_u32_le())
+}
+
+fn take_u64(input: &mut Bytes) -> Result<u64, DecodeError> {
+    if input.remaining() < 8 {
+        return Err(DecodeError::Truncated {
+            needed: 8,
+            available: input.remaining(),
+        });
+    }
+    Ok(input.get_u64_le())
 }
 
 fn take_field(input: &mut Bytes) -> Result<Bytes, DecodeError> {
@@ -230,6 +353,33 @@ mod tests {
                     claimed
                 }
             ),
+            (any::<u32>(), any::<u64>(), move_step()).prop_map(|(partition, epoch, step)| {
+                Command::Move {
+                    partition,
+                    epoch,
+                    step,
+                }
+            }),
+        ]
+    }
+
+    fn move_step() -> impl Strategy<Value = MoveStep> {
+        prop_oneof![
+            Just(MoveStep::Freeze),
+            Just(MoveStep::Unfreeze),
+            any::<u64>().prop_map(|to| MoveStep::Drop { to }),
+            (
+                any::<u32>(),
+                any::<bool>(),
+                proptest::collection::vec((bytes(), bytes()), 0..4)
+            )
+                .prop_map(|(chunk, last, pairs)| MoveStep::Ingest {
+                    chunk,
+                    last,
+                    pairs
+                }),
+            Just(MoveStep::Activate),
+            Just(MoveStep::Discard),
         ]
     }
 

@@ -12,10 +12,11 @@ use rustc_hash::FxBuildHasher;
 
 use bytes::Bytes;
 
-use super::command::{Command, DecodeError};
+use super::command::{Command, DecodeError, MoveStep, CHUNK_PAIRS_MAX};
 use super::node_addresses::RESERVED_KEY_PREFIX;
-use super::shard::{NotOwned, Shard};
+use super::shard::{Ingest, NotOwned, Shard, Step};
 use crate::core::LogIndex;
+use crate::sharding::{partition_of, PartitionId};
 use crate::storage::{self, CodecError};
 
 /// A snapshot as bincode encodes it: the applied index and the pairs, sorted by key so that equal
@@ -78,6 +79,8 @@ pub enum Outcome {
     Claimed {
         taken: usize,
     },
+    /// What a step of moving a partition did (see `kv::shard`).
+    MoveStep(Step),
     /// The entry did not decode; every replica reaches the same verdict, so nothing diverges.
     Invalid(DecodeError),
 }
@@ -152,13 +155,58 @@ impl KvStateMachine {
         self.applied_index = index;
     }
 
-    /// Whether this group serves `key`: every key in a plain cluster; in a sharded store, the
-    /// keys of the partitions it holds, and Ravel's own reserved keys.
-    pub fn check_owned(&self, key: &[u8]) -> Result<(), NotOwned> {
+    /// Whether this group serves reads of `key`: every key in a plain cluster; in a sharded
+    /// store, the keys of the partitions it holds (moving out or not), and Ravel's own reserved
+    /// keys.
+    pub fn check_read(&self, key: &[u8]) -> Result<(), NotOwned> {
         match &self.shard {
-            Some(shard) if key.first() != Some(&RESERVED_KEY_PREFIX) => shard.check(key),
+            Some(shard) if key.first() != Some(&RESERVED_KEY_PREFIX) => shard.check_read(key),
             _ => Ok(()),
         }
+    }
+
+    /// Whether this group takes writes of `key` now: as [`KvStateMachine::check_read`], except
+    /// for a partition moving out (frozen).
+    pub fn check_write(&self, key: &[u8]) -> Result<(), NotOwned> {
+        match &self.shard {
+            Some(shard) if key.first() != Some(&RESERVED_KEY_PREFIX) => shard.check_write(key),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pairs of `partition` after key `after` (none: from the first), in key order, up to
+    /// about `bytes_max` bytes (at least one pair, at most [`CHUNK_PAIRS_MAX`]); and whether
+    /// they are the last. The source's leader exports a frozen partition with it: no write
+    /// changes it any more, so every chunk comes from the same state.
+    pub fn export(
+        &self,
+        partition: PartitionId,
+        after: Option<&[u8]>,
+        bytes_max: usize,
+    ) -> (Vec<(Bytes, Bytes)>, bool) {
+        let Some(shard) = &self.shard else {
+            return (Vec::new(), true);
+        };
+        let mut keys: Vec<&Bytes> = self
+            .data
+            .keys()
+            .filter(|key| key.first() != Some(&RESERVED_KEY_PREFIX))
+            .filter(|key| partition_of(key, shard.partitions()) == partition)
+            .filter(|key| after.is_none_or(|after| &key[..] > after))
+            .collect();
+        keys.sort_unstable();
+        let mut pairs = Vec::new();
+        let mut bytes = 0;
+        for key in &keys {
+            if !pairs.is_empty() && (bytes >= bytes_max || pairs.len() >= CHUNK_PAIRS_MAX) {
+                break;
+            }
+            let value = &self.data[*key];
+            bytes += key.len() + value.len();
+            pairs.push(((*key).clone(), value.clone()));
+        }
+        let last = pairs.len() == keys.len();
+        (pairs, last)
     }
 
     pub fn shard(&self) -> Option<&Shard> {
@@ -167,7 +215,7 @@ impl KvStateMachine {
 
     fn apply_command(&mut self, command: Command) -> Outcome {
         if let Some(key) = command.key() {
-            if let Err(not_owned) = self.check_owned(key) {
+            if let Err(not_owned) = self.check_write(key) {
                 return Outcome::NotOwned(not_owned);
             }
         }
@@ -207,6 +255,66 @@ impl KvStateMachine {
                 Outcome::Claimed {
                     taken: shard.claim(&claimed),
                 }
+            }
+            Command::Move {
+                partition,
+                epoch,
+                step,
+            } => Outcome::MoveStep(self.apply_move(partition, epoch, step)),
+        }
+    }
+
+    /// A step of a move, in this group's log (see `kv::shard`): the shard decides, and the
+    /// keys follow (stored on ingest, removed on drop and discard).
+    fn apply_move(&mut self, partition: PartitionId, epoch: u64, step: MoveStep) -> Step {
+        let Some(shard) = self.shard.as_mut() else {
+            return Step::Refused("this group is not a sharded store's".to_string());
+        };
+        if partition >= shard.partitions() {
+            return Step::Refused(format!(
+                "partition {partition} is out of range (the key space has {})",
+                shard.partitions()
+            ));
+        }
+        let partitions = shard.partitions();
+        match step {
+            MoveStep::Freeze => shard.freeze(partition, epoch),
+            MoveStep::Unfreeze => shard.unfreeze(partition, epoch),
+            MoveStep::Drop { to } => {
+                let outcome = shard.drop_moved(partition, epoch, to);
+                if outcome == Step::Done {
+                    remove_partition(&mut self.data, partitions, partition);
+                }
+                outcome
+            }
+            MoveStep::Ingest { chunk, last, pairs } => {
+                let stray = pairs.iter().any(|(key, _)| {
+                    key.first() == Some(&RESERVED_KEY_PREFIX)
+                        || partition_of(key, partitions) != partition
+                });
+                if stray {
+                    return Step::Refused(format!(
+                        "a chunk of partition {partition} carries a key of another partition"
+                    ));
+                }
+                match shard.ingest(partition, epoch, chunk, last) {
+                    Ingest::Store { restart } => {
+                        if restart {
+                            remove_partition(&mut self.data, partitions, partition);
+                        }
+                        self.data.extend(pairs);
+                        Step::Done
+                    }
+                    Ingest::Step(step) => step,
+                }
+            }
+            MoveStep::Activate => shard.activate(partition, epoch),
+            MoveStep::Discard => {
+                let outcome = shard.discard(partition, epoch);
+                if outcome == Step::Done {
+                    remove_partition(&mut self.data, partitions, partition);
+                }
+                outcome
             }
         }
     }
@@ -263,6 +371,17 @@ impl KvStateMachine {
     }
 }
 
+/// Removes every key of `partition` (Ravel's reserved keys belong to no partition).
+fn remove_partition(
+    data: &mut HashMap<Bytes, Bytes, FxBuildHasher>,
+    partitions: u32,
+    partition: PartitionId,
+) {
+    data.retain(|key, _| {
+        key.first() == Some(&RESERVED_KEY_PREFIX) || partition_of(key, partitions) != partition
+    });
+}
+
 impl crate::replica::SnapshotImage for SnapshotState {
     fn encode(self: Box<Self>) -> Bytes {
         SnapshotState::encode(*self)
@@ -301,7 +420,7 @@ impl crate::replica::StateMachine for KvStateMachine {
     }
 
     fn read(&self, key: &Bytes) -> Result<Option<Bytes>, NotOwned> {
-        self.check_owned(key)?;
+        self.check_read(key)?;
         Ok(self.get(key).cloned())
     }
 
@@ -311,7 +430,7 @@ impl crate::replica::StateMachine for KvStateMachine {
         self.shard.as_ref()?;
         let command = Command::decode(command).ok()?;
         let key = command.key()?;
-        self.check_owned(key).err().map(Outcome::NotOwned)
+        self.check_write(key).err().map(Outcome::NotOwned)
     }
 
     fn snapshot(&self) -> SnapshotState {
@@ -334,6 +453,7 @@ impl crate::replica::StateMachine for KvStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::command::MoveStep;
 
     fn b(text: &str) -> Bytes {
         Bytes::copy_from_slice(text.as_bytes())
@@ -450,6 +570,8 @@ mod tests {
         let not_owned = NotOwned {
             partition: 2,
             epoch: 0,
+            moving: false,
+            moved_to: 0,
         };
         assert_eq!(
             StateMachine::refuse(&kv, &put(&theirs)),
@@ -498,6 +620,137 @@ mod tests {
         kv.apply(4, &Command::Delete { key: b("b") }.encode());
         kv.apply(5, &put("c", "3"));
         assert_eq!(taken.encode(), expected);
+    }
+
+    /// A partition moves from group A to group B through the steps in each group's log: frozen
+    /// at A (reads on, writes refused), exported in chunks and ingested at B (not served there
+    /// yet), activated at B and dropped at A; afterwards B holds exactly A's pairs of it, A
+    /// none, and A tells a reader where it went. Each state survives a snapshot.
+    #[test]
+    fn a_partition_moves_between_two_groups_step_by_step() {
+        use crate::replica::StateMachine;
+        use crate::sharding::partition_of;
+        let step = |partition, epoch, step| {
+            Command::Move {
+                partition,
+                epoch,
+                step,
+            }
+            .encode()
+        };
+        let keys_in = |wanted: u32, count: usize| -> Vec<Bytes> {
+            (0..100_000)
+                .map(|i| Bytes::from(format!("key-{i}")))
+                .filter(|key| partition_of(key, 4) == wanted)
+                .take(count)
+                .collect()
+        };
+        let (moving, staying) = (keys_in(1, 25), keys_in(2, 5));
+        let mut source = KvStateMachine::sharded(4);
+        let mut target = KvStateMachine::sharded(4);
+        let mut a_index = 0;
+        let mut apply_a = |kv: &mut KvStateMachine, command: Bytes| {
+            a_index += 1;
+            kv.apply(a_index, &command)
+        };
+        let claim = Command::Claim {
+            partitions: 4,
+            claimed: vec![1, 2],
+        };
+        apply_a(&mut source, claim.encode());
+        for key in moving.iter().chain(&staying) {
+            let put = Command::Put {
+                key: key.clone(),
+                value: key.clone(),
+            };
+            assert_eq!(apply_a(&mut source, put.encode()), Outcome::Put);
+        }
+        assert_eq!(
+            apply_a(&mut source, step(1, 2, MoveStep::Freeze)),
+            Outcome::MoveStep(Step::Done)
+        );
+        let write = Command::Put {
+            key: moving[0].clone(),
+            value: b("late"),
+        }
+        .encode();
+        assert!(matches!(
+            StateMachine::refuse(&source, &write),
+            Some(Outcome::NotOwned(NotOwned { moving: true, .. }))
+        ));
+        assert!(matches!(apply_a(&mut source, write), Outcome::NotOwned(_)));
+        assert_eq!(
+            StateMachine::read(&source, &moving[0]),
+            Ok(Some(moving[0].clone()))
+        );
+        // Exported in chunks of a few pairs, each ingested at B through its log.
+        let mut after: Option<Bytes> = None;
+        let mut chunk = 0;
+        let mut b_index = 0;
+        loop {
+            let (pairs, last) = source.export(1, after.as_deref(), 60);
+            assert!(!pairs.is_empty() && pairs.len() < moving.len());
+            after = pairs.last().map(|(key, _)| key.clone());
+            let ingest = step(1, 2, MoveStep::Ingest { chunk, last, pairs });
+            b_index += 1;
+            assert_eq!(
+                target.apply(b_index, &ingest),
+                Outcome::MoveStep(Step::Done)
+            );
+            // The same chunk again (a retry) changes nothing.
+            b_index += 1;
+            assert_eq!(
+                target.apply(b_index, &ingest),
+                Outcome::MoveStep(Step::AlreadyDone)
+            );
+            chunk += 1;
+            if last {
+                break;
+            }
+        }
+        assert!(chunk > 2, "several chunks");
+        assert!(
+            StateMachine::read(&target, &moving[0]).is_err(),
+            "not served before activation"
+        );
+        let restored = KvStateMachine::restore(&target.snapshot()).expect("restores");
+        assert_eq!(restored.shard(), target.shard());
+        b_index += 1;
+        assert_eq!(
+            target.apply(b_index, &step(1, 2, MoveStep::Activate)),
+            Outcome::MoveStep(Step::Done)
+        );
+        assert_eq!(
+            apply_a(&mut source, step(1, 2, MoveStep::Drop { to: 9 })),
+            Outcome::MoveStep(Step::Done)
+        );
+        for key in &moving {
+            assert_eq!(StateMachine::read(&target, key), Ok(Some(key.clone())));
+            assert_eq!(source.get(key), None, "dropped at the source");
+            let moved = StateMachine::read(&source, key).expect_err("moved");
+            assert_eq!((moved.epoch, moved.moved_to), (2, 9));
+        }
+        for key in &staying {
+            assert_eq!(StateMachine::read(&source, key), Ok(Some(key.clone())));
+            assert!(StateMachine::read(&target, key).is_err());
+        }
+        assert_eq!(target.len(), moving.len());
+        // A chunk carrying a key of another partition is refused whole.
+        let stray = step(
+            3,
+            2,
+            MoveStep::Ingest {
+                chunk: 0,
+                last: true,
+                pairs: vec![(staying[0].clone(), b("v"))],
+            },
+        );
+        b_index += 1;
+        assert!(matches!(
+            target.apply(b_index, &stray),
+            Outcome::MoveStep(Step::Refused(_))
+        ));
+        assert_eq!(target.len(), moving.len());
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl ShardedWorld {
             };
             let group = self.group_of[id];
             let serving = replica.state().shard().map(|shard| shard.serving());
-            for (&partition, &epoch) in serving.into_iter().flatten() {
+            for (&partition, &epoch) in serving.iter().flatten() {
                 let first = *servers.entry((partition, epoch)).or_insert(group);
                 if first != group {
                     violation = Some(format!(
@@ -112,7 +112,7 @@ impl ShardedWorld {
             for key in 0..self.options.keys {
                 let key = format!("k{key}");
                 if replica.state().get(key.as_bytes()).is_some()
-                    && replica.state().check_owned(key.as_bytes()).is_err()
+                    && replica.state().check_read(key.as_bytes()).is_err()
                 {
                     violation = Some(format!(
                         "n{id} of group {} holds key {key}, which its group does not own",
