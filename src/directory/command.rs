@@ -28,6 +28,13 @@ pub enum DirectoryCommand {
     },
     /// Where one of the directory's own replicas is reached (its replica's address book).
     RecordReplicaAddress { node: NodeId, address: String },
+    /// The commit point of a move (`directory::moves`): its destination has ingested the whole
+    /// partition, durably; from now on the destination owns it at `epoch`.
+    CommitMove { partition: PartitionId, epoch: u64 },
+    /// Rolls back a move not committed yet.
+    AbortMove { partition: PartitionId, epoch: u64 },
+    /// A committed move is complete: the source dropped the partition, the destination serves it.
+    FinishMove { partition: PartitionId, epoch: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +68,8 @@ pub enum DirectoryOutcome {
         recorded: Term,
     },
     AddressRecorded,
+    /// What a move command did.
+    Move(super::MoveOutcome),
     /// The command was refused, and why; nothing changed.
     Refused(String),
     /// The entry did not decode: every replica reaches the same verdict, nothing changed.

@@ -9,9 +9,11 @@
 //! same answer for each.
 
 mod command;
+mod moves;
 mod state;
 
 pub use command::{DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery};
+pub use moves::{Move, MoveOutcome, MovePhase, Moves, MOVES_IN_FLIGHT_MAX};
 #[cfg(feature = "planted-bugs")]
 pub use state::DirectoryBugs;
 pub use state::{Directory, DirectorySettings, GroupInfo, ServerInfo};

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use super::command::{DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery};
+use super::moves::Moves;
 use crate::core::{LogIndex, NodeId, Term};
 use crate::replica::{Applied, SnapshotImage, StateMachine};
 use crate::sharding::{GroupId, PartitionTable, Placement, PARTITIONS_DEFAULT};
@@ -98,6 +99,8 @@ pub struct Directory {
     tokens: BTreeMap<u64, NodeId>,
     /// Where the directory's own replicas are reached.
     replica_addresses: BTreeMap<NodeId, String>,
+    /// Partitions moving between groups, and the table they move towards.
+    moves: Moves,
     /// False until the settings are set by `Initialize` (a directory made with
     /// [`Directory::new`] has them from the start).
     initialized: bool,
@@ -161,6 +164,7 @@ impl Directory {
             next_group: 1,
             tokens: BTreeMap::new(),
             replica_addresses: BTreeMap::new(),
+            moves: Moves::default(),
             initialized: false,
             applied_index: 0,
             #[cfg(feature = "planted-bugs")]
@@ -223,6 +227,10 @@ impl Directory {
         &self.servers
     }
 
+    pub fn moves(&self) -> &Moves {
+        &self.moves
+    }
+
     fn execute(&mut self, command: DirectoryCommand) -> DirectoryOutcome {
         match command {
             DirectoryCommand::Initialize(settings) => self.initialize(settings),
@@ -240,6 +248,21 @@ impl Directory {
             DirectoryCommand::RecordReplicaAddress { node, address } => {
                 self.replica_addresses.insert(node, address);
                 DirectoryOutcome::AddressRecorded
+            }
+            DirectoryCommand::CommitMove { partition, epoch } => {
+                let Some(table) = self.table.as_mut() else {
+                    return DirectoryOutcome::Refused("no partition table yet".to_string());
+                };
+                DirectoryOutcome::Move(self.moves.commit(table, partition, epoch))
+            }
+            DirectoryCommand::AbortMove { partition, epoch } => {
+                DirectoryOutcome::Move(self.moves.abort(partition, epoch))
+            }
+            DirectoryCommand::FinishMove { partition, epoch } => {
+                let Some(table) = self.table.as_ref() else {
+                    return DirectoryOutcome::Refused("no partition table yet".to_string());
+                };
+                DirectoryOutcome::Move(self.moves.finish(table, partition, epoch))
             }
         }
     }
@@ -306,6 +329,7 @@ impl Directory {
         info.members.insert(node);
         self.tokens.insert(token, node);
         self.place_table_once_enough_groups();
+        self.place_group_once_staffed(group);
         self.registered(node)
     }
 
@@ -350,6 +374,24 @@ impl Directory {
         }
     }
 
+    /// A group that has just reached its target size and owns nothing gets its share of the
+    /// table: the table moves towards one with the group added, a few partitions at a time.
+    fn place_group_once_staffed(&mut self, group: GroupId) {
+        let Some(table) = &self.table else {
+            return;
+        };
+        let staffed = self.groups[&group].members.len() as u32 >= self.settings.group_size;
+        let owners = self.moves.target().unwrap_or(table.owners()).to_vec();
+        if !staffed || owners.contains(&group) {
+            return;
+        }
+        let placed: BTreeSet<GroupId> = owners.iter().copied().collect();
+        let target = Placement::default().add_group(&owners, &placed, group);
+        if target.contains(&group) {
+            self.moves.aim_at(table, target);
+        }
+    }
+
     fn leave(&mut self, node: NodeId) -> DirectoryOutcome {
         let Some(server) = self.servers.get(&node) else {
             return DirectoryOutcome::Refused(format!(
@@ -358,7 +400,14 @@ impl Directory {
         };
         let group = server.group;
         let info = &self.groups[&group];
-        let owned = self.table.as_ref().map_or(0, |table| table.load(group));
+        // Owned now, or to be owned once the moves in flight end.
+        let owned = self
+            .table
+            .as_ref()
+            .map_or(0, |table| table.load(group))
+            .max(self.moves.target().map_or(0, |target| {
+                target.iter().filter(|&&owner| owner == group).count()
+            }));
         if info.members.len() == 1 && owned > 0 {
             return DirectoryOutcome::Refused(format!(
                 "node {node} is the last replica of group {group}, which owns {owned} partitions; \
@@ -651,6 +700,51 @@ mod tests {
         assert!(seeds(register(&mut directory, 3)).contains(&"10.0.0.2:7379".to_string()));
     }
 
+    /// A third group, once staffed, gets its share of the table: moves start towards a table
+    /// with it (only to it, a few at a time, each at a new epoch); committed and finished one
+    /// by one, they reach a table within the load bound, and the target is gone.
+    #[test]
+    fn a_new_group_gets_its_share_through_moves() {
+        let mut directory = Directory::new(DirectorySettings {
+            partitions: 32,
+            initial_groups: 2,
+            ..DirectorySettings::default()
+        });
+        for token in 1..=8 {
+            register(&mut directory, token);
+        }
+        assert!(
+            directory.moves().in_flight().is_empty(),
+            "group 3 not staffed yet"
+        );
+        let before = directory.table().expect("placed").clone();
+        register(&mut directory, 9);
+        assert!(!directory.moves().in_flight().is_empty());
+        let mut finished = 0;
+        while let Some((&partition, moving)) = directory.moves().in_flight().iter().next() {
+            let (from, epoch) = before.owner(partition).expect("in range");
+            assert_eq!((moving.from, moving.to), (from, 3));
+            assert_eq!(moving.epoch, epoch + 1);
+            let epoch = moving.epoch;
+            for command in [
+                DirectoryCommand::CommitMove { partition, epoch },
+                DirectoryCommand::FinishMove { partition, epoch },
+            ] {
+                assert!(matches!(
+                    apply(&mut directory, command),
+                    DirectoryOutcome::Move(_)
+                ));
+            }
+            finished += 1;
+        }
+        let table = directory.table().expect("placed");
+        let cap = crate::sharding::capacity(32, 3, crate::sharding::LoadFactor::DEFAULT);
+        assert!((1..=3).all(|group| table.load(group) as u32 <= cap));
+        assert_eq!(table.load(3), finished);
+        assert!(finished >= 32 / 3);
+        assert_eq!(directory.moves().target(), None);
+    }
+
     #[test]
     fn a_group_keeps_the_leader_of_the_highest_term_it_heard_of() {
         let mut directory = Directory::new(DirectorySettings::default());
@@ -771,6 +865,13 @@ mod tests {
                 2 => (0u64..6, 95u64..140, 0u64..10).prop_map(|(group, leader, term)| {
                     DirectoryCommand::ReportLeader { group, leader, term }
                 }),
+                2 => (0u32..3, 0u32..271, 1u64..5).prop_map(|(kind, partition, epoch)| {
+                    match kind {
+                        0 => DirectoryCommand::CommitMove { partition, epoch },
+                        1 => DirectoryCommand::AbortMove { partition, epoch },
+                        _ => DirectoryCommand::FinishMove { partition, epoch },
+                    }
+                }),
             ]
         }
 
@@ -806,6 +907,13 @@ mod tests {
                         "partition of group {owner}"
                     );
                 }
+                for &owner in directory.moves.target().unwrap_or_default() {
+                    assert!(
+                        directory.groups.contains_key(&owner),
+                        "target group {owner}"
+                    );
+                }
+                assert_eq!(directory.moves.check(table), Ok(()));
             }
         }
 

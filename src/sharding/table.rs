@@ -51,6 +51,19 @@ impl PartitionTable {
         moved
     }
 
+    /// `partition` moved to `group` at `epoch` (a move's commit point), which must be later
+    /// than the epoch it had.
+    pub fn move_to(&mut self, partition: PartitionId, group: GroupId, epoch: u64) {
+        let at = partition as usize;
+        assert!(
+            epoch > self.epochs[at],
+            "partition {partition} moves to epoch {epoch}, not after {}",
+            self.epochs[at]
+        );
+        self.owners[at] = group;
+        self.epochs[at] = epoch;
+    }
+
     /// Partitions per group.
     pub fn load(&self, group: GroupId) -> usize {
         self.owners.iter().filter(|&&owner| owner == group).count()

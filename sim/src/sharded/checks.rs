@@ -160,6 +160,7 @@ pub fn check_directory(directory: &Directory) -> Result<(), Violation> {
         return Err("a server is in no group".to_string());
     }
     if let Some(table) = directory.table() {
+        directory.moves().check(table)?;
         for partition in 0..table.partitions() {
             let owner = table.owner(partition).map(|(group, _)| group);
             if !owner.is_some_and(|group| directory.groups().contains_key(&group)) {

@@ -1,0 +1,259 @@
+//! Moving partitions between groups, as the directory records it. The directory's log holds the
+//! one commit point of every move: until `CommitMove` the source group owns the partition (at
+//! its old epoch) and the move can be rolled back; from it on the destination does (at the
+//! move's epoch) and the move can only go forward.
+//!
+//! When the partition table should change (a group was added), the directory keeps the table
+//! it moves towards (`target`, computed once, by consistent hashing with bounded loads, from the
+//! table as it stands) and starts moves towards it, a bounded number at a time, in partition
+//! order. Each attempt gets an epoch no earlier attempt at that partition used, so every step a
+//! group takes for it (`kv::shard`) names one attempt, and a step of an abandoned attempt is
+//! refused wherever it arrives late.
+//!
+//! The admin's leader drives each move ([`Move`] says what is due next): the source freezes the
+//! partition, the destination ingests it; then `CommitMove`; then the source drops it and the
+//! destination serves it — in that order, so that no read is served by the source once the
+//! destination takes writes; then `FinishMove`. Before the commit, `AbortMove` rolls it back
+//! (the source unfreezes, the destination discards).
+
+use std::collections::BTreeMap;
+
+use crate::sharding::{GroupId, PartitionId, PartitionTable};
+
+/// Moves in flight at once, at most: client traffic keeps most of the machine.
+pub const MOVES_IN_FLIGHT_MAX: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum MovePhase {
+    /// The source freezes and exports, the destination ingests; the source still owns it.
+    Copying,
+    /// The destination owns it: the source drops it, then the destination serves it.
+    Committed,
+}
+
+/// One move in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Move {
+    pub partition: PartitionId,
+    pub from: GroupId,
+    pub to: GroupId,
+    /// The epoch the destination will own the partition at.
+    pub epoch: u64,
+    pub phase: MovePhase,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Moves {
+    /// The owners the table moves towards; none once it got there.
+    target: Option<Vec<GroupId>>,
+    in_flight: BTreeMap<PartitionId, Move>,
+    /// The latest epoch an attempt to move each partition used.
+    attempted: BTreeMap<PartitionId, u64>,
+}
+
+/// What a move command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MoveOutcome {
+    Committed,
+    Aborted,
+    Finished,
+    /// It had been done already (a retry): nothing changed.
+    AlreadyDone,
+    /// It names no move in flight in the right phase: nothing changed.
+    Refused(String),
+}
+
+impl Moves {
+    pub fn target(&self) -> Option<&[GroupId]> {
+        self.target.as_deref()
+    }
+
+    pub fn in_flight(&self) -> &BTreeMap<PartitionId, Move> {
+        &self.in_flight
+    }
+
+    /// Moves the table towards `target` from now on (replacing any earlier target; moves in
+    /// flight go on).
+    pub fn aim_at(&mut self, table: &PartitionTable, target: Vec<GroupId>) {
+        assert_eq!(
+            target.len(),
+            table.partitions() as usize,
+            "a target for every partition"
+        );
+        self.target = Some(target);
+        self.start(table);
+    }
+
+    /// Starts moves towards the target while there is room, in partition order.
+    pub fn start(&mut self, table: &PartitionTable) {
+        let Some(target) = &self.target else {
+            return;
+        };
+        for partition in 0..table.partitions() {
+            if self.in_flight.len() >= MOVES_IN_FLIGHT_MAX {
+                return;
+            }
+            let (owner, epoch) = table.owner(partition).expect("in range");
+            let wanted = target[partition as usize];
+            if owner == wanted || self.in_flight.contains_key(&partition) {
+                continue;
+            }
+            let attempted = self.attempted.entry(partition).or_insert(epoch);
+            *attempted = (*attempted).max(epoch) + 1;
+            self.in_flight.insert(
+                partition,
+                Move {
+                    partition,
+                    from: owner,
+                    to: wanted,
+                    epoch: *attempted,
+                    phase: MovePhase::Copying,
+                },
+            );
+        }
+        if self.in_flight.is_empty() && table.owners() == target.as_slice() {
+            self.target = None;
+        }
+    }
+
+    /// The commit point: the destination owns the partition at the move's epoch.
+    pub fn commit(
+        &mut self,
+        table: &mut PartitionTable,
+        partition: PartitionId,
+        epoch: u64,
+    ) -> MoveOutcome {
+        match self.in_flight.get_mut(&partition) {
+            Some(moving) if moving.epoch == epoch && moving.phase == MovePhase::Copying => {
+                table.move_to(partition, moving.to, epoch);
+                moving.phase = MovePhase::Committed;
+                MoveOutcome::Committed
+            }
+            Some(moving) if moving.epoch == epoch => MoveOutcome::AlreadyDone,
+            other => refused("commit", partition, epoch, other.map(|moving| &*moving)),
+        }
+    }
+
+    /// Rolls back a move not committed yet; the partition is attempted again later, at a new
+    /// epoch.
+    pub fn abort(&mut self, partition: PartitionId, epoch: u64) -> MoveOutcome {
+        match self.in_flight.get(&partition) {
+            Some(moving) if moving.epoch == epoch && moving.phase == MovePhase::Copying => {
+                self.in_flight.remove(&partition);
+                MoveOutcome::Aborted
+            }
+            None if self
+                .attempted
+                .get(&partition)
+                .is_some_and(|&at| at >= epoch) =>
+            {
+                MoveOutcome::AlreadyDone
+            }
+            other => refused("abort", partition, epoch, other),
+        }
+    }
+
+    /// A committed move whose source dropped the partition and whose destination serves it.
+    pub fn finish(
+        &mut self,
+        table: &PartitionTable,
+        partition: PartitionId,
+        epoch: u64,
+    ) -> MoveOutcome {
+        let outcome = match self.in_flight.get(&partition) {
+            Some(moving) if moving.epoch == epoch && moving.phase == MovePhase::Committed => {
+                self.in_flight.remove(&partition);
+                MoveOutcome::Finished
+            }
+            None if table.owner(partition).is_some_and(|(_, at)| at >= epoch) => {
+                MoveOutcome::AlreadyDone
+            }
+            other => return refused("finish", partition, epoch, other),
+        };
+        self.start(table);
+        outcome
+    }
+
+    /// The moves' invariants against the table: a copying move leaves its source the owner at
+    /// an older epoch; a committed one made its destination the owner at its epoch; no more in
+    /// flight than allowed.
+    pub fn check(&self, table: &PartitionTable) -> Result<(), String> {
+        if self.in_flight.len() > MOVES_IN_FLIGHT_MAX {
+            return Err(format!("{} moves in flight", self.in_flight.len()));
+        }
+        for (&partition, moving) in &self.in_flight {
+            let (owner, epoch) = table
+                .owner(partition)
+                .ok_or_else(|| format!("a move of partition {partition}, out of range"))?;
+            let consistent = match moving.phase {
+                MovePhase::Copying => owner == moving.from && epoch < moving.epoch,
+                MovePhase::Committed => owner == moving.to && epoch == moving.epoch,
+            };
+            if !consistent || moving.from == moving.to || moving.partition != partition {
+                return Err(format!(
+                    "move {moving:?} does not fit the table (owner {owner} at epoch {epoch})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refused(what: &str, partition: PartitionId, epoch: u64, found: Option<&Move>) -> MoveOutcome {
+    MoveOutcome::Refused(format!(
+        "cannot {what} the move of partition {partition} to epoch {epoch}: in flight is {found:?}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Moves start towards the target a few at a time; each commits (the table changes at its
+    /// epoch), finishes, and makes room for the next; an aborted one comes back at a new epoch;
+    /// every command repeated changes nothing; once the table is the target, no target is left.
+    #[test]
+    fn moves_go_towards_the_target_a_few_at_a_time() {
+        let mut table = PartitionTable::new(vec![1; 8]);
+        let mut moves = Moves::default();
+        moves.aim_at(&table, vec![1, 2, 1, 2, 1, 2, 1, 2]);
+        let started: Vec<PartitionId> = moves.in_flight().keys().copied().collect();
+        assert_eq!(started, vec![1, 3, 5, 7]);
+        assert_eq!(moves.check(&table), Ok(()));
+        assert_eq!(moves.commit(&mut table, 1, 2), MoveOutcome::Committed);
+        assert_eq!(moves.commit(&mut table, 1, 2), MoveOutcome::AlreadyDone);
+        assert_eq!(table.owner(1), Some((2, 2)));
+        assert!(
+            matches!(moves.abort(1, 2), MoveOutcome::Refused(_)),
+            "committed"
+        );
+        assert_eq!(moves.finish(&table, 1, 2), MoveOutcome::Finished);
+        assert_eq!(moves.finish(&table, 1, 2), MoveOutcome::AlreadyDone);
+        // Rolled back, it is attempted again at the next epoch.
+        assert_eq!(moves.abort(3, 2), MoveOutcome::Aborted);
+        assert_eq!(moves.abort(3, 2), MoveOutcome::AlreadyDone);
+        assert!(!moves.in_flight().contains_key(&3));
+        assert_eq!(moves.check(&table), Ok(()));
+        assert!(matches!(
+            moves.commit(&mut table, 3, 2),
+            MoveOutcome::Refused(_)
+        ));
+        moves.start(&table);
+        assert_eq!(moves.in_flight()[&3].epoch, 3);
+        for partition in [3, 5, 7] {
+            let epoch = moves.in_flight()[&partition].epoch;
+            assert_eq!(moves.check(&table), Ok(()));
+            assert_eq!(
+                moves.commit(&mut table, partition, epoch),
+                MoveOutcome::Committed
+            );
+            assert_eq!(
+                moves.finish(&table, partition, epoch),
+                MoveOutcome::Finished
+            );
+        }
+        assert_eq!(table.owners(), &[1, 2, 1, 2, 1, 2, 1, 2]);
+        assert_eq!(moves.target(), None);
+        assert!(moves.in_flight().is_empty());
+    }
+}
