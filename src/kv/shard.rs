@@ -152,10 +152,20 @@ impl Shard {
         }
     }
 
-    /// Source: stop writes to `partition` for the move to epoch `moving_to`.
+    /// Source: stop writes to `partition` for the move to epoch `moving_to`. Frozen for an
+    /// earlier attempt (which the admin rolled back before starting this one, and whose
+    /// unfreeze has not arrived), it is frozen for this one instead.
     pub fn freeze(&mut self, partition: PartitionId, moving_to: Epoch) -> Step {
         match self.holdings.get(&partition).copied() {
             Some(Holding::Serving { epoch }) if epoch < moving_to => {
+                self.holdings
+                    .insert(partition, Holding::Frozen { epoch, moving_to });
+                Step::Done
+            }
+            Some(Holding::Frozen {
+                epoch,
+                moving_to: earlier,
+            }) if earlier < moving_to => {
                 self.holdings
                     .insert(partition, Holding::Frozen { epoch, moving_to });
                 Step::Done
@@ -388,15 +398,22 @@ mod tests {
         );
         assert_eq!(shard.freeze(3, 2), Step::Done);
         assert_eq!(shard.freeze(3, 2), Step::AlreadyDone);
-        assert!(
-            matches!(shard.freeze(3, 3), Step::Refused(_)),
-            "another move"
-        );
         assert_eq!(shard.check_read(&key_of(3)), Ok(()));
         let refused = shard.check_write(&key_of(3)).expect_err("frozen");
         assert!(refused.moving && refused.epoch == 1);
-        assert_eq!(shard.unfreeze(3, 2), Step::Done);
-        assert_eq!(shard.unfreeze(3, 2), Step::AlreadyDone);
+        // A later attempt (the admin rolled this one back) freezes it anew; the earlier
+        // attempt's steps arriving late are refused.
+        assert_eq!(shard.freeze(3, 4), Step::Done);
+        assert!(
+            matches!(shard.freeze(3, 2), Step::Refused(_)),
+            "an earlier attempt"
+        );
+        assert!(
+            matches!(shard.unfreeze(3, 2), Step::Refused(_)),
+            "an earlier attempt"
+        );
+        assert_eq!(shard.unfreeze(3, 4), Step::Done);
+        assert_eq!(shard.unfreeze(3, 4), Step::AlreadyDone);
         assert_eq!(shard.check_write(&key_of(3)), Ok(()));
         assert_eq!(shard.freeze(3, 3), Step::Done);
         assert_eq!(shard.drop_moved(3, 3, 7), Step::Done);
