@@ -9,10 +9,12 @@
 //! same answer for each.
 
 mod command;
+mod mover;
 mod moves;
 mod state;
 
 pub use command::{DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery};
+pub use mover::{Answer, Ask, MoveRun, CHUNK_BYTES};
 pub use moves::{Move, MoveOutcome, MovePhase, Moves, MOVES_IN_FLIGHT_MAX};
 #[cfg(feature = "planted-bugs")]
 pub use state::DirectoryBugs;

@@ -6,7 +6,7 @@ pub mod node_addresses;
 pub mod shard;
 mod state_machine;
 
-pub use command::{Command, DecodeError};
+pub use command::{Command, DecodeError, MoveStep, CHUNK_PAIRS_MAX};
 pub use node_addresses::RESERVED_KEY_PREFIX;
 pub use shard::{NotOwned, Shard};
 pub use state_machine::{KvStateMachine, Outcome, SnapshotState};

@@ -453,7 +453,7 @@ impl crate::replica::StateMachine for KvStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::command::MoveStep;
+    use crate::kv::MoveStep;
 
     fn b(text: &str) -> Bytes {
         Bytes::copy_from_slice(text.as_bytes())
