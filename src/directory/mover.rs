@@ -167,8 +167,8 @@ impl MoveRun {
                 after: None,
                 chunk: 0,
             },
-            // The source does not hold the partition as the move expects: roll it back.
-            (Stage::Freezing, Answer::Step { .. }) => Stage::Aborting,
+            // The source does not hold the partition as the move expects (it has not claimed
+            // it yet, say): ask again; the caller gives up if that lasts.
             (
                 Stage::Exporting {
                     freeze_index,
@@ -201,7 +201,6 @@ impl MoveRun {
                     }
                 }
             }
-            (Stage::Ingesting { .. }, Answer::Step { .. }) => Stage::Aborting,
             (Stage::Committing, Answer::Directory(MoveOutcome::Committed))
             | (Stage::Committing, Answer::Directory(MoveOutcome::AlreadyDone)) => {
                 self.committed = true;

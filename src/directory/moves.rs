@@ -134,14 +134,22 @@ impl Moves {
         }
     }
 
-    /// Rolls back a move not committed yet; the partition is attempted again later, at a new
+    /// Rolls back a move not committed yet; the partition is attempted again at once, at a new
     /// epoch.
-    pub fn abort(&mut self, partition: PartitionId, epoch: u64) -> MoveOutcome {
+    pub fn abort(
+        &mut self,
+        table: &PartitionTable,
+        partition: PartitionId,
+        epoch: u64,
+    ) -> MoveOutcome {
         match self.in_flight.get(&partition) {
             Some(moving) if moving.epoch == epoch && moving.phase == MovePhase::Copying => {
                 self.in_flight.remove(&partition);
+                self.start(table);
                 MoveOutcome::Aborted
             }
+            // A later attempt is in flight: this one was rolled back already.
+            Some(moving) if moving.epoch > epoch => MoveOutcome::AlreadyDone,
             None if self
                 .attempted
                 .get(&partition)
@@ -224,22 +232,20 @@ mod tests {
         assert_eq!(moves.commit(&mut table, 1, 2), MoveOutcome::AlreadyDone);
         assert_eq!(table.owner(1), Some((2, 2)));
         assert!(
-            matches!(moves.abort(1, 2), MoveOutcome::Refused(_)),
+            matches!(moves.abort(&table, 1, 2), MoveOutcome::Refused(_)),
             "committed"
         );
         assert_eq!(moves.finish(&table, 1, 2), MoveOutcome::Finished);
         assert_eq!(moves.finish(&table, 1, 2), MoveOutcome::AlreadyDone);
         // Rolled back, it is attempted again at the next epoch.
-        assert_eq!(moves.abort(3, 2), MoveOutcome::Aborted);
-        assert_eq!(moves.abort(3, 2), MoveOutcome::AlreadyDone);
-        assert!(!moves.in_flight().contains_key(&3));
+        assert_eq!(moves.abort(&table, 3, 2), MoveOutcome::Aborted);
+        assert_eq!(moves.abort(&table, 3, 2), MoveOutcome::AlreadyDone);
+        assert_eq!(moves.in_flight()[&3].epoch, 3);
         assert_eq!(moves.check(&table), Ok(()));
         assert!(matches!(
             moves.commit(&mut table, 3, 2),
             MoveOutcome::Refused(_)
         ));
-        moves.start(&table);
-        assert_eq!(moves.in_flight()[&3].epoch, 3);
         for partition in [3, 5, 7] {
             let epoch = moves.in_flight()[&partition].epoch;
             assert_eq!(moves.check(&table), Ok(()));

@@ -256,7 +256,10 @@ impl Directory {
                 DirectoryOutcome::Move(self.moves.commit(table, partition, epoch))
             }
             DirectoryCommand::AbortMove { partition, epoch } => {
-                DirectoryOutcome::Move(self.moves.abort(partition, epoch))
+                let Some(table) = self.table.as_ref() else {
+                    return DirectoryOutcome::Refused("no partition table yet".to_string());
+                };
+                DirectoryOutcome::Move(self.moves.abort(table, partition, epoch))
             }
             DirectoryCommand::FinishMove { partition, epoch } => {
                 let Some(table) = self.table.as_ref() else {

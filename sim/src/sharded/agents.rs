@@ -74,6 +74,11 @@ impl ShardedWorld {
                 }
                 self.schedule(1_000, Event::ClientNext(client));
             }
+            Asker::Mover {
+                partition,
+                epoch,
+                ask,
+            } => self.mover_admin_replied((partition, epoch), ask, reply),
             Asker::Claim { .. } | Asker::Client { .. } => unreachable!("asked of a data group"),
         }
     }
@@ -130,6 +135,11 @@ impl ShardedWorld {
                 }
             }
             Asker::Client { client, op } => self.client_replied(client, op, reply),
+            Asker::Mover {
+                partition,
+                epoch,
+                ask,
+            } => self.mover_data_replied((partition, epoch), ask, reply),
             other => unreachable!("{other:?} asked of an admin replica"),
         }
     }

@@ -1,15 +1,17 @@
 //! What every step and every run is checked against, beyond each group's Raft invariants.
 
 use super::*;
+use ravel::kv::shard::Holding;
 
 impl ShardedWorld {
     /// After healing: every group started, its leader known to a majority of the admin at the
-    /// term it leads in, and some writes completed.
+    /// term it leads in, every move carried out (the table is where the directory aims it),
+    /// and some writes completed.
     pub(super) fn live(&self) -> bool {
         if !self.faults_over || self.completed_after_heal < 10 {
             return false;
         }
-        let groups = self.options.groups;
+        let groups = self.options.groups + usize::from(self.adds_group);
         if self.started_groups.len() < groups {
             return false;
         }
@@ -24,6 +26,10 @@ impl ShardedWorld {
             .iter()
             .filter_map(|host| host.replica.as_ref())
             .filter(|replica| {
+                let moves = replica.state().moves();
+                moves.in_flight().is_empty() && moves.target().is_none()
+            })
+            .filter(|replica| {
                 self.started_groups.iter().all(|group| {
                     let info = replica.state().groups().get(group);
                     current.get(group).is_some_and(|&(leader, term)| {
@@ -34,7 +40,59 @@ impl ShardedWorld {
                 })
             })
             .count();
-        knowing >= 2
+        knowing >= 2 && self.groups_hold_their_share()
+    }
+
+    /// Every started group's most advanced replica holds exactly the partitions the table of the
+    /// most advanced admin replica gives it (claimed, and moved in and out as the table says).
+    fn groups_hold_their_share(&self) -> bool {
+        self.share_mismatch().is_none()
+    }
+
+    /// The first group whose holdings differ from what the table gives it, and how.
+    fn share_mismatch(&self) -> Option<String> {
+        let table = self
+            .admins
+            .iter()
+            .filter_map(|host| host.replica.as_ref())
+            .max_by_key(|replica| replica.state().applied_index())
+            .and_then(|replica| replica.state().table().cloned())?;
+        for &group in &self.started_groups {
+            let freshest = self
+                .data
+                .iter()
+                .filter(|(id, _)| self.group_of.get(id) == Some(&group))
+                .filter_map(|(_, host)| host.replica.as_ref())
+                .max_by_key(|replica| replica.state().applied_index());
+            let held = freshest
+                .and_then(|replica| replica.state().shard())
+                .map(|shard| shard.serving())
+                .unwrap_or_default();
+            let given: BTreeMap<u32, u64> = (0..table.partitions())
+                .filter_map(|partition| {
+                    let (owner, epoch) = table.owner(partition)?;
+                    (owner == group).then_some((partition, epoch))
+                })
+                .collect();
+            if held != given {
+                return Some(format!(
+                    "group {group} holds {held:?} but the table gives it {given:?}"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Each admin replica's moves in flight.
+    pub(super) fn admin_view_of_moves(&self) -> Vec<(NodeId, Vec<ravel::directory::Move>)> {
+        self.admins
+            .iter()
+            .filter_map(|host| host.replica.as_ref().map(|replica| (host.id, replica)))
+            .map(|(id, replica)| {
+                let moves = replica.state().moves().in_flight().values().copied();
+                (id, moves.collect())
+            })
+            .collect()
     }
 
     pub(super) fn admin_view_of_leaders(&self) -> Vec<(NodeId, LeaderRecords)> {
@@ -89,10 +147,11 @@ impl ShardedWorld {
         }
     }
 
-    /// Every key a data replica holds belongs to a partition its group owns, and no partition is
-    /// served by two groups at one epoch.
+    /// At the end: every key a data replica holds belongs to a partition its group owns; no
+    /// partition is served by two groups at one epoch; and every group's most advanced replica
+    /// holds exactly the partitions the table gives it, at the table's epochs.
     pub(super) fn check_ownership(&mut self) {
-        let mut violation = None;
+        let mut violation = self.share_mismatch();
         let mut servers: BTreeMap<(u32, u64), GroupId> = BTreeMap::new();
         for (id, host) in &self.data {
             let Some(replica) = host.replica.as_ref() else {
@@ -111,9 +170,18 @@ impl ShardedWorld {
             }
             for key in 0..self.options.keys {
                 let key = format!("k{key}");
-                if replica.state().get(key.as_bytes()).is_some()
-                    && replica.state().check_read(key.as_bytes()).is_err()
-                {
+                // Held while served, moving out, or coming in; never once gone or never had.
+                let holding = replica.state().shard().and_then(|shard| {
+                    let partition = partition_of(key.as_bytes(), shard.partitions());
+                    shard.holdings().get(&partition).copied()
+                });
+                let may_hold = matches!(
+                    holding,
+                    Some(
+                        Holding::Serving { .. } | Holding::Frozen { .. } | Holding::Incoming { .. }
+                    )
+                );
+                if replica.state().get(key.as_bytes()).is_some() && !may_hold {
                     violation = Some(format!(
                         "n{id} of group {} holds key {key}, which its group does not own",
                         self.group_of[id]

@@ -7,6 +7,10 @@
 //! - every data leader reports its leadership to the admin, then claims its partitions;
 //! - clients route every key themselves — partition, owning group, that group's leader — from a
 //!   directory read through a random admin replica, reread after a refusal;
+//! - in half the seeds a group is added midway: the directory gives it its share, and the
+//!   admin leader's mover (the real `MoveRun` driver) moves partitions to it — freeze at the
+//!   source, export and ingest in chunks, commit in the directory, drop at the source, serve at
+//!   the destination — racing every fault, a new admin leader starting again from its record;
 //! - crashes that lose unsynced writes (admin and data replicas alike), partitions, loss,
 //!   duplication and delay, until the faults heal.
 //!
@@ -14,9 +18,11 @@
 //! on every admin replica after every step (each server in exactly one group of at most the
 //! target size, partitions owned by existing groups, a group's recorded leader term never going
 //! back within a replica's run, and every recorded leader really led that group in that term);
-//! a retried registration gets the same answer; every group serves only keys it owns; the
-//! linearizability of the whole client history, key by key; and, after healing, every group's
-//! leader known to the admin and writes completing again.
+//! a retried registration gets the same answer; every group holds only keys it owns (or is
+//! moving in or out); no partition served by two groups at one epoch; the linearizability of the
+//! whole client history, key by key, across moves; and, after healing, every group's leader
+//! known to the admin, every move carried out, every group holding exactly its share of the
+//! table, and writes completing again.
 
 mod agents;
 mod checks;
@@ -24,6 +30,7 @@ mod clients;
 mod effects;
 mod faults;
 pub mod host;
+mod mover;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,6 +54,7 @@ use crate::network::{Network, NetworkConfig};
 use crate::trace::Trace;
 use crate::world::Tuning;
 use host::Host;
+use mover::MOVER_TICK_US;
 
 pub use checks::check_directory;
 
@@ -68,6 +76,9 @@ pub struct ShardedOptions {
     pub bugs: DirectoryBugs,
     /// Classic Raft bugs planted in every core.
     pub core_bugs: PlantedBugs,
+    /// Some seeds (drawn) add a group midway: three more servers register, the directory gives
+    /// the new group its share, and partitions move to it while the faults go on.
+    pub add_group: bool,
 }
 
 impl Default for ShardedOptions {
@@ -81,6 +92,7 @@ impl Default for ShardedOptions {
             faults: true,
             bugs: DirectoryBugs::default(),
             core_bugs: PlantedBugs::default(),
+            add_group: true,
         }
     }
 }
@@ -99,12 +111,34 @@ pub struct ShardedReport {
 #[derive(Clone, Debug)]
 pub enum Asker {
     Initialize,
-    Register { server: usize },
-    Report { node: NodeId, term: u64 },
-    ClaimRead { node: NodeId, term: u64 },
-    Claim { node: NodeId, term: u64 },
-    ClientRoute { client: usize },
-    Client { client: usize, op: OpId },
+    Register {
+        server: usize,
+    },
+    Report {
+        node: NodeId,
+        term: u64,
+    },
+    ClaimRead {
+        node: NodeId,
+        term: u64,
+    },
+    Claim {
+        node: NodeId,
+        term: u64,
+    },
+    ClientRoute {
+        client: usize,
+    },
+    Client {
+        client: usize,
+        op: OpId,
+    },
+    /// The admin leader's mover, waiting for ask `ask` of the move of `partition` to `epoch`.
+    Mover {
+        partition: u32,
+        epoch: u64,
+        ask: u64,
+    },
 }
 
 enum Event {
@@ -136,6 +170,7 @@ enum Event {
         term: u64,
     },
     ClientNext(usize),
+    MoverTick,
     ClientTimeout {
         client: usize,
         op: Option<OpId>,
@@ -187,6 +222,9 @@ pub struct ShardedWorld {
     healed_at_us: Option<u64>,
     completed_after_heal: usize,
     failure: Option<String>,
+    /// This seed adds a group midway (see [`ShardedOptions::add_group`]).
+    adds_group: bool,
+    mover: mover::Mover,
 }
 
 impl ShardedWorld {
@@ -222,7 +260,9 @@ impl ShardedWorld {
             initial_groups: options.groups as u32,
             first_server_id: 100,
         };
-        let servers = options.groups * GROUP_SIZE as usize;
+        let adds_group = options.add_group && rng.random_bool(0.5);
+        let groups = options.groups + usize::from(adds_group);
+        let servers = groups * GROUP_SIZE as usize;
         ShardedWorld {
             seed,
             rng,
@@ -255,6 +295,8 @@ impl ShardedWorld {
             healed_at_us: None,
             completed_after_heal: 0,
             failure: None,
+            adds_group,
+            mover: mover::Mover::default(),
             options,
         }
     }
@@ -275,10 +317,17 @@ impl ShardedWorld {
             self.schedule(jitter, Event::Tick(id));
         }
         self.schedule(1_000, Event::Initialize);
+        let first = self.options.groups * GROUP_SIZE as usize;
         for server in 0..self.assignments.len() {
-            let at = self.rng.random_range(0..500_000);
+            // The added group's servers come once the first groups serve.
+            let at = if server < first {
+                self.rng.random_range(0..500_000)
+            } else {
+                self.rng.random_range(1_500_000..4_000_000)
+            };
             self.schedule(at, Event::Register(server));
         }
+        self.schedule(MOVER_TICK_US, Event::MoverTick);
         for client in 0..self.options.clients {
             let at = self.rng.random_range(200_000..1_000_000);
             self.schedule(at, Event::ClientNext(client));
@@ -308,10 +357,15 @@ impl ShardedWorld {
         }
         if self.failure.is_none() && !self.live() {
             let leaders = self.admin_view_of_leaders();
+            let moves = self.admin_view_of_moves();
             self.fail(format!(
-                "liveness: {} writes completed and the admin knew the leaders {leaders:?} \
-                 {} ms after the faults healed (groups started: {:?})",
-                self.completed_after_heal, self.options.liveness_bound_ms, self.started_groups
+                "liveness: {} writes completed, the admin knew the leaders {leaders:?} and the \
+                 moves {moves:?}, and {} {} ms after the faults healed (groups started: {:?})",
+                self.completed_after_heal,
+                self.share_mismatch()
+                    .unwrap_or_else(|| "every group held its share".to_string()),
+                self.options.liveness_bound_ms,
+                self.started_groups
             ));
         }
         if self.failure.is_none() {
@@ -473,6 +527,7 @@ impl ShardedWorld {
                 }
             }
             Event::ClientNext(client) => self.client_next(client),
+            Event::MoverTick => self.mover_tick(),
             Event::ClientTimeout { client, op } => {
                 let state = &mut self.clients[client];
                 if op.is_some() && state.current == op {
