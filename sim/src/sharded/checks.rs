@@ -50,7 +50,7 @@ impl ShardedWorld {
     }
 
     /// The first group whose holdings differ from what the table gives it, and how.
-    fn share_mismatch(&self) -> Option<String> {
+    pub(super) fn share_mismatch(&self) -> Option<String> {
         let table = self
             .admins
             .iter()
