@@ -454,9 +454,14 @@ pub(crate) fn not_linearizable(recorder: &Recorder) -> Option<String> {
             "history not linearizable on key {key}:\n  {}",
             operations.join("\n  ")
         )),
-        Verdict::Inconclusive { key } => {
-            Some(format!("linearizability check inconclusive on key {key}"))
-        }
+        Verdict::Inconclusive {
+            key,
+            operations,
+            open_writes,
+        } => Some(format!(
+            "linearizability check inconclusive on key {key} ({operations} operations, \
+                 {open_writes} writes that never returned)"
+        )),
     }
 }
 
@@ -862,10 +867,18 @@ async fn check_liveness(
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let key = Bytes::from_static(b"k0");
         let mut last_error = String::new();
+        // Each attempt writes a value of its own: attempts that fail stay open in the history,
+        // and the checker bounds an open write by the read that saw it only when its value is
+        // unique (30 open writes of one value made a seed's check run out of budget).
+        let mut attempt = 0;
         while tokio::time::Instant::now() < deadline {
-            let put = OpKind::Put(Bytes::from_static(b"after-heal"));
+            attempt += 1;
+            let put = OpKind::Put(Bytes::from(format!("after-heal-{attempt}")));
             match perform(&mut client, &recorder, 1_000, key.clone(), put).await {
-                Err(error) => last_error = format!("put: {error}"),
+                Err(error) => {
+                    last_error = format!("put: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Ok(_) => {
                     match perform(&mut client, &recorder, 1_000, key.clone(), OpKind::Get).await {
                         Ok(_) => return Ok(()),

@@ -776,6 +776,8 @@ async fn check_recovery(
     let mut last = String::new();
     // Every key, written and read.
     let mut index = 0;
+    // A value per attempt (see `madsim_harness::check_liveness`).
+    let mut attempt = 0;
     while index < KEYS {
         if tokio::time::Instant::now() > deadline {
             return Err(format!(
@@ -784,9 +786,13 @@ async fn check_recovery(
                 key(index).escape_ascii()
             ));
         }
-        let put = OpKind::Put(Bytes::from(format!("after-heal-{index}")));
+        attempt += 1;
+        let put = OpKind::Put(Bytes::from(format!("after-heal-{index}-{attempt}")));
         match perform(&client, &recorder, 1_000, key(index), put).await {
-            Err(error) => last = format!("put: {error}"),
+            Err(error) => {
+                last = format!("put: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Ok(_) => match perform(&client, &recorder, 1_000, key(index), OpKind::Get).await {
                 Ok(_) => index += 1,
                 Err(error) => last = format!("get: {error}"),

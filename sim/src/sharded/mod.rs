@@ -378,8 +378,13 @@ impl ShardedWorld {
                     "linearizability: the history of key {key} has no valid order:\n    {}",
                     operations.join("\n    ")
                 )),
-                Verdict::Inconclusive { key } => self.fail(format!(
-                    "linearizability: the search on key {key} ran out of budget"
+                Verdict::Inconclusive {
+                    key,
+                    operations,
+                    open_writes,
+                } => self.fail(format!(
+                    "linearizability: the search on key {key} ran out of budget ({operations} \
+                     operations, {open_writes} writes that never returned)"
                 )),
             }
         }

@@ -403,8 +403,13 @@ impl World {
                         if shown < operations.len() { "\n    (earlier operations omitted)" } else { "" }
                     ));
                 }
-                Verdict::Inconclusive { key } => self.fail(format!(
-                    "linearizability: the search on key {key} ran out of budget"
+                Verdict::Inconclusive {
+                    key,
+                    operations,
+                    open_writes,
+                } => self.fail(format!(
+                    "linearizability: the search on key {key} ran out of budget ({operations} \
+                     operations, {open_writes} writes that never returned)"
                 )),
             }
         }
