@@ -641,9 +641,6 @@ pub(crate) async fn run<S: StateMachine>(
     outcome
 }
 
-/// A seed for election jitter that differs between runs of the same node (two nodes restarted
-/// together must not keep picking the same timeouts). Under simulation the clock is virtual and
-/// seeded, so this stays deterministic there.
 /// A join nonce from `seed`: mixed (SplitMix64's finalizer), never 0 (0 is "none").
 fn join_nonce(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -652,6 +649,9 @@ fn join_nonce(seed: u64) -> u64 {
     (z ^ (z >> 31)).max(1)
 }
 
+/// A seed for election jitter that differs between runs of the same node (two nodes restarted
+/// together must not keep picking the same timeouts). Under simulation the clock is virtual and
+/// seeded, so this stays deterministic there.
 fn now_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
