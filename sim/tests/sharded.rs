@@ -50,6 +50,8 @@ fn planted_directory_and_core_mistakes_are_caught() {
     for (name, seeds) in [
         ("register-ignores-token", 0..100),
         ("report-ignores-term", 0..400),
+        // A move's source dropping the partition before the commit point loses its keys.
+        ("drop-before-commit", 0..50),
     ] {
         let options = planted(
             DirectoryBugs::named(name).expect("known"),

@@ -62,6 +62,11 @@ pub enum Answer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Stage {
     Freezing,
+    /// Only with the planted bug `drop_before_commit`.
+    #[cfg(feature = "planted-bugs")]
+    DroppingEarly {
+        freeze_index: LogIndex,
+    },
     Exporting {
         freeze_index: LogIndex,
         after: Option<Bytes>,
@@ -93,6 +98,8 @@ pub struct MoveRun {
     stage: Stage,
     /// Whether the directory committed the move (known from its record or its answer).
     committed: bool,
+    #[cfg(feature = "planted-bugs")]
+    bugs: super::DirectoryBugs,
 }
 
 impl MoveRun {
@@ -109,7 +116,16 @@ impl MoveRun {
             to: moving.to,
             stage,
             committed,
+            #[cfg(feature = "planted-bugs")]
+            bugs: super::DirectoryBugs::default(),
         }
+    }
+
+    /// Test-only: plants the mover's mistakes of `bugs`.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(mut self, bugs: super::DirectoryBugs) -> Self {
+        self.bugs = bugs;
+        self
     }
 
     /// The move is carried out (finished, or rolled back at both groups).
@@ -131,6 +147,8 @@ impl MoveRun {
         let (partition, epoch) = (self.partition, self.epoch);
         Some(match &self.stage {
             Stage::Freezing => Ask::Source(step(MoveStep::Freeze)),
+            #[cfg(feature = "planted-bugs")]
+            Stage::DroppingEarly { .. } => Ask::Source(step(MoveStep::Drop { to: self.to })),
             Stage::Exporting {
                 freeze_index,
                 after,
@@ -162,6 +180,20 @@ impl MoveRun {
     pub fn answered(&mut self, answer: Answer) {
         let taken = |step: &Step| matches!(step, Step::Done | Step::AlreadyDone);
         let next = match (&self.stage, answer) {
+            #[cfg(feature = "planted-bugs")]
+            (Stage::Freezing, Answer::Step { step, index })
+                if taken(&step) && self.bugs.drop_before_commit =>
+            {
+                Stage::DroppingEarly {
+                    freeze_index: index,
+                }
+            }
+            #[cfg(feature = "planted-bugs")]
+            (Stage::DroppingEarly { .. }, Answer::Step { index, .. }) => Stage::Exporting {
+                freeze_index: index,
+                after: None,
+                chunk: 0,
+            },
             (Stage::Freezing, Answer::Step { step, index }) if taken(&step) => Stage::Exporting {
                 freeze_index: index,
                 after: None,

@@ -25,17 +25,25 @@ pub struct DirectoryBugs {
     pub report_ignores_term: bool,
     /// Give a retried registration a new id instead of the one its token got.
     pub register_ignores_token: bool,
+    /// The mover drops a partition at its source as soon as it is frozen, before the move's
+    /// commit point (and exports what is left: nothing).
+    pub drop_before_commit: bool,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl DirectoryBugs {
-    pub const NAMES: [&'static str; 2] = ["report-ignores-term", "register-ignores-token"];
+    pub const NAMES: [&'static str; 3] = [
+        "report-ignores-term",
+        "register-ignores-token",
+        "drop-before-commit",
+    ];
 
     pub fn named(name: &str) -> Option<Self> {
         let mut bugs = DirectoryBugs::default();
         match name {
             "report-ignores-term" => bugs.report_ignores_term = true,
             "register-ignores-token" => bugs.register_ignores_token = true,
+            "drop-before-commit" => bugs.drop_before_commit = true,
             _ => return None,
         }
         Some(bugs)

@@ -60,7 +60,7 @@ impl ShardedWorld {
                 .runs
                 .entry((partition, moving.epoch))
                 .or_insert_with(|| Run {
-                    run: MoveRun::new(moving),
+                    run: MoveRun::new(moving).plant(self.options.bugs),
                     asked: None,
                     last_progress_us: self.now_us,
                 });
