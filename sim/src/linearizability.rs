@@ -34,6 +34,14 @@ pub enum Verdict {
 /// hardest madsim seed seen so far (248 with `--disk-loss`) needs more than 20 million.
 const STEPS_MAX: u64 = 200_000_000;
 
+/// Why a search gave up, in words (every harness reports it the same way).
+pub fn out_of_budget(key: &str, operations: usize, open_writes: usize) -> String {
+    format!(
+        "linearizability: the search on key {key} ran out of budget ({operations} operations, \
+         {open_writes} writes that never returned)"
+    )
+}
+
 pub fn check(history: &History) -> Verdict {
     let mut by_key: BTreeMap<&Bytes, Vec<&Operation>> = BTreeMap::new();
     for op in &history.operations {

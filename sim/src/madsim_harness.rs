@@ -458,9 +458,10 @@ pub(crate) fn not_linearizable(recorder: &Recorder) -> Option<String> {
             key,
             operations,
             open_writes,
-        } => Some(format!(
-            "linearizability check inconclusive on key {key} ({operations} operations, \
-                 {open_writes} writes that never returned)"
+        } => Some(linearizability::out_of_budget(
+            &key,
+            operations,
+            open_writes,
         )),
     }
 }

@@ -185,11 +185,7 @@ impl ShardedWorld {
                 self.trace.line(self.now_us, || {
                     format!("mover: partition {} epoch {}: {other:?}", key.0, key.1)
                 });
-                if let Some(run) = self.mover.runs.get_mut(&key) {
-                    if run.asked.map(|(id, _)| id) == Some(ask) {
-                        run.asked = None;
-                    }
-                }
+                self.mover_unanswered(key, ask);
             }
         }
     }
@@ -206,12 +202,15 @@ impl ShardedWorld {
                 outcome: DirectoryOutcome::Move(outcome),
                 ..
             }) => self.mover_answered(key, ask, MoveAnswer::Directory(outcome)),
-            _ => {
-                if let Some(run) = self.mover.runs.get_mut(&key) {
-                    if run.asked.map(|(id, _)| id) == Some(ask) {
-                        run.asked = None;
-                    }
-                }
+            _ => self.mover_unanswered(key, ask),
+        }
+    }
+
+    /// Ask `ask` failed (refused, not the leader, an error): asked again at the next tick.
+    fn mover_unanswered(&mut self, key: (u32, u64), ask: u64) {
+        if let Some(run) = self.mover.runs.get_mut(&key) {
+            if run.asked.map(|(id, _)| id) == Some(ask) {
+                run.asked = None;
             }
         }
     }

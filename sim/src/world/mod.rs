@@ -407,9 +407,10 @@ impl World {
                     key,
                     operations,
                     open_writes,
-                } => self.fail(format!(
-                    "linearizability: the search on key {key} ran out of budget ({operations} \
-                     operations, {open_writes} writes that never returned)"
+                } => self.fail(linearizability::out_of_budget(
+                    &key,
+                    operations,
+                    open_writes,
                 )),
             }
         }
