@@ -26,6 +26,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A request its group refused as not its own is sent again this often, at most, this far apart.
 const NOT_OWNED_RETRIES_MAX: u32 = 20;
 const NOT_OWNED_PAUSE: Duration = Duration::from_millis(100);
+/// A write to a partition that is moving (frozen at its source while its pairs are copied) is
+/// sent again this often, at most, this far apart: a move freezes a partition for about the
+/// time its pairs take to copy, well under these 10 s.
+const MOVING_RETRIES_MAX: u32 = 200;
+const MOVING_PAUSE: Duration = Duration::from_millis(50);
 /// Idle clients kept per group (each holds its connections).
 const POOL_PER_GROUP_MAX: usize = 64;
 
@@ -218,7 +223,7 @@ impl RoutedClient {
         Fut: std::future::Future<Output = (Client, Result<T, ClientError>)>,
     {
         let mut fresh = false;
-        let mut not_owned_retries = 0;
+        let (mut not_owned_retries, mut moving_retries) = (0, 0);
         loop {
             // A cached directory that knows no owner may predate the groups: read it again.
             let route = match self.route(key, fresh).await {
@@ -247,6 +252,14 @@ impl RoutedClient {
                     not_owned_retries += 1;
                     fresh = true;
                     tokio::time::sleep(NOT_OWNED_PAUSE).await;
+                }
+                // Refused, not applied: the move ends soon, either way. The directory is read
+                // again once it commits (the source then answers "not owned").
+                Err(ClientError::Api(ApiError::Moving { .. }))
+                    if moving_retries < MOVING_RETRIES_MAX =>
+                {
+                    moving_retries += 1;
+                    tokio::time::sleep(MOVING_PAUSE).await;
                 }
                 Err(error) => return Err(RoutedError::Group(error)),
             }

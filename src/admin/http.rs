@@ -321,7 +321,8 @@ fn failed(error: RoutedError) -> Answer {
             | ApiError::ShuttingDown
             | ApiError::Overloaded
             | ApiError::OutcomeUnknown(_)
-            | ApiError::NotOwned { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::NotOwned { .. }
+            | ApiError::Moving { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::WrongCluster { .. }
             | ApiError::AlreadyExists(_)
             | ApiError::StorageFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -35,6 +35,8 @@ pub enum DirectoryCommand {
     AbortMove { partition: PartitionId, epoch: u64 },
     /// A committed move is complete: the source dropped the partition, the destination serves it.
     FinishMove { partition: PartitionId, epoch: u64 },
+    /// A rolled-back attempt is cleaned up: its source unfroze, its destination discarded.
+    ForgetMove { partition: PartitionId, epoch: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

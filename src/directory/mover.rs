@@ -13,7 +13,7 @@
 //! last is does the directory commit the move; then the source drops the partition, and only
 //! then does the destination serve it, so no read is served by the source once the destination
 //! takes writes; then the directory finishes the move. Rolled back: the directory aborts it,
-//! the source unfreezes, the destination discards what came in.
+//! the source unfreezes, the destination discards what came in, the directory forgets it.
 
 use bytes::Bytes;
 
@@ -85,6 +85,7 @@ enum Stage {
     Aborting,
     Unfreezing,
     Discarding,
+    Forgetting,
     Done,
 }
 
@@ -108,6 +109,7 @@ impl MoveRun {
         let (stage, committed) = match moving.phase {
             MovePhase::Copying => (Stage::Freezing, false),
             MovePhase::Committed => (Stage::Dropping, true),
+            MovePhase::RolledBack => (Stage::Unfreezing, false),
         };
         MoveRun {
             partition: moving.partition,
@@ -172,6 +174,7 @@ impl MoveRun {
             Stage::Aborting => Ask::Admin(DirectoryCommand::AbortMove { partition, epoch }),
             Stage::Unfreezing => Ask::Source(step(MoveStep::Unfreeze)),
             Stage::Discarding => Ask::Destination(step(MoveStep::Discard)),
+            Stage::Forgetting => Ask::Admin(DirectoryCommand::ForgetMove { partition, epoch }),
             Stage::Done => return None,
         })
     }
@@ -251,7 +254,10 @@ impl MoveRun {
                 Stage::Dropping
             }
             (Stage::Unfreezing, Answer::Step { .. }) => Stage::Discarding,
-            (Stage::Discarding, Answer::Step { .. }) => Stage::Done,
+            // Refused or not, the cleanup of this attempt is done at that group: a refusal
+            // means a later attempt took the partition over there.
+            (Stage::Discarding, Answer::Step { .. }) => Stage::Forgetting,
+            (Stage::Forgetting, Answer::Directory(_)) => Stage::Done,
             // Anything else (a refused drop or activation after the commit point, an answer
             // that does not fit): ask again.
             (stage, _) => stage.clone(),
@@ -407,6 +413,10 @@ mod tests {
         let mut run = MoveRun::new(&moving(MovePhase::Copying));
         run.give_up();
         run.answered(Answer::Directory(MoveOutcome::Aborted));
+        assert!(
+            !run.is_done(),
+            "a rolled-back move is cleaned up at both groups"
+        );
         for expected in [MoveStep::Unfreeze, MoveStep::Discard] {
             match run.ask() {
                 Some(Ask::Source(Command::Move { step, .. }))
@@ -420,6 +430,11 @@ mod tests {
                 index: 1,
             });
         }
+        assert!(matches!(
+            run.ask(),
+            Some(Ask::Admin(DirectoryCommand::ForgetMove { .. }))
+        ));
+        run.answered(Answer::Directory(MoveOutcome::Forgotten));
         assert!(run.is_done() && !run.is_committed());
     }
 }

@@ -13,8 +13,10 @@
 //! The admin's leader drives each move ([`Move`] says what is due next): the source freezes the
 //! partition, the destination ingests it; then `CommitMove`; then the source drops it and the
 //! destination serves it — in that order, so that no read is served by the source once the
-//! destination takes writes; then `FinishMove`. Before the commit, `AbortMove` rolls it back
-//! (the source unfreezes, the destination discards).
+//! destination takes writes; then `FinishMove`. Before the commit, `AbortMove` rolls it back;
+//! the rolled-back attempt stays on record until its source unfroze and its destination
+//! discarded what came in (`ForgetMove`), so that a leader that crashed in between leaves the
+//! cleanup to the next one instead of a partition frozen for good.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,8 @@ pub enum MovePhase {
     Copying,
     /// The destination owns it: the source drops it, then the destination serves it.
     Committed,
+    /// Rolled back: the source unfreezes, the destination discards, then it is forgotten.
+    RolledBack,
 }
 
 /// One move in flight.
@@ -49,6 +53,8 @@ pub struct Moves {
     in_flight: BTreeMap<PartitionId, Move>,
     /// The latest epoch an attempt to move each partition used.
     attempted: BTreeMap<PartitionId, u64>,
+    /// Attempts rolled back and not cleaned up yet, by partition and epoch.
+    rolled_back: BTreeMap<(PartitionId, u64), Move>,
 }
 
 /// What a move command did.
@@ -57,6 +63,7 @@ pub enum MoveOutcome {
     Committed,
     Aborted,
     Finished,
+    Forgotten,
     /// It had been done already (a retry): nothing changed.
     AlreadyDone,
     /// It names no move in flight in the right phase: nothing changed.
@@ -70,6 +77,12 @@ impl Moves {
 
     pub fn in_flight(&self) -> &BTreeMap<PartitionId, Move> {
         &self.in_flight
+    }
+
+    /// Every move the admin's leader has work for: those in flight and those rolled back but
+    /// not cleaned up.
+    pub fn runs(&self) -> impl Iterator<Item = &Move> {
+        self.in_flight.values().chain(self.rolled_back.values())
     }
 
     /// Moves the table towards `target` from now on (replacing any earlier target; moves in
@@ -144,7 +157,9 @@ impl Moves {
     ) -> MoveOutcome {
         match self.in_flight.get(&partition) {
             Some(moving) if moving.epoch == epoch && moving.phase == MovePhase::Copying => {
-                self.in_flight.remove(&partition);
+                let mut moving = self.in_flight.remove(&partition).expect("found");
+                moving.phase = MovePhase::RolledBack;
+                self.rolled_back.insert((partition, epoch), moving);
                 self.start(table);
                 MoveOutcome::Aborted
             }
@@ -182,6 +197,21 @@ impl Moves {
         outcome
     }
 
+    /// A rolled-back attempt is cleaned up at both groups: nothing more to do for it.
+    pub fn forget(&mut self, partition: PartitionId, epoch: u64) -> MoveOutcome {
+        if self.rolled_back.remove(&(partition, epoch)).is_some() {
+            MoveOutcome::Forgotten
+        } else if self
+            .attempted
+            .get(&partition)
+            .is_some_and(|&at| at >= epoch)
+        {
+            MoveOutcome::AlreadyDone
+        } else {
+            refused("forget", partition, epoch, None)
+        }
+    }
+
     /// The moves' invariants against the table: a copying move leaves its source the owner at
     /// an older epoch; a committed one made its destination the owner at its epoch; no more in
     /// flight than allowed.
@@ -196,10 +226,23 @@ impl Moves {
             let consistent = match moving.phase {
                 MovePhase::Copying => owner == moving.from && epoch < moving.epoch,
                 MovePhase::Committed => owner == moving.to && epoch == moving.epoch,
+                MovePhase::RolledBack => false,
             };
             if !consistent || moving.from == moving.to || moving.partition != partition {
                 return Err(format!(
                     "move {moving:?} does not fit the table (owner {owner} at epoch {epoch})"
+                ));
+            }
+        }
+        for (&(partition, epoch), moving) in &self.rolled_back {
+            let attempted = self.attempted.get(&partition).copied().unwrap_or(0);
+            if moving.phase != MovePhase::RolledBack
+                || moving.partition != partition
+                || moving.epoch != epoch
+                || attempted < epoch
+            {
+                return Err(format!(
+                    "rolled-back move {moving:?} does not fit its record"
                 ));
             }
         }
@@ -242,6 +285,23 @@ mod tests {
         assert_eq!(moves.abort(&table, 3, 2), MoveOutcome::AlreadyDone);
         assert_eq!(moves.in_flight()[&3].epoch, 3);
         assert_eq!(moves.check(&table), Ok(()));
+        // The rolled-back attempt waits for its cleanup, then is forgotten.
+        let waiting: Vec<(PartitionId, u64, MovePhase)> = moves
+            .runs()
+            .map(|moving| (moving.partition, moving.epoch, moving.phase))
+            .filter(|&(partition, ..)| partition == 3)
+            .collect();
+        assert_eq!(
+            waiting,
+            vec![(3, 3, MovePhase::Copying), (3, 2, MovePhase::RolledBack)]
+        );
+        assert_eq!(moves.forget(3, 2), MoveOutcome::Forgotten);
+        assert_eq!(moves.forget(3, 2), MoveOutcome::AlreadyDone);
+        assert!(matches!(moves.forget(3, 9), MoveOutcome::Refused(_)));
+        assert_eq!(
+            moves.runs().filter(|moving| moving.partition == 3).count(),
+            1
+        );
         assert!(matches!(
             moves.commit(&mut table, 3, 2),
             MoveOutcome::Refused(_)

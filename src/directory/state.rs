@@ -275,6 +275,9 @@ impl Directory {
                 };
                 DirectoryOutcome::Move(self.moves.finish(table, partition, epoch))
             }
+            DirectoryCommand::ForgetMove { partition, epoch } => {
+                DirectoryOutcome::Move(self.moves.forget(partition, epoch))
+            }
         }
     }
 
@@ -876,10 +879,11 @@ mod tests {
                 2 => (0u64..6, 95u64..140, 0u64..10).prop_map(|(group, leader, term)| {
                     DirectoryCommand::ReportLeader { group, leader, term }
                 }),
-                2 => (0u32..3, 0u32..271, 1u64..5).prop_map(|(kind, partition, epoch)| {
+                2 => (0u32..4, 0u32..271, 1u64..5).prop_map(|(kind, partition, epoch)| {
                     match kind {
                         0 => DirectoryCommand::CommitMove { partition, epoch },
                         1 => DirectoryCommand::AbortMove { partition, epoch },
+                        2 => DirectoryCommand::ForgetMove { partition, epoch },
                         _ => DirectoryCommand::FinishMove { partition, epoch },
                     }
                 }),

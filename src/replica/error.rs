@@ -35,6 +35,11 @@ pub enum ApiError {
     /// moved): the client reads the admin's directory again and asks the owner.
     #[error("partition {partition} is not served by this group{}; ask the admin which group owns it", if *epoch > 0 { format!(" (it was, up to epoch {epoch})") } else { String::new() })]
     NotOwned { partition: u32, epoch: u64 },
+    /// The key's partition is moving out of this group (frozen for the move): no write is
+    /// taken until the move commits (then its new owner serves it) or rolls back (then this
+    /// group again). Nothing was applied; retry shortly.
+    #[error("partition {partition} is moving between groups; retry shortly")]
+    Moving { partition: u32 },
 }
 
 fn not_leader_message(leader_id: Option<NodeId>, leader_address: Option<&str>) -> String {

@@ -54,6 +54,10 @@ impl From<ApiError> for Status {
                 (partition, epoch) = (*not_owned, *held_until);
                 (Code::FailedPrecondition, Kind::NotOwned, 0, String::new())
             }
+            ApiError::Moving { partition: moving } => {
+                partition = *moving;
+                (Code::Unavailable, Kind::Moving, 0, String::new())
+            }
         };
         let detail = ErrorDetail {
             kind: kind as i32,
@@ -87,6 +91,9 @@ impl ApiError {
             Kind::NotOwned => ApiError::NotOwned {
                 partition: detail.partition,
                 epoch: detail.epoch,
+            },
+            Kind::Moving => ApiError::Moving {
+                partition: detail.partition,
             },
             Kind::Unspecified if status.code() == Code::Unknown => {
                 rebuild(message, ApiError::OutcomeUnknown)
@@ -140,6 +147,7 @@ mod tests {
                 partition: 3,
                 epoch: 2,
             },
+            ApiError::Moving { partition: 5 },
         ];
         for error in errors {
             let status = Status::from(error.clone());

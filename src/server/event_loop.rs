@@ -51,6 +51,15 @@ pub struct ReadResult<A = Result<Option<Bytes>, crate::kv::NotOwned>> {
 
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
+/// A look at a node's applied state: it sends what it finds over its own channel.
+pub struct Look<S>(pub Box<dyn FnOnce(&S) + Send>);
+
+impl<S> std::fmt::Debug for Look<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Look")
+    }
+}
+
 /// Everything the rest of the shell can ask of the loop of a node whose replica runs `S`.
 #[derive(Debug)]
 pub enum Request<S: StateMachine = KvStateMachine> {
@@ -87,6 +96,9 @@ pub enum Request<S: StateMachine = KvStateMachine> {
     View {
         reply: oneshot::Sender<NodeView>,
     },
+    /// Runs a look at the state this node has applied so far, on the loop (a data node
+    /// exporting a partition for the admin's mover reads its own state this way).
+    Inspect(Look<S>),
     /// Messages from a peer that said it can be reached at `from_address`. With `reply`, the
     /// messages to that peer that become ready meanwhile ride back on the RPC's reply.
     Peer {
@@ -315,6 +327,7 @@ impl<S: StateMachine> EventLoop<S> {
                     self.replica
                         .request(ticket, replica::Request::ChangeMembership(change));
                 }
+                Request::Inspect(Look(look)) => look(self.replica.state()),
                 Request::View { reply } => {
                     let mut view = self.replica.view();
                     if view.leader_address.is_none() {

@@ -4,7 +4,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::cluster_id::ClusterId;
 use super::error::ApiError;
-use super::event_loop::{NodeView, Request};
+use super::event_loop::{Look, NodeView, Request};
 use crate::core::NodeId;
 use crate::kv::KvStateMachine;
 use crate::replica::StateMachine;
@@ -49,6 +49,19 @@ impl<S: StateMachine> NodeHandle<S> {
     pub async fn view(&self) -> Result<NodeView, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::View { reply }).await?;
+        answer.await.map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// Runs `look` on the state this node has applied so far and answers what it returns.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        look: impl FnOnce(&S) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let look = Box::new(move |state: &S| {
+            let _ = reply.send(look(state));
+        });
+        self.send(Request::Inspect(Look(look))).await?;
         answer.await.map_err(|_| ApiError::ShuttingDown)
     }
 

@@ -15,6 +15,7 @@ use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
 use super::leader_proxy::{may_forward, no_forward, LeaderProxy};
 use super::proto::ravel::{self as pb, kv_client::KvClient, kv_server::Kv};
+use crate::kv::shard::NotOwned;
 use crate::kv::RESERVED_KEY_PREFIX;
 use crate::kv::{Command, Outcome};
 
@@ -45,10 +46,7 @@ impl KvService {
             })
             .await?;
         match result.outcome {
-            Outcome::NotOwned(not_owned) => Err(ApiError::NotOwned {
-                partition: not_owned.partition,
-                epoch: not_owned.epoch,
-            }),
+            Outcome::NotOwned(not_owned) => Err(not_owned_error(&not_owned)),
             _ => Ok(result),
         }
     }
@@ -79,6 +77,21 @@ impl KvService {
                 .await
         })
         .await
+    }
+}
+
+/// The error for a key whose partition this group does not serve now: moving (retry here
+/// shortly) or not owned (ask the admin).
+fn not_owned_error(not_owned: &NotOwned) -> ApiError {
+    if not_owned.moving {
+        ApiError::Moving {
+            partition: not_owned.partition,
+        }
+    } else {
+        ApiError::NotOwned {
+            partition: not_owned.partition,
+            epoch: not_owned.epoch,
+        }
     }
 }
 
@@ -169,11 +182,7 @@ impl Kv for KvService {
             Ok(ReadResult {
                 value: Err(not_owned),
                 ..
-            }) => Err(ApiError::NotOwned {
-                partition: not_owned.partition,
-                epoch: not_owned.epoch,
-            }
-            .into()),
+            }) => Err(not_owned_error(&not_owned).into()),
             Err(error) => {
                 self.forward(forward, error, message, |mut leader, request| async move {
                     leader.get(request).await

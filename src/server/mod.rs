@@ -10,8 +10,9 @@
 //!   both through [`socket`].
 //! - [`metrics`]: Prometheus metrics, served by `metrics_endpoint` at `GET /metrics`.
 //! - the gRPC services: [`kv_service`] (with [`leader_proxy`] on followers),
-//!   [`membership_service`], [`peer_service`], [`health_service`]; [`joiner`] is the joining
-//!   node's side of the join workflow.
+//!   [`membership_service`], [`peer_service`], [`health_service`], and on a sharded store's
+//!   data node [`relocation_service`]; [`joiner`] is the joining node's side of the join
+//!   workflow.
 
 pub mod admin_link;
 mod channel;
@@ -33,6 +34,7 @@ mod metrics_endpoint;
 pub mod node;
 pub mod peer_service;
 pub mod proto;
+pub mod relocation_service;
 mod socket;
 pub mod storage_queue;
 pub mod storage_worker;

@@ -28,7 +28,9 @@ use super::peer_service::PeerService;
 use super::proto::health::health_server::HealthServer;
 use super::proto::ravel::{
     kv_server::KvServer, membership_server::MembershipServer, peer_server::PeerServer,
+    relocation_server::RelocationServer,
 };
+use super::relocation_service::RelocationService;
 use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
 use super::{storage_queue, storage_worker};
 use crate::core::{Config, NodeId, RawNode, ReadMode, SnapshotMeta};
@@ -400,8 +402,16 @@ impl Service<KvStateMachine> {
     }
 
     /// The key-value store of a sharded store's data group (see [`KvStateMachine::sharded`]).
+    /// It serves the relocation service too, through which the admin moves partitions.
     pub fn key_value_sharded(partitions: u32) -> Self {
-        Self::key_value_from(KvStateMachine::sharded(partitions))
+        Service {
+            fresh: KvStateMachine::sharded(partitions),
+            add: Box::new(|router, handle| {
+                router
+                    .add_service(KvServer::new(KvService::new(handle.clone())))
+                    .add_service(RelocationServer::new(RelocationService::new(handle)))
+            }),
+        }
     }
 
     fn key_value_from(fresh: KvStateMachine) -> Self {

@@ -27,7 +27,7 @@ impl ShardedWorld {
             .filter_map(|host| host.replica.as_ref())
             .filter(|replica| {
                 let moves = replica.state().moves();
-                moves.in_flight().is_empty() && moves.target().is_none()
+                moves.runs().next().is_none() && moves.target().is_none()
             })
             .filter(|replica| {
                 self.started_groups.iter().all(|group| {
@@ -83,13 +83,13 @@ impl ShardedWorld {
         None
     }
 
-    /// Each admin replica's moves in flight.
+    /// Each admin replica's moves in flight or rolled back but not cleaned up.
     pub(super) fn admin_view_of_moves(&self) -> Vec<(NodeId, Vec<ravel::directory::Move>)> {
         self.admins
             .iter()
             .filter_map(|host| host.replica.as_ref().map(|replica| (host.id, replica)))
             .map(|(id, replica)| {
-                let moves = replica.state().moves().in_flight().values().copied();
+                let moves = replica.state().moves().runs().copied();
                 (id, moves.collect())
             })
             .collect()

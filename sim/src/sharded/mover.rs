@@ -53,12 +53,12 @@ impl ShardedWorld {
             .iter()
             .find(|host| host.id == leader.0)
             .and_then(|host| host.replica.as_ref())
-            .map(|replica| replica.state().moves().in_flight().clone())
+            .map(|replica| replica.state().moves().runs().copied().collect::<Vec<_>>())
             .unwrap_or_default();
-        for (&partition, moving) in &directory {
+        for moving in &directory {
             self.mover
                 .runs
-                .entry((partition, moving.epoch))
+                .entry((moving.partition, moving.epoch))
                 .or_insert_with(|| Run {
                     run: MoveRun::new(moving).plant(self.options.bugs),
                     asked: None,
