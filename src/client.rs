@@ -13,6 +13,7 @@ use crate::server::kv_service::{check_key, check_value};
 use crate::server::leader_proxy::kv_request;
 use crate::server::proto::ravel::{
     self as pb, kv_client::KvClient, membership_client::MembershipClient,
+    relocation_client::RelocationClient,
 };
 use crate::server::ApiError;
 
@@ -90,7 +91,7 @@ impl Client {
         // the second time after writes of other clients — not linearizable.
         let forward = self.through_followers;
         let response = self
-            .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
+            .call(Retry::OnlyIfNotApplied, move |mut kv, _, _| {
                 let request = request.clone();
                 async move { kv.put(kv_request(request, forward)).await }
             })
@@ -102,7 +103,7 @@ impl Client {
         let request = pb::GetRequest { key, stale };
         let forward = self.through_followers;
         let response = self
-            .call(Retry::Always, move |mut kv, _| {
+            .call(Retry::Always, move |mut kv, _, _| {
                 let request = request.clone();
                 async move { kv.get(kv_request(request, forward)).await }
             })
@@ -115,7 +116,7 @@ impl Client {
         let request = pb::DeleteRequest { key };
         let forward = self.through_followers;
         let response = self
-            .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
+            .call(Retry::OnlyIfNotApplied, move |mut kv, _, _| {
                 let request = request.clone();
                 async move { kv.delete(kv_request(request, forward)).await }
             })
@@ -143,7 +144,7 @@ impl Client {
         };
         let forward = self.through_followers;
         let response = self
-            .call(Retry::OnlyIfNotApplied, move |mut kv, _| {
+            .call(Retry::OnlyIfNotApplied, move |mut kv, _, _| {
                 let request = request.clone();
                 async move { kv.compare_and_swap(kv_request(request, forward)).await }
             })
@@ -155,7 +156,7 @@ impl Client {
     }
 
     pub async fn members(&mut self) -> Result<pb::MembersResponse, ClientError> {
-        self.call(Retry::Always, |_, mut membership| async move {
+        self.call(Retry::Always, |_, mut membership, _| async move {
             membership.members(pb::MembersRequest {}).await
         })
         .await
@@ -194,7 +195,7 @@ impl Client {
         let cluster_id = self.cluster_id.unwrap_or(0);
         self.call(
             Retry::OnlyIfNotApplied,
-            move |_, mut membership| async move {
+            move |_, mut membership, _| async move {
                 membership
                     .leave(pb::LeaveRequest {
                         node_id: node,
@@ -205,6 +206,49 @@ impl Client {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Writes a move step (an encoded `Command::Move`) through the group's log: the admin's
+    /// mover's call. A step is idempotent, so it is retried after any failure.
+    pub async fn move_step(&mut self, command: Bytes) -> Result<pb::MoveStepResponse, ClientError> {
+        self.call(Retry::Always, move |_, _, mut relocation| {
+            let request = pb::MoveStepRequest {
+                command: command.clone(),
+            };
+            async move { relocation.step(request).await }
+        })
+        .await
+    }
+
+    /// The next chunk of a partition, from the first replica that has applied the source's
+    /// freeze (`applied_at_least`); `None` if none of those that answered has yet.
+    pub async fn export(
+        &mut self,
+        partition: u32,
+        after: Option<Bytes>,
+        applied_at_least: u64,
+    ) -> Result<Option<(Vec<(Bytes, Bytes)>, bool)>, ClientError> {
+        let request = pb::ExportRequest {
+            partition,
+            has_after: after.is_some(),
+            after: after.unwrap_or_default(),
+            applied_at_least,
+        };
+        let response = self
+            .call(Retry::Always, move |_, _, mut relocation| {
+                let request = request.clone();
+                async move { relocation.export(request).await }
+            })
+            .await?;
+        if response.behind {
+            return Ok(None);
+        }
+        let pairs = response
+            .pairs
+            .into_iter()
+            .map(|pair| (pair.key, pair.value))
+            .collect();
+        Ok(Some((pairs, response.last)))
     }
 
     async fn channel(&mut self, endpoint: &str) -> Result<Channel, String> {
@@ -219,7 +263,7 @@ impl Client {
     /// Calls the leader (or whichever endpoint answers), following redirects, until `timeout`.
     async fn call<T, F, Fut>(&mut self, retry: Retry, mut attempt: F) -> Result<T, ClientError>
     where
-        F: FnMut(KvClient<Channel>, MembershipClient<Channel>) -> Fut,
+        F: FnMut(KvClient<Channel>, MembershipClient<Channel>, RelocationClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + self.timeout;
@@ -255,7 +299,8 @@ impl Client {
             };
             let call = attempt(
                 KvClient::new(channel.clone()),
-                MembershipClient::new(channel),
+                MembershipClient::new(channel.clone()),
+                RelocationClient::new(channel),
             );
             let attempt_timeout = match retry {
                 Retry::Always => READ_ATTEMPT_TIMEOUT.min(deadline - now),

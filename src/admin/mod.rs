@@ -3,9 +3,11 @@
 //! [`Directory`]; it serves the directory over gRPC to data nodes and routing clients, the
 //! key-value service as a front door that routes every request to its group
 //! ([`routing_kv`]), and, with `--http`, the store's HTTP JSON API and status page ([`http`]).
+//! Its leader moves partitions between groups ([`mover`]).
 
 #[cfg(not(madsim))]
 pub mod http;
+mod mover;
 mod routing_kv;
 #[cfg(not(madsim))]
 mod status_page;
@@ -103,6 +105,7 @@ async fn run_admin_with(
             )));
         }
         tasks.push(tokio::spawn(learn_leaders(started.handle.clone())));
+        tasks.push(tokio::spawn(mover::move_partitions(started.handle.clone())));
         #[cfg(not(madsim))]
         if let Some(bound) = http {
             tasks.push(tokio::spawn(http::serve(

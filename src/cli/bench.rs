@@ -14,9 +14,11 @@ use rand_chacha::ChaCha8Rng;
 use tokio::time::{Duration, Instant};
 
 use super::bench_connection::{BenchConnection, CallError};
+use super::bench_routes::BenchRoutes;
 use super::ExitCode;
 use crate::client::{Client, ClientError};
 use crate::routed_client::RoutingTable;
+use crate::server::ApiError;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -45,8 +47,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
     /// A sharded store's admin replicas (comma separated): each client routes every key to
-    /// its group's leader itself, from the directory read once at the start (instead of
-    /// --endpoints).
+    /// its group's leader itself, from the directory read at the start and again whenever a
+    /// group refuses a key as not its own (instead of --endpoints).
     #[arg(long, value_delimiter = ',')]
     pub admin: Vec<String>,
 }
@@ -78,11 +80,8 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     let directory = if args.admin.is_empty() {
         None
     } else {
-        match crate::routed_client::read_overview(&args.admin, Duration::from_secs(10)).await {
-            Ok(overview) => Some((
-                overview.groups.len(),
-                Arc::new(crate::routed_client::RoutingTable::new(&overview)),
-            )),
+        match BenchRoutes::read(args.admin.clone()).await {
+            Ok((routes, groups)) => Some((groups, Arc::new(routes))),
             Err(error) => {
                 eprintln!("error: {error}");
                 return ExitCode::of_routed(&error);
@@ -201,26 +200,73 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
+/// Times a request refused because its partition moved or is moving is sent again, at most.
+const REFUSALS_MAX: u32 = 400;
+const MOVING_PAUSE: Duration = Duration::from_millis(25);
+
 /// One client's way to the cluster: a [`GroupCaller`] for the one group of `--endpoints`, or
 /// one per group of a sharded store, each key routed to its group by the directory.
 struct Caller {
     endpoints: Vec<String>,
-    table: Option<Arc<RoutingTable>>,
+    routes: Option<Arc<BenchRoutes>>,
+    /// The table this client routes by, and its generation.
+    table: Option<(u64, Arc<RoutingTable>)>,
     groups: std::collections::BTreeMap<u64, GroupCaller>,
 }
 
+/// Why a request to a group failed.
+enum Failure {
+    /// Refused: the group does not own the key's partition (any more).
+    NotOwned,
+    /// Refused: the key's partition is moving; it is served again shortly.
+    Moving,
+    Other(String),
+}
+
+impl Failure {
+    fn of(error: Option<ApiError>, text: String) -> Self {
+        match error {
+            Some(ApiError::NotOwned { .. }) => Failure::NotOwned,
+            Some(ApiError::Moving { .. }) => Failure::Moving,
+            _ => Failure::Other(text),
+        }
+    }
+}
+
 impl Caller {
-    fn new(endpoints: Vec<String>, table: Option<Arc<RoutingTable>>) -> Self {
+    fn new(endpoints: Vec<String>, routes: Option<Arc<BenchRoutes>>) -> Self {
+        let table = routes.as_ref().map(|routes| routes.current());
         Caller {
             endpoints,
+            routes,
             table,
             groups: std::collections::BTreeMap::new(),
         }
     }
 
+    /// What to do after a request: its result, or `None` to send it again (it was refused, so
+    /// it did not take effect) — after reading the table again, or pausing while it moves.
+    async fn settled(&mut self, result: Result<(), Failure>) -> Option<Result<(), String>> {
+        match result {
+            Ok(()) => Some(Ok(())),
+            Err(Failure::Other(error)) => Some(Err(error)),
+            Err(Failure::NotOwned) => {
+                let routes = self.routes.clone()?;
+                let seen = self.table.as_ref().map_or(0, |(generation, _)| *generation);
+                routes.refresh(seen).await;
+                self.table = Some(routes.current());
+                None
+            }
+            Err(Failure::Moving) => {
+                tokio::time::sleep(MOVING_PAUSE).await;
+                None
+            }
+        }
+    }
+
     /// The caller of the group that owns `key`.
     fn group(&mut self, key: &[u8]) -> Result<&mut GroupCaller, String> {
-        let Some(table) = &self.table else {
+        let Some((_, table)) = &self.table else {
             let endpoints = &self.endpoints;
             return Ok(self
                 .groups
@@ -235,11 +281,27 @@ impl Caller {
     }
 
     async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), String> {
-        self.group(&key)?.put(key, value).await
+        for _ in 0..REFUSALS_MAX {
+            let result = self.group(&key)?.put(key.clone(), value.clone()).await;
+            if let Some(done) = self.settled(result).await {
+                return done;
+            }
+        }
+        Err(format!(
+            "{key:?}: refused {REFUSALS_MAX} times as moving or not owned"
+        ))
     }
 
     async fn get(&mut self, key: Bytes, stale: bool) -> Result<(), String> {
-        self.group(&key)?.get(key, stale).await
+        for _ in 0..REFUSALS_MAX {
+            let result = self.group(&key)?.get(key.clone(), stale).await;
+            if let Some(done) = self.settled(result).await {
+                return done;
+            }
+        }
+        Err(format!(
+            "{key:?}: refused {REFUSALS_MAX} times as not owned"
+        ))
     }
 }
 
@@ -260,7 +322,7 @@ impl GroupCaller {
         }
     }
 
-    async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), String> {
+    async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), Failure> {
         if let Some(direct) = self.direct.as_mut() {
             let answer = direct.put(key.clone(), value.clone()).await;
             if let Some(done) = self.settle(answer) {
@@ -271,7 +333,7 @@ impl GroupCaller {
         self.connect_after(result).await
     }
 
-    async fn get(&mut self, key: Bytes, stale: bool) -> Result<(), String> {
+    async fn get(&mut self, key: Bytes, stale: bool) -> Result<(), Failure> {
         if let Some(direct) = self.direct.as_mut() {
             let answer = direct.get(key.clone(), stale).await;
             if let Some(done) = self.settle(answer) {
@@ -284,12 +346,23 @@ impl GroupCaller {
 
     /// The outcome of a direct call, or `None` if the client must make it instead (the node
     /// was no longer the leader, so the request did not take effect).
-    fn settle(&mut self, answer: Result<(), CallError>) -> Option<Result<(), String>> {
+    fn settle(&mut self, answer: Result<(), CallError>) -> Option<Result<(), Failure>> {
         match answer {
             Ok(()) => Some(Ok(())),
             Err(error) if error.not_leader() => {
                 self.direct = None;
                 None
+            }
+            // Refused by a leader that is fine: the connection stays.
+            Err(CallError::Status(status))
+                if ApiError::from_status(&status).is_some_and(|error| {
+                    matches!(error, ApiError::NotOwned { .. } | ApiError::Moving { .. })
+                }) =>
+            {
+                Some(Err(Failure::of(
+                    ApiError::from_status(&status),
+                    String::new(),
+                )))
             }
             Err(error) => {
                 // The leader may be paused or cut off: find one anew, the others first.
@@ -298,14 +371,20 @@ impl GroupCaller {
                 let mut order = self.endpoints.clone();
                 order.sort_by_key(|endpoint| Some(endpoint) == failed.as_ref());
                 self.client = Client::new(order);
-                Some(Err(error.to_string()))
+                Some(Err(Failure::Other(error.to_string())))
             }
         }
     }
 
     /// After a call through the client: calls go straight to whoever answered from now on.
-    async fn connect_after(&mut self, result: Result<(), ClientError>) -> Result<(), String> {
-        result.map_err(|error| error.to_string())?;
+    async fn connect_after(&mut self, result: Result<(), ClientError>) -> Result<(), Failure> {
+        result.map_err(|error| match error {
+            ClientError::Api(api) => {
+                let text = api.to_string();
+                Failure::of(Some(api), text)
+            }
+            other => Failure::Other(other.to_string()),
+        })?;
         if let Some(leader) = self.client.leader() {
             self.direct = BenchConnection::open(leader).await.ok();
         }

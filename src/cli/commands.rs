@@ -253,6 +253,14 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
                 "admin_leader": admin_leader,
                 "admin_leader_address": admin_leader.map(|_| overview.admin_leader_address.clone()),
                 "groups": groups,
+                "moves": overview.moves.iter().map(|moving| serde_json::json!({
+                    "partition": moving.partition,
+                    "from": moving.from_group,
+                    "to": moving.to_group,
+                    "epoch": moving.epoch,
+                    "phase": moving.phase,
+                })).collect::<Vec<_>>(),
+                "moves_pending": overview.moves_pending,
             });
             println!("{document:#}");
         }
@@ -303,6 +311,27 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
                     group.leader_term,
                     group.partitions,
                     members.join(" ")
+                );
+            }
+            if overview.moves_pending > 0 || !overview.moves.is_empty() {
+                let moving: Vec<String> = overview
+                    .moves
+                    .iter()
+                    .map(|moving| {
+                        format!(
+                            "{} {}→{} ({})",
+                            moving.partition, moving.from_group, moving.to_group, moving.phase
+                        )
+                    })
+                    .collect();
+                println!(
+                    "moving: {} partitions still to move; now: {}",
+                    overview.moves_pending,
+                    if moving.is_empty() {
+                        "none".to_string()
+                    } else {
+                        moving.join(", ")
+                    }
                 );
             }
         }

@@ -5,6 +5,7 @@
 mod admin;
 mod bench;
 mod bench_connection;
+mod bench_routes;
 mod commands;
 mod dev;
 mod exit;

@@ -10,7 +10,7 @@ use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
 use super::proto::ravel::{self as pb, directory_server::Directory as DirectoryRpc};
 use crate::directory::{
-    Directory, DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery,
+    Directory, DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery, MovePhase,
 };
 
 pub struct DirectoryService {
@@ -199,5 +199,29 @@ pub fn overview(
             .iter()
             .map(|(&id, address)| (id, address.clone()))
             .collect(),
+        moves: directory
+            .moves()
+            .runs()
+            .map(|moving| pb::PartitionMove {
+                partition: moving.partition,
+                from_group: moving.from,
+                to_group: moving.to,
+                epoch: moving.epoch,
+                phase: match moving.phase {
+                    MovePhase::Copying => "copying",
+                    MovePhase::Committed => "committed",
+                    MovePhase::RolledBack => "rolled-back",
+                }
+                .to_string(),
+            })
+            .collect(),
+        moves_pending: match (directory.moves().target(), table) {
+            (Some(target), Some(table)) => target
+                .iter()
+                .zip(table.owners())
+                .filter(|(wanted, owner)| wanted != owner)
+                .count() as u32,
+            _ => 0,
+        },
     }
 }

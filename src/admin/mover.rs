@@ -1,0 +1,247 @@
+//! The admin's leader carries out the moves its directory records: for every one (in flight, or
+//! rolled back and not yet cleaned up) a task runs a [`MoveRun`] — the same sans-IO driver the
+//! sharded simulator runs — delivering its asks over gRPC: move steps to the groups (through the
+//! relocation service, which writes them through the group's log), exports from a source
+//! replica, and the directory's own commands through this replica's log.
+//!
+//! The tasks live as long as this replica leads in one term: on losing the leadership (or a new
+//! term) they are dropped mid-ask, and the next leader starts them again from its own record;
+//! every ask is idempotent, so whatever was done is not done twice. An uncommitted move that
+//! makes no progress for [`GIVE_UP_AFTER`] (a group unreachable, say) is rolled back.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, Duration, Instant};
+
+use super::local_directory;
+use crate::client::Client;
+use crate::core::Role;
+use crate::directory::{
+    Answer, Ask, Directory, DirectoryCommand, DirectoryOutcome, Move, MoveOutcome, MoveRun,
+};
+use crate::kv::shard::Step;
+use crate::kv::Command;
+use crate::server::event_loop::{Request, WriteResult};
+use crate::server::handle::NodeHandle;
+use crate::server::proto::ravel::move_step_response::Result as StepResult;
+use crate::sharding::{GroupId, PartitionId};
+
+/// How often the leader looks for moves to run.
+const TICK: Duration = Duration::from_millis(100);
+/// An uncommitted move with no step taken for this long is rolled back.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+/// How long one ask to a group may take, and the pause after one that got nowhere.
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Runs the moves whenever this replica leads the admin group; never returns.
+pub(super) async fn move_partitions(node: NodeHandle<Directory>) {
+    let mut term = None;
+    let mut runs: BTreeMap<(PartitionId, u64), JoinHandle<()>> = BTreeMap::new();
+    loop {
+        sleep(TICK).await;
+        let Ok(view) = node.view().await else {
+            return;
+        };
+        let leading = (view.status.role == Role::Leader).then_some(view.status.term);
+        if leading != term {
+            for (_, run) in std::mem::take(&mut runs) {
+                run.abort();
+            }
+            term = leading;
+        }
+        if term.is_none() {
+            continue;
+        }
+        runs.retain(|_, run| !run.is_finished());
+        let Ok(directory) = local_directory(&node).await else {
+            continue;
+        };
+        for moving in directory.moves().runs() {
+            runs.entry((moving.partition, moving.epoch))
+                .or_insert_with(|| tokio::spawn(carry_out(node.clone(), *moving)));
+        }
+    }
+}
+
+/// Carries one move out to its end (or until dropped).
+async fn carry_out(node: NodeHandle<Directory>, moving: Move) {
+    let mut run = MoveRun::new(&moving);
+    let (partition, epoch) = (moving.partition, moving.epoch);
+    tracing::info!(
+        partition,
+        epoch,
+        from = moving.from,
+        to = moving.to,
+        phase = ?moving.phase,
+        "carrying out a move"
+    );
+    let mut groups = Groups::default();
+    let mut last_progress = Instant::now();
+    while let Some(ask) = run.ask() {
+        if !run.is_committed() && last_progress.elapsed() > GIVE_UP_AFTER {
+            tracing::warn!(
+                partition,
+                epoch,
+                "a move made no progress for {GIVE_UP_AFTER:?}; rolling it back"
+            );
+            run.give_up();
+            last_progress = Instant::now();
+            continue;
+        }
+        let answer = match ask {
+            Ask::Source(command) => groups.step(&node, run.from, command).await,
+            Ask::Destination(command) => groups.step(&node, run.to, command).await,
+            Ask::Export {
+                partition,
+                after,
+                applied_at_least,
+            } => {
+                groups
+                    .export(&node, run.from, partition, after, applied_at_least)
+                    .await
+            }
+            Ask::Admin(command) => directory_write(&node, command).await,
+        };
+        let moved_on = match &answer {
+            Some(Answer::Step {
+                step: Step::Refused(reason),
+                ..
+            }) => {
+                tracing::debug!(partition, epoch, %reason, "a move step was refused");
+                false
+            }
+            Some(Answer::Directory(MoveOutcome::Refused(reason))) => {
+                tracing::debug!(partition, epoch, %reason, "a move command was refused");
+                // Still answered: the run decides (an abort refused because the move
+                // committed goes forward).
+                true
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if let Some(answer) = answer {
+            if let Answer::Directory(outcome) = &answer {
+                tracing::info!(partition, epoch, ?outcome, "move");
+            }
+            run.answered(answer);
+        }
+        if moved_on {
+            last_progress = Instant::now();
+        } else {
+            sleep(RETRY_PAUSE).await;
+        }
+    }
+    tracing::info!(
+        partition,
+        epoch,
+        committed = run.is_committed(),
+        "move carried out"
+    );
+}
+
+/// Writes a directory command through this replica's log (it leads; if it no longer does, the
+/// write fails and the task is about to be dropped anyway).
+async fn directory_write(
+    node: &NodeHandle<Directory>,
+    command: DirectoryCommand,
+) -> Option<Answer> {
+    let written: WriteResult<DirectoryOutcome> = node
+        .ask(|reply| Request::Write {
+            command: command.encode(),
+            may_forward: false,
+            reply,
+        })
+        .await
+        .ok()?;
+    match written.outcome {
+        DirectoryOutcome::Move(outcome) => Some(Answer::Directory(outcome)),
+        other => {
+            tracing::warn!(?other, "a move command answered with another outcome");
+            None
+        }
+    }
+}
+
+/// A client per group, built from the directory as this replica applied it (the group's leader
+/// first) and built again after a call that failed (its members may have changed).
+#[derive(Default)]
+struct Groups {
+    clients: BTreeMap<GroupId, Client>,
+}
+
+impl Groups {
+    async fn client(
+        &mut self,
+        node: &NodeHandle<Directory>,
+        group: GroupId,
+    ) -> Option<&mut Client> {
+        if !self.clients.contains_key(&group) {
+            let directory = local_directory(node).await.ok()?;
+            let info = directory.groups().get(&group)?;
+            let mut members: Vec<u64> = info.leader.into_iter().collect();
+            members.extend(info.members.iter().filter(|&&id| Some(id) != info.leader));
+            let endpoints: Vec<String> = members
+                .iter()
+                .filter_map(|id| directory.servers().get(id))
+                .map(|server| server.address.clone())
+                .collect();
+            if endpoints.is_empty() {
+                return None;
+            }
+            let mut client = Client::new(endpoints);
+            client.timeout = ASK_TIMEOUT;
+            self.clients.insert(group, client);
+        }
+        self.clients.get_mut(&group)
+    }
+
+    async fn step(
+        &mut self,
+        node: &NodeHandle<Directory>,
+        group: GroupId,
+        command: Command,
+    ) -> Option<Answer> {
+        let client = self.client(node, group).await?;
+        match client.move_step(command.encode()).await {
+            Ok(response) => {
+                let step = match response.result() {
+                    StepResult::Done => Step::Done,
+                    StepResult::AlreadyDone => Step::AlreadyDone,
+                    StepResult::Refused | StepResult::Unspecified => Step::Refused(response.reason),
+                };
+                Some(Answer::Step {
+                    step,
+                    index: response.index,
+                })
+            }
+            Err(error) => {
+                tracing::debug!(group, %error, "a move step went unanswered");
+                self.clients.remove(&group);
+                None
+            }
+        }
+    }
+
+    async fn export(
+        &mut self,
+        node: &NodeHandle<Directory>,
+        group: GroupId,
+        partition: PartitionId,
+        after: Option<Bytes>,
+        applied_at_least: u64,
+    ) -> Option<Answer> {
+        let client = self.client(node, group).await?;
+        match client.export(partition, after, applied_at_least).await {
+            Ok(Some((pairs, last))) => Some(Answer::Exported { pairs, last }),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(group, %error, "an export went unanswered");
+                self.clients.remove(&group);
+                None
+            }
+        }
+    }
+}
