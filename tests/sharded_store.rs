@@ -128,6 +128,49 @@ struct Store {
 }
 
 impl Store {
+    /// An admin group of three (the first two serving the HTTP API), placing the table once
+    /// two groups exist; no data node yet.
+    fn start(dir: &Path) -> Store {
+        let admin: Vec<String> = (0..3).map(|_| free_address()).collect();
+        let http: Vec<String> = (0..2).map(|_| free_address()).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut admins = Vec::new();
+        for id in 1..=3usize {
+            let mut args: Vec<String> = vec![
+                "admin".into(),
+                "--id".into(),
+                id.to_string(),
+                "--listen".into(),
+                admin[id - 1].clone(),
+                "--initial-groups".into(),
+                "2".into(),
+            ];
+            if id <= 2 {
+                args.extend(["--http".into(), http[id - 1].clone()]);
+            }
+            if id > 1 {
+                args.extend(["--join".into(), admin[0].clone()]);
+            }
+            admins.push(Process::start(&args, &dir.join(format!("admin-{id}"))));
+            if id == 1 {
+                wait_for("the admin's first replica answers", 20, || {
+                    read_directory(&runtime, &admin[..1]).is_some()
+                });
+            }
+        }
+        Store {
+            dir: dir.to_path_buf(),
+            admin,
+            admins,
+            http,
+            data: Vec::new(),
+            runtime,
+        }
+    }
+
     fn start_data_node(&mut self) -> String {
         let address = free_address();
         let n = self.data.len() + 1;
@@ -164,47 +207,7 @@ impl Store {
 #[test]
 fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let admin: Vec<String> = (0..3).map(|_| free_address()).collect();
-    let http: Vec<String> = (0..2).map(|_| free_address()).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut admins = Vec::new();
-    for id in 1..=3usize {
-        let mut args: Vec<String> = vec![
-            "admin".into(),
-            "--id".into(),
-            id.to_string(),
-            "--listen".into(),
-            admin[id - 1].clone(),
-            "--initial-groups".into(),
-            "2".into(),
-        ];
-        if id <= 2 {
-            args.extend(["--http".into(), http[id - 1].clone()]);
-        }
-        if id > 1 {
-            args.extend(["--join".into(), admin[0].clone()]);
-        }
-        admins.push(Process::start(
-            &args,
-            &dir.path().join(format!("admin-{id}")),
-        ));
-        if id == 1 {
-            wait_for("the admin's first replica answers", 20, || {
-                read_directory(&runtime, &admin[..1]).is_some()
-            });
-        }
-    }
-    let mut store = Store {
-        dir: dir.path().to_path_buf(),
-        admin,
-        admins,
-        http,
-        data: Vec::new(),
-        runtime,
-    };
+    let mut store = Store::start(dir.path());
     let api = store.http[1].clone();
     // No group yet: no key has an owner.
     wait_for("the HTTP API answers", 20, || {
@@ -574,6 +577,183 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
         let (code, body) = post(reader, "/get", &format!(r#"{{"key":"{key}"}}"#));
         assert_eq!(code, 200, "{key}: {body}");
         assert_eq!(body, format!(r#"{{"key":"{key}","val":{round}}}"#));
+    }
+}
+
+/// A third group joins a store of two under load through the HTTP API: partitions move to it
+/// until the table is balanced within the load bound, the leader of a group partitions are
+/// moving out of is killed with `kill -9` mid-move, and afterwards every acknowledged write is
+/// there with its value and JSON type, served by its partition's owner and refused by every
+/// other group.
+#[test]
+fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_leader() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut store = Store::start(dir.path());
+    for _ in 0..6 {
+        store.start_data_node();
+    }
+    store.wait_leaders(2);
+    let api = store.http[0].clone();
+    wait_for("the HTTP API answers", 20, || {
+        request(&api, "GET", "/v1/status", "").0 == 200
+    });
+
+    // Writers through the HTTP API, each write to a key of its own (a write lost in a move is
+    // then not hidden by a later one), values of every JSON type.
+    let successes = Arc::new(AtomicU64::new(0));
+    let acknowledged: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (api, acknowledged, stop, failures, successes) = (
+                api.clone(),
+                acknowledged.clone(),
+                stop.clone(),
+                failures.clone(),
+                successes.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    let key = format!("moving-{writer}-{round}");
+                    let value = match round % 3 {
+                        0 => round.to_string(),
+                        1 => format!(r#""text {round}""#),
+                        _ => format!(r#"{{"round":[{round},true,null]}}"#),
+                    };
+                    let (code, body) =
+                        post(&api, "/put", &format!(r#"{{"key":"{key}","val":{value}}}"#));
+                    if code == 200 {
+                        acknowledged.lock().unwrap().insert(key, value);
+                        successes.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        // The outcome of a failed write is unknown: its key is left out.
+                        acknowledged.lock().unwrap().remove(&key);
+                        failures.lock().unwrap().push((code, body));
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            })
+        })
+        .collect();
+    let succeeded = || successes.load(Ordering::Relaxed);
+    wait_for("writes are acknowledged", 20, || succeeded() > 600);
+
+    // A third group: partitions start moving to it; the leader of a source is killed mid-move.
+    for _ in 0..3 {
+        store.start_data_node();
+    }
+    let mut killed = None;
+    wait_for("a move in flight", 60, || {
+        let Some(overview) = store.overview() else {
+            return false;
+        };
+        let Some(moving) = overview
+            .moves
+            .iter()
+            .find(|moving| moving.phase == "copying")
+        else {
+            return false;
+        };
+        let Some(leader) = overview
+            .groups
+            .iter()
+            .find(|group| group.id == moving.from_group)
+            .map(|group| group.leader_id)
+            .filter(|&leader| leader != 0)
+        else {
+            return false;
+        };
+        let address = overview
+            .servers
+            .iter()
+            .find(|server| server.id == leader)
+            .map(|server| server.address.clone())
+            .expect("the leader is a server");
+        let index = store
+            .data
+            .iter()
+            .position(|(ours, _)| *ours == address)
+            .expect("a data node of ours");
+        store.data[index].1.kill();
+        killed = Some((leader, moving.partition, moving.from_group));
+        true
+    });
+    eprintln!("killed (leader, moving partition, its group): {killed:?}");
+    let before = succeeded();
+    wait_for("every move carried out", 90, || {
+        store.overview().is_some_and(|overview| {
+            overview.groups.len() == 3
+                && overview.moves.is_empty()
+                && overview.moves_pending == 0
+                && overview.groups.iter().all(|group| group.partitions > 0)
+        })
+    });
+    wait_for("writes go on after the moves", 30, || {
+        succeeded() > before + 200
+    });
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("the writer ran");
+    }
+
+    let overview = store.overview().expect("the admin answers");
+    let bound = (1.25f64 * 271.0 / 3.0).ceil() as u32;
+    for group in &overview.groups {
+        assert!(
+            group.partitions <= bound,
+            "group {} holds {} partitions, over the bound {bound}",
+            group.id,
+            group.partitions
+        );
+    }
+    let failures = failures.lock().unwrap();
+    eprintln!(
+        "{} writes acknowledged, {} failed while partitions moved and a leader was killed",
+        succeeded(),
+        failures.len()
+    );
+    for (code, body) in failures.iter() {
+        assert_eq!(
+            *code, 503,
+            "a failure during a move or a leader's loss: {body}"
+        );
+    }
+
+    // Every acknowledged write is there, through the other API replica.
+    let acknowledged = acknowledged.lock().unwrap();
+    assert!(acknowledged.len() > 300, "{}", acknowledged.len());
+    for (key, value) in acknowledged.iter() {
+        let (code, body) = post(&store.http[1], "/get", &format!(r#"{{"key":"{key}"}}"#));
+        assert_eq!(code, 200, "{key}: {body}");
+        assert_eq!(body, format!(r#"{{"key":"{key}","val":{value}}}"#));
+    }
+    // Served by the owner only: every other group refuses it as not its own.
+    let members = |group: u64| -> Vec<String> {
+        overview
+            .servers
+            .iter()
+            .filter(|server| server.group_id == group)
+            .filter(|server| Some(server.id) != killed.map(|(leader, ..)| leader))
+            .map(|server| server.address.clone())
+            .collect()
+    };
+    for key in acknowledged.keys().take(100) {
+        let partition = partition_of(key.as_bytes(), overview.partitions);
+        let owner = overview.owners[partition as usize].group_id;
+        for group in overview.groups.iter().filter(|group| group.id != owner) {
+            let mut client = Client::new(members(group.id));
+            let read = store
+                .runtime
+                .block_on(client.get(Bytes::from(key.clone()), false));
+            assert!(
+                matches!(read, Err(ClientError::Api(ApiError::NotOwned { .. }))),
+                "group {} answered {read:?} for {key} (partition {partition}, owned by {owner})",
+                group.id
+            );
+        }
     }
 }
 
