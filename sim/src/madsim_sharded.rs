@@ -10,14 +10,18 @@
 //! One seed decides the fault schedule, started as soon as every process is: isolations, cuts
 //! and one-way cuts, kills (the disk losing what it had not synced) and restarts, pauses,
 //! kills of the leader of the admin or of a data group, a whole group (or the admin) losing
-//! power at once, and a spare node registering midway (it founds a group of its own).
+//! power at once; and in most seeds a new group of three registering midway, which the admin
+//! places once it is staffed: partitions then move to it (the admin leader's real mover over
+//! gRPC: freeze, export, ingest, commit, drop, activate) while the faults go on.
 //!
 //! Checked, every seed: the client history is linearizable per key; at most one leader per term
 //! in each group and in the admin; the directory, read again and again, never shows a group's
 //! leader term going back, a server moving between groups or listed in two, or its own index
 //! going back. After the faults heal, within a bounded time: every key can be written and read;
-//! every node is the member the admin made it (its id, its group), a voter of its group; and
-//! every key is served by its owner only — every other group refuses it as not its own.
+//! every node is the member the admin made it (its id, its group), a voter of its group; every
+//! move carried out (none in flight or pending) and no group over the load bound; and every
+//! key is served by its owner only — every other group refuses it as not its own. While it
+//! runs, no partition's epoch goes back in the directory, nor does one epoch name two owners.
 
 #![cfg(madsim)]
 
@@ -311,10 +315,10 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
     for index in 0..data_nodes {
         hosts.push(start_data(&runtime, &setup, index, MemoryDisk::new()));
     }
-    // Every address a host may have (the spare's too), in host order.
+    // Every address a host may have (the added group's too), in host order.
     let endpoints: Vec<String> = admin_addresses()
         .into_iter()
-        .chain((0..=data_nodes).map(data_address))
+        .chain((0..data_nodes + GROUP_SIZE).map(data_address))
         .collect();
 
     let client_host = runtime
@@ -352,11 +356,20 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
         clogged_links: Vec::new(),
         clogged_nodes: Vec::new(),
         paused: Vec::new(),
-        spare_added: false,
+        group_added: false,
         injected: 0,
     };
-    let fault_end = tokio::time::Instant::now() + Duration::from_secs(options.fault_seconds);
+    let faults_start = tokio::time::Instant::now();
+    let fault_end = faults_start + Duration::from_secs(options.fault_seconds);
+    // Most seeds add a group at a seeded moment, so its moves race the faults.
+    let add_group_at = faults.rng.random_bool(0.75).then(|| {
+        faults_start + Duration::from_millis(faults.rng.random_range(0..options.fault_seconds * 700))
+    });
     while options.faults && tokio::time::Instant::now() < fault_end {
+        if add_group_at.is_some_and(|at| tokio::time::Instant::now() >= at) && !faults.group_added
+        {
+            faults.add_group(data_nodes);
+        }
         let pause_ms = faults.rng.random_range(100..800);
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         let target = faults.rng.random_range(0..faults.hosts.len());
@@ -372,7 +385,6 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
             6 => faults.pause_or_resume(target),
             7 | 8 => faults.kill_a_leader(&leaders),
             9 => faults.power_failure(target),
-            10 if !faults.spare_added => faults.add_spare(data_nodes),
             _ => restart_stopped(&runtime, &mut faults.hosts),
         }
     }
@@ -412,7 +424,7 @@ struct Faults {
     clogged_links: Vec<(usize, usize)>,
     clogged_nodes: Vec<usize>,
     paused: Vec<usize>,
-    spare_added: bool,
+    group_added: bool,
     injected: usize,
 }
 
@@ -532,12 +544,17 @@ impl Faults {
         }
     }
 
-    /// One more data node registers while the faults go on: every group is full, so the admin
-    /// makes it the founder of a new group (which owns no partition).
-    fn add_spare(&mut self, data_nodes: usize) {
-        let host = start_data(&self.runtime, &self.setup, data_nodes, MemoryDisk::new());
-        self.hosts.push(host);
-        self.spare_added = true;
+    /// Three more data nodes register at once while the faults go on: every group is full, so
+    /// the admin makes the first the founder of a new group and the others its members; once
+    /// it is staffed, partitions move to it.
+    fn add_group(&mut self, data_nodes: usize) {
+        tracing::info!("a new group registers");
+        for index in data_nodes..data_nodes + GROUP_SIZE {
+            let host = start_data(&self.runtime, &self.setup, index, MemoryDisk::new());
+            self.hosts.push(host);
+        }
+        self.group_added = true;
+        self.injected += 1;
     }
 
     fn heal_everything(&mut self) {
@@ -714,6 +731,8 @@ async fn monitor_directory(failure: Arc<Mutex<Option<String>>>, stop: Arc<Atomic
     let admin = admin_addresses();
     let mut terms: BTreeMap<u64, u64> = BTreeMap::new();
     let mut groups_of: BTreeMap<u64, u64> = BTreeMap::new();
+    // Each partition's owner and epoch as last seen.
+    let mut owners: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
     let mut index = 0;
     let fail = |violation: String| {
         failure.lock().expect("lock").get_or_insert(violation);
@@ -748,6 +767,19 @@ async fn monitor_directory(failure: Arc<Mutex<Option<String>>>, stop: Arc<Atomic
                     ));
                 }
             }
+        }
+        for (partition, owner) in overview.owners.iter().enumerate() {
+            let now = (owner.group_id, owner.epoch);
+            if let Some(&(group, epoch)) = owners.get(&partition) {
+                if now.1 < epoch || (now.1 == epoch && now.0 != group) {
+                    fail(format!(
+                        "partition {partition} was group {group}'s at epoch {epoch}, then \
+                         group {}'s at epoch {}",
+                        now.0, now.1
+                    ));
+                }
+            }
+            owners.insert(partition, now);
         }
         for server in &overview.servers {
             let first = *groups_of.entry(server.id).or_insert(server.group_id);
@@ -824,6 +856,25 @@ async fn check_members_and_owners(
         .overview(true)
         .await
         .map_err(|error| format!("the directory: {error}"))?;
+    if !overview.moves.is_empty() || overview.moves_pending > 0 {
+        return Err(format!(
+            "moves not carried out: {} pending, in flight {:?}",
+            overview.moves_pending, overview.moves
+        ));
+    }
+    let staffed = overview
+        .groups
+        .iter()
+        .filter(|group| group.members.len() >= GROUP_SIZE)
+        .count()
+        .max(1);
+    let bound = (PARTITIONS as usize * 5).div_ceil(4 * staffed) as u32;
+    if let Some(group) = overview.groups.iter().find(|group| group.partitions > bound) {
+        return Err(format!(
+            "group {} holds {} partitions, over the bound {bound} for {staffed} groups",
+            group.id, group.partitions
+        ));
+    }
     let mut group_endpoints: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for (host, kept) in expected.iter().enumerate() {
         let Some(kept) = kept else { continue };
