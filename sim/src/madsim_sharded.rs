@@ -363,11 +363,11 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
     let fault_end = faults_start + Duration::from_secs(options.fault_seconds);
     // Most seeds add a group at a seeded moment, so its moves race the faults.
     let add_group_at = faults.rng.random_bool(0.75).then(|| {
-        faults_start + Duration::from_millis(faults.rng.random_range(0..options.fault_seconds * 700))
+        faults_start
+            + Duration::from_millis(faults.rng.random_range(0..options.fault_seconds * 700))
     });
     while options.faults && tokio::time::Instant::now() < fault_end {
-        if add_group_at.is_some_and(|at| tokio::time::Instant::now() >= at) && !faults.group_added
-        {
+        if add_group_at.is_some_and(|at| tokio::time::Instant::now() >= at) && !faults.group_added {
             faults.add_group(data_nodes);
         }
         let pause_ms = faults.rng.random_range(100..800);
@@ -869,7 +869,11 @@ async fn check_members_and_owners(
         .count()
         .max(1);
     let bound = (PARTITIONS as usize * 5).div_ceil(4 * staffed) as u32;
-    if let Some(group) = overview.groups.iter().find(|group| group.partitions > bound) {
+    if let Some(group) = overview
+        .groups
+        .iter()
+        .find(|group| group.partitions > bound)
+    {
         return Err(format!(
             "group {} holds {} partitions, over the bound {bound} for {staffed} groups",
             group.id, group.partitions

@@ -223,21 +223,28 @@ fn print_result(result: &SeedResult, cli: &Cli) {
 
 /// `--sharded`: seeds of the sharded store's simulation, in parallel, each checked.
 fn sharded(cli: &Cli) -> ExitCode {
+    use ravel::kv::planted::ShardBugs;
     use ravel_sim::sharded::{ShardedOptions, ShardedWorld};
-    let (mut bugs, mut core_bugs): (ravel::directory::DirectoryBugs, PlantedBugs) =
-        Default::default();
+    let (mut bugs, mut core_bugs, mut shard_bugs): (
+        ravel::directory::DirectoryBugs,
+        PlantedBugs,
+        ShardBugs,
+    ) = Default::default();
     if let Some(name) = cli.bug.as_deref() {
         match (
             ravel::directory::DirectoryBugs::named(name),
+            ShardBugs::named(name),
             PlantedBugs::by_name(name),
         ) {
-            (Some(directory), _) => bugs = directory,
-            (None, Some(core)) => core_bugs = core,
-            (None, None) => {
+            (Some(directory), _, _) => bugs = directory,
+            (None, Some(shard), _) => shard_bugs = shard,
+            (None, None, Some(core)) => core_bugs = core,
+            (None, None, None) => {
                 eprintln!(
                     "error: no bug {name:?}; the sharded simulation plants the core's (see \
-                     --list-bugs) and {}",
-                    ravel::directory::DirectoryBugs::NAMES.join(", ")
+                     --list-bugs), {} and {}",
+                    ravel::directory::DirectoryBugs::NAMES.join(", "),
+                    ShardBugs::NAMES.join(", ")
                 );
                 return ExitCode::from(2);
             }
@@ -246,6 +253,7 @@ fn sharded(cli: &Cli) -> ExitCode {
     let options = ShardedOptions {
         bugs,
         core_bugs,
+        shard_bugs,
         groups: cli.groups.max(1),
         clients: cli.clients.max(1),
         faults: cli.faults != "none",

@@ -25,6 +25,8 @@ pub struct SnapshotTransfer {
     pub chunk_outstanding: bool,
     /// Heartbeat answers since the last acknowledgement.
     pub stalled_heartbeats: u8,
+    /// When the transfer began or the follower last acknowledged a chunk.
+    pub progressed_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -130,7 +132,7 @@ impl Progress {
     }
 
     /// The follower needs the snapshot `meta`.
-    pub fn become_snapshot(&mut self, meta: SnapshotMeta) {
+    pub fn become_snapshot(&mut self, meta: SnapshotMeta, now_ms: u64) {
         self.state = ProgressState::Snapshot;
         self.inflight.clear();
         self.probe_sent = false;
@@ -139,6 +141,7 @@ impl Progress {
             acknowledged: 0,
             chunk_outstanding: false,
             stalled_heartbeats: 0,
+            progressed_ms: now_ms,
         });
     }
 

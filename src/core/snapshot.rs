@@ -33,6 +33,13 @@ impl RawNode {
         if !due && !wanted {
             return;
         }
+        // Storage keeps only the latest snapshot, so a new one restarts every transfer of the
+        // old from zero: with a transfer slower than the interval between snapshots, a follower
+        // that needs one would never get it (the sharded simulation found an admin replica
+        // stuck so under steady writes). A due snapshot waits while a transfer progresses.
+        if !wanted && self.snapshot_transfer_progressing() {
+            return;
+        }
         self.snapshot_wanted = false;
         let term = self
             .log
@@ -54,6 +61,21 @@ impl RawNode {
         });
     }
 
+    /// Leader: a follower is receiving the latest snapshot and acknowledged a chunk within an
+    /// election timeout.
+    fn snapshot_transfer_progressing(&self) -> bool {
+        let Some(leader) = self.leader_state.as_ref() else {
+            return false;
+        };
+        leader.progress.values().any(|progress| {
+            progress.snapshot.as_ref().is_some_and(|transfer| {
+                transfer.meta == self.snapshot
+                    && self.now_ms.saturating_sub(transfer.progressed_ms)
+                        < self.config.election_timeout_max_ms
+            })
+        })
+    }
+
     /// Storage saved the snapshot: keep only a tail of entries before it in memory.
     pub(super) fn snapshot_saved(&mut self, meta: SnapshotMeta) {
         self.snapshot_requested = false;
@@ -70,7 +92,7 @@ impl RawNode {
 
     /// Leader: the next step of a follower's snapshot transfer, if one is due.
     pub(super) fn send_snapshot(&mut self, peer: NodeId) {
-        let latest = self.snapshot.clone();
+        let (latest, now_ms) = (self.snapshot.clone(), self.now_ms);
         let bytes_max = self.config.snapshot_chunk_bytes_max;
         let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
             return;
@@ -82,7 +104,7 @@ impl RawNode {
                 self.snapshot_wanted = true;
                 return;
             }
-            progress.become_snapshot(latest);
+            progress.become_snapshot(latest, now_ms);
         }
         let transfer = progress
             .snapshot
@@ -142,13 +164,14 @@ impl RawNode {
             transfer.acknowledged = received;
             transfer.chunk_outstanding = false;
             transfer.stalled_heartbeats = 0;
+            transfer.progressed_ms = self.now_ms;
         }
     }
 
     /// Leader: a heartbeat answer from a follower in snapshot state. A chunk unanswered over a
     /// few heartbeats was lost: send it again (with the newest snapshot, if this one is gone).
     pub(super) fn snapshot_heartbeat(&mut self, from: NodeId) {
-        let latest = self.snapshot.clone();
+        let (latest, now_ms) = (self.snapshot.clone(), self.now_ms);
         let Some(progress) = follower_progress(&mut self.leader_state, from) else {
             return;
         };
@@ -158,7 +181,7 @@ impl RawNode {
         transfer.stalled_heartbeats += 1;
         if transfer.stalled_heartbeats >= STALLED_HEARTBEATS_MAX {
             if transfer.meta != latest && latest.index > transfer.meta.index {
-                progress.become_snapshot(latest);
+                progress.become_snapshot(latest, now_ms);
             } else {
                 transfer.chunk_outstanding = false;
                 transfer.stalled_heartbeats = 0;

@@ -3,6 +3,8 @@
 
 mod command;
 pub mod node_addresses;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod shard;
 mod state_machine;
 

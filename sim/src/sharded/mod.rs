@@ -76,6 +76,8 @@ pub struct ShardedOptions {
     pub bugs: DirectoryBugs,
     /// Classic Raft bugs planted in every core.
     pub core_bugs: PlantedBugs,
+    /// Relocation mistakes planted in every data group's state machine.
+    pub shard_bugs: ravel::kv::planted::ShardBugs,
     /// Some seeds (drawn) add a group midway: three more servers register, the directory gives
     /// the new group its share, and partitions move to it while the faults go on.
     pub add_group: bool,
@@ -92,6 +94,7 @@ impl Default for ShardedOptions {
             faults: true,
             bugs: DirectoryBugs::default(),
             core_bugs: PlantedBugs::default(),
+            shard_bugs: Default::default(),
             add_group: true,
         }
     }
@@ -225,6 +228,10 @@ pub struct ShardedWorld {
     /// This seed adds a group midway (see [`ShardedOptions::add_group`]).
     adds_group: bool,
     mover: mover::Mover,
+    /// An uncommitted move with no step taken for this long is rolled back.
+    give_up_us: u64,
+    /// Bytes of pairs per exported chunk, about.
+    chunk_bytes: usize,
 }
 
 impl ShardedWorld {
@@ -261,6 +268,17 @@ impl ShardedWorld {
             first_server_id: 100,
         };
         let adds_group = options.add_group && rng.random_bool(0.5);
+        // Some seeds' mover gives up on a stalled move within a few round trips, so rollbacks
+        // and new attempts race the late messages of the ones abandoned.
+        let give_up_us = if adds_group && rng.random_bool(0.4) {
+            rng.random_range(100_000..800_000)
+        } else {
+            mover::GIVE_UP_US
+        };
+        // Chunks of one pair in some seeds, so a move takes many steps at the destination.
+        let chunk_bytes = *[1, 100, ravel::directory::CHUNK_BYTES]
+            .choose(&mut rng)
+            .expect("non-empty");
         let groups = options.groups + usize::from(adds_group);
         let servers = groups * GROUP_SIZE as usize;
         ShardedWorld {
@@ -297,11 +315,15 @@ impl ShardedWorld {
             failure: None,
             adds_group,
             mover: mover::Mover::default(),
+            give_up_us,
+            chunk_bytes,
             options,
         }
     }
 
     pub fn run(mut self) -> ShardedReport {
+        // Planted (or cleared) for this seed's thread: the data groups' state machines read it.
+        ravel::kv::planted::plant(self.options.shard_bugs);
         self.trace.line(0, || {
             format!(
                 "sharded seed {} | {} groups | {:?} | {:?} | {:?}",

@@ -12,8 +12,9 @@ use super::*;
 
 /// How often the mover looks at its runs.
 pub(super) const MOVER_TICK_US: u64 = 50_000;
-/// An uncommitted move with no step taken for this long is rolled back.
-const GIVE_UP_US: u64 = 3_000_000;
+/// An uncommitted move with no step taken for this long is rolled back (most seeds; some draw
+/// a shorter time).
+pub(super) const GIVE_UP_US: u64 = 3_000_000;
 
 /// One run, and what it waits for.
 pub(super) struct Run {
@@ -73,7 +74,7 @@ impl ShardedWorld {
                 self.mover.runs.remove(&key);
                 continue;
             }
-            if !run.run.is_committed() && now - run.last_progress_us > GIVE_UP_US {
+            if !run.run.is_committed() && now - run.last_progress_us > self.give_up_us {
                 run.run.give_up();
                 run.last_progress_us = now;
                 run.asked = None;
@@ -117,11 +118,9 @@ impl ShardedWorld {
                         .filter_map(|(_, host)| host.replica.as_ref())
                         .find(|replica| replica.state().applied_index() >= applied_at_least)
                         .map(|replica| {
-                            replica.state().export(
-                                partition,
-                                after.as_deref(),
-                                ravel::directory::CHUNK_BYTES,
-                            )
+                            replica
+                                .state()
+                                .export(partition, after.as_deref(), self.chunk_bytes)
                         });
                     if let Some((pairs, last)) = exported {
                         self.mover_answered(key, id, MoveAnswer::Exported { pairs, last });
@@ -202,7 +201,12 @@ impl ShardedWorld {
                 outcome: DirectoryOutcome::Move(outcome),
                 ..
             }) => self.mover_answered(key, ask, MoveAnswer::Directory(outcome)),
-            _ => self.mover_unanswered(key, ask),
+            other => {
+                self.trace.line(self.now_us, || {
+                    format!("mover: partition {} epoch {}: {other:?}", key.0, key.1)
+                });
+                self.mover_unanswered(key, ask)
+            }
         }
     }
 
