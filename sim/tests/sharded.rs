@@ -3,6 +3,7 @@
 
 use ravel::core::PlantedBugs;
 use ravel::directory::DirectoryBugs;
+use ravel::kv::planted::ShardBugs;
 use ravel_sim::sharded::{ShardedOptions, ShardedWorld};
 
 fn failures(seeds: std::ops::Range<u64>, options: &ShardedOptions) -> Vec<(u64, String)> {
@@ -67,4 +68,27 @@ fn planted_directory_and_core_mistakes_are_caught() {
         PlantedBugs::by_name("vote-twice-in-term").expect("known"),
     );
     assert!(!failures(0..100, &options).is_empty());
+}
+
+/// Relocation mistakes in the data groups' state machines, each caught by the random
+/// simulation (the seeds that add a group move partitions while the faults go on).
+#[test]
+fn planted_relocation_mistakes_are_caught() {
+    for (name, seeds) in [
+        // Writes taken while the partition is copied are missing at the destination.
+        ("frozen-source-takes-writes", 0..50),
+        // A write proposed before the freeze and applied after it is lost the same way.
+        ("no-apply-time-check", 0..300),
+        // An old attempt's late discard wipes what the current one brought in.
+        ("stale-epoch-accepted", 0..100),
+    ] {
+        let options = ShardedOptions {
+            shard_bugs: ShardBugs::named(name).expect("known"),
+            ..ShardedOptions::default()
+        };
+        assert!(
+            !failures(seeds.clone(), &options).is_empty(),
+            "{name} went unnoticed in seeds {seeds:?}"
+        );
+    }
 }

@@ -17,16 +17,17 @@ pub struct ShardBugs {
     /// before the freeze and applied after it (or after the drop) changes a partition that is
     /// no longer the group's to change.
     pub no_apply_time_check: bool,
-    /// The destination takes a chunk of an older, rolled-back attempt into the current one's
-    /// incoming data (a stale epoch accepted).
-    pub ingest_ignores_epoch: bool,
+    /// The destination takes the steps of an older, rolled-back attempt as the current one's
+    /// (a stale epoch accepted): a late chunk goes into the incoming data, and the old
+    /// attempt's discard removes what the current one brought in.
+    pub stale_epoch_accepted: bool,
 }
 
 impl ShardBugs {
     pub const NAMES: [&'static str; 3] = [
         "frozen-source-takes-writes",
         "no-apply-time-check",
-        "ingest-ignores-epoch",
+        "stale-epoch-accepted",
     ];
 
     pub fn named(name: &str) -> Option<Self> {
@@ -34,7 +35,7 @@ impl ShardBugs {
         match name {
             "frozen-source-takes-writes" => bugs.frozen_source_takes_writes = true,
             "no-apply-time-check" => bugs.no_apply_time_check = true,
-            "ingest-ignores-epoch" => bugs.ingest_ignores_epoch = true,
+            "stale-epoch-accepted" => bugs.stale_epoch_accepted = true,
             _ => return None,
         }
         Some(bugs)
@@ -45,7 +46,7 @@ thread_local! {
     static PLANTED: Cell<ShardBugs> = const { Cell::new(ShardBugs {
         frozen_source_takes_writes: false,
         no_apply_time_check: false,
-        ingest_ignores_epoch: false,
+        stale_epoch_accepted: false,
     }) };
 }
 

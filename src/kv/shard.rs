@@ -312,7 +312,9 @@ impl Shard {
     /// the keys when this is `Done`).
     pub fn discard(&mut self, partition: PartitionId, epoch: Epoch) -> Step {
         match self.holdings.get(&partition).copied() {
-            Some(Holding::Incoming { epoch: now, .. }) if now == epoch => {
+            Some(Holding::Incoming { epoch: now, .. })
+                if now == epoch || stale_epoch_accepted() =>
+            {
                 self.holdings.remove(&partition);
                 Step::Done
             }
@@ -325,10 +327,10 @@ impl Shard {
     }
 }
 
-/// Only with the planted bug `ingest_ignores_epoch`: a chunk of any epoch fits the incoming one.
+/// Only with the planted bug `stale_epoch_accepted`: a step of any epoch fits the incoming one.
 fn stale_epoch_accepted() -> bool {
     #[cfg(feature = "planted-bugs")]
-    return super::planted::planted().ingest_ignores_epoch;
+    return super::planted::planted().stale_epoch_accepted;
     #[cfg(not(feature = "planted-bugs"))]
     false
 }

@@ -256,7 +256,15 @@ impl ShardedWorld {
                 } else {
                     1_000
                 },
-                straggler_rate: 0.0,
+                // Messages and requests arriving long after they were sent (a move's step of
+                // an attempt rolled back since, say), from a stream of their own.
+                straggler_rate: if faults {
+                    *[0.0, 0.002, 0.01]
+                        .choose(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x4c41_5445))
+                        .expect("non-empty")
+                } else {
+                    0.0
+                },
             },
             ChaCha8Rng::seed_from_u64(seed ^ 0x5354_5241_4747_4c45),
         );
