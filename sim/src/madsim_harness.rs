@@ -51,6 +51,10 @@ pub struct MadsimOptions {
     /// Data groups of a sharded store (an admin group of three beside them, see
     /// [`crate::madsim_sharded`]); 0: one plain cluster of `nodes`.
     pub groups: usize,
+    /// With `groups`: mistakes planted in the admin's directory and mover, and in the data
+    /// groups' state machines.
+    pub directory_bugs: ravel::directory::DirectoryBugs,
+    pub shard_bugs: ravel::kv::planted::ShardBugs,
 }
 
 impl Default for MadsimOptions {
@@ -62,6 +66,8 @@ impl Default for MadsimOptions {
             clients: 8,
             keys: 4,
             bugs: ravel::core::PlantedBugs::default(),
+            directory_bugs: Default::default(),
+            shard_bugs: Default::default(),
             disk_loss: false,
             groups: 0,
         }

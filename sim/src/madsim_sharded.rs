@@ -122,6 +122,7 @@ impl Host {
 struct Setup {
     seed: u64,
     bugs: ravel::core::PlantedBugs,
+    directory_bugs: ravel::directory::DirectoryBugs,
     groups: usize,
 }
 
@@ -159,6 +160,7 @@ fn start_admin(runtime: &Handle, setup: &Setup, index: usize, disk: MemoryDisk) 
             first_server_id: 100,
         },
         http: None,
+        bugs: setup.directory_bugs,
     };
     let stopped = Arc::new(AtomicBool::new(false));
     let (host_disk, host_stopped) = (disk.clone(), stopped.clone());
@@ -304,8 +306,11 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
     let setup = Setup {
         seed,
         bugs: options.bugs,
+        directory_bugs: options.directory_bugs,
         groups: options.groups,
     };
+    // Planted (or cleared) for this seed: every data group's state machine reads it.
+    ravel::kv::planted::plant(options.shard_bugs);
     let mut hosts = vec![start_admin(&runtime, &setup, 0, MemoryDisk::new())];
     tokio::time::sleep(Duration::from_millis(200)).await;
     for index in 1..ADMINS {

@@ -39,6 +39,10 @@ pub struct AdminOptions {
     pub settings: DirectorySettings,
     /// Where the HTTP API and status page are served; none: not served.
     pub http: Option<String>,
+    /// Test-only: mistakes planted in the directory and its mover, so the madsim harness can
+    /// show that it notices them.
+    #[cfg(feature = "planted-bugs")]
+    pub bugs: crate::directory::DirectoryBugs,
 }
 
 /// Runs an admin replica on its data directory until `shutdown` resolves. Calls `on_ready` once
@@ -85,8 +89,16 @@ async fn run_admin_with(
         .advertise()
         .to_string()]));
     let kv_routed = routed.clone();
+    #[cfg(feature = "planted-bugs")]
+    let (fresh, bugs) = {
+        let mut fresh = Directory::awaiting_settings();
+        fresh.plant(options.bugs);
+        (fresh, options.bugs)
+    };
+    #[cfg(not(feature = "planted-bugs"))]
+    let fresh = Directory::awaiting_settings();
     let service = Service {
-        fresh: Directory::awaiting_settings(),
+        fresh,
         add: Box::new(move |router, handle| {
             router
                 .add_service(DirectoryServer::new(DirectoryService::new(handle)))
@@ -105,7 +117,11 @@ async fn run_admin_with(
             )));
         }
         tasks.push(tokio::spawn(learn_leaders(started.handle.clone())));
-        tasks.push(tokio::spawn(mover::move_partitions(started.handle.clone())));
+        tasks.push(tokio::spawn(mover::move_partitions(
+            started.handle.clone(),
+            #[cfg(feature = "planted-bugs")]
+            bugs,
+        )));
         #[cfg(not(madsim))]
         if let Some(bound) = http {
             tasks.push(tokio::spawn(http::serve(

@@ -37,7 +37,10 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Runs the moves whenever this replica leads the admin group; never returns.
-pub(super) async fn move_partitions(node: NodeHandle<Directory>) {
+pub(super) async fn move_partitions(
+    node: NodeHandle<Directory>,
+    #[cfg(feature = "planted-bugs")] bugs: crate::directory::DirectoryBugs,
+) {
     let mut term = None;
     let mut runs: BTreeMap<(PartitionId, u64), JoinHandle<()>> = BTreeMap::new();
     loop {
@@ -61,14 +64,21 @@ pub(super) async fn move_partitions(node: NodeHandle<Directory>) {
         };
         for moving in directory.moves().runs() {
             runs.entry((moving.partition, moving.epoch))
-                .or_insert_with(|| tokio::spawn(carry_out(node.clone(), *moving)));
+                .or_insert_with(|| {
+                    #[allow(unused_mut)]
+                    let mut run = MoveRun::new(moving);
+                    #[cfg(feature = "planted-bugs")]
+                    {
+                        run = run.plant(bugs);
+                    }
+                    tokio::spawn(carry_out(node.clone(), *moving, run))
+                });
         }
     }
 }
 
 /// Carries one move out to its end (or until dropped).
-async fn carry_out(node: NodeHandle<Directory>, moving: Move) {
-    let mut run = MoveRun::new(&moving);
+async fn carry_out(node: NodeHandle<Directory>, moving: Move, mut run: MoveRun) {
     let (partition, epoch) = (moving.partition, moving.epoch);
     tracing::info!(
         partition,

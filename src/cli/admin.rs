@@ -62,6 +62,8 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         node,
         settings,
         http: args.http,
+        #[cfg(feature = "planted-bugs")]
+        bugs: Default::default(),
     };
     let result = run_admin(options, super::node::shutdown_signal(), move |entry| {
         let how = match entry {

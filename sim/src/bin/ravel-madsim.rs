@@ -96,24 +96,38 @@ mod runner {
                 }
             },
         };
-        let bugs = match cli.bug.as_deref() {
-            None => PlantedBugs::default(),
-            Some(name) => match PlantedBugs::by_name(name) {
-                Some(bugs) => bugs,
-                None => {
+        use ravel::directory::DirectoryBugs;
+        use ravel::kv::planted::ShardBugs;
+        let (mut bugs, mut directory_bugs, mut shard_bugs) = Default::default();
+        if let Some(name) = cli.bug.as_deref() {
+            // The admin's and the data groups' mistakes exist only in the sharded store.
+            let sharded = cli.groups > 0;
+            match (
+                PlantedBugs::by_name(name),
+                DirectoryBugs::named(name).filter(|_| sharded),
+                ShardBugs::named(name).filter(|_| sharded),
+            ) {
+                (Some(core), _, _) => bugs = core,
+                (None, Some(directory), _) => directory_bugs = directory,
+                (None, None, Some(shard)) => shard_bugs = shard,
+                (None, None, None) => {
                     eprintln!(
-                        "error: unknown bug {name:?}; known: {}",
-                        PlantedBugs::NAMES.join(", ")
+                        "error: unknown bug {name:?}; known: {} (and with --groups: {}, {})",
+                        PlantedBugs::NAMES.join(", "),
+                        DirectoryBugs::NAMES.join(", "),
+                        ShardBugs::NAMES.join(", ")
                     );
                     return ExitCode::from(2);
                 }
-            },
-        };
+            }
+        }
         let options_for = |nodes| MadsimOptions {
             nodes,
             fault_seconds: cli.fault_seconds,
             faults: !cli.no_faults,
             bugs,
+            directory_bugs,
+            shard_bugs,
             disk_loss: cli.disk_loss,
             groups: cli.groups,
             ..MadsimOptions::default()
