@@ -188,7 +188,7 @@ impl Groups {
         node: &NodeHandle<Directory>,
         group: GroupId,
     ) -> Option<&mut Client> {
-        if !self.clients.contains_key(&group) {
+        if let std::collections::btree_map::Entry::Vacant(vacant) = self.clients.entry(group) {
             let directory = local_directory(node).await.ok()?;
             let info = directory.groups().get(&group)?;
             let mut members: Vec<u64> = info.leader.into_iter().collect();
@@ -203,7 +203,7 @@ impl Groups {
             }
             let mut client = Client::new(endpoints);
             client.timeout = ASK_TIMEOUT;
-            self.clients.insert(group, client);
+            vacant.insert(client);
         }
         self.clients.get_mut(&group)
     }
