@@ -206,6 +206,7 @@ pub async fn run(command: Command) -> ExitCode {
             timeout,
             write_out,
         } => groups(admin, timeout, write_out).await,
+        Command::RetireGroup { id, admin, timeout } => retire_group(id, &admin, timeout).await,
         Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::Bench(_) => {
             ExitCode::Usage
         }
@@ -241,6 +242,7 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
                         "id": group.id,
                         "leader": (group.leader_id != 0).then_some(group.leader_id),
                         "leader_term": group.leader_term,
+                        "retiring": group.retiring,
                         "partitions": group.partitions,
                         "members": members,
                     })
@@ -304,12 +306,17 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
                 } else {
                     group.leader_id.to_string()
                 };
+                let partitions = if group.retiring {
+                    format!("{} (retiring)", group.partitions)
+                } else {
+                    group.partitions.to_string()
+                };
                 println!(
                     "{:<6} {:<8} {:<6} {:<10} {}",
                     group.id,
                     leader,
                     group.leader_term,
-                    group.partitions,
+                    partitions,
                     members.join(" ")
                 );
             }
@@ -339,15 +346,22 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
     ExitCode::Success
 }
 
-/// `ravel leave ID --admin ...`: the admin forgets the server (it refuses the last replica of a
-/// group that owns partitions), then the server leaves its group's Raft configuration through
-/// the group's remaining members.
-async fn leave_system(node: u64, args: &ClientArgs) -> ExitCode {
-    use crate::server::proto::ravel::{directory_client::DirectoryClient, LeaveServerRequest};
-    let deadline = Duration::from_secs_f64(args.timeout.max(0.1));
+/// Calls the admin through the first replica that answers (a follower passes writes on to the
+/// leader); a refusal is printed and ends the command, as does no replica answering.
+async fn call_admin<T, F, Fut>(
+    admin: &[String],
+    deadline: Duration,
+    mut call: F,
+) -> Result<T, ExitCode>
+where
+    F: FnMut(
+        crate::server::proto::ravel::directory_client::DirectoryClient<tonic::transport::Channel>,
+    ) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    use crate::server::proto::ravel::directory_client::DirectoryClient;
     let mut last_error = String::new();
-    let mut answer = None;
-    for endpoint in &args.admin {
+    for endpoint in admin {
         let channel = match crate::server::connect(endpoint, Duration::from_secs(1)).await {
             Ok(channel) => channel,
             Err(error) => {
@@ -355,24 +369,65 @@ async fn leave_system(node: u64, args: &ClientArgs) -> ExitCode {
                 continue;
             }
         };
-        let mut directory = DirectoryClient::new(channel);
-        let call = directory.leave(LeaveServerRequest { node_id: node });
-        match tokio::time::timeout(deadline, call).await {
-            Ok(Ok(response)) => {
-                answer = Some(response.into_inner());
-                break;
-            }
+        match tokio::time::timeout(deadline, call(DirectoryClient::new(channel))).await {
+            Ok(Ok(response)) => return Ok(response.into_inner()),
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
                 eprintln!("error: the admin refused: {}", status.message());
-                return ExitCode::Refused;
+                return Err(ExitCode::Refused);
             }
             Ok(Err(status)) => last_error = format!("{endpoint}: {}", status.message()),
             Err(_) => last_error = format!("{endpoint}: timed out"),
         }
     }
-    let Some(answer) = answer else {
-        eprintln!("error: no admin replica answered ({last_error})");
-        return ExitCode::Unavailable;
+    eprintln!("error: no admin replica answered ({last_error})");
+    Err(ExitCode::Unavailable)
+}
+
+/// `ravel retire-group ID --admin ...`: the group's partitions move to the other groups; once
+/// it owns none (`ravel groups` shows it), its servers can leave with `ravel leave ID --admin`.
+async fn retire_group(group: u64, admin: &[String], timeout: f64) -> ExitCode {
+    use crate::server::proto::ravel::RetireGroupRequest;
+    let deadline = Duration::from_secs_f64(timeout.max(0.1));
+    match call_admin(admin, deadline, |mut directory| async move {
+        directory
+            .retire_group(RetireGroupRequest { group_id: group })
+            .await
+    })
+    .await
+    {
+        Ok(answer) if answer.partitions == 0 => {
+            println!(
+                "group {group} is retiring and owns no partition: its servers can leave now \
+                 (ravel leave ID --admin ...)"
+            );
+            ExitCode::Success
+        }
+        Ok(answer) => {
+            println!(
+                "group {group} is retiring: {} partitions move to the other groups; once \
+                 `ravel groups` shows it owns none, its servers can leave (ravel leave ID \
+                 --admin ...)",
+                answer.partitions
+            );
+            ExitCode::Success
+        }
+        Err(code) => code,
+    }
+}
+
+/// `ravel leave ID --admin ...`: the admin forgets the server (it refuses the last replica of a
+/// group that owns partitions), then the server leaves its group's Raft configuration through
+/// the group's remaining members.
+async fn leave_system(node: u64, args: &ClientArgs) -> ExitCode {
+    use crate::server::proto::ravel::LeaveServerRequest;
+    let deadline = Duration::from_secs_f64(args.timeout.max(0.1));
+    let answer = match call_admin(&args.admin, deadline, |mut directory| async move {
+        directory.leave(LeaveServerRequest { node_id: node }).await
+    })
+    .await
+    {
+        Ok(answer) => answer,
+        Err(code) => return code,
     };
     if answer.members.is_empty() {
         println!(

@@ -185,6 +185,23 @@ pub enum Command {
         #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
         write_out: WriteOut,
     },
+    /// Retire a sharded store's group: its partitions move to the other groups, then its
+    /// servers can leave (`ravel leave ID --admin ...`).
+    RetireGroup {
+        /// The group to retire (see `ravel groups`).
+        id: u64,
+        /// The admin replicas, comma separated.
+        #[arg(
+            long,
+            env = "RAVEL_ADMIN",
+            value_delimiter = ',',
+            default_value = "127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381"
+        )]
+        admin: Vec<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Start a local sharded store (an admin group and data groups) for trying things out;
     /// with --groups 0, one plain Raft group of --nodes nodes.
     Dev {

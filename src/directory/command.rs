@@ -37,6 +37,10 @@ pub enum DirectoryCommand {
     FinishMove { partition: PartitionId, epoch: u64 },
     /// A rolled-back attempt is cleaned up: its source unfroze, its destination discarded.
     ForgetMove { partition: PartitionId, epoch: u64 },
+    /// The group is to be retired: its partitions move to the others (by consistent hashing
+    /// with bounded loads); no new server is placed in it; once it owns none, its servers can
+    /// leave.
+    RetireGroup { group: GroupId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +76,10 @@ pub enum DirectoryOutcome {
     AddressRecorded,
     /// What a move command did.
     Move(super::MoveOutcome),
+    /// The group is retiring (now, or already): this many partitions are still to move away.
+    Retiring {
+        partitions: u32,
+    },
     /// The command was refused, and why; nothing changed.
     Refused(String),
     /// The entry did not decode: every replica reaches the same verdict, nothing changed.

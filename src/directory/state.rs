@@ -93,6 +93,8 @@ pub struct GroupInfo {
     /// it was empty), until it leaves. A retried registration of it must get the same answer —
     /// start it — or it would try to join members that are waiting to join it.
     pub founder: Option<NodeId>,
+    /// Being retired: its partitions move away, no new server is placed in it.
+    pub retiring: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -278,6 +280,7 @@ impl Directory {
             DirectoryCommand::ForgetMove { partition, epoch } => {
                 DirectoryOutcome::Move(self.moves.forget(partition, epoch))
             }
+            DirectoryCommand::RetireGroup { group } => self.retire_group(group),
         }
     }
 
@@ -313,11 +316,13 @@ impl Directory {
                  {LABEL_BYTES_MAX} bytes"
             ));
         }
-        // The group with the fewest replicas below the target size, else a new one.
+        // The group with the fewest replicas below the target size, else a new one; never one
+        // being retired.
         let group = self
             .groups
             .iter()
             .filter(|(_, info)| (info.members.len() as u32) < self.settings.group_size)
+            .filter(|(_, info)| !info.retiring)
             .min_by_key(|(&id, info)| (info.members.len(), id))
             .map(|(&id, _)| id)
             .unwrap_or_else(|| {
@@ -404,6 +409,46 @@ impl Directory {
         if target.contains(&group) {
             self.moves.aim_at(table, target);
         }
+    }
+
+    /// Retires `group`: the table moves towards one without it, each of its partitions to the
+    /// first remaining group clockwise with room (nothing else moves). Refused for the last
+    /// group that owns partitions.
+    fn retire_group(&mut self, group: GroupId) -> DirectoryOutcome {
+        let Some(info) = self.groups.get(&group) else {
+            return DirectoryOutcome::Refused(format!("group {group} does not exist"));
+        };
+        let Some(table) = &self.table else {
+            return DirectoryOutcome::Refused(
+                "no partition table yet: there is nothing to move".to_string(),
+            );
+        };
+        let owners = self.moves.target().unwrap_or(table.owners()).to_vec();
+        let moving_away = |owners: &[GroupId]| {
+            let current = owners.iter().filter(|&&owner| owner == group).count();
+            current.max(table.load(group)) as u32
+        };
+        if info.retiring {
+            return DirectoryOutcome::Retiring {
+                partitions: moving_away(&owners),
+            };
+        }
+        let mut placed: BTreeSet<GroupId> = owners.iter().copied().collect();
+        placed.insert(group);
+        if placed.len() < 2 {
+            return DirectoryOutcome::Refused(format!(
+                "group {group} is the only group that owns partitions; add a group before \
+                 retiring it"
+            ));
+        }
+        let target = Placement::default().remove_group(&owners, &placed, group);
+        let partitions = moving_away(&owners);
+        self.groups.get_mut(&group).expect("found above").retiring = true;
+        if partitions > 0 {
+            let table = self.table.as_ref().expect("found above");
+            self.moves.aim_at(table, target);
+        }
+        DirectoryOutcome::Retiring { partitions }
     }
 
     fn leave(&mut self, node: NodeId) -> DirectoryOutcome {
@@ -816,6 +861,102 @@ mod tests {
         ));
     }
 
+    /// A retired group's partitions all move away (only away from it, to groups within the
+    /// load bound); no new server is placed in it; once it owns nothing its last replica may
+    /// leave. The only group that owns partitions cannot retire.
+    #[test]
+    fn a_retired_group_moves_its_partitions_away_and_then_may_leave() {
+        let mut directory = Directory::new(DirectorySettings {
+            partitions: 32,
+            initial_groups: 2,
+            group_size: 1,
+            ..DirectorySettings::default()
+        });
+        for token in 1..=3 {
+            register(&mut directory, token);
+        }
+        // Group 3 staffed: it gets its share first.
+        while let Some((&partition, moving)) = directory.moves().in_flight().iter().next() {
+            let epoch = moving.epoch;
+            apply(
+                &mut directory,
+                DirectoryCommand::CommitMove { partition, epoch },
+            );
+            apply(
+                &mut directory,
+                DirectoryCommand::FinishMove { partition, epoch },
+            );
+        }
+        let owned = directory.table().expect("placed").load(2) as u32;
+        assert!(owned > 0);
+        assert_eq!(
+            apply(&mut directory, DirectoryCommand::RetireGroup { group: 2 }),
+            DirectoryOutcome::Retiring { partitions: owned }
+        );
+        assert_eq!(
+            apply(&mut directory, DirectoryCommand::RetireGroup { group: 2 }),
+            DirectoryOutcome::Retiring { partitions: owned },
+            "retiring again changes nothing"
+        );
+        assert!(
+            matches!(
+                apply(&mut directory, DirectoryCommand::Leave { node: 101 }),
+                DirectoryOutcome::Refused(_)
+            ),
+            "not yet: it owns partitions"
+        );
+        let mut moved = 0;
+        while let Some((&partition, moving)) = directory.moves().in_flight().iter().next() {
+            assert_eq!(moving.from, 2, "only the retiring group's partitions move");
+            let epoch = moving.epoch;
+            apply(
+                &mut directory,
+                DirectoryCommand::CommitMove { partition, epoch },
+            );
+            apply(
+                &mut directory,
+                DirectoryCommand::FinishMove { partition, epoch },
+            );
+            moved += 1;
+        }
+        assert_eq!(moved, owned);
+        let table = directory.table().expect("placed");
+        assert_eq!(table.load(2), 0);
+        let cap = crate::sharding::capacity(32, 2, crate::sharding::LoadFactor::DEFAULT);
+        assert!(table.load(1) <= cap as usize && table.load(3) <= cap as usize);
+        assert!(matches!(
+            apply(&mut directory, DirectoryCommand::Leave { node: 101 }),
+            DirectoryOutcome::Left { group: 2, .. }
+        ));
+        // A new server is never placed in the retiring group, though it has room now.
+        let (_, group) = registered(register(&mut directory, 4));
+        assert_ne!(group, 2);
+        // With groups 1 and 4 retired too, group 3 owns everything and cannot retire.
+        for group in [1, group] {
+            apply(&mut directory, DirectoryCommand::RetireGroup { group });
+            while let Some((&partition, moving)) = directory.moves().in_flight().iter().next() {
+                let epoch = moving.epoch;
+                apply(
+                    &mut directory,
+                    DirectoryCommand::CommitMove { partition, epoch },
+                );
+                apply(
+                    &mut directory,
+                    DirectoryCommand::FinishMove { partition, epoch },
+                );
+            }
+        }
+        assert_eq!(directory.table().expect("placed").load(3), 32);
+        assert!(matches!(
+            apply(&mut directory, DirectoryCommand::RetireGroup { group: 3 }),
+            DirectoryOutcome::Refused(reason) if reason.contains("only group")
+        ));
+        assert!(matches!(
+            apply(&mut directory, DirectoryCommand::RetireGroup { group: 9 }),
+            DirectoryOutcome::Refused(_)
+        ));
+    }
+
     #[test]
     fn bad_input_is_refused_and_changes_nothing() {
         let mut directory = Directory::new(DirectorySettings::default());
@@ -876,6 +1017,7 @@ mod tests {
                     labels: Vec::new(),
                 }),
                 1 => (95u64..140).prop_map(|node| DirectoryCommand::Leave { node }),
+                1 => (0u64..6).prop_map(|group| DirectoryCommand::RetireGroup { group }),
                 2 => (0u64..6, 95u64..140, 0u64..10).prop_map(|(group, leader, term)| {
                     DirectoryCommand::ReportLeader { group, leader, term }
                 }),

@@ -124,6 +124,19 @@ impl DirectoryRpc for DirectoryService {
         }
     }
 
+    async fn retire_group(
+        &self,
+        request: Request<pb::RetireGroupRequest>,
+    ) -> Result<Response<pb::RetireGroupResponse>, Status> {
+        let group = request.into_inner().group_id;
+        match self.write(DirectoryCommand::RetireGroup { group }).await? {
+            DirectoryOutcome::Retiring { partitions } => {
+                Ok(Response::new(pb::RetireGroupResponse { partitions }))
+            }
+            other => Err(refused(other)),
+        }
+    }
+
     async fn overview(
         &self,
         _request: Request<pb::OverviewRequest>,
@@ -182,6 +195,7 @@ pub fn overview(
                 leader_id: group.leader.unwrap_or(0),
                 leader_term: group.leader_term,
                 partitions: table.map_or(0, |table| table.load(id) as u32),
+                retiring: group.retiring,
             })
             .collect(),
         owners: table.map_or_else(Vec::new, |table| {

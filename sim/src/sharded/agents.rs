@@ -79,6 +79,18 @@ impl ShardedWorld {
                 epoch,
                 ask,
             } => self.mover_admin_replied((partition, epoch), ask, reply),
+            Asker::Retire => {
+                if let Ok(Answer::Written {
+                    outcome: DirectoryOutcome::Retiring { partitions },
+                    ..
+                }) = reply
+                {
+                    self.retired = true;
+                    self.trace.line(self.now_us, || {
+                        format!("a group is retiring: {partitions} partitions to move away")
+                    });
+                }
+            }
             Asker::Claim { .. } | Asker::Client { .. } => unreachable!("asked of a data group"),
         }
     }

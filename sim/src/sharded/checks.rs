@@ -40,7 +40,8 @@ impl ShardedWorld {
                 })
             })
             .count();
-        knowing >= 2 && self.groups_hold_their_share()
+        let retired = self.retires.is_none() || self.retired;
+        knowing >= 2 && retired && self.groups_hold_their_share()
     }
 
     /// Every started group's most advanced replica holds exactly the partitions the table of the

@@ -136,6 +136,8 @@ pub enum Asker {
         client: usize,
         op: OpId,
     },
+    /// The operator retiring a group.
+    Retire,
     /// The admin leader's mover, waiting for ask `ask` of the move of `partition` to `epoch`.
     Mover {
         partition: u32,
@@ -174,6 +176,8 @@ enum Event {
     },
     ClientNext(usize),
     MoverTick,
+    /// The operator asks the admin to retire a group (again, until it answers).
+    Retire(GroupId),
     ClientTimeout {
         client: usize,
         op: Option<OpId>,
@@ -227,6 +231,10 @@ pub struct ShardedWorld {
     failure: Option<String>,
     /// This seed adds a group midway (see [`ShardedOptions::add_group`]).
     adds_group: bool,
+    /// This seed retires this group at this time (µs).
+    retires: Option<(GroupId, u64)>,
+    /// The admin answered the retirement.
+    retired: bool,
     mover: mover::Mover,
     /// An uncommitted move with no step taken for this long is rolled back.
     give_up_us: u64,
@@ -276,6 +284,15 @@ impl ShardedWorld {
             first_server_id: 100,
         };
         let adds_group = options.add_group && rng.random_bool(0.5);
+        // Some seeds retire one of the first groups midway (racing the added group's moves in
+        // seeds that add one): its partitions move to the others.
+        let retires =
+            (options.add_group && options.groups >= 2 && rng.random_bool(0.4)).then(|| {
+                (
+                    rng.random_range(1..=options.groups as GroupId),
+                    rng.random_range(1_500_000..5_000_000),
+                )
+            });
         // Some seeds' mover gives up on a stalled move within a few round trips, so rollbacks
         // and new attempts race the late messages of the ones abandoned.
         let give_up_us = if adds_group && rng.random_bool(0.4) {
@@ -322,6 +339,8 @@ impl ShardedWorld {
             completed_after_heal: 0,
             failure: None,
             adds_group,
+            retires,
+            retired: false,
             mover: mover::Mover::default(),
             give_up_us,
             chunk_bytes,
@@ -358,6 +377,9 @@ impl ShardedWorld {
             self.schedule(at, Event::Register(server));
         }
         self.schedule(MOVER_TICK_US, Event::MoverTick);
+        if let Some((group, at)) = self.retires {
+            self.schedule(at, Event::Retire(group));
+        }
         for client in 0..self.options.clients {
             let at = self.rng.random_range(200_000..1_000_000);
             self.schedule(at, Event::ClientNext(client));
@@ -367,7 +389,12 @@ impl ShardedWorld {
             self.schedule(first, Event::Fault);
         }
         let fault_end_us = self.options.duration_ms * 1000;
-        let deadline_us = fault_end_us + self.options.liveness_bound_ms * 1000;
+        // Moving a large table (271 partitions, four at a time, each step a round of Raft
+        // writes over the slowest tunings) takes longer than the bound for a plain run.
+        let moving_many =
+            (self.adds_group || self.retires.is_some()) && self.settings.partitions > 16;
+        let moves_bound_us = if moving_many { 40_000_000 } else { 0 };
+        let deadline_us = fault_end_us + self.options.liveness_bound_ms * 1000 + moves_bound_us;
         while self.failure.is_none() {
             if !self.faults_over && self.next_time().is_none_or(|at| at >= fault_end_us) {
                 self.now_us = self.now_us.max(fault_end_us);
@@ -394,7 +421,7 @@ impl ShardedWorld {
                 self.completed_after_heal,
                 self.share_mismatch()
                     .unwrap_or_else(|| "every group held its share".to_string()),
-                self.options.liveness_bound_ms,
+                (deadline_us - fault_end_us) / 1000,
                 self.started_groups
             ));
         }
@@ -564,6 +591,19 @@ impl ShardedWorld {
             }
             Event::ClientNext(client) => self.client_next(client),
             Event::MoverTick => self.mover_tick(),
+            // Only a group that runs: an operator retires a group it sees serving (the moves
+            // away need its replicas).
+            Event::Retire(group) if !self.started_groups.contains(&group) => {
+                self.schedule(REQUEST_TIMEOUT_US, Event::Retire(group));
+            }
+            Event::Retire(group) => {
+                if !self.retired {
+                    let admin = *ADMIN_IDS.choose(&mut self.rng).expect("non-empty");
+                    let command = DirectoryCommand::RetireGroup { group }.encode();
+                    self.send_admin(admin, Asker::Retire, write(command));
+                    self.schedule(REQUEST_TIMEOUT_US, Event::Retire(group));
+                }
+            }
             Event::ClientTimeout { client, op } => {
                 let state = &mut self.clients[client];
                 if op.is_some() && state.current == op {

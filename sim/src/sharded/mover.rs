@@ -68,63 +68,70 @@ impl ShardedWorld {
         }
         let keys: Vec<(u32, u64)> = self.mover.runs.keys().copied().collect();
         for key in keys {
-            let now = self.now_us;
-            let run = self.mover.runs.get_mut(&key).expect("listed");
-            if run.run.is_done() {
-                self.mover.runs.remove(&key);
-                continue;
-            }
-            if !run.run.is_committed() && now - run.last_progress_us > self.give_up_us {
-                run.run.give_up();
-                run.last_progress_us = now;
-                run.asked = None;
-            }
-            let waiting = run
-                .asked
-                .is_some_and(|(_, at)| now - at < REQUEST_TIMEOUT_US);
-            if waiting {
-                continue;
-            }
-            let Some(ask) = run.run.ask() else {
-                continue;
-            };
-            self.mover.next_ask += 1;
-            let id = self.mover.next_ask;
-            self.mover.runs.get_mut(&key).expect("listed").asked = Some((id, now));
-            let (from, to) = {
-                let run = &self.mover.runs[&key].run;
-                (run.from, run.to)
-            };
-            let asker = Asker::Mover {
-                partition: key.0,
-                epoch: key.1,
-                ask: id,
-            };
-            match ask {
-                Ask::Source(command) => self.ask_group(from, asker, command),
-                Ask::Destination(command) => self.ask_group(to, asker, command),
-                Ask::Admin(command) => self.send_admin(leader.0, asker, write(command.encode())),
-                Ask::Export {
-                    partition,
-                    after,
-                    applied_at_least,
-                } => {
-                    // Read from the source's replica that has applied the freeze, as the real
-                    // admin's export call does.
-                    let exported = self
-                        .data
-                        .iter()
-                        .filter(|(id, _)| self.group_of.get(id) == Some(&from))
-                        .filter_map(|(_, host)| host.replica.as_ref())
-                        .find(|replica| replica.state().applied_index() >= applied_at_least)
-                        .map(|replica| {
-                            replica
-                                .state()
-                                .export(partition, after.as_deref(), self.chunk_bytes)
-                        });
-                    if let Some((pairs, last)) = exported {
-                        self.mover_answered(key, id, MoveAnswer::Exported { pairs, last });
-                    }
+            self.mover_ask(key, leader.0);
+        }
+    }
+
+    /// Sends run `key`'s next ask, unless it waits for an answer (or is done).
+    fn mover_ask(&mut self, key: (u32, u64), admin_leader: NodeId) {
+        let now = self.now_us;
+        let Some(run) = self.mover.runs.get_mut(&key) else {
+            return;
+        };
+        if run.run.is_done() {
+            self.mover.runs.remove(&key);
+            return;
+        }
+        if !run.run.is_committed() && now - run.last_progress_us > self.give_up_us {
+            run.run.give_up();
+            run.last_progress_us = now;
+            run.asked = None;
+        }
+        let waiting = run
+            .asked
+            .is_some_and(|(_, at)| now - at < REQUEST_TIMEOUT_US);
+        if waiting {
+            return;
+        }
+        let Some(ask) = run.run.ask() else {
+            return;
+        };
+        self.mover.next_ask += 1;
+        let id = self.mover.next_ask;
+        self.mover.runs.get_mut(&key).expect("listed").asked = Some((id, now));
+        let (from, to) = {
+            let run = &self.mover.runs[&key].run;
+            (run.from, run.to)
+        };
+        let asker = Asker::Mover {
+            partition: key.0,
+            epoch: key.1,
+            ask: id,
+        };
+        match ask {
+            Ask::Source(command) => self.ask_group(from, asker, command),
+            Ask::Destination(command) => self.ask_group(to, asker, command),
+            Ask::Admin(command) => self.send_admin(admin_leader, asker, write(command.encode())),
+            Ask::Export {
+                partition,
+                after,
+                applied_at_least,
+            } => {
+                // Read from the source's replica that has applied the freeze, as the real
+                // admin's export call does.
+                let exported = self
+                    .data
+                    .iter()
+                    .filter(|(id, _)| self.group_of.get(id) == Some(&from))
+                    .filter_map(|(_, host)| host.replica.as_ref())
+                    .find(|replica| replica.state().applied_index() >= applied_at_least)
+                    .map(|replica| {
+                        replica
+                            .state()
+                            .export(partition, after.as_deref(), self.chunk_bytes)
+                    });
+                if let Some((pairs, last)) = exported {
+                    self.mover_answered(key, id, MoveAnswer::Exported { pairs, last });
                 }
             }
         }
@@ -166,6 +173,11 @@ impl ShardedWorld {
             format!("mover: partition {} epoch {}: {answer:?}", key.0, key.1)
         });
         run.run.answered(answer);
+        // The next step goes at once, as the real mover's task does; a refused one waits for
+        // the next tick.
+        if let (true, Some((admin_leader, _))) = (progress, self.mover.leadership) {
+            self.mover_ask(key, admin_leader);
+        }
     }
 
     /// The answer of a data group to a move step.
