@@ -584,7 +584,8 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
 /// until the table is balanced within the load bound, the leader of a group partitions are
 /// moving out of is killed with `kill -9` mid-move, and afterwards every acknowledged write is
 /// there with its value and JSON type, served by its partition's owner and refused by every
-/// other group.
+/// other group. Then group 1 is retired (`ravel retire-group`): its partitions move away, its
+/// servers leave, and every write is still there.
 #[test]
 fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_leader() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -754,6 +755,56 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
                 group.id
             );
         }
+    }
+
+    // Group 1 retired through the CLI: its partitions move to groups 2 and 3, then its servers
+    // leave; every acknowledged write is still there.
+    let cli = |args: &[&str]| {
+        let output = Command::new(RAVEL)
+            .args(args)
+            .args(["--admin", &store.admin.join(",")])
+            .output()
+            .expect("ravel runs");
+        let said = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), said)
+    };
+    let (retired, said) = cli(&["retire-group", "1"]);
+    assert!(retired && said.contains("group 1 is retiring"), "{said}");
+    let (_, said) = cli(&["groups"]);
+    assert!(said.contains("(retiring)"), "{said}");
+    wait_for("group 1's partitions moved away", 60, || {
+        store.overview().is_some_and(|overview| {
+            overview.moves.is_empty()
+                && overview.moves_pending == 0
+                && overview
+                    .groups
+                    .iter()
+                    .all(|group| (group.id == 1) == (group.partitions == 0))
+        })
+    });
+    let overview = store.overview().expect("the admin answers");
+    let bound = (1.25f64 * 271.0 / 2.0).ceil() as u32;
+    assert!(
+        overview
+            .groups
+            .iter()
+            .all(|group| group.partitions <= bound),
+        "{:?}",
+        overview.groups
+    );
+    for server in overview
+        .servers
+        .iter()
+        .filter(|server| server.group_id == 1)
+    {
+        let (left, said) = cli(&["leave", &server.id.to_string()]);
+        assert!(left, "server {} of group 1 leaves: {said}", server.id);
+    }
+    for (key, value) in acknowledged.iter() {
+        let (code, body) = post(&store.http[1], "/get", &format!(r#"{{"key":"{key}"}}"#));
+        assert_eq!(code, 200, "{key} after group 1 retired: {body}");
+        assert_eq!(body, format!(r#"{{"key":"{key}","val":{value}}}"#));
     }
 }
 

@@ -53,6 +53,8 @@ fn planted_directory_and_core_mistakes_are_caught() {
         ("report-ignores-term", 0..400),
         // A move's source dropping the partition before the commit point loses its keys.
         ("drop-before-commit", 0..50),
+        // Committed before the destination holds it all: the move can never be carried out.
+        ("commit-before-ingest", 0..100),
     ] {
         let options = planted(
             DirectoryBugs::named(name).expect("known"),

@@ -17,6 +17,20 @@ pub struct SystemStatus {
     pub partitions: u32,
     pub group_size: u32,
     pub groups: Vec<GroupStatus>,
+    /// Partitions moving between groups, and rolled-back moves not yet cleaned up.
+    pub moves: Vec<MoveStatus>,
+    /// Partitions the table still has to move to reach the one it aims at.
+    pub moves_pending: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MoveStatus {
+    pub partition: u32,
+    pub from: u64,
+    pub to: u64,
+    pub epoch: u64,
+    /// "copying", "committed" or "rolled-back".
+    pub phase: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,6 +52,8 @@ pub struct GroupStatus {
     pub leader_term: u64,
     /// Partitions the group owns.
     pub partitions: usize,
+    /// Being retired: its partitions move away.
+    pub retiring: bool,
     pub members: Vec<MemberStatus>,
 }
 
@@ -72,6 +88,7 @@ impl SystemStatus {
                     leader: group.leader,
                     leader_term: group.leader_term,
                     partitions: table.map_or(0, |table| table.load(id)),
+                    retiring: group.retiring,
                     members: group
                         .members
                         .iter()
@@ -86,6 +103,18 @@ impl SystemStatus {
                         .collect(),
                 })
                 .collect(),
+            moves: directory
+                .moves()
+                .runs()
+                .map(|moving| MoveStatus {
+                    partition: moving.partition,
+                    from: moving.from,
+                    to: moving.to,
+                    epoch: moving.epoch,
+                    phase: moving.phase.name(),
+                })
+                .collect(),
+            moves_pending: table.map_or(0, |table| directory.moves().pending(table)),
         }
     }
 }
@@ -195,8 +224,29 @@ applied index {applied}. {partitions} partitions, groups of {group_size}.</p>
                 leader_class = if group.leader.is_some() { "leader" } else { "none" },
                 leader = node(group.leader),
                 term = group.leader_term,
-                partitions = group.partitions,
+                partitions = if group.retiring {
+                    format!("{} (retiring)", group.partitions)
+                } else {
+                    group.partitions.to_string()
+                },
                 members = members.join(", "),
+            );
+        }
+        page.push_str("</table>\n");
+    }
+    if status.moves_pending > 0 || !status.moves.is_empty() {
+        let _ = writeln!(
+            page,
+            "<h2>Moving partitions</h2>\n<p>{} partitions still to move.</p>\n\
+             <table id=\"moves\"><tr><th>partition</th><th>from group</th><th>to group</th>\
+             <th>epoch</th><th>phase</th></tr>",
+            status.moves_pending
+        );
+        for moving in &status.moves {
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                moving.partition, moving.from, moving.to, moving.epoch, moving.phase
             );
         }
         page.push_str("</table>\n");
@@ -237,15 +287,29 @@ mod tests {
                 leader: None,
                 leader_term: 0,
                 partitions: 271,
+                retiring: true,
                 members: vec![MemberStatus {
                     id: 100,
                     address: "<img src=x onerror=alert(1)>".to_string(),
                     labels: BTreeMap::new(),
                 }],
             }],
+            moves: vec![MoveStatus {
+                partition: 7,
+                from: 1,
+                to: 2,
+                epoch: 2,
+                phase: "copying",
+            }],
+            moves_pending: 3,
         };
         let page = render(&status);
         assert!(!page.contains("<img"), "{page}");
         assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(page.contains("271 (retiring)"), "{page}");
+        assert!(
+            page.contains("<td>7</td><td>1</td><td>2</td><td>2</td><td>copying</td>"),
+            "{page}"
+        );
     }
 }

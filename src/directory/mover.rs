@@ -217,6 +217,12 @@ impl MoveRun {
                 last,
                 pairs,
             },
+            #[cfg(feature = "planted-bugs")]
+            (Stage::Ingesting { .. }, Answer::Step { step, .. })
+                if taken(&step) && self.bugs.commit_before_ingest =>
+            {
+                Stage::Committing
+            }
             (
                 Stage::Ingesting {
                     freeze_index,

@@ -35,6 +35,17 @@ pub enum MovePhase {
     RolledBack,
 }
 
+impl MovePhase {
+    /// As `ravel groups`, the overview and the status page show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MovePhase::Copying => "copying",
+            MovePhase::Committed => "committed",
+            MovePhase::RolledBack => "rolled-back",
+        }
+    }
+}
+
 /// One move in flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Move {
@@ -83,6 +94,17 @@ impl Moves {
     /// not cleaned up.
     pub fn runs(&self) -> impl Iterator<Item = &Move> {
         self.in_flight.values().chain(self.rolled_back.values())
+    }
+
+    /// Partitions whose owner in `table` is not yet the one the target gives them.
+    pub fn pending(&self, table: &PartitionTable) -> usize {
+        self.target.as_ref().map_or(0, |target| {
+            target
+                .iter()
+                .zip(table.owners())
+                .filter(|(wanted, owner)| wanted != owner)
+                .count()
+        })
     }
 
     /// Moves the table towards `target` from now on (replacing any earlier target; moves in

@@ -28,14 +28,18 @@ pub struct DirectoryBugs {
     /// The mover drops a partition at its source as soon as it is frozen, before the move's
     /// commit point (and exports what is left: nothing).
     pub drop_before_commit: bool,
+    /// The mover commits a move once the destination ingested the first chunk, not the last:
+    /// the owner switches before the destination holds the partition.
+    pub commit_before_ingest: bool,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl DirectoryBugs {
-    pub const NAMES: [&'static str; 3] = [
+    pub const NAMES: [&'static str; 4] = [
         "report-ignores-term",
         "register-ignores-token",
         "drop-before-commit",
+        "commit-before-ingest",
     ];
 
     pub fn named(name: &str) -> Option<Self> {
@@ -44,6 +48,7 @@ impl DirectoryBugs {
             "report-ignores-term" => bugs.report_ignores_term = true,
             "register-ignores-token" => bugs.register_ignores_token = true,
             "drop-before-commit" => bugs.drop_before_commit = true,
+            "commit-before-ingest" => bugs.commit_before_ingest = true,
             _ => return None,
         }
         Some(bugs)

@@ -10,7 +10,7 @@ use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
 use super::proto::ravel::{self as pb, directory_server::Directory as DirectoryRpc};
 use crate::directory::{
-    Directory, DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery, MovePhase,
+    Directory, DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery,
 };
 
 pub struct DirectoryService {
@@ -221,21 +221,9 @@ pub fn overview(
                 from_group: moving.from,
                 to_group: moving.to,
                 epoch: moving.epoch,
-                phase: match moving.phase {
-                    MovePhase::Copying => "copying",
-                    MovePhase::Committed => "committed",
-                    MovePhase::RolledBack => "rolled-back",
-                }
-                .to_string(),
+                phase: moving.phase.name().to_string(),
             })
             .collect(),
-        moves_pending: match (directory.moves().target(), table) {
-            (Some(target), Some(table)) => target
-                .iter()
-                .zip(table.owners())
-                .filter(|(wanted, owner)| wanted != owner)
-                .count() as u32,
-            _ => 0,
-        },
+        moves_pending: table.map_or(0, |table| directory.moves().pending(table) as u32),
     }
 }
