@@ -12,16 +12,18 @@
 //! kills of the leader of the admin or of a data group, a whole group (or the admin) losing
 //! power at once; and in most seeds a new group of three registering midway, which the admin
 //! places once it is staffed: partitions then move to it (the admin leader's real mover over
-//! gRPC: freeze, export, ingest, commit, drop, activate) while the faults go on.
+//! gRPC: freeze, export, ingest, commit, drop, activate) while the faults go on; and in some
+//! seeds group 1 is retired midway, its partitions moving to the others.
 //!
 //! Checked, every seed: the client history is linearizable per key; at most one leader per term
 //! in each group and in the admin; the directory, read again and again, never shows a group's
 //! leader term going back, a server moving between groups or listed in two, or its own index
 //! going back. After the faults heal, within a bounded time: every key can be written and read;
 //! every node is the member the admin made it (its id, its group), a voter of its group; every
-//! move carried out (none in flight or pending) and no group over the load bound; and every
-//! key is served by its owner only — every other group refuses it as not its own. While it
-//! runs, no partition's epoch goes back in the directory, nor does one epoch name two owners.
+//! move carried out (none in flight or pending), no retiring group owning a partition and no
+//! group over the load bound; and every key is served by its owner only — every other group
+//! refuses it as not its own. While it runs, no partition's epoch goes back in the directory,
+//! nor does one epoch name two owners.
 
 #![cfg(madsim)]
 
@@ -371,6 +373,12 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
         faults_start
             + Duration::from_millis(faults.rng.random_range(0..options.fault_seconds * 700))
     });
+    // Some seeds retire group 1 midway (as an operator would, once it serves): its partitions
+    // move to the others while the faults, and the added group's moves, go on.
+    if faults.rng.random_bool(0.4) {
+        let after = Duration::from_millis(faults.rng.random_range(0..options.fault_seconds * 700));
+        tasks.push(client_host.spawn(retire_group(1, after, stop.clone())));
+    }
     while options.faults && tokio::time::Instant::now() < fault_end {
         if add_group_at.is_some_and(|at| tokio::time::Instant::now() >= at) && !faults.group_added {
             faults.add_group(data_nodes);
@@ -798,6 +806,44 @@ async fn monitor_directory(failure: Arc<Mutex<Option<String>>>, stop: Arc<Atomic
     }
 }
 
+/// Asks the admin to retire `group` after `after`, once the group has a leader, until the
+/// admin answers (through any admin replica; a follower passes it to the leader).
+async fn retire_group(group: u64, after: Duration, stop: Arc<AtomicBool>) {
+    use ravel::server::proto::ravel::{directory_client::DirectoryClient, RetireGroupRequest};
+    tokio::time::sleep(after).await;
+    let admin = admin_addresses();
+    let mut attempt = 0;
+    while !stop.load(Ordering::SeqCst) {
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let serving = read_overview(&admin, Duration::from_millis(500))
+            .await
+            .is_ok_and(|overview| {
+                overview
+                    .groups
+                    .iter()
+                    .any(|info| info.id == group && info.leader_id != 0)
+            });
+        if !serving {
+            continue;
+        }
+        let address = &admin[attempt % admin.len()];
+        let Ok(channel) = ravel::server::connect(address, Duration::from_millis(500)).await else {
+            continue;
+        };
+        let mut directory = DirectoryClient::new(channel);
+        let call = directory.retire_group(RetireGroupRequest { group_id: group });
+        if let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+            tracing::info!(
+                group,
+                partitions = answer.get_ref().partitions,
+                "a group is retiring"
+            );
+            return;
+        }
+    }
+}
+
 /// After the heal, within [`RECOVERY`]: every key written and read through the routing client;
 /// every data node the member the admin made it and a voter of its group; every key refused
 /// by every group but its owner.
@@ -867,10 +913,20 @@ async fn check_members_and_owners(
             overview.moves_pending, overview.moves
         ));
     }
+    if let Some(group) = overview
+        .groups
+        .iter()
+        .find(|group| group.retiring && group.partitions > 0)
+    {
+        return Err(format!(
+            "group {} is retiring but still owns {} partitions",
+            group.id, group.partitions
+        ));
+    }
     let staffed = overview
         .groups
         .iter()
-        .filter(|group| group.members.len() >= GROUP_SIZE)
+        .filter(|group| group.members.len() >= GROUP_SIZE && !group.retiring)
         .count()
         .max(1);
     let bound = (PARTITIONS as usize * 5).div_ceil(4 * staffed) as u32;
