@@ -11,4 +11,4 @@ mod state_machine;
 pub use command::{Command, DecodeError, MoveStep, CHUNK_PAIRS_MAX};
 pub use node_addresses::RESERVED_KEY_PREFIX;
 pub use shard::{NotOwned, Shard};
-pub use state_machine::{KvStateMachine, Outcome, SnapshotState};
+pub use state_machine::{export_chunk, KvStateMachine, Outcome, SnapshotState};

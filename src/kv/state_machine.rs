@@ -37,6 +37,30 @@ struct SnapshotImageRef<'a> {
     pairs: Vec<(&'a [u8], &'a [u8])>,
 }
 
+/// The chunk of a partition's `sorted` pairs after key `after` (none: from the first): up to
+/// about `bytes_max` bytes (at least one pair, at most [`CHUNK_PAIRS_MAX`]); and whether it is
+/// the last.
+pub fn export_chunk(
+    sorted: &[(Bytes, Bytes)],
+    after: Option<&[u8]>,
+    bytes_max: usize,
+) -> (Vec<(Bytes, Bytes)>, bool) {
+    let start = after.map_or(0, |after| {
+        sorted.partition_point(|(key, _)| &key[..] <= after)
+    });
+    let mut pairs = Vec::new();
+    let mut bytes = 0;
+    for (key, value) in &sorted[start..] {
+        if !pairs.is_empty() && (bytes >= bytes_max || pairs.len() >= CHUNK_PAIRS_MAX) {
+            break;
+        }
+        bytes += key.len() + value.len();
+        pairs.push((key.clone(), value.clone()));
+    }
+    let last = start + pairs.len() == sorted.len();
+    (pairs, last)
+}
+
 /// The state of the store at one applied index, to be encoded as a snapshot.
 #[derive(Debug)]
 pub struct SnapshotState {
@@ -184,29 +208,23 @@ impl KvStateMachine {
         after: Option<&[u8]>,
         bytes_max: usize,
     ) -> (Vec<(Bytes, Bytes)>, bool) {
+        let mut pairs = self.partition_pairs(partition);
+        pairs.sort_unstable();
+        export_chunk(&pairs, after, bytes_max)
+    }
+
+    /// Every pair of `partition`, in no order: one pass over the store, the keys and values
+    /// shared, not copied (a node takes them on its event loop and sorts them elsewhere).
+    pub fn partition_pairs(&self, partition: PartitionId) -> Vec<(Bytes, Bytes)> {
         let Some(shard) = &self.shard else {
-            return (Vec::new(), true);
+            return Vec::new();
         };
-        let mut keys: Vec<&Bytes> = self
-            .data
-            .keys()
-            .filter(|key| key.first() != Some(&RESERVED_KEY_PREFIX))
-            .filter(|key| partition_of(key, shard.partitions()) == partition)
-            .filter(|key| after.is_none_or(|after| &key[..] > after))
-            .collect();
-        keys.sort_unstable();
-        let mut pairs = Vec::new();
-        let mut bytes = 0;
-        for key in &keys {
-            if !pairs.is_empty() && (bytes >= bytes_max || pairs.len() >= CHUNK_PAIRS_MAX) {
-                break;
-            }
-            let value = &self.data[*key];
-            bytes += key.len() + value.len();
-            pairs.push(((*key).clone(), value.clone()));
-        }
-        let last = pairs.len() == keys.len();
-        (pairs, last)
+        self.data
+            .iter()
+            .filter(|(key, _)| key.first() != Some(&RESERVED_KEY_PREFIX))
+            .filter(|(key, _)| partition_of(key, shard.partitions()) == partition)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
     }
 
     pub fn shard(&self) -> Option<&Shard> {
@@ -457,6 +475,46 @@ impl crate::replica::StateMachine for KvStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chunks taken one after another, each after the last key of the one before, give back
+    /// every pair once and in order; each holds about `bytes_max` (at least one pair), and only
+    /// the final one says it is the last.
+    #[test]
+    fn chunks_after_each_other_cover_a_partition_once() {
+        let sorted: Vec<(Bytes, Bytes)> = (0..500u32)
+            .map(|i| {
+                let value = vec![b'v'; (i % 37) as usize];
+                (Bytes::from(format!("key-{i:05}")), Bytes::from(value))
+            })
+            .collect();
+        for bytes_max in [1, 100, 4096, usize::MAX] {
+            let (mut seen, mut after, mut chunks) = (Vec::new(), None::<Bytes>, 0);
+            loop {
+                let (pairs, last) = export_chunk(&sorted, after.as_deref(), bytes_max);
+                chunks += 1;
+                assert!(!pairs.is_empty() || sorted.is_empty());
+                let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+                let largest = pairs
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .max()
+                    .unwrap_or(0);
+                assert!(
+                    bytes < bytes_max.saturating_add(largest),
+                    "{bytes} for {bytes_max}"
+                );
+                after = pairs.last().map(|(key, _)| key.clone());
+                seen.extend(pairs);
+                if last {
+                    break;
+                }
+            }
+            assert_eq!(seen, sorted, "bytes_max {bytes_max}");
+            assert!(bytes_max > 4096 || chunks > 1);
+        }
+        let (pairs, last) = export_chunk(&sorted, Some(b"zzz"), 100);
+        assert!(pairs.is_empty() && last);
+    }
     use crate::kv::MoveStep;
 
     fn b(text: &str) -> Bytes {

@@ -4,6 +4,14 @@
 //! on to its leader); an export reads this replica's own applied state, which for a frozen
 //! partition no longer changes once the freeze is applied, so any replica that applied it
 //! answers the same.
+//!
+//! So an export takes the partition's pairs off the event loop once per move (one pass over
+//! the store, the pairs shared rather than copied), sorts them here, and answers every chunk of
+//! that move from them: a pass over the whole store per 256 KiB chunk would stall the node's
+//! writes for as long, again and again.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tonic::{Request, Response, Status};
@@ -15,15 +23,72 @@ use super::kv_service::KEY_BYTES_MAX;
 use super::proto::ravel::{self as pb, relocation_server::Relocation};
 use crate::directory::CHUNK_BYTES;
 use crate::kv::shard::Step;
-use crate::kv::{Command, Outcome};
+use crate::kv::{export_chunk, Command, Outcome};
+
+/// Partitions whose sorted pairs are kept for the chunks still to come, at most (a few moves
+/// are in flight at once).
+const EXPORTS_KEPT_MAX: usize = 8;
+
+/// A frozen partition's pairs, sorted, as of a freeze: by partition and freeze index.
+type Exports = BTreeMap<(u32, u64), Arc<Vec<(Bytes, Bytes)>>>;
 
 pub struct RelocationService {
     node: NodeHandle,
+    exports: Mutex<Exports>,
 }
 
 impl RelocationService {
     pub fn new(node: NodeHandle) -> Self {
-        RelocationService { node }
+        RelocationService {
+            node,
+            exports: Mutex::default(),
+        }
+    }
+
+    /// The sorted pairs of `partition` frozen at `freeze` (kept, or taken now); `Err` with
+    /// this replica's applied index if it has not applied the freeze yet.
+    async fn frozen_pairs(
+        &self,
+        partition: u32,
+        freeze: u64,
+    ) -> Result<Result<Arc<Vec<(Bytes, Bytes)>>, u64>, ApiError> {
+        if let Some(pairs) = self
+            .exports
+            .lock()
+            .expect("not poisoned")
+            .get(&(partition, freeze))
+        {
+            return Ok(Ok(pairs.clone()));
+        }
+        let taken = self
+            .node
+            .inspect(move |state| {
+                let applied = state.applied_index();
+                if applied < freeze {
+                    Err(applied)
+                } else {
+                    Ok(state.partition_pairs(partition))
+                }
+            })
+            .await?;
+        let mut pairs = match taken {
+            Ok(pairs) => pairs,
+            Err(applied) => return Ok(Err(applied)),
+        };
+        pairs.sort_unstable();
+        let pairs = Arc::new(pairs);
+        let mut exports = self.exports.lock().expect("not poisoned");
+        if exports.len() >= EXPORTS_KEPT_MAX {
+            // The oldest freeze goes first: its move is the likeliest to be over.
+            let oldest = exports
+                .keys()
+                .min_by_key(|(_, freeze)| *freeze)
+                .copied()
+                .expect("not empty");
+            exports.remove(&oldest);
+        }
+        exports.insert((partition, freeze), pairs.clone());
+        Ok(Ok(pairs))
     }
 }
 
@@ -88,20 +153,16 @@ impl Relocation for RelocationService {
             .into());
         }
         let after: Option<Bytes> = message.has_after.then_some(message.after);
-        let (partition, wanted) = (message.partition, message.applied_at_least);
-        let answer = self
-            .node
-            .inspect(move |state| {
-                let applied = state.applied_index();
-                if applied < wanted {
-                    return pb::ExportResponse {
-                        pairs: Vec::new(),
-                        last: false,
-                        behind: true,
-                        applied_index: applied,
-                    };
-                }
-                let (pairs, last) = state.export(partition, after.as_deref(), CHUNK_BYTES);
+        let (partition, freeze) = (message.partition, message.applied_at_least);
+        let answer = match self.frozen_pairs(partition, freeze).await? {
+            Err(applied) => pb::ExportResponse {
+                pairs: Vec::new(),
+                last: false,
+                behind: true,
+                applied_index: applied,
+            },
+            Ok(sorted) => {
+                let (pairs, last) = export_chunk(&sorted, after.as_deref(), CHUNK_BYTES);
                 pb::ExportResponse {
                     pairs: pairs
                         .into_iter()
@@ -109,10 +170,10 @@ impl Relocation for RelocationService {
                         .collect(),
                     last,
                     behind: false,
-                    applied_index: applied,
+                    applied_index: freeze,
                 }
-            })
-            .await?;
+            }
+        };
         Ok(Response::new(answer))
     }
 }
