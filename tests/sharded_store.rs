@@ -769,6 +769,13 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
             + &String::from_utf8_lossy(&output.stderr);
         (output.status.success(), said)
     };
+    let (set, said) = cli(&["move-limit", "8"]);
+    assert!(set && said.contains("at most 8"), "{said}");
+    let (_, said) = cli(&["groups", "-w", "json"]);
+    let groups: serde_json::Value = serde_json::from_str(&said).expect("JSON");
+    assert_eq!(groups["move_limit"], 8, "{groups}");
+    let (set, said) = cli(&["move-limit", "65"]);
+    assert!(!set && said.contains("at most 64"), "{said}");
     let (retired, said) = cli(&["retire-group", "1"]);
     assert!(retired && said.contains("group 1 is retiring"), "{said}");
     let (_, said) = cli(&["groups"]);

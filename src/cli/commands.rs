@@ -207,6 +207,11 @@ pub async fn run(command: Command) -> ExitCode {
             write_out,
         } => groups(admin, timeout, write_out).await,
         Command::RetireGroup { id, admin, timeout } => retire_group(id, &admin, timeout).await,
+        Command::MoveLimit {
+            limit,
+            admin,
+            timeout,
+        } => move_limit(limit, &admin, timeout).await,
         Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::Bench(_) => {
             ExitCode::Usage
         }
@@ -263,6 +268,7 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
                     "phase": moving.phase,
                 })).collect::<Vec<_>>(),
                 "moves_pending": overview.moves_pending,
+                "move_limit": overview.move_limit,
             });
             println!("{document:#}");
         }
@@ -332,8 +338,9 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
                     })
                     .collect();
                 println!(
-                    "moving: {} partitions still to move; now: {}",
+                    "moving: {} partitions still to move, at most {} at once; now: {}",
                     overview.moves_pending,
+                    overview.move_limit,
                     if moving.is_empty() {
                         "none".to_string()
                     } else {
@@ -409,6 +416,29 @@ async fn retire_group(group: u64, admin: &[String], timeout: f64) -> ExitCode {
                  --admin ...)",
                 answer.partitions
             );
+            ExitCode::Success
+        }
+        Err(code) => code,
+    }
+}
+
+/// `ravel move-limit N --admin ...`: at most N partitions move at once from now on.
+async fn move_limit(limit: u32, admin: &[String], timeout: f64) -> ExitCode {
+    use crate::server::proto::ravel::SetMoveLimitRequest;
+    let deadline = Duration::from_secs_f64(timeout.max(0.1));
+    match call_admin(admin, deadline, |mut directory| async move {
+        directory
+            .set_move_limit(SetMoveLimitRequest { limit })
+            .await
+    })
+    .await
+    {
+        Ok(_) if limit == 0 => {
+            println!("no new move starts; those in flight finish (resume with a limit above 0)");
+            ExitCode::Success
+        }
+        Ok(_) => {
+            println!("at most {limit} partitions move at once");
             ExitCode::Success
         }
         Err(code) => code,

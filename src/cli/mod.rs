@@ -202,6 +202,23 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
+    /// Set how many partitions of a sharded store may move at once (0: none starts; those in
+    /// flight finish): the throttle between client traffic and rebalancing.
+    MoveLimit {
+        /// Moves in flight at once, at most (default 4, at most 64).
+        limit: u32,
+        /// The admin replicas, comma separated.
+        #[arg(
+            long,
+            env = "RAVEL_ADMIN",
+            value_delimiter = ',',
+            default_value = "127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381"
+        )]
+        admin: Vec<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
     /// Start a local sharded store (an admin group and data groups) for trying things out;
     /// with --groups 0, one plain Raft group of --nodes nodes.
     Dev {

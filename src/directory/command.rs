@@ -41,6 +41,9 @@ pub enum DirectoryCommand {
     /// with bounded loads); no new server is placed in it; once it owns none, its servers can
     /// leave.
     RetireGroup { group: GroupId },
+    /// At most `limit` moves in flight at once from now on (0: none starts; those in flight go
+    /// on).
+    SetMoveLimit { limit: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +83,8 @@ pub enum DirectoryOutcome {
     Retiring {
         partitions: u32,
     },
+    /// The limit on moves in flight is set.
+    MoveLimitSet,
     /// The command was refused, and why; nothing changed.
     Refused(String),
     /// The entry did not decode: every replica reaches the same verdict, nothing changed.

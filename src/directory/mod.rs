@@ -15,7 +15,9 @@ mod state;
 
 pub use command::{DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery};
 pub use mover::{Answer, Ask, MoveRun, CHUNK_BYTES};
-pub use moves::{Move, MoveOutcome, MovePhase, Moves, MOVES_IN_FLIGHT_MAX};
+pub use moves::{
+    Move, MoveOutcome, MovePhase, Moves, MOVES_IN_FLIGHT_CEILING, MOVES_IN_FLIGHT_DEFAULT,
+};
 #[cfg(feature = "planted-bugs")]
 pub use state::DirectoryBugs;
 pub use state::{Directory, DirectorySettings, GroupInfo, ServerInfo};

@@ -22,8 +22,11 @@ use std::collections::BTreeMap;
 
 use crate::sharding::{GroupId, PartitionId, PartitionTable};
 
-/// Moves in flight at once, at most: client traffic keeps most of the machine.
-pub const MOVES_IN_FLIGHT_MAX: usize = 4;
+/// Moves in flight at once unless the operator set another limit: client traffic keeps most
+/// of the machine.
+pub const MOVES_IN_FLIGHT_DEFAULT: u32 = 4;
+/// The highest limit an operator may set.
+pub const MOVES_IN_FLIGHT_CEILING: u32 = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum MovePhase {
@@ -66,6 +69,9 @@ pub struct Moves {
     attempted: BTreeMap<PartitionId, u64>,
     /// Attempts rolled back and not cleaned up yet, by partition and epoch.
     rolled_back: BTreeMap<(PartitionId, u64), Move>,
+    /// Moves started at once, at most, as the operator set it (none: the default; 0: no new
+    /// move starts, those in flight go on).
+    limit: Option<u32>,
 }
 
 /// What a move command did.
@@ -84,6 +90,24 @@ pub enum MoveOutcome {
 impl Moves {
     pub fn target(&self) -> Option<&[GroupId]> {
         self.target.as_deref()
+    }
+
+    /// Moves started at once, at most.
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(MOVES_IN_FLIGHT_DEFAULT)
+    }
+
+    /// Sets how many moves may be in flight at once (moves beyond a lowered limit go on; a
+    /// raised one starts more at once); refused above [`MOVES_IN_FLIGHT_CEILING`].
+    pub fn set_limit(&mut self, table: &PartitionTable, limit: u32) -> Result<(), String> {
+        if limit > MOVES_IN_FLIGHT_CEILING {
+            return Err(format!(
+                "at most {MOVES_IN_FLIGHT_CEILING} moves may be in flight, not {limit}"
+            ));
+        }
+        self.limit = Some(limit);
+        self.start(table);
+        Ok(())
     }
 
     pub fn in_flight(&self) -> &BTreeMap<PartitionId, Move> {
@@ -125,7 +149,7 @@ impl Moves {
             return;
         };
         for partition in 0..table.partitions() {
-            if self.in_flight.len() >= MOVES_IN_FLIGHT_MAX {
+            if self.in_flight.len() >= self.limit() as usize {
                 return;
             }
             let (owner, epoch) = table.owner(partition).expect("in range");
@@ -238,7 +262,7 @@ impl Moves {
     /// an older epoch; a committed one made its destination the owner at its epoch; no more in
     /// flight than allowed.
     pub fn check(&self, table: &PartitionTable) -> Result<(), String> {
-        if self.in_flight.len() > MOVES_IN_FLIGHT_MAX {
+        if self.in_flight.len() > MOVES_IN_FLIGHT_CEILING as usize {
             return Err(format!("{} moves in flight", self.in_flight.len()));
         }
         for (&partition, moving) in &self.in_flight {
@@ -293,6 +317,15 @@ mod tests {
         let started: Vec<PartitionId> = moves.in_flight().keys().copied().collect();
         assert_eq!(started, vec![1, 3, 5, 7]);
         assert_eq!(moves.check(&table), Ok(()));
+        // The operator's limit: lowered, those in flight go on and none starts; raised again,
+        // moves start at once; above the ceiling, refused.
+        assert_eq!(moves.set_limit(&table, 0), Ok(()));
+        assert_eq!(moves.in_flight().len(), 4);
+        assert!(moves
+            .set_limit(&table, MOVES_IN_FLIGHT_CEILING + 1)
+            .is_err());
+        assert_eq!(moves.limit(), 0);
+        assert_eq!(moves.set_limit(&table, MOVES_IN_FLIGHT_DEFAULT), Ok(()));
         assert_eq!(moves.commit(&mut table, 1, 2), MoveOutcome::Committed);
         assert_eq!(moves.commit(&mut table, 1, 2), MoveOutcome::AlreadyDone);
         assert_eq!(table.owner(1), Some((2, 2)));

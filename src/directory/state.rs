@@ -286,6 +286,15 @@ impl Directory {
                 DirectoryOutcome::Move(self.moves.forget(partition, epoch))
             }
             DirectoryCommand::RetireGroup { group } => self.retire_group(group),
+            DirectoryCommand::SetMoveLimit { limit } => {
+                let Some(table) = self.table.as_ref() else {
+                    return DirectoryOutcome::Refused("no partition table yet".to_string());
+                };
+                match self.moves.set_limit(table, limit) {
+                    Ok(()) => DirectoryOutcome::MoveLimitSet,
+                    Err(reason) => DirectoryOutcome::Refused(reason),
+                }
+            }
         }
     }
 
@@ -1023,6 +1032,7 @@ mod tests {
                 }),
                 1 => (95u64..140).prop_map(|node| DirectoryCommand::Leave { node }),
                 1 => (0u64..6).prop_map(|group| DirectoryCommand::RetireGroup { group }),
+                1 => (0u32..70).prop_map(|limit| DirectoryCommand::SetMoveLimit { limit }),
                 2 => (0u64..6, 95u64..140, 0u64..10).prop_map(|(group, leader, term)| {
                     DirectoryCommand::ReportLeader { group, leader, term }
                 }),

@@ -137,6 +137,17 @@ impl DirectoryRpc for DirectoryService {
         }
     }
 
+    async fn set_move_limit(
+        &self,
+        request: Request<pb::SetMoveLimitRequest>,
+    ) -> Result<Response<pb::SetMoveLimitResponse>, Status> {
+        let limit = request.into_inner().limit;
+        match self.write(DirectoryCommand::SetMoveLimit { limit }).await? {
+            DirectoryOutcome::MoveLimitSet => Ok(Response::new(pb::SetMoveLimitResponse {})),
+            other => Err(refused(other)),
+        }
+    }
+
     async fn overview(
         &self,
         _request: Request<pb::OverviewRequest>,
@@ -225,5 +236,6 @@ pub fn overview(
             })
             .collect(),
         moves_pending: table.map_or(0, |table| directory.moves().pending(table) as u32),
+        move_limit: directory.moves().limit(),
     }
 }
