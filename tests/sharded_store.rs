@@ -73,7 +73,13 @@ fn free_address() -> String {
 
 /// `POST path body` (or GET with no body); the status code and the body.
 fn request(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let attempt = || -> std::io::Result<(u16, String)> {
+    let (code, _, body) = request_with_head(address, method, path, body);
+    (code, body)
+}
+
+/// As [`request`], with the response's head (status line and headers) too.
+fn request_with_head(address: &str, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let attempt = || -> std::io::Result<(u16, String, String)> {
         let mut stream = std::net::TcpStream::connect(address)?;
         stream.set_read_timeout(Some(Duration::from_secs(15)))?;
         write!(
@@ -89,13 +95,13 @@ fn request(address: &str, method: &str, path: &str, body: &str) -> (u16, String)
             .nth(1)
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
-        let body = response
+        let (head, body) = response
             .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
+            .map(|(head, body)| (head.to_string(), body.to_string()))
             .unwrap_or_default();
-        Ok((code, body))
+        Ok((code, head, body))
     };
-    attempt().unwrap_or((0, String::new()))
+    attempt().unwrap_or((0, String::new(), String::new()))
 }
 
 fn post(address: &str, path: &str, body: &str) -> (u16, String) {
@@ -213,8 +219,12 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
     wait_for("the HTTP API answers", 20, || {
         request(&api, "GET", "/v1/status", "").0 == 200
     });
-    let (code, body) = post(&api, "/put", r#"{"key":"early","val":1}"#);
+    let (code, head, body) = request_with_head(&api, "POST", "/put", r#"{"key":"early","val":1}"#);
     assert_eq!(code, 503, "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "a 503 says when to retry: {head}"
+    );
     assert!(body.contains("no data group exists yet"), "{body}");
 
     // Two groups of three.

@@ -159,6 +159,13 @@ async fn answer(
     if let Ok(value) = answer.content_type.parse() {
         response.headers_mut().insert("content-type", value);
     }
+    // Every 503 is worth a retry (no quorum, an election, a partition moving, too busy): say
+    // when, as HTTP clients and proxies understand.
+    if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+    }
     response
 }
 
