@@ -123,6 +123,71 @@ fn read_directory(runtime: &tokio::runtime::Runtime, admin: &[String]) -> Option
         .ok()
 }
 
+/// Four threads writing through the HTTP API until stopped, each write's key and JSON value
+/// from `write(writer, round)`. Acknowledged writes are recorded (a key whose later write
+/// failed is left out: its outcome is unknown), and failures with their time, code and body.
+struct HttpWriters {
+    successes: Arc<AtomicU64>,
+    acknowledged: Arc<Mutex<BTreeMap<String, String>>>,
+    failures: Arc<Mutex<Failures>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+type Failures = Vec<(Instant, u16, String)>;
+
+impl HttpWriters {
+    fn start(api: &str, write: fn(u64, u64) -> (String, String)) -> Self {
+        let writers = HttpWriters {
+            successes: Arc::default(),
+            acknowledged: Arc::default(),
+            failures: Arc::default(),
+            stop: Arc::default(),
+            threads: Vec::new(),
+        };
+        let threads = (0..4)
+            .map(|writer| {
+                let (api, acknowledged, stop, failures, successes) = (
+                    api.to_string(),
+                    writers.acknowledged.clone(),
+                    writers.stop.clone(),
+                    writers.failures.clone(),
+                    writers.successes.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut round = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        round += 1;
+                        let (key, value) = write(writer, round);
+                        let (code, body) =
+                            post(&api, "/put", &format!(r#"{{"key":"{key}","val":{value}}}"#));
+                        if code == 200 {
+                            acknowledged.lock().unwrap().insert(key, value);
+                            successes.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            acknowledged.lock().unwrap().remove(&key);
+                            failures.lock().unwrap().push((Instant::now(), code, body));
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                })
+            })
+            .collect();
+        HttpWriters { threads, ..writers }
+    }
+
+    /// Stops the writers; what they had acknowledged, and their failures.
+    fn stop(self) -> (BTreeMap<String, String>, Failures) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().expect("the writer ran");
+        }
+        let acknowledged = std::mem::take(&mut *self.acknowledged.lock().unwrap());
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (acknowledged, failures)
+    }
+}
+
 struct Store {
     dir: PathBuf,
     admin: Vec<String>,
@@ -485,40 +550,10 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
     } else {
         store.http[1].clone()
     };
-    let successes = Arc::new(AtomicU64::new(0));
-    let acknowledged: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..4)
-        .map(|writer| {
-            let (api, acknowledged, stop, failures, successes) = (
-                api.clone(),
-                acknowledged.clone(),
-                stop.clone(),
-                failures.clone(),
-                successes.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut round = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    round += 1;
-                    let key = format!("load-{writer}-{}", round % 50);
-                    let (code, body) =
-                        post(&api, "/put", &format!(r#"{{"key":"{key}","val":{round}}}"#));
-                    if code == 200 {
-                        acknowledged.lock().unwrap().insert(key, round);
-                        successes.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        // The outcome of a failed write is unknown: its key is left out.
-                        acknowledged.lock().unwrap().remove(&key);
-                        failures.lock().unwrap().push((Instant::now(), code, body));
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            })
-        })
-        .collect();
-    let succeeded = || successes.load(Ordering::Relaxed);
+    let load = HttpWriters::start(&api, |writer, round| {
+        (format!("load-{writer}-{}", round % 50), round.to_string())
+    });
+    let succeeded = || load.successes.load(Ordering::Relaxed);
     wait_for("writes are acknowledged", 20, || succeeded() > 20);
 
     store.admins[admin_leader - 1].kill();
@@ -553,15 +588,11 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
     store.data[index].1.kill();
     let killed_at = Instant::now();
     std::thread::sleep(Duration::from_secs(5));
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().expect("the writer ran");
-    }
+    let written = load.successes.load(Ordering::Relaxed);
+    let (acknowledged, failures) = load.stop();
     // Writes to the killed group's keys succeeded again after its election.
-    let failures = failures.lock().unwrap();
     eprintln!(
-        "{} writes acknowledged, {} failed while leaders were killed",
-        succeeded(),
+        "{written} writes acknowledged, {} failed while leaders were killed",
         failures.len()
     );
     let late_failures: Vec<_> = failures
@@ -581,7 +612,6 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
 
     // Every acknowledged write is there, through either API replica still running.
     let reader = &api;
-    let acknowledged = acknowledged.lock().unwrap();
     assert!(acknowledged.len() > 20);
     for (key, round) in acknowledged.iter() {
         let (code, body) = post(reader, "/get", &format!(r#"{{"key":"{key}"}}"#));
@@ -611,45 +641,15 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
 
     // Writers through the HTTP API, each write to a key of its own (a write lost in a move is
     // then not hidden by a later one), values of every JSON type.
-    let successes = Arc::new(AtomicU64::new(0));
-    let acknowledged: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let writers: Vec<_> = (0..4)
-        .map(|writer| {
-            let (api, acknowledged, stop, failures, successes) = (
-                api.clone(),
-                acknowledged.clone(),
-                stop.clone(),
-                failures.clone(),
-                successes.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut round = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    round += 1;
-                    let key = format!("moving-{writer}-{round}");
-                    let value = match round % 3 {
-                        0 => round.to_string(),
-                        1 => format!(r#""text {round}""#),
-                        _ => format!(r#"{{"round":[{round},true,null]}}"#),
-                    };
-                    let (code, body) =
-                        post(&api, "/put", &format!(r#"{{"key":"{key}","val":{value}}}"#));
-                    if code == 200 {
-                        acknowledged.lock().unwrap().insert(key, value);
-                        successes.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        // The outcome of a failed write is unknown: its key is left out.
-                        acknowledged.lock().unwrap().remove(&key);
-                        failures.lock().unwrap().push((code, body));
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            })
-        })
-        .collect();
-    let succeeded = || successes.load(Ordering::Relaxed);
+    let load = HttpWriters::start(&api, |writer, round| {
+        let value = match round % 3 {
+            0 => round.to_string(),
+            1 => format!(r#""text {round}""#),
+            _ => format!(r#"{{"round":[{round},true,null]}}"#),
+        };
+        (format!("moving-{writer}-{round}"), value)
+    });
+    let succeeded = || load.successes.load(Ordering::Relaxed);
     wait_for("writes are acknowledged", 20, || succeeded() > 600);
 
     // A third group: partitions start moving to it; the leader of a source is killed mid-move.
@@ -705,10 +705,8 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
     wait_for("writes go on after the moves", 30, || {
         succeeded() > before + 200
     });
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().expect("the writer ran");
-    }
+    let written = succeeded();
+    let (acknowledged, failures) = load.stop();
 
     let overview = store.overview().expect("the admin answers");
     let bound = (1.25f64 * 271.0 / 3.0).ceil() as u32;
@@ -720,13 +718,11 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
             group.partitions
         );
     }
-    let failures = failures.lock().unwrap();
     eprintln!(
-        "{} writes acknowledged, {} failed while partitions moved and a leader was killed",
-        succeeded(),
+        "{written} writes acknowledged, {} failed while partitions moved and a leader was killed",
         failures.len()
     );
-    for (code, body) in failures.iter() {
+    for (_, code, body) in failures.iter() {
         assert_eq!(
             *code, 503,
             "a failure during a move or a leader's loss: {body}"
@@ -734,7 +730,6 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
     }
 
     // Every acknowledged write is there, through the other API replica.
-    let acknowledged = acknowledged.lock().unwrap();
     assert!(acknowledged.len() > 300, "{}", acknowledged.len());
     for (key, value) in acknowledged.iter() {
         let (code, body) = post(&store.http[1], "/get", &format!(r#"{{"key":"{key}"}}"#));

@@ -201,17 +201,9 @@ pub async fn run(command: Command) -> ExitCode {
                 Err(error) => fail(error),
             }
         }
-        Command::Groups {
-            admin,
-            timeout,
-            write_out,
-        } => groups(admin, timeout, write_out).await,
-        Command::RetireGroup { id, admin, timeout } => retire_group(id, &admin, timeout).await,
-        Command::MoveLimit {
-            limit,
-            admin,
-            timeout,
-        } => move_limit(limit, &admin, timeout).await,
+        Command::Groups { admin, write_out } => groups(admin, write_out).await,
+        Command::RetireGroup { id, admin } => retire_group(id, &admin).await,
+        Command::MoveLimit { limit, admin } => move_limit(limit, &admin).await,
         Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::Bench(_) => {
             ExitCode::Usage
         }
@@ -219,9 +211,9 @@ pub async fn run(command: Command) -> ExitCode {
 }
 
 /// `ravel groups`: the sharded store's groups, their members, leaders and partitions.
-async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) -> ExitCode {
-    let deadline = Duration::from_secs_f64(timeout.max(0.1));
-    let overview = match crate::routed_client::read_overview(&admin, deadline).await {
+async fn groups(admin: super::AdminEndpoints, write_out: super::WriteOut) -> ExitCode {
+    let deadline = Duration::from_secs_f64(admin.timeout.max(0.1));
+    let overview = match crate::routed_client::read_overview(&admin.admin, deadline).await {
         Ok(overview) => overview,
         Err(error) => return fail_routed(error),
     };
@@ -355,11 +347,7 @@ async fn groups(admin: Vec<String>, timeout: f64, write_out: super::WriteOut) ->
 
 /// Calls the admin through the first replica that answers (a follower passes writes on to the
 /// leader); a refusal is printed and ends the command, as does no replica answering.
-async fn call_admin<T, F, Fut>(
-    admin: &[String],
-    deadline: Duration,
-    mut call: F,
-) -> Result<T, ExitCode>
+async fn call_admin<T, F, Fut>(admin: &[String], timeout: f64, mut call: F) -> Result<T, ExitCode>
 where
     F: FnMut(
         crate::server::proto::ravel::directory_client::DirectoryClient<tonic::transport::Channel>,
@@ -367,6 +355,7 @@ where
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     use crate::server::proto::ravel::directory_client::DirectoryClient;
+    let deadline = Duration::from_secs_f64(timeout.max(0.1));
     let mut last_error = String::new();
     for endpoint in admin {
         let channel = match crate::server::connect(endpoint, Duration::from_secs(1)).await {
@@ -392,10 +381,9 @@ where
 
 /// `ravel retire-group ID --admin ...`: the group's partitions move to the other groups; once
 /// it owns none (`ravel groups` shows it), its servers can leave with `ravel leave ID --admin`.
-async fn retire_group(group: u64, admin: &[String], timeout: f64) -> ExitCode {
+async fn retire_group(group: u64, admin: &super::AdminEndpoints) -> ExitCode {
     use crate::server::proto::ravel::RetireGroupRequest;
-    let deadline = Duration::from_secs_f64(timeout.max(0.1));
-    match call_admin(admin, deadline, |mut directory| async move {
+    match call_admin(&admin.admin, admin.timeout, |mut directory| async move {
         directory
             .retire_group(RetireGroupRequest { group_id: group })
             .await
@@ -423,10 +411,9 @@ async fn retire_group(group: u64, admin: &[String], timeout: f64) -> ExitCode {
 }
 
 /// `ravel move-limit N --admin ...`: at most N partitions move at once from now on.
-async fn move_limit(limit: u32, admin: &[String], timeout: f64) -> ExitCode {
+async fn move_limit(limit: u32, admin: &super::AdminEndpoints) -> ExitCode {
     use crate::server::proto::ravel::SetMoveLimitRequest;
-    let deadline = Duration::from_secs_f64(timeout.max(0.1));
-    match call_admin(admin, deadline, |mut directory| async move {
+    match call_admin(&admin.admin, admin.timeout, |mut directory| async move {
         directory
             .set_move_limit(SetMoveLimitRequest { limit })
             .await
@@ -451,7 +438,7 @@ async fn move_limit(limit: u32, admin: &[String], timeout: f64) -> ExitCode {
 async fn leave_system(node: u64, args: &ClientArgs) -> ExitCode {
     use crate::server::proto::ravel::LeaveServerRequest;
     let deadline = Duration::from_secs_f64(args.timeout.max(0.1));
-    let answer = match call_admin(&args.admin, deadline, |mut directory| async move {
+    let answer = match call_admin(&args.admin, args.timeout, |mut directory| async move {
         directory.leave(LeaveServerRequest { node_id: node }).await
     })
     .await

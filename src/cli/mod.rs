@@ -46,6 +46,22 @@ pub struct ClientArgs {
     pub admin: Vec<String>,
 }
 
+/// Where a command that talks to a sharded store's admin finds it.
+#[derive(Debug, Args, Clone)]
+pub struct AdminEndpoints {
+    /// The admin replicas, comma separated.
+    #[arg(
+        long,
+        env = "RAVEL_ADMIN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381"
+    )]
+    pub admin: Vec<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
 /// How a command prints its answer (etcdctl's `--write-out`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriteOut {
@@ -170,17 +186,8 @@ pub enum Command {
     Admin(admin::AdminArgs),
     /// List a sharded store's groups: members, leaders, partitions.
     Groups {
-        /// The admin replicas, comma separated.
-        #[arg(
-            long,
-            env = "RAVEL_ADMIN",
-            value_delimiter = ',',
-            default_value = "127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381"
-        )]
-        admin: Vec<String>,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        #[command(flatten)]
+        admin: AdminEndpoints,
         /// Output format.
         #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
         write_out: WriteOut,
@@ -190,34 +197,16 @@ pub enum Command {
     RetireGroup {
         /// The group to retire (see `ravel groups`).
         id: u64,
-        /// The admin replicas, comma separated.
-        #[arg(
-            long,
-            env = "RAVEL_ADMIN",
-            value_delimiter = ',',
-            default_value = "127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381"
-        )]
-        admin: Vec<String>,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        #[command(flatten)]
+        admin: AdminEndpoints,
     },
     /// Set how many partitions of a sharded store may move at once (0: none starts; those in
     /// flight finish): the throttle between client traffic and rebalancing.
     MoveLimit {
         /// Moves in flight at once, at most (default 4, at most 64).
         limit: u32,
-        /// The admin replicas, comma separated.
-        #[arg(
-            long,
-            env = "RAVEL_ADMIN",
-            value_delimiter = ',',
-            default_value = "127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381"
-        )]
-        admin: Vec<String>,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        #[command(flatten)]
+        admin: AdminEndpoints,
     },
     /// Start a local sharded store (an admin group and data groups) for trying things out;
     /// with --groups 0, one plain Raft group of --nodes nodes.

@@ -875,6 +875,30 @@ mod tests {
         ));
     }
 
+    /// Commits and finishes every move the directory starts until none is in flight, showing
+    /// each to `look` first; returns how many there were.
+    fn carry_out_moves(
+        directory: &mut Directory,
+        mut look: impl FnMut(&crate::directory::Move),
+    ) -> u32 {
+        let mut moved = 0;
+        while let Some((&partition, moving)) = directory.moves().in_flight().iter().next() {
+            look(moving);
+            let epoch = moving.epoch;
+            for command in [
+                DirectoryCommand::CommitMove { partition, epoch },
+                DirectoryCommand::FinishMove { partition, epoch },
+            ] {
+                assert!(matches!(
+                    apply(directory, command),
+                    DirectoryOutcome::Move(_)
+                ));
+            }
+            moved += 1;
+        }
+        moved
+    }
+
     /// A retired group's partitions all move away (only away from it, to groups within the
     /// load bound); no new server is placed in it; once it owns nothing its last replica may
     /// leave. The only group that owns partitions cannot retire.
@@ -890,17 +914,7 @@ mod tests {
             register(&mut directory, token);
         }
         // Group 3 staffed: it gets its share first.
-        while let Some((&partition, moving)) = directory.moves().in_flight().iter().next() {
-            let epoch = moving.epoch;
-            apply(
-                &mut directory,
-                DirectoryCommand::CommitMove { partition, epoch },
-            );
-            apply(
-                &mut directory,
-                DirectoryCommand::FinishMove { partition, epoch },
-            );
-        }
+        carry_out_moves(&mut directory, |_| {});
         let owned = directory.table().expect("placed").load(2) as u32;
         assert!(owned > 0);
         assert_eq!(
@@ -919,20 +933,9 @@ mod tests {
             ),
             "not yet: it owns partitions"
         );
-        let mut moved = 0;
-        while let Some((&partition, moving)) = directory.moves().in_flight().iter().next() {
+        let moved = carry_out_moves(&mut directory, |moving| {
             assert_eq!(moving.from, 2, "only the retiring group's partitions move");
-            let epoch = moving.epoch;
-            apply(
-                &mut directory,
-                DirectoryCommand::CommitMove { partition, epoch },
-            );
-            apply(
-                &mut directory,
-                DirectoryCommand::FinishMove { partition, epoch },
-            );
-            moved += 1;
-        }
+        });
         assert_eq!(moved, owned);
         let table = directory.table().expect("placed");
         assert_eq!(table.load(2), 0);
@@ -948,17 +951,7 @@ mod tests {
         // With groups 1 and 4 retired too, group 3 owns everything and cannot retire.
         for group in [1, group] {
             apply(&mut directory, DirectoryCommand::RetireGroup { group });
-            while let Some((&partition, moving)) = directory.moves().in_flight().iter().next() {
-                let epoch = moving.epoch;
-                apply(
-                    &mut directory,
-                    DirectoryCommand::CommitMove { partition, epoch },
-                );
-                apply(
-                    &mut directory,
-                    DirectoryCommand::FinishMove { partition, epoch },
-                );
-            }
+            carry_out_moves(&mut directory, |_| {});
         }
         assert_eq!(directory.table().expect("placed").load(3), 32);
         assert!(matches!(
