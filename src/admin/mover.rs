@@ -36,13 +36,26 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Runs the moves whenever this replica leads the admin group; never returns.
+/// The tasks carrying out moves, by partition and epoch: dropped with the task that owns them
+/// (the admin stopping), they stop too.
+#[derive(Default)]
+struct Runs(BTreeMap<(PartitionId, u64), JoinHandle<()>>);
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        for run in self.0.values() {
+            run.abort();
+        }
+    }
+}
+
+/// Runs the moves whenever this replica leads the admin group, until the node stops.
 pub(super) async fn move_partitions(
     node: NodeHandle<Directory>,
     #[cfg(feature = "planted-bugs")] bugs: crate::directory::DirectoryBugs,
 ) {
     let mut term = None;
-    let mut runs: BTreeMap<(PartitionId, u64), JoinHandle<()>> = BTreeMap::new();
+    let mut runs = Runs::default();
     loop {
         sleep(TICK).await;
         let Ok(view) = node.view().await else {
@@ -50,20 +63,20 @@ pub(super) async fn move_partitions(
         };
         let leading = (view.status.role == Role::Leader).then_some(view.status.term);
         if leading != term {
-            for (_, run) in std::mem::take(&mut runs) {
-                run.abort();
-            }
+            // Dropped: their tasks stop mid-ask; the steps they took stand (idempotent).
+            runs = Runs::default();
             term = leading;
         }
         if term.is_none() {
             continue;
         }
-        runs.retain(|_, run| !run.is_finished());
+        runs.0.retain(|_, run| !run.is_finished());
         let Ok(directory) = local_directory(&node).await else {
             continue;
         };
         for moving in directory.moves().runs() {
-            runs.entry((moving.partition, moving.epoch))
+            runs.0
+                .entry((moving.partition, moving.epoch))
                 .or_insert_with(|| {
                     #[allow(unused_mut)]
                     let mut run = MoveRun::new(moving);
