@@ -260,6 +260,22 @@ impl Store {
         address
     }
 
+    /// `kill -9` of the data node the directory lists as server `id`.
+    fn kill_server(&mut self, overview: &OverviewResponse, id: u64) {
+        let address = overview
+            .servers
+            .iter()
+            .find(|server| server.id == id)
+            .map(|server| server.address.clone())
+            .expect("a server of the directory");
+        let index = self
+            .data
+            .iter()
+            .position(|(ours, _)| *ours == address)
+            .expect("a data node of ours");
+        self.data[index].1.kill();
+    }
+
     fn overview(&self) -> Option<OverviewResponse> {
         read_directory(&self.runtime, &self.admin)
     }
@@ -573,19 +589,7 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
 
     // A group's leader, killed: its partitions move to the next leader.
     let overview = read_directory(&store.runtime, &survivors).expect("the admin answers");
-    let group = &overview.groups[0];
-    let leader_address = overview
-        .servers
-        .iter()
-        .find(|server| server.id == group.leader_id)
-        .map(|server| server.address.clone())
-        .expect("the leader is a server");
-    let index = store
-        .data
-        .iter()
-        .position(|(address, _)| *address == leader_address)
-        .expect("a data node of ours");
-    store.data[index].1.kill();
+    store.kill_server(&overview, overview.groups[0].leader_id);
     let killed_at = Instant::now();
     std::thread::sleep(Duration::from_secs(5));
     let written = load.successes.load(Ordering::Relaxed);
@@ -677,18 +681,7 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
         else {
             return false;
         };
-        let address = overview
-            .servers
-            .iter()
-            .find(|server| server.id == leader)
-            .map(|server| server.address.clone())
-            .expect("the leader is a server");
-        let index = store
-            .data
-            .iter()
-            .position(|(ours, _)| *ours == address)
-            .expect("a data node of ours");
-        store.data[index].1.kill();
+        store.kill_server(&overview, leader);
         killed = Some((leader, moving.partition, moving.from_group));
         true
     });
