@@ -260,6 +260,15 @@ impl Store {
         address
     }
 
+    /// `ravel ARGS --admin ...` against this store's admin.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(RAVEL)
+            .args(args)
+            .args(["--admin", &self.admin.join(",")])
+            .output()
+            .expect("ravel runs")
+    }
+
     /// `kill -9` of the data node the directory lists as server `id`.
     fn kill_server(&mut self, overview: &OverviewResponse, id: u64) {
         let address = overview
@@ -424,11 +433,7 @@ fn the_sharded_store_serves_http_routes_keys_and_survives_kill_9_of_leaders() {
 
     // The CLI routes for itself with --admin, and lists the groups as JSON.
     let cli = |args: &[&str]| {
-        let output = Command::new(RAVEL)
-            .args(args)
-            .args(["--admin", &store.admin.join(",")])
-            .output()
-            .expect("ravel runs");
+        let output = store.cli(args);
         assert!(output.status.success(), "ravel {args:?}: {output:?}");
         String::from_utf8(output.stdout).expect("utf-8")
     };
@@ -758,11 +763,7 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
     // Group 1 retired through the CLI: its partitions move to groups 2 and 3, then its servers
     // leave; every acknowledged write is still there.
     let cli = |args: &[&str]| {
-        let output = Command::new(RAVEL)
-            .args(args)
-            .args(["--admin", &store.admin.join(",")])
-            .output()
-            .expect("ravel runs");
+        let output = store.cli(args);
         let said = String::from_utf8_lossy(&output.stdout).to_string()
             + &String::from_utf8_lossy(&output.stderr);
         (output.status.success(), said)
