@@ -775,6 +775,23 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
     assert_eq!(groups["move_limit"], 8, "{groups}");
     let (set, said) = cli(&["move-limit", "65"]);
     assert!(!set && said.contains("at most 64"), "{said}");
+    let (set, said) = cli(&["move-rate", "64KiB"]);
+    assert!(!set && said.contains("at least 1048576"), "{said}");
+    let (set, said) = cli(&["move-rate", "4MiB"]);
+    assert!(set && said.contains("4.0 MiB/s"), "{said}");
+    // The moves to the third group are on record, as ended and in the totals, at every admin
+    // replica the CLI reaches.
+    let (_, said) = cli(&["moves", "-w", "json"]);
+    let moves: serde_json::Value = serde_json::from_str(&said).expect("JSON");
+    let committed = moves["committed"].as_u64().expect("a count");
+    assert!(committed > 0, "{moves}");
+    assert_eq!(moves["rate_bytes_per_second"], 4 << 20, "{moves}");
+    assert!(
+        moves["ended"]
+            .as_array()
+            .is_some_and(|ended| ended.iter().any(|moving| moving["phase"] == "finished")),
+        "{moves}"
+    );
     let (retired, said) = cli(&["retire-group", "1"]);
     assert!(retired && said.contains("group 1 is retiring"), "{said}");
     let (_, said) = cli(&["groups"]);
@@ -790,6 +807,7 @@ fn partitions_move_to_a_new_group_under_load_and_survive_kill_9_of_a_source_lead
         })
     });
     let overview = store.overview().expect("the admin answers");
+    assert!(overview.moves_committed > committed, "{overview:?}");
     let bound = (1.25f64 * 271.0 / 2.0).ceil() as u32;
     assert!(
         overview

@@ -36,6 +36,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
+use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ravel::admin::{run_admin_on, AdminOptions};
@@ -126,6 +127,9 @@ struct Setup {
     bugs: ravel::core::PlantedBugs,
     directory_bugs: ravel::directory::DirectoryBugs,
     groups: usize,
+    /// Bytes per chunk a moving partition is shipped in: small in most seeds, so that moves
+    /// take many chunks and a commit can race an ingest not yet complete.
+    move_chunk_bytes: usize,
 }
 
 impl Setup {
@@ -138,6 +142,7 @@ impl Setup {
             snapshot_interval_entries: 100,
             seed: Some(self.seed.wrapping_mul(1_000_003).wrapping_add(salt)),
             planted_bugs: self.bugs,
+            move_chunk_bytes: self.move_chunk_bytes,
             ..NodeOptions::default()
         }
     }
@@ -263,7 +268,8 @@ fn start_data(runtime: &Handle, setup: &Setup, index: usize, disk: MemoryDisk) -
                     snapshot,
                 };
                 let group = assignment.group_id;
-                let service = Service::key_value_sharded(assignment.partitions);
+                let service =
+                    Service::key_value_sharded(assignment.partitions, options.move_chunk_bytes);
                 let outcome = run_node_on(
                     options,
                     opened,
@@ -310,6 +316,9 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
         bugs: options.bugs,
         directory_bugs: options.directory_bugs,
         groups: options.groups,
+        move_chunk_bytes: *[1, 100, ravel::directory::CHUNK_BYTES]
+            .choose(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x6368_756e_6b))
+            .expect("not empty"),
     };
     // Planted (or cleared) for this seed: every data group's state machine reads it.
     ravel::kv::planted::plant(options.shard_bugs);

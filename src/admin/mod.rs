@@ -119,6 +119,7 @@ async fn run_admin_with(
         tasks.push(tokio::spawn(learn_leaders(started.handle.clone())));
         tasks.push(tokio::spawn(mover::move_partitions(
             started.handle.clone(),
+            started.metrics.clone(),
             #[cfg(feature = "planted-bugs")]
             bugs,
         )));

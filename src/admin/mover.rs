@@ -10,6 +10,8 @@
 //! makes no progress for [`GIVE_UP_AFTER`] (a group unreachable, say) is rolled back.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
@@ -22,9 +24,10 @@ use crate::directory::{
     Answer, Ask, Directory, DirectoryCommand, DirectoryOutcome, Move, MoveOutcome, MoveRun,
 };
 use crate::kv::shard::Step;
-use crate::kv::Command;
+use crate::kv::{Command, MoveStep};
 use crate::server::event_loop::{Request, WriteResult};
 use crate::server::handle::NodeHandle;
+use crate::server::metrics::Metrics;
 use crate::server::proto::ravel::move_step_response::Result as StepResult;
 use crate::sharding::{GroupId, PartitionId};
 
@@ -52,10 +55,12 @@ impl Drop for Runs {
 /// Runs the moves whenever this replica leads the admin group, until the node stops.
 pub(super) async fn move_partitions(
     node: NodeHandle<Directory>,
+    metrics: Metrics,
     #[cfg(feature = "planted-bugs")] bugs: crate::directory::DirectoryBugs,
 ) {
     let mut term = None;
     let mut runs = Runs::default();
+    let pacer = Arc::new(Pacer::default());
     loop {
         sleep(TICK).await;
         let Ok(view) = node.view().await else {
@@ -67,13 +72,16 @@ pub(super) async fn move_partitions(
             runs = Runs::default();
             term = leading;
         }
+        let Ok(directory) = local_directory(&node).await else {
+            continue;
+        };
+        let totals = directory.moves().totals();
+        metrics.observe_move_totals([totals.started, totals.committed, totals.rolled_back]);
+        pacer.set_rate(directory.moves().rate());
         if term.is_none() {
             continue;
         }
         runs.0.retain(|_, run| !run.is_finished());
-        let Ok(directory) = local_directory(&node).await else {
-            continue;
-        };
         for moving in directory.moves().runs() {
             runs.0
                 .entry((moving.partition, moving.epoch))
@@ -84,14 +92,26 @@ pub(super) async fn move_partitions(
                     {
                         run = run.plant(bugs);
                     }
-                    tokio::spawn(carry_out(node.clone(), *moving, run))
+                    tokio::spawn(carry_out(
+                        node.clone(),
+                        metrics.clone(),
+                        pacer.clone(),
+                        *moving,
+                        run,
+                    ))
                 });
         }
     }
 }
 
 /// Carries one move out to its end (or until dropped).
-async fn carry_out(node: NodeHandle<Directory>, moving: Move, mut run: MoveRun) {
+async fn carry_out(
+    node: NodeHandle<Directory>,
+    metrics: Metrics,
+    pacer: Arc<Pacer>,
+    moving: Move,
+    mut run: MoveRun,
+) {
     let (partition, epoch) = (moving.partition, moving.epoch);
     tracing::info!(
         partition,
@@ -102,7 +122,10 @@ async fn carry_out(node: NodeHandle<Directory>, moving: Move, mut run: MoveRun) 
         "carrying out a move"
     );
     let mut groups = Groups::default();
-    let mut last_progress = Instant::now();
+    let started = Instant::now();
+    let mut last_progress = started;
+    let mut clock = WritesRefused::default();
+    let mut shipped = 0u64;
     while let Some(ask) = run.ask() {
         if !run.is_committed() && last_progress.elapsed() > GIVE_UP_AFTER {
             tracing::warn!(
@@ -113,6 +136,14 @@ async fn carry_out(node: NodeHandle<Directory>, moving: Move, mut run: MoveRun) 
             run.give_up();
             last_progress = Instant::now();
             continue;
+        }
+        let step = match &ask {
+            Ask::Source(Command::Move { step, .. })
+            | Ask::Destination(Command::Move { step, .. }) => Some(step.clone()),
+            _ => None,
+        };
+        if step == Some(MoveStep::Freeze) {
+            clock.freezing();
         }
         let answer = match ask {
             Ask::Source(command) => groups.step(&node, run.from, command).await,
@@ -146,8 +177,22 @@ async fn carry_out(node: NodeHandle<Directory>, moving: Move, mut run: MoveRun) 
             None => false,
         };
         if let Some(answer) = answer {
-            if let Answer::Directory(outcome) = &answer {
-                tracing::info!(partition, epoch, ?outcome, "move");
+            match &answer {
+                Answer::Directory(outcome) => tracing::info!(partition, epoch, ?outcome, "move"),
+                Answer::Exported { pairs, .. } => {
+                    let bytes: usize = pairs
+                        .iter()
+                        .map(|(key, value)| key.len() + value.len())
+                        .sum();
+                    shipped += bytes as u64;
+                    metrics.shipped_move_bytes(bytes as u64);
+                    pacer.pace(bytes as u64).await;
+                }
+                Answer::Step { step: done, .. } => {
+                    if let (Some(step), Step::Done | Step::AlreadyDone) = (&step, done) {
+                        clock.stepped(step);
+                    }
+                }
             }
             run.answered(answer);
         }
@@ -157,12 +202,86 @@ async fn carry_out(node: NodeHandle<Directory>, moving: Move, mut run: MoveRun) 
             sleep(RETRY_PAUSE).await;
         }
     }
+    let seconds = started.elapsed().as_secs_f64();
+    let refused = clock.refused();
+    metrics.move_ended(seconds, refused.map(|refused| refused.as_secs_f64()));
     tracing::info!(
         partition,
         epoch,
+        from = moving.from,
+        to = moving.to,
         committed = run.is_committed(),
+        total_ms = (seconds * 1000.0) as u64,
+        writes_refused_ms = refused.map(|refused| refused.as_millis() as u64),
+        bytes_shipped = shipped,
         "move carried out"
     );
+}
+
+/// Keeps all moves together to the operator's rate: each exported chunk waits for its slot
+/// (the slots of the chunks before it, at the rate) before it is shipped on.
+#[derive(Default)]
+struct Pacer {
+    /// Bytes per second; 0: unlimited.
+    rate: AtomicU64,
+    /// When the bytes shipped so far have had their time.
+    free_at: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    fn set_rate(&self, bytes_per_second: u64) {
+        self.rate.store(bytes_per_second, Ordering::Relaxed);
+    }
+
+    async fn pace(&self, bytes: u64) {
+        let rate = self.rate.load(Ordering::Relaxed);
+        if rate == 0 {
+            return;
+        }
+        let start = {
+            let mut free_at = self.free_at.lock().expect("not poisoned");
+            let now = Instant::now();
+            let start = free_at.map_or(now, |free_at| free_at.max(now));
+            *free_at = Some(start + Duration::from_secs_f64(bytes as f64 / rate as f64));
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+}
+
+/// How long a move's partition refused writes, as its carrier saw it: from when it first asked
+/// the source to freeze to when the destination answered that it serves the partition
+/// (committed) or the source that it unfroze it (rolled back). A carrier that took the move up
+/// from an admin leader before it measures from its own (repeated) freeze, a lower bound, or —
+/// if it took the move up after the freeze — not at all.
+#[derive(Default)]
+struct WritesRefused {
+    frozen: Option<Instant>,
+    refused: Option<Duration>,
+}
+
+impl WritesRefused {
+    fn freezing(&mut self) {
+        self.frozen.get_or_insert_with(Instant::now);
+    }
+
+    fn stepped(&mut self, step: &MoveStep) {
+        match step {
+            MoveStep::Activate | MoveStep::Unfreeze => {
+                if let Some(frozen) = self.frozen.take() {
+                    self.refused = Some(frozen.elapsed());
+                }
+            }
+            MoveStep::Freeze
+            | MoveStep::Drop { .. }
+            | MoveStep::Ingest { .. }
+            | MoveStep::Discard => {}
+        }
+    }
+
+    fn refused(&self) -> Option<Duration> {
+        self.refused
+    }
 }
 
 /// Writes a directory command through this replica's log (it leads; if it no longer does, the

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::directory::Directory;
+use crate::directory::{Directory, Move, MovePhase};
 use crate::server::event_loop::{role_name, NodeView};
 
 #[derive(Debug, Serialize)]
@@ -21,6 +21,17 @@ pub struct SystemStatus {
     pub moves: Vec<MoveStatus>,
     /// Partitions the table still has to move to reach the one it aims at.
     pub moves_pending: usize,
+    /// The latest moves that ended, oldest first ("finished" or "rolled-back").
+    pub moves_ended: Vec<MoveStatus>,
+    /// Moves ever started, committed and rolled back.
+    pub move_totals: MoveCounts,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MoveCounts {
+    pub started: u64,
+    pub committed: u64,
+    pub rolled_back: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -29,8 +40,20 @@ pub struct MoveStatus {
     pub from: u64,
     pub to: u64,
     pub epoch: u64,
-    /// "copying", "committed" or "rolled-back".
+    /// In flight: "copying", "committed" or "rolled-back"; ended: "finished" or "rolled-back".
     pub phase: &'static str,
+}
+
+impl MoveStatus {
+    fn of(moving: &Move, phase: &'static str) -> Self {
+        MoveStatus {
+            partition: moving.partition,
+            from: moving.from,
+            to: moving.to,
+            epoch: moving.epoch,
+            phase,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -106,15 +129,25 @@ impl SystemStatus {
             moves: directory
                 .moves()
                 .runs()
-                .map(|moving| MoveStatus {
-                    partition: moving.partition,
-                    from: moving.from,
-                    to: moving.to,
-                    epoch: moving.epoch,
-                    phase: moving.phase.name(),
-                })
+                .map(|moving| MoveStatus::of(moving, moving.phase.name()))
                 .collect(),
             moves_pending: table.map_or(0, |table| directory.moves().pending(table)),
+            moves_ended: directory
+                .moves()
+                .ended()
+                .map(|moving| match moving.phase {
+                    MovePhase::RolledBack => MoveStatus::of(moving, MovePhase::RolledBack.name()),
+                    _ => MoveStatus::of(moving, "finished"),
+                })
+                .collect(),
+            move_totals: {
+                let totals = directory.moves().totals();
+                MoveCounts {
+                    started: totals.started,
+                    committed: totals.committed,
+                    rolled_back: totals.rolled_back,
+                }
+            },
         }
     }
 }
@@ -234,22 +267,35 @@ applied index {applied}. {partitions} partitions, groups of {group_size}.</p>
         }
         page.push_str("</table>\n");
     }
-    if status.moves_pending > 0 || !status.moves.is_empty() {
+    if status.moves_pending > 0 || !status.moves.is_empty() || !status.moves_ended.is_empty() {
+        let totals = &status.move_totals;
         let _ = writeln!(
             page,
-            "<h2>Moving partitions</h2>\n<p>{} partitions still to move.</p>\n\
-             <table id=\"moves\"><tr><th>partition</th><th>from group</th><th>to group</th>\
-             <th>epoch</th><th>phase</th></tr>",
-            status.moves_pending
+            "<h2>Moving partitions</h2>\n<p>{} partitions still to move; {} moves started, {} \
+             committed, {} rolled back.</p>",
+            status.moves_pending, totals.started, totals.committed, totals.rolled_back
         );
-        for moving in &status.moves {
+        for (id, title, moves) in [
+            ("moves", "In flight", &status.moves),
+            ("moves-ended", "Ended (latest last)", &status.moves_ended),
+        ] {
+            if moves.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                moving.partition, moving.from, moving.to, moving.epoch, moving.phase
+                "<h3>{title}</h3>\n<table id=\"{id}\"><tr><th>partition</th><th>from group</th>\
+                 <th>to group</th><th>epoch</th><th>phase</th></tr>"
             );
+            for moving in moves {
+                let _ = writeln!(
+                    page,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    moving.partition, moving.from, moving.to, moving.epoch, moving.phase
+                );
+            }
+            page.push_str("</table>\n");
         }
-        page.push_str("</table>\n");
     }
     page.push_str(
         "<h2>API</h2>\n<p><code>POST /put {\"key\": K, \"val\": V}</code>, \
@@ -302,6 +348,18 @@ mod tests {
                 phase: "copying",
             }],
             moves_pending: 3,
+            moves_ended: vec![MoveStatus {
+                partition: 5,
+                from: 2,
+                to: 1,
+                epoch: 4,
+                phase: "rolled-back",
+            }],
+            move_totals: MoveCounts {
+                started: 2,
+                committed: 0,
+                rolled_back: 1,
+            },
         };
         let page = render(&status);
         assert!(!page.contains("<img"), "{page}");
@@ -309,6 +367,14 @@ mod tests {
         assert!(page.contains("271 (retiring)"), "{page}");
         assert!(
             page.contains("<td>7</td><td>1</td><td>2</td><td>2</td><td>copying</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>5</td><td>2</td><td>1</td><td>4</td><td>rolled-back</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("2 moves started, 0 committed, 1 rolled back"),
             "{page}"
         );
     }

@@ -51,12 +51,24 @@ pub struct BenchArgs {
     /// group refuses a key as not its own (instead of --endpoints).
     #[arg(long, value_delimiter = ',')]
     pub admin: Vec<String>,
+    /// Write every one of the --keys keys once, in order, spread over the clients, then stop
+    /// (instead of running --duration seconds of random keys): loads a store to a known size
+    /// before a measurement.
+    #[arg(long)]
+    pub fill: bool,
+    /// A request refused because its key's partition is moving is counted as deferred and the
+    /// client goes on with another key, instead of waiting the move out: the throughput then
+    /// is that of the partitions not moving.
+    #[arg(long)]
+    pub skip_moving: bool,
 }
 
 #[derive(Default)]
 struct Counters {
     operations: AtomicU64,
     errors: AtomicU64,
+    /// Requests refused as moving and not sent again (`--skip-moving`).
+    deferred: AtomicU64,
     /// The first error, printed at the end so a failing run says why.
     first_error: Mutex<Option<String>>,
 }
@@ -74,6 +86,10 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         eprintln!("error: --clients must be at least 1 and --read-ratio within 0.0..=1.0");
         return ExitCode::Usage;
     }
+    if args.fill && args.read_ratio > 0.0 {
+        eprintln!("error: --fill writes every key once; it takes no --read-ratio");
+        return ExitCode::Usage;
+    }
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let counters = Arc::new(Counters::default());
     let value = Bytes::from(vec![b'x'; args.value_size]);
@@ -89,9 +105,9 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         }
     };
     // Write every key once so reads find values.
-    if args.read_ratio > 0.0 {
+    if args.read_ratio > 0.0 && !args.fill {
         let table = directory.as_ref().map(|(_, table)| table.clone());
-        let mut caller = Caller::new(args.endpoints.clone(), table);
+        let mut caller = Caller::new(args.endpoints.clone(), table, false);
         for key in 0..args.keys.min(1000) {
             if let Err(error) = caller.put(key_name(key), value.clone()).await {
                 eprintln!("error: preparing keys: {error}");
@@ -100,9 +116,13 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         }
     }
     println!(
-        "bench: {} clients, {:.0} s, {}-byte values, read ratio {}, {}",
+        "bench: {} clients, {}, {}-byte values, read ratio {}, {}",
         args.clients,
-        duration.as_secs_f64(),
+        if args.fill {
+            format!("each of {} keys written once", args.keys)
+        } else {
+            format!("{:.0} s", duration.as_secs_f64())
+        },
         args.value_size,
         args.read_ratio,
         match &directory {
@@ -114,15 +134,26 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         }
     );
     let started = Instant::now();
-    let deadline = started + duration;
+    // Filling: no deadline; each client stops after its share of the keys.
+    let deadline = started
+        + if args.fill {
+            Duration::from_secs(365 * 24 * 3600)
+        } else {
+            duration
+        };
+    let fill = args.fill.then_some((args.keys, args.clients as u64));
     let mut tasks = Vec::new();
     for index in 0..args.clients {
         let counters = counters.clone();
         let endpoints = args.endpoints.clone();
         let table = directory.as_ref().map(|(_, table)| table.clone());
         let value = value.clone();
-        let (keys, read_ratio, stale) =
-            (args.keys.clamp(1, 1000), args.read_ratio, args.stale_reads);
+        let (keys, read_ratio, stale, skip_moving) = (
+            args.keys.clamp(1, 1000),
+            args.read_ratio,
+            args.stale_reads,
+            args.skip_moving,
+        );
         let keys = if read_ratio > 0.0 {
             keys
         } else {
@@ -131,10 +162,21 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         tasks.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut caller = Caller::new(endpoints, table);
+            let mut caller = Caller::new(endpoints, table, skip_moving);
             let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
+            // Filling: this client's keys, index, index + clients, ...
+            let mut next_fill = index as u64;
             while Instant::now() < deadline {
-                let key = key_name(rng.random_range(0..keys));
+                let key = match fill {
+                    Some((keys, clients)) => {
+                        if next_fill >= keys {
+                            break;
+                        }
+                        next_fill += clients;
+                        key_name(next_fill - clients)
+                    }
+                    None => key_name(rng.random_range(0..keys)),
+                };
                 let read = rng.random_bool(read_ratio);
                 let start = Instant::now();
                 let result = if read {
@@ -143,10 +185,13 @@ pub async fn run(args: BenchArgs) -> ExitCode {
                     caller.put(key, value.clone()).await
                 };
                 match result {
-                    Ok(()) => {
+                    Ok(Served::Yes) => {
                         let micros = start.elapsed().as_micros() as u64;
                         let _ = histogram.record(micros.max(1));
                         counters.operations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Served::Deferred) => {
+                        counters.deferred.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(error) => counters.failed(error),
                 }
@@ -157,14 +202,24 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     let mut last = 0;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
-    while Instant::now() + Duration::from_millis(500) < deadline {
+    while Instant::now() + Duration::from_millis(500) < deadline
+        && !tasks.iter().all(|task| task.is_finished())
+    {
         ticker.tick().await;
         let done = counters.operations.load(Ordering::Relaxed);
         eprintln!(
-            "[{:>4.0} s] {:>8} ops/s, {} errors so far",
+            "[{:>4.0} s] {:>8} ops/s, {} errors so far{}",
             started.elapsed().as_secs_f64(),
             done - last,
-            counters.errors.load(Ordering::Relaxed)
+            counters.errors.load(Ordering::Relaxed),
+            if args.skip_moving {
+                format!(
+                    ", {} deferred (moving)",
+                    counters.deferred.load(Ordering::Relaxed)
+                )
+            } else {
+                String::new()
+            }
         );
         last = done;
     }
@@ -178,8 +233,16 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     let operations = counters.operations.load(Ordering::Relaxed);
     let errors = counters.errors.load(Ordering::Relaxed);
     println!(
-        "{operations} ops in {elapsed:.1} s: {:.0} ops/s, {errors} errors",
-        operations as f64 / elapsed
+        "{operations} ops in {elapsed:.1} s: {:.0} ops/s, {errors} errors{}",
+        operations as f64 / elapsed,
+        if args.skip_moving {
+            format!(
+                ", {} deferred (moving)",
+                counters.deferred.load(Ordering::Relaxed)
+            )
+        } else {
+            String::new()
+        }
     );
     if let Some(error) = counters.first_error.lock().expect("not poisoned").take() {
         println!("first error: {error}");
@@ -204,9 +267,17 @@ pub async fn run(args: BenchArgs) -> ExitCode {
 const REFUSALS_MAX: u32 = 400;
 const MOVING_PAUSE: Duration = Duration::from_millis(25);
 
+/// Whether a request was served, or refused as moving and let go (`--skip-moving`).
+enum Served {
+    Yes,
+    Deferred,
+}
+
 /// One client's way to the cluster: a [`GroupCaller`] for the one group of `--endpoints`, or
 /// one per group of a sharded store, each key routed to its group by the directory.
 struct Caller {
+    /// Let a request refused as moving go instead of waiting the move out.
+    skip_moving: bool,
     endpoints: Vec<String>,
     routes: Option<Arc<BenchRoutes>>,
     /// The table this client routes by, and its generation.
@@ -234,9 +305,10 @@ impl Failure {
 }
 
 impl Caller {
-    fn new(endpoints: Vec<String>, routes: Option<Arc<BenchRoutes>>) -> Self {
+    fn new(endpoints: Vec<String>, routes: Option<Arc<BenchRoutes>>, skip_moving: bool) -> Self {
         let table = routes.as_ref().map(|routes| routes.current());
         Caller {
+            skip_moving,
             endpoints,
             routes,
             table,
@@ -246,9 +318,10 @@ impl Caller {
 
     /// What to do after a request: its result, or `None` to send it again (it was refused, so
     /// it did not take effect) — after reading the table again, or pausing while it moves.
-    async fn settled(&mut self, result: Result<(), Failure>) -> Option<Result<(), String>> {
+    async fn settled(&mut self, result: Result<(), Failure>) -> Option<Result<Served, String>> {
         match result {
-            Ok(()) => Some(Ok(())),
+            Ok(()) => Some(Ok(Served::Yes)),
+            Err(Failure::Moving) if self.skip_moving => Some(Ok(Served::Deferred)),
             Err(Failure::Other(error)) => Some(Err(error)),
             Err(Failure::NotOwned) => {
                 let routes = self.routes.clone()?;
@@ -280,7 +353,7 @@ impl Caller {
             .or_insert_with(|| GroupCaller::new(route.endpoints.to_vec())))
     }
 
-    async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), String> {
+    async fn put(&mut self, key: Bytes, value: Bytes) -> Result<Served, String> {
         for _ in 0..REFUSALS_MAX {
             let result = self.group(&key)?.put(key.clone(), value.clone()).await;
             if let Some(done) = self.settled(result).await {
@@ -292,7 +365,7 @@ impl Caller {
         ))
     }
 
-    async fn get(&mut self, key: Bytes, stale: bool) -> Result<(), String> {
+    async fn get(&mut self, key: Bytes, stale: bool) -> Result<Served, String> {
         for _ in 0..REFUSALS_MAX {
             let result = self.group(&key)?.get(key.clone(), stale).await;
             if let Some(done) = self.settled(result).await {

@@ -204,6 +204,8 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Groups { admin, write_out } => groups(admin, write_out).await,
         Command::RetireGroup { id, admin } => retire_group(id, &admin).await,
         Command::MoveLimit { limit, admin } => move_limit(limit, &admin).await,
+        Command::Moves { admin, write_out } => super::moves::moves(admin, write_out).await,
+        Command::MoveRate { rate, admin } => move_rate(rate, &admin).await,
         Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::Bench(_) => {
             ExitCode::Usage
         }
@@ -426,6 +428,27 @@ async fn move_limit(limit: u32, admin: &super::AdminEndpoints) -> ExitCode {
         }
         Ok(_) => {
             println!("at most {limit} partitions move at once");
+            ExitCode::Success
+        }
+        Err(code) => code,
+    }
+}
+
+/// `ravel move-rate RATE --admin ...`: moves ship at most RATE bytes per second from now on.
+async fn move_rate(bytes_per_second: u64, admin: &super::AdminEndpoints) -> ExitCode {
+    use crate::server::proto::ravel::SetMoveRateRequest;
+    match call_admin(&admin.admin, admin.timeout, |mut directory| async move {
+        directory
+            .set_move_rate(SetMoveRateRequest { bytes_per_second })
+            .await
+    })
+    .await
+    {
+        Ok(_) => {
+            println!(
+                "partition moves ship at most {}",
+                super::moves::rate_name(bytes_per_second)
+            );
             ExitCode::Success
         }
         Err(code) => code,

@@ -23,6 +23,7 @@ const ADMIN_REPLICAS: u64 = 3;
 pub async fn run(
     groups: u64,
     nodes: u64,
+    partitions: u32,
     base_port: u16,
     data_dir: PathBuf,
     node_args: Vec<String>,
@@ -54,7 +55,9 @@ pub async fn run(
     let started = if groups == 0 {
         cluster.plain(nodes, base, &node_args).await
     } else {
-        cluster.sharded(groups, nodes, base, &node_args).await
+        cluster
+            .sharded(groups, nodes, partitions, base, &node_args)
+            .await
     };
     if let Err(message) = started {
         eprintln!("error: {message}");
@@ -126,6 +129,7 @@ impl Cluster {
         &mut self,
         groups: u64,
         nodes: u64,
+        partitions: u32,
         base: u64,
         node_args: &[String],
     ) -> Result<(), String> {
@@ -149,6 +153,8 @@ impl Cluster {
                 nodes.to_string(),
                 "--initial-groups".to_string(),
                 groups.to_string(),
+                "--partitions".to_string(),
+                partitions.to_string(),
             ];
             if id > 1 {
                 args.extend(["--join".to_string(), admin[0].clone()]);

@@ -9,6 +9,7 @@ mod bench_routes;
 mod commands;
 mod dev;
 mod exit;
+mod moves;
 mod node;
 
 use std::path::PathBuf;
@@ -119,6 +120,10 @@ pub struct NodeArgs {
     /// [default: 1024].
     #[arg(long)]
     pub connections_max: Option<usize>,
+    /// A sharded store's data node: bytes of pairs per chunk it ships when a partition moves
+    /// away from its group, 1 to 8388608 [default: 262144].
+    #[arg(long)]
+    pub move_chunk_bytes: Option<usize>,
 }
 
 // Parsed once per process: the size of the node's variant does not matter.
@@ -200,6 +205,25 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminEndpoints,
     },
+    /// Set how many bytes per second a sharded store's partition moves ship between them, at
+    /// most: the throttle on the machine's share rebalancing takes (default 32MiB).
+    MoveRate {
+        /// Bytes per second: a number with an optional unit (KiB, MiB, GiB, KB, MB, GB), e.g.
+        /// 8MiB; 0 or "unlimited": no limit.
+        #[arg(value_parser = moves::parse_rate)]
+        rate: u64,
+        #[command(flatten)]
+        admin: AdminEndpoints,
+    },
+    /// Show a sharded store's partition moves: in flight, still to do, the latest ended, and
+    /// totals.
+    Moves {
+        #[command(flatten)]
+        admin: AdminEndpoints,
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
+        write_out: WriteOut,
+    },
     /// Set how many partitions of a sharded store may move at once (0: none starts; those in
     /// flight finish): the throttle between client traffic and rebalancing.
     MoveLimit {
@@ -217,6 +241,9 @@ pub enum Command {
         /// Nodes per group.
         #[arg(long, default_value_t = 3)]
         nodes: u64,
+        /// Partitions of the sharded store's key space.
+        #[arg(long, default_value_t = crate::sharding::PARTITIONS_DEFAULT)]
+        partitions: u32,
         #[arg(long, default_value_t = 7379)]
         base_port: u16,
         #[arg(long, default_value = "ravel-dev")]
@@ -268,10 +295,11 @@ pub fn main() -> std::process::ExitCode {
             Command::Dev {
                 groups,
                 nodes,
+                partitions,
                 base_port,
                 data_dir,
                 node_args,
-            } => dev::run(groups, nodes, base_port, data_dir, node_args).await,
+            } => dev::run(groups, nodes, partitions, base_port, data_dir, node_args).await,
             Command::Bench(args) => bench::run(args).await,
             other => commands::run(other).await,
         }

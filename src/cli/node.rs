@@ -21,7 +21,8 @@ pub async fn run(args: NodeArgs) -> ExitCode {
             Ok(assignment) => {
                 reporting = Some((options.admin.clone(), assignment.group_id));
                 if assignment.partitions > 0 {
-                    service = Service::key_value_sharded(assignment.partitions);
+                    service =
+                        Service::key_value_sharded(assignment.partitions, options.move_chunk_bytes);
                 }
             }
             Err(code) => return code,
@@ -147,6 +148,9 @@ pub(super) fn options(args: NodeArgs, defaults: NodeOptions) -> Result<NodeOptio
     }
     if let Some(connections_max) = args.connections_max {
         options.connections_max = connections_max;
+    }
+    if let Some(bytes) = args.move_chunk_bytes {
+        options.move_chunk_bytes = bytes;
     }
     Ok(options)
 }

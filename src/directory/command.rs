@@ -44,6 +44,8 @@ pub enum DirectoryCommand {
     /// At most `limit` moves in flight at once from now on (0: none starts; those in flight go
     /// on).
     SetMoveLimit { limit: u32 },
+    /// Moves ship at most `bytes_per_second` between them from now on (0: unlimited).
+    SetMoveRate { bytes_per_second: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub enum DirectoryOutcome {
     },
     /// The limit on moves in flight is set.
     MoveLimitSet,
+    /// The limit on the bytes moves ship per second is set.
+    MoveRateSet,
     /// The command was refused, and why; nothing changed.
     Refused(String),
     /// The entry did not decode: every replica reaches the same verdict, nothing changed.

@@ -14,9 +14,10 @@ mod moves;
 mod state;
 
 pub use command::{DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery};
-pub use mover::{Answer, Ask, MoveRun, CHUNK_BYTES};
+pub use mover::{Answer, Ask, MoveRun, CHUNK_BYTES, CHUNK_BYTES_MAX};
 pub use moves::{
-    Move, MoveOutcome, MovePhase, Moves, MOVES_IN_FLIGHT_CEILING, MOVES_IN_FLIGHT_DEFAULT,
+    Move, MoveOutcome, MovePhase, MoveTotals, Moves, MOVES_IN_FLIGHT_CEILING,
+    MOVES_IN_FLIGHT_DEFAULT, MOVES_REMEMBERED, MOVE_RATE_DEFAULT, MOVE_RATE_FLOOR,
 };
 #[cfg(feature = "planted-bugs")]
 pub use state::DirectoryBugs;

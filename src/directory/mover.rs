@@ -24,8 +24,12 @@ use crate::kv::shard::Step;
 use crate::kv::{Command, MoveStep};
 use crate::sharding::{GroupId, PartitionId};
 
-/// Bytes of pairs per exported chunk, about: each chunk is one entry in the destination's log.
+/// Bytes of pairs per exported chunk, about, unless a node is set to cut them otherwise (its
+/// `move_chunk_bytes`): each chunk is one entry in the destination's log.
 pub const CHUNK_BYTES: usize = 256 * 1024;
+/// The largest chunk a node may be set to cut: one entry in the destination's log, one
+/// message to its followers.
+pub const CHUNK_BYTES_MAX: usize = 8 << 20;
 
 /// What to ask next, and of whom.
 #[derive(Clone, Debug, PartialEq, Eq)]

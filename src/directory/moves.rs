@@ -18,7 +18,7 @@
 //! discarded what came in (`ForgetMove`), so that a leader that crashed in between leaves the
 //! cleanup to the next one instead of a partition frozen for good.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::sharding::{GroupId, PartitionId, PartitionTable};
 
@@ -27,6 +27,30 @@ use crate::sharding::{GroupId, PartitionId, PartitionTable};
 pub const MOVES_IN_FLIGHT_DEFAULT: u32 = 4;
 /// The highest limit an operator may set.
 pub const MOVES_IN_FLIGHT_CEILING: u32 = 64;
+/// Bytes per second all moves together ship, at most, unless the operator set another rate
+/// (0: unlimited). A move's bytes go through the destination group's log (written, synced and
+/// replicated), so they compete with client writes for the disk and the cores: on a 2-core
+/// machine, moves at ~19 MB/s (unthrottled there) halve the other partitions' writes, at
+/// 8 MiB/s they take ~45 % of them and keep each partition frozen 3x longer (see
+/// `scripts/move-figures`). The default protects bigger machines' disks, as CockroachDB's
+/// rebalancing rate does; an operator trades move time against client traffic with
+/// `ravel move-rate`.
+pub const MOVE_RATE_DEFAULT: u64 = 32 << 20;
+/// The lowest rate an operator may set (other than 0, unlimited): slower, a chunk of a move
+/// would wait longer than the admin waits for a stalled move, and every move be rolled back.
+pub const MOVE_RATE_FLOOR: u64 = 1 << 20;
+/// Moves remembered after they ended (finished or rolled back), the latest last: what `ravel
+/// moves` shows as done. Bounded, so the directory does not grow with its history.
+pub const MOVES_REMEMBERED: usize = 32;
+
+/// How many moves the directory ever started, committed and rolled back (replicated, so every
+/// admin replica and every later leader counts the same).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct MoveTotals {
+    pub started: u64,
+    pub committed: u64,
+    pub rolled_back: u64,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum MovePhase {
@@ -72,6 +96,12 @@ pub struct Moves {
     /// Moves started at once, at most, as the operator set it (none: the default; 0: no new
     /// move starts, those in flight go on).
     limit: Option<u32>,
+    /// Bytes per second moves ship, at most, as the operator set it (none: the default; 0:
+    /// unlimited).
+    rate: Option<u64>,
+    totals: MoveTotals,
+    /// The latest moves that ended: finished (phase `Committed`) or rolled back.
+    ended: VecDeque<Move>,
 }
 
 /// What a move command did.
@@ -110,8 +140,43 @@ impl Moves {
         Ok(())
     }
 
+    /// Bytes per second all moves together ship, at most (0: unlimited).
+    pub fn rate(&self) -> u64 {
+        self.rate.unwrap_or(MOVE_RATE_DEFAULT)
+    }
+
+    /// Sets the bytes per second all moves together ship (0: unlimited); refused below
+    /// [`MOVE_RATE_FLOOR`].
+    pub fn set_rate(&mut self, bytes_per_second: u64) -> Result<(), String> {
+        if bytes_per_second != 0 && bytes_per_second < MOVE_RATE_FLOOR {
+            return Err(format!(
+                "moves need at least {MOVE_RATE_FLOOR} bytes per second (or 0, unlimited), not \
+                 {bytes_per_second}"
+            ));
+        }
+        self.rate = Some(bytes_per_second);
+        Ok(())
+    }
+
     pub fn in_flight(&self) -> &BTreeMap<PartitionId, Move> {
         &self.in_flight
+    }
+
+    pub fn totals(&self) -> MoveTotals {
+        self.totals
+    }
+
+    /// The latest moves that ended, oldest first: finished ones in phase `Committed`, rolled
+    /// back ones in phase `RolledBack`.
+    pub fn ended(&self) -> impl Iterator<Item = &Move> {
+        self.ended.iter()
+    }
+
+    fn remember(&mut self, ended: Move) {
+        if self.ended.len() == MOVES_REMEMBERED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(ended);
     }
 
     /// Every move the admin's leader has work for: those in flight and those rolled back but
@@ -159,6 +224,7 @@ impl Moves {
             }
             let attempted = self.attempted.entry(partition).or_insert(epoch);
             *attempted = (*attempted).max(epoch) + 1;
+            self.totals.started += 1;
             self.in_flight.insert(
                 partition,
                 Move {
@@ -186,6 +252,7 @@ impl Moves {
             Some(moving) if moving.epoch == epoch && moving.phase == MovePhase::Copying => {
                 table.move_to(partition, moving.to, epoch);
                 moving.phase = MovePhase::Committed;
+                self.totals.committed += 1;
                 MoveOutcome::Committed
             }
             Some(moving) if moving.epoch == epoch => MoveOutcome::AlreadyDone,
@@ -206,6 +273,8 @@ impl Moves {
                 let mut moving = self.in_flight.remove(&partition).expect("found");
                 moving.phase = MovePhase::RolledBack;
                 self.rolled_back.insert((partition, epoch), moving);
+                self.totals.rolled_back += 1;
+                self.remember(moving);
                 self.start(table);
                 MoveOutcome::Aborted
             }
@@ -231,7 +300,8 @@ impl Moves {
     ) -> MoveOutcome {
         let outcome = match self.in_flight.get(&partition) {
             Some(moving) if moving.epoch == epoch && moving.phase == MovePhase::Committed => {
-                self.in_flight.remove(&partition);
+                let finished = self.in_flight.remove(&partition).expect("found");
+                self.remember(finished);
                 MoveOutcome::Finished
             }
             None if table.owner(partition).is_some_and(|(_, at)| at >= epoch) => {
@@ -264,6 +334,23 @@ impl Moves {
     pub fn check(&self, table: &PartitionTable) -> Result<(), String> {
         if self.in_flight.len() > MOVES_IN_FLIGHT_CEILING as usize {
             return Err(format!("{} moves in flight", self.in_flight.len()));
+        }
+        let totals = self.totals;
+        let ended = totals.committed + totals.rolled_back;
+        let committed_in_flight = self
+            .in_flight
+            .values()
+            .filter(|moving| moving.phase == MovePhase::Committed)
+            .count() as u64;
+        if ended + (self.in_flight.len() as u64 - committed_in_flight) != totals.started
+            || self.ended.len() > MOVES_REMEMBERED
+        {
+            return Err(format!(
+                "move totals {totals:?} do not add up with {} in flight ({committed_in_flight} \
+                 committed) and {} remembered",
+                self.in_flight.len(),
+                self.ended.len()
+            ));
         }
         for (&partition, moving) in &self.in_flight {
             let (owner, epoch) = table
@@ -326,6 +413,14 @@ mod tests {
             .is_err());
         assert_eq!(moves.limit(), 0);
         assert_eq!(moves.set_limit(&table, MOVES_IN_FLIGHT_DEFAULT), Ok(()));
+        // The rate: the default until set; unlimited (0) or at least the floor.
+        assert_eq!(moves.rate(), MOVE_RATE_DEFAULT);
+        assert!(moves.set_rate(MOVE_RATE_FLOOR - 1).is_err());
+        assert_eq!(moves.rate(), MOVE_RATE_DEFAULT);
+        assert_eq!(moves.set_rate(0), Ok(()));
+        assert_eq!(moves.rate(), 0);
+        assert_eq!(moves.set_rate(MOVE_RATE_FLOOR), Ok(()));
+        assert_eq!(moves.rate(), MOVE_RATE_FLOOR);
         assert_eq!(moves.commit(&mut table, 1, 2), MoveOutcome::Committed);
         assert_eq!(moves.commit(&mut table, 1, 2), MoveOutcome::AlreadyDone);
         assert_eq!(table.owner(1), Some((2, 2)));
@@ -376,5 +471,54 @@ mod tests {
         assert_eq!(table.owners(), &[1, 2, 1, 2, 1, 2, 1, 2]);
         assert_eq!(moves.target(), None);
         assert!(moves.in_flight().is_empty());
+        // Counted once each, however often repeated: five attempts, four committed, one
+        // rolled back; remembered in the order they ended.
+        assert_eq!(
+            moves.totals(),
+            MoveTotals {
+                started: 5,
+                committed: 4,
+                rolled_back: 1
+            }
+        );
+        let ended: Vec<(PartitionId, u64, MovePhase)> = moves
+            .ended()
+            .map(|moving| (moving.partition, moving.epoch, moving.phase))
+            .collect();
+        assert_eq!(
+            ended,
+            vec![
+                (1, 2, MovePhase::Committed),
+                (3, 2, MovePhase::RolledBack),
+                (3, 3, MovePhase::Committed),
+                (5, 2, MovePhase::Committed),
+                (7, 2, MovePhase::Committed),
+            ]
+        );
+        assert_eq!(moves.check(&table), Ok(()));
+    }
+
+    /// Only the latest moves are remembered, however many ended.
+    #[test]
+    fn remembers_a_bounded_number_of_ended_moves() {
+        let partitions = MOVES_REMEMBERED as u32 + 10;
+        let mut table = PartitionTable::new(vec![1; partitions as usize]);
+        let mut moves = Moves::default();
+        moves.aim_at(&table, vec![2; partitions as usize]);
+        while let Some((&partition, moving)) = moves.in_flight().iter().next() {
+            let epoch = moving.epoch;
+            assert_eq!(
+                moves.commit(&mut table, partition, epoch),
+                MoveOutcome::Committed
+            );
+            assert_eq!(
+                moves.finish(&table, partition, epoch),
+                MoveOutcome::Finished
+            );
+            assert_eq!(moves.check(&table), Ok(()));
+        }
+        assert_eq!(moves.totals().committed, u64::from(partitions));
+        let ended: Vec<PartitionId> = moves.ended().map(|moving| moving.partition).collect();
+        assert_eq!(ended, (10..partitions).collect::<Vec<_>>());
     }
 }

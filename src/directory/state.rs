@@ -295,6 +295,12 @@ impl Directory {
                     Err(reason) => DirectoryOutcome::Refused(reason),
                 }
             }
+            DirectoryCommand::SetMoveRate { bytes_per_second } => {
+                match self.moves.set_rate(bytes_per_second) {
+                    Ok(()) => DirectoryOutcome::MoveRateSet,
+                    Err(reason) => DirectoryOutcome::Refused(reason),
+                }
+            }
         }
     }
 
@@ -1026,6 +1032,9 @@ mod tests {
                 1 => (95u64..140).prop_map(|node| DirectoryCommand::Leave { node }),
                 1 => (0u64..6).prop_map(|group| DirectoryCommand::RetireGroup { group }),
                 1 => (0u32..70).prop_map(|limit| DirectoryCommand::SetMoveLimit { limit }),
+                1 => (0u64..(4 << 20)).prop_map(|bytes_per_second| {
+                    DirectoryCommand::SetMoveRate { bytes_per_second }
+                }),
                 2 => (0u64..6, 95u64..140, 0u64..10).prop_map(|(group, leader, term)| {
                     DirectoryCommand::ReportLeader { group, leader, term }
                 }),

@@ -10,7 +10,7 @@ use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
 use super::proto::ravel::{self as pb, directory_server::Directory as DirectoryRpc};
 use crate::directory::{
-    Directory, DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery,
+    Directory, DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery, Move, MovePhase,
 };
 
 pub struct DirectoryService {
@@ -148,6 +148,20 @@ impl DirectoryRpc for DirectoryService {
         }
     }
 
+    async fn set_move_rate(
+        &self,
+        request: Request<pb::SetMoveRateRequest>,
+    ) -> Result<Response<pb::SetMoveRateResponse>, Status> {
+        let bytes_per_second = request.into_inner().bytes_per_second;
+        match self
+            .write(DirectoryCommand::SetMoveRate { bytes_per_second })
+            .await?
+        {
+            DirectoryOutcome::MoveRateSet => Ok(Response::new(pb::SetMoveRateResponse {})),
+            other => Err(refused(other)),
+        }
+    }
+
     async fn overview(
         &self,
         _request: Request<pb::OverviewRequest>,
@@ -227,15 +241,34 @@ pub fn overview(
         moves: directory
             .moves()
             .runs()
-            .map(|moving| pb::PartitionMove {
-                partition: moving.partition,
-                from_group: moving.from,
-                to_group: moving.to,
-                epoch: moving.epoch,
-                phase: moving.phase.name().to_string(),
-            })
+            .map(|moving| partition_move(moving, moving.phase.name()))
             .collect(),
         moves_pending: table.map_or(0, |table| directory.moves().pending(table) as u32),
         move_limit: directory.moves().limit(),
+        moves_ended: directory
+            .moves()
+            .ended()
+            .map(|moving| {
+                let ended = match moving.phase {
+                    MovePhase::RolledBack => MovePhase::RolledBack.name(),
+                    _ => "finished",
+                };
+                partition_move(moving, ended)
+            })
+            .collect(),
+        moves_started: directory.moves().totals().started,
+        moves_committed: directory.moves().totals().committed,
+        moves_rolled_back: directory.moves().totals().rolled_back,
+        move_rate: directory.moves().rate(),
+    }
+}
+
+fn partition_move(moving: &Move, phase: &str) -> pb::PartitionMove {
+    pb::PartitionMove {
+        partition: moving.partition,
+        from_group: moving.from,
+        to_group: moving.to,
+        epoch: moving.epoch,
+        phase: phase.to_string(),
     }
 }

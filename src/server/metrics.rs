@@ -41,6 +41,14 @@ struct Inner {
     peer_send_failures: Counter,
     peer_messages_on_replies: Counter,
     peer_messages_refused: Counter,
+    moves_started: Counter,
+    moves_committed: Counter,
+    moves_rolled_back: Counter,
+    move_bytes_shipped: Counter,
+    move_seconds: Histogram,
+    move_writes_refused_seconds: Histogram,
+    /// The directory's move totals, last seen (their increases are added to the above).
+    move_totals_seen: std::sync::Mutex<[u64; 3]>,
     /// The core's own count of refused messages, last seen (its increase is added to the above).
     core_refused_seen: std::sync::atomic::AtomicU64,
 }
@@ -75,6 +83,13 @@ impl Metrics {
             peer_send_failures: Counter::default(),
             peer_messages_on_replies: Counter::default(),
             peer_messages_refused: Counter::default(),
+            moves_started: Counter::default(),
+            moves_committed: Counter::default(),
+            moves_rolled_back: Counter::default(),
+            move_bytes_shipped: Counter::default(),
+            move_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            move_writes_refused_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            move_totals_seen: Default::default(),
             core_refused_seen: Default::default(),
             registry: Registry::default(),
         };
@@ -159,6 +174,29 @@ impl Metrics {
                 "Peer RPCs that failed or timed out",
                 &inner.peer_send_failures,
             ),
+            (
+                "moves_started",
+                "Partition moves the sharded store started (admin replicas only; as the \
+                 directory this replica applied records them)",
+                &inner.moves_started,
+            ),
+            (
+                "moves_committed",
+                "Partition moves committed: the destination group owns the partition (admin \
+                 replicas only)",
+                &inner.moves_committed,
+            ),
+            (
+                "moves_rolled_back",
+                "Partition moves rolled back before their commit (admin replicas only)",
+                &inner.moves_rolled_back,
+            ),
+            (
+                "move_bytes_shipped",
+                "Key and value bytes this admin replica shipped from source to destination \
+                 groups while it led",
+                &inner.move_bytes_shipped,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
@@ -178,6 +216,18 @@ impl Metrics {
                 "peer_messages_per_batch",
                 "Raft messages carried by one peer RPC",
                 &inner.peer_messages_per_batch,
+            ),
+            (
+                "move_seconds",
+                "Time one partition move took, as the admin leader that carried it out saw it \
+                 (from when it took the move up)",
+                &inner.move_seconds,
+            ),
+            (
+                "move_writes_refused_seconds",
+                "Time one move kept its partition from taking writes: from the source's freeze \
+                 to the destination serving it (or the source unfreezing it after a rollback)",
+                &inner.move_writes_refused_seconds,
             ),
         ];
         for (name, help, histogram) in histograms {
@@ -259,6 +309,35 @@ impl Metrics {
     pub fn send_failed(&self) {
         self.inner.peer_send_failures.inc();
     }
+
+    /// The directory's move totals as this admin replica applied them (started, committed,
+    /// rolled back; each only grows).
+    pub fn observe_move_totals(&self, totals: [u64; 3]) {
+        let inner = &self.inner;
+        let mut seen = inner.move_totals_seen.lock().expect("not poisoned");
+        let counters = [
+            &inner.moves_started,
+            &inner.moves_committed,
+            &inner.moves_rolled_back,
+        ];
+        for ((counter, now), before) in counters.into_iter().zip(totals).zip(seen.iter_mut()) {
+            counter.inc_by(now.saturating_sub(*before));
+            *before = (*before).max(now);
+        }
+    }
+
+    pub fn shipped_move_bytes(&self, bytes: u64) {
+        self.inner.move_bytes_shipped.inc_by(bytes);
+    }
+
+    /// A move this replica carried out ended: how long it took, and how long its partition
+    /// refused writes (none: this replica did not see the freeze, or the move ended before).
+    pub fn move_ended(&self, seconds: f64, writes_refused_seconds: Option<f64>) {
+        self.inner.move_seconds.observe(seconds);
+        if let Some(refused) = writes_refused_seconds {
+            self.inner.move_writes_refused_seconds.observe(refused);
+        }
+    }
 }
 
 fn as_gauge(value: u64) -> i64 {
@@ -294,6 +373,10 @@ mod tests {
         metrics.wrote();
         metrics.answered_on_reply(2);
         metrics.refused_peer_message();
+        metrics.observe_move_totals([3, 1, 0]);
+        metrics.observe_move_totals([5, 2, 1]);
+        metrics.shipped_move_bytes(4096);
+        metrics.move_ended(0.5, Some(0.125));
         let text = metrics.encode();
         for line in [
             "ravel_term 7",
@@ -308,6 +391,12 @@ mod tests {
             "ravel_peer_messages_on_replies_total 2",
             // Two refused by the core, one where it entered.
             "ravel_peer_messages_refused_total 3",
+            "ravel_moves_started_total 5",
+            "ravel_moves_committed_total 2",
+            "ravel_moves_rolled_back_total 1",
+            "ravel_move_bytes_shipped_total 4096",
+            "ravel_move_writes_refused_seconds_sum 0.125",
+            "ravel_move_seconds_count 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

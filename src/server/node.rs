@@ -83,6 +83,9 @@ pub struct NodeOptions {
     pub seed: Option<u64>,
     /// gRPC connections served at once (clients and peers); more are closed as they arrive.
     pub connections_max: usize,
+    /// A sharded store's data node: bytes of pairs per chunk it cuts when a partition moves
+    /// away from its group (each chunk is one entry in the destination group's log).
+    pub move_chunk_bytes: usize,
     /// Test-only: classic Raft bugs planted in the core, so the madsim harness can show that it
     /// notices them.
     #[cfg(feature = "planted-bugs")]
@@ -111,6 +114,7 @@ impl Default for NodeOptions {
             read_mode: "read-index".to_string(),
             seed: None,
             connections_max: 1024,
+            move_chunk_bytes: crate::directory::CHUNK_BYTES,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: crate::core::PlantedBugs::default(),
         }
@@ -272,6 +276,13 @@ impl Settings {
                 )))
             }
         };
+        if !(1..=crate::directory::CHUNK_BYTES_MAX).contains(&options.move_chunk_bytes) {
+            return Err(NodeError::Invalid(format!(
+                "--move-chunk-bytes {} is out of range: use 1 to {}",
+                options.move_chunk_bytes,
+                crate::directory::CHUNK_BYTES_MAX
+            )));
+        }
         if options.connections_max < 4 {
             return Err(NodeError::Invalid(format!(
                 "--connections-max {} leaves no room for peers and clients; use 4 or more",
@@ -403,13 +414,16 @@ impl Service<KvStateMachine> {
 
     /// The key-value store of a sharded store's data group (see [`KvStateMachine::sharded`]).
     /// It serves the relocation service too, through which the admin moves partitions.
-    pub fn key_value_sharded(partitions: u32) -> Self {
+    pub fn key_value_sharded(partitions: u32, move_chunk_bytes: usize) -> Self {
         Service {
             fresh: KvStateMachine::sharded(partitions),
-            add: Box::new(|router, handle| {
+            add: Box::new(move |router, handle| {
                 router
                     .add_service(KvServer::new(KvService::new(handle.clone())))
-                    .add_service(RelocationServer::new(RelocationService::new(handle)))
+                    .add_service(RelocationServer::new(RelocationService::new(
+                        handle,
+                        move_chunk_bytes,
+                    )))
             }),
         }
     }
@@ -433,6 +447,8 @@ pub struct Started<S: StateMachine> {
     pub standing: Option<Standing>,
     pub handle: NodeHandle<S>,
     pub leadership: watch::Receiver<Leadership>,
+    /// The node's metrics, for tasks beside it to add to (the admin's mover).
+    pub metrics: Metrics,
 }
 
 /// Runs the node once its settings are checked, its sockets bound and its storage opened.
@@ -541,7 +557,7 @@ pub(crate) async fn run<S: StateMachine>(
 
     let mut metrics_task = sockets
         .metrics
-        .map(|bound| tokio::spawn(metrics_endpoint::serve(bound, metrics)));
+        .map(|bound| tokio::spawn(metrics_endpoint::serve(bound, metrics.clone())));
     let metrics_failed = async {
         match metrics_task.as_mut() {
             Some(task) => match task.await {
@@ -607,6 +623,7 @@ pub(crate) async fn run<S: StateMachine>(
         standing,
         handle: handle.clone(),
         leadership,
+        metrics,
     });
 
     let outcome = tokio::select! {

@@ -21,7 +21,7 @@ use super::event_loop::{self, WriteResult};
 use super::handle::NodeHandle;
 use super::kv_service::KEY_BYTES_MAX;
 use super::proto::ravel::{self as pb, relocation_server::Relocation};
-use crate::directory::CHUNK_BYTES;
+use crate::directory::CHUNK_BYTES_MAX;
 use crate::kv::shard::Step;
 use crate::kv::{export_chunk, Command, Outcome};
 
@@ -35,13 +35,17 @@ type Exports = BTreeMap<(u32, u64), Arc<Vec<(Bytes, Bytes)>>>;
 pub struct RelocationService {
     node: NodeHandle,
     exports: Mutex<Exports>,
+    /// Bytes of pairs per exported chunk, about.
+    chunk_bytes: usize,
 }
 
 impl RelocationService {
-    pub fn new(node: NodeHandle) -> Self {
+    pub fn new(node: NodeHandle, chunk_bytes: usize) -> Self {
+        assert!((1..=CHUNK_BYTES_MAX).contains(&chunk_bytes));
         RelocationService {
             node,
             exports: Mutex::default(),
+            chunk_bytes,
         }
     }
 
@@ -162,7 +166,7 @@ impl Relocation for RelocationService {
                 applied_index: applied,
             },
             Ok(sorted) => {
-                let (pairs, last) = export_chunk(&sorted, after.as_deref(), CHUNK_BYTES);
+                let (pairs, last) = export_chunk(&sorted, after.as_deref(), self.chunk_bytes);
                 pb::ExportResponse {
                     pairs: pairs
                         .into_iter()
