@@ -617,7 +617,7 @@ impl StateMachine for Directory {
     }
 
     fn snapshot(&self) -> DirectoryImage {
-        DirectoryImage(Bytes::from(crate::storage::encode(self)))
+        DirectoryImage(Bytes::from(crate::storage::encode_exact(self)))
     }
 
     fn restore(image: &[u8]) -> Result<Self, String> {

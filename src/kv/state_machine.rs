@@ -82,7 +82,7 @@ impl SnapshotState {
                 .map(|(key, value)| (&key[..], &value[..]))
                 .collect(),
         };
-        Bytes::from(storage::encode(&image))
+        Bytes::from(storage::encode_exact(&image))
     }
 }
 
@@ -243,7 +243,7 @@ impl KvStateMachine {
         }
         match command {
             Command::Put { key, value } => {
-                self.data.insert(key, value);
+                self.data.insert(owned(key), owned(value));
                 Outcome::Put
             }
             Command::Delete { key } => Outcome::Deleted {
@@ -252,7 +252,7 @@ impl KvStateMachine {
             Command::CompareAndSwap { key, expected, new } => {
                 let current = self.data.get(&key);
                 if current == expected.as_ref() {
-                    self.data.insert(key, new);
+                    self.data.insert(owned(key), owned(new));
                     Outcome::CompareAndSwap {
                         swapped: true,
                         current: expected,
@@ -324,7 +324,11 @@ impl KvStateMachine {
                         if restart {
                             remove_partition(&mut self.data, partitions, partition);
                         }
-                        self.data.extend(pairs);
+                        self.data.extend(
+                            pairs
+                                .into_iter()
+                                .map(|(key, value)| (owned(key), owned(value))),
+                        );
                         Step::Done
                     }
                     Ingest::Step(step) => step,
@@ -391,6 +395,16 @@ impl KvStateMachine {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
+}
+
+/// A key or value to keep in the store, in an allocation of its own. Decoded from a log entry
+/// it is a slice of the buffer the entry arrived in — a client's request, or on a follower a
+/// whole batch of a peer's entries read off the connection — and kept as is, each live value
+/// would keep its whole buffer alive: a follower's memory then grows with the batches that
+/// still hold one live value (all of them, under random overwrites of many keys), not with the
+/// live data. One copy of a few hundred bytes per write is the price.
+fn owned(bytes: Bytes) -> Bytes {
+    Bytes::copy_from_slice(&bytes)
 }
 
 /// Removes every key of `partition` (Ravel's reserved keys belong to no partition).
@@ -475,6 +489,34 @@ impl crate::replica::StateMachine for KvStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored value does not keep the buffer its entry arrived in alive: a follower's entries
+    /// come as slices of one batch read off the connection, and a value stored as such a slice
+    /// pins the whole batch (memory growing with the batches, not the live data).
+    #[test]
+    fn a_stored_value_does_not_pin_the_buffer_its_entry_came_in() {
+        let put = Command::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![7u8; 256]),
+        }
+        .encode();
+        // A batch of a peer's entries: this one somewhere in the middle of a large buffer.
+        let mut batch = vec![0u8; 64 * 1024];
+        batch[1000..1000 + put.len()].copy_from_slice(&put);
+        let batch = Bytes::from(batch);
+        let entry = batch.slice(1000..1000 + put.len());
+        let mut store = KvStateMachine::new();
+        assert_eq!(store.apply(1, &entry), Outcome::Put);
+        let within_batch = |bytes: &Bytes| {
+            let range = batch.as_ptr_range();
+            range.contains(&bytes.as_ptr())
+        };
+        let stored = store.get(b"k").expect("stored").clone();
+        assert_eq!(stored, Bytes::from(vec![7u8; 256]));
+        assert!(!within_batch(&stored), "the value is a slice of the batch");
+        let key = store.data.keys().next().expect("a key").clone();
+        assert!(!within_batch(&key), "the key is a slice of the batch");
+    }
 
     /// Chunks taken one after another, each after the last key of the one before, give back
     /// every pair once and in order; each holds about `bytes_max` (at least one pair), and only

@@ -254,6 +254,19 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
     out
 }
 
+/// As [`encode`], into a vector of exactly the encoded size, measured first: for a large value
+/// (a snapshot), growing the vector by doubling would claim up to twice its size, and copy it.
+pub fn encode_exact<T: Encode>(value: &T) -> Vec<u8> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::encode_into_writer(value, &mut size, config()).expect("measuring cannot fail");
+    let mut out = Vec::with_capacity(1 + size.bytes_written);
+    out.push(FORMAT_VERSION);
+    bincode::encode_into_std_write(value, &mut out, config())
+        .expect("writing to a Vec cannot fail");
+    debug_assert_eq!(out.len(), 1 + size.bytes_written);
+    out
+}
+
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != FORMAT_VERSION {
@@ -435,6 +448,14 @@ mod tests {
         #[test]
         fn records_round_trip(record in record()) {
             prop_assert_eq!(decode::<WalRecord>(&encode(&record)), Ok(record));
+        }
+
+        /// Measured first, the exact encoding is the same bytes in a vector of its size.
+        #[test]
+        fn an_exact_encoding_is_the_encoding_without_slack(record in record()) {
+            let exact = encode_exact(&record);
+            prop_assert_eq!(&exact, &encode(&record));
+            prop_assert_eq!(exact.capacity(), exact.len());
         }
 
         /// Also abort-free: see `a_corrupted_length_is_an_error_not_an_abort`.

@@ -486,11 +486,12 @@ impl FileStorage {
         let dir = self.dir.join(SNAPSHOT_DIR);
         let path = dir.join(snapshot_name(meta.index, meta.term));
         let temporary = dir.join("incoming.tmp");
-        let mut contents = Vec::with_capacity(data.len() + 64);
-        codec::frame_into(&mut contents, &codec::encode(&SnapshotHeader::from(&meta)));
-        contents.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-        contents.extend_from_slice(data);
-        write_durably(&temporary, &path, &contents)?;
+        // The header and checksum, then the data as it is: a copy of a large snapshot would
+        // double the memory a snapshot takes.
+        let mut head = Vec::with_capacity(64);
+        codec::frame_into(&mut head, &codec::encode(&SnapshotHeader::from(&meta)));
+        head.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+        write_durably(&temporary, &path, &[&head, data])?;
         // The latest hard state must outlive the segments about to be deleted.
         let hard_state = self.hard_state;
         self.set_hard_state(hard_state)?;
@@ -582,7 +583,11 @@ fn write_meta(
     if let Some(standing) = standing {
         codec::frame_into(&mut contents, &codec::encode(&standing));
     }
-    write_durably(&dir.join("ravel.meta.tmp"), &dir.join(META_FILE), &contents)
+    write_durably(
+        &dir.join("ravel.meta.tmp"),
+        &dir.join(META_FILE),
+        &[&contents],
+    )
 }
 
 /// The identity a data directory was stamped with, if it has one (read before it is opened, to
@@ -798,9 +803,13 @@ fn parse_snapshot<'a>(
 
 /// Writes `contents` to `temporary`, syncs it, renames it over `path`, and syncs the directory:
 /// `path` holds either the old or the new contents after any crash, never a mix.
-fn write_durably(temporary: &Path, path: &Path, contents: &[u8]) -> Result<(), StorageError> {
+/// Writes `parts` one after the other to `temporary`, syncs it, renames it to `path` and syncs
+/// the directory: `path` then holds all of them or (after a crash) what it held before.
+fn write_durably(temporary: &Path, path: &Path, parts: &[&[u8]]) -> Result<(), StorageError> {
     let mut file = File::create(temporary).map_err(|error| StorageError::io(temporary, error))?;
-    file.write_all(contents)
+    parts
+        .iter()
+        .try_for_each(|part| file.write_all(part))
         .and_then(|_| file.sync_all())
         .map_err(|error| StorageError::io(temporary, error))?;
     fs::rename(temporary, path).map_err(|error| StorageError::io(path, error))?;

@@ -15,7 +15,7 @@ mod file_storage;
 mod memory_disk;
 mod recovery;
 
-pub(crate) use codec::{decode, encode};
+pub(crate) use codec::{decode, encode, encode_exact};
 pub use codec::{CodecError, Identity, Standing, FORMAT_VERSION};
 pub use error::StorageError;
 pub use file_storage::{stored_identity, stored_meta, FileStorage, StorageOptions, StoredState};
