@@ -44,7 +44,6 @@ async fn the_event_loop_runs_the_directory() {
         storage,
         storage_done,
         requests,
-        saved_snapshot: None,
         leadership: tokio::sync::watch::channel(Default::default()).0,
     });
     let running = tokio::spawn(event_loop.run());

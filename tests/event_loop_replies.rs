@@ -113,7 +113,6 @@ fn start(core: RawNode) -> Running {
         storage,
         storage_done,
         requests,
-        saved_snapshot: None,
         leadership: tokio::sync::watch::channel(Default::default()).0,
     });
     let running = tokio::spawn(event_loop.run());

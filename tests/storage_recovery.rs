@@ -332,6 +332,73 @@ fn a_damaged_snapshot_is_refused() {
     ));
 }
 
+/// A follower's chunks are read from the snapshot's file, range by range: together they are
+/// the data, only the last says so; a chunk of another snapshot, or past the end, is none; a
+/// file damaged after it was opened is refused before any chunk is served from it.
+#[test]
+fn snapshot_chunks_are_read_from_the_file_and_a_damaged_file_serves_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path()).unwrap();
+    storage.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+    storage.sync().unwrap();
+    let meta = SnapshotMeta {
+        index: 2,
+        term: 1,
+        membership: Membership::with_voters([1]),
+    };
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    storage.save_snapshot(meta.clone(), &data).unwrap();
+    let mut read = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let (chunk, last) = storage
+            .read_snapshot_chunk(&meta, offset, 1 << 20)
+            .unwrap()
+            .expect("a chunk of the latest snapshot");
+        assert!(chunk.len() <= 1 << 20);
+        offset += chunk.len() as u64;
+        read.extend_from_slice(&chunk);
+        if last {
+            break;
+        }
+    }
+    assert!(read == data, "the chunks are not the data");
+    assert_eq!(
+        storage
+            .read_snapshot_chunk(&meta, data.len() as u64, 10)
+            .unwrap(),
+        Some((Vec::new(), true))
+    );
+    assert_eq!(
+        storage
+            .read_snapshot_chunk(&meta, data.len() as u64 + 1, 10)
+            .unwrap(),
+        None
+    );
+    let other = SnapshotMeta {
+        index: 1,
+        ..meta.clone()
+    };
+    assert_eq!(storage.read_snapshot_chunk(&other, 0, 10).unwrap(), None);
+
+    // Damaged on disk while the store is open, before it was served again (a new store).
+    drop(storage);
+    let (mut storage, _) = open(dir.path()).unwrap();
+    let snapshot = fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = OpenOptions::new().write(true).open(&snapshot).unwrap();
+    file.write_all_at(&[0xff], 2_000_000).unwrap();
+    drop(file);
+    assert!(matches!(
+        storage.read_snapshot_chunk(&meta, 0, 10),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
+
 #[test]
 fn the_active_segment_is_zero_filled_ahead_and_closed_segments_hold_records_only() {
     let dir = tempfile::tempdir().unwrap();

@@ -66,7 +66,9 @@ pub struct Replica<S: StateMachine> {
     waiting: Waiting<S::Outcome, S::Query>,
     outbox: Outbox,
     staging: SnapshotStaging,
-    /// The snapshot this node saved or installed last, kept to serve chunks without storage.
+    /// The snapshot this node saved last, kept to serve chunks without storage if the caller
+    /// hands it over (the simulators do); otherwise every chunk is read from storage
+    /// (`Effect::ReadSnapshotChunk`), as a node does, keeping no second copy of its state.
     saved_snapshot: Option<(SnapshotMeta, Bytes)>,
     role: Role,
     leader: Option<NodeId>,
@@ -649,7 +651,8 @@ impl<S: StateMachine> Replica<S> {
             });
         }
         self.outbox.issued(id);
-        self.saved_snapshot = Some((meta.clone(), data.clone()));
+        // Stored from now on; whatever was kept is of an older snapshot.
+        self.saved_snapshot = None;
         self.effects
             .push(Effect::InstallSnapshot { id, meta, data });
     }

@@ -22,7 +22,6 @@ use super::storage_worker::{StorageDone, StorageOp};
 use super::transport::Transport;
 use crate::core::{
     LogIndex, MemberState, MembershipChange, Message, MessageBody, NodeId, RawNode, Role,
-    SnapshotMeta,
 };
 use crate::kv::{KvStateMachine, Outcome};
 pub use crate::replica::NodeView;
@@ -172,7 +171,6 @@ pub struct EventLoopParts<S: StateMachine = KvStateMachine> {
     pub storage: StorageQueue,
     pub storage_done: mpsc::UnboundedReceiver<StorageDone>,
     pub requests: mpsc::Receiver<Request<S>>,
-    pub saved_snapshot: Option<(SnapshotMeta, Bytes)>,
     /// Where leadership changes are published (see [`Leadership`]).
     pub leadership: watch::Sender<Leadership>,
 }
@@ -180,7 +178,8 @@ pub struct EventLoopParts<S: StateMachine = KvStateMachine> {
 impl<S: StateMachine> EventLoop<S> {
     pub fn new(parts: EventLoopParts<S>) -> Self {
         EventLoop {
-            replica: Replica::new(parts.core, parts.state, parts.address, parts.saved_snapshot),
+            // No snapshot bytes kept in memory: storage reads a follower's chunks from the file.
+            replica: Replica::new(parts.core, parts.state, parts.address, None),
             transport: parts.transport,
             hooks: parts.hooks,
             metrics: parts.metrics,
@@ -211,9 +210,6 @@ impl<S: StateMachine> EventLoop<S> {
                         for input in inputs {
                             self.replica.completed(input);
                         }
-                    }
-                    Some(StorageDone::Snapshot { meta, data }) => {
-                        self.replica.snapshot_saved(meta, data);
                     }
                     Some(StorageDone::Failed(reason)) => {
                         return Err(self.fail(format!("storage failed: {reason}; fix the disk, then restart the node")))

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -484,7 +483,6 @@ pub(crate) async fn run<S: StateMachine>(
         Some((_, data)) => S::restore(data).map_err(NodeError::Snapshot)?,
         None => fresh,
     };
-    let saved_snapshot = snapshot.map(|(meta, data)| (meta, Bytes::from(data)));
     let advertise = settings.advertise.clone();
     let mut config = settings.config(&options, entry);
     if entry == Entry::Join {
@@ -527,7 +525,6 @@ pub(crate) async fn run<S: StateMachine>(
         storage: storage_tx,
         storage_done,
         requests,
-        saved_snapshot,
         leadership: leadership_tx,
     });
     let mut loop_task = tokio::spawn(event_loop.run());

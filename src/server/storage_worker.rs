@@ -24,7 +24,9 @@ pub enum StorageOp {
         sync: bool,
     },
     /// A snapshot this node took: encode it here (not on the loop: a large store takes long),
-    /// save it, compact the log, answer `SnapshotSaved` and hand the bytes back.
+    /// save it, compact the log and answer `SnapshotSaved`. The bytes are dropped: chunks for
+    /// followers are read back from the file (`ReadSnapshotChunk`), so a node does not keep a
+    /// second copy of its state in memory.
     SaveSnapshot {
         meta: SnapshotMeta,
         image: Box<dyn SnapshotImage>,
@@ -68,9 +70,6 @@ impl StorageOp {
 pub enum StorageDone {
     /// Inputs for the core, in order (`Persisted`, `SnapshotSaved`, `SnapshotChunkRead`).
     Inputs(Vec<Input>),
-    /// The bytes of a snapshot this node took and saved (sent before its `SnapshotSaved`), kept
-    /// by the loop to serve followers.
-    Snapshot { meta: SnapshotMeta, data: Bytes },
     /// Storage failed and stopped: the node must stop acknowledging anything (fail-stop).
     Failed(String),
 }
@@ -170,12 +169,9 @@ fn report(
     metrics: &Metrics,
 ) -> bool {
     match outcome {
-        Ok((inputs, synced, snapshot)) => {
+        Ok((inputs, synced)) => {
             if let Some(Synced { entries, seconds }) = synced {
                 metrics.synced(entries, seconds);
-            }
-            if let Some((meta, data)) = snapshot {
-                let _ = done.send(StorageDone::Snapshot { meta, data });
             }
             done.send(StorageDone::Inputs(inputs)).is_ok()
         }
@@ -202,8 +198,6 @@ fn simulated_sync_time() -> std::time::Duration {
 /// A batch written but maybe not yet synced.
 struct Written {
     inputs: Vec<Input>,
-    /// The last snapshot this node took in the batch, encoded.
-    snapshot: Option<(SnapshotMeta, Bytes)>,
     persisted: Option<PersistId>,
     needs_sync: bool,
     entries: usize,
@@ -213,7 +207,6 @@ struct Written {
 /// it: see [`complete`]).
 fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Written, String> {
     let mut inputs = Vec::new();
-    let mut snapshot = None;
     let mut persisted: Option<PersistId> = None;
     let mut needs_sync = false;
     let mut written_entries = 0;
@@ -244,8 +237,7 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
                 storage
                     .save_snapshot(meta.clone(), &data)
                     .map_err(|error| error.to_string())?;
-                inputs.push(Input::SnapshotSaved { meta: meta.clone() });
-                snapshot = Some((meta, data));
+                inputs.push(Input::SnapshotSaved { meta });
             }
             StorageOp::Install { id, meta, data } => {
                 // Saving a snapshot syncs the log written before it, so earlier persists are
@@ -267,27 +259,31 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
                 offset,
                 bytes_max,
             } => {
-                let saved = storage.load_snapshot().map_err(|error| error.to_string())?;
-                if let Some((saved_meta, data)) = saved {
-                    if saved_meta == meta {
-                        let data = Bytes::from(data);
-                        inputs.extend(Input::snapshot_chunk(to, meta, offset, bytes_max, &data));
-                    }
+                let chunk = storage
+                    .read_snapshot_chunk(&meta, offset, bytes_max)
+                    .map_err(|error| error.to_string())?;
+                if let Some((data, done)) = chunk {
+                    inputs.push(Input::SnapshotChunkRead {
+                        to,
+                        meta,
+                        offset,
+                        data: Bytes::from(data),
+                        done,
+                    });
                 }
             }
         }
     }
     Ok(Written {
         inputs,
-        snapshot,
         persisted,
         needs_sync,
         entries: written_entries,
     })
 }
 
-/// A batch's completions, what its fsync did, and the snapshot it saved.
-type Completed = (Vec<Input>, Option<Synced>, Option<(SnapshotMeta, Bytes)>);
+/// A batch's completions, and what its fsync did.
+type Completed = (Vec<Input>, Option<Synced>);
 
 /// What one fsync made durable, and how long the fsync alone took.
 struct Synced {
@@ -300,7 +296,6 @@ struct Synced {
 fn complete(storage: &mut dyn Storage, written: Written) -> Result<Completed, String> {
     let Written {
         mut inputs,
-        snapshot,
         persisted,
         needs_sync,
         entries,
@@ -317,5 +312,5 @@ fn complete(storage: &mut dyn Storage, written: Written) -> Result<Completed, St
     if let Some(id) = persisted {
         inputs.insert(0, Input::Persisted { id });
     }
-    Ok((inputs, synced, snapshot))
+    Ok((inputs, synced))
 }

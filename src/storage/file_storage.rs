@@ -119,6 +119,9 @@ pub struct FileStorage {
     /// after it was written).
     hard_state_segment: u64,
     snapshot: Option<SnapshotMeta>,
+    /// The snapshot file chunks are read from, once verified whole: its meta, and where its
+    /// data starts and how long it is.
+    serving: Option<(SnapshotMeta, u64, u64)>,
     /// Set by the first failed write or sync; every later call returns `Stopped`.
     failure: Option<String>,
 }
@@ -243,6 +246,7 @@ impl FileStorage {
             hard_state,
             hard_state_segment,
             snapshot: snapshot.clone(),
+            serving: None,
             failure: None,
         };
         let state = StoredState {
@@ -532,6 +536,43 @@ impl FileStorage {
         sync_dir(&dir)
     }
 
+    /// Bytes `offset..offset + bytes_max` of snapshot `meta`'s data (fewer at its end), and
+    /// whether they reach the end; none if `meta` is not the latest snapshot or `offset` lies
+    /// beyond its end. Read from the file, not from memory: a node keeps no copy of its
+    /// snapshot to send. The whole file is checked against its checksum once, before its
+    /// first chunk is read, a block at a time.
+    pub fn read_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        bytes_max: usize,
+    ) -> Result<Option<(Vec<u8>, bool)>, StorageError> {
+        if self.snapshot.as_ref() != Some(meta) {
+            return Ok(None);
+        }
+        let path = self
+            .dir
+            .join(SNAPSHOT_DIR)
+            .join(snapshot_name(meta.index, meta.term));
+        let (start, len) = match &self.serving {
+            Some((serving, start, len)) if serving == meta => (*start, *len),
+            _ => {
+                let (start, len) = verify_snapshot_file(&path)?;
+                self.serving = Some((meta.clone(), start, len));
+                (start, len)
+            }
+        };
+        if offset > len {
+            return Ok(None);
+        }
+        let end = offset.saturating_add(bytes_max as u64).min(len);
+        let mut chunk = vec![0u8; (end - offset) as usize];
+        File::open(&path)
+            .and_then(|file| file.read_exact_at(&mut chunk, start + offset))
+            .map_err(|error| StorageError::io(&path, error))?;
+        Ok(Some((chunk, end == len)))
+    }
+
     /// The latest snapshot and its data, verified against its checksum.
     pub fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         let Some(meta) = self.snapshot.clone() else {
@@ -801,8 +842,55 @@ fn parse_snapshot<'a>(
     Ok((meta, data))
 }
 
-/// Writes `contents` to `temporary`, syncs it, renames it over `path`, and syncs the directory:
-/// `path` holds either the old or the new contents after any crash, never a mix.
+/// Checks a snapshot file against its checksums a block at a time (never whole in memory):
+/// where its data starts and how long it is.
+fn verify_snapshot_file(path: &Path) -> Result<(u64, u64), StorageError> {
+    const BLOCK: usize = 1 << 20;
+    let corrupt = |offset: u64, reason: &str| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.to_string(),
+    };
+    let io = |error| StorageError::io(path, error);
+    let mut file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    // The header frame and the data's checksum come first; a header is far below a block
+    // unless the file is corrupt.
+    let mut head = vec![0u8; size.min(BLOCK as u64) as usize];
+    file.read_exact(&mut head).map_err(io)?;
+    let codec::Frame::Valid { len, .. } = codec::read_frame(&head) else {
+        return Err(corrupt(
+            0,
+            "the snapshot header does not match its checksum",
+        ));
+    };
+    let Some(checksum) = head.get(len..len + 4) else {
+        return Err(corrupt(
+            len as u64,
+            "the snapshot ends before its data checksum",
+        ));
+    };
+    let checksum = u32::from_le_bytes(checksum.try_into().expect("four bytes"));
+    let start = len as u64 + 4;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&head[len + 4..]);
+    let mut block = vec![0u8; BLOCK];
+    loop {
+        let read = file.read(&mut block).map_err(io)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&block[..read]);
+    }
+    if hasher.finalize() != checksum {
+        return Err(corrupt(
+            start,
+            "the snapshot data does not match its checksum",
+        ));
+    }
+    Ok((start, size - start))
+}
+
 /// Writes `parts` one after the other to `temporary`, syncs it, renames it to `path` and syncs
 /// the directory: `path` then holds all of them or (after a crash) what it held before.
 fn write_durably(temporary: &Path, path: &Path, parts: &[&[u8]]) -> Result<(), StorageError> {

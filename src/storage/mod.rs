@@ -38,6 +38,25 @@ pub trait Storage: Send + 'static {
     fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError>;
     /// The latest snapshot and its bytes, verified.
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+    /// Bytes `offset..offset + bytes_max` of snapshot `meta`'s data (fewer at its end), and
+    /// whether they reach its end; none if `meta` is not the latest snapshot or `offset` lies
+    /// beyond its end. To send a follower; a store may read just that range.
+    fn read_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        bytes_max: usize,
+    ) -> Result<Option<(Vec<u8>, bool)>, StorageError> {
+        let Some((saved, data)) = self.load_snapshot()? else {
+            return Ok(None);
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        if saved != *meta || start > data.len() {
+            return Ok(None);
+        }
+        let end = start.saturating_add(bytes_max).min(data.len());
+        Ok(Some((data[start..end].to_vec(), end == data.len())))
+    }
     /// Where the node stands in its cluster, as last recorded (`None`: never recorded).
     fn standing(&self) -> Option<Standing>;
     /// Records where the node stands, durably, before returning.
@@ -64,6 +83,14 @@ impl Storage for FileStorage {
     }
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         FileStorage::load_snapshot(self)
+    }
+    fn read_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        bytes_max: usize,
+    ) -> Result<Option<(Vec<u8>, bool)>, StorageError> {
+        FileStorage::read_snapshot_chunk(self, meta, offset, bytes_max)
     }
     fn standing(&self) -> Option<Standing> {
         FileStorage::standing(self)
