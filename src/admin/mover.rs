@@ -137,14 +137,26 @@ async fn carry_out(
             last_progress = Instant::now();
             continue;
         }
-        let step = match &ask {
-            Ask::Source(Command::Move { step, .. })
-            | Ask::Destination(Command::Move { step, .. }) => Some(step.clone()),
-            _ => None,
-        };
-        if step == Some(MoveStep::Freeze) {
+        if matches!(
+            &ask,
+            Ask::Source(Command::Move {
+                step: MoveStep::Freeze,
+                ..
+            })
+        ) {
             clock.freezing();
         }
+        // The step after which the partition takes writes again (at one group or the other).
+        let writable_again = matches!(
+            &ask,
+            Ask::Source(Command::Move {
+                step: MoveStep::Unfreeze,
+                ..
+            }) | Ask::Destination(Command::Move {
+                step: MoveStep::Activate,
+                ..
+            })
+        );
         let answer = match ask {
             Ask::Source(command) => groups.step(&node, run.from, command).await,
             Ask::Destination(command) => groups.step(&node, run.to, command).await,
@@ -188,11 +200,11 @@ async fn carry_out(
                     metrics.shipped_move_bytes(bytes as u64);
                     pacer.pace(bytes as u64).await;
                 }
-                Answer::Step { step: done, .. } => {
-                    if let (Some(step), Step::Done | Step::AlreadyDone) = (&step, done) {
-                        clock.stepped(step);
-                    }
-                }
+                Answer::Step {
+                    step: Step::Done | Step::AlreadyDone,
+                    ..
+                } if writable_again => clock.writable(),
+                Answer::Step { .. } => {}
             }
             run.answered(answer);
         }
@@ -265,17 +277,9 @@ impl WritesRefused {
         self.frozen.get_or_insert_with(Instant::now);
     }
 
-    fn stepped(&mut self, step: &MoveStep) {
-        match step {
-            MoveStep::Activate | MoveStep::Unfreeze => {
-                if let Some(frozen) = self.frozen.take() {
-                    self.refused = Some(frozen.elapsed());
-                }
-            }
-            MoveStep::Freeze
-            | MoveStep::Drop { .. }
-            | MoveStep::Ingest { .. }
-            | MoveStep::Discard => {}
+    fn writable(&mut self) {
+        if let Some(frozen) = self.frozen.take() {
+            self.refused = Some(frozen.elapsed());
         }
     }
 

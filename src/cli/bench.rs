@@ -199,6 +199,17 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             histogram
         }));
     }
+    // With --skip-moving, the requests let go so far.
+    let deferred = || {
+        if args.skip_moving {
+            format!(
+                ", {} deferred (moving)",
+                counters.deferred.load(Ordering::Relaxed)
+            )
+        } else {
+            String::new()
+        }
+    };
     let mut last = 0;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -212,14 +223,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             started.elapsed().as_secs_f64(),
             done - last,
             counters.errors.load(Ordering::Relaxed),
-            if args.skip_moving {
-                format!(
-                    ", {} deferred (moving)",
-                    counters.deferred.load(Ordering::Relaxed)
-                )
-            } else {
-                String::new()
-            }
+            deferred()
         );
         last = done;
     }
@@ -235,14 +239,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     println!(
         "{operations} ops in {elapsed:.1} s: {:.0} ops/s, {errors} errors{}",
         operations as f64 / elapsed,
-        if args.skip_moving {
-            format!(
-                ", {} deferred (moving)",
-                counters.deferred.load(Ordering::Relaxed)
-            )
-        } else {
-            String::new()
-        }
+        deferred()
     );
     if let Some(error) = counters.first_error.lock().expect("not poisoned").take() {
         println!("first error: {error}");
