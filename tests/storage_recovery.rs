@@ -300,6 +300,16 @@ fn a_data_directory_of_another_node_is_refused() {
     );
 }
 
+/// The one snapshot file in data directory `dir`.
+fn only_snapshot_file(dir: &Path) -> PathBuf {
+    fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
 #[test]
 fn a_damaged_snapshot_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -317,12 +327,7 @@ fn a_damaged_snapshot_is_refused() {
         )
         .unwrap();
     drop(storage);
-    let snapshot = fs::read_dir(dir.path().join("snapshots"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let snapshot = only_snapshot_file(dir.path());
     let mut bytes = fs::read(&snapshot).unwrap();
     *bytes.last_mut().unwrap() ^= 1;
     fs::write(&snapshot, bytes).unwrap();
@@ -384,12 +389,7 @@ fn snapshot_chunks_are_read_from_the_file_and_a_damaged_file_serves_none() {
     // Damaged on disk while the store is open, before it was served again (a new store).
     drop(storage);
     let (mut storage, _) = open(dir.path()).unwrap();
-    let snapshot = fs::read_dir(dir.path().join("snapshots"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let snapshot = only_snapshot_file(dir.path());
     let file = OpenOptions::new().write(true).open(&snapshot).unwrap();
     file.write_all_at(&[0xff], 2_000_000).unwrap();
     drop(file);
