@@ -100,7 +100,8 @@ impl Placement {
 
     /// The table once `new` joins `groups` (which own `owners`): `new` takes its fair share,
     /// ⌊partitions / groups⌋, and whatever the others hold beyond the new capacity; every
-    /// moved partition moves to `new`.
+    /// moved partition moves to `new`, except an excess beyond what `new` itself may hold
+    /// (possible only with about as few partitions as groups), which goes to groups with room.
     pub fn add_group(
         &self,
         owners: &[GroupId],
@@ -123,15 +124,30 @@ impl Placement {
         let mut by_closeness: Vec<PartitionId> = (0..partitions).collect();
         by_closeness
             .sort_by_key(|&partition| (distance_to_new.distance(partition, new), partition));
-        // Groups beyond the new capacity give up their excess.
+        // Groups beyond the new capacity give up their excess: to the new group while it has
+        // room, then (when several groups are over, with few partitions per group) each to the
+        // first group clockwise from it with room. Someone has room: the capacities of all the
+        // groups, the new one included, hold every partition.
+        let ring = Ring::new(groups);
+        let mut new_load = 0;
         for &partition in &by_closeness {
             let owner = owners[partition as usize];
-            if loads[&owner] > cap {
-                *loads.get_mut(&owner).expect("a group") -= 1;
+            if loads[&owner] <= cap {
+                continue;
+            }
+            *loads.get_mut(&owner).expect("a group") -= 1;
+            if new_load < cap {
                 owners[partition as usize] = new;
+                new_load += 1;
+            } else {
+                let taker = ring
+                    .preference(partition)
+                    .find(|group| loads[group] < cap)
+                    .expect("the groups' capacities hold every partition");
+                *loads.get_mut(&taker).expect("a group") += 1;
+                owners[partition as usize] = taker;
             }
         }
-        let mut new_load = owners.iter().filter(|&&owner| owner == new).count() as u32;
         // Then the new group takes its share from those above it.
         for &partition in &by_closeness {
             if new_load >= share {
@@ -287,6 +303,29 @@ mod tests {
         }
     }
 
+    /// Found by the property below in CI: five partitions on five groups, then groups come and
+    /// go until two groups hold two each while the new capacity is one. Their excess cannot all
+    /// go to the new group.
+    #[test]
+    fn an_excess_beyond_the_new_groups_capacity_goes_to_groups_with_room() {
+        let placement = Placement::default();
+        let groups: BTreeSet<GroupId> = (1..=6).collect();
+        let owners = vec![1, 1, 2, 2, 3];
+        let after = placement.add_group(&owners, &groups, 7);
+        let all: BTreeSet<GroupId> = (1..=7).collect();
+        check_bounded(&after, &all, &placement);
+        assert_eq!(
+            load_of(&after, 7),
+            1,
+            "the new group takes what it may hold"
+        );
+        assert_eq!(
+            owners.iter().zip(&after).filter(|(a, b)| a != b).count(),
+            2,
+            "only the two excess partitions move: {after:?}"
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Change {
         Add,
@@ -320,8 +359,13 @@ mod tests {
                         let after = placement.add_group(&owners, &groups, new);
                         groups.insert(new);
                         check_bounded(&after, &groups, &placement);
+                        let new_is_full = load_of(&after, new)
+                            == capacity(partitions, groups.len(), placement.factor);
                         for (before, after) in owners.iter().zip(&after) {
-                            prop_assert!(before == after || *after == new, "moved {before} -> {after}");
+                            prop_assert!(
+                                before == after || *after == new || new_is_full,
+                                "moved {before} -> {after}"
+                            );
                         }
                         let share = partitions / groups.len() as u32;
                         prop_assert!(load_of(&after, new) >= share);
