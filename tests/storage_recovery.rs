@@ -98,9 +98,11 @@ enum Step {
     GarbageTail {
         bytes: Vec<u8>,
     },
-    /// Snapshot at this fraction (per mille) of the synced log.
+    /// Snapshot at this fraction (per mille) of the synced log: saved whole, or written by the
+    /// store's snapshot writer (as the node does on a thread of its own) and adopted.
     Snapshot {
         per_mille: u64,
+        written_elsewhere: bool,
     },
 }
 
@@ -112,7 +114,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::PowerCut),
         2 => (0..1000u64).prop_map(|per_mille| Step::TornSync { per_mille }),
         1 => proptest::collection::vec(any::<u8>(), 1..40).prop_map(|bytes| Step::GarbageTail { bytes }),
-        1 => (0..1000u64).prop_map(|per_mille| Step::Snapshot { per_mille }),
+        1 => (0..1000u64, any::<bool>()).prop_map(|(per_mille, written_elsewhere)| Step::Snapshot { per_mille, written_elsewhere }),
     ]
 }
 
@@ -217,7 +219,7 @@ proptest! {
                     prop_assert_eq!(&recovered, &synced);
                     storage = reopened;
                 }
-                Step::Snapshot { per_mille } => {
+                Step::Snapshot { per_mille, written_elsewhere } => {
                     storage.sync().unwrap();
                     pending.drain(..).for_each(|write| apply(&mut synced, &write));
                     let floor = synced.snapshot.as_ref().map_or(0, |meta| meta.index);
@@ -227,7 +229,14 @@ proptest! {
                         // The configuration travels with the snapshot.
                         let membership = Membership::with_voters([1, index % 5 + 2]);
                         let meta = SnapshotMeta { index, term: synced.entries[(index - floor - 1) as usize].term, membership };
-                        storage.save_snapshot(meta.clone(), format!("state at {index}").as_bytes()).unwrap();
+                        let data = format!("state at {index}");
+                        if written_elsewhere {
+                            let writer = storage.snapshot_writer();
+                            let written = writer.write(meta.clone(), |out| out.write_all(data.as_bytes())).unwrap();
+                            storage.adopt_snapshot(written).unwrap();
+                        } else {
+                            storage.save_snapshot(meta.clone(), data.as_bytes()).unwrap();
+                        }
                         synced.entries.drain(..(index - floor) as usize);
                         synced.snapshot = Some(meta.clone());
                         let (stored_meta, data) = storage.load_snapshot().unwrap().unwrap();
@@ -543,4 +552,89 @@ fn the_standing_is_recorded_durably() {
         open(dir.path()),
         Err(StorageError::Corrupt { .. })
     ));
+}
+
+fn snapshot_at(index: u64) -> SnapshotMeta {
+    SnapshotMeta {
+        index,
+        term: 1,
+        membership: Membership::with_voters([1]),
+    }
+}
+
+/// A snapshot written while the store moved on is adopted only if it is newer than the one
+/// the store holds by then (a leader's snapshot may have been installed meanwhile); an older
+/// one is dropped, its file with it.
+#[test]
+fn a_snapshot_written_elsewhere_is_adopted_unless_a_newer_one_came_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path()).unwrap();
+    storage
+        .append(&(1..=9).map(|index| entry(index, 1)).collect::<Vec<_>>())
+        .unwrap();
+    storage.sync().unwrap();
+    let writer = storage.snapshot_writer();
+    let older = writer
+        .write(snapshot_at(4), |out| out.write_all(b"state at 4"))
+        .unwrap();
+    assert_eq!(older.bytes, 10);
+    let newer = writer
+        .write(snapshot_at(6), |out| out.write_all(b"state at 6"))
+        .unwrap();
+    storage.adopt_snapshot(newer).unwrap();
+    storage.adopt_snapshot(older).unwrap();
+    assert_eq!(
+        storage.load_snapshot().unwrap(),
+        Some((snapshot_at(6), b"state at 6".to_vec()))
+    );
+    let files: Vec<_> = fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|item| item.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1, "the older file is gone: {files:?}");
+    assert_eq!(storage.entries(7, 9).unwrap().len(), 3);
+    drop(storage);
+    let (_, recovered) = open(dir.path()).unwrap();
+    assert_eq!(recovered.snapshot, Some(snapshot_at(6)));
+    assert_eq!(recovered.entries.first().map(|entry| entry.index), Some(7));
+}
+
+/// A crash while a snapshot is written leaves its file unfinished, under a name that is not a
+/// snapshot's: the store starts from the snapshot before it and removes the leftover.
+#[test]
+fn a_snapshot_left_unfinished_by_a_crash_is_removed_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path()).unwrap();
+    storage
+        .append(&(1..=5).map(|index| entry(index, 1)).collect::<Vec<_>>())
+        .unwrap();
+    storage.sync().unwrap();
+    storage
+        .save_snapshot(snapshot_at(2), b"state at 2")
+        .unwrap();
+    // The writer fails half way through (as a crash would leave it, but for the name).
+    let failed = storage.snapshot_writer().write(snapshot_at(4), |out| {
+        out.write_all(b"half a st")?;
+        Err(std::io::Error::other("the disk is full"))
+    });
+    assert!(failed.is_err());
+    // And one cut by a crash: written, never adopted.
+    let cut = storage
+        .snapshot_writer()
+        .write(snapshot_at(5), |out| out.write_all(b"state at 5"))
+        .unwrap();
+    drop(cut);
+    drop(storage);
+    let (storage, recovered) = open(dir.path()).unwrap();
+    assert_eq!(recovered.snapshot, Some(snapshot_at(2)));
+    assert_eq!(recovered.entries.len(), 3);
+    assert_eq!(
+        storage.load_snapshot().unwrap(),
+        Some((snapshot_at(2), b"state at 2".to_vec()))
+    );
+    let files: Vec<_> = fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|item| item.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1, "leftovers are removed: {files:?}");
 }

@@ -28,13 +28,31 @@ struct SnapshotImage {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The same image, encoded from borrowed bytes (a slice encodes exactly as a `Vec<u8>`), so
-/// encoding does not copy the whole store first.
+/// The same image, encoded from the store's own (sorted) pairs, so encoding copies nothing
+/// first.
 #[derive(bincode::Encode)]
 struct SnapshotImageRef<'a> {
     applied_index: LogIndex,
     shard: &'a Option<Shard>,
-    pairs: Vec<(&'a [u8], &'a [u8])>,
+    pairs: PairsRef<'a>,
+}
+
+/// Pairs encoded exactly as a `Vec<(Vec<u8>, Vec<u8>)>`: the length as a `u64`, then each key
+/// and value as a length and its bytes.
+struct PairsRef<'a>(&'a [(Bytes, Bytes)]);
+
+impl bincode::Encode for PairsRef<'_> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        (self.0.len() as u64).encode(encoder)?;
+        for (key, value) in self.0 {
+            key[..].encode(encoder)?;
+            value[..].encode(encoder)?;
+        }
+        Ok(())
+    }
 }
 
 /// The chunk of a partition's `sorted` pairs after key `after` (none: from the first): up to
@@ -73,16 +91,23 @@ impl SnapshotState {
     /// Encodes the state: the same bytes as [`KvStateMachine::snapshot`] at that index.
     pub fn encode(mut self) -> Bytes {
         self.pairs.sort_unstable();
-        let image = SnapshotImageRef {
+        Bytes::from(storage::encode_exact(&self.image()))
+    }
+
+    /// Writes the same bytes as [`SnapshotState::encode`] to `out`, as they are encoded.
+    pub fn write_to(mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.pairs.sort_unstable();
+        storage::encode_to_writer(&self.image(), out)
+    }
+
+    /// The image of these pairs, which must be sorted.
+    fn image(&self) -> SnapshotImageRef<'_> {
+        debug_assert!(self.pairs.is_sorted());
+        SnapshotImageRef {
             applied_index: self.applied_index,
             shard: &self.shard,
-            pairs: self
-                .pairs
-                .iter()
-                .map(|(key, value)| (&key[..], &value[..]))
-                .collect(),
-        };
-        Bytes::from(storage::encode_exact(&image))
+            pairs: PairsRef(&self.pairs),
+        }
     }
 }
 
@@ -422,6 +447,10 @@ impl crate::replica::SnapshotImage for SnapshotState {
     fn encode(self: Box<Self>) -> Bytes {
         SnapshotState::encode(*self)
     }
+
+    fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        SnapshotState::write_to(*self, out)
+    }
 }
 
 /// The replica's view of the store: commands are [`Command`]s, reads are keys.
@@ -724,6 +753,23 @@ mod tests {
         kv.apply(4, &Command::Delete { key: b("b") }.encode());
         kv.apply(5, &put("c", "3"));
         assert_eq!(taken.encode(), expected);
+    }
+
+    /// Streamed into a file, a snapshot is the same bytes as encoded whole.
+    #[test]
+    fn a_snapshot_written_as_it_is_encoded_is_the_encoded_snapshot() {
+        let mut kv = KvStateMachine::new();
+        for index in 1..=2_000u64 {
+            let command = Command::Put {
+                key: Bytes::from(format!("key {}", index * 7919 % 1000)),
+                value: Bytes::from(vec![index as u8; (index % 300) as usize]),
+            };
+            kv.apply(index, &command.encode());
+        }
+        let mut streamed = Vec::new();
+        kv.snapshot_state().write_to(&mut streamed).unwrap();
+        assert_eq!(streamed, kv.snapshot());
+        assert_eq!(streamed, kv.snapshot_state().encode());
     }
 
     /// A partition moves from group A to group B through the steps in each group's log: frozen

@@ -60,4 +60,9 @@ pub struct Applied<Outcome> {
 pub trait SnapshotImage: Debug + Send + 'static {
     /// The snapshot's bytes, identical on every replica at the same applied index.
     fn encode(self: Box<Self>) -> Bytes;
+    /// The same bytes as [`SnapshotImage::encode`], written to `out` as they are encoded: a
+    /// large state is then never twice in memory (once live, once encoded).
+    fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.encode())
+    }
 }

@@ -47,6 +47,8 @@ struct Inner {
     move_bytes_shipped: Counter,
     move_seconds: Histogram,
     move_writes_refused_seconds: Histogram,
+    snapshot_write_seconds: Histogram,
+    snapshot_bytes: Gauge,
     /// The directory's move totals, last seen (their increases are added to the above).
     move_totals_seen: std::sync::Mutex<[u64; 3]>,
     /// The core's own count of refused messages, last seen (its increase is added to the above).
@@ -89,6 +91,8 @@ impl Metrics {
             move_bytes_shipped: Counter::default(),
             move_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             move_writes_refused_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            snapshot_write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            snapshot_bytes: Gauge::default(),
             move_totals_seen: Default::default(),
             core_refused_seen: Default::default(),
             registry: Registry::default(),
@@ -120,6 +124,11 @@ impl Metrics {
                 "voters",
                 "Voters in this node's current configuration",
                 &inner.voters,
+            ),
+            (
+                "snapshot_bytes",
+                "Size of the data of the last snapshot this node took",
+                &inner.snapshot_bytes,
             ),
         ];
         for (name, help, gauge) in gauges {
@@ -229,6 +238,12 @@ impl Metrics {
                  to the destination serving it (or the source unfreezing it after a rollback)",
                 &inner.move_writes_refused_seconds,
             ),
+            (
+                "snapshot_write_seconds",
+                "Time writing one snapshot this node took into its file took (encoding, writing \
+                 and fsync, on a thread of its own)",
+                &inner.snapshot_write_seconds,
+            ),
         ];
         for (name, help, histogram) in histograms {
             registry.register(name, help, histogram.clone());
@@ -290,6 +305,12 @@ impl Metrics {
         self.inner.disk_syncs.inc();
         self.inner.disk_sync_seconds.observe(seconds);
         self.inner.entries_per_sync.observe(entries as f64);
+    }
+
+    /// A snapshot this node took was written: its data's size and how long writing it took.
+    pub fn snapshot_written(&self, bytes: u64, seconds: f64) {
+        self.inner.snapshot_bytes.set(as_gauge(bytes));
+        self.inner.snapshot_write_seconds.observe(seconds);
     }
 
     pub fn sent_batch(&self, messages: usize) {

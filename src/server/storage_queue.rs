@@ -33,10 +33,14 @@ pub fn storage_queue() -> (StorageQueue, StorageOps) {
     let queued = Arc::new(Queued::default());
     (
         StorageQueue {
-            sender,
+            sender: sender.clone(),
             queued: queued.clone(),
         },
-        StorageOps { receiver, queued },
+        StorageOps {
+            weak_sender: sender.downgrade(),
+            receiver,
+            queued,
+        },
     )
 }
 
@@ -83,10 +87,21 @@ impl Queued {
 /// The storage worker's end.
 pub struct StorageOps {
     receiver: mpsc::UnboundedReceiver<StorageOp>,
+    /// For work the worker hands elsewhere and takes back later (a snapshot written on a
+    /// thread of its own); weak, so the queue still closes when the loop's end goes.
+    weak_sender: mpsc::WeakUnboundedSender<StorageOp>,
     queued: Arc<Queued>,
 }
 
 impl StorageOps {
+    /// A sender into this queue, as the loop's; none once the loop's end is gone.
+    pub fn sender(&self) -> Option<StorageQueue> {
+        Some(StorageQueue {
+            sender: self.weak_sender.upgrade()?,
+            queued: self.queued.clone(),
+        })
+    }
+
     /// Waits for operations and moves up to `limit` of them into `batch`; 0 once the loop is gone.
     pub async fn recv_many(&mut self, batch: &mut Vec<StorageOp>, limit: usize) -> usize {
         let start = batch.len();

@@ -9,7 +9,7 @@ use super::metrics::Metrics;
 use super::storage_queue::StorageOps;
 use crate::core::{Entry, HardState, Input, NodeId, PersistId, SnapshotMeta};
 use crate::replica::SnapshotImage;
-use crate::storage::{Standing, Storage};
+use crate::storage::{SnapshotWriter, Standing, Storage, WrittenSnapshot};
 
 /// Operations a batch takes at most, so one slow fsync does not grow a batch without bound.
 const BATCH_OPERATIONS_MAX: usize = 4096;
@@ -23,14 +23,17 @@ pub enum StorageOp {
         entries: Vec<Entry>,
         sync: bool,
     },
-    /// A snapshot this node took: encode it here (not on the loop: a large store takes long),
-    /// save it, compact the log and answer `SnapshotSaved`. The bytes are dropped: chunks for
-    /// followers are read back from the file (`ReadSnapshotChunk`), so a node does not keep a
-    /// second copy of its state in memory.
+    /// A snapshot this node took: written on a thread of its own (encoded straight into its
+    /// file: neither the event loop nor the log's fsyncs wait for a large store to be written),
+    /// then adopted here (`AdoptSnapshot`). Chunks for followers are read back from the file
+    /// (`ReadSnapshotChunk`), so a node does not keep a second copy of its state in memory.
     SaveSnapshot {
         meta: SnapshotMeta,
         image: Box<dyn SnapshotImage>,
     },
+    /// A snapshot written for `SaveSnapshot` (or why it could not be): make it the store's,
+    /// compact the log and answer `SnapshotSaved`.
+    AdoptSnapshot(Result<WrittenSnapshot, String>),
     /// A snapshot received from the leader: a persist in order with the others.
     Install {
         id: PersistId,
@@ -58,6 +61,7 @@ impl StorageOp {
             StorageOp::Persist { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
             StorageOp::Install { data, .. } => data.len(),
             StorageOp::SaveSnapshot { .. }
+            | StorageOp::AdoptSnapshot(_)
             | StorageOp::ReadSnapshotChunk { .. }
             | StorageOp::RecordStanding(_)
             | StorageOp::RecordClusterId(_) => 0,
@@ -103,7 +107,7 @@ fn spawn_thread(
         .spawn(move || {
             let mut batch = Vec::new();
             while ops.blocking_recv_many(&mut batch, BATCH_OPERATIONS_MAX) > 0 {
-                let outcome = write(storage.as_mut(), std::mem::take(&mut batch))
+                let outcome = write(storage.as_mut(), std::mem::take(&mut batch), &ops, &metrics)
                     .and_then(|written| complete(storage.as_mut(), written));
                 if !report(outcome, &done, &metrics) {
                     break;
@@ -139,7 +143,7 @@ async fn run_simulated(
         if ops.recv_many(&mut batch, BATCH_OPERATIONS_MAX).await == 0 {
             return;
         }
-        let written = write(storage.as_mut(), std::mem::take(&mut batch));
+        let written = write(storage.as_mut(), std::mem::take(&mut batch), &ops, &metrics);
         tokio::time::sleep(simulated_sync_time()).await;
         #[allow(deprecated)]
         let joined = tokio::task::spawn_blocking(move || {
@@ -195,6 +199,64 @@ fn simulated_sync_time() -> std::time::Duration {
     std::time::Duration::from_micros(u64::from(micros))
 }
 
+/// Writes snapshot `meta` with `writer` away from the worker, and hands the result back to it
+/// through its queue: on a thread of its own, or under simulation as a task that takes a while.
+fn write_snapshot_elsewhere(
+    writer: SnapshotWriter,
+    meta: SnapshotMeta,
+    image: Box<dyn SnapshotImage>,
+    ops: &StorageOps,
+    metrics: Metrics,
+) {
+    // The loop is gone if there is no sender: nothing waits for the snapshot.
+    let Some(queue) = ops.sender() else {
+        return;
+    };
+    let write = move || {
+        let index = meta.index;
+        let started = std::time::Instant::now();
+        let written = writer
+            .write(meta, |out| image.write_to(out))
+            .map_err(|error| format!("cannot write the snapshot at index {index}: {error}"));
+        if let Ok(written) = &written {
+            let seconds = started.elapsed().as_secs_f64();
+            metrics.snapshot_written(written.bytes, seconds);
+            tracing::info!(
+                index,
+                bytes = written.bytes,
+                ms = (seconds * 1000.0) as u64,
+                "snapshot written"
+            );
+        }
+        // The worker is gone if this fails; nothing waits for the snapshot then.
+        let _ = queue.send(StorageOp::AdoptSnapshot(written));
+    };
+    #[cfg(not(madsim))]
+    {
+        let spawned = std::thread::Builder::new()
+            .name("ravel-snapshot".to_string())
+            .spawn(write);
+        if let (Err(error), Some(queue)) = (spawned, ops.sender()) {
+            let failed = format!("cannot start a thread to write a snapshot: {error}");
+            let _ = queue.send(StorageOp::AdoptSnapshot(Err(failed)));
+        }
+    }
+    #[cfg(madsim)]
+    {
+        tokio::spawn(async move {
+            tokio::time::sleep(simulated_snapshot_time()).await;
+            write();
+        });
+    }
+}
+
+/// How long a simulated snapshot takes to write: up to a few heartbeats, so that the log moves
+/// on, snapshots arrive from the leader and nodes crash while one is being written.
+#[cfg(madsim)]
+fn simulated_snapshot_time() -> std::time::Duration {
+    std::time::Duration::from_micros(u64::from(madsim::rand::random::<u32>() % 300_000))
+}
+
 /// A batch written but maybe not yet synced.
 struct Written {
     inputs: Vec<Input>,
@@ -205,7 +267,12 @@ struct Written {
 
 /// Carries out every write of a batch (a persist is reported only after the fsync that covers
 /// it: see [`complete`]).
-fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Written, String> {
+fn write(
+    storage: &mut dyn Storage,
+    operations: Vec<StorageOp>,
+    ops: &StorageOps,
+    metrics: &Metrics,
+) -> Result<Written, String> {
     let mut inputs = Vec::new();
     let mut persisted: Option<PersistId> = None;
     let mut needs_sync = false;
@@ -233,10 +300,17 @@ fn write(storage: &mut dyn Storage, operations: Vec<StorageOp>) -> Result<Writte
                 persisted = Some(id);
             }
             StorageOp::SaveSnapshot { meta, image } => {
-                let data = image.encode();
+                let writer = storage.snapshot_writer();
+                write_snapshot_elsewhere(writer, meta, image, ops, metrics.clone());
+            }
+            StorageOp::AdoptSnapshot(written) => {
+                let written = written?;
+                let meta = written.meta.clone();
                 storage
-                    .save_snapshot(meta.clone(), &data)
+                    .adopt_snapshot(written)
                     .map_err(|error| error.to_string())?;
+                // Also when a newer snapshot was installed meanwhile: the core learns that
+                // its request is over.
                 inputs.push(Input::SnapshotSaved { meta });
             }
             StorageOp::Install { id, meta, data } => {

@@ -267,6 +267,20 @@ pub fn encode_exact<T: Encode>(value: &T) -> Vec<u8> {
     out
 }
 
+/// The bytes [`encode`] returns, written to `out` as they are encoded.
+pub fn encode_to_writer<T: Encode>(
+    value: &T,
+    mut out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    out.write_all(&[FORMAT_VERSION])?;
+    bincode::encode_into_std_write(value, &mut out, config())
+        .map(|_| ())
+        .map_err(|error| match error {
+            bincode::error::EncodeError::Io { inner, .. } => inner,
+            other => std::io::Error::other(other.to_string()),
+        })
+}
+
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != FORMAT_VERSION {

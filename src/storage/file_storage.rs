@@ -33,10 +33,14 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::codec::{self, Identity, SnapshotHeader, Standing, WalRecord};
+use super::codec::{self, Identity, Standing, WalRecord};
 use super::error::StorageError;
 use super::recovery;
-use crate::core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
+use super::snapshot_file::{
+    self, latest_snapshot, parse_snapshot, snapshot_files, snapshot_name, verify_snapshot_file,
+    SnapshotWriter, WrittenBody, WrittenSnapshot,
+};
+use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
 
 const META_FILE: &str = "ravel.meta";
 const LOCK_FILE: &str = "LOCK";
@@ -141,7 +145,9 @@ impl FileStorage {
         }
         let standing = check_identity(&dir, identity)?;
         let extent = extent_bytes(&options);
-        let snapshot = latest_snapshot(&dir)?;
+        let snapshots = dir.join(SNAPSHOT_DIR);
+        snapshot_file::remove_unfinished(&snapshots)?;
+        let snapshot = latest_snapshot(&snapshots)?;
         let first_index = snapshot.as_ref().map_or(1, |meta| meta.index + 1);
         let mut storage_segments = Vec::new();
         let mut locations = Vec::new();
@@ -476,26 +482,56 @@ impl FileStorage {
     }
 
     /// Saves a snapshot durably (temporary file, fsync, rename, directory fsync), then drops
-    /// the entries it covers: whole segments are deleted, older snapshots removed.
+    /// the entries it covers: whole segments are deleted, older snapshots removed. Used for a
+    /// snapshot received from the leader; one this node takes is written by a
+    /// [`SnapshotWriter`] and adopted ([`FileStorage::adopt_snapshot`]).
     pub fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         self.check_running()?;
-        let result = self.write_snapshot(meta, data);
+        let result = self
+            .snapshot_writer()
+            .write(meta, |out| out.write_all(data));
+        let result = result.and_then(|written| self.adopt(written));
         if let Err(error) = &result {
             self.failure = Some(error.to_string());
         }
         result
     }
 
-    fn write_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    /// Where a snapshot of this store may be written from another thread.
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter::Directory(self.dir.join(SNAPSHOT_DIR))
+    }
+
+    /// Makes a snapshot written by [`FileStorage::snapshot_writer`] the store's snapshot, if it
+    /// is newer than the one it holds (a snapshot installed from the leader meanwhile wins),
+    /// and compacts the log it covers.
+    pub fn adopt_snapshot(&mut self, written: WrittenSnapshot) -> Result<(), StorageError> {
+        self.check_running()?;
+        let result = self.adopt(written);
+        if let Err(error) = &result {
+            self.failure = Some(error.to_string());
+        }
+        result
+    }
+
+    fn adopt(&mut self, written: WrittenSnapshot) -> Result<(), StorageError> {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|held| held.index >= written.meta.index)
+        {
+            written.discard();
+            return Ok(());
+        }
+        let WrittenSnapshot { meta, body, .. } = written;
+        let WrittenBody::File(temporary) = body else {
+            unreachable!("this store's writer writes files");
+        };
         let dir = self.dir.join(SNAPSHOT_DIR);
         let path = dir.join(snapshot_name(meta.index, meta.term));
-        let temporary = dir.join("incoming.tmp");
-        // The header and checksum, then the data as it is: a copy of a large snapshot would
-        // double the memory a snapshot takes.
-        let mut head = Vec::with_capacity(64);
-        codec::frame_into(&mut head, &codec::encode(&SnapshotHeader::from(&meta)));
-        head.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-        write_durably(&temporary, &path, &[&head, data])?;
+        fs::rename(&temporary, &path).map_err(|error| StorageError::io(&path, error))?;
+        // The snapshot must be durable under its name before any segment it covers goes.
+        sync_dir(&dir)?;
         // The latest hard state must outlive the segments about to be deleted.
         let hard_state = self.hard_state;
         self.set_hard_state(hard_state)?;
@@ -527,7 +563,7 @@ impl FileStorage {
             fs::remove_file(&segment.path)
                 .map_err(|error| StorageError::io(&segment.path, error))?;
         }
-        for (_, _, old) in snapshot_files(&self.dir)? {
+        for (_, _, old) in snapshot_files(&dir)? {
             if old != path {
                 fs::remove_file(&old).map_err(|error| StorageError::io(&old, error))?;
             }
@@ -557,7 +593,7 @@ impl FileStorage {
         let (start, len) = match &self.serving {
             Some((serving, start, len)) if serving == meta => (*start, *len),
             _ => {
-                let (start, len) = verify_snapshot_file(&path)?;
+                let (_, start, len) = verify_snapshot_file(&path)?;
                 self.serving = Some((meta.clone(), start, len));
                 (start, len)
             }
@@ -700,10 +736,6 @@ fn segment_name(sequence: u64) -> String {
     format!("{sequence:020}.wal")
 }
 
-fn snapshot_name(index: LogIndex, term: Term) -> String {
-    format!("{index:020}-{term:020}.snap")
-}
-
 fn segment_paths(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     let wal = dir.join(WAL_DIR);
     let mut paths = Vec::new();
@@ -759,136 +791,6 @@ fn cut_to_records(path: &Path, valid_len: u64) -> Result<(), StorageError> {
             file.sync_all()
         })
         .map_err(|error| StorageError::io(path, error))
-}
-
-/// Snapshot files by the index and term in their names, oldest first.
-fn snapshot_files(dir: &Path) -> Result<Vec<(LogIndex, Term, PathBuf)>, StorageError> {
-    let snapshots = dir.join(SNAPSHOT_DIR);
-    let mut found = Vec::new();
-    for item in fs::read_dir(&snapshots).map_err(|error| StorageError::io(&snapshots, error))? {
-        let path = item
-            .map_err(|error| StorageError::io(&snapshots, error))?
-            .path();
-        let Some(stem) = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_suffix(".snap"))
-        else {
-            continue;
-        };
-        let Some((index, term)) = stem.split_once('-') else {
-            continue;
-        };
-        if let (Ok(index), Ok(term)) = (index.parse(), term.parse()) {
-            found.push((index, term, path));
-        }
-    }
-    found.sort_by_key(|(index, _, _)| *index);
-    Ok(found)
-}
-
-/// The newest snapshot whose contents verify; a damaged newest snapshot is corruption.
-fn latest_snapshot(dir: &Path) -> Result<Option<SnapshotMeta>, StorageError> {
-    let Some((index, term, path)) = snapshot_files(dir)?.pop() else {
-        return Ok(None);
-    };
-    let bytes = fs::read(&path).map_err(|error| StorageError::io(&path, error))?;
-    let (stored, _) = parse_snapshot(&path, &bytes)?;
-    if (stored.index, stored.term) != (index, term) {
-        return Err(StorageError::Corrupt {
-            path,
-            offset: 0,
-            reason: format!(
-                "the file name says index {index} term {term} but it holds index {} term {}",
-                stored.index, stored.term
-            ),
-        });
-    }
-    Ok(Some(stored))
-}
-
-fn parse_snapshot<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-) -> Result<(SnapshotMeta, &'a [u8]), StorageError> {
-    let corrupt = |offset: u64, reason: &str| StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason: reason.to_string(),
-    };
-    let codec::Frame::Valid { body, len } = codec::read_frame(bytes) else {
-        return Err(corrupt(
-            0,
-            "the snapshot header does not match its checksum",
-        ));
-    };
-    let header: SnapshotHeader =
-        codec::decode(body).map_err(|error| corrupt(0, &error.to_string()))?;
-    let meta = SnapshotMeta::from(header);
-    let rest = &bytes[len..];
-    if rest.len() < 4 {
-        return Err(corrupt(
-            len as u64,
-            "the snapshot ends before its data checksum",
-        ));
-    }
-    let (checksum, data) = rest.split_at(4);
-    if crc32fast::hash(data).to_le_bytes() != checksum {
-        return Err(corrupt(
-            len as u64 + 4,
-            "the snapshot data does not match its checksum",
-        ));
-    }
-    Ok((meta, data))
-}
-
-/// Checks a snapshot file against its checksums a block at a time (never whole in memory):
-/// where its data starts and how long it is.
-fn verify_snapshot_file(path: &Path) -> Result<(u64, u64), StorageError> {
-    const BLOCK: usize = 1 << 20;
-    let corrupt = |offset: u64, reason: &str| StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason: reason.to_string(),
-    };
-    let io = |error| StorageError::io(path, error);
-    let mut file = File::open(path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
-    // The header frame and the data's checksum come first; a header is far below a block
-    // unless the file is corrupt.
-    let mut head = vec![0u8; size.min(BLOCK as u64) as usize];
-    file.read_exact(&mut head).map_err(io)?;
-    let codec::Frame::Valid { len, .. } = codec::read_frame(&head) else {
-        return Err(corrupt(
-            0,
-            "the snapshot header does not match its checksum",
-        ));
-    };
-    let Some(checksum) = head.get(len..len + 4) else {
-        return Err(corrupt(
-            len as u64,
-            "the snapshot ends before its data checksum",
-        ));
-    };
-    let checksum = u32::from_le_bytes(checksum.try_into().expect("four bytes"));
-    let start = len as u64 + 4;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&head[len + 4..]);
-    let mut block = vec![0u8; BLOCK];
-    loop {
-        let read = file.read(&mut block).map_err(io)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&block[..read]);
-    }
-    if hasher.finalize() != checksum {
-        return Err(corrupt(
-            start,
-            "the snapshot data does not match its checksum",
-        ));
-    }
-    Ok((start, size - start))
 }
 
 /// Writes `parts` one after the other to `temporary`, syncs it, renames it to `path` and syncs

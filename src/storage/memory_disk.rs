@@ -201,6 +201,14 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    fn snapshot_index(&self) -> LogIndex {
+        let disk = self.disk.lock();
+        disk.durable
+            .snapshot
+            .as_ref()
+            .map_or(0, |(meta, _)| meta.index)
+    }
+
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         let mut disk = self.disk.lock();
         take_read_fault(&mut disk)?;
@@ -282,6 +290,31 @@ mod tests {
         let (_, state, snapshot) = disk.open().unwrap();
         assert_eq!(state.entries, vec![entry(2, 2)]);
         assert_eq!(snapshot, Some((meta, b"image".to_vec())));
+    }
+
+    /// A snapshot written while a newer one was installed is dropped when it is adopted.
+    #[test]
+    fn an_adopted_snapshot_older_than_the_one_held_is_dropped() {
+        let disk = MemoryDisk::new();
+        let (mut storage, _, _) = disk.open().unwrap();
+        storage
+            .append(&(1..=6).map(|index| entry(index, 1)).collect::<Vec<_>>())
+            .unwrap();
+        storage.sync().unwrap();
+        let at = |index| SnapshotMeta {
+            index,
+            term: 1,
+            membership: Default::default(),
+        };
+        let older = storage
+            .snapshot_writer()
+            .write(at(3), |out| out.write_all(b"state at 3"))
+            .unwrap();
+        storage.save_snapshot(at(5), b"state at 5").unwrap();
+        storage.adopt_snapshot(older).unwrap();
+        let (_, state, snapshot) = disk.open().unwrap();
+        assert_eq!(snapshot, Some((at(5), b"state at 5".to_vec())));
+        assert_eq!(state.entries, vec![entry(6, 1)]);
     }
 
     #[test]

@@ -14,12 +14,14 @@ mod error;
 mod file_storage;
 mod memory_disk;
 mod recovery;
+mod snapshot_file;
 
-pub(crate) use codec::{decode, encode, encode_exact};
+pub(crate) use codec::{decode, encode, encode_exact, encode_to_writer};
 pub use codec::{CodecError, Identity, Standing, FORMAT_VERSION};
 pub use error::StorageError;
 pub use file_storage::{stored_identity, stored_meta, FileStorage, StorageOptions, StoredState};
 pub use memory_disk::{MemoryDisk, MemoryStorage};
+pub use snapshot_file::{SnapshotWriter, WrittenSnapshot};
 
 use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
 
@@ -36,6 +38,30 @@ pub trait Storage: Send + 'static {
     fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError>;
     /// Saves a snapshot durably and drops the entries it covers.
     fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError>;
+    /// Where a snapshot this node takes may be written, on another thread, before
+    /// [`Storage::adopt_snapshot`] makes it the store's: writing a large snapshot must not
+    /// delay the log's fsyncs. By default, into memory.
+    fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter::Memory
+    }
+    /// Makes a snapshot written by this store's [`Storage::snapshot_writer`] its snapshot (as
+    /// [`Storage::save_snapshot`]) unless it holds a newer one already (one installed from the
+    /// leader while this one was being written), which it keeps.
+    fn adopt_snapshot(&mut self, written: WrittenSnapshot) -> Result<(), StorageError> {
+        if self.snapshot_index() >= written.meta.index {
+            written.discard();
+            return Ok(());
+        }
+        let meta = written.meta.clone();
+        match written.into_memory() {
+            Some(data) => self.save_snapshot(meta, &data),
+            None => Err(StorageError::Stopped(
+                "a snapshot file was handed to a store that keeps snapshots in memory".to_string(),
+            )),
+        }
+    }
+    /// The index of the snapshot the store holds (0: none).
+    fn snapshot_index(&self) -> LogIndex;
     /// The latest snapshot and its bytes, verified.
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
     /// Bytes `offset..offset + bytes_max` of snapshot `meta`'s data (fewer at its end), and
@@ -80,6 +106,15 @@ impl Storage for FileStorage {
     }
     fn save_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         FileStorage::save_snapshot(self, meta, data)
+    }
+    fn snapshot_writer(&self) -> SnapshotWriter {
+        FileStorage::snapshot_writer(self)
+    }
+    fn adopt_snapshot(&mut self, written: WrittenSnapshot) -> Result<(), StorageError> {
+        FileStorage::adopt_snapshot(self, written)
+    }
+    fn snapshot_index(&self) -> LogIndex {
+        FileStorage::snapshot(self).map_or(0, |meta| meta.index)
     }
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         FileStorage::load_snapshot(self)
