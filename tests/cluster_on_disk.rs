@@ -1,12 +1,15 @@
 //! Three replicas on real file storage in temporary directories: writes, snapshots, a follower that
-//! is down while the leader compacts past it and catches up by snapshot after restarting from its
-//! files, and a full-cluster restart that loses nothing acknowledged.
+//! is down while the leader compacts past it and catches up after restarting from its files (from
+//! the leader's log when it keeps entries behind its snapshots, else by snapshot), and a
+//! full-cluster restart that loses nothing acknowledged.
 
 use std::collections::VecDeque;
 use std::path::Path;
 
 use bytes::Bytes;
-use ravel::core::{Config, Input, Message, NodeId, RawNode, Role};
+use ravel::core::{
+    bounded_entries, read_entries_through, Config, Input, Message, NodeId, RawNode, Role,
+};
 use ravel::kv::{Command, KvStateMachine};
 use ravel::replica::{Answer, Effect, Replica, Request, SnapshotImage};
 use ravel::storage::{FileStorage, Identity, StorageOptions};
@@ -28,13 +31,15 @@ fn config(id: NodeId) -> Config {
     config
 }
 
-fn start(dir: &Path, id: NodeId, now_ms: u64) -> Node {
+fn start(dir: &Path, id: NodeId, now_ms: u64, retain_entries: u64) -> Node {
     let identity = Identity {
         cluster_id: 42,
         node_id: id,
     };
     let options = StorageOptions {
         segment_bytes_max: 4096,
+        retain_entries,
+        retain_bytes: 1 << 20,
     };
     let (storage, state) =
         FileStorage::open(dir.join(format!("node-{id}")), identity, options).expect("opens");
@@ -59,6 +64,9 @@ struct Cluster {
     now_ms: u64,
     /// Puts answered "written" (applied, with their outcome).
     acknowledged: Vec<u64>,
+    /// Snapshots installed from a leader, and entries a leader read back from its log.
+    installs: usize,
+    read_back: usize,
 }
 
 impl Cluster {
@@ -75,6 +83,7 @@ impl Cluster {
         input(&mut node.replica);
         let mut sent = Vec::new();
         let mut acknowledged = Vec::new();
+        let (mut installs, mut read_back) = (0, 0);
         loop {
             node.replica.run();
             let effects = node.replica.take_effects();
@@ -128,6 +137,24 @@ impl Cluster {
                     Effect::InstallSnapshot { id, meta, data } => {
                         node.storage.save_snapshot(meta, &data).expect("install");
                         node.replica.completed(Input::Persisted { id });
+                        installs += 1;
+                    }
+                    Effect::ReadEntries {
+                        peer,
+                        from,
+                        through,
+                        entries_max,
+                        bytes_max,
+                    } => {
+                        let through = read_entries_through(from, through, entries_max);
+                        let entries = node.storage.entries(from, through).expect("reads");
+                        let entries = bounded_entries(entries, bytes_max);
+                        read_back += entries.len();
+                        node.replica.completed(Input::EntriesRead {
+                            peer,
+                            from,
+                            entries,
+                        });
                     }
                     Effect::Reply { ticket, reply } => match reply {
                         Ok(Answer::Written { .. }) => acknowledged.push(ticket),
@@ -140,6 +167,8 @@ impl Cluster {
         }
         self.in_flight.extend(sent);
         self.acknowledged.extend(acknowledged);
+        self.installs += installs;
+        self.read_back += read_back;
     }
 
     fn run_for(&mut self, ms: u64) {
@@ -180,14 +209,37 @@ impl Cluster {
     }
 }
 
+/// With no log kept behind snapshots, the follower catches up by snapshot.
 #[test]
 fn a_cluster_on_files_survives_compaction_crashes_and_restarts() {
+    let cluster = compaction_crashes_and_restarts(0);
+    assert!(cluster.installs >= 1, "caught up by snapshot");
+}
+
+/// With the log kept behind snapshots, the follower catches up from the leader's log, read
+/// back from its files: no snapshot is sent.
+#[test]
+fn a_follower_catches_up_from_the_log_kept_behind_snapshots() {
+    let cluster = compaction_crashes_and_restarts(1_000);
+    assert_eq!(cluster.installs, 0, "no snapshot was needed");
+    assert!(
+        cluster.read_back >= 150,
+        "the leader read back the entries the follower missed: {}",
+        cluster.read_back
+    );
+}
+
+fn compaction_crashes_and_restarts(retain_entries: u64) -> Cluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cluster = Cluster {
-        nodes: (1..=3).map(|id| Some(start(dir.path(), id, 0))).collect(),
+        nodes: (1..=3)
+            .map(|id| Some(start(dir.path(), id, 0, retain_entries)))
+            .collect(),
         in_flight: VecDeque::new(),
         now_ms: 5_000,
         acknowledged: Vec::new(),
+        installs: 0,
+        read_back: 0,
     };
     cluster.run_for(1_000);
     for request in 0..100 {
@@ -213,12 +265,12 @@ fn a_cluster_on_files_survives_compaction_crashes_and_restarts() {
         leader_snapshot.index > 250,
         "the leader compacted: {leader_snapshot:?}"
     );
-    // It restarts from its files and catches up: by snapshot, since its next entries are gone.
+    // It restarts from its files and catches up: its next entries are no longer in the
+    // leader's memory.
     let now_ms = cluster.now_ms;
-    cluster.nodes[follower as usize - 1] = Some(start(dir.path(), follower, now_ms));
+    cluster.nodes[follower as usize - 1] =
+        Some(start(dir.path(), follower, now_ms, retain_entries));
     cluster.run_for(2_000);
-    let caught_up = cluster.node(follower).expect("up");
-    assert!(caught_up.storage.snapshot().expect("installed").index >= leader_snapshot.index);
     let expected = cluster.node(leader).expect("up").replica.state().snapshot();
     for id in 1..=3 {
         assert_eq!(
@@ -245,7 +297,7 @@ fn a_cluster_on_files_survives_compaction_crashes_and_restarts() {
     // The old processes are gone (and their directories' locks with them) before the new start.
     cluster.nodes.clear();
     cluster.nodes = (1..=3)
-        .map(|id| Some(start(dir.path(), id, now_ms)))
+        .map(|id| Some(start(dir.path(), id, now_ms, retain_entries)))
         .collect();
     cluster.run_for(2_000);
     assert_eq!(cluster.acknowledged.len(), 300, "every put was answered");
@@ -260,4 +312,5 @@ fn a_cluster_on_files_survives_compaction_crashes_and_restarts() {
             );
         }
     }
+    cluster
 }

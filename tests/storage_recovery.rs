@@ -24,6 +24,9 @@ const EXTENT: usize = 700;
 fn options() -> StorageOptions {
     StorageOptions {
         segment_bytes_max: EXTENT as u64,
+        // Entries behind a snapshot, kept in whole segments: compaction keeps some of them.
+        retain_entries: 7,
+        retain_bytes: 3 * EXTENT as u64,
     }
 }
 
@@ -229,6 +232,7 @@ proptest! {
                         // The configuration travels with the snapshot.
                         let membership = Membership::with_voters([1, index % 5 + 2]);
                         let meta = SnapshotMeta { index, term: synced.entries[(index - floor - 1) as usize].term, membership };
+                        let before_snapshot = synced.entries.clone();
                         let data = format!("state at {index}");
                         if written_elsewhere {
                             let writer = storage.snapshot_writer();
@@ -236,6 +240,12 @@ proptest! {
                             storage.adopt_snapshot(written).unwrap();
                         } else {
                             storage.save_snapshot(meta.clone(), data.as_bytes()).unwrap();
+                        }
+                        // What the log keeps behind the snapshot reads back as it was.
+                        for from in index.saturating_sub(10).max(floor + 1)..=index {
+                            let kept = storage.entries(from, index).unwrap();
+                            let expected = &before_snapshot[(from - floor - 1) as usize..(index - floor) as usize];
+                            prop_assert!(kept.is_empty() || kept == expected, "entries {}..={} read back {:?}", from, index, kept);
                         }
                         synced.entries.drain(..(index - floor) as usize);
                         synced.snapshot = Some(meta.clone());
@@ -637,4 +647,58 @@ fn a_snapshot_left_unfinished_by_a_crash_is_removed_on_start() {
         .map(|item| item.unwrap().file_name())
         .collect();
     assert_eq!(files.len(), 1, "leftovers are removed: {files:?}");
+}
+
+/// A snapshot this node takes keeps the log behind it within the retention (whole segments, at
+/// most so many entries and bytes), readable for followers that fell behind; older segments go.
+#[test]
+fn the_log_behind_a_snapshot_is_kept_within_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StorageOptions {
+        segment_bytes_max: EXTENT as u64,
+        retain_entries: 40,
+        retain_bytes: 10 * EXTENT as u64,
+    };
+    let (mut storage, _) = FileStorage::open(dir.path(), IDENTITY, options.clone()).unwrap();
+    let all: Vec<Entry> = (1..=300).map(|index| entry(index, 1)).collect();
+    for chunk in all.chunks(10) {
+        storage.append(chunk).unwrap();
+        storage.sync().unwrap();
+    }
+    storage
+        .save_snapshot(snapshot_at(250), b"state at 250")
+        .unwrap();
+    // Some entries behind the snapshot are still there: at most 40, in whole segments.
+    let first_kept = (1..=250)
+        .find(|&from| !storage.entries(from, 250).unwrap().is_empty())
+        .expect("some entries are kept behind the snapshot");
+    assert!(
+        (210..=240).contains(&first_kept),
+        "kept from {first_kept}: about 40 entries, whole segments"
+    );
+    assert_eq!(
+        storage.entries(first_kept, 300).unwrap(),
+        all[first_kept as usize - 1..].to_vec()
+    );
+    assert!(storage.entries(first_kept - 1, 260).unwrap().is_empty());
+    let segments_on_disk = segments(dir.path()).len();
+    // With no retention, every segment the snapshot covers goes.
+    drop(storage);
+    let (mut storage, _) = FileStorage::open(
+        dir.path(),
+        IDENTITY,
+        StorageOptions {
+            retain_entries: 0,
+            ..options
+        },
+    )
+    .unwrap();
+    storage.append(&[entry(301, 1)]).unwrap();
+    storage.sync().unwrap();
+    storage
+        .save_snapshot(snapshot_at(300), b"state at 300")
+        .unwrap();
+    assert!(storage.entries(300, 301).unwrap().is_empty());
+    assert_eq!(storage.entries(301, 301).unwrap(), vec![entry(301, 1)]);
+    assert!(segments(dir.path()).len() < segments_on_disk);
 }

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use ravel::core::{
-    Entry, HardState, Input, LogIndex, NodeId, PersistId, RawNode, Recovered, SnapshotMeta,
+    bounded_entries, read_entries_through, Entry, HardState, Input, LogIndex, NodeId, PersistId,
+    RawNode, Recovered, SnapshotMeta,
 };
 use ravel::kv::KvStateMachine;
 use ravel::replica::{Replica, SnapshotImage, StateMachine};
@@ -44,6 +45,11 @@ pub struct SimDisk {
     snapshot: Option<(SnapshotMeta, Bytes)>,
     /// Durable entries after the snapshot, contiguous.
     entries: Vec<Entry>,
+    /// Durable entries kept behind the snapshot (its log retention), contiguous up to the
+    /// snapshot's index: a leader reads them back for a follower that fell behind.
+    retained: VecDeque<Entry>,
+    /// How many entries the log keeps behind a snapshot (0: none).
+    retain_entries: usize,
     /// Written but not yet synced, oldest first.
     cache: VecDeque<Write>,
     /// The last write made durable, and the last received (so a message can wait for it).
@@ -53,6 +59,14 @@ pub struct SimDisk {
 }
 
 impl SimDisk {
+    /// An empty disk whose log keeps `retain_entries` entries behind each snapshot.
+    pub fn with_retention(retain_entries: usize) -> SimDisk {
+        SimDisk {
+            retain_entries,
+            ..SimDisk::default()
+        }
+    }
+
     /// The same durable contents, for a new incarnation of the core (persist ids start over).
     pub fn restarted(mut disk: SimDisk) -> SimDisk {
         assert!(
@@ -61,6 +75,7 @@ impl SimDisk {
         );
         disk.synced_id = 0;
         disk.written_id = 0;
+        disk.retained.clear();
         disk
     }
 
@@ -81,6 +96,7 @@ impl SimDisk {
     /// Power loss before any cached write reached the platter (the scenario tests' crash).
     pub fn lose_unsynced(&mut self) {
         self.cache.clear();
+        self.retained.clear();
     }
 
     pub fn has_unsynced(&self) -> bool {
@@ -120,9 +136,12 @@ impl SimDisk {
                         .get((meta.index - base - 1) as usize)
                         .is_some_and(|entry| entry.term == meta.term);
                 if holds {
-                    self.entries.drain(..(meta.index - base) as usize);
+                    let covered: Vec<Entry> =
+                        self.entries.drain(..(meta.index - base) as usize).collect();
+                    self.retain(covered);
                 } else {
                     self.entries.clear();
+                    self.retained.clear();
                 }
                 self.snapshot = Some((meta, data));
             }
@@ -136,6 +155,11 @@ impl SimDisk {
             let base = self.snapshot_index();
             if entry.index <= base {
                 self.entries.clear();
+                // A snapshot here is saved at once, ahead of the writes still cached; one of
+                // those may rewrite an entry the snapshot covers (its state came from the newer
+                // entry): what the log keeps behind the snapshot is no longer the log. (A file
+                // store saves a snapshot after every write before it.)
+                self.retained.clear();
                 continue;
             }
             self.entries.truncate((entry.index - base - 1) as usize);
@@ -149,8 +173,58 @@ impl SimDisk {
             return;
         }
         let covered = ((meta.index - self.snapshot_index()) as usize).min(self.entries.len());
-        self.entries.drain(..covered);
+        let covered: Vec<Entry> = self.entries.drain(..covered).collect();
+        if covered.last().map(|entry| entry.index) == Some(meta.index) {
+            self.retain(covered);
+        } else {
+            self.retained.clear();
+        }
         self.snapshot = Some((meta, data));
+    }
+
+    /// Keeps `covered` (the entries a new snapshot covers, up to its index) behind the
+    /// snapshot, as far as the retention goes.
+    fn retain(&mut self, covered: Vec<Entry>) {
+        if covered.first().map(|entry| entry.index)
+            != self.retained.back().map(|entry| entry.index + 1)
+        {
+            self.retained.clear();
+        }
+        self.retained.extend(covered);
+        while self.retained.len() > self.retain_entries {
+            self.retained.pop_front();
+        }
+    }
+
+    /// Durable entries `from..=through`, from behind the snapshot or after it: none unless
+    /// `from` is held, then as many as are held in a row.
+    pub fn read_entries(&self, from: LogIndex, through: LogIndex) -> Vec<Entry> {
+        let mut read = Vec::new();
+        for entry in self.retained.iter().chain(&self.entries) {
+            if entry.index < from {
+                continue;
+            }
+            if entry.index > through || entry.index != from + read.len() as LogIndex {
+                break;
+            }
+            read.push(entry.clone());
+        }
+        read
+    }
+
+    /// Answers `replica`'s `Effect::ReadEntries` from this disk.
+    pub fn read_entries_for<S: StateMachine>(
+        &self,
+        replica: &mut Replica<S>,
+        (peer, from, through, entries_max, bytes_max): (NodeId, LogIndex, LogIndex, usize, usize),
+    ) {
+        let through = read_entries_through(from, through, entries_max);
+        let entries = bounded_entries(self.read_entries(from, through), bytes_max);
+        replica.completed(Input::EntriesRead {
+            peer,
+            from,
+            entries,
+        });
     }
 
     pub fn snapshot(&self) -> Option<&(SnapshotMeta, Bytes)> {
@@ -163,6 +237,9 @@ impl SimDisk {
     pub fn crash(&mut self, rng: &mut ChaCha8Rng) -> usize {
         let cached: Vec<Write> = self.cache.drain(..).collect();
         let survivors = rng.random_range(0..=cached.len());
+        // As a file store after a restart, the log serves entries from the snapshot on only
+        // (the writes lost here may have been what the snapshot's state was made of).
+        self.retained.clear();
         for (position, write) in cached.into_iter().enumerate() {
             if position < survivors {
                 self.make_durable(write);

@@ -177,6 +177,7 @@ impl TestCluster {
                     | Action::Send { .. }
                     | Action::TakeSnapshot { .. }
                     | Action::ReadSnapshotChunk { .. }
+                    | Action::ReadEntries { .. }
                     | Action::WriteSnapshotChunk { .. }
                     | Action::RoleChanged { .. } => Ok(()),
                     reply => {
@@ -230,6 +231,15 @@ impl TestCluster {
                 } => node
                     .disk
                     .read_chunk_for(replica, (to, meta, offset, bytes_max)),
+                Effect::ReadEntries {
+                    peer,
+                    from,
+                    through,
+                    entries_max,
+                    bytes_max,
+                } => node
+                    .disk
+                    .read_entries_for(replica, (peer, from, through, entries_max, bytes_max)),
                 Effect::InstallSnapshot {
                     id: persist_id,
                     meta,

@@ -124,6 +124,13 @@ pub struct NodeArgs {
     /// away from its group, 1 to 8388608 [default: 262144].
     #[arg(long)]
     pub move_chunk_bytes: Option<usize>,
+    /// Log entries kept behind a snapshot for followers that fall behind to catch up from
+    /// (beyond them, a follower receives the whole state) [default: 1000000].
+    #[arg(long)]
+    pub log_retention_entries: Option<u64>,
+    /// The most bytes of log segments kept behind a snapshot [default: 268435456].
+    #[arg(long)]
+    pub log_retention_bytes: Option<u64>,
 }
 
 // Parsed once per process: the size of the node's variant does not matter.

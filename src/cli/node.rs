@@ -152,6 +152,12 @@ pub(super) fn options(args: NodeArgs, defaults: NodeOptions) -> Result<NodeOptio
     if let Some(bytes) = args.move_chunk_bytes {
         options.move_chunk_bytes = bytes;
     }
+    if let Some(entries) = args.log_retention_entries {
+        options.log_retention_entries = entries;
+    }
+    if let Some(bytes) = args.log_retention_bytes {
+        options.log_retention_bytes = bytes;
+    }
     Ok(options)
 }
 

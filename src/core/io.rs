@@ -59,6 +59,14 @@ pub enum Input {
     /// The state machine's snapshot at `meta` (asked for by `TakeSnapshot`) is durable, and
     /// storage dropped the entries it covers.
     SnapshotSaved { meta: SnapshotMeta },
+    /// The entries asked for by `ReadEntries`: contiguous from `from`, as many as storage held
+    /// within the limits; none if storage no longer holds `from` (the follower then gets a
+    /// snapshot).
+    EntriesRead {
+        peer: NodeId,
+        from: LogIndex,
+        entries: Vec<Entry>,
+    },
     /// The chunk asked for by `ReadSnapshotChunk`; `done` if it is the last.
     SnapshotChunkRead {
         to: NodeId,
@@ -91,6 +99,27 @@ impl Input {
             done: end == data.len(),
         })
     }
+}
+
+/// The last `through` a `ReadEntries` with these limits may cover, starting at `from`.
+pub fn read_entries_through(from: LogIndex, through: LogIndex, entries_max: usize) -> LogIndex {
+    through.min(from.saturating_add(entries_max.max(1) as LogIndex - 1))
+}
+
+/// Cuts `entries` read for a `ReadEntries` to its byte limit: the first entry always, then
+/// entries while the total stays within `bytes_max`.
+pub fn bounded_entries(mut entries: Vec<Entry>, bytes_max: usize) -> Vec<Entry> {
+    let mut bytes = 0;
+    let keep = entries
+        .iter()
+        .position(|entry| {
+            bytes += entry.size_bytes();
+            bytes > bytes_max
+        })
+        .unwrap_or(entries.len())
+        .max(1);
+    entries.truncate(keep);
+    entries
 }
 
 /// What the caller must do, in order.
@@ -130,6 +159,16 @@ pub enum Action {
     /// Snapshot the state machine now (it has applied exactly `meta.index`), save it durably,
     /// compact the log it covers, then report `SnapshotSaved`.
     TakeSnapshot { meta: SnapshotMeta },
+    /// Read stored entries `from..=through` for follower `peer`, which needs entries the core
+    /// no longer holds in memory: at most `entries_max`, and no more than `bytes_max` bytes
+    /// unless the first alone is larger (see [`bounded_entries`]). Answer `EntriesRead`.
+    ReadEntries {
+        peer: NodeId,
+        from: LogIndex,
+        through: LogIndex,
+        entries_max: usize,
+        bytes_max: usize,
+    },
     /// Read a chunk of the saved snapshot `meta` for follower `to`; answer `SnapshotChunkRead`.
     ReadSnapshotChunk {
         to: NodeId,

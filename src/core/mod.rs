@@ -31,7 +31,9 @@ mod bugs;
 #[cfg(feature = "planted-bugs")]
 pub use bugs::PlantedBugs;
 pub use config::{Config, ConfigError};
-pub use io::{Action, Input, PersistId, Proposal, RequestId};
+pub use io::{
+    bounded_entries, read_entries_through, Action, Input, PersistId, Proposal, RequestId,
+};
 pub use log::RaftLog;
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{AppendResponse, ForwardRefusal, Message, MessageBody, RejectHint};

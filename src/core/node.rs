@@ -326,6 +326,11 @@ impl RawNode {
                 data,
                 done,
             } => self.snapshot_chunk_read(to, meta, offset, data, done),
+            Input::EntriesRead {
+                peer,
+                from,
+                entries,
+            } => self.entries_read(peer, from, entries),
         }
     }
 

@@ -50,6 +50,12 @@ pub struct Progress {
     pub match_at_last_heartbeat: LogIndex,
     /// In `Snapshot`: the transfer under way.
     pub snapshot: Option<SnapshotTransfer>,
+    /// Entries the follower needs are being read back from storage (the core no longer holds
+    /// them): the `from` asked for and the `next_index` it was asked at. Nothing else is sent
+    /// to the follower meanwhile.
+    pub reading: Option<(LogIndex, LogIndex)>,
+    /// Storage did not hold entries this follower needs: it gets a snapshot instead.
+    pub storage_lacks: bool,
     /// The follower said, in its last answer, that it is joining (see
     /// `AppendResponse::Accepted`): its acknowledgements may not count toward quorums.
     pub joining: bool,
@@ -68,12 +74,17 @@ impl Progress {
             round_acknowledged: 0,
             match_at_last_heartbeat: 0,
             snapshot: None,
+            reading: None,
+            storage_lacks: false,
             joining: false,
         }
     }
 
     /// Whether another `Append` may go out now.
     pub fn is_paused(&self, inflight_max: usize) -> bool {
+        if self.reading.is_some() {
+            return true;
+        }
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= inflight_max,
@@ -127,6 +138,8 @@ impl Progress {
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.snapshot = None;
+        self.reading = None;
+        self.storage_lacks = false;
         self.next_index = self.match_index + 1;
         self.inflight.clear();
     }
@@ -136,6 +149,8 @@ impl Progress {
         self.state = ProgressState::Snapshot;
         self.inflight.clear();
         self.probe_sent = false;
+        self.reading = None;
+        self.storage_lacks = false;
         self.snapshot = Some(SnapshotTransfer {
             meta,
             acknowledged: 0,
@@ -150,6 +165,7 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.snapshot = None;
         self.probe_sent = false;
+        self.reading = None;
         self.inflight.clear();
         self.next_index = next_index.max(self.match_index + 1);
     }

@@ -1,6 +1,7 @@
 //! Log replication (Raft §5.3), the commit rule (§5.4.2), the leader's timers (heartbeat,
 //! check-quorum) and leadership transfer (thesis §3.10).
 
+use super::io::Action;
 use super::message::{AppendResponse, MessageBody, RejectHint};
 use super::node::{follower_progress, RawNode, Transfer};
 use super::progress::ProgressState;
@@ -73,16 +74,27 @@ impl RawNode {
     fn send_append(&mut self, peer: NodeId) {
         let last_index = self.log.last_index();
         let commit = self.log.commit();
-        let config = &self.config;
+        let first_held = self.log.first_index();
+        let (inflight_max, entries_max, bytes_max) = (
+            self.config.inflight_messages_max,
+            self.config.entries_per_message_max,
+            self.config.bytes_per_message_max,
+        );
         let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
             return;
         };
-        if progress.state == ProgressState::Snapshot || progress.next_index < self.log.first_index()
-        {
+        let behind_memory = progress.next_index < first_held;
+        if progress.state == ProgressState::Snapshot || (behind_memory && progress.storage_lacks) {
             return self.send_snapshot(peer);
         }
+        if behind_memory {
+            return self.read_back(peer);
+        }
         loop {
-            if progress.is_paused(config.inflight_messages_max) {
+            let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
+                return;
+            };
+            if progress.is_paused(inflight_max) {
                 return;
             }
             let has_entries = progress.next_index <= last_index;
@@ -93,44 +105,126 @@ impl RawNode {
             if !has_entries && progress.commit_sent >= commit && !needs_probe {
                 return;
             }
-            let prev_log_index = progress.next_index - 1;
+            let next_index = progress.next_index;
+            let probing = progress.state == ProgressState::Probe;
+            let prev_log_index = next_index - 1;
             let Some(prev_log_term) = self.log.term(prev_log_index) else {
                 return self.send_snapshot(peer);
             };
-            let entries: Vec<Entry> = self.log.slice(
-                progress.next_index,
-                last_index,
-                config.entries_per_message_max,
-                config.bytes_per_message_max,
-            );
+            let entries: Vec<Entry> =
+                self.log
+                    .slice(next_index, last_index, entries_max, bytes_max);
             let last_sent = entries.last().map(|entry| entry.index);
-            progress.sent(last_sent);
-            progress.commit_sent = commit;
-            let probing = progress.state == ProgressState::Probe;
-            let message = super::message::Message {
-                from: config.id,
-                to: peer,
-                term: self.term,
-                body: MessageBody::Append {
-                    prev_log_index,
-                    prev_log_term,
-                    entries,
-                    leader_commit: commit,
-                    durable_everywhere: self.durable_everywhere,
-                },
-            };
-            // What followers refuse as malformed, a leader must never send.
-            if let Err(malformed) = super::message_check::check_message(&message) {
-                panic!(
-                    "leader {} sends a malformed append ({malformed}): {message:?}",
-                    config.id
-                );
-            }
-            self.messages.push(message);
+            self.push_append(peer, prev_log_index, prev_log_term, entries);
             if probing || last_sent.is_none() {
                 return;
             }
         }
+    }
+
+    /// Sends `peer` an append of `entries` after `prev_log_index` (of `prev_log_term`), with
+    /// the commit index, and records it in the follower's progress.
+    fn push_append(
+        &mut self,
+        peer: NodeId,
+        prev_log_index: LogIndex,
+        prev_log_term: u64,
+        entries: Vec<Entry>,
+    ) {
+        let commit = self.log.commit();
+        let id = self.config.id;
+        let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
+            return;
+        };
+        progress.sent(entries.last().map(|entry| entry.index));
+        progress.commit_sent = commit;
+        let message = super::message::Message {
+            from: id,
+            to: peer,
+            term: self.term,
+            body: MessageBody::Append {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit: commit,
+                durable_everywhere: self.durable_everywhere,
+            },
+        };
+        // What followers refuse as malformed, a leader must never send.
+        if let Err(malformed) = super::message_check::check_message(&message) {
+            panic!("leader {id} sends a malformed append ({malformed}): {message:?}");
+        }
+        self.messages.push(message);
+    }
+
+    /// The follower needs entries the core no longer holds in memory: ask storage for them,
+    /// from the one before them (for its term) up to the first held in memory.
+    fn read_back(&mut self, peer: NodeId) {
+        let first_held = self.log.first_index();
+        let (entries_max, bytes_max) = (
+            self.config.entries_per_message_max,
+            self.config.bytes_per_message_max,
+        );
+        let inflight_max = self.config.inflight_messages_max;
+        let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
+            return;
+        };
+        if progress.is_paused(inflight_max) {
+            return;
+        }
+        let next = progress.next_index;
+        debug_assert!(next < first_held, "entries {next}.. are held in memory");
+        // Entry 0 does not exist; its term is 0.
+        let from = (next - 1).max(1);
+        progress.reading = Some((from, next));
+        self.events.push(Action::ReadEntries {
+            peer,
+            from,
+            through: first_held - 1,
+            entries_max: entries_max + usize::from(from < next),
+            bytes_max,
+        });
+    }
+
+    /// Storage read back entries for `peer` (asked by [`RawNode::read_back`]): send them if
+    /// the follower still needs them; if storage no longer held them, send the snapshot.
+    pub(super) fn entries_read(&mut self, peer: NodeId, from: LogIndex, mut entries: Vec<Entry>) {
+        let Some(progress) = follower_progress(&mut self.leader_state, peer) else {
+            return;
+        };
+        let Some((asked_from, next)) = progress.reading else {
+            return;
+        };
+        if asked_from != from {
+            return;
+        }
+        progress.reading = None;
+        if progress.state == ProgressState::Snapshot || progress.next_index != next {
+            return self.send_append(peer);
+        }
+        let prev_log_term = if from < next {
+            match entries.first() {
+                Some(prev) if prev.index == from => Some(entries.remove(0).term),
+                _ => None,
+            }
+        } else {
+            Some(0)
+        };
+        let holds = prev_log_term.is_some() && entries.first().is_some_and(|e| e.index == next);
+        if !holds {
+            progress.storage_lacks = true;
+            return self.send_snapshot(peer);
+        }
+        for (offset, entry) in entries.iter().enumerate() {
+            assert_eq!(
+                entry.index,
+                next + offset as LogIndex,
+                "storage read back entries with a gap: {from}.. asked"
+            );
+        }
+        let prev_log_term = prev_log_term.expect("checked above");
+        self.push_append(peer, next - 1, prev_log_term, entries);
+        self.send_append(peer);
     }
 
     /// Follower side of §5.3: the consistency check, then merge and commit.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::request::{Reply, Ticket};
 use super::state_machine::StateMachine;
 use crate::core::{
-    Entry, HardState, MemberState, Message, NodeId, PersistId, Role, SnapshotMeta, Term,
+    Entry, HardState, LogIndex, MemberState, Message, NodeId, PersistId, Role, SnapshotMeta, Term,
 };
 use crate::storage::Standing;
 
@@ -34,6 +34,15 @@ pub enum Effect<S: StateMachine> {
         to: NodeId,
         meta: SnapshotMeta,
         offset: u64,
+        bytes_max: usize,
+    },
+    /// Read stored entries for follower `peer` (see `Action::ReadEntries`); report
+    /// `EntriesRead`.
+    ReadEntries {
+        peer: NodeId,
+        from: LogIndex,
+        through: LogIndex,
+        entries_max: usize,
         bytes_max: usize,
     },
     /// A snapshot received from the leader, now the state: a write in order with the others,
@@ -72,6 +81,12 @@ impl<S: StateMachine> std::fmt::Debug for Effect<S> {
             Effect::ReadSnapshotChunk { to, offset, .. } => {
                 write!(f, "ReadSnapshotChunk for {to} at {offset}")
             }
+            Effect::ReadEntries {
+                peer,
+                from,
+                through,
+                ..
+            } => write!(f, "ReadEntries for {peer}: {from}..={through}"),
             Effect::InstallSnapshot { id, meta, .. } => write!(f, "InstallSnapshot #{id} {meta:?}"),
             Effect::RecordStanding(standing) => write!(f, "RecordStanding {standing:?}"),
             Effect::Reply { ticket, reply } => write!(f, "Reply {ticket} {:?}", reply.is_ok()),

@@ -170,7 +170,8 @@ impl<S: StateMachine> Replica<S> {
         match input {
             Input::Persisted { .. }
             | Input::SnapshotSaved { .. }
-            | Input::SnapshotChunkRead { .. } => self.completed(input),
+            | Input::SnapshotChunkRead { .. }
+            | Input::EntriesRead { .. } => self.completed(input),
             other => self.core.step(other),
         }
     }
@@ -188,7 +189,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Storage finished something the core asked for (`Persisted`, `SnapshotSaved`,
-    /// `SnapshotChunkRead`). Messages that waited for a write to be durable leave now.
+    /// `SnapshotChunkRead`, `EntriesRead`). Messages that waited for a write to be durable leave now.
     pub fn completed(&mut self, input: Input) {
         if let Input::Persisted { id } = input {
             for message in self.outbox.persisted(id) {
@@ -389,6 +390,19 @@ impl<S: StateMachine> Replica<S> {
                     bytes_max,
                 }),
             },
+            Action::ReadEntries {
+                peer,
+                from,
+                through,
+                entries_max,
+                bytes_max,
+            } => self.effects.push(Effect::ReadEntries {
+                peer,
+                from,
+                through,
+                entries_max,
+                bytes_max,
+            }),
             Action::WriteSnapshotChunk {
                 meta, offset, data, ..
             } => {

@@ -21,7 +21,8 @@ use super::storage_queue::StorageQueue;
 use super::storage_worker::{StorageDone, StorageOp};
 use super::transport::Transport;
 use crate::core::{
-    LogIndex, MemberState, MembershipChange, Message, MessageBody, NodeId, RawNode, Role,
+    read_entries_through, LogIndex, MemberState, MembershipChange, Message, MessageBody, NodeId,
+    RawNode, Role,
 };
 use crate::kv::{KvStateMachine, Outcome};
 pub use crate::replica::NodeView;
@@ -400,6 +401,20 @@ impl<S: StateMachine> EventLoop<S> {
                     to,
                     meta,
                     offset,
+                    bytes_max,
+                });
+            }
+            Effect::ReadEntries {
+                peer,
+                from,
+                through,
+                entries_max,
+                bytes_max,
+            } => {
+                let _ = self.storage.send(StorageOp::ReadEntries {
+                    peer,
+                    from,
+                    through: read_entries_through(from, through, entries_max),
                     bytes_max,
                 });
             }

@@ -85,6 +85,11 @@ pub struct NodeOptions {
     /// A sharded store's data node: bytes of pairs per chunk it cuts when a partition moves
     /// away from its group (each chunk is one entry in the destination group's log).
     pub move_chunk_bytes: usize,
+    /// Log entries kept behind a snapshot, so that a follower that missed them catches up
+    /// from the log instead of receiving the whole state; at most this many...
+    pub log_retention_entries: u64,
+    /// ...in whole log segments of at most this many bytes together (0 and 0: keep none).
+    pub log_retention_bytes: u64,
     /// Test-only: classic Raft bugs planted in the core, so the madsim harness can show that it
     /// notices them.
     #[cfg(feature = "planted-bugs")]
@@ -114,6 +119,8 @@ impl Default for NodeOptions {
             seed: None,
             connections_max: 1024,
             move_chunk_bytes: crate::directory::CHUNK_BYTES,
+            log_retention_entries: crate::storage::RETAIN_ENTRIES_DEFAULT,
+            log_retention_bytes: crate::storage::RETAIN_BYTES_DEFAULT,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: crate::core::PlantedBugs::default(),
         }
@@ -188,8 +195,12 @@ pub async fn run_node<S: StateMachine>(
         cluster_id,
         node_id: options.id,
     };
-    let (storage, state) =
-        FileStorage::open(&options.data_dir, identity, StorageOptions::default())?;
+    let storage_options = StorageOptions {
+        retain_entries: options.log_retention_entries,
+        retain_bytes: options.log_retention_bytes,
+        ..StorageOptions::default()
+    };
+    let (storage, state) = FileStorage::open(&options.data_dir, identity, storage_options)?;
     let snapshot = storage.load_snapshot()?;
     let opened = Opened {
         storage: Box::new(storage),

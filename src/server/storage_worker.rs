@@ -7,7 +7,9 @@ use tokio::sync::mpsc;
 
 use super::metrics::Metrics;
 use super::storage_queue::StorageOps;
-use crate::core::{Entry, HardState, Input, NodeId, PersistId, SnapshotMeta};
+use crate::core::{
+    bounded_entries, Entry, HardState, Input, LogIndex, NodeId, PersistId, SnapshotMeta,
+};
 use crate::replica::SnapshotImage;
 use crate::storage::{SnapshotWriter, Standing, Storage, WrittenSnapshot};
 
@@ -47,6 +49,14 @@ pub enum StorageOp {
         offset: u64,
         bytes_max: usize,
     },
+    /// Entries `from..=through` for a follower the core no longer holds them for in memory,
+    /// cut to `bytes_max` (see `core::bounded_entries`).
+    ReadEntries {
+        peer: NodeId,
+        from: LogIndex,
+        through: LogIndex,
+        bytes_max: usize,
+    },
     /// Where the node now stands in its cluster (admitted by the leader), recorded durably.
     RecordStanding(Standing),
     /// The cluster id a joiner learned, recorded durably.
@@ -62,6 +72,7 @@ impl StorageOp {
             StorageOp::Install { data, .. } => data.len(),
             StorageOp::SaveSnapshot { .. }
             | StorageOp::AdoptSnapshot(_)
+            | StorageOp::ReadEntries { .. }
             | StorageOp::ReadSnapshotChunk { .. }
             | StorageOp::RecordStanding(_)
             | StorageOp::RecordClusterId(_) => 0,
@@ -327,6 +338,22 @@ fn write(
             StorageOp::RecordClusterId(cluster_id) => storage
                 .record_cluster_id(cluster_id)
                 .map_err(|error| error.to_string())?,
+            StorageOp::ReadEntries {
+                peer,
+                from,
+                through,
+                bytes_max,
+            } => {
+                // Entries the log no longer holds (behind its retention) read as none.
+                let entries = storage
+                    .entries(from, through)
+                    .map_err(|error| error.to_string())?;
+                inputs.push(Input::EntriesRead {
+                    peer,
+                    from,
+                    entries: bounded_entries(entries, bytes_max),
+                });
+            }
             StorageOp::ReadSnapshotChunk {
                 to,
                 meta,

@@ -29,7 +29,7 @@
 //! records, which recovery cuts.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -53,12 +53,24 @@ const PREALLOCATE_BYTES: u64 = 1 << 20;
 pub struct StorageOptions {
     /// A segment is closed and a new one started once it holds this many bytes.
     pub segment_bytes_max: u64,
+    /// Entries kept in the log behind a snapshot this node takes, so that a follower a little
+    /// behind catches up from the log instead of receiving the whole state: up to this many...
+    pub retain_entries: u64,
+    /// ...in whole segments of at most this many bytes together.
+    pub retain_bytes: u64,
 }
+
+/// Default log retention behind a snapshot: about 40 s of writes at this machine's best rate,
+/// or what fits in 256 MiB of segments, whichever is less.
+pub const RETAIN_ENTRIES_DEFAULT: u64 = 1_000_000;
+pub const RETAIN_BYTES_DEFAULT: u64 = 256 << 20;
 
 impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             segment_bytes_max: 64 << 20,
+            retain_entries: RETAIN_ENTRIES_DEFAULT,
+            retain_bytes: RETAIN_BYTES_DEFAULT,
         }
     }
 }
@@ -438,45 +450,76 @@ impl FileStorage {
         Ok(())
     }
 
-    /// Reads stored entries `from..=to`, syncing first if some are still buffered.
+    /// Reads stored entries `from..=to` (none unless all are held), writing out first any of
+    /// them still buffered. Records lying one after the other in a segment are read together.
     pub fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry>, StorageError> {
         self.check_running()?;
         if from < self.first_index || to > self.last_index() || from > to {
             return Ok(Vec::new());
         }
-        if !self.pending.is_empty() {
+        let last = self.locations[(to - self.first_index) as usize];
+        let active = self.segments.last().expect("an active segment").sequence;
+        if last.sequence == active && last.offset + u64::from(last.len) > self.active_len() {
             self.sync()?;
         }
-        let mut entries = Vec::with_capacity((to - from + 1) as usize);
-        for index in from..=to {
-            let location = self.locations[(index - self.first_index) as usize];
+        let wanted =
+            &self.locations[(from - self.first_index) as usize..=(to - self.first_index) as usize];
+        let mut entries = Vec::with_capacity(wanted.len());
+        let mut open: Option<(u64, File)> = None;
+        let mut start = 0;
+        while start < wanted.len() {
+            // The run of records that follow each other in one segment.
+            let first = wanted[start];
+            let mut end = start + 1;
+            let mut run_end = first.offset + u64::from(first.len);
+            while end < wanted.len()
+                && wanted[end].sequence == first.sequence
+                && wanted[end].offset == run_end
+            {
+                run_end += u64::from(wanted[end].len);
+                end += 1;
+            }
             let segment = self
                 .segments
                 .iter()
-                .find(|segment| segment.sequence == location.sequence)
+                .find(|segment| segment.sequence == first.sequence)
                 .expect("a location points at a live segment");
-            let mut file = File::open(&segment.path)
-                .map_err(|error| StorageError::io(&segment.path, error))?;
-            let mut bytes = vec![0; location.len as usize];
-            file.seek(SeekFrom::Start(location.offset))
-                .and_then(|_| file.read_exact(&mut bytes))
-                .map_err(|error| StorageError::io(&segment.path, error))?;
-            let corrupt = |reason: String| StorageError::Corrupt {
-                path: segment.path.clone(),
-                offset: location.offset,
-                reason,
-            };
-            let codec::Frame::Valid { body, .. } = codec::read_frame(&bytes) else {
-                return Err(corrupt(
-                    "a stored record no longer matches its checksum".to_string(),
-                ));
-            };
-            let record =
-                codec::decode::<WalRecord>(body).map_err(|error| corrupt(error.to_string()))?;
-            match record.into_entry() {
-                Some(entry) if entry.index == index => entries.push(entry),
-                other => return Err(corrupt(format!("expected entry {index}, found {other:?}"))),
+            if open
+                .as_ref()
+                .is_none_or(|(sequence, _)| *sequence != first.sequence)
+            {
+                let file = File::open(&segment.path)
+                    .map_err(|error| StorageError::io(&segment.path, error))?;
+                open = Some((first.sequence, file));
             }
+            let (_, file) = open.as_ref().expect("opened above");
+            let mut bytes = vec![0; (run_end - first.offset) as usize];
+            file.read_exact_at(&mut bytes, first.offset)
+                .map_err(|error| StorageError::io(&segment.path, error))?;
+            for (position, location) in wanted[start..end].iter().enumerate() {
+                let index = from + (start + position) as LogIndex;
+                let at = (location.offset - first.offset) as usize;
+                let corrupt = |reason: String| StorageError::Corrupt {
+                    path: segment.path.clone(),
+                    offset: location.offset,
+                    reason,
+                };
+                let record = &bytes[at..at + location.len as usize];
+                let codec::Frame::Valid { body, .. } = codec::read_frame(record) else {
+                    return Err(corrupt(
+                        "a stored record no longer matches its checksum".to_string(),
+                    ));
+                };
+                let record =
+                    codec::decode::<WalRecord>(body).map_err(|error| corrupt(error.to_string()))?;
+                match record.into_entry() {
+                    Some(entry) if entry.index == index => entries.push(entry),
+                    other => {
+                        return Err(corrupt(format!("expected entry {index}, found {other:?}")))
+                    }
+                }
+            }
+            start = end;
         }
         Ok(entries)
     }
@@ -536,28 +579,32 @@ impl FileStorage {
         let hard_state = self.hard_state;
         self.set_hard_state(hard_state)?;
         self.write_and_sync()?;
-        let covered = (meta.index + 1)
-            .saturating_sub(self.first_index)
-            .min(self.locations.len() as u64);
-        self.locations.drain(..covered as usize);
-        if meta.index + 1 > self.first_index {
-            self.first_index = meta.index + 1;
-        }
-        if meta.index > self.last_index() {
-            // Installed from a leader beyond our log: what we had is replaced entirely.
+        // Installed from a leader beyond our log: what we had is replaced entirely.
+        let beyond_log = meta.index > self.last_index();
+        let dead = self.segments_past_retention(&meta, beyond_log);
+        // Entries stay readable from the first after the last one in a deleted segment, but
+        // no more than the retention keeps.
+        let retained_first = if beyond_log {
+            meta.index + 1
+        } else {
+            (meta.index + 1 - self.options.retain_entries.min(meta.index)).max(self.first_index)
+        };
+        let after_dead = self
+            .locations
+            .iter()
+            .rposition(|location| dead.contains(&location.sequence))
+            .map_or(0, |position| self.first_index + position as LogIndex + 1);
+        let first = retained_first.max(after_dead);
+        if beyond_log {
             self.locations.clear();
-            self.first_index = meta.index + 1;
+        } else {
+            self.locations.drain(..(first - self.first_index) as usize);
         }
-        let covered_through = meta.index;
+        self.first_index = first;
         self.snapshot = Some(meta);
-        let active = self.segments.last().expect("an active segment").sequence;
         let (dead, live): (Vec<Segment>, Vec<Segment>) = std::mem::take(&mut self.segments)
             .into_iter()
-            .partition(|segment| {
-                segment.sequence != active
-                    && segment.sequence != self.hard_state_segment
-                    && segment.last_index <= covered_through
-            });
+            .partition(|segment| dead.contains(&segment.sequence));
         self.segments = live;
         for segment in dead {
             fs::remove_file(&segment.path)
@@ -570,6 +617,33 @@ impl FileStorage {
         }
         sync_dir(&self.dir.join(WAL_DIR))?;
         sync_dir(&dir)
+    }
+
+    /// The segments a snapshot at `meta` lets go: those it covers wholly (never the active one,
+    /// nor the one holding the latest hard state), except the newest of them the retention
+    /// keeps (none when the snapshot lies beyond the log).
+    fn segments_past_retention(&self, meta: &SnapshotMeta, beyond_log: bool) -> Vec<u64> {
+        let active = self.segments.last().expect("an active segment").sequence;
+        let floor = meta.index.saturating_sub(self.options.retain_entries);
+        let mut kept_bytes = 0;
+        let mut retaining = !beyond_log;
+        let mut dead = Vec::new();
+        for segment in self.segments.iter().rev() {
+            if segment.sequence == active
+                || segment.sequence == self.hard_state_segment
+                || segment.last_index > meta.index
+            {
+                continue;
+            }
+            retaining &=
+                segment.last_index > floor && kept_bytes + segment.len <= self.options.retain_bytes;
+            if retaining {
+                kept_bytes += segment.len;
+            } else {
+                dead.push(segment.sequence);
+            }
+        }
+        dead
     }
 
     /// Bytes `offset..offset + bytes_max` of snapshot `meta`'s data (fewer at its end), and

@@ -19,7 +19,10 @@ mod snapshot_file;
 pub(crate) use codec::{decode, encode, encode_exact, encode_to_writer};
 pub use codec::{CodecError, Identity, Standing, FORMAT_VERSION};
 pub use error::StorageError;
-pub use file_storage::{stored_identity, stored_meta, FileStorage, StorageOptions, StoredState};
+pub use file_storage::{
+    stored_identity, stored_meta, FileStorage, StorageOptions, StoredState, RETAIN_BYTES_DEFAULT,
+    RETAIN_ENTRIES_DEFAULT,
+};
 pub use memory_disk::{MemoryDisk, MemoryStorage};
 pub use snapshot_file::{SnapshotWriter, WrittenSnapshot};
 

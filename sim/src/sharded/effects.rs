@@ -145,6 +145,18 @@ pub(super) fn carry_out_common<S: StateMachine>(
                 .read_chunk_for(replica, (to, meta, offset, bytes_max));
             None
         }
+        Effect::ReadEntries {
+            peer,
+            from,
+            through,
+            entries_max,
+            bytes_max,
+        } => {
+            let replica = host.replica.as_mut().expect("up");
+            host.disk
+                .read_entries_for(replica, (peer, from, through, entries_max, bytes_max));
+            None
+        }
         Effect::Fatal(reason) => panic!("n{} stops: {reason}", host.id),
         Effect::Reply { .. }
         | Effect::RecordStanding(_)

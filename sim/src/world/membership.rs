@@ -123,8 +123,9 @@ impl World {
             return;
         }
         self.crash(victim);
+        let retention = self.tuning.log_retention_entries;
         let node = self.node(victim);
-        node.disk = SimDisk::default();
+        node.disk = SimDisk::with_retention(retention);
         node.joining = true;
         self.trace
             .line(self.now_us, || format!("n{victim} loses its disk"));

@@ -278,7 +278,7 @@ impl World {
                     id,
                     replica: None,
                     incarnation: 0,
-                    disk: SimDisk::default(),
+                    disk: SimDisk::with_retention(tuning.log_retention_entries),
                     sync_in_flight: false,
                     clock,
                     paused: false,

@@ -288,6 +288,18 @@ impl World {
                 node.disk
                     .read_chunk_for(replica, (to, meta, offset, bytes_max));
             }
+            Effect::ReadEntries {
+                peer,
+                from,
+                through,
+                entries_max,
+                bytes_max,
+            } => {
+                let node = self.node(id);
+                let replica = node.replica.as_mut().expect("up");
+                node.disk
+                    .read_entries_for(replica, (peer, from, through, entries_max, bytes_max));
+            }
             Effect::InstallSnapshot {
                 id: persist_id,
                 meta,

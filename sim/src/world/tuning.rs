@@ -15,11 +15,18 @@ pub struct Tuning {
     pub snapshot_interval_entries: u64,
     pub snapshot_trailing_entries: u64,
     pub snapshot_chunk_bytes_max: usize,
+    /// Entries each node's log keeps behind a snapshot, for leaders to read back.
+    pub log_retention_entries: usize,
 }
 
 impl Tuning {
     pub fn draw(read_mode: Option<ReadMode>, rng: &mut ChaCha8Rng) -> Self {
+        // Drawn from a stream of its own, so that adding it left every other draw of a seed
+        // as it was.
+        let mut side = rng.clone();
+        side.set_stream(1);
         Tuning {
+            log_retention_entries: *[0, 20, 200].choose(&mut side).expect("non-empty"),
             read_mode: read_mode.unwrap_or(if rng.random_bool(0.5) {
                 ReadMode::ReadIndex
             } else {
