@@ -7,6 +7,7 @@ pub mod node_addresses;
 pub mod planted;
 pub mod shard;
 mod state_machine;
+mod store;
 
 pub use command::{Command, DecodeError, MoveStep, CHUNK_PAIRS_MAX};
 pub use node_addresses::RESERVED_KEY_PREFIX;

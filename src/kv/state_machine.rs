@@ -6,15 +6,14 @@
 //! output, so replicas stay deterministic. (FxHash is not collision-resistant; a store exposed to
 //! hostile key choices would want a keyed hasher, at about twice the hashing cost.)
 
-use std::collections::HashMap;
-
-use rustc_hash::FxBuildHasher;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::command::{Command, DecodeError, MoveStep, CHUNK_PAIRS_MAX};
 use super::node_addresses::RESERVED_KEY_PREFIX;
 use super::shard::{Ingest, NotOwned, Shard, Step};
+use super::store::{Pairs, Store};
 use crate::core::LogIndex;
 use crate::sharding::{partition_of, PartitionId};
 use crate::storage::{self, CodecError};
@@ -39,7 +38,7 @@ struct SnapshotImageRef<'a> {
 
 /// Pairs encoded exactly as a `Vec<(Vec<u8>, Vec<u8>)>`: the length as a `u64`, then each key
 /// and value as a length and its bytes.
-struct PairsRef<'a>(&'a [(Bytes, Bytes)]);
+struct PairsRef<'a>(&'a [(&'a Bytes, &'a Bytes)]);
 
 impl bincode::Encode for PairsRef<'_> {
     fn encode<E: bincode::enc::Encoder>(
@@ -79,34 +78,40 @@ pub fn export_chunk(
     (pairs, last)
 }
 
-/// The state of the store at one applied index, to be encoded as a snapshot.
+/// The state of the store at one applied index, to be encoded as a snapshot: the store's own
+/// pairs, shared (see `kv::store`) until the snapshot is written.
 #[derive(Debug)]
 pub struct SnapshotState {
     applied_index: LogIndex,
     shard: Option<Shard>,
-    pairs: Vec<(Bytes, Bytes)>,
+    pairs: Arc<Pairs>,
 }
 
 impl SnapshotState {
     /// Encodes the state: the same bytes as [`KvStateMachine::snapshot`] at that index.
-    pub fn encode(mut self) -> Bytes {
-        self.pairs.sort_unstable();
-        Bytes::from(storage::encode_exact(&self.image()))
+    pub fn encode(self) -> Bytes {
+        let sorted = self.sorted();
+        Bytes::from(storage::encode_exact(&self.image(&sorted)))
     }
 
     /// Writes the same bytes as [`SnapshotState::encode`] to `out`, as they are encoded.
-    pub fn write_to(mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        self.pairs.sort_unstable();
-        storage::encode_to_writer(&self.image(), out)
+    pub fn write_to(self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let sorted = self.sorted();
+        storage::encode_to_writer(&self.image(&sorted), out)
     }
 
-    /// The image of these pairs, which must be sorted.
-    fn image(&self) -> SnapshotImageRef<'_> {
-        debug_assert!(self.pairs.is_sorted());
+    /// The pairs by key (equal states give equal bytes).
+    fn sorted(&self) -> Vec<(&Bytes, &Bytes)> {
+        let mut sorted: Vec<(&Bytes, &Bytes)> = self.pairs.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        sorted
+    }
+
+    fn image<'a>(&'a self, sorted: &'a [(&'a Bytes, &'a Bytes)]) -> SnapshotImageRef<'a> {
         SnapshotImageRef {
             applied_index: self.applied_index,
             shard: &self.shard,
-            pairs: PairsRef(&self.pairs),
+            pairs: PairsRef(sorted),
         }
     }
 }
@@ -136,7 +141,7 @@ pub enum Outcome {
 
 #[derive(Debug, Default)]
 pub struct KvStateMachine {
-    data: HashMap<Bytes, Bytes, FxBuildHasher>,
+    data: Store,
     /// The partitions served, for a data group of a sharded store; none: every key.
     shard: Option<Shard>,
     applied_index: LogIndex,
@@ -272,7 +277,7 @@ impl KvStateMachine {
                 Outcome::Put
             }
             Command::Delete { key } => Outcome::Deleted {
-                existed: self.data.remove(&key).is_some(),
+                existed: self.data.remove(&key),
             },
             Command::CompareAndSwap { key, expected, new } => {
                 let current = self.data.get(&key);
@@ -349,11 +354,9 @@ impl KvStateMachine {
                         if restart {
                             remove_partition(&mut self.data, partitions, partition);
                         }
-                        self.data.extend(
-                            pairs
-                                .into_iter()
-                                .map(|(key, value)| (owned(key), owned(value))),
-                        );
+                        for (key, value) in pairs {
+                            self.data.insert(owned(key), owned(value));
+                        }
                         Step::Done
                     }
                     Ingest::Step(step) => step,
@@ -383,11 +386,7 @@ impl KvStateMachine {
         SnapshotState {
             applied_index: self.applied_index,
             shard: self.shard.clone(),
-            pairs: self
-                .data
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
+            pairs: self.data.snapshot(),
         }
     }
 
@@ -395,11 +394,13 @@ impl KvStateMachine {
     pub fn restore(snapshot: &[u8]) -> Result<Self, CodecError> {
         let image: SnapshotImage = storage::decode(snapshot)?;
         Ok(KvStateMachine {
-            data: image
-                .pairs
-                .into_iter()
-                .map(|(key, value)| (Bytes::from(key), Bytes::from(value)))
-                .collect(),
+            data: Store::from_pairs(
+                image
+                    .pairs
+                    .into_iter()
+                    .map(|(key, value)| (Bytes::from(key), Bytes::from(value)))
+                    .collect(),
+            ),
             shard: image.shard,
             applied_index: image.applied_index,
         })
@@ -433,12 +434,8 @@ fn owned(bytes: Bytes) -> Bytes {
 }
 
 /// Removes every key of `partition` (Ravel's reserved keys belong to no partition).
-fn remove_partition(
-    data: &mut HashMap<Bytes, Bytes, FxBuildHasher>,
-    partitions: u32,
-    partition: PartitionId,
-) {
-    data.retain(|key, _| {
+fn remove_partition(data: &mut Store, partitions: u32, partition: PartitionId) {
+    data.retain(|key| {
         key.first() == Some(&RESERVED_KEY_PREFIX) || partition_of(key, partitions) != partition
     });
 }
@@ -543,7 +540,7 @@ mod tests {
         let stored = store.get(b"k").expect("stored").clone();
         assert_eq!(stored, Bytes::from(vec![7u8; 256]));
         assert!(!within_batch(&stored), "the value is a slice of the batch");
-        let key = store.data.keys().next().expect("a key").clone();
+        let key = store.data.iter().next().expect("a key").0.clone();
         assert!(!within_batch(&key), "the key is a slice of the batch");
     }
 

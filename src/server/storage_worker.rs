@@ -246,7 +246,10 @@ fn write_snapshot_elsewhere(
     {
         let spawned = std::thread::Builder::new()
             .name("ravel-snapshot".to_string())
-            .spawn(write);
+            .spawn(move || {
+                run_in_background();
+                write()
+            });
         if let (Err(error), Some(queue)) = (spawned, ops.sender()) {
             let failed = format!("cannot start a thread to write a snapshot: {error}");
             let _ = queue.send(StorageOp::AdoptSnapshot(Err(failed)));
@@ -258,6 +261,29 @@ fn write_snapshot_elsewhere(
             tokio::time::sleep(simulated_snapshot_time()).await;
             write();
         });
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10) and its disk priority (best effort, the
+/// lowest level): writing a snapshot is background work, and on a machine as busy as its cores
+/// it must not take them from the event loops and the log's fsyncs. Best effort: a system that
+/// refuses leaves the thread as it was.
+#[cfg(not(madsim))]
+fn run_in_background() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread (0 / its own tid); no memory is shared.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+        // ioprio_set(IOPRIO_WHO_PROCESS, tid, class best-effort (2) << 13 | level 7).
+        const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+        const BEST_EFFORT_LOWEST: libc::c_int = (2 << 13) | 7;
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            BEST_EFFORT_LOWEST,
+        );
     }
 }
 

@@ -121,7 +121,7 @@ fn write_file(
     let checksum_at = head.len() as u64;
     head.extend_from_slice(&[0; 4]);
     let mut out = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, &file),
+        inner: BufWriter::with_capacity(1 << 20, WriteBack::new(&file)),
         hasher: crc32fast::Hasher::new(),
         written: 0,
     };
@@ -139,6 +139,63 @@ fn write_file(
         .and_then(|_| file.sync_all())
         .map_err(io)?;
     Ok(written)
+}
+
+/// Writes to a file and starts writing it back to the disk every [`WriteBack::EVERY`] bytes,
+/// so the page cache never holds much of it dirty: a final fsync of a large file would
+/// otherwise flush it all at once, and the log's fsyncs on the same disk would wait behind it.
+struct WriteBack<'a> {
+    file: &'a File,
+    written: u64,
+    started_to: u64,
+}
+
+impl<'a> WriteBack<'a> {
+    const EVERY: u64 = 4 << 20;
+
+    fn new(file: &'a File) -> Self {
+        WriteBack {
+            file,
+            written: 0,
+            started_to: 0,
+        }
+    }
+}
+
+impl Write for WriteBack<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let written = (&mut &*self.file).write(bytes)?;
+        self.written += written as u64;
+        if self.written - self.started_to >= Self::EVERY {
+            start_write_back(self.file, self.started_to, self.written - self.started_to);
+            self.started_to = self.written;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` of `file` to the disk, without
+/// waiting (a hint: the fsync at the end is what makes the file durable).
+fn start_write_back(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a system call on a file descriptor this function borrows; no memory passed.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// Passes bytes through to `inner`, hashing them on the way.
