@@ -13,23 +13,10 @@ use super::io::Action;
 use super::message::{AppendResponse, MessageBody};
 use super::node::{follower_progress, RawNode};
 use super::progress::ProgressState;
-use super::types::{LogIndex, NodeId, SnapshotMeta};
+use super::types::{NodeId, SnapshotMeta};
 
 /// Heartbeat answers without snapshot progress before the outstanding chunk is sent again.
 const STALLED_HEARTBEATS_MAX: u8 = 2;
-
-/// Whether a node that last snapshotted at `last` and has applied `applied` is due another,
-/// every `interval` entries. Each node keeps its own phase on that grid, spread by its id (the
-/// golden-ratio sequence spreads consecutive ids evenly): replicas that snapshotted at the same
-/// indexes would all spend the same moments writing one, and a leader needs only a quorum of
-/// them to be quick. At least half an interval apart, whatever the phase (after an install from
-/// the leader, say).
-fn snapshot_due(id: NodeId, interval: u64, last: LogIndex, applied: LogIndex) -> bool {
-    let fraction = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let phase = ((u128::from(fraction) * u128::from(interval)) >> 64) as u64;
-    applied >= last + interval.div_ceil(2)
-        && (applied + phase) / interval > (last + phase) / interval
-}
 
 impl RawNode {
     /// Asks for a snapshot once enough entries were applied since the last one, at a moment when
@@ -40,8 +27,7 @@ impl RawNode {
         if self.snapshot_requested || applied != self.log.applying() {
             return;
         }
-        let due =
-            interval > 0 && snapshot_due(self.config.id, interval, self.snapshot.index, applied);
+        let due = interval > 0 && applied >= self.snapshot.index + interval;
         // A follower needs entries no longer held, and the last snapshot does not reach them.
         let wanted = self.snapshot_wanted && applied > self.snapshot.index;
         if !due && !wanted {
@@ -276,54 +262,5 @@ impl RawNode {
                 joining: self.joining,
             }),
         );
-    }
-}
-
-#[cfg(test)]
-mod snapshot_due_tests {
-    use super::snapshot_due;
-
-    /// Where node `id` snapshots, applying one entry at a time up to `until`.
-    fn snapshots(id: u64, interval: u64, until: u64) -> Vec<u64> {
-        let mut last = 0;
-        let mut taken = Vec::new();
-        for applied in 1..=until {
-            if snapshot_due(id, interval, last, applied) {
-                taken.push(applied);
-                last = applied;
-            }
-        }
-        taken
-    }
-
-    #[test]
-    fn nodes_snapshot_every_interval_each_at_its_own_phase() {
-        let interval = 1_000;
-        let mut phases = Vec::new();
-        for id in 1..=5 {
-            let taken = snapshots(id, interval, 20_000);
-            // The first comes at least half an interval in, then one every interval.
-            assert!(taken[0] >= interval / 2 && taken[0] <= interval * 3 / 2);
-            for pair in taken[1..].windows(2) {
-                assert_eq!(pair[1] - pair[0], interval, "node {id}: {taken:?}");
-            }
-            phases.push(taken[1] % interval);
-        }
-        // Five nodes, five moments at least a tenth of an interval apart.
-        phases.sort_unstable();
-        for pair in phases.windows(2) {
-            assert!(pair[1] - pair[0] >= interval / 10, "phases {phases:?}");
-        }
-    }
-
-    #[test]
-    fn snapshots_stay_half_an_interval_apart_after_an_install() {
-        // Installed at 990, just before this node's own point on the grid.
-        for id in 1..=5 {
-            let next = (991..5_000)
-                .find(|&applied| snapshot_due(id, 1_000, 990, applied))
-                .unwrap();
-            assert!(next >= 1_490, "node {id} snapshots at {next}");
-        }
     }
 }

@@ -351,11 +351,13 @@ fn write(
                 inputs.push(Input::SnapshotSaved { meta });
             }
             StorageOp::Install { id, meta, data } => {
+                let (index, bytes) = (meta.index, data.len());
                 // Saving a snapshot syncs the log written before it, so earlier persists are
                 // durable too.
                 storage
                     .save_snapshot(meta, &data)
                     .map_err(|error| error.to_string())?;
+                tracing::info!(index, bytes, "snapshot installed from the leader");
                 persisted = Some(id);
             }
             StorageOp::RecordStanding(standing) => storage
