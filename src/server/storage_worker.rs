@@ -225,7 +225,8 @@ fn write_snapshot_elsewhere(
     };
     let write = move || {
         let index = meta.index;
-        let started = std::time::Instant::now();
+        // tokio's clock: simulated under madsim, like every other time the node measures.
+        let started = tokio::time::Instant::now();
         let written = writer
             .write(meta, |out| image.write_to(out))
             .map_err(|error| format!("cannot write the snapshot at index {index}: {error}"));
