@@ -72,6 +72,15 @@ impl Cluster {
                     Effect::InstallSnapshot { id: persist, .. } => {
                         replica.completed(Input::Persisted { id: persist })
                     }
+                    // No log is kept here: what the core no longer holds is held nowhere, and a
+                    // follower that needs it gets a snapshot.
+                    Effect::ReadEntries { peer, from, .. } => {
+                        replica.completed(Input::EntriesRead {
+                            peer,
+                            from,
+                            entries: Vec::new(),
+                        })
+                    }
                     Effect::Reply { ticket, reply } => self.replies.push((id, ticket, reply)),
                     Effect::Fatal(reason) => panic!("node {id} stops: {reason}"),
                     _ => {}
