@@ -125,7 +125,9 @@ fn follower_reads_without_a_read_index_break_linearizability() {
 /// `tests/follower_reads.rs` shows the rule directly.
 #[test]
 fn read_indexes_without_a_quorum_round_break_linearizability() {
-    let failure = first_failure("read-index-without-round", 300);
+    // Caught at seed 313 since leaders read entries back from storage (the schedules moved):
+    // about one seed in 150 shows it.
+    let failure = first_failure("read-index-without-round", 600);
     assert!(failure.contains("linearizability"), "{failure}");
 }
 
