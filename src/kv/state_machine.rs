@@ -379,9 +379,9 @@ impl KvStateMachine {
         self.snapshot_state().encode()
     }
 
-    /// The whole state as it is now, cheaply: the keys and values are shared, not copied, so a
-    /// node takes it on its event loop and encodes it elsewhere (sorting and encoding a large
-    /// store takes far longer than an election timeout).
+    /// The whole state as it is now, in constant time: the store's map itself is shared (see
+    /// `kv::store`), so a node takes it on its event loop and sorts and encodes it elsewhere
+    /// (that takes far longer than an election timeout for a large store).
     pub fn snapshot_state(&self) -> SnapshotState {
         SnapshotState {
             applied_index: self.applied_index,
