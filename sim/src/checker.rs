@@ -12,6 +12,8 @@ pub struct NodeWatch {
     pub term: Term,
     pub commit: LogIndex,
     pub role: Option<Role>,
+    /// The last index of its log.
+    pub last_index: LogIndex,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +70,7 @@ impl Checker {
         watch.term = status.term;
         watch.commit = status.commit;
         watch.role = Some(status.role);
+        watch.last_index = core.log().last_index();
         Ok(())
     }
 
@@ -187,6 +190,11 @@ impl Checker {
             }
         }
         Ok(())
+    }
+
+    /// The entry known committed at `index`, if any is yet.
+    pub fn committed_entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.committed.get((index as usize).checked_sub(1)?)
     }
 
     pub fn committed_len(&self) -> LogIndex {

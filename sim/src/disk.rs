@@ -11,7 +11,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use ravel::core::{
     bounded_entries, read_entries_through, Entry, HardState, Input, LogIndex, NodeId, PersistId,
-    RawNode, Recovered, SnapshotMeta,
+    RawNode, Recovered, SnapshotMeta, Term,
 };
 use ravel::kv::KvStateMachine;
 use ravel::replica::{Replica, SnapshotImage, StateMachine};
@@ -225,6 +225,23 @@ impl SimDisk {
             from,
             entries,
         });
+    }
+
+    /// Whether entry `index` of `term` would survive a power cut here: it is in the durable log,
+    /// or the durable snapshot (which only ever holds committed entries) covers it.
+    pub fn durably_holds(&self, index: LogIndex, term: Term) -> bool {
+        let base = self.snapshot_index();
+        if index <= base {
+            return true;
+        }
+        self.entries
+            .get((index - base - 1) as usize)
+            .is_some_and(|entry| entry.term == term)
+    }
+
+    /// The hard state that would survive a power cut.
+    pub fn durable_hard_state(&self) -> &HardState {
+        &self.hard_state
     }
 
     pub fn snapshot(&self) -> Option<&(SnapshotMeta, Bytes)> {

@@ -446,7 +446,7 @@ impl TestCluster {
         node.watch = NodeWatch {
             term: recovered.hard_state.term,
             commit: recovered.hard_state.commit,
-            role: None,
+            ..NodeWatch::default()
         };
         let core = RawNode::new(node.config.clone(), recovered, now_ms).expect("valid config");
         node.replica = Some(node.disk.start_replica(core, String::new()));

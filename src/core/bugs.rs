@@ -44,6 +44,25 @@ pub struct PlantedBugs {
     /// Not the core's but the node's: a node restarted before it was admitted resumes as a
     /// member with whatever part of the log it had received, instead of asking to join again.
     pub resume_while_joining: bool,
+    /// A follower commits up to the leader's commit index within its whole log, not only
+    /// within the entries the append just matched (§5.3: `min(leaderCommit, index of last new
+    /// entry)`): a stale tail beyond them gets committed.
+    pub follower_commit_past_new_entries: bool,
+    /// A node takes the term of a pre-vote request as its own (thesis §9.6: a pre-vote must
+    /// disturb no one's term).
+    pub pre_vote_adopts_term: bool,
+    /// A leader starts a configuration change while another is uncommitted (the single-server
+    /// change rule: one at a time).
+    pub two_changes_at_once: bool,
+    /// A leader counts the acknowledgements of a node that rejoined without its disk before it
+    /// was admitted again: it may have forgotten what it acknowledged.
+    pub joining_counts_toward_quorum: bool,
+    /// The leader lease ignores clock drift (thesis §6.4.1: bound it by the drift allowance).
+    pub lease_ignores_drift: bool,
+    /// A joint configuration commits with a majority of the new voters only (§6: both).
+    pub joint_commit_by_new_voters_only: bool,
+    /// A leader counts its own entries toward commit before they are durable.
+    pub leader_counts_unpersisted_entries: bool,
 }
 
 impl PlantedBugs {
@@ -68,13 +87,20 @@ impl PlantedBugs {
             "read-index-without-round" => bugs.read_index_without_round = true,
             "shutdown-refuses-handed-over" => bugs.shutdown_refuses_handed_over = true,
             "resume-while-joining" => bugs.resume_while_joining = true,
+            "follower-commit-past-new-entries" => bugs.follower_commit_past_new_entries = true,
+            "pre-vote-adopts-term" => bugs.pre_vote_adopts_term = true,
+            "two-changes-at-once" => bugs.two_changes_at_once = true,
+            "joining-counts-toward-quorum" => bugs.joining_counts_toward_quorum = true,
+            "lease-ignores-drift" => bugs.lease_ignores_drift = true,
+            "joint-commit-by-new-voters-only" => bugs.joint_commit_by_new_voters_only = true,
+            "leader-counts-unpersisted-entries" => bugs.leader_counts_unpersisted_entries = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 22] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -90,5 +116,12 @@ impl PlantedBugs {
         "read-index-without-round",
         "shutdown-refuses-handed-over",
         "resume-while-joining",
+        "follower-commit-past-new-entries",
+        "pre-vote-adopts-term",
+        "two-changes-at-once",
+        "joining-counts-toward-quorum",
+        "lease-ignores-drift",
+        "joint-commit-by-new-voters-only",
+        "leader-counts-unpersisted-entries",
     ];
 }

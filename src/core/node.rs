@@ -377,6 +377,8 @@ impl RawNode {
                     if !leadership_transfer && self.in_vote_lockout() {
                         return;
                     }
+                    #[cfg(feature = "planted-bugs")]
+                    let pre_vote = *pre_vote && !self.config.planted_bugs.pre_vote_adopts_term;
                     if !pre_vote {
                         self.become_follower(message.term, None);
                     }

@@ -2,6 +2,7 @@
 //! check-quorum) and leadership transfer (thesis §3.10).
 
 use super::io::Action;
+use super::membership::Membership;
 use super::message::{AppendResponse, MessageBody, RejectHint};
 use super::node::{follower_progress, RawNode, Transfer};
 use super::progress::ProgressState;
@@ -250,6 +251,12 @@ impl RawNode {
             if let Some(from) = changed_from {
                 self.log_changed_from(from);
             }
+            #[cfg(feature = "planted-bugs")]
+            let last_new = if self.config.planted_bugs.follower_commit_past_new_entries {
+                self.log.last_index()
+            } else {
+                last_new
+            };
             self.log.commit_to(leader_commit.min(last_new));
             AppendResponse::Accepted {
                 match_index: last_new,
@@ -364,17 +371,32 @@ impl RawNode {
         };
         let id = self.config.id;
         let persisted = self.log.persisted();
-        let candidate = self.membership.committed_index(|voter| {
+        #[cfg(feature = "planted-bugs")]
+        let persisted = if self.config.planted_bugs.leader_counts_unpersisted_entries {
+            self.log.last_index()
+        } else {
+            persisted
+        };
+        let bugs = &self.config.planted_bugs;
+        let index_of = |voter| {
             if voter == id {
                 persisted
             } else {
                 leader
                     .progress
                     .get(&voter)
-                    .filter(|progress| leader.counts(voter, progress))
+                    .filter(|progress| {
+                        leader.counts(voter, progress) || bugs.joining_counts_toward_quorum
+                    })
                     .map_or(0, |progress| progress.match_index)
             }
-        });
+        };
+        let candidate = if bugs.joint_commit_by_new_voters_only && self.membership.is_joint() {
+            Membership::with_voters(self.membership.voters.iter().copied())
+                .committed_index(index_of)
+        } else {
+            self.membership.committed_index(index_of)
+        };
         if candidate <= self.log.commit() {
             return;
         }

@@ -58,7 +58,7 @@ impl<S: StateMachine> Host<S> {
         self.watch = NodeWatch {
             term: recovered.hard_state.term,
             commit: recovered.hard_state.commit,
-            role: None,
+            ..NodeWatch::default()
         };
         let core = RawNode::new(config, recovered, now_ms).expect("simulator config is valid");
         self.replica = Some(

@@ -125,7 +125,10 @@ impl World {
         self.crash(victim);
         let retention = self.tuning.log_retention_entries;
         let node = self.node(victim);
-        node.disk = SimDisk::with_retention(retention);
+        node.lost_disk = Some(std::mem::replace(
+            &mut node.disk,
+            SimDisk::with_retention(retention),
+        ));
         node.joining = true;
         self.trace
             .line(self.now_us, || format!("n{victim} loses its disk"));

@@ -10,6 +10,7 @@ mod clients;
 mod faults;
 mod membership;
 mod nodes;
+mod quorums;
 mod tuning;
 
 use std::collections::BTreeMap;
@@ -151,6 +152,9 @@ struct SimNode {
     replica: Option<Replica<KvStateMachine>>,
     incarnation: u64,
     disk: SimDisk,
+    /// The disk it lost last (the membership family's wipe), for the checks on what leaders
+    /// counted: an acknowledgement or vote given before the loss was honest.
+    lost_disk: Option<SimDisk>,
     sync_in_flight: bool,
     clock: Clock,
     paused: bool,
@@ -170,6 +174,11 @@ struct SimNode {
 impl SimNode {
     fn core(&self) -> Option<&RawNode> {
         self.replica.as_ref().map(Replica::core)
+    }
+
+    /// Its disk, and the one it lost before.
+    fn disks(&self) -> impl Iterator<Item = &SimDisk> {
+        std::iter::once(&self.disk).chain(&self.lost_disk)
     }
 }
 
@@ -198,6 +207,8 @@ pub struct World {
     trace: Trace,
     next_op: OpId,
     faults_over: bool,
+    /// The message being delivered, for the check on how terms rise.
+    delivering: Option<quorums::Delivering>,
     /// After healing: the committed index every node must apply once the liveness write returned.
     liveness_target: Option<LogIndex>,
     liveness_done: bool,
@@ -279,6 +290,7 @@ impl World {
                     replica: None,
                     incarnation: 0,
                     disk: SimDisk::with_retention(tuning.log_retention_entries),
+                    lost_disk: None,
                     sync_in_flight: false,
                     clock,
                     paused: false,
@@ -309,6 +321,7 @@ impl World {
             trace: Trace::new(verbose),
             next_op: 1,
             faults_over: false,
+            delivering: None,
             liveness_target: None,
             liveness_done: false,
             armed_crash: None,
@@ -483,7 +496,9 @@ impl World {
                 self.trace.line(self.now_us, || {
                     format!("n{to} <- n{} {}", message.from, describe_message(&message))
                 });
+                self.delivering = Some(quorums::Delivering::of(&message));
                 self.feed(to, |replica| replica.message(message));
+                self.delivering = None;
             }
             Event::DiskSynced {
                 node,

@@ -41,6 +41,7 @@ impl World {
             term,
             commit,
             role: None,
+            last_index: 0,
         };
         let incarnation = node.incarnation;
         self.trace.line(self.now_us, || {
@@ -74,9 +75,14 @@ impl World {
                 return;
             };
             let before = node.watch;
+            let committed_before = self.checker.committed_len();
             if let Err(violation) = self.checker.after_step(replica.core(), &mut node.watch) {
                 return self.fail(violation);
             }
+            if let Err(violation) = self.check_quorums(id, before, committed_before) {
+                return self.fail(violation);
+            }
+            let node = &self.nodes[id as usize - 1];
             let moment = match (before.role, node.watch.role) {
                 (Some(Role::Leader), Some(Role::Leader)) if node.watch.commit > before.commit => {
                     Some(CrashMoment::LeaderCommits)

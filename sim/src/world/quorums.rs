@@ -1,0 +1,193 @@
+//! Checks on what a node counted, not only on what it ended up with: a bug in who counts toward
+//! a quorum, or in when a promise is made, often leaves every log intact for thousands of
+//! seeds, and shows here at the step that makes it.
+//!
+//! - A leader's commit rests on its entry being durable on a majority of the voters of the
+//!   configuration it counted with (both majorities while joint); no other node commits first.
+//! - A leader's election rests on durable votes of a majority of those voters.
+//! - Terms rise only by a real election (never a pre-vote) or by a message whose term the
+//!   receiver may adopt.
+//! - A log never holds two configuration changes beyond what is committed (one change at a
+//!   time, the rule the single-server change and joint consensus both rely on).
+
+use std::collections::BTreeSet;
+
+use ravel::core::{EntryPayload, HardState, LogIndex, Membership, MessageBody, NodeId, Role, Term};
+
+use crate::checker::{NodeWatch, Violation};
+
+use super::*;
+
+/// The term of a message being delivered, and whether its receiver may take that term as its
+/// own (a pre-vote request, and a granted pre-vote, carry a term nobody has started yet).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Delivering {
+    pub term: Term,
+    pub adoptable: bool,
+}
+
+impl Delivering {
+    pub(super) fn of(message: &Message) -> Delivering {
+        let pre_vote_term = matches!(
+            message.body,
+            MessageBody::VoteRequest { pre_vote: true, .. }
+                | MessageBody::VoteResponse {
+                    pre_vote: true,
+                    granted: true
+                }
+        );
+        Delivering {
+            term: message.term,
+            adoptable: !pre_vote_term,
+        }
+    }
+}
+
+impl World {
+    /// The checks above, on node `id` after one step; `before` is what the checker saw of it
+    /// before the step, `committed_before` the committed record's length then.
+    pub(super) fn check_quorums(
+        &self,
+        id: NodeId,
+        before: NodeWatch,
+        committed_before: LogIndex,
+    ) -> Result<(), Violation> {
+        let core = self.node_ref(id).core().expect("it just stepped");
+        let status = core.status();
+        if status.term > before.term {
+            self.check_term_rise(id, before.term, status.term, status.role)?;
+        }
+        let committed_now = self.checker.committed_len();
+        if committed_now > committed_before {
+            // A leader that removed itself steps down in the step that commits the removal.
+            if status.role != Role::Leader && before.role != Some(Role::Leader) {
+                return Err(format!(
+                    "node {id} ({:?}, term {}) committed index {committed_now} before any leader did",
+                    status.role, status.term
+                ));
+            }
+            // The configuration it counted with: the last in its log before this step (one it
+            // appends as the commit lands, say a promotion, counts from the next step).
+            let counted_with = core.membership_in_effect_at(before.last_index);
+            for index in committed_before + 1..=committed_now {
+                let entry = self.checker.committed_entry(index).expect("recorded");
+                // A node that lost its disk after acknowledging still counts: the join workflow
+                // treats that loss as one voter's, which Raft survives.
+                let holds = |voter: NodeId| {
+                    self.node_ref(voter)
+                        .disks()
+                        .any(|disk| disk.durably_holds(entry.index, entry.term))
+                };
+                if let Some(short) = short_of_majority(counted_with, holds) {
+                    let holders: Vec<NodeId> = counted_with
+                        .replicas()
+                        .into_iter()
+                        .filter(|&voter| holds(voter))
+                        .collect();
+                    return Err(format!(
+                        "leader {id} (term {}) committed index {index} (term {}) durable on \
+                         only {short} of the voters it counts with ({}): on {holders:?}",
+                        status.term,
+                        entry.term,
+                        describe_membership(counted_with),
+                    ));
+                }
+            }
+        }
+        if status.role == Role::Leader && before.role != Some(Role::Leader) {
+            let term = status.term;
+            // Its own vote may still be on its way to disk: nothing it says as leader leaves
+            // before that write is synced.
+            let own = core.hard_state();
+            let voted_for_it = |hard_state: &HardState| {
+                hard_state.term > term || (hard_state.term == term && hard_state.vote == Some(id))
+            };
+            let voted = |voter: NodeId| {
+                if voter == id {
+                    return voted_for_it(&own);
+                }
+                self.node_ref(voter)
+                    .disks()
+                    .any(|disk| voted_for_it(disk.durable_hard_state()))
+            };
+            if let Some(short) = short_of_majority(core.membership(), voted) {
+                return Err(format!(
+                    "node {id} leads term {term} with durable votes of only {short} of the \
+                     voters it counts with: {}",
+                    describe_membership(core.membership())
+                ));
+            }
+        }
+        if status.role == Role::Leader {
+            self.check_one_change_at_a_time(id)?;
+        }
+        Ok(())
+    }
+
+    /// A term rises by the node's own election (one above the term it had, or above the term
+    /// of the message that started it, as `TimeoutNow` does) or to the term of a message it
+    /// may adopt; never while it only asks for pre-votes.
+    fn check_term_rise(
+        &self,
+        id: NodeId,
+        from: Term,
+        to: Term,
+        role: Role,
+    ) -> Result<(), Violation> {
+        let message = self.delivering;
+        let adopted = message.is_some_and(|message| message.adoptable && message.term == to);
+        let elected = matches!(role, Role::Candidate | Role::Leader)
+            && (to == from + 1 || message.is_some_and(|message| to == message.term + 1));
+        if adopted || elected {
+            return Ok(());
+        }
+        Err(format!(
+            "node {id} ({role:?}) moved from term {from} to {to} without an election of its own \
+             or a message it may take that term from (delivering {message:?})"
+        ))
+    }
+
+    /// A leader's log holds at most one configuration entry beyond the committed record.
+    fn check_one_change_at_a_time(&self, id: NodeId) -> Result<(), Violation> {
+        let log = self.node_ref(id).core().expect("up").log();
+        let from = (self.checker.committed_len() + 1).max(log.first_index());
+        let changes: Vec<LogIndex> = (from..=log.last_index())
+            .filter(|&index| {
+                log.entry(index)
+                    .is_some_and(|entry| matches!(entry.payload, EntryPayload::Membership(..)))
+            })
+            .collect();
+        if changes.len() > 1 {
+            return Err(format!(
+                "leader {id} holds {} uncommitted configuration changes (at {changes:?}, \
+                 committed up to {}): one at a time",
+                changes.len(),
+                self.checker.committed_len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `None` if `holds` is true of a majority of the voters (and of the outgoing voters while
+/// joint); otherwise how many of the voter set that fell short did.
+fn short_of_majority(membership: &Membership, holds: impl Fn(NodeId) -> bool) -> Option<String> {
+    let check = |voters: &BTreeSet<NodeId>| {
+        let count = voters.iter().filter(|&&voter| holds(voter)).count();
+        (count <= voters.len() / 2).then(|| format!("{count} of {}", voters.len()))
+    };
+    check(&membership.voters).or_else(|| {
+        if membership.is_joint() {
+            check(&membership.outgoing_voters).map(|short| format!("{short} outgoing"))
+        } else {
+            None
+        }
+    })
+}
+
+fn describe_membership(membership: &Membership) -> String {
+    format!(
+        "voters {:?}, outgoing {:?}",
+        membership.voters, membership.outgoing_voters
+    )
+}
