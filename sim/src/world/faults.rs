@@ -38,7 +38,13 @@ impl World {
             choices.extend(["fsync-fails", "disk-full"]);
         }
         if faults.membership {
-            choices.extend(["membership", "membership", "membership"]);
+            choices.extend([
+                "membership",
+                "membership",
+                "membership",
+                "membership-on-election",
+                "membership-burst",
+            ]);
         }
         if let Some(&choice) = choices.choose(&mut self.rng) {
             match choice {
@@ -63,6 +69,40 @@ impl World {
                     });
                 }
                 "membership" => self.change_membership(),
+                // The moment a new leader may still hold its predecessor's uncommitted change:
+                // a change asked then must wait for the leader's own term to commit.
+                // Half the time, leave that predecessor's change behind first: the leader is
+                // asked for a change and goes deaf as its entry leaves, so no one acknowledges
+                // it and the next leader inherits it uncommitted.
+                "membership-on-election" => {
+                    self.armed_change = true;
+                    if let Some(leader) = self.current_leader() {
+                        if self.network.cut_links() == 0 && self.rng.random_bool(0.5) {
+                            self.change_membership();
+                            let deaf_us = self.rng.random_range(100..3_000);
+                            self.schedule(deaf_us, Event::Deafen(leader));
+                            let heal_us = self.rng.random_range(300_000..2_000_000);
+                            self.schedule(heal_us, Event::HealPartition);
+                        }
+                    }
+                }
+                // Changes back to back, racing each other and, half the time, an election.
+                "membership-burst" => {
+                    self.change_membership();
+                    for _ in 0..self.rng.random_range(1..=2) {
+                        let later_us = self.rng.random_range(0..30_000);
+                        self.schedule(later_us, Event::ChangeMembership);
+                    }
+                    if self.rng.random_bool(0.5) {
+                        let target = *self.ids.choose(&mut self.rng).expect("nodes");
+                        if !self.node(target).paused {
+                            self.trace.line(self.now_us, || {
+                                format!("n{target}: forced campaign racing the changes")
+                            });
+                            self.feed(target, Replica::campaign);
+                        }
+                    }
+                }
                 "crash-on-commit" => self.armed_crash = Some(CrashMoment::LeaderCommits),
                 "crash-on-ack" => self.armed_crash = Some(CrashMoment::Acknowledges),
                 "crash-on-election" => self.armed_crash = Some(CrashMoment::LeaderElected),
@@ -212,9 +252,14 @@ impl World {
         self.network.config.loss_rate = 0.0;
         self.network.config.duplicate_rate = 0.0;
         self.network.config.straggler_rate = 0.0;
-        self.queue
-            .retain(|_, event| !matches!(event, Event::Fault | Event::HealPartition));
+        self.queue.retain(|_, event| {
+            !matches!(
+                event,
+                Event::Fault | Event::HealPartition | Event::ChangeMembership | Event::Deafen(_)
+            )
+        });
         self.armed_crash = None;
+        self.armed_change = false;
         for node in &mut self.nodes {
             node.sync_fails = false;
             node.disk_full_until_us = 0;

@@ -144,6 +144,10 @@ enum Event {
     JoinTry(NodeId),
     /// A joiner hears that its join completed.
     Admit(NodeId),
+    /// Asks the leader for a membership change (one of a burst, or one armed for an election).
+    ChangeMembership,
+    /// Cuts every link into a node (while faults last).
+    Deafen(NodeId),
 }
 
 struct SimNode {
@@ -214,6 +218,8 @@ pub struct World {
     liveness_done: bool,
     /// Armed by the fault schedule: crash the next node at this moment.
     armed_crash: Option<CrashMoment>,
+    /// Ask the next leader for a membership change the moment it is elected.
+    armed_change: bool,
     /// The slowest fsync of this seed's disks: slow disks keep writes unsynced longer, so a
     /// node that answers before its write is durable is more often caught by a crash.
     sync_delay_max_us: u64,
@@ -325,6 +331,7 @@ impl World {
             liveness_target: None,
             liveness_done: false,
             armed_crash: None,
+            armed_change: false,
             sync_delay_max_us,
             failure: None,
             events: 0,
@@ -520,6 +527,7 @@ impl World {
             }
             Event::ClientNext(client) => self.client_next(client),
             Event::Fault => self.inject_fault(),
+            Event::ChangeMembership => self.change_membership(),
             Event::HealPartition => {
                 self.trace.line(self.now_us, || "network heals".to_string());
                 self.network.heal();
@@ -528,6 +536,14 @@ impl World {
             Event::Resume(id) => self.resume(id),
             Event::JoinTry(joiner) => self.join_try(joiner),
             Event::Admit(joiner) => self.feed(joiner, |replica| replica.admitted(true)),
+            Event::Deafen(id) => {
+                if !self.faults_over {
+                    for other in self.ids.clone().into_iter().filter(|&other| other != id) {
+                        self.network.cut(other, id);
+                    }
+                    self.trace.line(self.now_us, || format!("n{id} goes deaf"));
+                }
+            }
             Event::CutInbound(id) => {
                 if self.network.cut_links() > 0 {
                     for other in self.ids.clone().into_iter().filter(|&other| other != id) {
@@ -558,8 +574,10 @@ fn event_node(event: &Event) -> Option<NodeId> {
         | Event::ClientTimeout { .. }
         | Event::ClientNext(_)
         | Event::Fault
+        | Event::ChangeMembership
         | Event::HealPartition
         | Event::CutInbound(_)
+        | Event::Deafen(_)
         | Event::JoinTry(_)
         | Event::Admit(_)
         | Event::Restart(_)

@@ -96,6 +96,10 @@ impl World {
             {
                 return self.crash_after_promise(id, actions);
             }
+            if moment == Some(CrashMoment::LeaderElected) && self.armed_change {
+                self.armed_change = false;
+                self.schedule(0, Event::ChangeMembership);
+            }
             if moment.is_some() && moment == self.armed_crash {
                 // Crash before this step's messages to peers leave. A new leader's writes may
                 // reach its disk cache first (and survive the crash or not), leaving a divergent
