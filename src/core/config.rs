@@ -211,6 +211,7 @@ impl Config {
     /// the follower's promise lasts `T (1 - ppm) / (1 + ppm)` of the leader's time: the lease.
     pub fn lease_duration_ms(&self) -> u64 {
         let ppm = self.clock_drift_max_ppm;
+        #[cfg(feature = "planted-bugs")]
         if self.planted_bugs.lease_ignores_drift {
             return self.election_timeout_min_ms;
         }

@@ -377,7 +377,13 @@ impl RawNode {
         } else {
             persisted
         };
-        let bugs = &self.config.planted_bugs;
+        #[cfg(feature = "planted-bugs")]
+        let (joining_counts, joint_by_new_voters) = (
+            self.config.planted_bugs.joining_counts_toward_quorum,
+            self.config.planted_bugs.joint_commit_by_new_voters_only,
+        );
+        #[cfg(not(feature = "planted-bugs"))]
+        let (joining_counts, joint_by_new_voters) = (false, false);
         let index_of = |voter| {
             if voter == id {
                 persisted
@@ -385,13 +391,11 @@ impl RawNode {
                 leader
                     .progress
                     .get(&voter)
-                    .filter(|progress| {
-                        leader.counts(voter, progress) || bugs.joining_counts_toward_quorum
-                    })
+                    .filter(|progress| leader.counts(voter, progress) || joining_counts)
                     .map_or(0, |progress| progress.match_index)
             }
         };
-        let candidate = if bugs.joint_commit_by_new_voters_only && self.membership.is_joint() {
+        let candidate = if joint_by_new_voters && self.membership.is_joint() {
             Membership::with_voters(self.membership.voters.iter().copied())
                 .committed_index(index_of)
         } else {
