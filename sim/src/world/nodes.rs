@@ -36,9 +36,12 @@ impl World {
         let term = recovered.hard_state.term;
         let core = RawNode::new(config, recovered, node.clock.local_ms(now_us))
             .expect("simulator config is valid");
+        // Its term, not the one recorded: a torn write may have kept entries of a newer term,
+        // which the node resumes in.
+        let resumed_term = core.status().term;
         node.replica = Some(node.disk.start_replica(core, sim_address(id)));
         node.watch = NodeWatch {
-            term,
+            term: resumed_term,
             commit,
             role: None,
             last_index: 0,
