@@ -5,6 +5,7 @@
 pub mod checker;
 pub mod client;
 pub mod disk;
+pub mod explain;
 pub mod harness;
 pub mod history;
 pub mod hostile_peer;
@@ -16,5 +17,7 @@ pub mod options;
 pub mod runner;
 pub mod schedule;
 pub mod sharded;
+pub mod shrink;
+pub mod timeline;
 pub mod trace;
 pub mod world;

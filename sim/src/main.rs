@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ravel::core::{PlantedBugs, ReadMode};
+use ravel_sim::explain::{check_of, explain};
 use ravel_sim::options::{FaultMix, SimOptions};
-use ravel_sim::runner::{run_seed, run_seeds, SeedResult};
+use ravel_sim::runner::{run_seed, run_seed_traced, run_seeds, SeedResult};
+use ravel_sim::shrink::Failing;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +45,19 @@ struct Cli {
     /// Replay one seed, printing every event, message and state change.
     #[arg(long)]
     replay: Option<u64>,
+    /// With --replay: instead of the whole trace, tell the failure's story — the check that
+    /// failed and what it guards, who led, the faults before it, the last steps of the nodes
+    /// (or operations on the key) it names.
+    #[arg(long)]
+    explain: bool,
+    /// With --replay: also draw the run as a self-contained HTML page (lanes per node, messages,
+    /// faults, client operations, the violation), which opens offline in a browser.
+    #[arg(long, value_name = "FILE.html")]
+    timeline: Option<std::path::PathBuf>,
+    /// Search from this failing seed (with the other options as given) for a smaller run
+    /// failing the same check, and print its replay command.
+    #[arg(long, value_name = "SEED")]
+    shrink: Option<u64>,
     /// Run every seed twice and fail on any difference between the two traces.
     #[arg(long)]
     determinism: bool,
@@ -77,10 +92,36 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(seed) = cli.shrink {
+        let nodes = cli.nodes.first().copied().unwrap_or(3);
+        return shrink(seed, SimOptions { nodes, ..options }, &cli);
+    }
     if let Some(seed) = cli.replay {
         let nodes = cli.nodes.first().copied().unwrap_or(3);
         let options = SimOptions { nodes, ..options };
-        let result = run_seed(seed, &options, true);
+        let record = cli.explain || cli.timeline.is_some();
+        let result = run_seed_traced(seed, &options, !cli.explain, record);
+        if let Some(path) = &cli.timeline {
+            let title = format!(
+                "seed {seed}, {} nodes, faults {}",
+                options.nodes, options.faults
+            );
+            let page =
+                ravel_sim::timeline::render(&title, &result.trace_lines, result.failure.as_deref());
+            if let Err(error) = std::fs::write(path, page) {
+                eprintln!(
+                    "error: cannot write the timeline to {}: {error}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            eprintln!("timeline written to {}", path.display());
+        }
+        match (&result.failure, cli.explain) {
+            (Some(failure), true) => print!("{}", explain(failure, &result.trace_lines)),
+            (None, true) => println!("seed {seed} passed: nothing to explain"),
+            _ => {}
+        }
         print_result(&result, &cli);
         return if result.failure.is_some() {
             ExitCode::FAILURE
@@ -219,6 +260,65 @@ fn print_result(result: &SeedResult, cli: &Cli) {
             );
         }
     }
+}
+
+/// `--shrink SEED`: the failing run, then ever smaller ones failing the same check.
+fn shrink(seed: u64, options: SimOptions, cli: &Cli) -> ExitCode {
+    const OTHER_SEEDS: u64 = 16;
+    const RUNS_MAX: usize = 2_000;
+    let Some(failure) = run_seed(seed, &options, false).failure else {
+        eprintln!("seed {seed} passes with these options: nothing to shrink");
+        return ExitCode::from(2);
+    };
+    let (check, _) = check_of(&failure);
+    println!(
+        "seed {seed} on {} nodes fails the {check} check: {failure}",
+        options.nodes
+    );
+    println!("searching for a smaller run failing the same check (each step tried on seed {seed} and 0..{OTHER_SEEDS})");
+    let bug = cli.bug.as_deref();
+    let shrunk = ravel_sim::shrink::shrink(
+        Failing {
+            options,
+            seed,
+            failure,
+        },
+        OTHER_SEEDS,
+        RUNS_MAX,
+        &|step| {
+            println!(
+                "  smaller: {}",
+                replay_command(step.seed, &step.options, bug)
+                    .trim_start_matches("cargo run --release -p ravel-sim -- ")
+            );
+        },
+    );
+    let smallest = &shrunk.smallest;
+    println!(
+        "smallest found in {} runs: {}\n  replay: {}\n  explain: {} --explain",
+        shrunk.runs,
+        smallest.failure,
+        replay_command(smallest.seed, &smallest.options, bug),
+        replay_command(smallest.seed, &smallest.options, bug)
+    );
+    ExitCode::SUCCESS
+}
+
+/// The command that replays `seed` with `options`.
+fn replay_command(seed: u64, options: &SimOptions, bug: Option<&str>) -> String {
+    let mut command = format!(
+        "cargo run --release -p ravel-sim -- --replay {seed} --nodes {} --spares {} --faults {} --duration-ms {} --clients {} --keys {}",
+        options.nodes, options.spares, options.faults, options.duration_ms, options.clients, options.keys
+    );
+    match options.read_mode {
+        Some(ReadMode::ReadIndex) => command.push_str(" --read-mode read-index"),
+        Some(ReadMode::Lease) => command.push_str(" --read-mode lease"),
+        None => {}
+    }
+    if let Some(bug) = bug {
+        command.push_str(&format!(" --bug {bug}"));
+    }
+    command
 }
 
 /// `--sharded`: seeds of the sharded store's simulation, in parallel, each checked.

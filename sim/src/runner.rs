@@ -18,6 +18,8 @@ pub struct SeedResult {
     pub nodes: usize,
     pub failure: Option<String>,
     pub report: Option<RunReport>,
+    /// Every trace line with its simulated time in µs, if the run was recorded.
+    pub trace_lines: Vec<(u64, String)>,
 }
 
 thread_local! {
@@ -53,11 +55,22 @@ fn install_panic_hook() {
 
 /// Runs one seed; a panic anywhere in it is reported as its failure.
 pub fn run_seed(seed: u64, options: &SimOptions, verbose: bool) -> SeedResult {
+    run_seed_traced(seed, options, verbose, false)
+}
+
+/// [`run_seed`], keeping every trace line in `trace_lines` when `record`.
+pub fn run_seed_traced(seed: u64, options: &SimOptions, verbose: bool, record: bool) -> SeedResult {
     install_panic_hook();
     LAST_PANIC.with(|slot| *slot.borrow_mut() = Some(String::new()));
+    let recording = crate::trace::Recording::default();
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        World::new(seed, options.clone(), verbose).run()
+        let mut world = World::new(seed, options.clone(), verbose);
+        if record {
+            world.record_trace(recording.clone());
+        }
+        world.run()
     }));
+    let trace_lines = recording.take();
     let panic_message = LAST_PANIC
         .with(|slot| slot.borrow_mut().take())
         .filter(|message| !message.is_empty());
@@ -67,12 +80,14 @@ pub fn run_seed(seed: u64, options: &SimOptions, verbose: bool) -> SeedResult {
             nodes: options.nodes,
             failure: report.failure.clone(),
             report: Some(report),
+            trace_lines,
         },
         Err(_) => SeedResult {
             seed,
             nodes: options.nodes,
             failure: Some(panic_message.unwrap_or_else(|| "panic".to_string())),
             report: None,
+            trace_lines,
         },
     }
 }
@@ -92,6 +107,7 @@ pub fn run_seed_twice(seed: u64, options: &SimOptions) -> SeedResult {
                 hashes(&second)
             )),
             report: first.report,
+            trace_lines: Vec::new(),
         };
     }
     first

@@ -2,6 +2,7 @@
 //! bit for bit) and, when replaying a seed, a readable line per event.
 
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 /// FNV-1a, 64 bits: stable across Rust versions and platforms, unlike `DefaultHasher`.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +32,9 @@ pub struct Trace {
     hasher: Fnv64,
     /// Print every event as it happens.
     pub verbose: bool,
+    /// Keep every line, stamped with simulated microseconds (for `--explain` and timelines);
+    /// shared with whoever asked, so that a run that panics still leaves its lines.
+    recorded: Option<Recording>,
 }
 
 impl Trace {
@@ -38,21 +42,62 @@ impl Trace {
         Trace {
             hasher: Fnv64::default(),
             verbose,
+            recorded: None,
         }
+    }
+
+    /// From now on, keep every line in `recording` as well.
+    pub fn record_into(&mut self, recording: Recording) {
+        self.recorded = Some(recording);
     }
 
     pub fn hash(&mut self, value: &impl Hash) {
         value.hash(&mut self.hasher);
     }
 
-    /// Prints a line stamped with simulated time, only when verbose.
-    pub fn line(&self, now_us: u64, text: impl FnOnce() -> String) {
+    /// Prints a line stamped with simulated time when verbose, keeps it when recording.
+    pub fn line(&mut self, now_us: u64, text: impl FnOnce() -> String) {
+        if !self.verbose && self.recorded.is_none() {
+            return;
+        }
+        let text = text();
         if self.verbose {
-            println!("[{:>6}.{:03} ms] {}", now_us / 1000, now_us % 1000, text());
+            println!("{}", stamped(now_us, &text));
+        }
+        if let Some(recorded) = &self.recorded {
+            recorded.push(now_us, text);
         }
     }
 
     pub fn digest(&self) -> u64 {
         self.hasher.finish()
+    }
+}
+
+/// A trace line as `--replay` prints it: `[   123.456 ms] text`.
+pub fn stamped(now_us: u64, text: &str) -> String {
+    format!("[{:>6}.{:03} ms] {}", now_us / 1000, now_us % 1000, text)
+}
+
+/// Trace lines kept as a run makes them: (simulated µs, text).
+#[derive(Clone, Debug, Default)]
+pub struct Recording(Arc<Mutex<Vec<(u64, String)>>>);
+
+impl Recording {
+    fn push(&self, now_us: u64, text: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((now_us, text));
+    }
+
+    /// Every line kept so far.
+    pub fn take(&self) -> Vec<(u64, String)> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }

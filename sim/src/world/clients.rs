@@ -200,6 +200,9 @@ impl World {
                 self.rng.random_range(1_000..20_000)
             }
             Reply::Refused(hint) => {
+                self.trace.line(self.now_us, || {
+                    format!("client {client}: op {op} refused (leader hint {hint:?})")
+                });
                 self.history.fail(op);
                 let client_state = &mut self.clients[client as usize - 1];
                 client_state.target =

@@ -78,7 +78,7 @@ impl World {
                     self.armed_change = true;
                     if let Some(leader) = self.current_leader() {
                         if self.network.cut_links() == 0 && self.rng.random_bool(0.5) {
-                            self.change_membership();
+                            self.change_membership_or_join(false);
                             let deaf_us = self.rng.random_range(100..3_000);
                             self.schedule(deaf_us, Event::Deafen(leader));
                             let heal_us = self.rng.random_range(300_000..2_000_000);
@@ -255,7 +255,11 @@ impl World {
         self.queue.retain(|_, event| {
             !matches!(
                 event,
-                Event::Fault | Event::HealPartition | Event::ChangeMembership | Event::Deafen(_)
+                Event::Fault
+                    | Event::HealPartition
+                    | Event::ChangeMembership
+                    | Event::ChangeMembershipOnElection
+                    | Event::Deafen(_)
             )
         });
         self.armed_crash = None;

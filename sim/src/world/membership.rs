@@ -15,6 +15,12 @@ impl World {
     /// a learner, remove a member (the leader too), or replace the voters through a joint
     /// configuration. The leader may refuse (a change pending, its term not committed yet).
     pub(super) fn change_membership(&mut self) {
+        self.change_membership_or_join(true);
+    }
+
+    /// As `change_membership`; with `spare_may_join` false, always a change asked of the leader
+    /// (the armed moments want one in its log, not a spare's request).
+    pub(super) fn change_membership_or_join(&mut self, spare_may_join: bool) {
         let Some(leader) = self.current_leader() else {
             return;
         };
@@ -45,7 +51,7 @@ impl World {
                     .is_member(id)
             })
             .collect();
-        if !outside.is_empty() && self.rng.random_bool(0.5) {
+        if spare_may_join && !outside.is_empty() && self.rng.random_bool(0.5) {
             let joiner = *outside.choose(&mut self.rng).expect("some");
             let target = *self.ids.choose(&mut self.rng).expect("nodes");
             self.joins.insert(

@@ -144,8 +144,10 @@ enum Event {
     JoinTry(NodeId),
     /// A joiner hears that its join completed.
     Admit(NodeId),
-    /// Asks the leader for a membership change (one of a burst, or one armed for an election).
+    /// Asks the leader for a membership change (one of a burst), or a spare to join.
     ChangeMembership,
+    /// Asks the leader for a membership change, armed for the moment it was elected.
+    ChangeMembershipOnElection,
     /// Cuts every link into a node (while faults last).
     Deafen(NodeId),
 }
@@ -454,6 +456,11 @@ impl World {
         }
     }
 
+    /// Keeps every trace line in `recording` (`--explain`, `--timeline`).
+    pub fn record_trace(&mut self, recording: crate::trace::Recording) {
+        self.trace.record_into(recording);
+    }
+
     fn next_event_time(&self) -> Option<u64> {
         self.queue.first_key_value().map(|((at, _), _)| *at)
     }
@@ -528,6 +535,7 @@ impl World {
             Event::ClientNext(client) => self.client_next(client),
             Event::Fault => self.inject_fault(),
             Event::ChangeMembership => self.change_membership(),
+            Event::ChangeMembershipOnElection => self.change_membership_or_join(false),
             Event::HealPartition => {
                 self.trace.line(self.now_us, || "network heals".to_string());
                 self.network.heal();
@@ -575,6 +583,7 @@ fn event_node(event: &Event) -> Option<NodeId> {
         | Event::ClientNext(_)
         | Event::Fault
         | Event::ChangeMembership
+        | Event::ChangeMembershipOnElection
         | Event::HealPartition
         | Event::CutInbound(_)
         | Event::Deafen(_)

@@ -78,6 +78,12 @@ impl World {
                 return;
             };
             let before = node.watch;
+            let status = replica.core().status();
+            if before.role != Some(status.role) || before.term != status.term {
+                self.trace.line(now_us, || {
+                    format!("n{id} becomes {:?} in term {}", status.role, status.term)
+                });
+            }
             let committed_before = self.checker.committed_len();
             if let Err(violation) = self.checker.after_step(replica.core(), &mut node.watch) {
                 return self.fail(violation);
@@ -101,7 +107,7 @@ impl World {
             }
             if moment == Some(CrashMoment::LeaderElected) && self.armed_change {
                 self.armed_change = false;
-                self.schedule(0, Event::ChangeMembership);
+                self.schedule(0, Event::ChangeMembershipOnElection);
             }
             if moment.is_some() && moment == self.armed_crash {
                 // Crash before this step's messages to peers leave. A new leader's writes may

@@ -8,7 +8,8 @@
 //! - Terms rise only by a real election (never a pre-vote) or by a message whose term the
 //!   receiver may adopt.
 //! - A log never holds two configuration changes beyond what is committed (one change at a
-//!   time, the rule the single-server change and joint consensus both rely on).
+//!   time, the rule the single-server change and joint consensus both rely on), and a leader
+//!   appends one only after an entry of its own term committed.
 
 use std::collections::BTreeSet;
 
@@ -119,7 +120,48 @@ impl World {
             }
         }
         if status.role == Role::Leader {
+            self.check_changes_after_own_commit(id, before.last_index)?;
             self.check_one_change_at_a_time(id)?;
+        }
+        Ok(())
+    }
+
+    /// A leader appends a configuration change only once an entry of its own term committed
+    /// (the rule found missing after the thesis: a new leader that changes the configuration
+    /// before it knows what its predecessors committed can make a quorum disjoint from theirs).
+    fn check_changes_after_own_commit(
+        &self,
+        id: NodeId,
+        last_index_before: LogIndex,
+    ) -> Result<(), Violation> {
+        let core = self.node_ref(id).core().expect("up");
+        let log = core.log();
+        let term = core.status().term;
+        let from = last_index_before
+            .max(log.commit())
+            .max(log.first_index() - 1)
+            + 1;
+        for index in from..=log.last_index() {
+            let Some(entry) = log.entry(index) else {
+                continue;
+            };
+            let EntryPayload::Membership(membership, _) = &entry.payload else {
+                continue;
+            };
+            // (A first leader records the founders' configuration: no change.)
+            if entry.term == term
+                && membership != core.membership_in_effect_at(index - 1)
+                && log
+                    .term(log.commit())
+                    .is_some_and(|committed| committed != term)
+            {
+                return Err(format!(
+                    "leader {id} appended a configuration change at {index} in term {term} \
+                     before any entry of its term committed (its commit {} is of term {:?})",
+                    log.commit(),
+                    log.term(log.commit())
+                ));
+            }
         }
         Ok(())
     }
