@@ -29,7 +29,7 @@ use crate::disk::SimDisk;
 use crate::history::{History, OpId, OpKind, OpResult};
 use crate::linearizability::{self, Verdict};
 use crate::network::{Network, NetworkConfig};
-use crate::options::SimOptions;
+use crate::options::{FaultMix, SimOptions};
 use crate::trace::Trace;
 
 use checks::describe_message;
@@ -43,6 +43,8 @@ const LOG_MATCHING_EVERY_EVENTS: u64 = 256;
 const LIVENESS_KEY: &str = "liveness";
 /// Mixed into the seed for the stragglers' generator.
 const STRAGGLER_STREAM: u64 = 0x5354_5241_4747_4c45;
+/// Mixed into the seed for the swarm's draw of fault families.
+const SWARM_STREAM: u64 = 0x5357_4152_4d00_0001;
 
 /// What the run found.
 #[derive(Debug)]
@@ -232,8 +234,9 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(seed: u64, options: SimOptions, verbose: bool) -> Self {
+    pub fn new(seed: u64, mut options: SimOptions, verbose: bool) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        options.faults = swarm(seed, options.faults);
         let faults = options.faults;
         // Stragglers came later than the other faults: a stream of their own keeps the schedules
         // of seeds without them as they were.
@@ -591,5 +594,30 @@ fn event_node(event: &Event) -> Option<NodeId> {
         | Event::Admit(_)
         | Event::Restart(_)
         | Event::Resume(_) => None,
+    }
+}
+
+/// Swarm testing (Groce et al., 2012): in half the seeds, each fault family asked for is left
+/// out with probability 1/3, so that the others strike more often and in combinations that an
+/// everything-at-once mix crowds out (a long partition with no crash to end it, elections with
+/// no message loss to delay them). Drawn from a stream of its own.
+fn swarm(seed: u64, asked: FaultMix) -> FaultMix {
+    let mut draw = ChaCha8Rng::seed_from_u64(seed ^ SWARM_STREAM);
+    if draw.random_bool(0.5) {
+        return asked;
+    }
+    let mut keep = |on: bool| on && !draw.random_bool(1.0 / 3.0);
+    FaultMix {
+        partition: keep(asked.partition),
+        loss: keep(asked.loss),
+        delay: keep(asked.delay),
+        duplicate: keep(asked.duplicate),
+        crash: keep(asked.crash),
+        pause: keep(asked.pause),
+        skew: keep(asked.skew),
+        transfer: keep(asked.transfer),
+        disk: keep(asked.disk),
+        membership: keep(asked.membership),
+        disk_loss: asked.disk_loss,
     }
 }
