@@ -4,9 +4,19 @@
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-/// FNV-1a, 64 bits: stable across Rust versions and platforms, unlike `DefaultHasher`.
+/// FNV-1a, 64 bits, taking eight bytes (or one integer) per step rather than one: stable
+/// across Rust versions and platforms, unlike `DefaultHasher`, and fast enough to hash every
+/// input and action of a run (byte-at-a-time FNV took a tenth of the simulator's time).
 #[derive(Clone, Copy, Debug)]
 pub struct Fnv64(u64);
+
+impl Fnv64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
+
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::PRIME);
+    }
+}
 
 impl Default for Fnv64 {
     fn default() -> Self {
@@ -20,10 +30,33 @@ impl Hasher for Fnv64 {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.mix(u64::from_le_bytes(word.try_into().expect("eight bytes")));
         }
+        for byte in words.remainder() {
+            self.mix(u64::from(*byte));
+        }
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u16(&mut self, value: u16) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.mix(value as u64);
     }
 }
 

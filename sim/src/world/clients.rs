@@ -131,7 +131,7 @@ impl World {
             delay,
             Event::Request {
                 node: target,
-                request,
+                request: Box::new(request),
             },
         );
         self.schedule(CLIENT_TIMEOUT_US, Event::ClientTimeout { client, op });
@@ -167,7 +167,7 @@ impl World {
             Event::Reply {
                 client: request.client,
                 op: request.op,
-                reply,
+                reply: Box::new(reply),
             },
         );
     }

@@ -116,7 +116,9 @@ enum Reply {
 #[derive(Debug)]
 enum Event {
     Tick(NodeId),
-    Deliver(Message),
+    /// Boxed, as are requests and replies: events move in the queue's nodes on every insert
+    /// and removal, and a small event keeps those moves cheap.
+    Deliver(Box<Message>),
     DiskSynced {
         node: NodeId,
         incarnation: u64,
@@ -124,12 +126,12 @@ enum Event {
     },
     Request {
         node: NodeId,
-        request: Request,
+        request: Box<Request>,
     },
     Reply {
         client: ClientId,
         op: OpId,
-        reply: Reply,
+        reply: Box<Reply>,
     },
     ClientTimeout {
         client: ClientId,
@@ -514,7 +516,7 @@ impl World {
                     format!("n{to} <- n{} {}", message.from, describe_message(&message))
                 });
                 self.delivering = Some(quorums::Delivering::of(&message));
-                self.feed(to, |replica| replica.message(message));
+                self.feed(to, |replica| replica.message(*message));
                 self.delivering = None;
             }
             Event::DiskSynced {
@@ -522,8 +524,8 @@ impl World {
                 incarnation,
                 up_to,
             } => self.disk_synced(node, incarnation, up_to),
-            Event::Request { node, request } => self.request_arrives(node, request),
-            Event::Reply { client, op, reply } => self.reply_arrives(client, op, reply),
+            Event::Request { node, request } => self.request_arrives(node, *request),
+            Event::Reply { client, op, reply } => self.reply_arrives(client, op, *reply),
             Event::ClientTimeout { client, op } => {
                 let client = &mut self.clients[client as usize - 1];
                 if client.current == Some(op) {

@@ -374,9 +374,9 @@ impl World {
         let delays = self.network.route(message.from, message.to, &mut self.rng);
         if let Some((last, rest)) = delays.split_last() {
             for &delay in rest {
-                self.schedule(delay, Event::Deliver(message.clone()));
+                self.schedule(delay, Event::Deliver(Box::new(message.clone())));
             }
-            self.schedule(*last, Event::Deliver(message));
+            self.schedule(*last, Event::Deliver(Box::new(message)));
         }
     }
 
