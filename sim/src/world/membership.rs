@@ -114,8 +114,19 @@ impl World {
             return;
         };
         let leader_core = self.nodes[leader as usize - 1].core().expect("up");
-        if leader_core.membership_change_pending() {
-            return; // The voters may be about to change; judge the loss against settled ones.
+        // The voters may be about to change; judge the loss against settled ones — settled
+        // everywhere: a change another node holds uncommitted (a deposed leader's, say) may
+        // still win, and with it a configuration in which this loss is a lost majority.
+        let settled = self
+            .nodes
+            .iter()
+            .filter_map(SimNode::core)
+            .filter(|core| leader_core.membership().is_member(core.id()))
+            .all(|core| {
+                !core.membership_change_pending() && core.membership() == leader_core.membership()
+            });
+        if !settled {
+            return;
         }
         let membership = leader_core.membership().clone();
         let members: Vec<NodeId> = membership.replicas().into_iter().collect();
