@@ -22,6 +22,9 @@ pub struct Shrunk {
     pub runs: usize,
 }
 
+/// Turns one fault family off.
+type LeaveOut = fn(&mut SimOptions);
+
 /// Shortest simulated fault phase tried.
 const DURATION_MIN_MS: u64 = 250;
 
@@ -91,7 +94,7 @@ fn smaller(options: &SimOptions) -> Vec<SimOptions> {
         candidates.push(with(&|o| o.spares -= 1));
     }
     let faults = options.faults;
-    let families: [(bool, fn(&mut SimOptions)); 11] = [
+    let families: [(bool, LeaveOut); 11] = [
         (faults.partition, |o| o.faults.partition = false),
         (faults.loss, |o| o.faults.loss = false),
         (faults.delay, |o| o.faults.delay = false),
