@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::{json, Value};
 
-/// The page, for a run of `nodes` nodes whose trace is `lines`; `failure` is its report.
+/// The page for a run whose trace is `lines` (as `--replay` prints them); `failure` is its report.
 pub fn render(title: &str, lines: &[(u64, String)], failure: Option<&str>) -> String {
     let data = parse(lines, failure);
     PAGE.replace("__TITLE__", &html_escape(title))
