@@ -244,16 +244,13 @@ fn print_result(result: &SeedResult, cli: &Cli) {
             }
         }
         Some(failure) => {
-            let mut replay = format!(
-                "cargo run --release -p ravel-sim -- --replay {} --nodes {} --spares {} --faults {} --duration-ms {} --clients {} --keys {}",
-                result.seed, result.nodes, cli.spares, cli.faults, cli.duration_ms, cli.clients, cli.keys
-            );
-            if let Some(mode) = &cli.read_mode {
-                replay.push_str(&format!(" --read-mode {mode}"));
-            }
-            if let Some(bug) = &cli.bug {
-                replay.push_str(&format!(" --bug {bug}"));
-            }
+            // The options were validated before any seed ran.
+            let options = build_options(cli).expect("validated at start");
+            let options = SimOptions {
+                nodes: result.nodes,
+                ..options
+            };
+            let replay = replay_command(result.seed, &options, cli.bug.as_deref());
             println!(
                 "seed {} FAILED on {} nodes: {failure}\n  replay: {replay}",
                 result.seed, result.nodes
