@@ -276,15 +276,20 @@ impl MoveRun {
     }
 
     /// The caller waited long enough for an uncommitted move (a group unreachable, say): roll
-    /// it back. A committed move only goes forward.
+    /// it back. A committed move only goes forward. A rolled-back one whose destination does
+    /// not answer the discard is forgotten without it: what came in there is never served (no
+    /// activation at a rolled-back epoch can come) and a later attempt's first chunk replaces
+    /// it; the source's unfreeze, which gives the partition its writes back, is never skipped.
     pub fn give_up(&mut self) {
-        if !self.committed
-            && matches!(
-                self.stage,
-                Stage::Freezing | Stage::Exporting { .. } | Stage::Ingesting { .. }
-            )
-        {
-            self.stage = Stage::Aborting;
+        if self.committed {
+            return;
+        }
+        match self.stage {
+            Stage::Freezing | Stage::Exporting { .. } | Stage::Ingesting { .. } => {
+                self.stage = Stage::Aborting;
+            }
+            Stage::Discarding => self.stage = Stage::Forgetting,
+            _ => {}
         }
     }
 }
@@ -446,5 +451,36 @@ mod tests {
         ));
         run.answered(Answer::Directory(MoveOutcome::Forgotten));
         assert!(run.is_done() && !run.is_committed());
+    }
+
+    /// A cleanup never skips the source's unfreeze (the partition's writes depend on it); a
+    /// destination that does not answer the discard is given up on, and the attempt forgotten.
+    #[test]
+    fn a_cleanup_gives_up_on_the_discard_but_not_on_the_unfreeze() {
+        let mut run = MoveRun::new(&moving(MovePhase::RolledBack));
+        run.give_up();
+        assert!(matches!(
+            run.ask(),
+            Some(Ask::Source(Command::Move {
+                step: MoveStep::Unfreeze,
+                ..
+            }))
+        ));
+        run.answered(Answer::Step {
+            step: Step::Done,
+            index: 1,
+        });
+        assert!(matches!(
+            run.ask(),
+            Some(Ask::Destination(Command::Move {
+                step: MoveStep::Discard,
+                ..
+            }))
+        ));
+        run.give_up();
+        assert!(matches!(
+            run.ask(),
+            Some(Ask::Admin(DirectoryCommand::ForgetMove { .. }))
+        ));
     }
 }

@@ -208,13 +208,21 @@ impl Moves {
         self.start(table);
     }
 
+    /// Moves under way: in flight, or rolled back and still being cleaned up at their groups.
+    /// The operator's limit bounds them together, so that attempts that keep failing (a group
+    /// unreachable, an admin too busy to take their steps) cannot pile up cleanups faster than
+    /// they finish: each one is work for the admin's leader and for the groups.
+    fn under_way(&self) -> usize {
+        self.in_flight.len() + self.rolled_back.len()
+    }
+
     /// Starts moves towards the target while there is room, in partition order.
     pub fn start(&mut self, table: &PartitionTable) {
         let Some(target) = &self.target else {
             return;
         };
         for partition in 0..table.partitions() {
-            if self.in_flight.len() >= self.limit() as usize {
+            if self.under_way() >= self.limit() as usize {
                 return;
             }
             let (owner, epoch) = table.owner(partition).expect("in range");
@@ -260,8 +268,9 @@ impl Moves {
         }
     }
 
-    /// Rolls back a move not committed yet; the partition is attempted again at once, at a new
-    /// epoch.
+    /// Rolls back a move not committed yet; the partition is attempted again at a new epoch
+    /// as soon as there is room (the rolled-back attempt takes up a place until it is
+    /// forgotten).
     pub fn abort(
         &mut self,
         table: &PartitionTable,
@@ -313,9 +322,16 @@ impl Moves {
         outcome
     }
 
-    /// A rolled-back attempt is cleaned up at both groups: nothing more to do for it.
-    pub fn forget(&mut self, partition: PartitionId, epoch: u64) -> MoveOutcome {
+    /// A rolled-back attempt is cleaned up at both groups: nothing more to do for it (and its
+    /// place goes to the next move).
+    pub fn forget(
+        &mut self,
+        table: &PartitionTable,
+        partition: PartitionId,
+        epoch: u64,
+    ) -> MoveOutcome {
         if self.rolled_back.remove(&(partition, epoch)).is_some() {
+            self.start(table);
             MoveOutcome::Forgotten
         } else if self
             .attempted
@@ -445,9 +461,19 @@ mod tests {
             waiting,
             vec![(3, 3, MovePhase::Copying), (3, 2, MovePhase::RolledBack)]
         );
-        assert_eq!(moves.forget(3, 2), MoveOutcome::Forgotten);
-        assert_eq!(moves.forget(3, 2), MoveOutcome::AlreadyDone);
-        assert!(matches!(moves.forget(3, 9), MoveOutcome::Refused(_)));
+        // At the limit (three in flight, one being cleaned up), another rollback restarts
+        // nothing until a cleanup is done.
+        assert_eq!(moves.abort(&table, 5, 2), MoveOutcome::Aborted);
+        assert!(!moves.in_flight().contains_key(&5));
+        assert_eq!(moves.runs().count(), 4);
+        assert_eq!(moves.forget(&table, 3, 2), MoveOutcome::Forgotten);
+        assert_eq!(moves.in_flight()[&5].epoch, 3);
+        assert_eq!(moves.forget(&table, 5, 2), MoveOutcome::Forgotten);
+        assert_eq!(moves.forget(&table, 3, 2), MoveOutcome::AlreadyDone);
+        assert!(matches!(
+            moves.forget(&table, 3, 9),
+            MoveOutcome::Refused(_)
+        ));
         assert_eq!(
             moves.runs().filter(|moving| moving.partition == 3).count(),
             1
@@ -471,14 +497,14 @@ mod tests {
         assert_eq!(table.owners(), &[1, 2, 1, 2, 1, 2, 1, 2]);
         assert_eq!(moves.target(), None);
         assert!(moves.in_flight().is_empty());
-        // Counted once each, however often repeated: five attempts, four committed, one
+        // Counted once each, however often repeated: six attempts, four committed, two
         // rolled back; remembered in the order they ended.
         assert_eq!(
             moves.totals(),
             MoveTotals {
-                started: 5,
+                started: 6,
                 committed: 4,
-                rolled_back: 1
+                rolled_back: 2
             }
         );
         let ended: Vec<(PartitionId, u64, MovePhase)> = moves
@@ -490,8 +516,9 @@ mod tests {
             vec![
                 (1, 2, MovePhase::Committed),
                 (3, 2, MovePhase::RolledBack),
+                (5, 2, MovePhase::RolledBack),
                 (3, 3, MovePhase::Committed),
-                (5, 2, MovePhase::Committed),
+                (5, 3, MovePhase::Committed),
                 (7, 2, MovePhase::Committed),
             ]
         );

@@ -283,7 +283,10 @@ impl Directory {
                 DirectoryOutcome::Move(self.moves.finish(table, partition, epoch))
             }
             DirectoryCommand::ForgetMove { partition, epoch } => {
-                DirectoryOutcome::Move(self.moves.forget(partition, epoch))
+                let Some(table) = self.table.as_ref() else {
+                    return DirectoryOutcome::Refused("no partition table yet".to_string());
+                };
+                DirectoryOutcome::Move(self.moves.forget(table, partition, epoch))
             }
             DirectoryCommand::RetireGroup { group } => self.retire_group(group),
             DirectoryCommand::SetMoveLimit { limit } => {

@@ -8,7 +8,8 @@
 //! `Claim` in its own log. Later epochs come only from moving a partition between groups, each
 //! step a command in a group's log, keyed by the partition and the move's epoch so that a step
 //! repeated (a retry, a duplicate, a new leader of the admin driving the move again) changes
-//! nothing the second time, and a step of an older move is refused:
+//! nothing the second time, and a step of an older move is refused — also once that move is
+//! rolled back and cleaned up (the group remembers the latest attempt it saw rolled back):
 //!
 //! - at the source A: `Freeze` (writes refused as "moving", reads go on), then either
 //!   `Drop` (after the admin committed the move: the keys go, requests are told where it went)
@@ -87,6 +88,10 @@ pub struct Shard {
     partitions: u32,
     /// What this group holds of each partition it has had anything to do with.
     holdings: BTreeMap<PartitionId, Holding>,
+    /// The latest epoch of an attempt to move each partition that this group has seen rolled
+    /// back (unfrozen here as its source, discarded here as its destination): that attempt's
+    /// steps, and older ones', may still arrive late, and are refused.
+    rolled_back: BTreeMap<PartitionId, Epoch>,
 }
 
 impl Shard {
@@ -95,6 +100,7 @@ impl Shard {
         Shard {
             partitions,
             holdings: BTreeMap::new(),
+            rolled_back: BTreeMap::new(),
         }
     }
 
@@ -162,6 +168,9 @@ impl Shard {
     /// earlier attempt (which the admin rolled back before starting this one, and whose
     /// unfreeze has not arrived), it is frozen for this one instead.
     pub fn freeze(&mut self, partition: PartitionId, moving_to: Epoch) -> Step {
+        if let Some(refused) = self.rolled_back_already(partition, moving_to) {
+            return refused;
+        }
         match self.holdings.get(&partition).copied() {
             Some(Holding::Serving { epoch }) if epoch < moving_to => {
                 self.holdings
@@ -183,8 +192,11 @@ impl Shard {
         }
     }
 
-    /// Source: the move to epoch `moving_to` was rolled back; writes resume.
+    /// Source: the move to epoch `moving_to` was rolled back; writes resume. Whatever it
+    /// finds, the group remembers the attempt as rolled back: its freeze may still arrive (even
+    /// before the group claimed the partition) and must then be refused.
     pub fn unfreeze(&mut self, partition: PartitionId, moving_to: Epoch) -> Step {
+        self.note_rolled_back(partition, moving_to);
         match self.holdings.get(&partition).copied() {
             Some(Holding::Frozen {
                 epoch,
@@ -237,6 +249,9 @@ impl Shard {
             chunks: 1,
             complete: last,
         };
+        if let Some(refused) = self.rolled_back_already(partition, epoch) {
+            return Ingest::Step(refused);
+        }
         match self.holdings.get(&partition).copied() {
             None => {
                 if chunk != 0 {
@@ -309,8 +324,10 @@ impl Shard {
     }
 
     /// Destination: the move to `epoch` was rolled back; what came in goes (the caller removes
-    /// the keys when this is `Done`).
+    /// the keys when this is `Done`). Whatever it finds, the attempt is remembered as rolled
+    /// back, so its chunks arriving late are refused.
     pub fn discard(&mut self, partition: PartitionId, epoch: Epoch) -> Step {
+        self.note_rolled_back(partition, epoch);
         match self.holdings.get(&partition).copied() {
             Some(Holding::Incoming { epoch: now, .. })
                 if now == epoch || stale_epoch_accepted() =>
@@ -324,6 +341,23 @@ impl Shard {
                 "partition {partition}'s epoch {epoch} data cannot be discarded: it is {other:?}"
             )),
         }
+    }
+
+    fn note_rolled_back(&mut self, partition: PartitionId, epoch: Epoch) {
+        let latest = self.rolled_back.entry(partition).or_insert(epoch);
+        *latest = (*latest).max(epoch);
+    }
+
+    /// A refusal for a step of an attempt at `epoch` if this group has seen that attempt, or
+    /// a later one, rolled back.
+    fn rolled_back_already(&self, partition: PartitionId, epoch: Epoch) -> Option<Step> {
+        let latest = *self.rolled_back.get(&partition)?;
+        (epoch <= latest && !stale_epoch_accepted()).then(|| {
+            Step::Refused(format!(
+                "partition {partition}: epoch {epoch}'s attempt was rolled back (epoch {latest} \
+                 was)"
+            ))
+        })
     }
 }
 
@@ -431,15 +465,19 @@ mod tests {
         assert_eq!(shard.unfreeze(3, 4), Step::Done);
         assert_eq!(shard.unfreeze(3, 4), Step::AlreadyDone);
         assert_eq!(shard.check_write(&key_of(3)), Ok(()));
-        assert_eq!(shard.freeze(3, 3), Step::Done);
-        assert_eq!(shard.drop_moved(3, 3, 7), Step::Done);
-        assert_eq!(shard.drop_moved(3, 3, 7), Step::AlreadyDone);
         assert!(
-            matches!(shard.unfreeze(3, 3), Step::Refused(_)),
+            matches!(shard.freeze(3, 3), Step::Refused(_)),
+            "an attempt before the one rolled back"
+        );
+        assert_eq!(shard.freeze(3, 5), Step::Done);
+        assert_eq!(shard.drop_moved(3, 5, 7), Step::Done);
+        assert_eq!(shard.drop_moved(3, 5, 7), Step::AlreadyDone);
+        assert!(
+            matches!(shard.unfreeze(3, 5), Step::Refused(_)),
             "dropped already"
         );
         let gone = shard.check_read(&key_of(3)).expect_err("moved");
-        assert_eq!((gone.epoch, gone.moved_to, gone.moving), (3, 7, false));
+        assert_eq!((gone.epoch, gone.moved_to, gone.moving), (5, 7, false));
         assert_eq!(shard.claim(&[3]), 0, "a late claim does not bring it back");
     }
 
@@ -499,5 +537,56 @@ mod tests {
         assert_eq!(shard.discard(5, 2), Step::Done);
         assert_eq!(shard.discard(5, 2), Step::AlreadyDone);
         assert!(!shard.holdings().contains_key(&5));
+    }
+
+    /// Steps of a rolled-back attempt that arrive after its cleanup (sent by an admin leader
+    /// deposed since, say) are refused: a late freeze would otherwise freeze the partition
+    /// again with no move left to unfreeze it (writes refused for good once the table no
+    /// longer wants it moved), and a late chunk would leave data no move will ever serve.
+    #[test]
+    fn steps_of_a_rolled_back_attempt_arriving_after_its_cleanup_are_refused() {
+        let mut source = Shard::new(8);
+        source.claim(&[3]);
+        assert_eq!(source.freeze(3, 2), Step::Done);
+        assert_eq!(source.unfreeze(3, 2), Step::Done);
+        assert!(
+            matches!(source.freeze(3, 2), Step::Refused(_)),
+            "the rolled-back attempt's freeze, late"
+        );
+        assert_eq!(source.check_write(&key_of(3)), Ok(()));
+        // Its unfreeze arrived before its freeze: the freeze is refused all the same, even
+        // when the unfreeze came before the group claimed the partition.
+        source.claim(&[4]);
+        assert_eq!(source.unfreeze(4, 2), Step::AlreadyDone);
+        assert!(matches!(source.freeze(4, 2), Step::Refused(_)));
+        assert!(
+            matches!(source.unfreeze(6, 2), Step::Refused(_)),
+            "not held"
+        );
+        source.claim(&[6]);
+        assert!(matches!(source.freeze(6, 2), Step::Refused(_)));
+        assert_eq!(source.check_write(&key_of(6)), Ok(()));
+        assert_eq!(source.freeze(3, 3), Step::Done, "the next attempt");
+
+        let mut destination = Shard::new(8);
+        assert_eq!(
+            destination.ingest(5, 2, 0, false),
+            Ingest::Store { restart: false }
+        );
+        assert_eq!(destination.discard(5, 2), Step::Done);
+        assert!(matches!(
+            destination.ingest(5, 2, 0, false),
+            Ingest::Step(Step::Refused(_))
+        ));
+        assert_eq!(destination.discard(6, 2), Step::AlreadyDone);
+        assert!(matches!(
+            destination.ingest(6, 2, 0, true),
+            Ingest::Step(Step::Refused(_))
+        ));
+        assert_eq!(
+            destination.ingest(5, 3, 0, true),
+            Ingest::Store { restart: false },
+            "the next attempt"
+        );
     }
 }

@@ -86,12 +86,15 @@ impl ShardedWorld {
                 }) = reply
                 {
                     self.retired = true;
+                    let group = self.retires.map_or(0, |(group, _)| group);
                     self.trace.line(self.now_us, || {
-                        format!("a group is retiring: {partitions} partitions to move away")
+                        format!("group {group} is retiring: {partitions} partitions to move away")
                     });
                 }
             }
-            Asker::Claim { .. } | Asker::Client { .. } => unreachable!("asked of a data group"),
+            Asker::Claim { .. } | Asker::Client { .. } | Asker::LateStep => {
+                unreachable!("asked of a data group")
+            }
         }
     }
 
@@ -152,6 +155,7 @@ impl ShardedWorld {
                 epoch,
                 ask,
             } => self.mover_data_replied((partition, epoch), ask, reply),
+            Asker::LateStep => {}
             other => unreachable!("{other:?} asked of an admin replica"),
         }
     }

@@ -80,18 +80,41 @@ impl ShardedWorld {
                     "group {group} holds {held:?} but the table gives it {given:?}"
                 ));
             }
+            // Held, but refusing writes: a partition must not stay frozen once no move is
+            // under way (a late freeze of an attempt rolled back, say).
+            let frozen: Vec<u32> = freshest
+                .and_then(|replica| replica.state().shard())
+                .map(|shard| {
+                    shard
+                        .holdings()
+                        .iter()
+                        .filter(|(_, holding)| matches!(holding, Holding::Frozen { .. }))
+                        .map(|(&partition, _)| partition)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !frozen.is_empty() {
+                return Some(format!(
+                    "group {group} holds partitions {frozen:?} frozen, refusing their writes"
+                ));
+            }
         }
         None
     }
 
-    /// Each admin replica's moves in flight or rolled back but not cleaned up.
-    pub(super) fn admin_view_of_moves(&self) -> Vec<(NodeId, Vec<ravel::directory::Move>)> {
+    /// Each admin replica's moves under way: how many, and the first few (a failure message
+    /// stays readable however many piled up).
+    pub(super) fn admin_view_of_moves(&self) -> Vec<(NodeId, usize, Vec<ravel::directory::Move>)> {
         self.admins
             .iter()
             .filter_map(|host| host.replica.as_ref().map(|replica| (host.id, replica)))
             .map(|(id, replica)| {
-                let moves = replica.state().moves().runs().copied();
-                (id, moves.collect())
+                let moves = replica.state().moves();
+                (
+                    id,
+                    moves.runs().count(),
+                    moves.runs().take(8).copied().collect(),
+                )
             })
             .collect()
     }

@@ -138,6 +138,9 @@ pub enum Asker {
     },
     /// The operator retiring a group.
     Retire,
+    /// A copy of one of the mover's steps that a former admin leader sent and that arrives
+    /// late: nobody waits for its answer.
+    LateStep,
     /// The admin leader's mover, waiting for ask `ask` of the move of `partition` to `epoch`.
     Mover {
         partition: u32,
@@ -178,6 +181,11 @@ enum Event {
     MoverTick,
     /// The operator asks the admin to retire a group (again, until it answers).
     Retire(GroupId),
+    /// A move step sent again long after the mover sent it (see [`Asker::LateStep`]).
+    LateStep {
+        group: GroupId,
+        command: Command,
+    },
     ClientTimeout {
         client: usize,
         op: Option<OpId>,
@@ -240,6 +248,10 @@ pub struct ShardedWorld {
     give_up_us: u64,
     /// Bytes of pairs per exported chunk, about.
     chunk_bytes: usize,
+    /// How often a step the mover sends to a group arrives again later, as one from an admin
+    /// leader deposed since would (0 in most seeds), and the stream that draws them.
+    late_step_rate: f64,
+    late_steps: ChaCha8Rng,
 }
 
 impl ShardedWorld {
@@ -293,6 +305,17 @@ impl ShardedWorld {
                     rng.random_range(1_500_000..5_000_000),
                 )
             });
+        // A third of the seeds that add a group and retire one retire the added group instead
+        // (from a stream of its own): the table then aims back at where partitions were, so a
+        // rolled-back attempt's late steps meet a partition no attempt will move again.
+        let retires = retires.map(|(group, at)| {
+            let mut stream = ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5449_5245);
+            if adds_group && stream.random_bool(1.0 / 3.0) {
+                (options.groups as GroupId + 1, at)
+            } else {
+                (group, at)
+            }
+        });
         // Some seeds' mover gives up on a stalled move within a few round trips, so rollbacks
         // and new attempts race the late messages of the ones abandoned.
         let give_up_us = if adds_group && rng.random_bool(0.4) {
@@ -304,6 +327,16 @@ impl ShardedWorld {
         let chunk_bytes = *[1, 100, ravel::directory::CHUNK_BYTES]
             .choose(&mut rng)
             .expect("non-empty");
+        // Some seeds send a copy of some move steps again, late: a deposed admin leader's
+        // steps arriving after the next leader rolled its attempt back and started another.
+        let mut late_steps = ChaCha8Rng::seed_from_u64(seed ^ 0x4c41_5445_5354_4550);
+        let late_step_rate = if faults {
+            *[0.0, 0.1, 0.3, 0.6]
+                .choose(&mut late_steps)
+                .expect("non-empty")
+        } else {
+            0.0
+        };
         let groups = options.groups + usize::from(adds_group);
         let servers = groups * GROUP_SIZE as usize;
         ShardedWorld {
@@ -344,6 +377,8 @@ impl ShardedWorld {
             mover: mover::Mover::default(),
             give_up_us,
             chunk_bytes,
+            late_step_rate,
+            late_steps,
             options,
         }
     }
@@ -417,7 +452,7 @@ impl ShardedWorld {
             let moves = self.admin_view_of_moves();
             self.fail(format!(
                 "liveness: {} writes completed, the admin knew the leaders {leaders:?} and the \
-                 moves {moves:?}, and {} {} ms after the faults healed (groups started: {:?})",
+                 moves (admin, under way, the first few) {moves:?}, and {} {} ms after the faults healed (groups started: {:?})",
                 self.completed_after_heal,
                 self.share_mismatch()
                     .unwrap_or_else(|| "every group held its share".to_string()),
@@ -620,6 +655,12 @@ impl ShardedWorld {
             Event::Heal => {
                 self.trace.line(self.now_us, || "network heals".to_string());
                 self.network.heal();
+            }
+            Event::LateStep { group, command } => {
+                self.trace.line(self.now_us, || {
+                    format!("a late step to group {group}: {command:?}")
+                });
+                self.ask_group(group, Asker::LateStep, command);
             }
         }
     }

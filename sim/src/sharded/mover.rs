@@ -108,6 +108,18 @@ impl ShardedWorld {
             epoch: key.1,
             ask: id,
         };
+        if let Ask::Source(command) | Ask::Destination(command) = &ask {
+            if self.late_step_rate > 0.0 && self.late_steps.random_bool(self.late_step_rate) {
+                let group = if matches!(ask, Ask::Source(_)) {
+                    from
+                } else {
+                    to
+                };
+                let late = self.late_steps.random_range(200_000..3_000_000);
+                let command = command.clone();
+                self.schedule(late, Event::LateStep { group, command });
+            }
+        }
         match ask {
             Ask::Source(command) => self.ask_group(from, asker, command),
             Ask::Destination(command) => self.ask_group(to, asker, command),
@@ -139,7 +151,7 @@ impl ShardedWorld {
 
     /// Sends a move step to the leader of `group` as this simulation knows it (none: the ask
     /// times out and goes again).
-    fn ask_group(&mut self, group: GroupId, asker: Asker, command: Command) {
+    pub(super) fn ask_group(&mut self, group: GroupId, asker: Asker, command: Command) {
         let leader = self
             .data
             .iter()
