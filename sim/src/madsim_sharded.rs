@@ -130,6 +130,9 @@ struct Setup {
     /// Bytes per chunk a moving partition is shipped in: small in most seeds, so that moves
     /// take many chunks and a commit can race an ingest not yet complete.
     move_chunk_bytes: usize,
+    /// How long the admin's mover waits on a move that makes no progress before it gives up:
+    /// short in some seeds, so that rollbacks, cleanups and new attempts race late steps.
+    move_give_up: Duration,
 }
 
 impl Setup {
@@ -167,6 +170,7 @@ fn start_admin(runtime: &Handle, setup: &Setup, index: usize, disk: MemoryDisk) 
             first_server_id: 100,
         },
         http: None,
+        move_give_up: setup.move_give_up,
         bugs: setup.directory_bugs,
     };
     let stopped = Arc::new(AtomicBool::new(false));
@@ -319,6 +323,14 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
         move_chunk_bytes: *[1, 100, ravel::directory::CHUNK_BYTES]
             .choose(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x6368_756e_6b))
             .expect("not empty"),
+        move_give_up: {
+            let mut stream = ChaCha8Rng::seed_from_u64(seed ^ 0x6769_7665_5f75_70);
+            if stream.random_bool(0.4) {
+                Duration::from_millis(stream.random_range(300..2_000))
+            } else {
+                ravel::admin::GIVE_UP_AFTER_DEFAULT
+            }
+        },
     };
     // Planted (or cleared) for this seed: every data group's state machine reads it.
     ravel::kv::planted::plant(options.shard_bugs);
@@ -362,6 +374,11 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
         stop.clone(),
     )));
     tasks.push(client_host.spawn(monitor_directory(failure.clone(), stop.clone())));
+    // Most seeds replay move steps late, as an admin leader deposed mid-move would deliver
+    // them (from a stream of their own).
+    if ChaCha8Rng::seed_from_u64(seed ^ 0x6c61_7465).random_bool(2.0 / 3.0) {
+        tasks.push(client_host.spawn(late_move_steps(seed, stop.clone())));
+    }
 
     let mut faults = Faults {
         runtime: runtime.clone(),
@@ -386,7 +403,18 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
     // move to the others while the faults, and the added group's moves, go on.
     if faults.rng.random_bool(0.4) {
         let after = Duration::from_millis(faults.rng.random_range(0..options.fault_seconds * 700));
-        tasks.push(client_host.spawn(retire_group(1, after, stop.clone())));
+        // A third of the seeds that add a group retire that one instead (from a stream of its
+        // own): the table then aims back where the partitions were, so attempts rolled back
+        // on the way are not tried again and their late steps meet partitions nothing moves.
+        let added = options.groups as u64 + 1;
+        let group = if add_group_at.is_some()
+            && ChaCha8Rng::seed_from_u64(seed ^ 0x7265_7469_7265).random_bool(1.0 / 3.0)
+        {
+            added
+        } else {
+            1
+        };
+        tasks.push(client_host.spawn(retire_group(group, after, stop.clone())));
     }
     while options.faults && tokio::time::Instant::now() < fault_end {
         if add_group_at.is_some_and(|at| tokio::time::Instant::now() >= at) && !faults.group_added {
@@ -853,6 +881,114 @@ async fn retire_group(group: u64, after: Duration, stop: Arc<AtomicBool>) {
     }
 }
 
+/// A deposed admin leader's move steps, arriving late and again: the moves the directory shows
+/// (in flight, committed, rolled back) are, half of them, carried on by a copy of the mover's
+/// driver whose every ask goes out late — most a little, some by seconds — while the real
+/// mover carries the same move on, or has finished it, or rolled it back and started another
+/// attempt. A copy stops at its first ask of the directory (a former leader can no longer
+/// write there), so every step it sends is one a real mover of that move sent too.
+async fn late_move_steps(seed: u64, stop: Arc<AtomicBool>) {
+    use ravel::directory::{Move, MovePhase, MoveRun};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6c61_7465_5f73_7465);
+    let admin = admin_addresses();
+    let mut seen = std::collections::BTreeSet::new();
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+        let Ok(overview) = read_overview(&admin, Duration::from_millis(500)).await else {
+            continue;
+        };
+        for moving in &overview.moves {
+            let phase = match moving.phase.as_str() {
+                "copying" => MovePhase::Copying,
+                "committed" => MovePhase::Committed,
+                "rolled-back" => MovePhase::RolledBack,
+                _ => continue,
+            };
+            let key = (moving.partition, moving.epoch, moving.phase.clone());
+            if !seen.insert(key) || rng.random_bool(0.5) {
+                continue;
+            }
+            let run = MoveRun::new(&Move {
+                partition: moving.partition,
+                from: moving.from_group,
+                to: moving.to_group,
+                epoch: moving.epoch,
+                phase,
+            });
+            let members = |group: u64| -> Vec<String> {
+                overview
+                    .servers
+                    .iter()
+                    .filter(|server| server.group_id == group)
+                    .map(|server| server.address.clone())
+                    .collect()
+            };
+            let (from, to) = (members(moving.from_group), members(moving.to_group));
+            if from.is_empty() || to.is_empty() {
+                continue;
+            }
+            tokio::spawn(carry_on_late(run, from, to, rng.next_u64()));
+        }
+    }
+}
+
+/// Carries `run` on with every ask late, until it asks the directory (or 64 asks).
+async fn carry_on_late(
+    mut run: ravel::directory::MoveRun,
+    from: Vec<String>,
+    to: Vec<String>,
+    seed: u64,
+) {
+    use ravel::admin::step_answer;
+    use ravel::directory::{Answer, Ask};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut source = Client::new(from);
+    let mut destination = Client::new(to);
+    source.timeout = Duration::from_secs(1);
+    destination.timeout = Duration::from_secs(1);
+    for _ in 0..64 {
+        let Some(ask) = run.ask() else {
+            return;
+        };
+        let late_ms = if rng.random_bool(0.2) {
+            rng.random_range(1_000..6_000)
+        } else {
+            rng.random_range(20..800)
+        };
+        tokio::time::sleep(Duration::from_millis(late_ms)).await;
+        tracing::info!(
+            partition = run.partition,
+            epoch = run.epoch,
+            ?ask,
+            "a late move step"
+        );
+        let answer = match ask {
+            Ask::Source(command) => source
+                .move_step(command.encode())
+                .await
+                .ok()
+                .map(step_answer),
+            Ask::Destination(command) => destination
+                .move_step(command.encode())
+                .await
+                .ok()
+                .map(step_answer),
+            Ask::Export {
+                partition,
+                after,
+                applied_at_least,
+            } => match source.export(partition, after, applied_at_least).await {
+                Ok(Some((pairs, last))) => Some(Answer::Exported { pairs, last }),
+                _ => None,
+            },
+            Ask::Admin(_) => return,
+        };
+        if let Some(answer) = answer {
+            run.answered(answer);
+        }
+    }
+}
+
 /// After the heal, within [`RECOVERY`]: every key written and read through the routing client;
 /// every data node the member the admin made it and a voter of its group; every key refused
 /// by every group but its owner.
@@ -889,6 +1025,29 @@ async fn check_recovery(
                 Ok(_) => index += 1,
                 Err(error) => last = format!("get: {error}"),
             },
+        }
+    }
+    // Every partition takes writes, not only those the keys fall in: none is left frozen.
+    for partition in 0..PARTITIONS {
+        let probe = (0u32..)
+            .map(|n| Bytes::from(format!("probe-{partition}-{n}")))
+            .find(|probe| ravel::sharding::partition_of(probe, PARTITIONS) == partition)
+            .expect("some key falls in every partition");
+        loop {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "partition {partition} took no write within {RECOVERY:?} after the faults \
+                     healed (last error: {last})"
+                ));
+            }
+            let put = OpKind::Put(Bytes::from_static(b"probe"));
+            match perform(&client, &recorder, 1_000, probe.clone(), put).await {
+                Ok(_) => break,
+                Err(error) => {
+                    last = format!("put: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
     }
     // Every data node is what the admin made it, a voter of its group; every key is served by

@@ -8,6 +8,7 @@
 #[cfg(not(madsim))]
 pub mod http;
 mod mover;
+pub use mover::{step_answer, GIVE_UP_AFTER_DEFAULT};
 mod routing_kv;
 #[cfg(not(madsim))]
 mod status_page;
@@ -39,6 +40,9 @@ pub struct AdminOptions {
     pub settings: DirectorySettings,
     /// Where the HTTP API and status page are served; none: not served.
     pub http: Option<String>,
+    /// An uncommitted move that makes no progress for this long (a group unreachable, say) is
+    /// rolled back, and attempted again later.
+    pub move_give_up: std::time::Duration,
     /// Test-only: mistakes planted in the directory and its mover, so the madsim harness can
     /// show that it notices them.
     #[cfg(feature = "planted-bugs")]
@@ -106,6 +110,7 @@ async fn run_admin_with(
         }),
     };
     let settings = options.settings.clone();
+    let move_give_up = options.move_give_up;
     let mut tasks = Vec::new();
     let ready = |started: Started<Directory>| {
         let founder =
@@ -120,6 +125,7 @@ async fn run_admin_with(
         tasks.push(tokio::spawn(mover::move_partitions(
             started.handle.clone(),
             started.metrics.clone(),
+            move_give_up,
             #[cfg(feature = "planted-bugs")]
             bugs,
         )));

@@ -7,7 +7,7 @@
 //! The tasks live as long as this replica leads in one term: on losing the leadership (or a new
 //! term) they are dropped mid-ask, and the next leader starts them again from its own record;
 //! every ask is idempotent, so whatever was done is not done twice. An uncommitted move that
-//! makes no progress for [`GIVE_UP_AFTER`] (a group unreachable, say) is rolled back.
+//! makes no progress for the admin's `move_give_up` (a group unreachable, say) is rolled back.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,12 +29,14 @@ use crate::server::event_loop::{Request, WriteResult};
 use crate::server::handle::NodeHandle;
 use crate::server::metrics::Metrics;
 use crate::server::proto::ravel::move_step_response::Result as StepResult;
+use crate::server::proto::ravel::MoveStepResponse;
 use crate::sharding::{GroupId, PartitionId};
 
 /// How often the leader looks for moves to run.
 const TICK: Duration = Duration::from_millis(100);
-/// An uncommitted move with no step taken for this long is rolled back.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+/// An uncommitted move with no step taken for this long is rolled back, unless the admin is
+/// set otherwise (`ravel admin --move-give-up-ms`).
+pub const GIVE_UP_AFTER_DEFAULT: Duration = Duration::from_secs(10);
 /// How long one ask to a group may take, and the pause after one that got nowhere.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -56,6 +58,7 @@ impl Drop for Runs {
 pub(super) async fn move_partitions(
     node: NodeHandle<Directory>,
     metrics: Metrics,
+    give_up_after: Duration,
     #[cfg(feature = "planted-bugs")] bugs: crate::directory::DirectoryBugs,
 ) {
     let mut term = None;
@@ -96,6 +99,7 @@ pub(super) async fn move_partitions(
                         node.clone(),
                         metrics.clone(),
                         pacer.clone(),
+                        give_up_after,
                         *moving,
                         run,
                     ))
@@ -109,6 +113,7 @@ async fn carry_out(
     node: NodeHandle<Directory>,
     metrics: Metrics,
     pacer: Arc<Pacer>,
+    give_up_after: Duration,
     moving: Move,
     mut run: MoveRun,
 ) {
@@ -127,11 +132,12 @@ async fn carry_out(
     let mut clock = WritesRefused::default();
     let mut shipped = 0u64;
     while let Some(ask) = run.ask() {
-        if !run.is_committed() && last_progress.elapsed() > GIVE_UP_AFTER {
+        if !run.is_committed() && last_progress.elapsed() > give_up_after {
             tracing::warn!(
                 partition,
                 epoch,
-                "a move made no progress for {GIVE_UP_AFTER:?}; rolling it back"
+                "a move made no progress for {give_up_after:?}; giving up (an attempt is \
+                 rolled back, a cleanup skips the destination's discard)"
             );
             run.give_up();
             last_progress = Instant::now();
@@ -288,6 +294,19 @@ impl WritesRefused {
     }
 }
 
+/// A group's answer to a move step, as the mover's driver takes it.
+pub fn step_answer(response: MoveStepResponse) -> Answer {
+    let step = match response.result() {
+        StepResult::Done => Step::Done,
+        StepResult::AlreadyDone => Step::AlreadyDone,
+        StepResult::Refused | StepResult::Unspecified => Step::Refused(response.reason),
+    };
+    Answer::Step {
+        step,
+        index: response.index,
+    }
+}
+
 /// Writes a directory command through this replica's log (it leads; if it no longer does, the
 /// write fails and the task is about to be dropped anyway).
 async fn directory_write(
@@ -352,17 +371,7 @@ impl Groups {
     ) -> Option<Answer> {
         let client = self.client(node, group).await?;
         match client.move_step(command.encode()).await {
-            Ok(response) => {
-                let step = match response.result() {
-                    StepResult::Done => Step::Done,
-                    StepResult::AlreadyDone => Step::AlreadyDone,
-                    StepResult::Refused | StepResult::Unspecified => Step::Refused(response.reason),
-                };
-                Some(Answer::Step {
-                    step,
-                    index: response.index,
-                })
-            }
+            Ok(response) => Some(step_answer(response)),
             Err(error) => {
                 tracing::debug!(group, %error, "a move step went unanswered");
                 self.clients.remove(&group);

@@ -29,6 +29,11 @@ pub struct AdminArgs {
     /// owner before); fixed when the admin group is created.
     #[arg(long, default_value_t = 1)]
     pub initial_groups: u32,
+    /// Roll back a partition move that made no progress for this many milliseconds (a group
+    /// unreachable, say); it is attempted again later.
+    #[arg(long, default_value_t = crate::admin::GIVE_UP_AFTER_DEFAULT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    pub move_give_up_ms: u64,
 }
 
 pub async fn run(args: AdminArgs) -> ExitCode {
@@ -62,6 +67,7 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         node,
         settings,
         http: args.http,
+        move_give_up: std::time::Duration::from_millis(args.move_give_up_ms),
         #[cfg(feature = "planted-bugs")]
         bugs: Default::default(),
     };

@@ -93,8 +93,8 @@ pub struct Moves {
     attempted: BTreeMap<PartitionId, u64>,
     /// Attempts rolled back and not cleaned up yet, by partition and epoch.
     rolled_back: BTreeMap<(PartitionId, u64), Move>,
-    /// Moves started at once, at most, as the operator set it (none: the default; 0: no new
-    /// move starts, those in flight go on).
+    /// Moves under way at once (in flight or being cleaned up), at most, as the operator set
+    /// it (none: the default; 0: no new move starts, those in flight go on).
     limit: Option<u32>,
     /// Bytes per second moves ship, at most, as the operator set it (none: the default; 0:
     /// unlimited).
@@ -122,7 +122,7 @@ impl Moves {
         self.target.as_deref()
     }
 
-    /// Moves started at once, at most.
+    /// Moves under way at once (in flight, or rolled back and being cleaned up), at most.
     pub fn limit(&self) -> u32 {
         self.limit.unwrap_or(MOVES_IN_FLIGHT_DEFAULT)
     }
