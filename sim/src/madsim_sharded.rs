@@ -321,10 +321,10 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
         directory_bugs: options.directory_bugs,
         groups: options.groups,
         move_chunk_bytes: *[1, 100, ravel::directory::CHUNK_BYTES]
-            .choose(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x6368_756e_6b))
+            .choose(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x0063_6875_6e6b))
             .expect("not empty"),
         move_give_up: {
-            let mut stream = ChaCha8Rng::seed_from_u64(seed ^ 0x6769_7665_5f75_70);
+            let mut stream = ChaCha8Rng::seed_from_u64(seed ^ 0x0067_6976_655f_7570);
             if stream.random_bool(0.4) {
                 Duration::from_millis(stream.random_range(300..2_000))
             } else {
@@ -383,7 +383,7 @@ pub(crate) async fn scenario(seed: u64, options: MadsimOptions) -> MadsimResult 
     let mut faults = Faults {
         runtime: runtime.clone(),
         net: NetSim::current(),
-        rng: ChaCha8Rng::seed_from_u64(seed ^ 0x7368_6172_6465_64),
+        rng: ChaCha8Rng::seed_from_u64(seed ^ 0x0073_6861_7264_6564),
         setup,
         hosts,
         clogged_links: Vec::new(),
