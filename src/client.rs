@@ -31,6 +31,9 @@ pub enum ClientError {
     Api(ApiError),
     #[error("no endpoint answered within {timeout_ms} ms (tried {endpoints}); is the cluster running, and does it have a quorum?")]
     Unreachable { endpoints: String, timeout_ms: u64 },
+    /// Every endpoint refused the connection (with [`Client::fail_when_nothing_listens`]).
+    #[error("nothing listens at {0} (connection refused): is the node running, and is that its address?")]
+    NothingListens(String),
     /// The request may or may not have taken effect (e.g. the connection broke mid-request).
     #[error("outcome unknown: {0}")]
     Unknown(String),
@@ -65,6 +68,10 @@ pub struct Client {
     /// The cluster membership requests are meant for (`leave`): a node of another cluster
     /// refuses them. `None`: not checked.
     pub cluster_id: Option<u64>,
+    /// Give up at once when every endpoint refused the connection in a row (nothing listens
+    /// at any of them), instead of retrying until the timeout: for a person at a command line.
+    /// Off by default: a program waits out nodes that are restarting.
+    pub fail_when_nothing_listens: bool,
 }
 
 impl Client {
@@ -76,6 +83,7 @@ impl Client {
             timeout: Duration::from_secs(10),
             through_followers: false,
             cluster_id: None,
+            fail_when_nothing_listens: false,
         }
     }
 
@@ -252,10 +260,19 @@ impl Client {
     }
 
     async fn channel(&mut self, endpoint: &str) -> Result<Channel, String> {
+        self.channel_or_say_why(endpoint)
+            .await
+            .map_err(|failure| failure.message)
+    }
+
+    async fn channel_or_say_why(
+        &mut self,
+        endpoint: &str,
+    ) -> Result<Channel, crate::server::ConnectFailure> {
         if let Some(channel) = self.channels.get(endpoint) {
             return Ok(channel.clone());
         }
-        let channel = crate::server::connect(endpoint, CONNECT_TIMEOUT).await?;
+        let channel = crate::server::connect_or_say_why(endpoint, CONNECT_TIMEOUT).await?;
         self.channels.insert(endpoint.to_string(), channel.clone());
         Ok(channel)
     }
@@ -269,6 +286,8 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let mut next_endpoint = 0;
         let mut last_error = String::new();
+        // Connections refused in a row, by distinct endpoints tried in turn.
+        let mut refused = 0;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -289,14 +308,23 @@ impl Client {
                     target
                 }
             };
-            let channel = match self.channel(&target).await {
+            let channel = match self.channel_or_say_why(&target).await {
                 Ok(channel) => channel,
-                Err(error) => {
-                    last_error = error;
+                Err(failure) => {
+                    last_error = failure.message;
                     self.leader = None;
+                    refused = if failure.nothing_listens {
+                        refused + 1
+                    } else {
+                        0
+                    };
+                    if self.fail_when_nothing_listens && refused >= self.endpoints.len() {
+                        return Err(ClientError::NothingListens(self.endpoints.join(", ")));
+                    }
                     continue;
                 }
             };
+            refused = 0;
             let call = attempt(
                 KvClient::new(channel.clone()),
                 MembershipClient::new(channel.clone()),

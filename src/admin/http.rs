@@ -334,9 +334,11 @@ fn failed(error: RoutedError) -> Answer {
             | ApiError::AlreadyExists(_)
             | ApiError::StorageFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         },
-        RoutedError::Group(ClientError::Unreachable { .. } | ClientError::Unknown(_)) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        RoutedError::Group(
+            ClientError::Unreachable { .. }
+            | ClientError::NothingListens(_)
+            | ClientError::Unknown(_),
+        ) => StatusCode::SERVICE_UNAVAILABLE,
         RoutedError::Group(ClientError::Other(_)) => StatusCode::BAD_GATEWAY,
     };
     Answer::error(status, error.to_string())

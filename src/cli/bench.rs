@@ -22,6 +22,7 @@ use crate::server::ApiError;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Nodes to load, comma separated; each client finds the leader from any of them.
     #[arg(
         long,
         env = "RAVEL_ENDPOINTS",
@@ -35,6 +36,7 @@ pub struct BenchArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
+    /// Bytes per written value.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
     /// Fraction of operations that are (linearizable) reads, 0.0 to 1.0.

@@ -25,6 +25,7 @@ fn fail_routed(error: RoutedError) -> ExitCode {
 fn client(args: &ClientArgs) -> Client {
     let mut client = Client::new(args.endpoints.clone());
     client.timeout = Duration::from_secs_f64(args.timeout.max(0.1));
+    client.fail_when_nothing_listens = true;
     client
 }
 
@@ -43,9 +44,17 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Put {
             key,
             value,
+            value_file,
             client: args,
         } => {
-            let (key, value) = (bytes(&key), bytes(&value));
+            let value = match super::values::read_value(value.as_deref(), value_file.as_deref()) {
+                Ok(value) => value,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::Usage;
+                }
+            };
+            let key = bytes(&key);
             let result = match routed(&args) {
                 Some(routed) => routed.put(key, value).await.map_err(fail_routed),
                 None => client(&args).put(key, value).await.map_err(fail),
@@ -61,6 +70,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Get {
             key,
             stale,
+            write_out,
             client: args,
         } => {
             let result = match routed(&args) {
@@ -68,10 +78,21 @@ pub async fn run(command: Command) -> ExitCode {
                 None => client(&args).get(bytes(&key), stale).await.map_err(fail),
             };
             match result {
-                Ok(Some(value)) => {
-                    println!("{}", String::from_utf8_lossy(&value));
+                Ok(Some(value)) if write_out == super::WriteOut::Json => {
+                    let document = serde_json::json!({
+                        "key": key,
+                        "value": super::values::base64(&value),
+                    });
+                    println!("{document:#}");
                     ExitCode::Success
                 }
+                Ok(Some(value)) => match super::values::print_value(&value) {
+                    Ok(()) => ExitCode::Success,
+                    Err(error) => {
+                        eprintln!("error: writing the value: {error}");
+                        ExitCode::Failure
+                    }
+                },
                 Ok(None) => {
                     eprintln!("key {key:?} not found");
                     ExitCode::NotFound
@@ -129,7 +150,34 @@ pub async fn run(command: Command) -> ExitCode {
                 Err(error) => fail(error),
             }
         }
-        Command::Members { client: args } => match client(&args).members().await {
+        Command::Members {
+            write_out: super::WriteOut::Json,
+            client: args,
+        } => match client(&args).members().await {
+            Ok(response) => {
+                let members: Vec<serde_json::Value> = response
+                    .members
+                    .iter()
+                    .map(|member| {
+                        serde_json::json!({
+                            "id": member.id,
+                            "role": member.role,
+                            "address": member.address,
+                            "leader": member.id == response.leader_id,
+                        })
+                    })
+                    .collect();
+                let leader = (response.leader_id != 0).then_some(response.leader_id);
+                let document = serde_json::json!({"leader": leader, "members": members});
+                println!("{document:#}");
+                ExitCode::Success
+            }
+            Err(error) => fail(error),
+        },
+        Command::Members {
+            write_out: super::WriteOut::Table,
+            client: args,
+        } => match client(&args).members().await {
             Ok(response) => {
                 println!("{:<6} {:<9} {:<24} LEADER", "ID", "ROLE", "ADDRESS");
                 for member in response.members {
@@ -147,7 +195,20 @@ pub async fn run(command: Command) -> ExitCode {
             }
             Err(error) => fail(error),
         },
-        Command::Status { client: args } => match client(&args).status().await {
+        Command::Status {
+            write_out: super::WriteOut::Json,
+            client: args,
+        } => match client(&args).status().await {
+            Ok(status) => {
+                println!("{:#}", super::endpoint::status_json(&status));
+                ExitCode::Success
+            }
+            Err(error) => fail(error),
+        },
+        Command::Status {
+            write_out: super::WriteOut::Table,
+            client: args,
+        } => match client(&args).status().await {
             Ok(status) => {
                 println!("node:         {} ({})", status.node_id, status.address);
                 println!("cluster:      {}", status.cluster_id);
@@ -206,6 +267,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::MoveLimit { limit, admin } => move_limit(limit, &admin).await,
         Command::Moves { admin, write_out } => super::moves::moves(admin, write_out).await,
         Command::MoveRate { rate, admin } => move_rate(rate, &admin).await,
+        Command::Endpoint { command } => super::endpoint::run(command).await,
         Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::Bench(_) => {
             ExitCode::Usage
         }

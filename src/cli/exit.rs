@@ -32,7 +32,9 @@ impl From<ExitCode> for std::process::ExitCode {
 impl ExitCode {
     pub fn of(error: &ClientError) -> ExitCode {
         match error {
-            ClientError::Unreachable { .. } => ExitCode::Unavailable,
+            ClientError::Unreachable { .. } | ClientError::NothingListens(_) => {
+                ExitCode::Unavailable
+            }
             ClientError::Unknown(_) => ExitCode::Unknown,
             ClientError::Api(ApiError::NoQuorum(_) | ApiError::ShuttingDown) => {
                 ExitCode::Unavailable

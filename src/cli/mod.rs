@@ -8,9 +8,11 @@ mod bench_connection;
 mod bench_routes;
 mod commands;
 mod dev;
+mod endpoint;
 mod exit;
 mod moves;
 mod node;
+mod values;
 
 use std::path::PathBuf;
 
@@ -75,8 +77,12 @@ pub struct NodeArgs {
     /// A TOML file with the settings below (flags override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// This node's id, unique in its cluster (1 for a new cluster's first node when not given;
+    /// a joining node needs one; a sharded store's data node gets one from the admin).
     #[arg(long)]
     pub id: Option<u64>,
+    /// The cluster this node belongs to: a new cluster draws one when not given; a joining
+    /// node learns it; a node refuses peers and membership requests of another cluster.
     #[arg(long)]
     pub cluster_id: Option<u64>,
     /// Address to listen on [default: 127.0.0.1:7379].
@@ -85,7 +91,8 @@ pub struct NodeArgs {
     /// Address other nodes and clients use to reach this node [default: the listen address].
     #[arg(long)]
     pub advertise: Option<String>,
-    /// [default: ./ravel-data]
+    /// Where the node keeps its log, snapshots and identity (one node per directory; a
+    /// second one is refused) [default: ./ravel-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Join the cluster of these nodes (comma separated) instead of starting a new one.
@@ -107,10 +114,15 @@ pub struct NodeArgs {
     /// A label for the admission hook, KEY=VALUE (repeatable).
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// A follower that hears no leader for a random time between this and
+    /// --election-timeout-max-ms starts an election [default: 1000].
     #[arg(long)]
     pub election_timeout_min_ms: Option<u64>,
+    /// The upper end of the election timeout's range [default: 2000].
     #[arg(long)]
     pub election_timeout_max_ms: Option<u64>,
+    /// How often a leader with nothing to send tells its followers it is alive; well below
+    /// the election timeout [default: 100].
     #[arg(long)]
     pub heartbeat_interval_ms: Option<u64>,
     /// How reads confirm leadership: read-index (default) or lease.
@@ -139,34 +151,48 @@ pub struct NodeArgs {
 pub enum Command {
     /// Run a node. With no flags: a new single-node cluster on 127.0.0.1:7379, data in ./ravel-data.
     Node(NodeArgs),
-    /// Write a value.
+    /// Write a value: the VALUE argument, a file (--value-file), or standard input (VALUE `-`,
+    /// or neither given), any bytes up to 1 MiB.
     Put {
+        /// The key (UTF-8, at most 4096 bytes).
         key: String,
-        value: String,
+        /// The value; `-` or none (without --value-file): read from standard input.
+        value: Option<String>,
+        /// Read the value from this file (binary-safe, any size up to the 1 MiB limit).
+        #[arg(long, conflicts_with = "value")]
+        value_file: Option<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Read a value (linearizable unless --stale).
+    /// Read a value (linearizable unless --stale). To a pipe or file: exactly the value's
+    /// bytes; on a terminal: the value with control bytes escaped; -w json: base64.
     Get {
+        /// The key to read.
         key: String,
         /// Answer from the contacted node's state without confirming leadership (may be stale).
         #[arg(long)]
         stale: bool,
+        /// Output format: the value itself (table), or JSON with the value in base64.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
+        write_out: WriteOut,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Delete a key.
     Delete {
+        /// The key to delete (printed: 1 if it existed, 0 if not).
         key: String,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Compare and swap: set KEY to NEW if it holds OLD (or, with --absent, if it does not exist).
     Cas {
+        /// The key to swap.
         key: String,
         /// The expected value (omit with --absent).
         #[arg(required_unless_present = "absent")]
         old: Option<String>,
+        /// The value to set.
         new: Option<String>,
         /// Expect the key not to exist.
         #[arg(long)]
@@ -176,16 +202,29 @@ pub enum Command {
     },
     /// List the members of the cluster.
     Members {
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
+        write_out: WriteOut,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show the status of the first endpoint.
+    /// Show the status of the first endpoint (`ravel endpoint status`: of every endpoint).
     Status {
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
+        write_out: WriteOut,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Ask every endpoint on its own (etcdctl's `endpoint`): `health` through the gRPC health
+    /// service, `status` through the node's status.
+    Endpoint {
+        #[command(subcommand)]
+        command: endpoint::EndpointCommand,
     },
     /// Remove a node from the cluster (default: the first endpoint's node).
     Leave {
+        /// The node to remove (see `ravel members`); default: the first endpoint's node.
         id: Option<u64>,
         /// The cluster meant: a node of another cluster refuses (default: not checked).
         #[arg(long)]
@@ -251,8 +290,11 @@ pub enum Command {
         /// Partitions of the sharded store's key space.
         #[arg(long, default_value_t = crate::sharding::PARTITIONS_DEFAULT)]
         partitions: u32,
+        /// The first port: the admin replicas' gRPC ports come first, then each data node's;
+        /// the HTTP API and the metrics ports are printed at start.
         #[arg(long, default_value_t = 7379)]
         base_port: u16,
+        /// Where every node's data directory goes (one subdirectory per node).
         #[arg(long, default_value = "ravel-dev")]
         data_dir: PathBuf,
         /// Extra flags for every node, after `--` (e.g. `-- --read-mode lease`).
@@ -287,6 +329,10 @@ pub fn main() -> std::process::ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_level.as_deref().unwrap_or(default_level));
+    if let Err(message) = check_addresses(&cli.command) {
+        eprintln!("error: {message}");
+        return ExitCode::Usage.into();
+    }
     let mut builder = runtime_builder(server);
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
@@ -312,6 +358,38 @@ pub fn main() -> std::process::ExitCode {
         }
     });
     code.into()
+}
+
+/// The addresses a client command is given, checked before anything is sent: a malformed one
+/// is a usage error, not a node that does not answer.
+fn check_addresses(command: &Command) -> Result<(), String> {
+    let (endpoints, admin): (&[String], &[String]) = match command {
+        Command::Put { client, .. }
+        | Command::Get { client, .. }
+        | Command::Delete { client, .. }
+        | Command::Cas { client, .. }
+        | Command::Members { client, .. }
+        | Command::Status { client, .. }
+        | Command::Leave { client, .. }
+        | Command::Endpoint {
+            command:
+                endpoint::EndpointCommand::Health { client, .. }
+                | endpoint::EndpointCommand::Status { client, .. },
+        } => (&client.endpoints, &client.admin),
+        Command::Groups { admin, .. }
+        | Command::RetireGroup { admin, .. }
+        | Command::MoveRate { admin, .. }
+        | Command::Moves { admin, .. }
+        | Command::MoveLimit { admin, .. } => (&[], &admin.admin),
+        Command::Bench(args) => (&args.endpoints, &args.admin),
+        Command::Node(_) | Command::Admin(_) | Command::Dev { .. } => (&[], &[]),
+    };
+    for (flag, addresses) in [("--endpoints", endpoints), ("--admin", admin)] {
+        for address in addresses {
+            crate::server::check_address(address).map_err(|reason| format!("{flag}: {reason}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A node's work is one event loop plus the gRPC connections; RAVEL_WORKER_THREADS sets how
@@ -347,4 +425,42 @@ fn init_logging(level: &str) {
         // Colour codes only for a terminal: a log file or journal gets plain text.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_a_help_text() {
+        fn undocumented(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for argument in command.get_arguments() {
+                let id = argument.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if argument.get_help().is_none() && argument.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undocumented(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "ravel", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    /// A malformed address is a usage error before anything is sent.
+    #[test]
+    fn a_malformed_endpoint_is_a_usage_error() {
+        let cli = Cli::try_parse_from(["ravel", "get", "k", "--endpoints", "no port"]).unwrap();
+        assert!(check_addresses(&cli.command).is_err());
+        let cli = Cli::try_parse_from(["ravel", "groups", "--admin", "127.0.0.1:7379"]).unwrap();
+        assert_eq!(check_addresses(&cli.command), Ok(()));
+    }
 }

@@ -40,6 +40,6 @@ pub mod storage_queue;
 pub mod storage_worker;
 pub mod transport;
 
-pub use channel::connect;
+pub use channel::{check_address, connect, connect_or_say_why, ConnectFailure};
 pub use error::ApiError;
 pub use node::{run_node, run_node_on, NodeError, NodeOptions, Opened};
