@@ -58,9 +58,11 @@ fn start(id: u64, address: &str, data_dir: &Path, extra: &[&str]) -> Running {
 
 /// Stops a node gracefully (SIGTERM) and waits for it.
 fn stop(mut node: Running) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &node.0.id().to_string()])
-        .status();
+    let pid = libc::pid_t::try_from(node.0.id()).expect("a pid");
+    // SAFETY: kill(2) on our own child with a signal number; no memory is involved.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = node.0.try_wait() {

@@ -67,14 +67,17 @@ impl NodeProcess {
 
     /// Asks the node to stop gracefully (SIGTERM).
     fn terminate(&self) {
-        self.signal("-TERM");
+        self.signal(libc::SIGTERM);
     }
 
-    fn signal(&self, signal: &str) {
+    /// Sends `signal` to the node directly (no external `kill`: slim images have none).
+    fn signal(&self, signal: libc::c_int) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status();
+            let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+            // SAFETY: kill(2) on our own child with a signal number; no memory is involved.
+            unsafe {
+                libc::kill(pid, signal);
+            }
         }
     }
 
@@ -227,10 +230,10 @@ async fn three_processes_survive_kill_9_of_the_leader_and_change_membership() {
     let paused = leader_id(&all).await as usize - 1;
     let mut reader = client(&all);
     reader.get(key(0), false).await.expect("read");
-    nodes[paused].signal("-STOP");
+    nodes[paused].signal(libc::SIGSTOP);
     let started = Instant::now();
     let value = reader.get(key(1), false).await;
-    nodes[paused].signal("-CONT");
+    nodes[paused].signal(libc::SIGCONT);
     assert_eq!(value.expect("read"), Some(Bytes::from("value-1")));
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -597,7 +600,7 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
     // the forwarded write after an election timeout (outcome unknown) instead of holding the
     // client for ever.
     let paused = &nodes[leader as usize - 1];
-    paused.signal("-STOP");
+    paused.signal(libc::SIGSTOP);
     let started = Instant::now();
     let stuck = tokio::time::timeout(
         Duration::from_secs(25),
@@ -607,7 +610,7 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
         }),
     )
     .await;
-    paused.signal("-CONT");
+    paused.signal(libc::SIGCONT);
     let stuck = stuck
         .expect("the follower answers within its forwarding timeout")
         .expect_err("no answer from a paused leader");
@@ -659,7 +662,7 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
             .expect("connects to the follower"),
     );
     let paused = &nodes[leader as usize - 1];
-    paused.signal("-STOP");
+    paused.signal(libc::SIGSTOP);
     let started = Instant::now();
     let read = loop {
         let read = tokio::time::timeout(
@@ -677,11 +680,11 @@ async fn a_follower_passes_a_plain_clients_requests_on_to_the_leader() {
             Err(_) => {}
         }
         if started.elapsed() > Duration::from_secs(20) {
-            paused.signal("-CONT");
+            paused.signal(libc::SIGCONT);
             panic!("no read through the follower while the leader was paused");
         }
     };
-    paused.signal("-CONT");
+    paused.signal(libc::SIGCONT);
     assert!(read.found, "{read:?}");
     assert_eq!(read.value, Bytes::from_static(b"before the pause"));
     // No node can lead before the minimum election timeout (300 ms here) less a heartbeat.

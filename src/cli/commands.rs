@@ -268,6 +268,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::Moves { admin, write_out } => super::moves::moves(admin, write_out).await,
         Command::MoveRate { rate, admin } => move_rate(rate, &admin).await,
         Command::Endpoint { command } => super::endpoint::run(command).await,
+        Command::CheckData { dir, write_out } => super::check_data::run(&dir, write_out),
         Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::Bench(_) => {
             ExitCode::Usage
         }

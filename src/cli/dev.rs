@@ -222,11 +222,17 @@ impl Cluster {
     }
 
     /// Asks every process to stop gracefully (SIGTERM), data nodes first, then waits for them.
+    /// The signal is sent directly, not through an external `kill` (slim images have none).
     fn stop(&mut self) {
         for child in self.children.iter_mut().rev() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+                continue;
+            };
+            // SAFETY: kill(2) with a child's pid and a signal number has no memory effects; a
+            // child that already exited (and is not yet reaped) ignores it.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
         }
         for child in self.children.iter_mut() {
             let _ = child.wait();

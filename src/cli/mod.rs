@@ -6,6 +6,7 @@ mod admin;
 mod bench;
 mod bench_connection;
 mod bench_routes;
+mod check_data;
 mod commands;
 mod dev;
 mod endpoint;
@@ -26,6 +27,9 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true)]
     pub log_level: Option<String>,
+    /// Log lines as text, or as one JSON object per line (for a log collector).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,6 +67,13 @@ pub struct AdminEndpoints {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// How a command prints its answer (etcdctl's `--write-out`).
@@ -303,6 +314,16 @@ pub enum Command {
     },
     /// Measure throughput and latency against a cluster.
     Bench(bench::BenchArgs),
+    /// Verify a stopped node's data directory without changing it: its identity, every log
+    /// record, every snapshot. Says what the node would resume with, what a start repairs by
+    /// itself, and what would make it refuse to start (exit 1).
+    CheckData {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
+        write_out: WriteOut,
+    },
 }
 
 /// A client command whose reader goes away (`ravel members | head -1`) ends quietly, as Unix
@@ -328,7 +349,10 @@ pub fn main() -> std::process::ExitCode {
         Command::Node(_) | Command::Admin(_) | Command::Dev { .. } => "info",
         _ => "warn",
     };
-    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
+    init_logging(
+        cli.log_level.as_deref().unwrap_or(default_level),
+        cli.log_format,
+    );
     if let Err(message) = check_addresses(&cli.command) {
         eprintln!("error: {message}");
         return ExitCode::Usage.into();
@@ -382,7 +406,9 @@ fn check_addresses(command: &Command) -> Result<(), String> {
         | Command::Moves { admin, .. }
         | Command::MoveLimit { admin, .. } => (&[], &admin.admin),
         Command::Bench(args) => (&args.endpoints, &args.admin),
-        Command::Node(_) | Command::Admin(_) | Command::Dev { .. } => (&[], &[]),
+        Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::CheckData { .. } => {
+            (&[], &[])
+        }
     };
     for (flag, addresses) in [("--endpoints", endpoints), ("--admin", admin)] {
         for address in addresses {
@@ -414,17 +440,20 @@ fn runtime_builder(node: bool) -> tokio::runtime::Builder {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colour codes only for a terminal: a log file or journal gets plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // One object per line: timestamp, level, target, the message and its fields.
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 #[cfg(test)]

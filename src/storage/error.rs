@@ -49,6 +49,8 @@ pub enum StorageError {
          stop that process, or give this node a --data-dir of its own"
     )]
     InUse { path: PathBuf, lock: PathBuf },
+    #[error("{path} is not a node's data directory (it has no ravel.meta and no wal/)")]
+    NotADataDir { path: PathBuf },
     #[error("storage stopped after an earlier failure ({0}); restart the node to recover from what is on disk")]
     Stopped(String),
 }

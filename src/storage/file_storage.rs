@@ -42,10 +42,10 @@ use super::snapshot_file::{
 };
 use crate::core::{Entry, HardState, LogIndex, SnapshotMeta};
 
-const META_FILE: &str = "ravel.meta";
+pub(super) const META_FILE: &str = "ravel.meta";
 const LOCK_FILE: &str = "LOCK";
-const WAL_DIR: &str = "wal";
-const SNAPSHOT_DIR: &str = "snapshots";
+pub(super) const WAL_DIR: &str = "wal";
+pub(super) const SNAPSHOT_DIR: &str = "snapshots";
 /// How far ahead of its records the active segment is filled with zeros (see the module docs).
 const PREALLOCATE_BYTES: u64 = 1 << 20;
 
@@ -702,13 +702,13 @@ impl FileStorage {
 }
 
 /// The size the active segment grows by; it is always a whole number of these.
-fn extent_bytes(options: &StorageOptions) -> u64 {
+pub(super) fn extent_bytes(options: &StorageOptions) -> u64 {
     PREALLOCATE_BYTES.min(options.segment_bytes_max).max(1)
 }
 
 /// Takes the directory's exclusive lock, held until the returned file is closed (the process
 /// exits, however it exits): two nodes on one directory would interleave their logs.
-fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+pub(super) fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -813,7 +813,7 @@ fn segment_name(sequence: u64) -> String {
     format!("{sequence:020}.wal")
 }
 
-fn segment_paths(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+pub(super) fn segment_paths(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     let wal = dir.join(WAL_DIR);
     let mut paths = Vec::new();
     for item in fs::read_dir(&wal).map_err(|error| StorageError::io(&wal, error))? {

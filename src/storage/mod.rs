@@ -9,6 +9,7 @@
 //! written into (a file cut short by something other than a crash): the node refuses to start.
 //! One process at a time owns a data directory (an exclusive lock on its `LOCK` file).
 
+mod check;
 mod codec;
 mod error;
 mod file_storage;
@@ -16,6 +17,7 @@ mod memory_disk;
 mod recovery;
 mod snapshot_file;
 
+pub use check::{check_data_dir, DataReport, SegmentReport, SnapshotReport};
 pub(crate) use codec::{decode, encode, encode_exact, encode_to_writer};
 pub use codec::{CodecError, Identity, Standing, FORMAT_VERSION};
 pub use error::StorageError;
