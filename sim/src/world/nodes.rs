@@ -91,6 +91,9 @@ impl World {
             if let Err(violation) = self.check_quorums(id, before, committed_before) {
                 return self.fail(violation);
             }
+            if let Err(violation) = quorums::check_sent_terms(id, status.term, &actions) {
+                return self.fail(violation);
+            }
             let node = &self.nodes[id as usize - 1];
             let moment = match (before.role, node.watch.role) {
                 (Some(Role::Leader), Some(Role::Leader)) if node.watch.commit > before.commit => {

@@ -6,14 +6,18 @@
 //!   configuration it counted with (both majorities while joint); no other node commits first.
 //! - A leader's election rests on durable votes of a majority of those voters.
 //! - Terms rise only by a real election (never a pre-vote) or by a message whose term the
-//!   receiver may adopt.
+//!   receiver may adopt; and no node sends a term above its own, except the pre-vote request
+//!   and a granted pre-vote (the term an election would have), so a term nobody started cannot
+//!   travel.
 //! - A log never holds two configuration changes beyond what is committed (one change at a
 //!   time, the rule the single-server change and joint consensus both rely on), and a leader
 //!   appends one only after an entry of its own term committed.
 
 use std::collections::BTreeSet;
 
-use ravel::core::{EntryPayload, HardState, LogIndex, Membership, MessageBody, NodeId, Role, Term};
+use ravel::core::{
+    Action, EntryPayload, HardState, LogIndex, Membership, MessageBody, NodeId, Role, Term,
+};
 
 use crate::checker::{NodeWatch, Violation};
 
@@ -188,7 +192,39 @@ impl World {
              or a message it may take that term from (delivering {message:?})"
         ))
     }
+}
 
+/// No message carries a term above its sender's, except a pre-vote request and a granted
+/// pre-vote: a refused pre-vote, say, that echoed the requested term would hand a pre-candidate
+/// a term no election started.
+pub(super) fn check_sent_terms(
+    id: NodeId,
+    term: Term,
+    actions: &[Action],
+) -> Result<(), Violation> {
+    for action in actions {
+        let Action::Send { message, .. } = action else {
+            continue;
+        };
+        let pre_vote_term = matches!(
+            message.body,
+            MessageBody::VoteRequest { pre_vote: true, .. }
+                | MessageBody::VoteResponse {
+                    pre_vote: true,
+                    granted: true
+                }
+        );
+        if message.term > term && !pre_vote_term {
+            return Err(format!(
+                "node {id} in term {term} sent term {} to node {}: {:?}",
+                message.term, message.to, message.body
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl World {
     /// A leader's log holds at most one configuration entry beyond the committed record.
     fn check_one_change_at_a_time(&self, id: NodeId) -> Result<(), Violation> {
         let log = self.node_ref(id).core().expect("up").log();
