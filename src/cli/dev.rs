@@ -5,8 +5,9 @@
 //! name; Ctrl-C (or SIGTERM) stops them all, gracefully.
 //!
 //! Ports, from `--base-port` B: the admin replicas' gRPC at B..B+2 and HTTP at B+701..B+703
-//! (8080.. for the default B = 7379); data nodes' gRPC from B+10 (plain cluster: from B);
-//! everyone's Prometheus metrics 1000 above its gRPC port.
+//! (8080.. for the default B = 7379; `--http-port` moves them); data nodes' gRPC from B+10
+//! (plain cluster: from B); everyone's Prometheus metrics `--metrics-offset` (1000) above its
+//! gRPC port.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,11 +21,35 @@ use crate::client::Client;
 /// Admin replicas `ravel dev` starts for a sharded store.
 const ADMIN_REPLICAS: u64 = 3;
 
+/// Where `ravel dev` puts its processes' ports.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    /// The first gRPC port.
+    pub base: u64,
+    /// A process's metrics port is its gRPC port plus this; 0: no metrics.
+    pub metrics_offset: u64,
+    /// The first admin replica's HTTP port.
+    pub http: u64,
+}
+
+impl Ports {
+    /// The `--metrics-listen` flag of the process on gRPC port `port` (none: no metrics).
+    fn metrics_args(&self, port: u64) -> Vec<String> {
+        if self.metrics_offset == 0 {
+            return Vec::new();
+        }
+        vec![
+            "--metrics-listen".to_string(),
+            address(port + self.metrics_offset),
+        ]
+    }
+}
+
 pub async fn run(
     groups: u64,
     nodes: u64,
     partitions: u32,
-    base_port: u16,
+    ports: Ports,
     data_dir: PathBuf,
     node_args: Vec<String>,
 ) -> ExitCode {
@@ -39,11 +64,14 @@ pub async fn run(
             return ExitCode::Failure;
         }
     };
-    let base = u64::from(base_port);
-    let last_port = base + 1000 + 10 + groups * nodes + nodes;
+    let base = ports.base;
+    let last_port = (base + ports.metrics_offset + 10 + groups * nodes + nodes)
+        .max(ports.http + ADMIN_REPLICAS);
     if last_port > u64::from(u16::MAX) {
         eprintln!(
-            "error: --base-port {base_port} leaves no room for every port (up to {last_port})"
+            "error: --base-port {base}, --metrics-offset {} and --http-port {} leave no room for \
+             every port (up to {last_port})",
+            ports.metrics_offset, ports.http
         );
         return ExitCode::Usage;
     }
@@ -53,10 +81,10 @@ pub async fn run(
         children: Vec::new(),
     };
     let started = if groups == 0 {
-        cluster.plain(nodes, base, &node_args).await
+        cluster.plain(nodes, ports, &node_args).await
     } else {
         cluster
-            .sharded(groups, nodes, partitions, base, &node_args)
+            .sharded(groups, nodes, partitions, ports, &node_args)
             .await
     };
     if let Err(message) = started {
@@ -82,8 +110,13 @@ struct Cluster {
 
 impl Cluster {
     /// One Raft group: node 1 bootstraps, the others join it.
-    async fn plain(&mut self, nodes: u64, base: u64, node_args: &[String]) -> Result<(), String> {
-        let port = |id: u64| base + id - 1;
+    async fn plain(
+        &mut self,
+        nodes: u64,
+        ports: Ports,
+        node_args: &[String],
+    ) -> Result<(), String> {
+        let port = |id: u64| ports.base + id - 1;
         for id in 1..=nodes {
             let mut args = vec![
                 "node".to_string(),
@@ -91,9 +124,8 @@ impl Cluster {
                 id.to_string(),
                 "--listen".to_string(),
                 address(port(id)),
-                "--metrics-listen".to_string(),
-                address(port(id) + 1000),
             ];
+            args.extend(ports.metrics_args(port(id)));
             if id > 1 {
                 args.extend(["--join".to_string(), address(port(1))]);
             }
@@ -110,13 +142,18 @@ impl Cluster {
             self.data_dir.display()
         );
         println!("  endpoints: {}", endpoints.join(","));
-        println!(
-            "  metrics:   {}",
-            (1..=nodes)
-                .map(|id| format!("http://{}/metrics", address(port(id) + 1000)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        if ports.metrics_offset > 0 {
+            println!(
+                "  metrics:   {}",
+                (1..=nodes)
+                    .map(|id| format!(
+                        "http://{}/metrics",
+                        address(port(id) + ports.metrics_offset)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
         println!(
             "  try: ravel put hello world --endpoints {0} && ravel get hello --endpoints {0}",
             endpoints.join(",")
@@ -130,11 +167,12 @@ impl Cluster {
         groups: u64,
         nodes: u64,
         partitions: u32,
-        base: u64,
+        ports: Ports,
         node_args: &[String],
     ) -> Result<(), String> {
+        let base = ports.base;
         let admin_port = |id: u64| base + id - 1;
-        let http_port = |id: u64| base + 700 + id;
+        let http_port = |id: u64| ports.http + id - 1;
         let admin: Vec<String> = (1..=ADMIN_REPLICAS)
             .map(|id| address(admin_port(id)))
             .collect();
@@ -145,8 +183,6 @@ impl Cluster {
                 id.to_string(),
                 "--listen".to_string(),
                 address(admin_port(id)),
-                "--metrics-listen".to_string(),
-                address(admin_port(id) + 1000),
                 "--http".to_string(),
                 address(http_port(id)),
                 "--group-size".to_string(),
@@ -156,6 +192,7 @@ impl Cluster {
                 "--partitions".to_string(),
                 partitions.to_string(),
             ];
+            args.extend(ports.metrics_args(admin_port(id)));
             if id > 1 {
                 args.extend(["--join".to_string(), admin[0].clone()]);
             }
@@ -174,9 +211,8 @@ impl Cluster {
                 admin.join(","),
                 "--listen".to_string(),
                 address(port),
-                "--metrics-listen".to_string(),
-                address(port + 1000),
             ];
+            args.extend(ports.metrics_args(port));
             args.extend(node_args.iter().cloned());
             let dir = self.data_dir.join(format!("data-{n}"));
             self.start(&format!("data-{n}"), &args, &dir)?;

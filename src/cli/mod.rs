@@ -308,6 +308,13 @@ pub enum Command {
         /// Where every node's data directory goes (one subdirectory per node).
         #[arg(long, default_value = "ravel-dev")]
         data_dir: PathBuf,
+        /// Each process serves Prometheus metrics on its gRPC port plus this (0: no metrics).
+        #[arg(long, default_value_t = 1000)]
+        metrics_offset: u16,
+        /// The first admin replica's HTTP API port (the others follow it) [default: the base
+        /// port + 701, 8080 for the default base].
+        #[arg(long)]
+        http_port: Option<u16>,
         /// Extra flags for every node, after `--` (e.g. `-- --read-mode lease`).
         #[arg(last = true)]
         node_args: Vec<String>,
@@ -375,8 +382,17 @@ pub fn main() -> std::process::ExitCode {
                 partitions,
                 base_port,
                 data_dir,
+                metrics_offset,
+                http_port,
                 node_args,
-            } => dev::run(groups, nodes, partitions, base_port, data_dir, node_args).await,
+            } => {
+                let ports = dev::Ports {
+                    base: u64::from(base_port),
+                    metrics_offset: u64::from(metrics_offset),
+                    http: u64::from(http_port.unwrap_or(base_port.saturating_add(701))),
+                };
+                dev::run(groups, nodes, partitions, ports, data_dir, node_args).await
+            }
             Command::Bench(args) => bench::run(args).await,
             other => commands::run(other).await,
         }
