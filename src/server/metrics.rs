@@ -26,6 +26,7 @@ struct Inner {
     applied_index: Gauge,
     last_log_index: Gauge,
     is_leader: Gauge,
+    has_leader: Gauge,
     voters: Gauge,
     leader_changes: Counter,
     writes: Counter,
@@ -49,6 +50,10 @@ struct Inner {
     move_writes_refused_seconds: Histogram,
     snapshot_write_seconds: Histogram,
     snapshot_bytes: Gauge,
+    process_cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    process_resident_bytes: Gauge,
+    process_open_fds: Gauge,
+    process_start_time_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The directory's move totals, last seen (their increases are added to the above).
     move_totals_seen: std::sync::Mutex<[u64; 3]>,
     /// The core's own count of refused messages, last seen (its increase is added to the above).
@@ -70,6 +75,7 @@ impl Metrics {
             applied_index: Gauge::default(),
             last_log_index: Gauge::default(),
             is_leader: Gauge::default(),
+            has_leader: Gauge::default(),
             voters: Gauge::default(),
             leader_changes: Counter::default(),
             writes: Counter::default(),
@@ -93,11 +99,37 @@ impl Metrics {
             move_writes_refused_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             snapshot_write_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             snapshot_bytes: Gauge::default(),
+            process_cpu_seconds: Counter::default(),
+            process_resident_bytes: Gauge::default(),
+            process_open_fds: Gauge::default(),
+            process_start_time_seconds: Gauge::default(),
             move_totals_seen: Default::default(),
             core_refused_seen: Default::default(),
             registry: Registry::default(),
         };
-        let mut registry = Registry::with_prefix("ravel");
+        // The process's figures under their standard names; the node's own under `ravel_`.
+        let mut top = Registry::default();
+        top.register(
+            "process_cpu_seconds",
+            "User and system CPU time the process used",
+            inner.process_cpu_seconds.clone(),
+        );
+        top.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            inner.process_resident_bytes.clone(),
+        );
+        top.register(
+            "process_open_fds",
+            "File descriptors the process holds open",
+            inner.process_open_fds.clone(),
+        );
+        top.register(
+            "process_start_time_seconds",
+            "When the process started, in seconds since the Unix epoch",
+            inner.process_start_time_seconds.clone(),
+        );
+        let registry = top.sub_registry_with_prefix("ravel");
         let gauges = [
             ("term", "Current Raft term", &inner.term),
             (
@@ -119,6 +151,12 @@ impl Metrics {
                 "is_leader",
                 "1 if this node is the leader, else 0",
                 &inner.is_leader,
+            ),
+            (
+                "has_leader",
+                "1 if this node knows a leader of its cluster, else 0 (0 on every node: no \
+                 quorum)",
+                &inner.has_leader,
             ),
             (
                 "voters",
@@ -248,7 +286,7 @@ impl Metrics {
         for (name, help, histogram) in histograms {
             registry.register(name, help, histogram.clone());
         }
-        inner.registry = registry;
+        inner.registry = top;
         Metrics {
             inner: Arc::new(inner),
         }
@@ -256,6 +294,20 @@ impl Metrics {
 
     /// The metrics in the Prometheus / OpenMetrics text format.
     pub fn encode(&self) -> String {
+        if let Some(process) = super::process_metrics::sample() {
+            let inner = &self.inner;
+            let used = process.cpu_seconds - inner.process_cpu_seconds.get();
+            if used > 0.0 {
+                inner.process_cpu_seconds.inc_by(used);
+            }
+            inner
+                .process_resident_bytes
+                .set(as_gauge(process.resident_bytes));
+            inner.process_open_fds.set(as_gauge(process.open_fds));
+            inner
+                .process_start_time_seconds
+                .set(process.start_time_seconds);
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.inner.registry);
@@ -270,6 +322,7 @@ impl Metrics {
         inner.applied_index.set(as_gauge(status.applied));
         inner.last_log_index.set(as_gauge(status.last_index));
         inner.is_leader.set(i64::from(status.role == Role::Leader));
+        inner.has_leader.set(i64::from(status.leader.is_some()));
         inner.voters.set(voters as i64);
         let seen = inner.core_refused_seen.swap(
             status.refused_messages,
@@ -404,6 +457,7 @@ mod tests {
             "ravel_commit_index 41",
             "ravel_applied_index 40",
             "ravel_is_leader 1",
+            "ravel_has_leader 1",
             "ravel_voters 3",
             "ravel_writes_total 1",
             "ravel_disk_syncs_total 1",
@@ -424,5 +478,21 @@ mod tests {
                 "missing {line:?} in:\n{text}"
             );
         }
+        // The process's own figures, under the standard names.
+        for line in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(line)),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        assert!(
+            text.lines().any(|l| l == "# TYPE ravel_term gauge"),
+            "{text}"
+        );
     }
 }

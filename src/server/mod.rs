@@ -33,6 +33,7 @@ pub mod metrics;
 mod metrics_endpoint;
 pub mod node;
 pub mod peer_service;
+pub mod process_metrics;
 pub mod proto;
 pub mod relocation_service;
 mod socket;
