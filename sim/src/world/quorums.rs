@@ -33,19 +33,24 @@ pub(super) struct Delivering {
 
 impl Delivering {
     pub(super) fn of(message: &Message) -> Delivering {
-        let pre_vote_term = matches!(
-            message.body,
-            MessageBody::VoteRequest { pre_vote: true, .. }
-                | MessageBody::VoteResponse {
-                    pre_vote: true,
-                    granted: true
-                }
-        );
         Delivering {
             term: message.term,
-            adoptable: !pre_vote_term,
+            adoptable: !carries_a_pre_vote_term(&message.body),
         }
     }
+}
+
+/// A pre-vote request, and a granted pre-vote, carry the term an election would have: one no
+/// node has started yet.
+fn carries_a_pre_vote_term(body: &MessageBody) -> bool {
+    matches!(
+        body,
+        MessageBody::VoteRequest { pre_vote: true, .. }
+            | MessageBody::VoteResponse {
+                pre_vote: true,
+                granted: true
+            }
+    )
 }
 
 impl World {
@@ -206,15 +211,7 @@ pub(super) fn check_sent_terms(
         let Action::Send { message, .. } = action else {
             continue;
         };
-        let pre_vote_term = matches!(
-            message.body,
-            MessageBody::VoteRequest { pre_vote: true, .. }
-                | MessageBody::VoteResponse {
-                    pre_vote: true,
-                    granted: true
-                }
-        );
-        if message.term > term && !pre_vote_term {
+        if message.term > term && !carries_a_pre_vote_term(&message.body) {
             return Err(format!(
                 "node {id} in term {term} sent term {} to node {}: {:?}",
                 message.term, message.to, message.body
