@@ -23,6 +23,13 @@ pub fn read_value(value: Option<&str>, value_file: Option<&Path>) -> Result<Byte
                 .map_err(|error| format!("--value-file {}: {error}", path.display()))?;
             read_bounded(file, &format!("--value-file {}", path.display()))
         }
+        // No value at all, and a person at the terminal rather than a pipe: say what to give
+        // instead of waiting for input they do not know is expected (`-` still reads it).
+        (None, None) if std::io::stdin().is_terminal() => Err(
+            "give the value: as an argument, with --value-file FILE, or on standard input (pipe \
+             it, or give `-`)"
+                .to_string(),
+        ),
         (_, None) => read_bounded(std::io::stdin().lock(), "standard input"),
     }
 }
