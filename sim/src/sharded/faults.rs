@@ -12,22 +12,7 @@ impl ShardedWorld {
         match self.rng.random_range(0..3) {
             0 | 1 => {
                 let id = *ids.choose(&mut self.rng).expect("admins at least");
-                let crashed = if let Some(host) = self.admins.iter_mut().find(|host| host.id == id)
-                {
-                    let up = host.replica.is_some();
-                    host.crash(&mut self.rng);
-                    up
-                } else {
-                    let host = self.data.get_mut(&id).expect("started");
-                    let up = host.replica.is_some();
-                    host.crash(&mut self.rng);
-                    up
-                };
-                if crashed {
-                    self.trace.line(self.now_us, || format!("n{id} crashes"));
-                    let down = self.rng.random_range(50_000..1_500_000);
-                    self.schedule(down, Event::Restart(id));
-                }
+                self.crash_node(id);
             }
             _ => {
                 let leaders: Vec<NodeId> = self
@@ -56,6 +41,25 @@ impl ShardedWorld {
         }
         let next = self.rng.random_range(200_000..1_200_000);
         self.schedule(next, Event::Fault);
+    }
+
+    /// Crashes replica `id` (it loses what it had not synced) and schedules its restart.
+    pub(super) fn crash_node(&mut self, id: NodeId) {
+        let crashed = if let Some(host) = self.admins.iter_mut().find(|host| host.id == id) {
+            let up = host.replica.is_some();
+            host.crash(&mut self.rng);
+            up
+        } else {
+            let host = self.data.get_mut(&id).expect("started");
+            let up = host.replica.is_some();
+            host.crash(&mut self.rng);
+            up
+        };
+        if crashed {
+            self.trace.line(self.now_us, || format!("n{id} crashes"));
+            let down = self.rng.random_range(50_000..1_500_000);
+            self.schedule(down, Event::Restart(id));
+        }
     }
 
     pub(super) fn restart(&mut self, id: NodeId) {

@@ -25,6 +25,7 @@
 //! table, and writes completing again.
 
 mod agents;
+mod armed;
 mod checks;
 mod clients;
 mod effects;
@@ -191,6 +192,8 @@ enum Event {
         op: Option<OpId>,
     },
     Fault,
+    /// A crash armed at a move's step (see `armed`).
+    Crash(NodeId),
     Restart(NodeId),
     Heal,
 }
@@ -252,6 +255,10 @@ pub struct ShardedWorld {
     /// leader deposed since would (0 in most seeds), and the stream that draws them.
     late_step_rate: f64,
     late_steps: ChaCha8Rng,
+    /// The move step right after which the party that took it crashes (see `armed`), and the
+    /// stream that arms the next one.
+    armed_move_crash: Option<armed::MoveMoment>,
+    armed_moves: ChaCha8Rng,
 }
 
 impl ShardedWorld {
@@ -337,6 +344,11 @@ impl ShardedWorld {
         } else {
             0.0
         };
+        // Half the seeds that move partitions arm a crash at one of a move's steps.
+        let mut armed_moves = ChaCha8Rng::seed_from_u64(seed ^ 0x4152_4d45_445f_4d56);
+        let armed_move_crash =
+            (faults && (adds_group || retires.is_some()) && armed_moves.random_bool(0.5))
+                .then(|| armed::MoveMoment::draw(&mut armed_moves));
         let groups = options.groups + usize::from(adds_group);
         let servers = groups * GROUP_SIZE as usize;
         ShardedWorld {
@@ -379,6 +391,8 @@ impl ShardedWorld {
             chunk_bytes,
             late_step_rate,
             late_steps,
+            armed_move_crash,
+            armed_moves,
             options,
         }
     }
@@ -651,6 +665,11 @@ impl ShardedWorld {
                 }
             }
             Event::Fault => self.fault(),
+            Event::Crash(id) => {
+                if !self.faults_over {
+                    self.crash_node(id);
+                }
+            }
             Event::Restart(id) => self.restart(id),
             Event::Heal => {
                 self.trace.line(self.now_us, || "network heals".to_string());

@@ -5,7 +5,7 @@
 //! its runs again from its own record. An uncommitted move that makes no progress for a while
 //! is given up (rolled back).
 
-use ravel::directory::{Answer as MoveAnswer, Ask, MoveRun};
+use ravel::directory::{Answer as MoveAnswer, Ask, MoveOutcome, MoveRun};
 use ravel::kv::shard::Step;
 
 use super::*;
@@ -44,8 +44,12 @@ impl ShardedWorld {
             return;
         };
         if self.mover.leadership != Some(leader) {
+            // Ask numbers go on across leaderships: a late answer to an ask of an earlier
+            // leadership must not match a new one that reused its number (an ingest's
+            // `AlreadyDone` taken as an activation's finished a move never activated).
             self.mover = Mover {
                 leadership: Some(leader),
+                next_ask: self.mover.next_ask,
                 ..Mover::default()
             };
         }
@@ -184,7 +188,20 @@ impl ShardedWorld {
         self.trace.line(now, || {
             format!("mover: partition {} epoch {}: {answer:?}", key.0, key.1)
         });
+        let taken = match &answer {
+            MoveAnswer::Step { step, .. } => matches!(step, Step::Done | Step::AlreadyDone),
+            MoveAnswer::Directory(outcome) => matches!(
+                outcome,
+                MoveOutcome::Committed | MoveOutcome::Aborted | MoveOutcome::AlreadyDone
+            ),
+            MoveAnswer::Exported { .. } => false,
+        };
+        let asked = run.run.ask();
+        let (from, to) = (run.run.from, run.run.to);
         run.run.answered(answer);
+        if let (true, Some(asked)) = (taken, asked) {
+            self.step_taken(&asked, from, to);
+        }
         // The next step goes at once, as the real mover's task does; a refused one waits for
         // the next tick.
         if let (true, Some((admin_leader, _))) = (progress, self.mover.leadership) {
