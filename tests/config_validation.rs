@@ -85,16 +85,17 @@ fn each_impossible_setting_is_refused_with_its_reason() {
 }
 
 #[test]
-fn the_lease_is_shortened_by_the_drift_allowance() {
+fn the_lease_is_shortened_by_the_drift_allowance_and_the_clock_resolution() {
     let config = Config {
         clock_drift_max_ppm: 10_000,
         ..Config::new(1, [1])
     };
-    // 1000 ms * 0.99 / 1.01
-    assert_eq!(config.lease_duration_ms(), 980);
+    // (1000 ms - 1 ms of clock resolution) * 0.99 / 1.01
+    assert_eq!(config.lease_duration_ms(), 979);
     let exact = Config {
         clock_drift_max_ppm: 0,
         ..Config::new(1, [1])
     };
-    assert_eq!(exact.lease_duration_ms(), 1000);
+    // A follower's promise dated at its clock's millisecond may start up to 1 ms early.
+    assert_eq!(exact.lease_duration_ms(), 999);
 }

@@ -400,3 +400,72 @@ async fn a_follower_told_it_was_removed_records_it() {
     );
     running.abort();
 }
+
+/// The loop ticks the core with the present time before it hands it what woke it, not after:
+/// a message judged at the last tick (up to a tick interval ago) dates a follower's promise
+/// not to vote from that tick, so the promise ends early while the leader's lease, judged the
+/// same way, runs late. Here a heartbeat arrives 9 ms after a tick and a vote request 5 ms after
+/// a tick that falls exactly one election timeout after the stale date: dated at arrival, the
+/// follower is still bound and refuses; dated at the tick, it would vote.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_message_is_judged_at_the_time_it_arrives_not_at_the_last_tick() {
+    let config = Config::new(2, [1, 2, 3]);
+    let timeout_ms = config.election_timeout_min_ms;
+    let core = RawNode::new(config, Recovered::default(), 0).expect("core");
+    let (requests_tx, mut storage_ops, storage_done_tx, running) = start(core);
+    tokio::spawn(async move {
+        while let Some(op) = next_op(&mut storage_ops).await {
+            if let StorageOp::Persist { id, .. } = op {
+                let _ = storage_done_tx.send(StorageDone::Inputs(vec![Input::Persisted { id }]));
+            }
+        }
+    });
+    let settle = || async {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    };
+    let peer = |from, body, reply| Request::Peer {
+        from,
+        from_address: String::new(),
+        messages: vec![Message {
+            from,
+            to: 2,
+            term: if from == 1 { 1 } else { 2 },
+            body,
+        }],
+        reply,
+    };
+    // A tick at 500 ms, then the leader's heartbeat at 509 ms.
+    tokio::time::advance(Duration::from_millis(500)).await;
+    settle().await;
+    tokio::time::advance(Duration::from_millis(9)).await;
+    let heartbeat = MessageBody::Heartbeat {
+        commit: 0,
+        round: 1,
+    };
+    requests_tx.send(peer(1, heartbeat, None)).await.unwrap();
+    settle().await;
+    // A tick at 500 + timeout ms, then node 3's vote request 5 ms later.
+    tokio::time::advance(Duration::from_millis(timeout_ms - 9)).await;
+    settle().await;
+    tokio::time::advance(Duration::from_millis(5)).await;
+    let vote = MessageBody::VoteRequest {
+        pre_vote: false,
+        last_log_index: 0,
+        last_log_term: 0,
+        leadership_transfer: false,
+    };
+    let (reply, answer) = oneshot::channel();
+    requests_tx.send(peer(3, vote, Some(reply))).await.unwrap();
+    let answers = answered(answer).await;
+    assert!(
+        !answers.iter().any(|message| matches!(
+            message.body,
+            MessageBody::VoteResponse { granted: true, .. }
+        )),
+        "voted {} ms after hearing the leader: {answers:?}",
+        timeout_ms - 4
+    );
+    running.abort();
+}

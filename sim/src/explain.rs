@@ -16,7 +16,7 @@ const LEADERS_SHOWN: usize = 8;
 /// The check a failure report names, and what that check guards. A shrunk run counts only if
 /// it fails the same check.
 pub fn check_of(failure: &str) -> (&'static str, &'static str) {
-    const CHECKS: [(&str, &str, &str); 19] = [
+    const CHECKS: [(&str, &str, &str); 22] = [
         ("election safety", "election safety", "at most one leader per term (Raft §5.2)"),
         ("leader completeness", "leader completeness", "every leader holds every entry committed before its term (§5.4)"),
         ("log matching", "log matching", "two logs with an entry of the same index and term agree up to it (§5.3)"),
@@ -29,6 +29,9 @@ pub fn check_of(failure: &str) -> (&'static str, &'static str) {
         ("durable on only", "commit quorum", "a commit rests on durable copies held by a majority of the voters it counted with (both majorities while joint)"),
         ("before any leader did", "commit by a leader", "only a leader decides that an index is committed; others learn it"),
         ("without an election of its own", "term rises", "a term rises only by an election (never a pre-vote) or by adopting a message's term"),
+        (" sent term ", "sent terms", "no node sends a term above its own, but for a pre-vote request or grant (a term no one started)"),
+        ("outlives the promise", "lease promise", "while a lease holds, the voters free to vote make no majority: it ends before the lockouts it rests on"),
+        ("lease from term", "lease", "while a leader may answer reads from its lease, no other node leads in a later term (§6.4.1)"),
         ("uncommitted configuration changes", "one change at a time", "a log holds at most one uncommitted configuration change"),
         ("before any entry of its term committed", "change after own-term commit", "a leader changes the configuration only after an entry of its term committed"),
         ("installs a snapshot", "snapshot installs committed state", "a snapshot covers only committed entries, ending in the committed entry at its index"),
@@ -242,6 +245,14 @@ mod tests {
             check_of("leader 1 (term 1) committed index 5 (term 1) durable on only 1 of 3").0,
             "commit quorum"
         );
+        let rival = "node 2 leads in term 7 while node 1's lease from term 6 still holds";
+        assert_eq!(check_of(rival).0, "lease");
+        assert_eq!(
+            nodes_named(rival).into_iter().collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let outlived = "node 1's lease from term 4 outlives the promise it rests on: voters [2, 3]";
+        assert_eq!(check_of(outlived).0, "lease promise");
     }
 
     #[test]

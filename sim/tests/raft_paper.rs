@@ -584,6 +584,82 @@ fn a_leader_handing_over_serves_no_more_reads_from_its_lease() {
     );
 }
 
+/// §6.4.1: a forced campaign is a vote for oneself. A follower that heard its leader within the
+/// election timeout promised that leader's lease not to vote, for itself included: in lease mode
+/// it refuses the operator's request until the promise runs out (found by the random
+/// simulator's lease check: a forced campaign won while the old leader still read from its
+/// lease). With read index, there is no lease to respect and the campaign starts at once.
+#[test]
+fn a_follower_inside_a_lease_refuses_a_forced_campaign() {
+    let mut cluster = leader_reading_from_its_lease();
+    let term = cluster.status(2).term;
+    cluster.step(2, Input::Campaign);
+    assert_eq!(
+        cluster.status(2).role,
+        Role::Follower,
+        "refused inside the lease"
+    );
+    assert_eq!(cluster.status(2).term, term);
+    // Once node 2 stops hearing the leader, its promise runs out and the campaign goes ahead.
+    cluster.isolate(1);
+    cluster.run_for(cluster.core(2).config().election_timeout_min_ms);
+    let node_1_now = cluster.now_ms;
+    assert!(
+        !cluster.core(1).lease_holds_at(node_1_now),
+        "the lease ran out first"
+    );
+    cluster.step(2, Input::Campaign);
+    assert!(
+        cluster.status(2).term > term,
+        "campaigns once the promise ran out"
+    );
+
+    let mut read_index = TestCluster::new(3, |_| {});
+    read_index.elect(1);
+    read_index.run_for(50);
+    let term = read_index.status(2).term;
+    read_index.step(2, Input::Campaign);
+    assert_eq!(
+        read_index.status(2).term,
+        term + 1,
+        "no lease: campaigns at once"
+    );
+}
+
+/// §3.10 with §6.4.1: a TimeoutNow can arrive late, after the handover's deadline passed and the
+/// leader went back to leading; its target then campaigns with votes that ignore the followers'
+/// lease promise. So once a leader has sent one, it takes no lease again in that term (found by
+/// the random simulator's lease check: a late TimeoutNow's target won while the old leader held
+/// a lease earned after its handover timed out).
+#[test]
+fn a_leader_that_sent_timeout_now_takes_no_lease_again_in_its_term() {
+    let mut cluster = leader_reading_from_its_lease();
+    cluster.step(1, Input::TransferLeadership { to: 3 });
+    cluster.deliver_all_matching(|message| !matches!(message.body, MessageBody::TimeoutNow));
+    let timeout_now = cluster
+        .in_flight
+        .iter()
+        .position(|message| matches!(message.body, MessageBody::TimeoutNow))
+        .expect("node 3 was caught up: TimeoutNow sent");
+    let late = cluster.in_flight.remove(timeout_now);
+    // The handover times out; heartbeat rounds are acknowledged again.
+    cluster.run_for(cluster.core(1).config().election_timeout_min_ms * 2);
+    assert_eq!(
+        cluster.leader(),
+        Some(1),
+        "still leading after the handover timed out"
+    );
+    let now = cluster.now_ms;
+    assert!(
+        !cluster.core(1).lease_holds_at(now),
+        "no lease while a TimeoutNow may be on its way"
+    );
+    // The late TimeoutNow arrives: node 3 wins at once, ignoring the promises.
+    cluster.deliver(late);
+    cluster.deliver_all();
+    assert_eq!(cluster.leader(), Some(3));
+}
+
 /// §5.3 with flow control: a follower in probe state gets one append at a time; once it
 /// answers, it switches to pipelined replication bounded by the in-flight limit.
 #[test]

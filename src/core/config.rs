@@ -206,15 +206,18 @@ impl Config {
 
     /// How long a leader may serve reads after a quorum acknowledged a heartbeat it sent.
     ///
-    /// Followers promise not to vote for `election_timeout_min_ms` of *their* clock after hearing
-    /// from the leader. If the leader's clock runs slow by `ppm` and the follower's fast by `ppm`,
-    /// the follower's promise lasts `T (1 - ppm) / (1 + ppm)` of the leader's time: the lease.
+    /// Followers promise not to vote for `election_timeout_min_ms` (T) of *their* clock after
+    /// hearing from the leader. Clocks count whole milliseconds, so a promise made at 10.9 ms
+    /// on a follower's clock is dated 10 and lasts only T - 1 from the heartbeat's arrival; and
+    /// if the leader's clock runs slow by `ppm` and the follower's fast by `ppm`, that lasts
+    /// `(T - 1) (1 - ppm) / (1 + ppm)` of the leader's time: the lease, counted from when the
+    /// leader sent the heartbeat (which is before it arrived).
     pub fn lease_duration_ms(&self) -> u64 {
         let ppm = self.clock_drift_max_ppm;
         #[cfg(feature = "planted-bugs")]
         if self.planted_bugs.lease_ignores_drift {
             return self.election_timeout_min_ms;
         }
-        self.election_timeout_min_ms * (1_000_000 - ppm) / (1_000_000 + ppm)
+        self.election_timeout_min_ms.saturating_sub(1) * (1_000_000 - ppm) / (1_000_000 + ppm)
     }
 }

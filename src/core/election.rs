@@ -157,6 +157,7 @@ impl RawNode {
             round_sent_at_ms: VecDeque::new(),
             round_wanted: false,
             lease_until_ms: 0,
+            lease_forfeited: false,
             reads_awaiting_round: VecDeque::new(),
             reads_awaiting_term_commit: Vec::new(),
             transfer: None,

@@ -17,7 +17,9 @@ use super::message::{Message, MessageBody};
 use super::message_check::check_message;
 use super::progress::Progress;
 use super::read_forwarding::{ForwardedReads, ReadWaiter};
-use super::types::{Entry, HardState, LogIndex, NodeId, Refusal, Role, SnapshotMeta, Term};
+use super::types::{
+    Entry, HardState, LogIndex, NodeId, ReadMode, Refusal, Role, SnapshotMeta, Term,
+};
 
 /// What storage handed back after a restart: the durable hard state, the snapshot the state
 /// machine was restored from, and the log after it.
@@ -78,6 +80,10 @@ pub(super) struct LeaderState {
     /// A read is waiting for a round that has not been sent yet.
     pub round_wanted: bool,
     pub lease_until_ms: u64,
+    /// A TimeoutNow left in this term: its target may campaign at any later moment (the
+    /// message can be delayed past the transfer's deadline) with votes that ignore the
+    /// lockout, so no lease can be trusted again in this term; reads take a round.
+    pub lease_forfeited: bool,
     /// Reads (this node's or a follower's) waiting for their round: `(waiter, read index,
     /// round)`.
     pub reads_awaiting_round: VecDeque<(ReadWaiter, LogIndex, u64)>,
@@ -276,6 +282,11 @@ impl RawNode {
         }
     }
 
+    /// Its role now (what `status()` says, without building the rest).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
@@ -306,7 +317,7 @@ impl RawNode {
             Input::Applied { index } => self.log.applied_to(index),
             Input::TransferLeadership { to } => self.transfer_leadership(to),
             Input::Campaign => {
-                if self.role != Role::Leader {
+                if self.role != Role::Leader && !self.campaign_would_break_a_lease() {
                     self.campaign(false, false);
                 }
             }
@@ -614,6 +625,27 @@ impl RawNode {
     /// The configuration in effect here.
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// A forced campaign (an operator's request) while this node still heard a leader lately
+    /// would be a vote for itself inside the lease it acknowledged: that leader answers reads
+    /// from its lease while this node may already win with others. Refused until the lockout
+    /// ends; only a leadership transfer, which ends the old leader's lease first, may skip it.
+    /// A node still in term 0 never acknowledged anyone, and a sole voter has no one else's
+    /// lease to respect (a new cluster bootstraps so).
+    fn campaign_would_break_a_lease(&self) -> bool {
+        self.config.read_mode == ReadMode::Lease
+            && self.term > 0
+            && self.in_vote_lockout()
+            && (self.membership.voters.iter())
+                .chain(&self.membership.outgoing_voters)
+                .any(|&voter| voter != self.config.id)
+    }
+
+    /// Until when (this node's clock) it promised to refuse votes, having last heard a leader
+    /// (or restarted): the promise a leader's lease rests on. For the simulator's lease checks.
+    pub fn vote_lockout_until_ms(&self) -> u64 {
+        self.vote_lockout_until_ms
     }
 
     pub(super) fn in_vote_lockout(&self) -> bool {

@@ -51,18 +51,28 @@ impl RawNode {
     /// Gives a read its read index; it waits for the next round unless the lease covers it.
     fn register_read(&mut self, waiter: ReadWaiter) {
         let commit = self.log.commit();
-        let lease_valid = self.config.read_mode == ReadMode::Lease;
-        let now_ms = self.now_ms;
+        if self.lease_holds_at(self.now_ms) {
+            return self.read_index_confirmed(waiter, commit);
+        }
         let Some(leader) = self.leader_state.as_mut() else {
             return;
         };
-        if lease_valid && leader.transfer.is_none() && now_ms < leader.lease_until_ms {
-            return self.read_index_confirmed(waiter, commit);
-        }
         leader
             .reads_awaiting_round
             .push_back((waiter, commit, leader.round + 1));
         leader.round_wanted = true;
+    }
+
+    /// Whether this node, leading, would answer a read from its lease at local time `now_ms`,
+    /// without a heartbeat round. The one rule reads follow; public so that the simulator can
+    /// check what the lease promises: no rival leads while it holds (§6.4.1).
+    pub fn lease_holds_at(&self, now_ms: u64) -> bool {
+        self.config.read_mode == ReadMode::Lease
+            && self.leader_state.as_ref().is_some_and(|leader| {
+                leader.transfer.is_none()
+                    && !leader.lease_forfeited
+                    && now_ms < leader.lease_until_ms
+            })
     }
 
     /// The leader's no-op committed: reads that arrived before it can now be given an index.

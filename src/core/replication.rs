@@ -455,6 +455,7 @@ impl RawNode {
             .is_some_and(|progress| progress.match_index == last_index);
         if transfer.to == peer && !transfer.timeout_now_sent && caught_up {
             transfer.timeout_now_sent = true;
+            leader.lease_forfeited = true;
             self.send(peer, MessageBody::TimeoutNow);
         }
     }

@@ -141,6 +141,13 @@ enum Waiter<S: StateMachine> {
     Done(Reply<()>),
 }
 
+/// What woke the loop: it ticks the replica with the time first, then handles it.
+enum Woke {
+    Storage(Option<StorageDone>),
+    Requests(usize),
+    Tick,
+}
+
 pub struct EventLoop<S: StateMachine = KvStateMachine> {
     replica: Replica<S>,
     transport: Transport<S>,
@@ -204,34 +211,44 @@ impl<S: StateMachine> EventLoop<S> {
         let mut batch = Vec::with_capacity(REQUESTS_PER_ITERATION_MAX);
         let mut handover_deadline: Option<Instant> = None;
         loop {
-            tokio::select! {
+            let woke = tokio::select! {
                 biased;
-                done = self.storage_done.recv() => match done {
-                    Some(StorageDone::Inputs(inputs)) => {
-                        for input in inputs {
-                            self.replica.completed(input);
-                        }
-                    }
-                    Some(StorageDone::Failed(reason)) => {
-                        return Err(self.fail(format!("storage failed: {reason}; fix the disk, then restart the node")))
-                    }
-                    None if self.shutting_down.is_some() => break,
-                    None => return Err(self.fail("the storage worker stopped".to_string())),
-                },
+                done = self.storage_done.recv() => Woke::Storage(done),
                 // Nothing new while the disk is behind (see `storage_queue`).
                 count = self.requests.recv_many(&mut batch, REQUESTS_PER_ITERATION_MAX), if self.storage.has_room() => {
-                    if count == 0 {
-                        break;
-                    }
-                    self.handle_requests(&mut batch);
+                    Woke::Requests(count)
                 }
-                _ = ticker.tick() => {
-                    let core = self.replica.core();
-                    self.metrics.observe_status(&core.status(), core.membership().voters.len());
-                }
-            }
+                _ = ticker.tick() => Woke::Tick,
+            };
+            // The time first: what just arrived is judged at the moment it arrived, not at the
+            // last tick, up to a tick interval ago. A follower's vote lockout dated from an
+            // older tick would end early, and a leader's lease judged at one would run late:
+            // together, a rival elected while the old leader still answers reads from its lease.
             let now_ms = self.now_ms();
             self.replica.tick(now_ms);
+            match woke {
+                Woke::Storage(Some(StorageDone::Inputs(inputs))) => {
+                    for input in inputs {
+                        self.replica.completed(input);
+                    }
+                }
+                Woke::Storage(Some(StorageDone::Failed(reason))) => {
+                    return Err(self.fail(format!(
+                        "storage failed: {reason}; fix the disk, then restart the node"
+                    )))
+                }
+                Woke::Storage(None) if self.shutting_down.is_some() => break,
+                Woke::Storage(None) => {
+                    return Err(self.fail("the storage worker stopped".to_string()))
+                }
+                Woke::Requests(0) => break,
+                Woke::Requests(_) => self.handle_requests(&mut batch),
+                Woke::Tick => {
+                    let core = self.replica.core();
+                    self.metrics
+                        .observe_status(&core.status(), core.membership().voters.len());
+                }
+            }
             self.run_replica();
             self.close_replies();
             if let Some(reason) = self.fatal.take() {

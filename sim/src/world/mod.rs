@@ -8,6 +8,7 @@
 mod checks;
 mod clients;
 mod faults;
+mod leases;
 mod membership;
 mod nodes;
 mod quorums;
@@ -396,6 +397,13 @@ impl World {
             self.now_us = at;
             self.events += 1;
             self.handle(event);
+            // After every event, not only a node's step: a lease ends, and a promise runs out,
+            // with the passing of time alone.
+            if self.failure.is_none() {
+                if let Err(violation) = self.check_leases() {
+                    self.fail(violation);
+                }
+            }
             if self.events.is_multiple_of(LOG_MATCHING_EVERY_EVENTS) {
                 self.check_log_matching();
             }
