@@ -75,6 +75,13 @@ impl RawNode {
             })
     }
 
+    /// Until when (this node's clock) its lease runs, as leader; 0 otherwise.
+    pub fn lease_until_ms(&self) -> u64 {
+        self.leader_state
+            .as_ref()
+            .map_or(0, |leader| leader.lease_until_ms)
+    }
+
     /// The leader's no-op committed: reads that arrived before it can now be given an index.
     pub(super) fn on_term_committed(&mut self) {
         let Some(leader) = self.leader_state.as_mut() else {

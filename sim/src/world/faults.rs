@@ -2,7 +2,7 @@
 
 use rand::seq::IndexedRandom;
 use rand::Rng;
-use ravel::core::{NodeId, RawNode, Role};
+use ravel::core::{NodeId, RawNode, ReadMode, Role};
 use ravel::replica::Replica;
 
 use crate::client::Client;
@@ -15,6 +15,9 @@ impl World {
         let mut choices: Vec<&str> = Vec::new();
         if faults.partition && self.network.cut_links() == 0 {
             choices.extend(["partition", "partition"]);
+            if self.tuning.read_mode == ReadMode::Lease {
+                choices.extend(["lease-cut", "lease-cut"]);
+            }
         }
         if faults.crash {
             choices.extend([
@@ -49,6 +52,7 @@ impl World {
         if let Some(&choice) = choices.choose(&mut self.rng) {
             match choice {
                 "partition" => self.partition(),
+                "lease-cut" => self.armed_lease_cut = true,
                 "crash" => {
                     let target = self.pick_target();
                     if self.rng.random_bool(0.3) {
@@ -244,6 +248,23 @@ impl World {
         self.schedule(heal_us, Event::HealPartition);
     }
 
+    /// The lease's sharpest moment: a leader cut off from everyone the instant a round's
+    /// acknowledgements extend its lease, its messages still in flight lost, so the voters'
+    /// last word from it is that round's and their promises run out as early as they can. A
+    /// lease that outlives them (drift or clock resolution misjudged) shows at once.
+    pub(super) fn cut_lease_holder(&mut self, id: NodeId) {
+        self.armed_lease_cut = false;
+        let all = self.ids.clone();
+        self.network.isolate(&[id], &all);
+        self.queue
+            .retain(|_, event| !matches!(event, Event::Deliver(message) if message.from == id));
+        self.trace.line(self.now_us, || {
+            format!("lease cut: n{id} isolated as its lease grows; its messages in flight are lost")
+        });
+        let heal_us = self.rng.random_range(300_000..4_000_000);
+        self.schedule(heal_us, Event::HealPartition);
+    }
+
     pub(super) fn heal_everything(&mut self) {
         self.faults_over = true;
         self.trace
@@ -264,6 +285,7 @@ impl World {
         });
         self.armed_crash = None;
         self.armed_change = false;
+        self.armed_lease_cut = false;
         for node in &mut self.nodes {
             node.sync_fails = false;
             node.disk_full_until_us = 0;

@@ -227,6 +227,8 @@ pub struct World {
     armed_crash: Option<CrashMoment>,
     /// Ask the next leader for a membership change the moment it is elected.
     armed_change: bool,
+    /// Cut the next leader whose lease grows off from everyone at that moment.
+    armed_lease_cut: bool,
     /// The slowest fsync of this seed's disks: slow disks keep writes unsynced longer, so a
     /// node that answers before its write is durable is more often caught by a crash.
     sync_delay_max_us: u64,
@@ -285,13 +287,24 @@ impl World {
         let ids: Vec<NodeId> = (1..=(options.nodes + spares) as NodeId).collect();
         let founders: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
         let drift_max_ppm = sim_config(1, &ids, &tuning, 0).clock_drift_max_ppm as i64;
+        // Half the seeds with skew put every clock at an edge of the drift bound, where a lease
+        // that misjudges drift outlives its promise by the most (a stream of its own).
+        let mut edges = rng.clone();
+        edges.set_stream(3);
+        let clocks_at_edges = faults.skew && edges.random_bool(0.5);
         let nodes = ids
             .iter()
             .map(|&id| {
                 let clock = if faults.skew {
+                    let offset_us = rng.random_range(0..10_000_000);
+                    let drift_ppm = rng.random_range(-drift_max_ppm..=drift_max_ppm);
                     Clock {
-                        offset_us: rng.random_range(0..10_000_000),
-                        drift_ppm: rng.random_range(-drift_max_ppm..=drift_max_ppm),
+                        offset_us,
+                        drift_ppm: if clocks_at_edges {
+                            drift_max_ppm * drift_ppm.signum()
+                        } else {
+                            drift_ppm
+                        },
                     }
                 } else {
                     Clock {
@@ -340,6 +353,7 @@ impl World {
             liveness_done: false,
             armed_crash: None,
             armed_change: false,
+            armed_lease_cut: false,
             sync_delay_max_us,
             failure: None,
             events: 0,
