@@ -92,7 +92,7 @@ fn votes_inside_a_lease_are_caught_as_a_rival_leading_under_it() {
 /// with clocks at the edges of the drift bound.
 #[test]
 fn a_lease_that_ignores_drift_is_caught_outliving_its_promise() {
-    let failure = first_failure("lease-ignores-drift", 60);
+    let failure = first_failure("lease-ignores-drift", 250);
     assert!(failure.contains("outlives the promise"), "{failure}");
 }
 

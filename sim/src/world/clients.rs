@@ -101,7 +101,12 @@ impl World {
                 OpKind::Put(value),
             )
         } else {
-            client_state.next_operation(keys, &mut self.rng)
+            let (key, kind) = client_state.next_operation(keys, &mut self.rng);
+            if self.now_us < self.writes_quiet_until_us {
+                (key, OpKind::Get)
+            } else {
+                (key, kind)
+            }
         };
         let op = self.next_op;
         self.next_op += 1;

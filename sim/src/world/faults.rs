@@ -16,7 +16,7 @@ impl World {
         if faults.partition && self.network.cut_links() == 0 {
             choices.extend(["partition", "partition"]);
             if self.tuning.read_mode == ReadMode::Lease {
-                choices.extend(["lease-cut", "lease-cut"]);
+                choices.extend(["lease-cut", "lease-cut", "lease-attack"]);
             }
         }
         if faults.crash {
@@ -53,6 +53,7 @@ impl World {
             match choice {
                 "partition" => self.partition(),
                 "lease-cut" => self.armed_lease_cut = true,
+                "lease-attack" => self.partition_as(3),
                 "crash" => {
                     let target = self.pick_target();
                     if self.rng.random_bool(0.3) {
@@ -182,10 +183,17 @@ impl World {
     }
 
     pub(super) fn partition(&mut self) {
+        let shape = self.rng.random_range(0..5);
+        self.partition_as(shape);
+    }
+
+    /// A partition of the given shape: a minority, the leader, one-way links, the lease attack,
+    /// a bridge.
+    fn partition_as(&mut self, shape: u32) {
         let all = self.ids.clone();
         let mut shuffled = all.clone();
         rand::seq::SliceRandom::shuffle(shuffled.as_mut_slice(), &mut self.rng);
-        let description = match self.rng.random_range(0..5) {
+        let description = match shape {
             0 => {
                 let minority = self.rng.random_range(1..=all.len() / 2);
                 let group = &shuffled[..minority];
@@ -223,10 +231,31 @@ impl World {
                 let followers: Vec<NodeId> =
                     all.iter().copied().filter(|&id| id != leader).collect();
                 let deaf = *followers.choose(&mut self.rng).expect("a follower");
-                self.network.cut(leader, deaf);
                 let later_us = self.rng.random_range(80_000..145_000);
-                self.schedule(later_us, Event::CutInbound(leader));
-                format!("lease attack: n{deaf} stops hearing leader n{leader}; n{leader} goes deaf in {} ms", later_us / 1000)
+                // Half the time the clients only read, from 40 ms before the follower stops
+                // hearing the leader: with no new entries its log stays as long as the
+                // others', so only their promise to the leader (no votes while they hear it)
+                // keeps it from winning under the lease.
+                let quiet_us = if self.rng.random_bool(0.5) {
+                    self.writes_quiet_until_us = self.now_us + 500_000;
+                    40_000
+                } else {
+                    0
+                };
+                self.schedule(
+                    quiet_us,
+                    Event::CutLink {
+                        from: leader,
+                        to: deaf,
+                    },
+                );
+                self.schedule(quiet_us + later_us, Event::CutInbound(leader));
+                format!(
+                    "lease attack: n{deaf} stops hearing leader n{leader} in {} ms; n{leader} goes deaf {} ms later{}",
+                    quiet_us / 1000,
+                    later_us / 1000,
+                    if quiet_us > 0 { "; clients only read for 500 ms" } else { "" }
+                )
             }
             _ => {
                 // A bridge: one node reaches both halves, which cannot reach each other.
@@ -281,6 +310,7 @@ impl World {
                     | Event::ChangeMembership
                     | Event::ChangeMembershipOnElection
                     | Event::Deafen(_)
+                    | Event::CutLink { .. }
             )
         });
         self.armed_crash = None;

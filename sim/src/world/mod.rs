@@ -141,6 +141,11 @@ enum Event {
     ClientNext(ClientId),
     Fault,
     HealPartition,
+    /// Cut one link (the first step of the lease attack).
+    CutLink {
+        from: NodeId,
+        to: NodeId,
+    },
     /// Cut every link into this node (the second step of the lease attack).
     CutInbound(NodeId),
     Restart(NodeId),
@@ -229,6 +234,8 @@ pub struct World {
     armed_change: bool,
     /// Cut the next leader whose lease grows off from everyone at that moment.
     armed_lease_cut: bool,
+    /// Until then clients only read (a quiet spell of the lease attack).
+    writes_quiet_until_us: u64,
     /// The slowest fsync of this seed's disks: slow disks keep writes unsynced longer, so a
     /// node that answers before its write is durable is more often caught by a crash.
     sync_delay_max_us: u64,
@@ -354,6 +361,7 @@ impl World {
             armed_crash: None,
             armed_change: false,
             armed_lease_cut: false,
+            writes_quiet_until_us: 0,
             sync_delay_max_us,
             failure: None,
             events: 0,
@@ -579,6 +587,13 @@ impl World {
                     self.trace.line(self.now_us, || format!("n{id} goes deaf"));
                 }
             }
+            Event::CutLink { from, to } => {
+                if !self.faults_over {
+                    self.network.cut(from, to);
+                    self.trace
+                        .line(self.now_us, || format!("n{to} stops hearing n{from}"));
+                }
+            }
             Event::CutInbound(id) => {
                 if self.network.cut_links() > 0 {
                     for other in self.ids.clone().into_iter().filter(|&other| other != id) {
@@ -612,6 +627,7 @@ fn event_node(event: &Event) -> Option<NodeId> {
         | Event::ChangeMembership
         | Event::ChangeMembershipOnElection
         | Event::HealPartition
+        | Event::CutLink { .. }
         | Event::CutInbound(_)
         | Event::Deafen(_)
         | Event::JoinTry(_)
