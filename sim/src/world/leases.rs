@@ -19,36 +19,36 @@ impl World {
         if self.tuning.read_mode != ReadMode::Lease {
             return Ok(());
         }
-        let mut holders: Vec<(NodeId, Term, u64)> = Vec::new();
+        // Runs after every event: one pass, clocks read for leaders only, nothing allocated.
+        let mut holder: Option<(NodeId, Term, u64)> = None;
+        let mut newest_leader: Option<(NodeId, Term)> = None;
         for node in &self.nodes {
             let Some(core) = node.core() else {
                 continue;
             };
+            if core.role() != Role::Leader {
+                continue;
+            }
+            let term = core.hard_state().term;
+            if newest_leader.is_none_or(|(_, newest)| term > newest) {
+                newest_leader = Some((node.id, term));
+            }
             let local_ms = node.clock.local_ms(self.now_us);
-            if core.lease_holds_at(local_ms) {
-                holders.push((node.id, core.hard_state().term, local_ms));
+            if core.lease_holds_at(local_ms) && holder.is_none_or(|(_, held, _)| term < held) {
+                holder = Some((node.id, term, local_ms));
             }
         }
-        if holders.is_empty() {
+        let Some((holder, held_term, local_ms)) = holder else {
             return Ok(());
+        };
+        if let Some((rival, rival_term)) = newest_leader.filter(|&(_, term)| term > held_term) {
+            return Err(format!(
+                "node {rival} leads in term {rival_term} while node {holder}'s lease from term \
+                 {held_term} still holds (its clock reads {local_ms} ms): a read it answers now \
+                 may miss the rival's writes"
+            ));
         }
-        let leaders: Vec<(NodeId, Term)> = (self.nodes.iter())
-            .filter_map(|node| node.core().map(|core| (node.id, core)))
-            .filter(|(_, core)| core.role() == Role::Leader)
-            .map(|(id, core)| (id, core.hard_state().term))
-            .collect();
-        for &(holder, held_term, local_ms) in &holders {
-            if let Some(&(rival, rival_term)) = leaders.iter().find(|&&(_, term)| term > held_term)
-            {
-                return Err(format!(
-                    "node {rival} leads in term {rival_term} while node {holder}'s lease from term \
-                     {held_term} still holds (its clock reads {local_ms} ms): a read it answers \
-                     now may miss the rival's writes"
-                ));
-            }
-            self.check_lease_outlives_no_promise(holder, held_term)?;
-        }
-        Ok(())
+        self.check_lease_outlives_no_promise(holder, held_term)
     }
 
     /// The lease rests on a promise: voters that heard the leader refuse votes for the election
@@ -70,9 +70,19 @@ impl World {
                         && node.clock.local_ms(self.now_us) >= core.vote_lockout_until_ms()
                 })
         };
+        // Stops at the first voter past the point where no majority can be free: while the
+        // leader is heard, that is after the first bound voter or two.
         let free_majority = |voters: &std::collections::BTreeSet<NodeId>| {
-            !voters.is_empty()
-                && voters.iter().filter(|&&voter| free_to_vote(voter)).count() > voters.len() / 2
+            let majority = voters.len() / 2 + 1;
+            let mut free = 0;
+            for (seen, &voter) in voters.iter().enumerate() {
+                if free_to_vote(voter) {
+                    free += 1;
+                } else if voters.len() - (seen + 1) + free < majority {
+                    return false;
+                }
+            }
+            !voters.is_empty() && free >= majority
         };
         if free_majority(&membership.voters)
             && (membership.outgoing_voters.is_empty() || free_majority(&membership.outgoing_voters))
