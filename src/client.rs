@@ -12,8 +12,8 @@ use tonic::Code;
 use crate::server::kv_service::{check_key, check_value};
 use crate::server::leader_proxy::kv_request;
 use crate::server::proto::ravel::{
-    self as pb, kv_client::KvClient, membership_client::MembershipClient,
-    relocation_client::RelocationClient,
+    self as pb, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    membership_client::MembershipClient, relocation_client::RelocationClient,
 };
 use crate::server::ApiError;
 
@@ -196,6 +196,18 @@ impl Client {
         })
     }
 
+    /// A consistent snapshot of the whole store, streamed from the leader (see
+    /// `server::maintenance_service`): the header comes in the first message, the checksum in
+    /// the last. Connecting is retried; the stream itself is the caller's to read.
+    pub async fn backup(&mut self) -> Result<tonic::Streaming<pb::BackupChunk>, ClientError> {
+        self.call_on(Retry::Always, |channel| async move {
+            MaintenanceClient::new(channel)
+                .snapshot(pb::BackupRequest {})
+                .await
+        })
+        .await
+    }
+
     /// Removes node `node` (0: the node the request reaches) from the cluster.
     /// Removes `node` from the cluster; with [`Client::cluster_id`] set, a node of another
     /// cluster refuses.
@@ -283,6 +295,22 @@ impl Client {
         F: FnMut(KvClient<Channel>, MembershipClient<Channel>, RelocationClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_on(retry, move |channel: Channel| {
+            attempt(
+                KvClient::new(channel.clone()),
+                MembershipClient::new(channel.clone()),
+                RelocationClient::new(channel),
+            )
+        })
+        .await
+    }
+
+    /// [`Client::call`] with the attempt given the connection itself, for any service.
+    async fn call_on<T, F, Fut>(&mut self, retry: Retry, mut attempt: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let deadline = Instant::now() + self.timeout;
         let mut next_endpoint = 0;
         let mut last_error = String::new();
@@ -325,11 +353,7 @@ impl Client {
                 }
             };
             refused = 0;
-            let call = attempt(
-                KvClient::new(channel.clone()),
-                MembershipClient::new(channel.clone()),
-                RelocationClient::new(channel),
-            );
+            let call = attempt(channel);
             let attempt_timeout = match retry {
                 Retry::Always => READ_ATTEMPT_TIMEOUT.min(deadline - now),
                 Retry::OnlyIfNotApplied => deadline - now,

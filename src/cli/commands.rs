@@ -269,6 +269,7 @@ pub async fn run(command: Command) -> ExitCode {
         Command::MoveRate { rate, admin } => move_rate(rate, &admin).await,
         Command::Endpoint { command } => super::endpoint::run(command).await,
         Command::CheckData { dir, write_out } => super::check_data::run(&dir, write_out),
+        Command::Snapshot { command } => super::snapshot::run(command).await,
         Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::Bench(_) => {
             ExitCode::Usage
         }

@@ -13,6 +13,7 @@ mod endpoint;
 mod exit;
 mod moves;
 mod node;
+mod snapshot;
 mod values;
 
 use std::path::PathBuf;
@@ -154,6 +155,15 @@ pub struct NodeArgs {
     /// The most bytes of log segments kept behind a snapshot [default: 268435456].
     #[arg(long)]
     pub log_retention_bytes: Option<u64>,
+    /// Disaster recovery when a majority is lost for good: make this node the only member of a
+    /// new cluster (a new cluster id) built from its data, then start. Needs
+    /// --confirm-force-new-cluster; without it, says what it would do and stops.
+    #[arg(long)]
+    pub force_new_cluster: bool,
+    /// The cluster id the data directory holds (see `ravel check-data DIR`), to confirm
+    /// --force-new-cluster.
+    #[arg(long, value_name = "CLUSTER_ID", requires = "force_new_cluster")]
+    pub confirm_force_new_cluster: Option<u64>,
 }
 
 // Parsed once per process: the size of the node's variant does not matter.
@@ -331,6 +341,12 @@ pub enum Command {
         #[arg(short = 'w', long = "write-out", value_enum, default_value_t = WriteOut::Table)]
         write_out: WriteOut,
     },
+    /// Backups (etcdctl's `snapshot`): `save FILE` from a running cluster, `status FILE`,
+    /// `restore FILE --data-dir DIR` to seed a new cluster from one.
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
 }
 
 /// A client command whose reader goes away (`ravel members | head -1`) ends quietly, as Unix
@@ -415,6 +431,9 @@ fn check_addresses(command: &Command) -> Result<(), String> {
             command:
                 endpoint::EndpointCommand::Health { client, .. }
                 | endpoint::EndpointCommand::Status { client, .. },
+        }
+        | Command::Snapshot {
+            command: snapshot::SnapshotCommand::Save { client, .. },
         } => (&client.endpoints, &client.admin),
         Command::Groups { admin, .. }
         | Command::RetireGroup { admin, .. }
@@ -422,9 +441,11 @@ fn check_addresses(command: &Command) -> Result<(), String> {
         | Command::Moves { admin, .. }
         | Command::MoveLimit { admin, .. } => (&[], &admin.admin),
         Command::Bench(args) => (&args.endpoints, &args.admin),
-        Command::Node(_) | Command::Admin(_) | Command::Dev { .. } | Command::CheckData { .. } => {
-            (&[], &[])
-        }
+        Command::Node(_)
+        | Command::Admin(_)
+        | Command::Dev { .. }
+        | Command::CheckData { .. }
+        | Command::Snapshot { .. } => (&[], &[]),
     };
     for (flag, addresses) in [("--endpoints", endpoints), ("--admin", admin)] {
         for address in addresses {

@@ -74,7 +74,7 @@ pub(super) fn exit_code(result: Result<(), NodeError>) -> ExitCode {
                 NodeError::Invalid(_)
                 | NodeError::FounderGivenJoin(_)
                 | NodeError::FollowerOnlyWithoutCluster => ExitCode::Usage,
-                NodeError::JoinRefused(_) => ExitCode::Refused,
+                NodeError::JoinRefused(_) | NodeError::ForceRefused(_) => ExitCode::Refused,
                 _ => ExitCode::Failure,
             }
         }
@@ -158,6 +158,15 @@ pub(super) fn options(args: NodeArgs, defaults: NodeOptions) -> Result<NodeOptio
     if let Some(bytes) = args.log_retention_bytes {
         options.log_retention_bytes = bytes;
     }
+    if args.force_new_cluster && (!options.join.is_empty() || !options.admin.is_empty()) {
+        return Err(
+            "--force-new-cluster starts a cluster from this node's own data: leave out --join \
+             and --admin"
+                .to_string(),
+        );
+    }
+    options.force_new_cluster = args.force_new_cluster;
+    options.force_new_cluster_confirm = args.confirm_force_new_cluster;
     Ok(options)
 }
 

@@ -88,6 +88,11 @@ pub struct SnapshotState {
 }
 
 impl SnapshotState {
+    /// The index of the last entry the state holds.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+
     /// Encodes the state: the same bytes as [`KvStateMachine::snapshot`] at that index.
     pub fn encode(self) -> Bytes {
         let sorted = self.sorted();
@@ -412,6 +417,19 @@ impl KvStateMachine {
 
     pub fn applied_index(&self) -> LogIndex {
         self.applied_index
+    }
+
+    /// Clients' keys, leaving out Ravel's own (the node address book's): what a backup or a
+    /// restore reports. Counts every key, so not for a hot path.
+    pub fn client_keys(&self) -> usize {
+        (self.data.iter())
+            .filter(|(key, _)| key.first() != Some(&RESERVED_KEY_PREFIX))
+            .count()
+    }
+
+    /// Whether this is a sharded store's data group (it serves only the partitions it owns).
+    pub fn is_sharded(&self) -> bool {
+        self.shard.is_some()
     }
 
     pub fn len(&self) -> usize {

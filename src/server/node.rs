@@ -14,6 +14,7 @@ use tonic::transport::server::Router;
 
 use super::cluster_id::{new_cluster_id, ClusterId};
 use super::event_loop::{EventLoop, EventLoopParts, Leadership};
+use super::force_new_cluster::{force_new_cluster, ForceError};
 use super::handle::NodeHandle;
 use super::health_service::HealthService;
 use super::hooks::Hooks;
@@ -25,6 +26,8 @@ use super::metrics::Metrics;
 use super::metrics_endpoint;
 use super::peer_service::PeerService;
 use super::proto::health::health_server::HealthServer;
+#[cfg(not(madsim))]
+use super::proto::ravel::maintenance_server::MaintenanceServer;
 use super::proto::ravel::{
     kv_server::KvServer, membership_server::MembershipServer, peer_server::PeerServer,
     relocation_server::RelocationServer,
@@ -90,6 +93,14 @@ pub struct NodeOptions {
     pub log_retention_entries: u64,
     /// ...in whole log segments of at most this many bytes together (0 and 0: keep none).
     pub log_retention_bytes: u64,
+    /// Disaster recovery (`--force-new-cluster`; never from a TOML file, which would force
+    /// again on every start): make this node the only member of a new cluster built from its
+    /// data before starting (see `server::force_new_cluster`)...
+    #[serde(skip)]
+    pub force_new_cluster: bool,
+    /// ...if this is the cluster id its data directory holds (`--confirm-force-new-cluster`).
+    #[serde(skip)]
+    pub force_new_cluster_confirm: Option<u64>,
     /// Test-only: classic Raft bugs planted in the core, so the madsim harness can show that it
     /// notices them.
     #[cfg(feature = "planted-bugs")]
@@ -121,6 +132,8 @@ impl Default for NodeOptions {
             move_chunk_bytes: crate::directory::CHUNK_BYTES,
             log_retention_entries: crate::storage::RETAIN_ENTRIES_DEFAULT,
             log_retention_bytes: crate::storage::RETAIN_BYTES_DEFAULT,
+            force_new_cluster: false,
+            force_new_cluster_confirm: None,
             #[cfg(feature = "planted-bugs")]
             planted_bugs: crate::core::PlantedBugs::default(),
         }
@@ -150,6 +163,9 @@ pub enum NodeError {
     Serve { address: String, reason: String },
     #[error("{0}")]
     JoinRefused(String),
+    /// `--force-new-cluster` was not confirmed, or does not fit the data directory.
+    #[error("{0}")]
+    ForceRefused(String),
     #[error("{0}")]
     Stopped(String),
     /// `--join` was given to the founder of the cluster in its data directory (a founder that
@@ -184,6 +200,38 @@ pub async fn run_node<S: StateMachine>(
     let mut options = options;
     let settings = Settings::check(&options)?;
     let sockets = settings.bind()?;
+    if options.force_new_cluster {
+        let new_id = options
+            .cluster_id
+            .unwrap_or_else(|| new_cluster_id(now_seed()));
+        let forced = force_new_cluster(
+            &options.data_dir,
+            options.id,
+            options.force_new_cluster_confirm,
+            new_id,
+        )
+        .map_err(|error| match error {
+            ForceError::Refused(reason) => NodeError::ForceRefused(reason),
+            ForceError::Storage(error) => NodeError::Storage(error),
+        })?;
+        tracing::warn!(
+            old_cluster = forced.old_cluster_id,
+            new_cluster = forced.new_cluster_id,
+            old_voters = ?forced.old_voters,
+            kept_through = forced.kept_through,
+            uncommitted_kept = forced.uncommitted_kept,
+            "FORCED A NEW CLUSTER: node {} is now the only member of cluster {}, built from its own \
+             data through index {} (entries it never saw committed: {}, committed now); the old \
+             cluster's other voters {:?} are not members and cannot rejoin with their data; add \
+             nodes with --join",
+            options.id,
+            forced.new_cluster_id,
+            forced.kept_through,
+            forced.uncommitted_kept,
+            forced.old_voters,
+        );
+        options.cluster_id = Some(forced.new_cluster_id);
+    }
     let stored = stored_identity(&options.data_dir)?;
     let cluster_id = options.cluster_id.unwrap_or_else(|| match stored {
         Some(identity) => identity.cluster_id,
@@ -442,7 +490,12 @@ impl Service<KvStateMachine> {
         Service {
             fresh,
             add: Box::new(|router, handle| {
-                router.add_service(KvServer::new(KvService::new(handle)))
+                let router = router.add_service(KvServer::new(KvService::new(handle.clone())));
+                #[cfg(not(madsim))]
+                let router = router.add_service(MaintenanceServer::new(
+                    super::maintenance_service::MaintenanceService::new(handle),
+                ));
+                router
             }),
         }
     }
@@ -687,7 +740,7 @@ fn join_nonce(seed: u64) -> u64 {
 /// A seed for election jitter that differs between runs of the same node (two nodes restarted
 /// together must not keep picking the same timeouts). Under simulation the clock is virtual and
 /// seeded, so this stays deterministic there.
-fn now_seed() -> u64 {
+pub(crate) fn now_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)

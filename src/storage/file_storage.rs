@@ -289,7 +289,8 @@ impl FileStorage {
         self.standing
     }
 
-    /// Records the cluster id a joiner learned (its identity was stamped with 0), durably.
+    /// Records the cluster id a joiner learned (its identity was stamped with 0), or the new
+    /// one of a cluster forced from this node's data, durably.
     pub fn record_cluster_id(&mut self, cluster_id: u64) -> Result<(), StorageError> {
         self.check_running()?;
         let identity = Identity {

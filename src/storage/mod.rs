@@ -9,6 +9,7 @@
 //! written into (a file cut short by something other than a crash): the node refuses to start.
 //! One process at a time owns a data directory (an exclusive lock on its `LOCK` file).
 
+mod backup_file;
 mod check;
 mod codec;
 mod error;
@@ -17,6 +18,7 @@ mod memory_disk;
 mod recovery;
 mod snapshot_file;
 
+pub use backup_file::{read_backup, BackupError, BackupHeader, BackupWriter};
 pub use check::{check_data_dir, DataReport, SegmentReport, SnapshotReport};
 pub(crate) use codec::{decode, encode, encode_exact, encode_to_writer};
 pub use codec::{CodecError, Identity, Standing, FORMAT_VERSION};
