@@ -374,7 +374,10 @@ impl Client {
                     continue;
                 }
             };
-            last_error = format!("{target}: {}", status.message());
+            last_error = format!("{target}: {}", crate::server::channel::status_text(&status));
+            if connection_broke(&status) {
+                last_error.push_str(crate::server::channel::plaintext_hint());
+            }
             match ApiError::from_status(&status) {
                 Some(ApiError::NotLeader { leader_address, .. }) => {
                     self.leader = leader_address.filter(|address| *address != target);
@@ -386,13 +389,19 @@ impl Client {
                     self.leader = None;
                     sleep(RETRY_PAUSE).await;
                 }
+                // A status with no detail and code Unknown: the connection broke under the
+                // call (a server answers reads with a detail). A read goes elsewhere.
+                Some(ApiError::OutcomeUnknown(_)) if retry == Retry::Always => {
+                    self.leader = None;
+                    self.channels.remove(&target);
+                }
                 // Refused before it was proposed (an accepted request gets "outcome unknown").
                 Some(ApiError::ShuttingDown) => {
                     self.leader = None;
                     self.channels.remove(&target);
                 }
                 Some(error) => return Err(ClientError::Api(error)),
-                None if status.code() == Code::Unavailable => {
+                None if status.code() == Code::Unavailable || connection_broke(&status) => {
                     // The connection failed: the next attempt (or call) goes elsewhere.
                     self.leader = None;
                     self.channels.remove(&target);
@@ -404,4 +413,15 @@ impl Client {
             }
         }
     }
+}
+
+/// Whether a status is the connection failing under the call rather than an answer: what
+/// tonic reports when the bytes that came back were not HTTP/2 (a TLS server answering a
+/// plaintext client) or the connection dropped.
+fn connection_broke(status: &tonic::Status) -> bool {
+    let message = status.message();
+    status.code() == Code::Cancelled
+        || message == "transport error"
+        || message.starts_with("h2 protocol error")
+        || message.contains("operation was canceled")
 }

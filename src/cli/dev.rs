@@ -52,11 +52,19 @@ pub async fn run(
     ports: Ports,
     data_dir: PathBuf,
     node_args: Vec<String>,
+    tls: bool,
 ) -> ExitCode {
     if nodes == 0 {
         eprintln!("error: --nodes must be at least 1");
         return ExitCode::Usage;
     }
+    let tls = match DevTls::make(tls, groups, nodes, &data_dir) {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::Failure;
+        }
+    };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(error) => {
@@ -79,6 +87,7 @@ pub async fn run(
         exe,
         data_dir,
         children: Vec::new(),
+        tls,
     };
     let started = if groups == 0 {
         cluster.plain(nodes, ports, &node_args).await
@@ -106,6 +115,30 @@ struct Cluster {
     exe: PathBuf,
     data_dir: PathBuf,
     children: Vec<Child>,
+    tls: Option<DevTls>,
+}
+
+#[cfg(not(madsim))]
+use super::dev_tls::DevTls;
+
+/// Under madsim there is no TLS: a type with no value.
+#[cfg(madsim)]
+enum DevTls {}
+
+#[cfg(madsim)]
+impl DevTls {
+    fn make(tls: bool, _: u64, _: u64, _: &Path) -> Result<Option<DevTls>, String> {
+        match tls {
+            true => Err("TLS is not simulated under madsim".to_string()),
+            false => Ok(None),
+        }
+    }
+    fn args(&self, _id: Option<u64>) -> Vec<String> {
+        match *self {}
+    }
+    fn ca(&self) -> &Path {
+        match *self {}
+    }
 }
 
 impl Cluster {
@@ -130,6 +163,7 @@ impl Cluster {
                 args.extend(["--join".to_string(), address(port(1))]);
             }
             args.extend(node_args.iter().cloned());
+            args.extend(self.tls_args(Some(id)));
             let dir = self.data_dir.join(format!("node-{id}"));
             self.start(&format!("node-{id}"), &args, &dir)?;
             if id == 1 {
@@ -154,8 +188,18 @@ impl Cluster {
                     .join(" ")
             );
         }
+        let cacert = match &self.tls {
+            Some(tls) => format!(" --cacert {}", tls.ca().display()),
+            None => String::new(),
+        };
+        if self.tls.is_some() {
+            println!(
+                "  TLS: every port, mutual TLS between peers (certificates in {}/tls)",
+                self.data_dir.display()
+            );
+        }
         println!(
-            "  try: ravel put hello world --endpoints {0} && ravel get hello --endpoints {0}",
+            "  try: ravel put hello world --endpoints {0}{cacert} && ravel get hello --endpoints {0}{cacert}",
             endpoints.join(",")
         );
         Ok(())
@@ -196,6 +240,7 @@ impl Cluster {
             if id > 1 {
                 args.extend(["--join".to_string(), admin[0].clone()]);
             }
+            args.extend(self.tls_args(None));
             let dir = self.data_dir.join(format!("admin-{id}"));
             self.start(&format!("admin-{id}"), &args, &dir)?;
             if id == 1 {
@@ -214,6 +259,7 @@ impl Cluster {
             ];
             args.extend(ports.metrics_args(port));
             args.extend(node_args.iter().cloned());
+            args.extend(self.tls_args(None));
             let dir = self.data_dir.join(format!("data-{n}"));
             self.start(&format!("data-{n}"), &args, &dir)?;
             // One at a time: each registers before the next, so the groups fill in order.
@@ -233,7 +279,18 @@ impl Cluster {
         println!("    curl -s {http}/delete -d '{{\"key\": \"hello\"}}'");
         println!("    ravel groups --admin {}", admin.join(","));
         println!("    ravel put hello world --admin {}", admin.join(","));
+        if let Some(tls) = &self.tls {
+            println!(
+                "  TLS: the gRPC ports, mutual TLS between peers (CA: {}); the HTTP API is plaintext",
+                tls.ca().display()
+            );
+        }
         Ok(())
+    }
+
+    /// The TLS flags of node `id`'s process (none: a process whose id the admin gives).
+    fn tls_args(&self, id: Option<u64>) -> Vec<String> {
+        self.tls.as_ref().map_or_else(Vec::new, |tls| tls.args(id))
     }
 
     /// Starts `ravel ARGS` on `data_dir`, its output prefixed with `name`.

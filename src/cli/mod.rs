@@ -9,6 +9,8 @@ mod bench_routes;
 mod check_data;
 mod commands;
 mod dev;
+#[cfg(not(madsim))]
+mod dev_tls;
 mod endpoint;
 mod exit;
 mod moves;
@@ -52,6 +54,47 @@ pub struct ClientArgs {
     /// that owns the key (instead of --endpoints).
     #[arg(long, env = "RAVEL_ADMIN", value_delimiter = ',')]
     pub admin: Vec<String>,
+    /// Speak TLS, trusting the servers this CA (PEM) signed (etcdctl's --cacert).
+    #[arg(long, env = "RAVEL_CACERT")]
+    pub cacert: Option<PathBuf>,
+    /// A client certificate (PEM) to present, with --key.
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        env = "RAVEL_CERT",
+        requires = "cacert",
+        requires = "client_key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(
+        long = "key",
+        id = "client_key",
+        env = "RAVEL_KEY",
+        requires = "client_cert"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// Makes this process's connections speak TLS, if asked to.
+    pub fn install_tls(&self) -> Result<(), String> {
+        let Some(ca) = &self.cacert else {
+            return Ok(());
+        };
+        #[cfg(madsim)]
+        {
+            let _ = ca;
+            Err("TLS is not simulated under madsim".to_string())
+        }
+        #[cfg(not(madsim))]
+        {
+            let identity = self.cert.as_deref().zip(self.key.as_deref());
+            let config = crate::server::tls::client_config(ca, identity)?;
+            crate::server::tls::set_client_config(config);
+            Ok(())
+        }
+    }
 }
 
 /// Where a command that talks to a sharded store's admin finds it.
@@ -155,6 +198,30 @@ pub struct NodeArgs {
     /// The most bytes of log segments kept behind a snapshot [default: 268435456].
     #[arg(long)]
     pub log_retention_bytes: Option<u64>,
+    /// TLS: the certificate (PEM, chain first) this node's port presents; with --key and --ca
+    /// the port speaks TLS only. Files are reloaded when they change.
+    #[arg(long, visible_alias = "cert-file")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, visible_alias = "key-file")]
+    pub key: Option<PathBuf>,
+    /// The CA (PEM) that signed the cluster's server certificates: peers are checked with it.
+    #[arg(long, visible_alias = "trusted-ca-file")]
+    pub ca: Option<PathBuf>,
+    /// The client certificate (PEM) this node presents to its peers (mutual TLS).
+    #[arg(long, visible_alias = "peer-cert-file")]
+    pub peer_cert: Option<PathBuf>,
+    /// The private key (PEM) of --peer-cert.
+    #[arg(long, visible_alias = "peer-key-file")]
+    pub peer_key: Option<PathBuf>,
+    /// The CA (PEM) that signs peers' client certificates: with it, peer messages and joins
+    /// are accepted only from a connection that presented a certificate it signed.
+    #[arg(long, visible_alias = "peer-trusted-ca-file")]
+    pub peer_ca: Option<PathBuf>,
+    /// With --peer-ca: a peer's certificate must also name the node id it speaks for, as the
+    /// DNS name ravel-node-ID (one node's key cannot speak for another).
+    #[arg(long)]
+    pub peer_cert_names_node: bool,
     /// Disaster recovery when a majority is lost for good: make this node the only member of a
     /// new cluster (a new cluster id) built from its data, then start. Needs
     /// --confirm-force-new-cluster; without it, says what it would do and stops.
@@ -325,6 +392,10 @@ pub enum Command {
         /// port + 701, 8080 for the default base].
         #[arg(long)]
         http_port: Option<u16>,
+        /// TLS on every gRPC port and mutual TLS between peers, with a throw-away CA and
+        /// certificates made in DATA_DIR/tls (the CLI then needs --cacert DATA_DIR/tls/ca.pem).
+        #[arg(long)]
+        tls: bool,
         /// Extra flags for every node, after `--` (e.g. `-- --read-mode lease`).
         #[arg(last = true)]
         node_args: Vec<String>,
@@ -380,6 +451,12 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("error: {message}");
         return ExitCode::Usage.into();
     }
+    if let Some(client) = client_args(&cli.command) {
+        if let Err(message) = client.install_tls() {
+            eprintln!("error: {message}");
+            return ExitCode::Usage.into();
+        }
+    }
     let mut builder = runtime_builder(server);
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
@@ -400,6 +477,7 @@ pub fn main() -> std::process::ExitCode {
                 data_dir,
                 metrics_offset,
                 http_port,
+                tls,
                 node_args,
             } => {
                 let ports = dev::Ports {
@@ -407,13 +485,35 @@ pub fn main() -> std::process::ExitCode {
                     metrics_offset: u64::from(metrics_offset),
                     http: u64::from(http_port.unwrap_or(base_port.saturating_add(701))),
                 };
-                dev::run(groups, nodes, partitions, ports, data_dir, node_args).await
+                dev::run(groups, nodes, partitions, ports, data_dir, node_args, tls).await
             }
             Command::Bench(args) => bench::run(args).await,
             other => commands::run(other).await,
         }
     });
     code.into()
+}
+
+/// The client settings of a command that talks to a cluster's nodes.
+fn client_args(command: &Command) -> Option<&ClientArgs> {
+    match command {
+        Command::Put { client, .. }
+        | Command::Get { client, .. }
+        | Command::Delete { client, .. }
+        | Command::Cas { client, .. }
+        | Command::Members { client, .. }
+        | Command::Status { client, .. }
+        | Command::Leave { client, .. }
+        | Command::Endpoint {
+            command:
+                endpoint::EndpointCommand::Health { client, .. }
+                | endpoint::EndpointCommand::Status { client, .. },
+        }
+        | Command::Snapshot {
+            command: snapshot::SnapshotCommand::Save { client, .. },
+        } => Some(client),
+        _ => None,
+    }
 }
 
 /// The addresses a client command is given, checked before anything is sent: a malformed one

@@ -165,6 +165,19 @@ pub(super) fn options(args: NodeArgs, defaults: NodeOptions) -> Result<NodeOptio
                 .to_string(),
         );
     }
+    for (flag, path) in [
+        (&mut options.cert, args.cert),
+        (&mut options.key, args.key),
+        (&mut options.ca, args.ca),
+        (&mut options.peer_cert, args.peer_cert),
+        (&mut options.peer_key, args.peer_key),
+        (&mut options.peer_ca, args.peer_ca),
+    ] {
+        if path.is_some() {
+            *flag = path;
+        }
+    }
+    options.peer_cert_names_node |= args.peer_cert_names_node;
     options.force_new_cluster = args.force_new_cluster;
     options.force_new_cluster_confirm = args.confirm_force_new_cluster;
     Ok(options)

@@ -50,6 +50,22 @@ pub async fn connect_or_say_why(
     }
 }
 
+/// A status's message with the errors under it (tonic's "transport error" alone names no
+/// cause; under it may be a TLS alert, a reset, a refusal).
+pub fn status_text(status: &tonic::Status) -> String {
+    super::listener::source_chain(status)
+}
+
+/// A hint for a connection that broke as soon as it was used, when this process speaks
+/// plaintext: the likeliest cause is a node that serves TLS only.
+pub fn plaintext_hint() -> &'static str {
+    #[cfg(not(madsim))]
+    if super::tls::client_config_in_use().is_none() {
+        return " (does the node serve TLS? then connect with TLS: --cacert)";
+    }
+    ""
+}
+
 /// Whether an I/O error somewhere in `error`'s chain is a refused connection.
 fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
@@ -89,6 +105,7 @@ pub fn check_address(address: &str) -> Result<(), String> {
 async fn open(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
     use hyper_util::rt::TokioIo;
     use tokio::net::TcpStream;
+    use tokio_util::either::Either;
 
     use super::socket::Unvectored;
 
@@ -106,7 +123,29 @@ async fn open(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
                 };
                 let stream = TcpStream::connect(address).await?;
                 stream.set_nodelay(true)?;
-                Ok::<_, std::io::Error>(TokioIo::new(Unvectored(stream)))
+                let Some(tls) = super::tls::client_config_in_use() else {
+                    return Ok::<_, std::io::Error>(TokioIo::new(Either::Left(Unvectored(stream))));
+                };
+                let host = uri.host().unwrap_or_default();
+                let name = super::tls::server_name(host)
+                    .map_err(|reason| std::io::Error::new(std::io::ErrorKind::InvalidInput, reason))?;
+                let stream = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|error| {
+                        let hint = if error.to_string().contains("InvalidContentType")
+                            || error.to_string().contains("corrupt message")
+                        {
+                            " (does the node serve TLS? one started without --cert serves plaintext)"
+                        } else {
+                            ""
+                        };
+                        std::io::Error::new(
+                            error.kind(),
+                            format!("TLS handshake failed: {error}{hint}"),
+                        )
+                    })?;
+                Ok(TokioIo::new(Either::Right(Box::new(stream))))
             },
         ))
         .await

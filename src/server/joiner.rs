@@ -41,9 +41,14 @@ pub async fn join<S: StateMachine>(
     loop {
         let mut targets: VecDeque<String> = request.seeds.iter().cloned().collect();
         let mut redirects = 0;
+        // Why the last node asked did not admit us, for the retry's log line.
+        let mut last_error = String::new();
         while let Some(target) = targets.pop_front() {
-            if node.cluster_id.get() == 0 && !learn_cluster_id(&node, &target).await {
-                continue;
+            if node.cluster_id.get() == 0 {
+                if let Err(error) = learn_cluster_id(&node, &target).await {
+                    last_error = error;
+                    continue;
+                }
             }
             let last_index = match node.view().await {
                 Ok(view) => view.status.last_index,
@@ -92,12 +97,14 @@ pub async fn join<S: StateMachine>(
                 }
                 Err(status) => {
                     tracing::debug!(%target, %status, "join request failed");
+                    last_error = format!("{target}: {}", super::channel::status_text(&status));
                 }
             }
         }
         tracing::warn!(
             seeds = ?request.seeds,
             retry_in_ms = backoff.as_millis() as u64,
+            last_error = %last_error,
             "no known node admitted this node yet; retrying"
         );
         sleep(backoff).await;
@@ -108,21 +115,31 @@ pub async fn join<S: StateMachine>(
 /// A joiner given no cluster id takes the one of the node it asks first (its status), before
 /// asking to join: the leader starts replicating to it before it answers the join, and a node
 /// with no cluster id refuses every peer's batch. Recorded durably by the event loop.
-async fn learn_cluster_id<S: StateMachine>(node: &NodeHandle<S>, target: &str) -> bool {
-    let Ok(channel) = super::channel::connect(target, CONNECT_TIMEOUT).await else {
-        return false;
-    };
+async fn learn_cluster_id<S: StateMachine>(
+    node: &NodeHandle<S>,
+    target: &str,
+) -> Result<(), String> {
+    let channel = super::channel::connect(target, CONNECT_TIMEOUT).await?;
     let mut client = MembershipClient::new(channel);
     let status = match timeout(CONNECT_TIMEOUT, client.status(StatusRequest {})).await {
         Ok(Ok(status)) => status.into_inner(),
-        _ => return false,
+        Ok(Err(status)) => {
+            return Err(format!(
+                "{target}: {}",
+                super::channel::status_text(&status)
+            ))
+        }
+        Err(_) => return Err(format!("{target}: no answer to a status request")),
     };
     if node.cluster_id.learn(status.cluster_id) {
         tracing::info!(cluster = status.cluster_id, via = %target, "learned the cluster id");
         let cluster_id = status.cluster_id;
         let _ = node.send(Request::ClusterLearned { cluster_id }).await;
     }
-    node.cluster_id.get() != 0
+    if node.cluster_id.get() == 0 {
+        return Err(format!("{target} does not know its cluster id yet"));
+    }
+    Ok(())
 }
 
 async fn ask(

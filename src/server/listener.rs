@@ -8,7 +8,7 @@
 //! decide how many they open.
 
 #[cfg(not(madsim))]
-pub use real::{bind, serve, Bound};
+pub use real::{bind, serve, Bound, ConnectionInfo};
 #[cfg(madsim)]
 pub use simulated::{bind, serve, Bound};
 
@@ -37,13 +37,29 @@ mod real {
     use std::sync::Arc;
     use std::task::{Context, Poll};
 
+    use rustls_pki_types::CertificateDer;
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::TcpStream;
-    use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+    use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+    use tokio::time::{timeout, Duration};
+    use tokio_stream::wrappers::ReceiverStream;
     use tokio_stream::StreamExt;
-    use tonic::transport::server::{Connected, Router, TcpConnectInfo, TcpIncoming};
+    use tokio_util::either::Either;
+    use tonic::transport::server::{Connected, Router, TcpIncoming};
 
     use crate::server::socket::Unvectored;
+    use crate::server::tls::ServerTls;
+
+    /// How long a connection may take to finish its TLS handshake.
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// What a request's extensions say about its connection.
+    #[derive(Clone, Debug)]
+    pub struct ConnectionInfo {
+        /// The client certificate the connection presented, verified against the peer CA
+        /// (none: plaintext, or TLS without one).
+        pub client_certificate: Option<CertificateDer<'static>>,
+    }
 
     /// A listening socket, not yet served.
     pub struct Bound(TcpIncoming);
@@ -56,14 +72,25 @@ mod real {
     }
 
     /// Serves `router` on the bound socket until `shutdown` completes, at most
-    /// `connections_max` connections at once.
+    /// `connections_max` connections at once; over TLS if `tls` is given.
     pub async fn serve(
         router: Router,
         bound: Bound,
         connections_max: usize,
+        tls: Option<ServerTls>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), String> {
         let permits = Arc::new(Semaphore::new(connections_max));
+        if let Some(tls) = tls {
+            let (ready, incoming) = mpsc::channel(64);
+            let accepting = tokio::spawn(accept_tls(bound, permits, connections_max, tls, ready));
+            let served = router
+                .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
+                .await
+                .map_err(|error| super::source_chain(&error));
+            accepting.abort();
+            return served;
+        }
         let incoming =
             bound
                 .0
@@ -71,7 +98,10 @@ mod real {
                 .filter_map(move |accepted| match accepted {
                     Ok(stream) => match permits.clone().try_acquire_owned() {
                         Ok(permit) => Some(Ok(Counted {
-                            stream: Unvectored(stream),
+                            info: ConnectionInfo {
+                                client_certificate: None,
+                            },
+                            stream: Either::Left(Unvectored(stream)),
                             _permit: permit,
                         })),
                         Err(_) => {
@@ -91,17 +121,93 @@ mod real {
             .map_err(|error| super::source_chain(&error))
     }
 
+    /// Accepts connections and hands each to the server once its TLS handshake is done (each
+    /// handshake on a task of its own, so a slow or silent client holds up no other); a failed
+    /// handshake is logged with the likely cause.
+    async fn accept_tls(
+        bound: Bound,
+        permits: Arc<Semaphore>,
+        connections_max: usize,
+        tls: ServerTls,
+        ready: mpsc::Sender<io::Result<Counted>>,
+    ) {
+        let mut accepted = bound.0.with_nodelay(Some(true));
+        while let Some(next) = accepted.next().await {
+            let stream = match next {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    peer = ?stream.peer_addr().ok(),
+                    "closed a connection: {connections_max} are open already (--connections-max)"
+                );
+                continue;
+            };
+            let (acceptor, ready) = (
+                tokio_rustls::TlsAcceptor::from(tls.current()),
+                ready.clone(),
+            );
+            tokio::spawn(async move {
+                let peer = stream.peer_addr().ok();
+                match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let client_certificate = (stream.get_ref().1.peer_certificates())
+                            .and_then(|chain| chain.first().cloned());
+                        let counted = Counted {
+                            info: ConnectionInfo { client_certificate },
+                            stream: Either::Right(Box::new(stream)),
+                            _permit: permit,
+                        };
+                        let _ = ready.send(Ok(counted)).await;
+                    }
+                    Ok(Err(error)) => tracing::warn!(
+                        ?peer,
+                        %error,
+                        "refused a connection: its TLS handshake failed{}",
+                        handshake_hint(&error)
+                    ),
+                    Err(_) => tracing::warn!(
+                        ?peer,
+                        "refused a connection: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
+                    ),
+                }
+            });
+        }
+    }
+
+    /// What a failed server-side handshake most likely means, for the log.
+    fn handshake_hint(error: &io::Error) -> &'static str {
+        let text = error.to_string();
+        if text.contains("InvalidContentType") || text.contains("corrupt message") {
+            " (does the client speak plaintext to this TLS port? give it --cacert)"
+        } else if text.contains("UnknownCA") || text.contains("BadCertificate") {
+            " (the client's certificate is not signed by --peer-ca, or it does not trust --ca)"
+        } else if text.contains("Expired") {
+            " (a certificate has expired)"
+        } else {
+            ""
+        }
+    }
+
+    type ServedStream =
+        Either<Unvectored<TcpStream>, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
+
     /// An accepted connection, holding one of the server's connection permits until it closes.
     struct Counted {
-        stream: Unvectored<TcpStream>,
+        stream: ServedStream,
+        info: ConnectionInfo,
         _permit: OwnedSemaphorePermit,
     }
 
     impl Connected for Counted {
-        type ConnectInfo = TcpConnectInfo;
+        type ConnectInfo = ConnectionInfo;
 
-        fn connect_info(&self) -> TcpConnectInfo {
-            self.stream.0.connect_info()
+        fn connect_info(&self) -> ConnectionInfo {
+            self.info.clone()
         }
     }
 
@@ -158,6 +264,7 @@ mod simulated {
         router: Router,
         bound: Bound,
         _connections_max: usize,
+        _tls: Option<()>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), String> {
         router

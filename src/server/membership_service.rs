@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::event_loop::{self, member_state_name, role_name};
 use super::handle::NodeHandle;
 use super::hooks::{Hooks, NotAdmitted};
+use super::peer_auth::PeerAuth;
 use super::proto::ravel::{
     self as pb, membership_server::Membership, update_node_response::Outcome,
 };
@@ -19,11 +20,12 @@ use crate::replica::StateMachine;
 pub struct MembershipService<S: StateMachine = KvStateMachine> {
     node: NodeHandle<S>,
     hooks: Hooks,
+    auth: PeerAuth,
 }
 
 impl<S: StateMachine> MembershipService<S> {
-    pub fn new(node: NodeHandle<S>, hooks: Hooks) -> Self {
-        MembershipService { node, hooks }
+    pub fn new(node: NodeHandle<S>, hooks: Hooks, auth: PeerAuth) -> Self {
+        MembershipService { node, hooks, auth }
     }
 }
 
@@ -47,6 +49,8 @@ impl<S: StateMachine> Membership for MembershipService<S> {
         &self,
         request: Request<pb::UpdateNodeRequest>,
     ) -> Result<Response<pb::UpdateNodeResponse>, Status> {
+        // A joiner becomes a peer: it must hold a peer certificate (naming it, if asked).
+        self.auth.check(&request, request.get_ref().node_id)?;
         let request = request.into_inner();
         self.node.check_cluster(request.cluster_id)?;
         if request.node_id == 0 {

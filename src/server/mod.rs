@@ -15,7 +15,7 @@
 //!   workflow.
 
 pub mod admin_link;
-mod channel;
+pub mod channel;
 pub mod cluster_id;
 pub mod convert;
 pub mod directory_service;
@@ -35,6 +35,7 @@ pub mod membership_service;
 pub mod metrics;
 mod metrics_endpoint;
 pub mod node;
+pub mod peer_auth;
 pub mod peer_service;
 pub mod process_metrics;
 pub mod proto;
@@ -43,6 +44,10 @@ pub mod restore;
 mod socket;
 pub mod storage_queue;
 pub mod storage_worker;
+#[cfg(not(madsim))]
+pub mod tls;
+#[cfg(not(madsim))]
+pub mod tls_certificates;
 pub mod transport;
 
 pub use channel::{check_address, connect, connect_or_say_why, ConnectFailure};

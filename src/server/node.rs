@@ -24,6 +24,7 @@ use super::listener;
 use super::membership_service::{check_address, MembershipService};
 use super::metrics::Metrics;
 use super::metrics_endpoint;
+use super::peer_auth::PeerAuth;
 use super::peer_service::PeerService;
 use super::proto::health::health_server::HealthServer;
 #[cfg(not(madsim))]
@@ -93,6 +94,21 @@ pub struct NodeOptions {
     pub log_retention_entries: u64,
     /// ...in whole log segments of at most this many bytes together (0 and 0: keep none).
     pub log_retention_bytes: u64,
+    /// TLS: the certificate (chain) and key this node's port presents; with them the port
+    /// speaks TLS only, and `ca` is needed too.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The CA that signed the cluster's server certificates: the node checks its peers' with it.
+    pub ca: Option<PathBuf>,
+    /// The client certificate and key the node presents to its peers (mutual TLS).
+    pub peer_cert: Option<PathBuf>,
+    pub peer_key: Option<PathBuf>,
+    /// The CA that signs peers' client certificates: with it, peer messages and joins are
+    /// accepted only over a connection that presented a certificate it signed.
+    pub peer_ca: Option<PathBuf>,
+    /// With `peer_ca`: a peer's certificate must also name the node id its messages claim
+    /// (`ravel-node-ID` as a DNS name).
+    pub peer_cert_names_node: bool,
     /// Disaster recovery (`--force-new-cluster`; never from a TOML file, which would force
     /// again on every start): make this node the only member of a new cluster built from its
     /// data before starting (see `server::force_new_cluster`)...
@@ -132,6 +148,13 @@ impl Default for NodeOptions {
             move_chunk_bytes: crate::directory::CHUNK_BYTES,
             log_retention_entries: crate::storage::RETAIN_ENTRIES_DEFAULT,
             log_retention_bytes: crate::storage::RETAIN_BYTES_DEFAULT,
+            cert: None,
+            key: None,
+            ca: None,
+            peer_cert: None,
+            peer_key: None,
+            peer_ca: None,
+            peer_cert_names_node: false,
             force_new_cluster: false,
             force_new_cluster_confirm: None,
             #[cfg(feature = "planted-bugs")]
@@ -173,6 +196,17 @@ pub enum NodeError {
     /// without `--join`).
     #[error("invalid setting: {0}")]
     FounderGivenJoin(String),
+}
+
+/// A task that stops when its holder is dropped (the node's helpers end with it).
+#[cfg(not(madsim))]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+#[cfg(not(madsim))]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How the node enters the cluster.
@@ -291,6 +325,66 @@ pub(crate) struct Settings {
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
     read_mode: ReadMode,
+    tls: Option<Tls>,
+}
+
+/// A node's TLS, loaded: its files, and the server configuration its port uses now.
+#[cfg(not(madsim))]
+struct Tls {
+    files: super::tls::TlsFiles,
+    server: super::tls::ServerTls,
+    client: rustls::ClientConfig,
+}
+/// Under madsim there is no TLS (the simulated network carries no bytes to encrypt).
+#[cfg(madsim)]
+struct Tls;
+
+impl Tls {
+    /// The TLS the options ask for: none, or every file loaded and checked.
+    fn load(options: &NodeOptions) -> Result<Option<Tls>, NodeError> {
+        let invalid = |reason: &str| Err(NodeError::Invalid(reason.to_string()));
+        let any_peer = options.peer_cert.is_some()
+            || options.peer_key.is_some()
+            || options.peer_ca.is_some()
+            || options.peer_cert_names_node;
+        let (cert, key, ca) =
+            match (&options.cert, &options.key, &options.ca) {
+                (None, None, None) if !any_peer => return Ok(None),
+                (Some(cert), Some(key), Some(ca)) => (cert, key, ca),
+                _ => return invalid(
+                    "TLS needs --cert, --key and --ca together (the --peer-* flags need them too)",
+                ),
+            };
+        if options.peer_cert.is_some() != options.peer_key.is_some() {
+            return invalid("--peer-cert and --peer-key go together");
+        }
+        if options.peer_cert_names_node && options.peer_ca.is_none() {
+            return invalid("--peer-cert-names-node needs --peer-ca");
+        }
+        #[cfg(madsim)]
+        {
+            let _ = (cert, key, ca);
+            invalid("TLS is not simulated; run the node without the TLS flags under madsim")
+        }
+        #[cfg(not(madsim))]
+        {
+            let files = super::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+                peer_cert: options.peer_cert.clone(),
+                peer_key: options.peer_key.clone(),
+                peer_ca: options.peer_ca.clone(),
+            };
+            let server = files.server_config().map_err(NodeError::Invalid)?;
+            let client = files.client_config().map_err(NodeError::Invalid)?;
+            Ok(Some(Tls {
+                server: super::tls::ServerTls::new(server),
+                files,
+                client,
+            }))
+        }
+    }
 }
 
 /// The node's listening sockets, bound.
@@ -347,11 +441,13 @@ impl Settings {
                 options.connections_max
             )));
         }
+        let tls = Tls::load(options)?;
         let settings = Settings {
             advertise,
             listen,
             metrics_listen,
             read_mode,
+            tls,
         };
         // The core's own checks (timeouts and the like), on the configuration it would get.
         settings
@@ -594,23 +690,43 @@ pub(crate) async fn run<S: StateMachine>(
     let mut loop_task = tokio::spawn(event_loop.run());
 
     let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let peer_auth = PeerAuth {
+        required: options.peer_ca.is_some(),
+        names_node: options.peer_cert_names_node,
+    };
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .add_service(MembershipServer::new(MembershipService::new(
             handle.clone(),
             hooks,
+            peer_auth,
         )))
         .add_service(
-            PeerServer::new(PeerService::new(handle.clone(), metrics.clone()))
+            PeerServer::new(PeerService::new(handle.clone(), metrics.clone(), peer_auth))
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .add_service(HealthServer::new(HealthService::new(handle.clone())));
     let router = add(router, handle.clone());
+    #[cfg(not(madsim))]
+    let (server_tls, _reloading) = match settings.tls {
+        Some(tls) => {
+            super::tls::set_client_config(tls.client);
+            let reloading = AbortOnDrop(tokio::spawn(super::tls::reload_on_change(
+                tls.files,
+                tls.server.clone(),
+            )));
+            (Some(tls.server), Some(reloading))
+        }
+        None => (None, None),
+    };
+    #[cfg(madsim)]
+    let server_tls = settings.tls.map(|Tls| ());
     let mut server_task = tokio::spawn(listener::serve(
         router,
         sockets.server,
         options.connections_max,
+        server_tls,
         async {
             let _ = server_stopped.await;
         },

@@ -9,6 +9,7 @@ use super::convert::{message_to_proto, peer_message_from_proto};
 use super::event_loop;
 use super::handle::NodeHandle;
 use super::metrics::Metrics;
+use super::peer_auth::PeerAuth;
 use super::proto::ravel::{peer_server::Peer, BatchAck, MessageBatch};
 use crate::kv::KvStateMachine;
 use crate::replica::StateMachine;
@@ -20,17 +21,23 @@ const REPLY_WAIT: Duration = Duration::from_millis(500);
 pub struct PeerService<S: StateMachine = KvStateMachine> {
     node: NodeHandle<S>,
     metrics: Metrics,
+    auth: PeerAuth,
 }
 
 impl<S: StateMachine> PeerService<S> {
-    pub fn new(node: NodeHandle<S>, metrics: Metrics) -> Self {
-        PeerService { node, metrics }
+    pub fn new(node: NodeHandle<S>, metrics: Metrics, auth: PeerAuth) -> Self {
+        PeerService {
+            node,
+            metrics,
+            auth,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl<S: StateMachine> Peer for PeerService<S> {
     async fn send(&self, request: Request<MessageBatch>) -> Result<Response<BatchAck>, Status> {
+        self.auth.check(&request, request.get_ref().from)?;
         let batch = request.into_inner();
         self.node.check_cluster(batch.cluster_id)?;
         let messages = refuse_malformed(batch.messages, batch.from, self.node.id, &self.metrics);
