@@ -440,6 +440,17 @@ async fn metrics_are_served_for_prometheus_and_a_bad_metrics_address_is_refused(
         sample(&metrics, "ravel_entries_per_sync_sum") >= 5.0,
         "{metrics}"
     );
+    // Every request timed, by operation; the log's size on disk after its syncs.
+    assert_eq!(
+        sample(&metrics, "ravel_request_seconds_count{op=\"put\"}"),
+        5.0
+    );
+    assert_eq!(
+        sample(&metrics, "ravel_request_seconds_count{op=\"get\"}"),
+        2.0
+    );
+    assert!(sample(&metrics, "ravel_wal_bytes") > 0.0, "{metrics}");
+    assert!(sample(&metrics, "ravel_wal_segments") >= 1.0, "{metrics}");
     // Gauges are refreshed every tick.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

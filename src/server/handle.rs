@@ -5,6 +5,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cluster_id::ClusterId;
 use super::error::ApiError;
 use super::event_loop::{Look, NodeView, Request};
+use super::metrics::Metrics;
 use crate::core::NodeId;
 use crate::kv::KvStateMachine;
 use crate::replica::StateMachine;
@@ -14,6 +15,8 @@ pub struct NodeHandle<S: StateMachine = KvStateMachine> {
     requests: mpsc::Sender<Request<S>>,
     pub cluster_id: ClusterId,
     pub id: NodeId,
+    /// The node's metrics, for the services to time what they answer.
+    pub metrics: Metrics,
 }
 
 // Not derived: a derive would ask `S: Clone`.
@@ -23,16 +26,23 @@ impl<S: StateMachine> Clone for NodeHandle<S> {
             requests: self.requests.clone(),
             cluster_id: self.cluster_id.clone(),
             id: self.id,
+            metrics: self.metrics.clone(),
         }
     }
 }
 
 impl<S: StateMachine> NodeHandle<S> {
-    pub fn new(requests: mpsc::Sender<Request<S>>, cluster_id: ClusterId, id: NodeId) -> Self {
+    pub fn new(
+        requests: mpsc::Sender<Request<S>>,
+        cluster_id: ClusterId,
+        id: NodeId,
+        metrics: Metrics,
+    ) -> Self {
         NodeHandle {
             requests,
             cluster_id,
             id,
+            metrics,
         }
     }
 

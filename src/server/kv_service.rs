@@ -132,6 +132,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let _timer = self.node.metrics.time_request("put");
         let forward = may_forward(&request);
         let message = request.into_inner();
         check_key(&message.key)?;
@@ -157,6 +158,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let _timer = self.node.metrics.time_request("get");
         let forward = may_forward(&request);
         let message = request.into_inner();
         check_key(&message.key)?;
@@ -196,6 +198,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let _timer = self.node.metrics.time_request("delete");
         let forward = may_forward(&request);
         let message = request.into_inner();
         check_key(&message.key)?;
@@ -218,6 +221,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        let _timer = self.node.metrics.time_request("cas");
         let forward = may_forward(&request);
         let message = request.into_inner();
         check_key(&message.key)?;

@@ -63,6 +63,8 @@ impl Maintenance for MaintenanceService {
         // Taken at the leader: a follower answers "not leader", naming the leader, and never
         // passes the request on (the stream would cross two hops).
         drop(request);
+        // Until the stream starts: the consistency read and taking the image.
+        let _timer = self.node.metrics.time_request("snapshot");
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(
                 "this node is streaming a snapshot already; retry once it is done",

@@ -666,7 +666,7 @@ pub(crate) async fn run<S: StateMachine>(
     let inbox = requests_tx.downgrade();
     // Given, stored, drawn for a new cluster (by `run_node`), or 0 until a joiner learns it.
     let cluster_id = ClusterId::new(options.cluster_id.unwrap_or(0));
-    let handle = NodeHandle::new(requests_tx, cluster_id.clone(), options.id);
+    let handle = NodeHandle::new(requests_tx, cluster_id.clone(), options.id, metrics.clone());
     let hooks = Hooks::new(options.hooks_dir.clone());
     let (leadership_tx, leadership) = watch::channel(Leadership::default());
     let event_loop = EventLoop::new(EventLoopParts {

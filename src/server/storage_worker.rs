@@ -120,6 +120,8 @@ fn spawn_thread(
             while ops.blocking_recv_many(&mut batch, BATCH_OPERATIONS_MAX) > 0 {
                 let outcome = write(storage.as_mut(), std::mem::take(&mut batch), &ops, &metrics)
                     .and_then(|written| complete(storage.as_mut(), written));
+                let (log_bytes, log_segments) = storage.log_size();
+                metrics.observe_log_size(log_bytes, log_segments);
                 if !report(outcome, &done, &metrics) {
                     break;
                 }
@@ -170,6 +172,8 @@ async fn run_simulated(
             }
         };
         storage = returned;
+        let (log_bytes, log_segments) = storage.log_size();
+        metrics.observe_log_size(log_bytes, log_segments);
         if !report(outcome, &done, &metrics) {
             return;
         }

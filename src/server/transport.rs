@@ -211,8 +211,10 @@ async fn run_peer<S: StateMachine>(
             Some(request) => request,
             None => continue,
         };
+        let sent = tokio::time::Instant::now();
         match timeout(SEND_TIMEOUT, connected.send(request)).await {
             Ok(Ok(reply)) => {
+                metrics.peer_rpc(to, sent.elapsed().as_secs_f64());
                 deliver_answers(reply.into_inner().messages, to, from, &inbox, &metrics).await
             }
             Ok(Err(status)) => {

@@ -280,6 +280,13 @@ impl FileStorage {
         self.first_index + self.locations.len() as LogIndex - 1
     }
 
+    /// Bytes of records in the log's segments (written, maybe not yet synced), and how many
+    /// segments there are.
+    pub fn log_size(&self) -> (u64, usize) {
+        let bytes = self.segments.iter().map(|segment| segment.len).sum();
+        (bytes, self.segments.len())
+    }
+
     pub fn hard_state(&self) -> HardState {
         self.hard_state
     }

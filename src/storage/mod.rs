@@ -69,6 +69,10 @@ pub trait Storage: Send + 'static {
     }
     /// The index of the snapshot the store holds (0: none).
     fn snapshot_index(&self) -> LogIndex;
+    /// Bytes of log records the store holds on disk, and in how many files (for metrics).
+    fn log_size(&self) -> (u64, usize) {
+        (0, 0)
+    }
     /// The latest snapshot and its bytes, verified.
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
     /// Bytes `offset..offset + bytes_max` of snapshot `meta`'s data (fewer at its end), and
@@ -122,6 +126,9 @@ impl Storage for FileStorage {
     }
     fn snapshot_index(&self) -> LogIndex {
         FileStorage::snapshot(self).map_or(0, |meta| meta.index)
+    }
+    fn log_size(&self) -> (u64, usize) {
+        FileStorage::log_size(self)
     }
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         FileStorage::load_snapshot(self)
