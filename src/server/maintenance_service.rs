@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -32,6 +33,10 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Snapshots streamed at once by one node: each holds the store's map shared (writes meanwhile
 /// go to an overlay) and a thread busy encoding, so a second one waits for the first.
 const STREAMS_MAX: usize = 1;
+
+/// A client that reads nothing for this long loses its stream: the image it holds keeps the
+/// store's map shared, and every write meanwhile adds to an overlay.
+const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The key the consistency read asks for: reserved, so no client's key, and its answer unused.
 const BARRIER_KEY: &[u8] = b"\0snapshot-barrier";
@@ -113,13 +118,17 @@ fn stream_image(
     sender: mpsc::Sender<Result<pb::BackupChunk, Status>>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let runtime = tokio::runtime::Handle::current();
     let encode = move || {
-        let mut chunks = ChunkWriter::new(header, sender);
+        let mut chunks = ChunkWriter::new(header, sender, runtime);
         let written = Box::new(image).write_to(&mut chunks);
         match written.and_then(|()| chunks.finish()) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
                 tracing::info!("the client stopped reading the snapshot stream");
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::warn!(%error, "gave up streaming a snapshot");
             }
             Err(error) => {
                 let status = Status::internal(format!("cannot encode the snapshot: {error}"));
@@ -138,6 +147,8 @@ fn stream_image(
 
 /// Cuts what is written into chunks of [`SNAPSHOT_CHUNK_BYTES`], summing their CRC as they go.
 struct ChunkWriter {
+    /// The node's runtime, to wait on the channel with a deadline from this thread.
+    runtime: tokio::runtime::Handle,
     header: Option<pb::BackupHeader>,
     buffer: Vec<u8>,
     crc: crc32fast::Hasher,
@@ -149,8 +160,10 @@ impl ChunkWriter {
     fn new(
         header: pb::BackupHeader,
         sender: mpsc::Sender<Result<pb::BackupChunk, Status>>,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         ChunkWriter {
+            runtime,
             header: Some(header),
             buffer: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
             crc: crc32fast::Hasher::new(),
@@ -160,8 +173,17 @@ impl ChunkWriter {
     }
 
     fn send(&mut self, chunk: pb::BackupChunk) -> std::io::Result<()> {
-        self.sender.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        let sent = self
+            .runtime
+            .block_on(self.sender.send_timeout(Ok(chunk), STALL_TIMEOUT));
+        sent.map_err(|error| match error {
+            SendTimeoutError::Closed(_) => {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            }
+            SendTimeoutError::Timeout(_) => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} s", STALL_TIMEOUT.as_secs()),
+            ),
         })
     }
 
