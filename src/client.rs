@@ -72,6 +72,59 @@ pub struct Client {
     /// at any of them), instead of retrying until the timeout: for a person at a command line.
     /// Off by default: a program waits out nodes that are restarting.
     pub fail_when_nothing_listens: bool,
+    /// Sent with every request as `authorization: Bearer TOKEN`, for a node that checks
+    /// tokens (`--auth-tokens`).
+    pub token: Option<String>,
+}
+
+/// A connection to a node, carrying the client's token on every request.
+#[cfg(not(madsim))]
+type Connection = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+/// Under madsim, no tokens: the plain channel.
+#[cfg(madsim)]
+type Connection = Channel;
+
+/// The `authorization` header a client's requests carry, if it has a token (under madsim,
+/// made but not sent).
+#[derive(Clone)]
+#[cfg_attr(madsim, allow(dead_code))]
+struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    fn of(token: Option<&str>) -> Result<Bearer, ClientError> {
+        let Some(token) = token else {
+            return Ok(Bearer(None));
+        };
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            ClientError::Other("the token holds characters a header cannot carry".to_string())
+        })?;
+        Ok(Bearer(Some(value)))
+    }
+
+    #[cfg(not(madsim))]
+    fn on(&self, channel: Channel) -> Connection {
+        tonic::service::interceptor::InterceptedService::new(channel, self.clone())
+    }
+
+    #[cfg(madsim)]
+    fn on(&self, channel: Channel) -> Connection {
+        channel
+    }
+}
+
+#[cfg(not(madsim))]
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Client {
@@ -84,6 +137,7 @@ impl Client {
             through_followers: false,
             cluster_id: None,
             fail_when_nothing_listens: false,
+            token: None,
         }
     }
 
@@ -292,10 +346,14 @@ impl Client {
     /// Calls the leader (or whichever endpoint answers), following redirects, until `timeout`.
     async fn call<T, F, Fut>(&mut self, retry: Retry, mut attempt: F) -> Result<T, ClientError>
     where
-        F: FnMut(KvClient<Channel>, MembershipClient<Channel>, RelocationClient<Channel>) -> Fut,
+        F: FnMut(
+            KvClient<Connection>,
+            MembershipClient<Connection>,
+            RelocationClient<Connection>,
+        ) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call_on(retry, move |channel: Channel| {
+        self.call_on(retry, move |channel: Connection| {
             attempt(
                 KvClient::new(channel.clone()),
                 MembershipClient::new(channel.clone()),
@@ -308,9 +366,10 @@ impl Client {
     /// [`Client::call`] with the attempt given the connection itself, for any service.
     async fn call_on<T, F, Fut>(&mut self, retry: Retry, mut attempt: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Connection) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let bearer = Bearer::of(self.token.as_deref())?;
         let deadline = Instant::now() + self.timeout;
         let mut next_endpoint = 0;
         let mut last_error = String::new();
@@ -353,7 +412,7 @@ impl Client {
                 }
             };
             refused = 0;
-            let call = attempt(channel);
+            let call = attempt(bearer.on(channel));
             let attempt_timeout = match retry {
                 Retry::Always => READ_ATTEMPT_TIMEOUT.min(deadline - now),
                 Retry::OnlyIfNotApplied => deadline - now,

@@ -34,6 +34,7 @@ use crate::directory::Directory;
 use crate::routed_client::{RoutedClient, RoutedError};
 use crate::server::handle::NodeHandle;
 use crate::server::kv_service::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::server::tokens::Rights;
 use crate::server::ApiError;
 
 /// Requests served at once; more are answered 503 at once rather than queued without bound.
@@ -174,6 +175,20 @@ async fn route(request: Request<hyper::body::Incoming>, context: &Context) -> An
     let method = request.method().clone();
     match (method, path.as_str()) {
         (Method::POST, "/put" | "/get" | "/delete") => {
+            // The admin replica's own --auth-tokens, as a node's gRPC services check them.
+            let needed = match path.as_str() {
+                "/get" => Rights::ReadOnly,
+                _ => Rights::ReadWrite,
+            };
+            let header = (request.headers().get(hyper::header::AUTHORIZATION))
+                .and_then(|value| value.to_str().ok());
+            if let Err(error) = context.node.auth.check(header, needed) {
+                let status = match error {
+                    ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                return Answer::error(status, error.to_string());
+            }
             let body = match Limited::new(request.into_body(), BODY_BYTES_MAX)
                 .collect()
                 .await
@@ -333,6 +348,8 @@ fn failed(error: RoutedError) -> Answer {
             ApiError::WrongCluster { .. }
             | ApiError::AlreadyExists(_)
             | ApiError::StorageFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // A data group's refusal of the admin's own call: the admin is misconfigured.
+            ApiError::Unauthenticated(_) | ApiError::PermissionDenied(_) => StatusCode::BAD_GATEWAY,
         },
         RoutedError::Group(
             ClientError::Unreachable { .. }

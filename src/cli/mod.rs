@@ -54,6 +54,9 @@ pub struct ClientArgs {
     /// that owns the key (instead of --endpoints).
     #[arg(long, env = "RAVEL_ADMIN", value_delimiter = ',')]
     pub admin: Vec<String>,
+    /// A token for nodes that check them (--auth-tokens), sent as `authorization: Bearer`.
+    #[arg(long, env = "RAVEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Speak TLS, trusting the servers this CA (PEM) signed (etcdctl's --cacert).
     #[arg(long, env = "RAVEL_CACERT")]
     pub cacert: Option<PathBuf>,
@@ -208,6 +211,10 @@ pub struct NodeArgs {
     /// The CA (PEM) that signed the cluster's server certificates: peers are checked with it.
     #[arg(long, visible_alias = "trusted-ca-file")]
     pub ca: Option<PathBuf>,
+    /// Client tokens, one per line `TOKEN read-only|read-write`: every client request then
+    /// needs one (`authorization: Bearer TOKEN`; ravel --token).
+    #[arg(long)]
+    pub auth_tokens: Option<PathBuf>,
     /// The client certificate (PEM) this node presents to its peers (mutual TLS).
     #[arg(long, visible_alias = "peer-cert-file")]
     pub peer_cert: Option<PathBuf>,

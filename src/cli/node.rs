@@ -178,6 +178,9 @@ pub(super) fn options(args: NodeArgs, defaults: NodeOptions) -> Result<NodeOptio
         }
     }
     options.peer_cert_names_node |= args.peer_cert_names_node;
+    if args.auth_tokens.is_some() {
+        options.auth_tokens = args.auth_tokens;
+    }
     options.force_new_cluster = args.force_new_cluster;
     options.force_new_cluster_confirm = args.confirm_force_new_cluster;
     Ok(options)

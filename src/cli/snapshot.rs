@@ -141,6 +141,7 @@ async fn save_to(file: &Path, args: &ClientArgs) -> Result<(BackupHeader, u32, u
     let mut client = Client::new(args.endpoints.clone());
     client.timeout = Duration::from_secs_f64(args.timeout.max(0.1));
     client.fail_when_nothing_listens = true;
+    client.token = args.token.clone();
     let mut stream = client.backup().await.map_err(SaveError::Client)?;
     let mut writer: Option<BackupWriter> = None;
     let outcome = loop {

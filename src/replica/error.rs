@@ -40,6 +40,12 @@ pub enum ApiError {
     /// group again). Nothing was applied; retry shortly.
     #[error("partition {partition} is moving between groups; retry shortly")]
     Moving { partition: u32 },
+    /// No token, or one the node does not accept (`--auth-tokens`).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The token may not do this (a read-only token writing).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 }
 
 fn not_leader_message(leader_id: Option<NodeId>, leader_address: Option<&str>) -> String {

@@ -58,6 +58,18 @@ impl From<ApiError> for Status {
                 partition = *moving;
                 (Code::Unavailable, Kind::Moving, 0, String::new())
             }
+            ApiError::Unauthenticated(_) => (
+                Code::Unauthenticated,
+                Kind::Unauthenticated,
+                0,
+                String::new(),
+            ),
+            ApiError::PermissionDenied(_) => (
+                Code::PermissionDenied,
+                Kind::PermissionDenied,
+                0,
+                String::new(),
+            ),
         };
         let detail = ErrorDetail {
             kind: kind as i32,
@@ -95,6 +107,8 @@ impl ApiError {
             Kind::Moving => ApiError::Moving {
                 partition: detail.partition,
             },
+            Kind::Unauthenticated => rebuild(message, ApiError::Unauthenticated),
+            Kind::PermissionDenied => rebuild(message, ApiError::PermissionDenied),
             Kind::Unspecified if status.code() == Code::Unknown => {
                 rebuild(message, ApiError::OutcomeUnknown)
             }

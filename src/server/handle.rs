@@ -6,6 +6,7 @@ use super::cluster_id::ClusterId;
 use super::error::ApiError;
 use super::event_loop::{Look, NodeView, Request};
 use super::metrics::Metrics;
+use super::tokens::Auth;
 use crate::core::NodeId;
 use crate::kv::KvStateMachine;
 use crate::replica::StateMachine;
@@ -17,6 +18,8 @@ pub struct NodeHandle<S: StateMachine = KvStateMachine> {
     pub id: NodeId,
     /// The node's metrics, for the services to time what they answer.
     pub metrics: Metrics,
+    /// The node's client authentication, for the services to check requests with.
+    pub auth: Auth,
 }
 
 // Not derived: a derive would ask `S: Clone`.
@@ -27,6 +30,7 @@ impl<S: StateMachine> Clone for NodeHandle<S> {
             cluster_id: self.cluster_id.clone(),
             id: self.id,
             metrics: self.metrics.clone(),
+            auth: self.auth.clone(),
         }
     }
 }
@@ -37,12 +41,14 @@ impl<S: StateMachine> NodeHandle<S> {
         cluster_id: ClusterId,
         id: NodeId,
         metrics: Metrics,
+        auth: Auth,
     ) -> Self {
         NodeHandle {
             requests,
             cluster_id,
             id,
             metrics,
+            auth,
         }
     }
 

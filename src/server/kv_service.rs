@@ -7,6 +7,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -15,6 +16,7 @@ use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
 use super::leader_proxy::{may_forward, no_forward, LeaderProxy};
 use super::proto::ravel::{self as pb, kv_client::KvClient, kv_server::Kv};
+use super::tokens::Rights;
 use crate::kv::shard::NotOwned;
 use crate::kv::RESERVED_KEY_PREFIX;
 use crate::kv::{Command, Outcome};
@@ -33,6 +35,18 @@ impl KvService {
             node,
             proxy: LeaderProxy::default(),
         }
+    }
+
+    /// Checks the request's token (`--auth-tokens`) for `needed`; answers whether the request
+    /// may be forwarded, and its token, which goes along if it is.
+    fn admit<M>(
+        &self,
+        request: &Request<M>,
+        needed: Rights,
+    ) -> Result<(bool, Option<AsciiMetadataValue>), ApiError> {
+        self.node.auth.check_request(request, needed)?;
+        let token = request.metadata().get("authorization").cloned();
+        Ok((may_forward(request), token))
     }
 
     /// A write, answered once applied; refused if the group does not serve its key.
@@ -59,6 +73,7 @@ impl KvService {
         forward: bool,
         error: ApiError,
         message: M,
+        token: Option<AsciiMetadataValue>,
         call: F,
     ) -> Result<Response<T>, Status>
     where
@@ -72,9 +87,12 @@ impl KvService {
         // (boxed and moved on every call, forwarded or not) 6.6 KB instead of a few hundred bytes.
         Box::pin(async move {
             let leader = self.proxy.client(address).await?;
-            self.proxy
-                .relay(address, call(leader, no_forward(message)))
-                .await
+            let mut request = no_forward(message);
+            // The leader checks the client's token as this node did.
+            if let Some(token) = token {
+                request.metadata_mut().insert("authorization", token);
+            }
+            self.proxy.relay(address, call(leader, request)).await
         })
         .await
     }
@@ -133,7 +151,7 @@ impl Kv for KvService {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let _timer = self.node.metrics.time_request("put");
-        let forward = may_forward(&request);
+        let (forward, token) = self.admit(&request, Rights::ReadWrite)?;
         let message = request.into_inner();
         check_key(&message.key)?;
         check_value(&message.value)?;
@@ -146,9 +164,13 @@ impl Kv for KvService {
                 index: result.index,
             })),
             Err(error) => {
-                self.forward(forward, error, message, |mut leader, request| async move {
-                    leader.put(request).await
-                })
+                self.forward(
+                    forward,
+                    error,
+                    message,
+                    token,
+                    |mut leader, request| async move { leader.put(request).await },
+                )
                 .await
             }
         }
@@ -159,7 +181,7 @@ impl Kv for KvService {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let _timer = self.node.metrics.time_request("get");
-        let forward = may_forward(&request);
+        let (forward, token) = self.admit(&request, Rights::ReadOnly)?;
         let message = request.into_inner();
         check_key(&message.key)?;
         let (key, stale) = (message.key.clone(), message.stale);
@@ -186,9 +208,13 @@ impl Kv for KvService {
                 ..
             }) => Err(not_owned_error(&not_owned).into()),
             Err(error) => {
-                self.forward(forward, error, message, |mut leader, request| async move {
-                    leader.get(request).await
-                })
+                self.forward(
+                    forward,
+                    error,
+                    message,
+                    token,
+                    |mut leader, request| async move { leader.get(request).await },
+                )
                 .await
             }
         }
@@ -199,7 +225,7 @@ impl Kv for KvService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let _timer = self.node.metrics.time_request("delete");
-        let forward = may_forward(&request);
+        let (forward, token) = self.admit(&request, Rights::ReadWrite)?;
         let message = request.into_inner();
         check_key(&message.key)?;
         let key = message.key.clone();
@@ -209,9 +235,13 @@ impl Kv for KvService {
                 index: result.index,
             })),
             Err(error) => {
-                self.forward(forward, error, message, |mut leader, request| async move {
-                    leader.delete(request).await
-                })
+                self.forward(
+                    forward,
+                    error,
+                    message,
+                    token,
+                    |mut leader, request| async move { leader.delete(request).await },
+                )
                 .await
             }
         }
@@ -222,7 +252,7 @@ impl Kv for KvService {
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
         let _timer = self.node.metrics.time_request("cas");
-        let forward = may_forward(&request);
+        let (forward, token) = self.admit(&request, Rights::ReadWrite)?;
         let message = request.into_inner();
         check_key(&message.key)?;
         check_value(&message.expected)?;
@@ -232,16 +262,17 @@ impl Kv for KvService {
             expected: (!message.expected_absent).then(|| message.expected.clone()),
             new: message.new_value.clone(),
         };
-        let result = match self.write(command, forward).await {
-            Ok(result) => result,
-            Err(error) => {
-                return self
-                    .forward(forward, error, message, |mut leader, request| async move {
+        let result =
+            match self.write(command, forward).await {
+                Ok(result) => result,
+                Err(error) => {
+                    return self
+                    .forward(forward, error, message, token, |mut leader, request| async move {
                         leader.compare_and_swap(request).await
                     })
                     .await;
-            }
-        };
+                }
+            };
         let (swapped, current) = match result.outcome {
             Outcome::CompareAndSwap { swapped, current } => (swapped, current),
             other => {

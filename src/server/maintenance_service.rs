@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 use super::event_loop;
 use super::handle::NodeHandle;
 use super::proto::ravel::{self as pb, maintenance_server::Maintenance};
+use super::tokens::Rights;
 use crate::kv::SnapshotState;
 use crate::replica::SnapshotImage;
 
@@ -65,6 +66,8 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
+        // A backup holds every key: it takes a read-write token (as etcd's needs its root).
+        self.node.auth.check_request(&request, Rights::ReadWrite)?;
         // Taken at the leader: a follower answers "not leader", naming the leader, and never
         // passes the request on (the stream would cross two hops).
         drop(request);

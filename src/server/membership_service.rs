@@ -13,6 +13,7 @@ use super::peer_auth::PeerAuth;
 use super::proto::ravel::{
     self as pb, membership_server::Membership, update_node_response::Outcome,
 };
+use super::tokens::Rights;
 use crate::core::Role;
 use crate::kv::KvStateMachine;
 use crate::replica::StateMachine;
@@ -117,6 +118,7 @@ impl<S: StateMachine> Membership for MembershipService<S> {
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
+        self.node.auth.check_request(&request, Rights::ReadWrite)?;
         let request = request.into_inner();
         if request.cluster_id != 0 {
             self.node.check_cluster(request.cluster_id)?;
@@ -133,8 +135,9 @@ impl<S: StateMachine> Membership for MembershipService<S> {
 
     async fn members(
         &self,
-        _request: Request<pb::MembersRequest>,
+        request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
+        self.node.auth.check_request(&request, Rights::ReadOnly)?;
         let view = self.node.view().await?;
         if view.status.member == crate::core::MemberState::Removed {
             // What it holds is the membership from before its removal: out of date.

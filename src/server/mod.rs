@@ -48,6 +48,7 @@ pub mod storage_worker;
 pub mod tls;
 #[cfg(not(madsim))]
 pub mod tls_certificates;
+pub mod tokens;
 pub mod transport;
 
 pub use channel::{check_address, connect, connect_or_say_why, ConnectFailure};

@@ -34,6 +34,7 @@ use super::proto::ravel::{
     relocation_server::RelocationServer,
 };
 use super::relocation_service::RelocationService;
+use super::tokens::{Auth, Tokens};
 use super::transport::{Transport, PEER_MESSAGE_BYTES_MAX};
 use super::{storage_queue, storage_worker};
 use crate::core::{Config, NodeId, RawNode, ReadMode, SnapshotMeta};
@@ -94,6 +95,9 @@ pub struct NodeOptions {
     pub log_retention_entries: u64,
     /// ...in whole log segments of at most this many bytes together (0 and 0: keep none).
     pub log_retention_bytes: u64,
+    /// Client tokens, one per line (`TOKEN read-only|read-write`): with them, every client
+    /// request needs one (see `server::tokens`).
+    pub auth_tokens: Option<PathBuf>,
     /// TLS: the certificate (chain) and key this node's port presents; with them the port
     /// speaks TLS only, and `ca` is needed too.
     pub cert: Option<PathBuf>,
@@ -148,6 +152,7 @@ impl Default for NodeOptions {
             move_chunk_bytes: crate::directory::CHUNK_BYTES,
             log_retention_entries: crate::storage::RETAIN_ENTRIES_DEFAULT,
             log_retention_bytes: crate::storage::RETAIN_BYTES_DEFAULT,
+            auth_tokens: None,
             cert: None,
             key: None,
             ca: None,
@@ -326,6 +331,8 @@ pub(crate) struct Settings {
     metrics_listen: Option<SocketAddr>,
     read_mode: ReadMode,
     tls: Option<Tls>,
+    /// Client tokens (`--auth-tokens`), loaded.
+    tokens: Option<Tokens>,
 }
 
 /// A node's TLS, loaded: its files, and the server configuration its port uses now.
@@ -442,12 +449,24 @@ impl Settings {
             )));
         }
         let tls = Tls::load(options)?;
+        let tokens = match &options.auth_tokens {
+            Some(_) if !options.admin.is_empty() => {
+                return Err(NodeError::Invalid(
+                    "--auth-tokens is not supported on a sharded store's data node yet (the \
+                     admin's calls carry no token); give it to the admin replicas"
+                        .to_string(),
+                ))
+            }
+            Some(path) => Some(Tokens::load(path).map_err(NodeError::Invalid)?),
+            None => None,
+        };
         let settings = Settings {
             advertise,
             listen,
             metrics_listen,
             read_mode,
             tls,
+            tokens,
         };
         // The core's own checks (timeouts and the like), on the configuration it would get.
         settings
@@ -614,7 +633,7 @@ pub struct Started<S: StateMachine> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<S: StateMachine>(
     options: NodeOptions,
-    settings: Settings,
+    mut settings: Settings,
     sockets: Sockets,
     opened: Opened,
     service: Service<S>,
@@ -666,7 +685,13 @@ pub(crate) async fn run<S: StateMachine>(
     let inbox = requests_tx.downgrade();
     // Given, stored, drawn for a new cluster (by `run_node`), or 0 until a joiner learns it.
     let cluster_id = ClusterId::new(options.cluster_id.unwrap_or(0));
-    let handle = NodeHandle::new(requests_tx, cluster_id.clone(), options.id, metrics.clone());
+    let handle = NodeHandle::new(
+        requests_tx,
+        cluster_id.clone(),
+        options.id,
+        metrics.clone(),
+        Auth::new(settings.tokens.take()),
+    );
     let hooks = Hooks::new(options.hooks_dir.clone());
     let (leadership_tx, leadership) = watch::channel(Leadership::default());
     let event_loop = EventLoop::new(EventLoopParts {
