@@ -23,11 +23,7 @@ fn fail_routed(error: RoutedError) -> ExitCode {
 }
 
 fn client(args: &ClientArgs) -> Client {
-    let mut client = Client::new(args.endpoints.clone());
-    client.timeout = Duration::from_secs_f64(args.timeout.max(0.1));
-    client.fail_when_nothing_listens = true;
-    client.token = args.token.clone();
-    client
+    args.client()
 }
 
 fn bytes(text: &str) -> Bytes {

@@ -80,6 +80,16 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// A client for these settings, for a person at a command line (it gives up at once when
+    /// nothing listens).
+    pub fn client(&self) -> crate::client::Client {
+        let mut client = crate::client::Client::new(self.endpoints.clone());
+        client.timeout = std::time::Duration::from_secs_f64(self.timeout.max(0.1));
+        client.fail_when_nothing_listens = true;
+        client.token = self.token.clone();
+        client
+    }
+
     /// Makes this process's connections speak TLS, if asked to.
     pub fn install_tls(&self) -> Result<(), String> {
         let Some(ca) = &self.cacert else {
@@ -526,34 +536,23 @@ fn client_args(command: &Command) -> Option<&ClientArgs> {
 /// The addresses a client command is given, checked before anything is sent: a malformed one
 /// is a usage error, not a node that does not answer.
 fn check_addresses(command: &Command) -> Result<(), String> {
+    if let Some(client) = client_args(command) {
+        return check_each(&client.endpoints, &client.admin);
+    }
     let (endpoints, admin): (&[String], &[String]) = match command {
-        Command::Put { client, .. }
-        | Command::Get { client, .. }
-        | Command::Delete { client, .. }
-        | Command::Cas { client, .. }
-        | Command::Members { client, .. }
-        | Command::Status { client, .. }
-        | Command::Leave { client, .. }
-        | Command::Endpoint {
-            command:
-                endpoint::EndpointCommand::Health { client, .. }
-                | endpoint::EndpointCommand::Status { client, .. },
-        }
-        | Command::Snapshot {
-            command: snapshot::SnapshotCommand::Save { client, .. },
-        } => (&client.endpoints, &client.admin),
         Command::Groups { admin, .. }
         | Command::RetireGroup { admin, .. }
         | Command::MoveRate { admin, .. }
         | Command::Moves { admin, .. }
         | Command::MoveLimit { admin, .. } => (&[], &admin.admin),
         Command::Bench(args) => (&args.endpoints, &args.admin),
-        Command::Node(_)
-        | Command::Admin(_)
-        | Command::Dev { .. }
-        | Command::CheckData { .. }
-        | Command::Snapshot { .. } => (&[], &[]),
+        _ => (&[], &[]),
     };
+    check_each(endpoints, admin)
+}
+
+/// Checks every `--endpoints` and `--admin` address.
+fn check_each(endpoints: &[String], admin: &[String]) -> Result<(), String> {
     for (flag, addresses) in [("--endpoints", endpoints), ("--admin", admin)] {
         for address in addresses {
             crate::server::check_address(address).map_err(|reason| format!("{flag}: {reason}"))?;

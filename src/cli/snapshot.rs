@@ -2,12 +2,12 @@
 //! file, check a file, and seed a new cluster's first node from one.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Subcommand;
 
 use super::{ClientArgs, ExitCode, WriteOut};
-use crate::client::{Client, ClientError};
+use crate::client::ClientError;
 use crate::kv::KvStateMachine;
 use crate::server::restore::{restore_backup, RestoreError};
 use crate::storage::{read_backup, BackupError, BackupHeader, BackupWriter};
@@ -138,10 +138,7 @@ async fn save_to(file: &Path, args: &ClientArgs) -> Result<(BackupHeader, u32, u
             path: file.to_path_buf(),
         }));
     }
-    let mut client = Client::new(args.endpoints.clone());
-    client.timeout = Duration::from_secs_f64(args.timeout.max(0.1));
-    client.fail_when_nothing_listens = true;
-    client.token = args.token.clone();
+    let mut client = args.client();
     let mut stream = client.backup().await.map_err(SaveError::Client)?;
     let mut writer: Option<BackupWriter> = None;
     let outcome = loop {
