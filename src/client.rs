@@ -79,19 +79,19 @@ pub struct Client {
 
 /// A connection to a node, carrying the client's token on every request.
 #[cfg(not(madsim))]
-type Connection = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+pub type Connection = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
 /// Under madsim, no tokens: the plain channel.
 #[cfg(madsim)]
-type Connection = Channel;
+pub type Connection = Channel;
 
 /// The `authorization` header a client's requests carry, if it has a token (under madsim,
 /// made but not sent).
 #[derive(Clone)]
 #[cfg_attr(madsim, allow(dead_code))]
-struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
 
 impl Bearer {
-    fn of(token: Option<&str>) -> Result<Bearer, ClientError> {
+    pub fn of(token: Option<&str>) -> Result<Bearer, ClientError> {
         let Some(token) = token else {
             return Ok(Bearer(None));
         };
@@ -102,12 +102,12 @@ impl Bearer {
     }
 
     #[cfg(not(madsim))]
-    fn on(&self, channel: Channel) -> Connection {
+    pub fn on(&self, channel: Channel) -> Connection {
         tonic::service::interceptor::InterceptedService::new(channel, self.clone())
     }
 
     #[cfg(madsim)]
-    fn on(&self, channel: Channel) -> Connection {
+    pub fn on(&self, channel: Channel) -> Connection {
         channel
     }
 }
@@ -433,10 +433,7 @@ impl Client {
                     continue;
                 }
             };
-            last_error = format!("{target}: {}", crate::server::channel::status_text(&status));
-            if connection_broke(&status) {
-                last_error.push_str(crate::server::channel::plaintext_hint());
-            }
+            last_error = format!("{target}: {}", failure_text(&status));
             match ApiError::from_status(&status) {
                 Some(ApiError::NotLeader { leader_address, .. }) => {
                     self.leader = leader_address.filter(|address| *address != target);
@@ -472,6 +469,16 @@ impl Client {
             }
         }
     }
+}
+
+/// A failed call's status in words, with its cause, and a hint when the connection broke
+/// under a plaintext client (the likeliest cause: a node that serves TLS only).
+pub(crate) fn failure_text(status: &tonic::Status) -> String {
+    let mut text = crate::server::channel::status_text(status);
+    if connection_broke(status) {
+        text.push_str(crate::server::channel::plaintext_hint());
+    }
+    text
 }
 
 /// Whether a status is the connection failing under the call rather than an answer: what

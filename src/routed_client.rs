@@ -70,6 +70,8 @@ pub struct RoutedClient {
     admin: Vec<String>,
     /// Each request's deadline, per group call.
     pub timeout: Duration,
+    /// The token every group call carries (groups whose nodes check `--auth-tokens`).
+    pub token: Option<String>,
     cached: Mutex<Option<Cached>>,
     /// Held while the directory is read: requests that find it stale together (a group's
     /// leader died under load) wait for one read instead of each asking the admin.
@@ -83,6 +85,7 @@ impl RoutedClient {
         RoutedClient {
             admin,
             timeout: Duration::from_secs(5),
+            token: None,
             cached: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             pools: Mutex::new(BTreeMap::new()),
@@ -275,6 +278,7 @@ impl RoutedClient {
             .and_then(Vec::pop);
         let mut client = pooled.unwrap_or_else(|| Client::new(route.endpoints.to_vec()));
         client.timeout = self.timeout;
+        client.token = self.token.clone();
         client
     }
 
@@ -366,7 +370,9 @@ pub async fn read_overview(
             let mut client = DirectoryClient::new(channel);
             match timeout(left, client.overview(pb::OverviewRequest {})).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
-                Ok(Err(status)) => last_error = format!("{endpoint}: {}", status.message()),
+                Ok(Err(status)) => {
+                    last_error = format!("{endpoint}: {}", crate::client::failure_text(&status))
+                }
                 Err(_) => last_error = format!("{endpoint}: timed out"),
             }
         }

@@ -18,10 +18,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
@@ -33,7 +31,9 @@ use crate::client::ClientError;
 use crate::directory::Directory;
 use crate::routed_client::{RoutedClient, RoutedError};
 use crate::server::handle::NodeHandle;
+use crate::server::http_server;
 use crate::server::kv_service::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::server::tls::ServerTls;
 use crate::server::tokens::Rights;
 use crate::server::ApiError;
 
@@ -51,13 +51,7 @@ pub fn bind(listen: &str) -> Result<Bound, String> {
     let address: std::net::SocketAddr = listen.parse().map_err(|_| {
         format!("HTTP address {listen:?} is not an IP address and port, e.g. 127.0.0.1:8080")
     })?;
-    std::net::TcpListener::bind(address)
-        .and_then(|listener| {
-            listener.set_nonblocking(true)?;
-            TcpListener::from_std(listener)
-        })
-        .map(Bound)
-        .map_err(|error| format!("cannot serve HTTP on {listen}: {error}"))
+    http_server::bind(address, "HTTP").map(Bound)
 }
 
 struct Context {
@@ -66,34 +60,23 @@ struct Context {
     in_flight: Semaphore,
 }
 
-/// Serves until aborted.
-pub async fn serve(bound: Bound, node: NodeHandle<Directory>, routed: Arc<RoutedClient>) {
+/// Serves until aborted; over TLS with the node's certificate if it serves TLS.
+pub async fn serve(
+    bound: Bound,
+    node: NodeHandle<Directory>,
+    routed: Arc<RoutedClient>,
+    tls: Option<ServerTls>,
+) {
     let context = Arc::new(Context {
         node,
         routed,
         in_flight: Semaphore::new(IN_FLIGHT_MAX),
     });
-    loop {
-        let stream = match bound.0.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "cannot accept an HTTP connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
         let context = context.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let context = context.clone();
-                async move { Ok::<_, Infallible>(answer(request, &context).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { Ok::<_, Infallible>(answer(request, &context).await) }
+    });
+    http_server::serve(bound.0, tls, service).await;
 }
 
 /// An answer: a status and a body.

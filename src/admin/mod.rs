@@ -28,6 +28,7 @@ use crate::server::event_loop::{ReadResult, Request, WriteResult};
 use crate::server::handle::NodeHandle;
 use crate::server::node::{Entry, Service, Started};
 use crate::server::proto::ravel::{directory_server::DirectoryServer, kv_server::KvServer};
+use crate::server::tokens::Tokens;
 use crate::server::{run_node, run_node_on, NodeError, NodeOptions, Opened};
 use crate::storage::Standing;
 use routing_kv::RoutingKvService;
@@ -88,10 +89,20 @@ async fn run_admin_with(
         None => None,
     };
     // The HTTP API and the key-value service route by the directory read through this replica.
-    let routed = Arc::new(RoutedClient::new(vec![options
-        .node
-        .advertise()
-        .to_string()]));
+    let mut routed = RoutedClient::new(vec![options.node.advertise().to_string()]);
+    // Routed requests carry this replica's token to the groups (whose nodes check the same
+    // file when the store is secured with one).
+    if let Some(path) = &options.node.auth_tokens {
+        let tokens = Tokens::load(path).map_err(NodeError::Invalid)?;
+        routed.token = tokens.first_read_write().map(str::to_string);
+        if routed.token.is_none() {
+            tracing::warn!(
+                "--auth-tokens holds no read-write token: this admin cannot route requests or \
+                 move partitions to data nodes that check tokens"
+            );
+        }
+    }
+    let routed = Arc::new(routed);
     let kv_routed = routed.clone();
     #[cfg(feature = "planted-bugs")]
     let (fresh, bugs) = {
@@ -104,9 +115,10 @@ async fn run_admin_with(
     let service = Service {
         fresh,
         add: Box::new(move |router, handle| {
+            let auth = handle.auth.clone();
             router
                 .add_service(DirectoryServer::new(DirectoryService::new(handle)))
-                .add_service(KvServer::new(RoutingKvService::new(kv_routed)))
+                .add_service(KvServer::new(RoutingKvService::new(kv_routed, auth)))
         }),
     };
     let settings = options.settings.clone();
@@ -135,6 +147,7 @@ async fn run_admin_with(
                 bound,
                 started.handle.clone(),
                 routed,
+                started.tls.clone(),
             )));
         }
         on_ready(started.entry);

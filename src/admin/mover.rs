@@ -358,6 +358,7 @@ impl Groups {
             }
             let mut client = Client::new(endpoints);
             client.timeout = ASK_TIMEOUT;
+            client.token = node.auth.service_token();
             vacant.insert(client);
         }
         self.clients.get_mut(&group)

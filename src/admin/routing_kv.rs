@@ -11,15 +11,19 @@ use crate::client::ClientError;
 use crate::routed_client::{RoutedClient, RoutedError};
 use crate::server::kv_service::{check_key, check_value};
 use crate::server::proto::ravel::{self as pb, kv_server::Kv};
+use crate::server::tokens::{Auth, Rights};
 use crate::server::ApiError;
 
 pub struct RoutingKvService {
     routed: Arc<RoutedClient>,
+    /// The admin replica's own `--auth-tokens`: callers are checked here, and the routed
+    /// request carries the admin's token on to the group.
+    auth: Auth,
 }
 
 impl RoutingKvService {
-    pub fn new(routed: Arc<RoutedClient>) -> Self {
-        RoutingKvService { routed }
+    pub fn new(routed: Arc<RoutedClient>, auth: Auth) -> Self {
+        RoutingKvService { routed, auth }
     }
 }
 
@@ -43,6 +47,7 @@ impl Kv for RoutingKvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        self.auth.check_request(&request, Rights::ReadWrite)?;
         let message = request.into_inner();
         check_key(&message.key)?;
         check_value(&message.value)?;
@@ -58,6 +63,7 @@ impl Kv for RoutingKvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        self.auth.check_request(&request, Rights::ReadOnly)?;
         let message = request.into_inner();
         check_key(&message.key)?;
         let value = self
@@ -76,6 +82,7 @@ impl Kv for RoutingKvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.auth.check_request(&request, Rights::ReadWrite)?;
         let message = request.into_inner();
         check_key(&message.key)?;
         let existed = self.routed.delete(message.key).await.map_err(status)?;
@@ -86,6 +93,7 @@ impl Kv for RoutingKvService {
         &self,
         request: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
+        self.auth.check_request(&request, Rights::ReadWrite)?;
         let message = request.into_inner();
         check_key(&message.key)?;
         let expected = (!message.expected_absent).then_some(message.expected);

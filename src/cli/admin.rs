@@ -62,6 +62,7 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         ..DirectorySettings::default()
     };
     let (id, listen, http) = (node.id, node.listen.clone(), args.http.clone());
+    let scheme = if node.cert.is_some() { "https" } else { "http" };
     let data_dir = node.data_dir.display().to_string();
     let options = AdminOptions {
         node,
@@ -79,7 +80,7 @@ pub async fn run(args: AdminArgs) -> ExitCode {
         };
         println!("ravel admin {id} listening on {listen}, data in {data_dir}: {how}");
         if let Some(http) = http {
-            println!("ravel admin {id} serves the HTTP API and status page at http://{http}/");
+            println!("ravel admin {id} serves the HTTP API and status page at {scheme}://{http}/");
         }
     })
     .await;

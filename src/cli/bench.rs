@@ -63,6 +63,8 @@ pub struct BenchArgs {
     /// is that of the partitions not moving.
     #[arg(long)]
     pub skip_moving: bool,
+    #[command(flatten)]
+    pub credentials: super::Credentials,
 }
 
 #[derive(Default)]
@@ -95,6 +97,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let counters = Arc::new(Counters::default());
     let value = Bytes::from(vec![b'x'; args.value_size]);
+    let token: Option<Arc<str>> = args.credentials.token.as_deref().map(Arc::from);
     let directory = if args.admin.is_empty() {
         None
     } else {
@@ -109,7 +112,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     // Write every key once so reads find values.
     if args.read_ratio > 0.0 && !args.fill {
         let table = directory.as_ref().map(|(_, table)| table.clone());
-        let mut caller = Caller::new(args.endpoints.clone(), table, false);
+        let mut caller = Caller::new(args.endpoints.clone(), table, false, token.clone());
         for key in 0..args.keys.min(1000) {
             if let Err(error) = caller.put(key_name(key), value.clone()).await {
                 eprintln!("error: preparing keys: {error}");
@@ -150,6 +153,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         let endpoints = args.endpoints.clone();
         let table = directory.as_ref().map(|(_, table)| table.clone());
         let value = value.clone();
+        let token = token.clone();
         let (keys, read_ratio, stale, skip_moving) = (
             args.keys.clamp(1, 1000),
             args.read_ratio,
@@ -164,7 +168,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         tasks.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-            let mut caller = Caller::new(endpoints, table, skip_moving);
+            let mut caller = Caller::new(endpoints, table, skip_moving, token);
             let mut rng = ChaCha8Rng::seed_from_u64(index as u64);
             // Filling: this client's keys, index, index + clients, ...
             let mut next_fill = index as u64;
@@ -277,6 +281,8 @@ enum Served {
 struct Caller {
     /// Let a request refused as moving go instead of waiting the move out.
     skip_moving: bool,
+    /// The token every request carries (`--token`).
+    token: Option<Arc<str>>,
     endpoints: Vec<String>,
     routes: Option<Arc<BenchRoutes>>,
     /// The table this client routes by, and its generation.
@@ -304,10 +310,16 @@ impl Failure {
 }
 
 impl Caller {
-    fn new(endpoints: Vec<String>, routes: Option<Arc<BenchRoutes>>, skip_moving: bool) -> Self {
+    fn new(
+        endpoints: Vec<String>,
+        routes: Option<Arc<BenchRoutes>>,
+        skip_moving: bool,
+        token: Option<Arc<str>>,
+    ) -> Self {
         let table = routes.as_ref().map(|routes| routes.current());
         Caller {
             skip_moving,
+            token,
             endpoints,
             routes,
             table,
@@ -338,18 +350,19 @@ impl Caller {
 
     /// The caller of the group that owns `key`.
     fn group(&mut self, key: &[u8]) -> Result<&mut GroupCaller, String> {
+        let token = &self.token;
         let Some((_, table)) = &self.table else {
             let endpoints = &self.endpoints;
             return Ok(self
                 .groups
                 .entry(0)
-                .or_insert_with(|| GroupCaller::new(endpoints.clone())));
+                .or_insert_with(|| GroupCaller::new(endpoints.clone(), token.clone())));
         };
         let route = table.route(key).map_err(|error| error.to_string())?;
         Ok(self
             .groups
             .entry(route.group)
-            .or_insert_with(|| GroupCaller::new(route.endpoints.to_vec())))
+            .or_insert_with(|| GroupCaller::new(route.endpoints.to_vec(), token.clone())))
     }
 
     async fn put(&mut self, key: Bytes, value: Bytes) -> Result<Served, String> {
@@ -381,15 +394,17 @@ impl Caller {
 /// client library (which follows redirects) to find the leader again.
 struct GroupCaller {
     endpoints: Vec<String>,
+    token: Option<Arc<str>>,
     client: Client,
     direct: Option<BenchConnection>,
 }
 
 impl GroupCaller {
-    fn new(endpoints: Vec<String>) -> Self {
+    fn new(endpoints: Vec<String>, token: Option<Arc<str>>) -> Self {
         GroupCaller {
-            client: Client::new(endpoints.clone()),
+            client: client(endpoints.clone(), &token),
             endpoints,
+            token,
             direct: None,
         }
     }
@@ -442,7 +457,7 @@ impl GroupCaller {
                 let failed = self.client.leader().map(str::to_string);
                 let mut order = self.endpoints.clone();
                 order.sort_by_key(|endpoint| Some(endpoint) == failed.as_ref());
-                self.client = Client::new(order);
+                self.client = client(order, &self.token);
                 Some(Err(Failure::Other(error.to_string())))
             }
         }
@@ -458,10 +473,17 @@ impl GroupCaller {
             other => Failure::Other(other.to_string()),
         })?;
         if let Some(leader) = self.client.leader() {
-            self.direct = BenchConnection::open(leader).await.ok();
+            self.direct = BenchConnection::open(leader, self.token.clone()).await.ok();
         }
         Ok(())
     }
+}
+
+/// The client library's client for `endpoints`, carrying `token`.
+fn client(endpoints: Vec<String>, token: &Option<Arc<str>>) -> Client {
+    let mut client = Client::new(endpoints);
+    client.token = token.as_deref().map(str::to_string);
+    client
 }
 
 fn key_name(key: u64) -> Bytes {

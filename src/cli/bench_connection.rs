@@ -12,6 +12,8 @@
 // Under madsim only the stubs are compiled, which leave most of this unused.
 #![cfg_attr(madsim, allow(dead_code, unused_imports))]
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tonic::Status;
@@ -61,33 +63,59 @@ pub struct BenchConnection {
     #[cfg(not(madsim))]
     sender: h2::client::SendRequest<Bytes>,
     authority: String,
+    /// `https` when the process speaks TLS (`--cacert`), else `http`.
+    scheme: &'static str,
+    /// `Bearer TOKEN`, sent on every request when the bench has a token.
+    #[cfg(not(madsim))]
+    authorization: Option<http::HeaderValue>,
 }
 
 impl BenchConnection {
-    /// Connects to `address` (`host:port`).
+    /// Connects to `address` (`host:port`), over TLS if the process speaks it (`--cacert`);
+    /// every request carries `token`, if given.
     #[cfg(not(madsim))]
-    pub async fn open(address: &str) -> Result<BenchConnection, String> {
+    pub async fn open(address: &str, token: Option<Arc<str>>) -> Result<BenchConnection, String> {
+        let failed = |error: &dyn std::fmt::Display| format!("{address}: {error}");
+        let authorization = match token {
+            Some(token) => Some(
+                http::HeaderValue::try_from(format!("Bearer {token}"))
+                    .map_err(|_| failed(&"the token holds characters a header cannot carry"))?,
+            ),
+            None => None,
+        };
         let stream = tokio::net::TcpStream::connect(address)
             .await
-            .map_err(|error| format!("{address}: {error}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|error| format!("{address}: {error}"))?;
-        let (sender, connection) = h2::client::handshake(stream)
-            .await
-            .map_err(|error| format!("{address}: {error}"))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+            .map_err(|error| failed(&error))?;
+        stream.set_nodelay(true).map_err(|error| failed(&error))?;
+        let (sender, scheme) = match crate::server::tls::client_config_in_use() {
+            None => (
+                handshake(stream).await.map_err(|error| failed(&error))?,
+                "http",
+            ),
+            Some(config) => {
+                let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+                let name = crate::server::tls::server_name(host)?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|error| failed(&error))?;
+                (
+                    handshake(stream).await.map_err(|error| failed(&error))?,
+                    "https",
+                )
+            }
+        };
         Ok(BenchConnection {
             sender,
             authority: address.to_string(),
+            scheme,
+            authorization,
         })
     }
 
     /// Under madsim there are no real sockets: the bench keeps to its client.
     #[cfg(madsim)]
-    pub async fn open(address: &str) -> Result<BenchConnection, String> {
+    pub async fn open(address: &str, _token: Option<Arc<str>>) -> Result<BenchConnection, String> {
         Err(format!("{address}: no direct connections under madsim"))
     }
 
@@ -123,14 +151,18 @@ impl BenchConnection {
         message
             .encode(&mut body)
             .expect("the buffer has room for the message");
-        let request = http::Request::post(format!("http://{}{path}", self.authority))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            // A former leader answers "not leader" (the bench then finds the new one) rather
-            // than passing the request on.
-            .header(NO_FORWARD, "1")
-            .body(())
-            .map_err(|error| CallError::Broken(error.to_string()))?;
+        let mut request =
+            http::Request::post(format!("{}://{}{path}", self.scheme, self.authority))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                // A former leader answers "not leader" (the bench then finds the new one) rather
+                // than passing the request on.
+                .header(NO_FORWARD, "1")
+                .body(())
+                .map_err(|error| CallError::Broken(error.to_string()))?;
+        if let Some(authorization) = &self.authorization {
+            (request.headers_mut()).insert(http::header::AUTHORIZATION, authorization.clone());
+        }
         let mut sender = self.sender.clone().ready().await.map_err(broken)?;
         let (response, mut stream) = sender.send_request(request, false).map_err(broken)?;
         stream.send_data(body.freeze(), true).map_err(broken)?;
@@ -178,6 +210,19 @@ impl BenchConnection {
             self.authority
         )))
     }
+}
+
+/// An h2 connection over `stream`, driven on a task of its own.
+#[cfg(not(madsim))]
+async fn handshake<T>(stream: T) -> Result<h2::client::SendRequest<Bytes>, h2::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = h2::client::handshake(stream).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 fn decode<M: Message + Default>(bytes: Bytes) -> Result<M, CallError> {

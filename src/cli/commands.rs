@@ -6,6 +6,7 @@ use tokio::time::Duration;
 use super::{ClientArgs, Command, ExitCode};
 use crate::client::{Client, ClientError};
 use crate::routed_client::{RoutedClient, RoutedError};
+use crate::server::ApiError;
 
 /// A client of a sharded store when `--admin` is given: it routes each key itself.
 fn routed(args: &ClientArgs) -> Option<RoutedClient> {
@@ -14,6 +15,7 @@ fn routed(args: &ClientArgs) -> Option<RoutedClient> {
     }
     let mut client = RoutedClient::new(args.admin.clone());
     client.timeout = Duration::from_secs_f64(args.timeout.max(0.1));
+    client.token = args.credentials.token.clone();
     Some(client)
 }
 
@@ -410,14 +412,26 @@ async fn groups(admin: super::AdminEndpoints, write_out: super::WriteOut) -> Exi
 
 /// Calls the admin through the first replica that answers (a follower passes writes on to the
 /// leader); a refusal is printed and ends the command, as does no replica answering.
-async fn call_admin<T, F, Fut>(admin: &[String], timeout: f64, mut call: F) -> Result<T, ExitCode>
+async fn call_admin<T, F, Fut>(
+    admin: &[String],
+    timeout: f64,
+    token: Option<&str>,
+    mut call: F,
+) -> Result<T, ExitCode>
 where
     F: FnMut(
-        crate::server::proto::ravel::directory_client::DirectoryClient<tonic::transport::Channel>,
+        crate::server::proto::ravel::directory_client::DirectoryClient<crate::client::Connection>,
     ) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     use crate::server::proto::ravel::directory_client::DirectoryClient;
+    let bearer = match crate::client::Bearer::of(token) {
+        Ok(bearer) => bearer,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Err(ExitCode::Usage);
+        }
+    };
     let deadline = Duration::from_secs_f64(timeout.max(0.1));
     let mut last_error = String::new();
     for endpoint in admin {
@@ -428,13 +442,22 @@ where
                 continue;
             }
         };
-        match tokio::time::timeout(deadline, call(DirectoryClient::new(channel))).await {
+        match tokio::time::timeout(deadline, call(DirectoryClient::new(bearer.on(channel)))).await {
             Ok(Ok(response)) => return Ok(response.into_inner()),
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
                 eprintln!("error: the admin refused: {}", status.message());
                 return Err(ExitCode::Refused);
             }
-            Ok(Err(status)) => last_error = format!("{endpoint}: {}", status.message()),
+            Ok(Err(status)) => {
+                if let Some(
+                    error @ (ApiError::Unauthenticated(_) | ApiError::PermissionDenied(_)),
+                ) = ApiError::from_status(&status)
+                {
+                    eprintln!("error: the admin refused: {error}");
+                    return Err(ExitCode::of(&ClientError::Api(error)));
+                }
+                last_error = format!("{endpoint}: {}", crate::client::failure_text(&status))
+            }
             Err(_) => last_error = format!("{endpoint}: timed out"),
         }
     }
@@ -446,11 +469,16 @@ where
 /// it owns none (`ravel groups` shows it), its servers can leave with `ravel leave ID --admin`.
 async fn retire_group(group: u64, admin: &super::AdminEndpoints) -> ExitCode {
     use crate::server::proto::ravel::RetireGroupRequest;
-    match call_admin(&admin.admin, admin.timeout, |mut directory| async move {
-        directory
-            .retire_group(RetireGroupRequest { group_id: group })
-            .await
-    })
+    match call_admin(
+        &admin.admin,
+        admin.timeout,
+        admin.credentials.token.as_deref(),
+        |mut directory| async move {
+            directory
+                .retire_group(RetireGroupRequest { group_id: group })
+                .await
+        },
+    )
     .await
     {
         Ok(answer) if answer.partitions == 0 => {
@@ -476,11 +504,16 @@ async fn retire_group(group: u64, admin: &super::AdminEndpoints) -> ExitCode {
 /// `ravel move-limit N --admin ...`: at most N partitions move at once from now on.
 async fn move_limit(limit: u32, admin: &super::AdminEndpoints) -> ExitCode {
     use crate::server::proto::ravel::SetMoveLimitRequest;
-    match call_admin(&admin.admin, admin.timeout, |mut directory| async move {
-        directory
-            .set_move_limit(SetMoveLimitRequest { limit })
-            .await
-    })
+    match call_admin(
+        &admin.admin,
+        admin.timeout,
+        admin.credentials.token.as_deref(),
+        |mut directory| async move {
+            directory
+                .set_move_limit(SetMoveLimitRequest { limit })
+                .await
+        },
+    )
     .await
     {
         Ok(_) if limit == 0 => {
@@ -498,11 +531,16 @@ async fn move_limit(limit: u32, admin: &super::AdminEndpoints) -> ExitCode {
 /// `ravel move-rate RATE --admin ...`: moves ship at most RATE bytes per second from now on.
 async fn move_rate(bytes_per_second: u64, admin: &super::AdminEndpoints) -> ExitCode {
     use crate::server::proto::ravel::SetMoveRateRequest;
-    match call_admin(&admin.admin, admin.timeout, |mut directory| async move {
-        directory
-            .set_move_rate(SetMoveRateRequest { bytes_per_second })
-            .await
-    })
+    match call_admin(
+        &admin.admin,
+        admin.timeout,
+        admin.credentials.token.as_deref(),
+        |mut directory| async move {
+            directory
+                .set_move_rate(SetMoveRateRequest { bytes_per_second })
+                .await
+        },
+    )
     .await
     {
         Ok(_) => {
@@ -522,9 +560,12 @@ async fn move_rate(bytes_per_second: u64, admin: &super::AdminEndpoints) -> Exit
 async fn leave_system(node: u64, args: &ClientArgs) -> ExitCode {
     use crate::server::proto::ravel::LeaveServerRequest;
     let deadline = Duration::from_secs_f64(args.timeout.max(0.1));
-    let answer = match call_admin(&args.admin, args.timeout, |mut directory| async move {
-        directory.leave(LeaveServerRequest { node_id: node }).await
-    })
+    let answer = match call_admin(
+        &args.admin,
+        args.timeout,
+        args.credentials.token.as_deref(),
+        |mut directory| async move { directory.leave(LeaveServerRequest { node_id: node }).await },
+    )
     .await
     {
         Ok(answer) => answer,
@@ -539,6 +580,7 @@ async fn leave_system(node: u64, args: &ClientArgs) -> ExitCode {
     }
     let mut group = Client::new(answer.members.clone());
     group.timeout = deadline;
+    group.token = args.credentials.token.clone();
     match group.leave(node).await {
         Ok(()) => {
             println!("node {node} left group {} and the system", answer.group_id);

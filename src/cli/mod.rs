@@ -54,6 +54,26 @@ pub struct ClientArgs {
     /// that owns the key (instead of --endpoints).
     #[arg(long, env = "RAVEL_ADMIN", value_delimiter = ',')]
     pub admin: Vec<String>,
+    #[command(flatten)]
+    pub credentials: Credentials,
+}
+
+impl ClientArgs {
+    /// A client for these settings, for a person at a command line (it gives up at once when
+    /// nothing listens).
+    pub fn client(&self) -> crate::client::Client {
+        let mut client = crate::client::Client::new(self.endpoints.clone());
+        client.timeout = std::time::Duration::from_secs_f64(self.timeout.max(0.1));
+        client.fail_when_nothing_listens = true;
+        client.token = self.credentials.token.clone();
+        client
+    }
+}
+
+/// How a command proves itself to nodes: a token, TLS. Every command that talks to nodes or
+/// to a sharded store's admin takes them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Credentials {
     /// A token for nodes that check them (--auth-tokens), sent as `authorization: Bearer`.
     #[arg(long, env = "RAVEL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -79,17 +99,7 @@ pub struct ClientArgs {
     pub key: Option<PathBuf>,
 }
 
-impl ClientArgs {
-    /// A client for these settings, for a person at a command line (it gives up at once when
-    /// nothing listens).
-    pub fn client(&self) -> crate::client::Client {
-        let mut client = crate::client::Client::new(self.endpoints.clone());
-        client.timeout = std::time::Duration::from_secs_f64(self.timeout.max(0.1));
-        client.fail_when_nothing_listens = true;
-        client.token = self.token.clone();
-        client
-    }
-
+impl Credentials {
     /// Makes this process's connections speak TLS, if asked to.
     pub fn install_tls(&self) -> Result<(), String> {
         let Some(ca) = &self.cacert else {
@@ -124,6 +134,8 @@ pub struct AdminEndpoints {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    #[command(flatten)]
+    pub credentials: Credentials,
 }
 
 /// How log lines are written.
@@ -468,8 +480,8 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("error: {message}");
         return ExitCode::Usage.into();
     }
-    if let Some(client) = client_args(&cli.command) {
-        if let Err(message) = client.install_tls() {
+    if let Some(credentials) = credentials_of(&cli.command) {
+        if let Err(message) = credentials.install_tls() {
             eprintln!("error: {message}");
             return ExitCode::Usage.into();
         }
@@ -529,6 +541,22 @@ fn client_args(command: &Command) -> Option<&ClientArgs> {
         | Command::Snapshot {
             command: snapshot::SnapshotCommand::Save { client, .. },
         } => Some(client),
+        _ => None,
+    }
+}
+
+/// How a command that talks to nodes or to an admin proves itself.
+fn credentials_of(command: &Command) -> Option<&Credentials> {
+    if let Some(client) = client_args(command) {
+        return Some(&client.credentials);
+    }
+    match command {
+        Command::Groups { admin, .. }
+        | Command::RetireGroup { admin, .. }
+        | Command::MoveRate { admin, .. }
+        | Command::Moves { admin, .. }
+        | Command::MoveLimit { admin, .. } => Some(&admin.credentials),
+        Command::Bench(args) => Some(&args.credentials),
         _ => None,
     }
 }

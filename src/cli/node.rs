@@ -17,6 +17,9 @@ pub async fn run(args: NodeArgs) -> ExitCode {
     let mut reporting = None;
     let mut service = Service::key_value();
     if !options.admin.is_empty() {
+        if let Err(error) = crate::server::node::install_client_tls(&options) {
+            return exit_code(Err(error));
+        }
         match enter_through_admin(&mut options).await {
             Ok(assignment) => {
                 reporting = Some((options.admin.clone(), assignment.group_id));
@@ -33,6 +36,11 @@ pub async fn run(args: NodeArgs) -> ExitCode {
     let data_dir = options.data_dir.display().to_string();
     let id = options.id;
     let metrics_listen = options.metrics_listen.clone();
+    let scheme = if options.cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let sharded = reporting.is_some();
     let result = run_node(options, service, shutdown_signal(), move |started| {
         if let Some((admin, group)) = reporting {
@@ -57,7 +65,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
             "ravel node {id} listening on {listen} (advertised as {advertise}), data in {data_dir}: {how}"
         );
         if let Some(metrics) = &metrics_listen {
-            println!("ravel node {id} serves metrics at http://{metrics}/metrics");
+            println!("ravel node {id} serves metrics at {scheme}://{metrics}/metrics");
         }
     })
     .await;

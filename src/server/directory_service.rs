@@ -2,6 +2,11 @@
 //! and anyone reads the whole directory. Every replica of the admin group serves it; a follower
 //! passes writes on to the admin's leader inside Raft (`core/forwarding.rs`) and serves the
 //! overview with a read index from it, so the answer is linearizable wherever it was asked.
+//!
+//! An operator's changes (`leave`, `retire-group`, `move-limit`, `move-rate`) need a
+//! read-write token when the admin checks tokens (`--auth-tokens`). Registering and reporting
+//! leaders are the data nodes' (mutual TLS guards those, as it guards peers), and the overview
+//! is what every router reads: neither needs one.
 
 use tonic::{Request, Response, Status};
 
@@ -9,6 +14,7 @@ use super::error::ApiError;
 use super::event_loop::{self, ReadResult, WriteResult};
 use super::handle::NodeHandle;
 use super::proto::ravel::{self as pb, directory_server::Directory as DirectoryRpc};
+use super::tokens::Rights;
 use crate::directory::{
     Directory, DirectoryAnswer, DirectoryCommand, DirectoryOutcome, DirectoryQuery, Move, MovePhase,
 };
@@ -112,6 +118,7 @@ impl DirectoryRpc for DirectoryService {
         &self,
         request: Request<pb::LeaveServerRequest>,
     ) -> Result<Response<pb::LeaveServerResponse>, Status> {
+        self.node.auth.check_request(&request, Rights::ReadWrite)?;
         let node = request.into_inner().node_id;
         match self.write(DirectoryCommand::Leave { node }).await? {
             DirectoryOutcome::Left { group, members } => {
@@ -128,6 +135,7 @@ impl DirectoryRpc for DirectoryService {
         &self,
         request: Request<pb::RetireGroupRequest>,
     ) -> Result<Response<pb::RetireGroupResponse>, Status> {
+        self.node.auth.check_request(&request, Rights::ReadWrite)?;
         let group = request.into_inner().group_id;
         match self.write(DirectoryCommand::RetireGroup { group }).await? {
             DirectoryOutcome::Retiring { partitions } => {
@@ -141,6 +149,7 @@ impl DirectoryRpc for DirectoryService {
         &self,
         request: Request<pb::SetMoveLimitRequest>,
     ) -> Result<Response<pb::SetMoveLimitResponse>, Status> {
+        self.node.auth.check_request(&request, Rights::ReadWrite)?;
         let limit = request.into_inner().limit;
         match self.write(DirectoryCommand::SetMoveLimit { limit }).await? {
             DirectoryOutcome::MoveLimitSet => Ok(Response::new(pb::SetMoveLimitResponse {})),
@@ -152,6 +161,7 @@ impl DirectoryRpc for DirectoryService {
         &self,
         request: Request<pb::SetMoveRateRequest>,
     ) -> Result<Response<pb::SetMoveRateResponse>, Status> {
+        self.node.auth.check_request(&request, Rights::ReadWrite)?;
         let bytes_per_second = request.into_inner().bytes_per_second;
         match self
             .write(DirectoryCommand::SetMoveRate { bytes_per_second })

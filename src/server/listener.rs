@@ -41,17 +41,14 @@ mod real {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::TcpStream;
     use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-    use tokio::time::{timeout, Duration};
+    use tokio::time::timeout;
     use tokio_stream::wrappers::ReceiverStream;
     use tokio_stream::StreamExt;
     use tokio_util::either::Either;
     use tonic::transport::server::{Connected, Router, TcpIncoming};
 
     use crate::server::socket::Unvectored;
-    use crate::server::tls::ServerTls;
-
-    /// How long a connection may take to finish its TLS handshake.
-    const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    use crate::server::tls::{handshake_hint, ServerTls, HANDSHAKE_TIMEOUT};
 
     /// What a request's extensions say about its connection.
     #[derive(Clone, Debug)]
@@ -176,20 +173,6 @@ mod real {
                     ),
                 }
             });
-        }
-    }
-
-    /// What a failed server-side handshake most likely means, for the log.
-    fn handshake_hint(error: &io::Error) -> &'static str {
-        let text = error.to_string();
-        if text.contains("InvalidContentType") || text.contains("corrupt message") {
-            " (does the client speak plaintext to this TLS port? give it --cacert)"
-        } else if text.contains("UnknownCA") || text.contains("BadCertificate") {
-            " (the client's certificate is not signed by --peer-ca, or it does not trust --ca)"
-        } else if text.contains("Expired") {
-            " (a certificate has expired)"
-        } else {
-            ""
         }
     }
 

@@ -19,7 +19,7 @@ pub fn bind(listen: SocketAddr) -> Result<Bound, String> {
 
 /// Under simulation: nothing to serve (no real sockets); says so once.
 #[cfg(madsim)]
-pub async fn serve(bound: Bound, _metrics: Metrics) -> Result<(), String> {
+pub async fn serve(bound: Bound, _metrics: Metrics, _tls: Option<()>) -> Result<(), String> {
     tracing::warn!(listen = %bound.0, "the metrics endpoint is not served under simulation");
     std::future::pending::<()>().await;
     Ok(())
@@ -31,54 +31,35 @@ mod real {
 
     use bytes::Bytes;
     use http_body_util::Full;
-    use hyper::server::conn::http1;
     use hyper::service::service_fn;
     use hyper::{Method, Request, Response, StatusCode};
-    use hyper_util::rt::TokioIo;
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::server::http_server;
+    use crate::server::tls::ServerTls;
 
     /// A listening socket for the metrics, not yet served.
     pub struct Bound(TcpListener);
 
     /// Binds `listen` (inside a tokio runtime), before the node touches its data directory.
     pub fn bind(listen: SocketAddr) -> Result<Bound, String> {
-        std::net::TcpListener::bind(listen)
-            .and_then(|listener| {
-                listener.set_nonblocking(true)?;
-                TcpListener::from_std(listener)
-            })
-            .map(Bound)
-            .map_err(|error| format!("cannot serve metrics on {listen}: {error}"))
+        http_server::bind(listen, "metrics").map(Bound)
     }
 
-    /// Accepts scrapes until dropped.
-    pub async fn serve(bound: Bound, metrics: Metrics) -> Result<(), String> {
-        let listener = bound.0;
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Out of file descriptors, say: wait rather than spin on the error.
-                    tracing::warn!(%error, "cannot accept a metrics connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let response = answer(&request, &metrics);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    /// Accepts scrapes until dropped; over TLS with the node's certificate if it serves TLS.
+    pub async fn serve(
+        bound: Bound,
+        metrics: Metrics,
+        tls: Option<ServerTls>,
+    ) -> Result<(), String> {
+        let service = service_fn(move |request| {
+            let response = answer(&request, &metrics);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        http_server::serve(bound.0, tls, service).await;
+        Ok(())
     }
-
     fn answer<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
         let (status, content_type, body) =
             if request.method() == Method::GET && request.uri().path() == "/metrics" {

@@ -25,6 +25,8 @@ pub mod force_new_cluster;
 pub mod handle;
 pub mod health_service;
 pub mod hooks;
+#[cfg(not(madsim))]
+pub mod http_server;
 pub mod joiner;
 pub mod kv_service;
 pub mod leader_proxy;

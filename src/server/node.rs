@@ -394,6 +394,18 @@ impl Tls {
     }
 }
 
+/// Makes the process's outgoing connections speak TLS as the node's flags say, before the node
+/// starts: a sharded store's data node asks the admin for its id first.
+pub fn install_client_tls(options: &NodeOptions) -> Result<(), NodeError> {
+    #[cfg(not(madsim))]
+    if let Some(tls) = Tls::load(options)? {
+        super::tls::set_client_config(tls.client);
+    }
+    #[cfg(madsim)]
+    let _ = Tls::load(options)?;
+    Ok(())
+}
+
 /// The node's listening sockets, bound.
 pub(crate) struct Sockets {
     server: listener::Bound,
@@ -450,13 +462,6 @@ impl Settings {
         }
         let tls = Tls::load(options)?;
         let tokens = match &options.auth_tokens {
-            Some(_) if !options.admin.is_empty() => {
-                return Err(NodeError::Invalid(
-                    "--auth-tokens is not supported on a sharded store's data node yet (the \
-                     admin's calls carry no token); give it to the admin replicas"
-                        .to_string(),
-                ))
-            }
             Some(path) => Some(Tokens::load(path).map_err(NodeError::Invalid)?),
             None => None,
         };
@@ -627,10 +632,21 @@ pub struct Started<S: StateMachine> {
     pub leadership: watch::Receiver<Leadership>,
     /// The node's metrics, for tasks beside it to add to (the admin's mover).
     pub metrics: Metrics,
+    /// The node's TLS, for HTTP ports beside it to serve with (the admin's API); none when it
+    /// serves plaintext.
+    pub tls: Option<PortTls>,
 }
+
+/// What an HTTP port beside the node needs of its TLS (under madsim, no TLS).
+#[cfg(not(madsim))]
+pub type PortTls = super::tls::ServerTls;
+#[cfg(madsim)]
+pub type PortTls = ();
 
 /// Runs the node once its settings are checked, its sockets bound and its storage opened.
 #[allow(clippy::too_many_arguments)]
+// Under madsim the TLS handed around is `Option<()>`, which is Copy.
+#[cfg_attr(madsim, allow(clippy::clone_on_copy))]
 pub(crate) async fn run<S: StateMachine>(
     options: NodeOptions,
     mut settings: Settings,
@@ -747,6 +763,8 @@ pub(crate) async fn run<S: StateMachine>(
     };
     #[cfg(madsim)]
     let server_tls = settings.tls.map(|Tls| ());
+    // The HTTP ports (metrics, the admin's API) serve TLS with the same certificate.
+    let http_tls = server_tls.clone();
     let mut server_task = tokio::spawn(listener::serve(
         router,
         sockets.server,
@@ -757,9 +775,13 @@ pub(crate) async fn run<S: StateMachine>(
         },
     ));
 
-    let mut metrics_task = sockets
-        .metrics
-        .map(|bound| tokio::spawn(metrics_endpoint::serve(bound, metrics.clone())));
+    let mut metrics_task = sockets.metrics.map(|bound| {
+        tokio::spawn(metrics_endpoint::serve(
+            bound,
+            metrics.clone(),
+            http_tls.clone(),
+        ))
+    });
     let metrics_failed = async {
         match metrics_task.as_mut() {
             Some(task) => match task.await {
@@ -826,6 +848,7 @@ pub(crate) async fn run<S: StateMachine>(
         handle: handle.clone(),
         leadership,
         metrics,
+        tls: http_tls,
     });
 
     let outcome = tokio::select! {

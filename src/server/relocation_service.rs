@@ -9,6 +9,9 @@
 //! the store, the pairs shared rather than copied), sorts them here, and answers every chunk of
 //! that move from them: a pass over the whole store per 256 KiB chunk would stall the node's
 //! writes for as long, again and again.
+//!
+//! With `--auth-tokens`, both need a read-write token: the admin presents the first one of its
+//! own file (`Tokens::first_read_write`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,7 @@ use super::event_loop::{self, WriteResult};
 use super::handle::NodeHandle;
 use super::kv_service::KEY_BYTES_MAX;
 use super::proto::ravel::{self as pb, relocation_server::Relocation};
+use super::tokens::Rights;
 use crate::directory::CHUNK_BYTES_MAX;
 use crate::kv::shard::Step;
 use crate::kv::{export_chunk, Command, Outcome};
@@ -102,6 +106,7 @@ impl Relocation for RelocationService {
         &self,
         request: Request<pb::MoveStepRequest>,
     ) -> Result<Response<pb::MoveStepResponse>, Status> {
+        self.node.auth.check_request(&request, Rights::ReadWrite)?;
         let command = request.into_inner().command;
         match Command::decode(&command) {
             Ok(Command::Move { .. }) => {}
@@ -148,6 +153,7 @@ impl Relocation for RelocationService {
         &self,
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<pb::ExportResponse>, Status> {
+        self.node.auth.check_request(&request, Rights::ReadWrite)?;
         let message = request.into_inner();
         if message.after.len() > KEY_BYTES_MAX {
             return Err(ApiError::InvalidArgument(format!(

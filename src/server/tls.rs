@@ -22,6 +22,23 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+/// How long a connection may take to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a failed server-side handshake most likely means, for the log.
+pub fn handshake_hint(error: &std::io::Error) -> &'static str {
+    let text = error.to_string();
+    if text.contains("InvalidContentType") || text.contains("corrupt message") {
+        " (does the client speak plaintext to this TLS port? give it --cacert)"
+    } else if text.contains("UnknownCA") || text.contains("BadCertificate") {
+        " (the client's certificate is not signed by --peer-ca, or it does not trust --ca)"
+    } else if text.contains("Expired") {
+        " (a certificate has expired)"
+    } else {
+        ""
+    }
+}
+
 /// How often certificate files are checked for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -176,33 +193,61 @@ pub fn client_config_in_use() -> Option<Arc<ClientConfig>> {
         .clone()
 }
 
-/// The server configuration a node's port uses now, replaced when its files change.
+/// The server configuration a node's port uses now, replaced when its files change; and the
+/// same certificate offered over HTTP/1.1 (the metrics endpoint, the admin's HTTP API).
 #[derive(Clone)]
 pub struct ServerTls {
-    config: Arc<RwLock<Arc<ServerConfig>>>,
+    configs: Arc<RwLock<Configs>>,
+}
+
+/// One configuration per application protocol: a client offering ALPN gets the protocol the
+/// port speaks (curl offers `h2` first, which a gRPC port wants and an HTTP/1.1 one must not
+/// pick).
+struct Configs {
+    grpc: Arc<ServerConfig>,
+    http: Arc<ServerConfig>,
+}
+
+impl Configs {
+    fn of(grpc: ServerConfig) -> Self {
+        let mut http = grpc.clone();
+        http.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Configs {
+            grpc: Arc::new(grpc),
+            http: Arc::new(http),
+        }
+    }
 }
 
 impl ServerTls {
     pub fn new(config: ServerConfig) -> Self {
         ServerTls {
-            config: Arc::new(RwLock::new(Arc::new(config))),
+            configs: Arc::new(RwLock::new(Configs::of(config))),
         }
     }
 
-    /// The configuration for the next handshake.
+    /// The configuration for the next handshake at the gRPC port.
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.config
+        self.read().grpc.clone()
+    }
+
+    /// The configuration for the next handshake at an HTTP/1.1 port.
+    pub fn current_http(&self) -> Arc<ServerConfig> {
+        self.read().http.clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Configs> {
+        self.configs
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
     fn replace(&self, config: ServerConfig) {
         let mut slot = self
-            .config
+            .configs
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *slot = Arc::new(config);
+        *slot = Configs::of(config);
     }
 }
 

@@ -83,6 +83,15 @@ impl Tokens {
         Ok(Tokens { tokens })
     }
 
+    /// The first read-write token of the file: what a sharded store's processes present when
+    /// they call one another (the admin's routed requests and moves to the data nodes), so
+    /// one file given to every process secures them all.
+    pub fn first_read_write(&self) -> Option<&str> {
+        (self.tokens.iter())
+            .find(|(_, rights)| *rights == Rights::ReadWrite)
+            .map(|(token, _)| token.as_str())
+    }
+
     /// The rights of `token`, if it is one of these. Every token is compared in full, so the
     /// time taken does not tell how much of a guess was right.
     fn rights_of(&self, token: &str) -> Option<Rights> {
@@ -138,6 +147,19 @@ impl Auth {
         }
     }
 
+    /// Whether this node checks tokens at all.
+    pub fn enabled(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// The token this process presents to the other processes of a sharded store (see
+    /// [`Tokens::first_read_write`]); none without a file or without a read-write token.
+    pub fn service_token(&self) -> Option<String> {
+        (self.tokens.as_ref())
+            .and_then(|tokens| tokens.first_read_write())
+            .map(str::to_string)
+    }
+
     /// [`Auth::check`] on a gRPC request's metadata.
     pub fn check_request<T>(
         &self,
@@ -186,6 +208,10 @@ mod tests {
             );
         }
         assert_eq!(Auth::default().check(None, Rights::ReadWrite), Ok(()));
+        assert_eq!(auth.service_token().as_deref(), Some(WRITER));
+        assert_eq!(Auth::default().service_token(), None);
+        let readers_only = Tokens::parse(&format!("{READER} read-only\n")).expect("a file");
+        assert_eq!(Auth::new(Some(readers_only)).service_token(), None);
     }
 
     #[test]
