@@ -203,7 +203,7 @@ fn a_sharded_store_served_over_tls_checks_tokens_everywhere_and_still_moves_part
         .expect("metrics over TLS");
     assert_eq!(scraped.code, 200);
     assert!(
-        scraped.body.contains("ravel_has_leader"),
+        scraped.body.contains("ravel_has_leader{group=\""),
         "{}",
         scraped.body
     );

@@ -71,11 +71,12 @@ pub async fn run_admin_on(
 }
 
 async fn run_admin_with(
-    options: AdminOptions,
+    mut options: AdminOptions,
     opened: Option<Opened>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Entry),
 ) -> Result<(), NodeError> {
+    options.node.metrics_group = Some("admin".to_string());
     options
         .settings
         .check()

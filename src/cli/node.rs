@@ -23,6 +23,7 @@ pub async fn run(args: NodeArgs) -> ExitCode {
         match enter_through_admin(&mut options).await {
             Ok(assignment) => {
                 reporting = Some((options.admin.clone(), assignment.group_id));
+                options.metrics_group = Some(assignment.group_id.to_string());
                 if assignment.partitions > 0 {
                     service =
                         Service::key_value_sharded(assignment.partitions, options.move_chunk_bytes);

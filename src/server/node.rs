@@ -90,6 +90,9 @@ pub struct NodeOptions {
     /// A sharded store's data node: bytes of pairs per chunk it cuts when a partition moves
     /// away from its group (each chunk is one entry in the destination group's log).
     pub move_chunk_bytes: usize,
+    /// The `group` label of the node's metrics: a sharded store's data group, or `admin`
+    /// (none: a plain cluster's node, unlabelled).
+    pub metrics_group: Option<String>,
     /// Log entries kept behind a snapshot, so that a follower that missed them catches up
     /// from the log instead of receiving the whole state; at most this many...
     pub log_retention_entries: u64,
@@ -150,6 +153,7 @@ impl Default for NodeOptions {
             seed: None,
             connections_max: 1024,
             move_chunk_bytes: crate::directory::CHUNK_BYTES,
+            metrics_group: None,
             log_retention_entries: crate::storage::RETAIN_ENTRIES_DEFAULT,
             log_retention_bytes: crate::storage::RETAIN_BYTES_DEFAULT,
             auth_tokens: None,
@@ -696,7 +700,7 @@ pub(crate) async fn run<S: StateMachine>(
     let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE_MAX);
     let (storage_tx, storage_rx) = storage_queue::storage_queue();
     let (done_tx, storage_done) = mpsc::unbounded_channel();
-    let metrics = Metrics::new();
+    let metrics = Metrics::of_group(options.metrics_group.clone());
     let storage_task = storage_worker::spawn(storage, storage_rx, done_tx, metrics.clone());
     let inbox = requests_tx.downgrade();
     // Given, stored, drawn for a new cluster (by `run_node`), or 0 until a joiner learns it.
