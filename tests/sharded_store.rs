@@ -5,70 +5,30 @@
 //! full, and `kill -9` of the admin's leader and of a group's leader under load through the
 //! HTTP API: requests resume, and every acknowledged write is there at the end.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{free_address, wait_for, Process, FAST, RAVEL};
 use ravel::client::{Client, ClientError};
 use ravel::routed_client::read_overview;
 use ravel::server::proto::ravel::OverviewResponse;
 use ravel::server::ApiError;
 use ravel::sharding::partition_of;
 
-const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
-const FAST: [&str; 6] = [
-    "--election-timeout-min-ms",
-    "300",
-    "--election-timeout-max-ms",
-    "600",
-    "--heartbeat-interval-ms",
-    "50",
-];
-
-/// A process, killed on drop.
-struct Process {
-    child: Option<Child>,
-}
-
-impl Process {
-    fn start(args: &[String], data_dir: &Path) -> Process {
-        let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
-        let child = Command::new(RAVEL)
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(FAST)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("ravel starts");
-        Process { child: Some(child) }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").to_string()
+/// Starts `ravel ARGS --data-dir DIR` with short Raft timings, logging to `DIR.log`.
+fn start(args: &[String], data_dir: &Path) -> Process {
+    let mut args = args.to_vec();
+    args.extend(["--data-dir".to_string(), common::path(data_dir)]);
+    args.extend(FAST.iter().map(|arg| arg.to_string()));
+    Process::start(&args, &data_dir.with_extension("log"))
 }
 
 /// `POST path body` (or GET with no body); the status code and the body.
@@ -106,15 +66,6 @@ fn request_with_head(address: &str, method: &str, path: &str, body: &str) -> (u1
 
 fn post(address: &str, path: &str, body: &str) -> (u16, String) {
     request(address, "POST", path, body)
-}
-
-/// Waits for `check` to hold, or fails with `what`.
-fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn read_directory(runtime: &tokio::runtime::Runtime, admin: &[String]) -> Option<OverviewResponse> {
@@ -225,7 +176,7 @@ impl Store {
             if id > 1 {
                 args.extend(["--join".into(), admin[0].clone()]);
             }
-            admins.push(Process::start(&args, &dir.join(format!("admin-{id}"))));
+            admins.push(start(&args, &dir.join(format!("admin-{id}"))));
             if id == 1 {
                 wait_for("the admin's first replica answers", 20, || {
                     read_directory(&runtime, &admin[..1]).is_some()
@@ -255,7 +206,7 @@ impl Store {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
-        let process = Process::start(&args, &self.dir.join(format!("data-{n}")));
+        let process = start(&args, &self.dir.join(format!("data-{n}")));
         self.data.push((address.clone(), process));
         address
     }
@@ -848,7 +799,7 @@ fn the_admin_learns_a_leader_it_was_not_told_of_by_asking_the_members() {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
-    let _admin = Process::start(&args, &dir.path().join("admin"));
+    let _admin = start(&args, &dir.path().join("admin"));
     let admins = vec![admin.clone()];
     wait_for("the admin answers", 20, || {
         read_directory(&runtime, &admins).is_some_and(|overview| overview.admin_leader_id == 1)
@@ -859,7 +810,7 @@ fn the_admin_learns_a_leader_it_was_not_told_of_by_asking_the_members() {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
-    let _node = Process::start(&args, &dir.path().join("node"));
+    let _node = start(&args, &dir.path().join("node"));
     let registered = runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

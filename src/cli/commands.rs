@@ -413,9 +413,7 @@ async fn groups(admin: super::AdminEndpoints, write_out: super::WriteOut) -> Exi
 /// Calls the admin through the first replica that answers (a follower passes writes on to the
 /// leader); a refusal is printed and ends the command, as does no replica answering.
 async fn call_admin<T, F, Fut>(
-    admin: &[String],
-    timeout: f64,
-    token: Option<&str>,
+    endpoints: &super::AdminEndpoints,
     mut call: F,
 ) -> Result<T, ExitCode>
 where
@@ -425,7 +423,8 @@ where
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     use crate::server::proto::ravel::directory_client::DirectoryClient;
-    let bearer = match crate::client::Bearer::of(token) {
+    let (admin, timeout) = (&endpoints.admin, endpoints.timeout);
+    let bearer = match crate::client::Bearer::of(endpoints.credentials.token.as_deref()) {
         Ok(bearer) => bearer,
         Err(error) => {
             eprintln!("error: {error}");
@@ -469,16 +468,11 @@ where
 /// it owns none (`ravel groups` shows it), its servers can leave with `ravel leave ID --admin`.
 async fn retire_group(group: u64, admin: &super::AdminEndpoints) -> ExitCode {
     use crate::server::proto::ravel::RetireGroupRequest;
-    match call_admin(
-        &admin.admin,
-        admin.timeout,
-        admin.credentials.token.as_deref(),
-        |mut directory| async move {
-            directory
-                .retire_group(RetireGroupRequest { group_id: group })
-                .await
-        },
-    )
+    match call_admin(admin, |mut directory| async move {
+        directory
+            .retire_group(RetireGroupRequest { group_id: group })
+            .await
+    })
     .await
     {
         Ok(answer) if answer.partitions == 0 => {
@@ -504,16 +498,11 @@ async fn retire_group(group: u64, admin: &super::AdminEndpoints) -> ExitCode {
 /// `ravel move-limit N --admin ...`: at most N partitions move at once from now on.
 async fn move_limit(limit: u32, admin: &super::AdminEndpoints) -> ExitCode {
     use crate::server::proto::ravel::SetMoveLimitRequest;
-    match call_admin(
-        &admin.admin,
-        admin.timeout,
-        admin.credentials.token.as_deref(),
-        |mut directory| async move {
-            directory
-                .set_move_limit(SetMoveLimitRequest { limit })
-                .await
-        },
-    )
+    match call_admin(admin, |mut directory| async move {
+        directory
+            .set_move_limit(SetMoveLimitRequest { limit })
+            .await
+    })
     .await
     {
         Ok(_) if limit == 0 => {
@@ -531,16 +520,11 @@ async fn move_limit(limit: u32, admin: &super::AdminEndpoints) -> ExitCode {
 /// `ravel move-rate RATE --admin ...`: moves ship at most RATE bytes per second from now on.
 async fn move_rate(bytes_per_second: u64, admin: &super::AdminEndpoints) -> ExitCode {
     use crate::server::proto::ravel::SetMoveRateRequest;
-    match call_admin(
-        &admin.admin,
-        admin.timeout,
-        admin.credentials.token.as_deref(),
-        |mut directory| async move {
-            directory
-                .set_move_rate(SetMoveRateRequest { bytes_per_second })
-                .await
-        },
-    )
+    match call_admin(admin, |mut directory| async move {
+        directory
+            .set_move_rate(SetMoveRateRequest { bytes_per_second })
+            .await
+    })
     .await
     {
         Ok(_) => {
@@ -560,12 +544,14 @@ async fn move_rate(bytes_per_second: u64, admin: &super::AdminEndpoints) -> Exit
 async fn leave_system(node: u64, args: &ClientArgs) -> ExitCode {
     use crate::server::proto::ravel::LeaveServerRequest;
     let deadline = Duration::from_secs_f64(args.timeout.max(0.1));
-    let answer = match call_admin(
-        &args.admin,
-        args.timeout,
-        args.credentials.token.as_deref(),
-        |mut directory| async move { directory.leave(LeaveServerRequest { node_id: node }).await },
-    )
+    let admin_endpoints = super::AdminEndpoints {
+        admin: args.admin.clone(),
+        timeout: args.timeout,
+        credentials: args.credentials.clone(),
+    };
+    let answer = match call_admin(&admin_endpoints, |mut directory| async move {
+        directory.leave(LeaveServerRequest { node_id: node }).await
+    })
     .await
     {
         Ok(answer) => answer,
