@@ -16,7 +16,7 @@ const LEADERS_SHOWN: usize = 8;
 /// The check a failure report names, and what that check guards. A shrunk run counts only if
 /// it fails the same check.
 pub fn check_of(failure: &str) -> (&'static str, &'static str) {
-    const CHECKS: [(&str, &str, &str); 22] = [
+    const CHECKS: [(&str, &str, &str); 23] = [
         ("election safety", "election safety", "at most one leader per term (Raft §5.2)"),
         ("leader completeness", "leader completeness", "every leader holds every entry committed before its term (§5.4)"),
         ("log matching", "log matching", "two logs with an entry of the same index and term agree up to it (§5.3)"),
@@ -32,6 +32,7 @@ pub fn check_of(failure: &str) -> (&'static str, &'static str) {
         (" sent term ", "sent terms", "no node sends a term above its own, but for a pre-vote request or grant (a term no one started)"),
         ("outlives the promise", "lease promise", "while a lease holds, the voters free to vote make no majority: it ends before the lockouts it rests on"),
         ("lease from term", "lease", "while a leader may answer reads from its lease, no other node leads in a later term (§6.4.1)"),
+        ("check-quorum:", "check-quorum", "a leader that hears from no majority of its voters steps down within two election_timeout_min_ms intervals (thesis §6.2)"),
         ("uncommitted configuration changes", "one change at a time", "a log holds at most one uncommitted configuration change"),
         ("before any entry of its term committed", "change after own-term commit", "a leader changes the configuration only after an entry of its term committed"),
         ("installs a snapshot", "snapshot installs committed state", "a snapshot covers only committed entries, ending in the committed entry at its index"),
@@ -253,6 +254,13 @@ mod tests {
         );
         let outlived = "node 1's lease from term 4 outlives the promise it rests on: voters [2, 3]";
         assert_eq!(check_of(outlived).0, "lease promise");
+        let lingering = "check-quorum: node 3 still leads term 2 though it has heard from no \
+                         majority of its voters {1, 2, 3} (outgoing {}) for 400 ms of its clock";
+        assert_eq!(check_of(lingering).0, "check-quorum");
+        assert_eq!(
+            nodes_named(lingering).into_iter().collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 
     #[test]

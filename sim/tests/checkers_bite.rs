@@ -96,6 +96,15 @@ fn a_lease_that_ignores_drift_is_caught_outliving_its_promise() {
     assert!(failure.contains("outlives the promise"), "{failure}");
 }
 
+/// A leader that never steps down loses nothing (its entries cannot commit, its lease still
+/// expires): only the check on check-quorum itself sees it, the first time a partition or a
+/// pause leaves a leader without a majority.
+#[test]
+fn a_leader_that_ignores_check_quorum_is_caught_leading_alone() {
+    let failure = first_failure("leader-ignores-check-quorum", 20);
+    assert!(failure.contains("check-quorum"), "{failure}");
+}
+
 #[test]
 fn acknowledging_before_persisting_loses_committed_entries() {
     let failure = first_failure("ack-before-persist", 100);

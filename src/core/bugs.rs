@@ -63,6 +63,9 @@ pub struct PlantedBugs {
     pub joint_commit_by_new_voters_only: bool,
     /// A leader counts its own entries toward commit before they are durable.
     pub leader_counts_unpersisted_entries: bool,
+    /// A leader that hears from no majority stays leader (thesis §6.2, check-quorum): a
+    /// partitioned leader holds its clients until they time out, however long the partition.
+    pub leader_ignores_check_quorum: bool,
 }
 
 impl PlantedBugs {
@@ -94,13 +97,14 @@ impl PlantedBugs {
             "lease-ignores-drift" => bugs.lease_ignores_drift = true,
             "joint-commit-by-new-voters-only" => bugs.joint_commit_by_new_voters_only = true,
             "leader-counts-unpersisted-entries" => bugs.leader_counts_unpersisted_entries = true,
+            "leader-ignores-check-quorum" => bugs.leader_ignores_check_quorum = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 22] = [
+    pub const NAMES: [&'static str; 23] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -123,5 +127,6 @@ impl PlantedBugs {
         "lease-ignores-drift",
         "joint-commit-by-new-voters-only",
         "leader-counts-unpersisted-entries",
+        "leader-ignores-check-quorum",
     ];
 }

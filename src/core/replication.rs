@@ -13,6 +13,8 @@ impl RawNode {
     pub(super) fn tick_leader(&mut self) {
         let now_ms = self.now_ms;
         let check_quorum = self.config.check_quorum;
+        #[cfg(feature = "planted-bugs")]
+        let check_quorum = check_quorum && !self.config.planted_bugs.leader_ignores_check_quorum;
         let Some(leader) = self.leader_state.as_mut() else {
             return;
         };

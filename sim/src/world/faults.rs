@@ -116,6 +116,8 @@ impl World {
                     let node = self.node(target);
                     if node.replica.is_some() && !node.paused {
                         node.paused = true;
+                        // Judged afresh from its resumption (the check-quorum check).
+                        self.hearings.remove(&target);
                         self.trace.line(self.now_us, || format!("n{target} pauses"));
                         let pause_us = self.rng.random_range(50_000..2_000_000);
                         self.schedule(pause_us, Event::Resume(target));

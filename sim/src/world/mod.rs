@@ -12,6 +12,7 @@ mod leases;
 mod membership;
 mod nodes;
 mod quorums;
+mod step_down;
 mod tuning;
 
 use std::collections::BTreeMap;
@@ -225,6 +226,8 @@ pub struct World {
     faults_over: bool,
     /// The message being delivered, for the check on how terms rise.
     delivering: Option<quorums::Delivering>,
+    /// What each leader heard in its term, for the check-quorum check.
+    hearings: BTreeMap<NodeId, step_down::Hearing>,
     /// After healing: the committed index every node must apply once the liveness write returned.
     liveness_target: Option<LogIndex>,
     liveness_done: bool,
@@ -356,6 +359,7 @@ impl World {
             next_op: 1,
             faults_over: false,
             delivering: None,
+            hearings: BTreeMap::new(),
             liveness_target: None,
             liveness_done: false,
             armed_crash: None,
@@ -418,11 +422,18 @@ impl World {
             }
             self.now_us = at;
             self.events += 1;
+            let tick = matches!(event, Event::Tick(_));
             self.handle(event);
             // After every event, not only a node's step: a lease ends, and a promise runs out,
             // with the passing of time alone.
             if self.failure.is_none() {
                 if let Err(violation) = self.check_leases() {
+                    self.fail(violation);
+                }
+            }
+            // A leader steps down only when ticked (every input ticks it first): after ticks.
+            if tick && self.failure.is_none() {
+                if let Err(violation) = self.check_step_down() {
                     self.fail(violation);
                 }
             }
@@ -546,6 +557,7 @@ impl World {
                     format!("n{to} <- n{} {}", message.from, describe_message(&message))
                 });
                 self.delivering = Some(quorums::Delivering::of(&message));
+                self.note_heard(&message);
                 self.feed(to, |replica| replica.message(*message));
                 self.delivering = None;
             }
