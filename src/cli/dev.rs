@@ -177,11 +177,12 @@ impl Cluster {
         );
         println!("  endpoints: {}", endpoints.join(","));
         if ports.metrics_offset > 0 {
+            let scheme = self.http_scheme();
             println!(
                 "  metrics:   {}",
                 (1..=nodes)
                     .map(|id| format!(
-                        "http://{}/metrics",
+                        "{scheme}://{}/metrics",
                         address(port(id) + ports.metrics_offset)
                     ))
                     .collect::<Vec<_>>()
@@ -265,7 +266,12 @@ impl Cluster {
             // One at a time: each registers before the next, so the groups fill in order.
             wait_serving(&address(port)).await?;
         }
-        let http = format!("http://{}", address(http_port(1)));
+        let http = format!("{}://{}", self.http_scheme(), address(http_port(1)));
+        // curl and the command line take the throw-away CA with the same flag.
+        let cacert = match &self.tls {
+            Some(tls) => format!(" --cacert {}", tls.ca().display()),
+            None => String::new(),
+        };
         println!(
             "ravel dev: a sharded store of {groups} groups of {nodes} nodes and an admin group \
              of {ADMIN_REPLICAS}, data in {}",
@@ -274,14 +280,19 @@ impl Cluster {
         println!("  admin:       {}", admin.join(","));
         println!("  status page: {http}/");
         println!("  try:");
-        println!("    curl -s {http}/put -d '{{\"key\": \"hello\", \"val\": {{\"n\": 1}}}}'");
-        println!("    curl -s {http}/get -d '{{\"key\": \"hello\"}}'");
-        println!("    curl -s {http}/delete -d '{{\"key\": \"hello\"}}'");
-        println!("    ravel groups --admin {}", admin.join(","));
-        println!("    ravel put hello world --admin {}", admin.join(","));
+        println!(
+            "    curl -s{cacert} {http}/put -d '{{\"key\": \"hello\", \"val\": {{\"n\": 1}}}}'"
+        );
+        println!("    curl -s{cacert} {http}/get -d '{{\"key\": \"hello\"}}'");
+        println!("    curl -s{cacert} {http}/delete -d '{{\"key\": \"hello\"}}'");
+        println!("    ravel groups --admin {}{cacert}", admin.join(","));
+        println!(
+            "    ravel put hello world --admin {}{cacert}",
+            admin.join(",")
+        );
         if let Some(tls) = &self.tls {
             println!(
-                "  TLS: the gRPC ports, mutual TLS between peers (CA: {}); the HTTP API is plaintext",
+                "  TLS: every port (gRPC, HTTP, metrics), mutual TLS between peers (CA: {})",
                 tls.ca().display()
             );
         }
@@ -289,6 +300,15 @@ impl Cluster {
     }
 
     /// The TLS flags of node `id`'s process (none: a process whose id the admin gives).
+    /// `https` when the cluster serves TLS (its HTTP ports then do too).
+    fn http_scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     fn tls_args(&self, id: Option<u64>) -> Vec<String> {
         self.tls.as_ref().map_or_else(Vec::new, |tls| tls.args(id))
     }
