@@ -70,8 +70,9 @@ pub struct RoutedClient {
     admin: Vec<String>,
     /// Each request's deadline, per group call.
     pub timeout: Duration,
-    /// The token every group call carries (groups whose nodes check `--auth-tokens`).
-    pub token: Option<String>,
+    /// The token every group call carries (groups whose nodes check `--auth-tokens`); set
+    /// once, before the first call (an admin replica sets it when its services are built).
+    token: std::sync::OnceLock<String>,
     cached: Mutex<Option<Cached>>,
     /// Held while the directory is read: requests that find it stale together (a group's
     /// leader died under load) wait for one read instead of each asking the admin.
@@ -85,11 +86,16 @@ impl RoutedClient {
         RoutedClient {
             admin,
             timeout: Duration::from_secs(5),
-            token: None,
+            token: std::sync::OnceLock::new(),
             cached: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             pools: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Makes every group call carry `token` from now on (a second call changes nothing).
+    pub fn set_token(&self, token: String) {
+        let _ = self.token.set(token);
     }
 
     /// The admin's directory, from the cache unless it is old or `fresh` is asked. When the
@@ -278,7 +284,7 @@ impl RoutedClient {
             .and_then(Vec::pop);
         let mut client = pooled.unwrap_or_else(|| Client::new(route.endpoints.to_vec()));
         client.timeout = self.timeout;
-        client.token = self.token.clone();
+        client.token = self.token.get().cloned();
         client
     }
 

@@ -28,7 +28,6 @@ use crate::server::event_loop::{ReadResult, Request, WriteResult};
 use crate::server::handle::NodeHandle;
 use crate::server::node::{Entry, Service, Started};
 use crate::server::proto::ravel::{directory_server::DirectoryServer, kv_server::KvServer};
-use crate::server::tokens::Tokens;
 use crate::server::{run_node, run_node_on, NodeError, NodeOptions, Opened};
 use crate::storage::Standing;
 use routing_kv::RoutingKvService;
@@ -90,20 +89,10 @@ async fn run_admin_with(
         None => None,
     };
     // The HTTP API and the key-value service route by the directory read through this replica.
-    let mut routed = RoutedClient::new(vec![options.node.advertise().to_string()]);
-    // Routed requests carry this replica's token to the groups (whose nodes check the same
-    // file when the store is secured with one).
-    if let Some(path) = &options.node.auth_tokens {
-        let tokens = Tokens::load(path).map_err(NodeError::Invalid)?;
-        routed.token = tokens.first_read_write().map(str::to_string);
-        if routed.token.is_none() {
-            tracing::warn!(
-                "--auth-tokens holds no read-write token: this admin cannot route requests or \
-                 move partitions to data nodes that check tokens"
-            );
-        }
-    }
-    let routed = Arc::new(routed);
+    let routed = Arc::new(RoutedClient::new(vec![options
+        .node
+        .advertise()
+        .to_string()]));
     let kv_routed = routed.clone();
     #[cfg(feature = "planted-bugs")]
     let (fresh, bugs) = {
@@ -117,6 +106,16 @@ async fn run_admin_with(
         fresh,
         add: Box::new(move |router, handle| {
             let auth = handle.auth.clone();
+            // Routed requests carry this replica's token to the groups (whose nodes check the
+            // same file when the store is secured with one); set before anything is served.
+            match auth.service_token() {
+                Some(token) => kv_routed.set_token(token),
+                None if auth.enabled() => tracing::warn!(
+                    "--auth-tokens holds no read-write token: this admin cannot route requests \
+                     or move partitions to data nodes that check tokens"
+                ),
+                None => {}
+            }
             router
                 .add_service(DirectoryServer::new(DirectoryService::new(handle)))
                 .add_service(KvServer::new(RoutingKvService::new(kv_routed, auth)))

@@ -15,7 +15,9 @@ fn routed(args: &ClientArgs) -> Option<RoutedClient> {
     }
     let mut client = RoutedClient::new(args.admin.clone());
     client.timeout = Duration::from_secs_f64(args.timeout.max(0.1));
-    client.token = args.credentials.token.clone();
+    if let Some(token) = &args.credentials.token {
+        client.set_token(token.clone());
+    }
     Some(client)
 }
 
