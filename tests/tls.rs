@@ -5,18 +5,19 @@
 //! renewed on disk taken without a restart; and bad TLS settings refused before anything is
 //! written.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{free_address, path, ravel, said, wait_voter, RAVEL};
 use ravel::client::Client;
 use ravel::server::tls::{client_config, node_name, set_client_config};
 use ravel::server::tls_certificates::{Authority, Subject};
 use tokio::time::sleep;
-
-const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
 
 struct NodeProcess {
     child: Child,
@@ -81,15 +82,6 @@ impl Pki {
     }
 }
 
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").to_string()
-}
-
-fn path(path: &Path) -> String {
-    path.display().to_string()
-}
-
 fn node_command(
     id: u64,
     address: &str,
@@ -145,40 +137,6 @@ fn start(
         .spawn()
         .expect("ravel starts");
     NodeProcess { child, log }
-}
-
-fn ravel(args: &[&str]) -> Output {
-    Command::new(RAVEL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ravel runs")
-}
-
-fn said(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-async fn wait_voter(address: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut client = Client::new(vec![address.to_string()]);
-    client.timeout = Duration::from_millis(500);
-    loop {
-        if let Ok(status) = client.status().await {
-            if status.member_state == "voter" && status.leader_id != 0 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{address} did not become a voter"
-        );
-        sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn voters(address: &str) -> usize {

@@ -5,16 +5,16 @@
 //! leader with the request); and a malformed token file stops the node before anything is
 //! written.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{free_address, ravel, said, wait_voter, RAVEL};
 use ravel::client::Client;
 use ravel::server::proto::ravel::{kv_client::KvClient, GetRequest, PutRequest};
-use tokio::time::sleep;
 
-const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
 const READER: &str = "reader-0123456789abcdef";
 const WRITER: &str = "writer-0123456789abcdef";
 
@@ -25,11 +25,6 @@ impl Drop for NodeProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").to_string()
 }
 
 fn start(id: u64, address: &str, dir: &Path, extra: &[&str]) -> NodeProcess {
@@ -53,42 +48,6 @@ fn start(id: u64, address: &str, dir: &Path, extra: &[&str]) -> NodeProcess {
         .spawn()
         .expect("ravel starts");
     NodeProcess(child)
-}
-
-fn ravel(args: &[&str]) -> Output {
-    Command::new(RAVEL)
-        .args(args)
-        .env_remove("RAVEL_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("ravel runs")
-}
-
-fn said(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-async fn wait_voter(address: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut client = Client::new(vec![address.to_string()]);
-    client.timeout = Duration::from_millis(500);
-    loop {
-        // Status needs no token (as the health service): a joiner asks it.
-        if let Ok(status) = client.status().await {
-            if status.member_state == "voter" && status.leader_id != 0 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{address} did not become a voter"
-        );
-        sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {

@@ -34,10 +34,12 @@ pub fn path(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// `ravel ARGS`, waited for.
+/// `ravel ARGS`, waited for (a `RAVEL_TOKEN` in the test's environment is not passed on: a
+/// test gives its tokens explicitly).
 pub fn ravel(args: &[&str]) -> Output {
     Command::new(RAVEL)
         .args(args)
+        .env_remove("RAVEL_TOKEN")
         .stdin(Stdio::null())
         .output()
         .expect("ravel runs")
@@ -98,6 +100,26 @@ pub fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits up to 20 s for the node at `address` to be a voter that knows a leader (asked with
+/// `status`, which needs no token).
+pub async fn wait_voter(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = ravel::client::Client::new(vec![address.to_string()]);
+    client.timeout = Duration::from_millis(500);
+    loop {
+        if let Ok(status) = client.status().await {
+            if status.member_state == "voter" && status.leader_id != 0 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{address} did not become a voter"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
