@@ -8,9 +8,14 @@ use ravel_sim::runner::{run_seed, run_seeds};
 
 /// Runs seeds `0..seeds` with `bug` planted and returns the first failure's report.
 fn first_failure(bug: &str, seeds: u64) -> String {
+    first_failure_with(bug, seeds, SimOptions::default())
+}
+
+/// As [`first_failure`], on top of `options`.
+fn first_failure_with(bug: &str, seeds: u64, options: SimOptions) -> String {
     let options = SimOptions {
         bugs: PlantedBugs::by_name(bug).expect("known bug"),
-        ..SimOptions::default()
+        ..options
     };
     let summary = run_seeds(0..seeds, &options, 2, false, false, &|_| {});
     let failed = summary
@@ -254,6 +259,18 @@ fn two_changes_in_flight_are_caught_by_the_one_change_rule() {
 fn a_joint_commit_without_the_old_majority_is_caught_where_it_counts() {
     let failure = first_failure("joint-commit-by-new-voters-only", 300);
     assert!(failure.contains("durable on only"), "{failure}");
+}
+
+/// A leader that counts what a member acknowledges while it joins again after losing its disk,
+/// before it admitted it: harmful only when the forgetful node had voted for a later leader the
+/// counting one does not know of, but caught wherever such a count makes a commit, with the
+/// disk-loss family on (564 of 4000 seeds on 3 and 5 nodes, first at seed 1).
+#[test]
+fn counting_a_node_not_admitted_again_is_caught_where_it_counts() {
+    let mut options = SimOptions::default();
+    options.faults.disk_loss = true;
+    let failure = first_failure_with("joining-counts-toward-quorum", 40, options);
+    assert!(failure.contains("not admitted again yet"), "{failure}");
 }
 
 /// A leader that counts its own entries before its disk synced them.

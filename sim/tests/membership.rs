@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use ravel::core::{
-    Action, Admission, Config, Entry, EntryPayload, Input, MemberState, Membership,
+    Action, Admission, AppendResponse, Config, Entry, EntryPayload, Input, MemberState, Membership,
     MembershipChange, MembershipError, Message, MessageBody, NodeId, PersistId, RawNode, Recovered,
     Refusal, Role,
 };
@@ -593,5 +593,61 @@ fn a_member_that_lost_its_data_does_not_count_until_admitted_again() {
          committed it first",
         term_at(&cluster, 1, contested),
         term_at(&cluster, 2, contested)
+    );
+}
+
+/// The same race, with one more step the random simulator found (seed 8135, `--faults
+/// all,disk-loss`, once its commit check stopped counting joining nodes' copies): an answer node
+/// 3 sent *before* it lost its disk ("accepted, not joining") reaches node 1 after node 3 came
+/// back joining. Its standing vouches only for what it acknowledged then, not for what node 3
+/// acknowledged since; before the fix it cleared the leader's "joining" mark for node 3, and
+/// node 1 counted what the forgetful node 3 acknowledged after it lost its disk.
+#[test]
+fn a_delayed_answer_from_before_the_disk_loss_does_not_readmit_the_node() {
+    let mut cluster = TestCluster::new(3, ravel_sim::harness::without_pre_vote_or_check_quorum);
+    cluster.elect(1);
+    for request in 0..3 {
+        cluster.propose(1, request, b"history");
+    }
+    cluster.run_for(50);
+    let committed = cluster.status(1).commit;
+    let old_term = cluster.status(1).term;
+    // What node 3 answered before its loss, still on its way.
+    let delayed = Message {
+        from: 3,
+        to: 1,
+        term: old_term,
+        body: MessageBody::AppendResponse(AppendResponse::Accepted {
+            match_index: committed,
+            joining: false,
+        }),
+    };
+
+    cluster.isolate(1);
+    cluster.propose(1, 100, b"stale");
+    cluster.elect(3);
+    cluster.propose(3, 200, b"newer");
+    cluster.run_for(50);
+    let contested = committed + 1;
+    assert!(cluster.status(2).commit > contested);
+
+    cluster.crash(3);
+    cluster.wipe(3);
+    cluster.restart_joining(3);
+    cluster.heal();
+    cluster.isolate(2);
+    cluster.run_for(200);
+    assert!(
+        cluster.status(1).commit < contested,
+        "the joining node's acknowledgements counted"
+    );
+    cluster.deliver(delayed);
+    cluster.run_for(300);
+    assert!(
+        cluster.status(1).commit < contested,
+        "node 1 committed index {contested} (term {old_term}) with what node 3 acknowledged \
+         after losing its disk, once an answer from before the loss arrived; term {} committed \
+         another entry there",
+        cluster.status(2).term
     );
 }

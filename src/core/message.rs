@@ -127,7 +127,7 @@ pub enum AppendResponse {
         match_index: LogIndex,
         /// The follower is joining: it started without its data (or was never admitted), so it
         /// may have forgotten what it acknowledged and the terms it saw. Its acknowledgements
-        /// count toward no quorum unless the leader admitted it itself (`LeaderState::counts`).
+        /// count toward no quorum unless the leader admitted it itself (`LeaderState::counted_match`).
         joining: bool,
     },
     /// The consistency check failed at `rejected_index`; the hint lets the leader skip a whole

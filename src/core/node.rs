@@ -97,17 +97,32 @@ pub(super) struct LeaderState {
 }
 
 impl LeaderState {
-    /// Whether `peer`'s acknowledgements (matches, heartbeat rounds) count toward quorums. Not
-    /// while it says it is joining — it started without its data, so it may have forgotten
-    /// what it acknowledged and the terms it saw, and a leader of a term it forgot could commit
-    /// with it — unless this leader admitted it (removed it, or added it as a learner, since:
-    /// what it holds came from this leader; `PendingJoin::admitted_here`).
-    pub fn counts(&self, peer: NodeId, progress: &Progress) -> bool {
-        !progress.joining
-            || self
-                .join_pool
-                .iter()
-                .any(|pending| pending.node == peer && pending.admitted_here)
+    /// The highest index of `peer`'s that counts toward quorums: only what it acknowledged in
+    /// answers that did not say it is joining — a joining node started without its data, so
+    /// it may have forgotten what it acknowledged and the terms it saw, and a leader of a term
+    /// it forgot could commit with it — unless this leader admitted it (removed it, or added
+    /// it as a learner, since: what it holds came from this leader;
+    /// `PendingJoin::admitted_here`).
+    pub fn counted_match(&self, peer: NodeId, progress: &Progress) -> LogIndex {
+        if self.admitted_here(peer) {
+            progress.match_index
+        } else {
+            progress.counted_match
+        }
+    }
+
+    /// The highest heartbeat round of `peer`'s that counts toward quorums, on the same terms
+    /// as [`Self::counted_match`].
+    pub fn counted_round(&self, peer: NodeId, progress: &Progress) -> u64 {
+        if self.admitted_here(peer) {
+            progress.round_acknowledged
+        } else {
+            progress.counted_round
+        }
+    }
+
+    fn admitted_here(&self, peer: NodeId) -> bool {
+        (self.join_pool.iter()).any(|pending| pending.node == peer && pending.admitted_here)
     }
 }
 

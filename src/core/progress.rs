@@ -56,9 +56,14 @@ pub struct Progress {
     pub reading: Option<(LogIndex, LogIndex)>,
     /// Storage did not hold entries this follower needs: it gets a snapshot instead.
     pub storage_lacks: bool,
-    /// The follower said, in its last answer, that it is joining (see
-    /// `AppendResponse::Accepted`): its acknowledgements may not count toward quorums.
-    pub joining: bool,
+    /// The highest index, and the highest heartbeat round, the follower acknowledged in
+    /// answers that did not say it is joining (see `AppendResponse::Accepted`): only these
+    /// count toward quorums (`LeaderState::counted_match`). Kept apart from `match_index` and
+    /// `round_acknowledged`, which steer replication, because an answer's standing vouches only
+    /// for what that same answer reports: one delayed from before the follower lost its disk
+    /// says "not joining" of what it held then, not of what it acknowledged since.
+    pub counted_match: LogIndex,
+    pub counted_round: u64,
 }
 
 impl Progress {
@@ -76,7 +81,8 @@ impl Progress {
             snapshot: None,
             reading: None,
             storage_lacks: false,
-            joining: false,
+            counted_match: 0,
+            counted_round: 0,
         }
     }
 
@@ -92,10 +98,22 @@ impl Progress {
         }
     }
 
-    /// Records whether the follower's latest answer says it is joining; true if it was joining
-    /// until now and is not any more (admitted: what it acknowledged may count now).
-    pub fn heard_joining(&mut self, joining: bool) -> bool {
-        std::mem::replace(&mut self.joining, joining) && !joining
+    /// Records an acknowledgement of `index` by an answer that says whether the follower is
+    /// joining; true if what counts of it toward quorums rose.
+    pub fn counts_match(&mut self, index: LogIndex, joining: bool) -> bool {
+        let rises = !joining && index > self.counted_match;
+        if rises {
+            self.counted_match = index;
+        }
+        rises
+    }
+
+    /// Records an acknowledgement of heartbeat `round` by an answer that says whether the
+    /// follower is joining.
+    pub fn counts_round(&mut self, round: u64, joining: bool) {
+        if !joining {
+            self.counted_round = self.counted_round.max(round);
+        }
     }
 
     /// Records an `Append` carrying entries up to `last_index` (or none, for a commit update).

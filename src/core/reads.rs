@@ -158,8 +158,8 @@ impl RawNode {
             return;
         };
         progress.recent_active = true;
-        let admitted = progress.heard_joining(joining);
         progress.round_acknowledged = progress.round_acknowledged.max(round);
+        progress.counts_round(round, joining);
         match progress.state {
             ProgressState::Snapshot => {}
             ProgressState::Probe => progress.probe_sent = false,
@@ -178,9 +178,6 @@ impl RawNode {
         if progress.state == ProgressState::Snapshot {
             self.snapshot_heartbeat(from);
         }
-        if admitted {
-            self.maybe_commit();
-        }
         self.confirm_rounds();
     }
 
@@ -196,11 +193,8 @@ impl RawNode {
             if voter == id {
                 leader.round
             } else {
-                leader
-                    .progress
-                    .get(&voter)
-                    .filter(|progress| leader.counts(voter, progress))
-                    .map_or(0, |progress| progress.round_acknowledged)
+                (leader.progress.get(&voter))
+                    .map_or(0, |progress| leader.counted_round(voter, progress))
             }
         });
         if confirmed <= leader.round_confirmed {

@@ -57,13 +57,7 @@ impl RawNode {
         let followers_min = leader
             .progress
             .iter()
-            .map(|(&peer, progress)| {
-                if leader.counts(peer, progress) {
-                    progress.match_index
-                } else {
-                    0
-                }
-            })
+            .map(|(&peer, progress)| leader.counted_match(peer, progress))
             .min();
         let everywhere =
             followers_min.map_or(self.log.persisted(), |min| min.min(self.log.persisted()));
@@ -326,11 +320,11 @@ impl RawNode {
                 if match_index > last_index {
                     return;
                 }
-                let admitted = progress.heard_joining(joining);
+                let counted = progress.counts_match(match_index, joining);
                 if progress.accepted(match_index) {
                     self.maybe_commit();
                     self.maybe_send_timeout_now(from);
-                } else if admitted {
+                } else if counted {
                     self.maybe_commit();
                 }
             }
@@ -344,6 +338,7 @@ impl RawNode {
                 // acknowledgement could wait forever.
                 if hint.conflict_term.is_none() && hint.conflict_index <= progress.match_index {
                     progress.match_index = hint.conflict_index.saturating_sub(1);
+                    progress.counted_match = progress.counted_match.min(progress.match_index);
                     progress.become_probe(hint.conflict_index);
                     return;
                 }
@@ -389,12 +384,14 @@ impl RawNode {
         let index_of = |voter| {
             if voter == id {
                 persisted
-            } else {
+            } else if joining_counts {
                 leader
                     .progress
                     .get(&voter)
-                    .filter(|progress| leader.counts(voter, progress) || joining_counts)
                     .map_or(0, |progress| progress.match_index)
+            } else {
+                (leader.progress.get(&voter))
+                    .map_or(0, |progress| leader.counted_match(voter, progress))
             }
         };
         let candidate = if joint_by_new_voters && self.membership.is_joint() {

@@ -147,6 +147,7 @@ impl World {
             SimDisk::with_retention(retention),
         ));
         node.joining = true;
+        node.readmitted_by.clear();
         self.trace
             .line(self.now_us, || format!("n{victim} loses its disk"));
         let down_us = self.rng.random_range(50_000..500_000);

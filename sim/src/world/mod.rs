@@ -15,13 +15,13 @@ mod quorums;
 mod step_down;
 mod tuning;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ravel::core::{LogIndex, Message, NodeId, PersistId, RawNode};
+use ravel::core::{LogIndex, Message, NodeId, PersistId, RawNode, Term};
 use ravel::kv::KvStateMachine;
 use ravel::replica::{Effect, Replica, Ticket};
 
@@ -179,6 +179,10 @@ struct SimNode {
     deferred: Vec<Event>,
     /// Lost its disk and has not joined again yet: restarts as a joining node.
     joining: bool,
+    /// The leaders (with their terms) that held it out of their voters while it was joining
+    /// again: they removed it or hold it as a learner, so what it acknowledges to them came from
+    /// their own replication and may count once they make it a voter again.
+    readmitted_by: BTreeSet<(NodeId, Term)>,
     /// The next sync reports an error.
     sync_fails: bool,
     /// Writes fail for lack of space until then.
@@ -333,6 +337,7 @@ impl World {
                     paused: false,
                     deferred: Vec::new(),
                     joining: false,
+                    readmitted_by: BTreeSet::new(),
                     sync_fails: false,
                     disk_full_until_us: 0,
                     requests: BTreeMap::new(),

@@ -102,6 +102,7 @@ impl World {
             if let Err(violation) = self.check_quorums(id, before, committed_before) {
                 return self.fail(violation);
             }
+            self.note_readmissions(id);
             if let Err(violation) = quorums::check_sent_terms(id, status.term, &actions) {
                 return self.fail(violation);
             }

@@ -82,11 +82,17 @@ impl World {
             for index in committed_before + 1..=committed_now {
                 let entry = self.checker.committed_entry(index).expect("recorded");
                 // A node that lost its disk after acknowledging still counts: the join workflow
-                // treats that loss as one voter's, which Raft survives.
+                // treats that loss as one voter's, which Raft survives. What it acknowledges
+                // while joining again does not, until this leader held it out of its voters
+                // (see `note_readmissions`): it may have forgotten a vote for a later leader,
+                // and a leader deposed without knowing it could commit with it.
                 let holds = |voter: NodeId| {
-                    self.node_ref(voter)
-                        .disks()
-                        .any(|disk| disk.durably_holds(entry.index, entry.term))
+                    let node = self.node_ref(voter);
+                    let counts_now =
+                        !node.joining || node.readmitted_by.contains(&(id, status.term));
+                    let lost = node.lost_disk.as_ref();
+                    lost.is_some_and(|disk| disk.durably_holds(entry.index, entry.term))
+                        || (counts_now && node.disk.durably_holds(entry.index, entry.term))
                 };
                 if let Some(short) = short_of_majority(counted_with, holds) {
                     let holders: Vec<NodeId> = counted_with
@@ -94,9 +100,24 @@ impl World {
                         .into_iter()
                         .filter(|&voter| holds(voter))
                         .collect();
+                    let not_admitted: Vec<NodeId> = (counted_with.replicas().into_iter())
+                        .filter(|&voter| {
+                            let node = self.node_ref(voter);
+                            node.joining && !node.readmitted_by.contains(&(id, status.term))
+                        })
+                        .collect();
+                    let not_admitted = if not_admitted.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (what {not_admitted:?} acknowledged since losing its disk does \
+                             not count: not admitted again yet)"
+                        )
+                    };
                     return Err(format!(
                         "leader {id} (term {}) committed index {index} (term {}) durable on \
-                         only {short} of the voters it counts with ({}): on {holders:?}",
+                         only {short} of the voters it counts with ({}): on \
+                         {holders:?}{not_admitted}",
                         status.term,
                         entry.term,
                         describe_membership(counted_with),
@@ -133,6 +154,29 @@ impl World {
             self.check_one_change_at_a_time(id)?;
         }
         Ok(())
+    }
+
+    /// Notes, after a step of leader `id`, every node joining again (it lost its disk) that the
+    /// leader holds out of its voters: the join workflow removes such a node, or adds it as a
+    /// learner, before it may count again (a node not yet admitted never counts toward a
+    /// quorum).
+    pub(super) fn note_readmissions(&mut self, id: NodeId) {
+        if !self.nodes.iter().any(|node| node.joining) {
+            return;
+        }
+        let core = self.node_ref(id).core().expect("it just stepped");
+        let status = core.status();
+        if status.role != Role::Leader {
+            return;
+        }
+        let membership = core.membership();
+        let held_out: Vec<NodeId> = (self.nodes.iter())
+            .filter(|node| node.joining && !membership.is_voter(node.id))
+            .map(|node| node.id)
+            .collect();
+        for node in held_out {
+            self.node(node).readmitted_by.insert((id, status.term));
+        }
     }
 
     /// A leader appends a configuration change only once an entry of its own term committed
