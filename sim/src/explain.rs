@@ -16,7 +16,7 @@ const LEADERS_SHOWN: usize = 8;
 /// The check a failure report names, and what that check guards. A shrunk run counts only if
 /// it fails the same check.
 pub fn check_of(failure: &str) -> (&'static str, &'static str) {
-    const CHECKS: [(&str, &str, &str); 23] = [
+    const CHECKS: [(&str, &str, &str); 25] = [
         ("election safety", "election safety", "at most one leader per term (Raft §5.2)"),
         ("leader completeness", "leader completeness", "every leader holds every entry committed before its term (§5.4)"),
         ("log matching", "log matching", "two logs with an entry of the same index and term agree up to it (§5.3)"),
@@ -27,6 +27,8 @@ pub fn check_of(failure: &str) -> (&'static str, &'static str) {
         ("liveness", "liveness", "once faults heal, a leader is elected and a write applied everywhere in bounded time"),
         ("with durable votes of only", "election quorum", "a leader won durable votes of a majority of the voters it counted with"),
         ("durable on only", "commit quorum", "a commit rests on durable copies held by a majority of the voters it counted with (both majorities while joint)"),
+        ("votes before it ever joined", "no outsider votes", "a node that never joined the cluster casts no vote"),
+        ("while joining again", "no vote before admission", "a member back without its disk forgot the votes it cast: it votes only once admitted again"),
         ("before any leader did", "commit by a leader", "only a leader decides that an index is committed; others learn it"),
         ("without an election of its own", "term rises", "a term rises only by an election (never a pre-vote) or by adopting a message's term"),
         (" sent term ", "sent terms", "no node sends a term above its own, but for a pre-vote request or grant (a term no one started)"),
@@ -257,6 +259,14 @@ mod tests {
         let lingering = "check-quorum: node 3 still leads term 2 though it has heard from no \
                          majority of its voters {1, 2, 3} (outgoing {}) for 400 ms of its clock";
         assert_eq!(check_of(lingering).0, "check-quorum");
+        let amnesiac = "node 1 votes for node 2 in term 9 while joining again after losing its \
+                        disk (not admitted yet)";
+        assert_eq!(check_of(amnesiac).0, "no vote before admission");
+        let counted = "leader 2 (term 1) committed index 15 (term 1) durable on only 1 of 3 of \
+                       the voters it counts with (voters {1, 2, 3}, outgoing {}): on [1] (what \
+                       [3] acknowledged since losing its disk does not count: not admitted \
+                       again yet)";
+        assert_eq!(check_of(counted).0, "commit quorum");
         assert_eq!(
             nodes_named(lingering).into_iter().collect::<Vec<_>>(),
             vec![3]

@@ -233,6 +233,15 @@ impl World {
                 if grants_vote && outsider {
                     return Err(format!("node {id} votes before it ever joined the cluster"));
                 }
+                // A member back without its disk forgot the votes it cast: it may have voted in
+                // this very term already. It votes again only once admitted.
+                if grants_vote && self.node_ref(id).joining {
+                    return Err(format!(
+                        "node {id} votes for node {} in term {} while joining again after \
+                         losing its disk (not admitted yet)",
+                        message.to, message.term
+                    ));
+                }
             }
             Action::Apply { entries } => {
                 for entry in entries {
