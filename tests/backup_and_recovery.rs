@@ -4,7 +4,6 @@
 //! and growing by a join; and `ravel node --force-new-cluster` bringing a cluster back from the
 //! one directory left of three, refused until confirmed.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +12,9 @@ use bytes::Bytes;
 use ravel::client::Client;
 use tokio::time::sleep;
 
-const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
+mod common;
+
+use common::{free_address, ravel, said, RAVEL};
 
 struct NodeProcess {
     id: u64,
@@ -75,27 +76,6 @@ fn refused_node(id: u64, address: &str, data_dir: &Path, extra: &[&str]) -> (i32
         .expect("ravel runs");
     let text = String::from_utf8_lossy(&output.stderr).to_string();
     (output.status.code().unwrap_or(-1), text)
-}
-
-fn ravel(args: &[&str]) -> Output {
-    Command::new(RAVEL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ravel runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").to_string()
 }
 
 fn client(addresses: &[&str]) -> Client {
@@ -186,7 +166,7 @@ async fn wait_applied(nodes: &[NodeProcess], index: u64) {
 
 fn json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", text(output)))
+        .unwrap_or_else(|error| panic!("not JSON ({error}): {}", said(output)))
 }
 
 fn is_empty_or_absent(dir: &Path) -> bool {
@@ -225,7 +205,7 @@ async fn save_then_restore_brings_every_key_back_and_nothing_written_after() {
         "-w",
         "json",
     ]);
-    assert!(saved.status.success(), "save failed: {}", text(&saved));
+    assert!(saved.status.success(), "save failed: {}", said(&saved));
     let saved = json(&saved);
     let index = saved["index"].as_u64().expect("an index");
     assert!(
@@ -236,11 +216,11 @@ async fn save_then_restore_brings_every_key_back_and_nothing_written_after() {
     writer.put(key(1000), value(1000)).await.expect("put after");
 
     let again = ravel(&["snapshot", "save", backup_arg, "--endpoints", follower]);
-    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
-    assert!(text(&again).contains("exists already"), "{}", text(&again));
+    assert_eq!(again.status.code(), Some(1), "{}", said(&again));
+    assert!(said(&again).contains("exists already"), "{}", said(&again));
 
     let status = ravel(&["snapshot", "status", backup_arg, "-w", "json"]);
-    assert!(status.status.success(), "{}", text(&status));
+    assert!(status.status.success(), "{}", said(&status));
     let status = json(&status);
     assert_eq!(status["index"].as_u64(), Some(index));
     assert_eq!(status["crc32"], saved["crc32"]);
@@ -254,8 +234,8 @@ async fn save_then_restore_brings_every_key_back_and_nothing_written_after() {
     std::fs::write(&damaged, &bytes).expect("write damaged");
     let damaged_arg = damaged.to_str().expect("utf-8 path");
     let checked = ravel(&["snapshot", "status", damaged_arg]);
-    assert_eq!(checked.status.code(), Some(1), "{}", text(&checked));
-    assert!(text(&checked).contains("checksum"), "{}", text(&checked));
+    assert_eq!(checked.status.code(), Some(1), "{}", said(&checked));
+    assert!(said(&checked).contains("checksum"), "{}", said(&checked));
     let refused_dir = dir.path().join("from-damaged");
     let refused_arg = refused_dir.to_str().expect("utf-8 path");
     let restored = ravel(&[
@@ -299,7 +279,7 @@ async fn save_then_restore_brings_every_key_back_and_nothing_written_after() {
     assert!(
         restored.status.success(),
         "restore failed: {}",
-        text(&restored)
+        said(&restored)
     );
     let restored = json(&restored);
     assert_ne!(
@@ -307,11 +287,11 @@ async fn save_then_restore_brings_every_key_back_and_nothing_written_after() {
         "a new cluster id"
     );
     let into_full = ravel(&["snapshot", "restore", backup_arg, "--data-dir", restore_arg]);
-    assert_eq!(into_full.status.code(), Some(5), "{}", text(&into_full));
+    assert_eq!(into_full.status.code(), Some(5), "{}", said(&into_full));
     assert!(
-        text(&into_full).contains("not empty"),
+        said(&into_full).contains("not empty"),
         "{}",
-        text(&into_full)
+        said(&into_full)
     );
 
     drop(nodes);

@@ -4,19 +4,15 @@
 //! the right exit code (nothing listening, a malformed address).
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
+mod common;
 
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").to_string()
-}
+use common::{free_address, ravel, RAVEL};
 
 /// A node killed on drop.
 struct Node(Child);
@@ -58,14 +54,6 @@ fn start_node(address: &str, data_dir: &Path) -> Node {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("the node did not take a write within 20 s");
-}
-
-fn ravel(args: &[&str]) -> Output {
-    Command::new(RAVEL)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ravel runs")
 }
 
 fn ravel_with_stdin(args: &[&str], input: &[u8]) -> Output {

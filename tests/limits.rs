@@ -2,7 +2,7 @@
 //! serves at once, and the size of a value (answered with Ravel's own error, not gRPC's).
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,9 @@ use bytes::Bytes;
 use ravel::client::{Client, ClientError};
 use ravel::server::ApiError;
 
-const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
+mod common;
+
+use common::{free_address, RAVEL};
 
 struct Node(Child);
 
@@ -19,11 +21,6 @@ impl Drop for Node {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").to_string()
 }
 
 fn start(address: &str, dir: &std::path::Path, extra: &[&str]) -> Node {

@@ -11,12 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ravel::client::Client;
 
-const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
+mod common;
 
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").to_string()
-}
+use common::{free_address, RAVEL};
 
 fn node_command(id: u64, address: &str, data_dir: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(RAVEL);

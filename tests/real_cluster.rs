@@ -3,7 +3,6 @@
 //! workflow, a node leaving, and the admission hook refusing a joiner. Every process is killed
 //! when a test ends, whatever happens.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -12,7 +11,9 @@ use bytes::Bytes;
 use ravel::client::{Client, ClientError};
 use tokio::time::{sleep, Instant};
 
-const RAVEL: &str = env!("CARGO_BIN_EXE_ravel");
+mod common;
+
+use common::{free_address, RAVEL};
 
 /// A node process, killed on drop.
 struct NodeProcess {
@@ -98,11 +99,6 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("address").to_string()
 }
 
 fn client(endpoints: &[&NodeProcess]) -> Client {
