@@ -27,6 +27,17 @@ impl World {
         if let Some(joiner) = self.join_requests.get(&ticket).copied() {
             match reply {
                 Ok(_) => {
+                    // The join workflow's promise: a node told it joined is a voter in the
+                    // configuration the answering leader has committed.
+                    let core = self.node_ref(id).core().expect("it just answered");
+                    let committed = core.membership_in_effect_at(core.status().commit);
+                    if joiner != id && !committed.is_voter(joiner) {
+                        return Err(format!(
+                            "node {id} told node {joiner} it joined, but node {joiner} is no \
+                             voter in the configuration node {id} committed (voters {:?})",
+                            committed.voters
+                        ));
+                    }
                     if let Some(join) = self.joins.get_mut(&joiner) {
                         join.done = true;
                     }
