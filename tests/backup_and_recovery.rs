@@ -14,7 +14,7 @@ use tokio::time::sleep;
 
 mod common;
 
-use common::{free_address, ravel, said, RAVEL};
+use common::{free_address, ravel, said, wait_voter, RAVEL};
 
 struct NodeProcess {
     id: u64,
@@ -98,25 +98,6 @@ fn value(i: u64) -> Bytes {
     let mut value = vec![0xff, 0x00, b'\n'];
     value.extend_from_slice(format!("value-{i}").as_bytes());
     Bytes::from(value)
-}
-
-/// Waits until the node at `address` is a voter that knows a leader.
-async fn wait_voter(address: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut client = client(&[address]);
-    client.timeout = Duration::from_millis(500);
-    loop {
-        if let Ok(status) = client.status().await {
-            if status.member_state == "voter" && status.leader_id != 0 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{address} did not become a voter with a leader"
-        );
-        sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Node 1 bootstraps, nodes 2 and 3 join it; returns once all three are voters.

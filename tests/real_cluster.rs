@@ -13,7 +13,7 @@ use tokio::time::{sleep, Instant};
 
 mod common;
 
-use common::{free_address, RAVEL};
+use common::{free_address, wait_voter, RAVEL};
 
 /// A node process, killed on drop.
 struct NodeProcess {
@@ -111,26 +111,6 @@ fn key(i: u64) -> Bytes {
     Bytes::from(format!("key-{i}"))
 }
 
-/// Waits until `node` reports being a voter that knows a leader.
-async fn wait_voter(node: &NodeProcess) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut client = client(&[node]);
-    client.timeout = Duration::from_millis(500);
-    loop {
-        if let Ok(status) = client.status().await {
-            if status.member_state == "voter" && status.leader_id != 0 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {} did not become a voter with a leader",
-            node.id
-        );
-        sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Node 1 bootstraps at `addresses[0]`, nodes 2 and 3 join it; returns once all three are voters.
 async fn three_voters(dir: &Path, addresses: &[String]) -> Vec<NodeProcess> {
     let mut nodes = vec![NodeProcess::start(
@@ -139,7 +119,7 @@ async fn three_voters(dir: &Path, addresses: &[String]) -> Vec<NodeProcess> {
         &dir.join("node-1"),
         &[],
     )];
-    wait_voter(&nodes[0]).await;
+    wait_voter(&nodes[0].address).await;
     for id in 2..=3 {
         nodes.push(NodeProcess::start(
             id,
@@ -149,7 +129,7 @@ async fn three_voters(dir: &Path, addresses: &[String]) -> Vec<NodeProcess> {
         ));
     }
     for node in &nodes {
-        wait_voter(node).await;
+        wait_voter(&node.address).await;
     }
     nodes
 }
@@ -208,7 +188,7 @@ async fn three_processes_survive_kill_9_of_the_leader_and_change_membership() {
 
     // The killed node restarts from its data (no join) and catches up.
     nodes[old_leader as usize - 1].spawn(&[]);
-    wait_voter(&nodes[old_leader as usize - 1]).await;
+    wait_voter(&nodes[old_leader as usize - 1].address).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut stale = client(&[&nodes[old_leader as usize - 1]]);
@@ -244,7 +224,7 @@ async fn three_processes_survive_kill_9_of_the_leader_and_change_membership() {
         &dir.path().join("node-4"),
         &["--join", &addresses[1]],
     );
-    wait_voter(&fourth).await;
+    wait_voter(&fourth.address).await;
     let mut everyone = client(&[&nodes[0], &nodes[1], &nodes[2], &fourth]);
     let members = everyone.members().await.expect("members");
     assert_eq!(members.members.len(), 4, "{members:?}");
@@ -301,7 +281,7 @@ async fn the_update_node_hook_refuses_a_joiner_and_bad_requests_get_clear_errors
         &dir.path().join("node-1"),
         &["--hooks-dir", &hooks_arg],
     );
-    wait_voter(&leader).await;
+    wait_voter(&leader.address).await;
 
     let mut refused = NodeProcess::start(
         9,
@@ -406,7 +386,7 @@ async fn node_with_metrics(dir: &Path) -> (NodeProcess, String) {
         &dir.join("node-1"),
         &["--metrics-listen", &metrics_address],
     );
-    wait_voter(&node).await;
+    wait_voter(&node.address).await;
     (node, metrics_address)
 }
 
@@ -777,7 +757,7 @@ async fn a_removed_node_learns_it_stops_campaigning_and_can_rejoin() {
     assert_eq!(nodes[1].exit_code(Duration::from_secs(10)), Some(2));
     // With --join it comes back through the join workflow and votes again.
     nodes[1].spawn(&["--join", &addresses[0]]);
-    wait_voter(&nodes[1]).await;
+    wait_voter(&nodes[1].address).await;
     let members = everyone.members().await.expect("members");
     assert_eq!(members.members.len(), 3, "{members:?}");
     let mut through_two = client(&[&nodes[1]]);

@@ -547,6 +547,19 @@ fn a_stale_removal_notice_is_ignored_after_the_node_was_added_again() {
     assert_eq!(cluster.status(3).member, MemberState::Learner);
 }
 
+/// Three nodes (no pre-vote or check-quorum, so a cut-off leader lingers), node 1 leading,
+/// with a few entries committed everywhere; returns the cluster and the commit index.
+fn three_nodes_led_by_1_with_history() -> (TestCluster, u64) {
+    let mut cluster = TestCluster::new(3, ravel_sim::harness::without_pre_vote_or_check_quorum);
+    cluster.elect(1);
+    for request in 0..3 {
+        cluster.propose(1, request, b"history");
+    }
+    cluster.run_for(50);
+    let committed = cluster.status(1).commit;
+    (cluster, committed)
+}
+
 /// Raft's safety rests on every voter keeping what it acknowledged. A member that lost its disk
 /// forgot that (and the terms it saw), so until a leader has removed and re-added it its
 /// acknowledgements must not count. Here node 1 still believes it leads term 1 (it was cut off
@@ -556,13 +569,7 @@ fn a_stale_removal_notice_is_ignored_after_the_node_was_added_again() {
 /// at one index (the madsim harness found this, seed 228 with `--disk-loss`).
 #[test]
 fn a_member_that_lost_its_data_does_not_count_until_admitted_again() {
-    let mut cluster = TestCluster::new(3, ravel_sim::harness::without_pre_vote_or_check_quorum);
-    cluster.elect(1);
-    for request in 0..3 {
-        cluster.propose(1, request, b"history");
-    }
-    cluster.run_for(50);
-    let committed = cluster.status(1).commit;
+    let (mut cluster, committed) = three_nodes_led_by_1_with_history();
     assert_eq!(cluster.status(2).commit, committed);
 
     cluster.isolate(1);
@@ -604,13 +611,7 @@ fn a_member_that_lost_its_data_does_not_count_until_admitted_again() {
 /// node 1 counted what the forgetful node 3 acknowledged after it lost its disk.
 #[test]
 fn a_delayed_answer_from_before_the_disk_loss_does_not_readmit_the_node() {
-    let mut cluster = TestCluster::new(3, ravel_sim::harness::without_pre_vote_or_check_quorum);
-    cluster.elect(1);
-    for request in 0..3 {
-        cluster.propose(1, request, b"history");
-    }
-    cluster.run_for(50);
-    let committed = cluster.status(1).commit;
+    let (mut cluster, committed) = three_nodes_led_by_1_with_history();
     let old_term = cluster.status(1).term;
     // What node 3 answered before its loss, still on its way.
     let delayed = Message {
