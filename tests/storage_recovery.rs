@@ -231,7 +231,7 @@ proptest! {
                         let index = floor + 1 + (last - floor - 1) * per_mille / 1000;
                         // The configuration travels with the snapshot.
                         let membership = Membership::with_voters([1, index % 5 + 2]);
-                        let meta = SnapshotMeta { index, term: synced.entries[(index - floor - 1) as usize].term, membership };
+                        let meta = SnapshotMeta { index, term: synced.entries[(index - floor - 1) as usize].term, membership, admissions: vec![ravel::core::Admission { node: 1, nonce: index + 1 }] };
                         let before_snapshot = synced.entries.clone();
                         let data = format!("state at {index}");
                         if written_elsewhere {
@@ -341,6 +341,7 @@ fn a_damaged_snapshot_is_refused() {
                 index: 2,
                 term: 1,
                 membership: Membership::with_voters([1]),
+                admissions: Vec::new(),
             },
             b"state",
         )
@@ -369,6 +370,7 @@ fn snapshot_chunks_are_read_from_the_file_and_a_damaged_file_serves_none() {
         index: 2,
         term: 1,
         membership: Membership::with_voters([1]),
+        admissions: Vec::new(),
     };
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     storage.save_snapshot(meta.clone(), &data).unwrap();
@@ -569,6 +571,7 @@ fn snapshot_at(index: u64) -> SnapshotMeta {
         index,
         term: 1,
         membership: Membership::with_voters([1]),
+        admissions: Vec::new(),
     }
 }
 

@@ -16,7 +16,7 @@ const LEADERS_SHOWN: usize = 8;
 /// The check a failure report names, and what that check guards. A shrunk run counts only if
 /// it fails the same check.
 pub fn check_of(failure: &str) -> (&'static str, &'static str) {
-    const CHECKS: [(&str, &str, &str); 26] = [
+    const CHECKS: [(&str, &str, &str); 27] = [
         ("election safety", "election safety", "at most one leader per term (Raft §5.2)"),
         ("leader completeness", "leader completeness", "every leader holds every entry committed before its term (§5.4)"),
         ("log matching", "log matching", "two logs with an entry of the same index and term agree up to it (§5.3)"),
@@ -29,6 +29,7 @@ pub fn check_of(failure: &str) -> (&'static str, &'static str) {
         ("durable on only", "commit quorum", "a commit rests on durable copies held by a majority of the voters it counted with (both majorities while joint)"),
         ("votes before it ever joined", "no outsider votes", "a node that never joined the cluster casts no vote"),
         ("while joining again", "no vote before admission", "a member back without its disk forgot the votes it cast: it votes only once admitted again"),
+        ("it joined, back without its disk", "join answered after readmission", "a member back without its disk is told it joined only after a leader removed it or held it as a learner"),
         ("it joined, but", "join answered once a voter", "a node told it joined is a voter in the configuration the answering leader committed"),
         ("before any leader did", "commit by a leader", "only a leader decides that an index is committed; others learn it"),
         ("without an election of its own", "term rises", "a term rises only by an election (never a pre-vote) or by adopting a message's term"),
@@ -266,6 +267,10 @@ mod tests {
         let told = "node 2 told node 4 it joined, but node 4 is no voter in the configuration \
                     node 2 committed (voters {1, 2, 3})";
         assert_eq!(check_of(told).0, "join answered once a voter");
+        let retried = "node 1 told node 3 it joined, back without its disk, though no leader \
+                       has held it out of its voters since the loss (answered as a retry: it \
+                       may count what it forgot)";
+        assert_eq!(check_of(retried).0, "join answered after readmission");
         let counted = "leader 2 (term 1) committed index 15 (term 1) durable on only 1 of 3 of \
                        the voters it counts with (voters {1, 2, 3}, outgoing {}): on [1] (what \
                        [3] acknowledged since losing its disk does not count: not admitted \

@@ -31,10 +31,14 @@ fn entry() -> impl Strategy<Value = Entry> {
 }
 
 fn meta() -> impl Strategy<Value = SnapshotMeta> {
-    (0..10u64, 0..5u64).prop_map(|(index, term)| SnapshotMeta {
+    let admissions = proptest::collection::vec((0..6u64, 0..3u64), 0..3);
+    (0..10u64, 0..5u64, admissions).prop_map(|(index, term, admissions)| SnapshotMeta {
         index,
         term,
         membership: Membership::with_voters([1, 2, 3]),
+        admissions: (admissions.into_iter())
+            .map(|(node, nonce)| Admission { node, nonce })
+            .collect(),
     })
 }
 

@@ -652,3 +652,157 @@ fn a_delayed_answer_from_before_the_disk_loss_does_not_readmit_the_node() {
         cluster.status(2).term
     );
 }
+
+/// The same race, through the join workflow (mutation testing led here: `join.rs` answered a
+/// member's request at once as a retry when the log it reported held the leader's committed
+/// entries). Node 1, deposed without knowing it, refills the forgetful node 3's log itself (node
+/// 3 is a member of its configuration). Node 3 then asks node 1 to join with a log that looks
+/// complete. Answered "joined", it would count again, and node 1 would commit its stale term
+/// with node 3's help where term 2 committed another entry. The leader answers at once only a
+/// request whose nonce a committed entry admitted; any other member that asks is replaced,
+/// which node 1, without node 2, cannot commit.
+#[test]
+fn a_forgetful_member_whose_log_a_deposed_leader_refilled_is_not_answered_as_a_retry() {
+    let (mut cluster, committed) = three_nodes_led_by_1_with_history();
+    cluster.isolate(1);
+    cluster.propose(1, 100, b"stale");
+    cluster.elect(3);
+    cluster.propose(3, 200, b"newer");
+    cluster.run_for(50);
+    let contested = committed + 1;
+    assert!(cluster.status(2).commit > contested);
+
+    cluster.crash(3);
+    cluster.wipe(3);
+    cluster.restart_joining(3);
+    cluster.heal();
+    cluster.isolate(2);
+    cluster.run_for(300);
+    let refilled = cluster.core(3).log().last_index();
+    assert!(
+        refilled >= cluster.status(1).commit,
+        "node 1 refilled node 3's log ({refilled} entries)"
+    );
+    cluster.step(
+        1,
+        Input::Join {
+            id: 300,
+            node: 3,
+            last_index: refilled,
+            nonce: cluster.join_nonce(3),
+        },
+    );
+    cluster.run_for(50);
+    let answered = cluster
+        .take_events(1)
+        .contains(&Action::JoinCompleted { id: 300, node: 3 });
+    if answered {
+        // What node 3 does on that answer; the harness then sees the two commits.
+        cluster.step(3, Input::Admitted);
+    }
+    cluster.propose(1, 400, b"after");
+    cluster.run_for(500);
+    assert!(!answered, "node 1 answered the forgetful node 3 as a retry");
+    assert!(cluster.status(1).commit < contested);
+}
+
+/// A retry is recognised by the nonce of the entry that admitted it, and that evidence outlives
+/// compaction: the snapshot carries each member's latest admission. Without it, a joiner whose
+/// answer was lost and whose admission was compacted away would look like a member that lost
+/// its data, and be removed for nothing: the random simulator found a 3-node group that could
+/// not elect again after such a removal met a real disk loss (seed 1135, `--faults
+/// all,disk-loss`). A request with another nonce (another start of the node) is no retry.
+#[test]
+fn a_retry_is_recognised_after_its_admission_was_compacted() {
+    let run = |nonce: u64| {
+        let mut cluster = TestCluster::with_spares(1, 1, |config| {
+            config.snapshot_interval_entries = 10;
+            config.snapshot_trailing_entries = 0;
+            if config.id == 2 {
+                config.voters.clear();
+                config.joining = true;
+                config.join_nonce = 77;
+            }
+        });
+        cluster.elect(1);
+        let join = |id| Input::Join {
+            id,
+            node: 2,
+            last_index: 0,
+            nonce: 77,
+        };
+        cluster.step(1, join(100));
+        cluster.run_for(500);
+        assert!(cluster
+            .take_events(1)
+            .contains(&Action::JoinCompleted { id: 100, node: 2 }));
+        for request in 0..30 {
+            cluster.propose(1, request, b"after");
+        }
+        cluster.run_for(200);
+        let snapshot = cluster.core(1).log().first_index() - 1;
+        assert!(snapshot >= 20, "compacted through {snapshot}");
+        cluster.step(
+            1,
+            Input::Join {
+                id: 101,
+                node: 2,
+                last_index: cluster.core(2).log().last_index(),
+                nonce,
+            },
+        );
+        let answered = cluster
+            .take_events(1)
+            .contains(&Action::JoinCompleted { id: 101, node: 2 });
+        (answered, voters(&cluster, 1))
+    };
+    assert_eq!(
+        run(77),
+        (true, set(&[1, 2])),
+        "the retry is answered at once"
+    );
+    assert_eq!(
+        run(78),
+        (false, set(&[1])),
+        "another start's request: node 2 is removed, to be added again"
+    );
+}
+
+/// A joiner whose admitting entry was compacted before it arrived learns of its admission from
+/// the snapshot it installs instead (once the snapshot is durable), as it would from the entry.
+#[test]
+fn a_joiner_learns_its_admission_from_the_snapshot() {
+    let admitted = |nonce: u64| {
+        let mut config = Config::joining(2);
+        config.join_nonce = 77;
+        let mut node = RawNode::new(config, Recovered::default(), 0).expect("valid");
+        let mut membership = Membership::with_voters([1]);
+        membership.learners.insert(2);
+        node.step(Input::Message(Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::SnapshotChunk {
+                meta: ravel::core::SnapshotMeta {
+                    index: 30,
+                    term: 1,
+                    membership,
+                    admissions: vec![Admission { node: 2, nonce }],
+                },
+                offset: 0,
+                data: bytes::Bytes::from_static(b"state"),
+                done: true,
+            },
+        }));
+        let actions = node.take_actions();
+        assert!(!actions.contains(&Action::Admitted), "not durable yet");
+        for action in actions {
+            if let Action::InstallSnapshot { id, .. } = action {
+                node.step(Input::Persisted { id });
+            }
+        }
+        node.take_actions().contains(&Action::Admitted)
+    };
+    assert!(admitted(77));
+    assert!(!admitted(76), "another start's admission admits nothing");
+}

@@ -44,7 +44,9 @@ pub enum Input {
         change: MembershipChange,
     },
     /// `node` asks to join (after the shell's admission hook accepted it), reporting the last
-    /// index it holds. A leader queues it; anyone else refuses with a leader hint.
+    /// index it holds (for the record only: a log refilled by a deposed leader looks the same
+    /// as one never lost, so the leader decides by the nonce). A leader queues it; anyone else
+    /// refuses with a leader hint.
     Join {
         id: RequestId,
         node: NodeId,

@@ -1,13 +1,18 @@
 //! The leader's join pool (the leader's side of the join workflow). A node asks to join, the
 //! shell runs the admission hook, and the leader queues it here; the pool is drained one change at
 //! a time: add as learner, wait until caught up, promote to voter, answer once the promotion
-//! commits. A node that asks again while already a caught-up voter is answered at once; a member
-//! that lost its data (it reports a log shorter than what the leader committed or knows it held)
-//! is removed and added again, so the leader stops trusting what it had acknowledged before.
+//! commits. A member that asks is answered at once only when the leader's committed log shows
+//! that this very request (its nonce) was admitted: a retry whose answer was lost. Any other
+//! member that asks is one that forgot it is a member, because it lost its data, and with it what
+//! it acknowledged and whom it voted for. It is removed and added again, so the leader stops
+//! trusting what it had acknowledged before, however much of the log it holds by now (a leader
+//! deposed without knowing it may have refilled it).
 
 use super::io::{Action, RequestId};
 use super::membership::MembershipChange;
 use super::node::RawNode;
+use std::collections::BTreeMap;
+
 use super::types::{Admission, LogIndex, NodeId, Refusal};
 
 /// Joins queued at the leader, at most.
@@ -17,8 +22,6 @@ pub(super) const JOIN_POOL_MAX: usize = 64;
 #[derive(Debug)]
 pub(super) struct PendingJoin {
     pub node: NodeId,
-    /// The last index the joiner reported holding.
-    pub joiner_last_index: LogIndex,
     /// The nonce of the joiner's latest request (0: none).
     pub nonce: u64,
     pub requests: Vec<RequestId>,
@@ -28,13 +31,7 @@ pub(super) struct PendingJoin {
 }
 
 impl RawNode {
-    pub(super) fn join(
-        &mut self,
-        id: RequestId,
-        node: NodeId,
-        joiner_last_index: LogIndex,
-        nonce: u64,
-    ) {
+    pub(super) fn join(&mut self, id: RequestId, node: NodeId, nonce: u64) {
         let refusal = if self.leader_state.is_none() {
             Some(Refusal::NotLeader {
                 leader_hint: self.leader,
@@ -56,7 +53,11 @@ impl RawNode {
             .find(|pending| pending.node == node)
         {
             pending.requests.push(id);
-            pending.joiner_last_index = joiner_last_index;
+            if pending.nonce != nonce {
+                // Another start of the node: it may have lost its data since this leader
+                // admitted it, so what it holds no longer came from this leader's replication.
+                pending.admitted_here = false;
+            }
             pending.nonce = nonce;
             return;
         }
@@ -68,7 +69,6 @@ impl RawNode {
         }
         leader.join_pool.push_back(PendingJoin {
             node,
-            joiner_last_index,
             nonce,
             requests: vec![id],
             admitted_here: false,
@@ -101,15 +101,18 @@ impl RawNode {
                     .last()
                     .is_some_and(|(at, _)| *at > commit);
             // Only a node that does not know itself a member asks to join. A member that asks
-            // and lacks committed entries lost its data (and its memory of past votes; the
-            // leader's progress, fresh after an election, may not show it): replace it rather
-            // than trust its old place. One that holds them is a retry: answer it.
-            let holds_log = pending.joiner_last_index >= commit;
-            let lost_data = self.membership.is_member(node) && !pending.admitted_here && !holds_log;
+            // is either retrying a request that was admitted (its nonce is in a committed entry
+            // that added or promoted it) or lost its data, and its memory of past votes: replace
+            // it rather than trust its old place. How much of the log it reports holding proves
+            // nothing: a leader deposed without knowing it may have refilled the log since.
+            let retried = admission.is_some_and(|admission| {
+                self.admissions_through(commit).get(&node) == Some(&admission.nonce)
+            });
+            let lost_data = self.membership.is_member(node) && !pending.admitted_here && !retried;
             let caught_up =
                 matched + self.config.promotion_lag_max_entries >= last && matched >= commit;
             let voter = self.membership_at(commit).is_voter(node) && self.membership.is_voter(node);
-            if node == self.config.id || (voter && (pending.admitted_here || holds_log)) {
+            if node == self.config.id || (voter && (pending.admitted_here || retried)) {
                 let done = self
                     .leader_state
                     .as_mut()
@@ -159,5 +162,26 @@ impl RawNode {
             }
             return;
         }
+    }
+
+    /// Each member's latest admission through `index` (node to nonce): the snapshot's, then
+    /// those of the configuration entries after it. A nonce is drawn anew at every start of the
+    /// node, so an admission of its current nonce means that this incarnation was held out of
+    /// the voters and let in again: everything it acknowledged since is on its disk.
+    pub(super) fn admissions_through(&self, index: LogIndex) -> BTreeMap<NodeId, u64> {
+        let mut admitted: BTreeMap<NodeId, u64> = (self.snapshot.admissions.iter())
+            .map(|admission| (admission.node, admission.nonce))
+            .collect();
+        let after_snapshot = (self.membership_log.iter())
+            .filter(|(at, _)| *at > self.snapshot.index && *at <= index);
+        for (at, membership) in after_snapshot {
+            admitted.retain(|node, _| membership.is_member(*node));
+            if let Some((_, made_for)) =
+                self.admission_log.iter().find(|(made_at, _)| made_at == at)
+            {
+                admitted.insert(made_for.node, made_for.nonce);
+            }
+        }
+        admitted
     }
 }

@@ -374,6 +374,7 @@ mod tests {
             index,
             term,
             membership: Membership::default(),
+            admissions: Vec::new(),
         }
     }
 

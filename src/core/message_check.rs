@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use super::membership::Membership;
 use super::message::{Message, MessageBody};
-use super::types::{EntryPayload, LogIndex, Term};
+use super::types::{EntryPayload, LogIndex, SnapshotMeta, Term};
 
 /// What is wrong with a message.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -41,6 +41,8 @@ pub enum Malformed {
     SnapshotAtZero,
     #[error("a configuration with {0}")]
     BadMembership(&'static str),
+    #[error("a snapshot's admissions {0}")]
+    BadAdmissions(&'static str),
 }
 
 /// Checks `message` (see the module docs).
@@ -113,7 +115,8 @@ pub fn check_message(message: &Message) -> Result<(), Malformed> {
             offset
                 .checked_add(data.len() as u64)
                 .ok_or(Malformed::IndexOverflow)?;
-            check_membership(&meta.membership)
+            check_membership(&meta.membership)?;
+            check_admissions(meta)
         }
         MessageBody::SnapshotAck { meta, .. } => {
             if meta.index == 0 {
@@ -178,12 +181,29 @@ fn check_membership(membership: &Membership) -> Result<(), Malformed> {
     Ok(())
 }
 
+/// A snapshot's admissions, as the core builds them: one per member at most, in node order,
+/// each of a request (nonce 0 is none).
+fn check_admissions(meta: &SnapshotMeta) -> Result<(), Malformed> {
+    if (meta.admissions.iter()).any(|admission| !meta.membership.is_member(admission.node)) {
+        return Err(Malformed::BadAdmissions("name a node that is no member"));
+    }
+    if meta.admissions.iter().any(|admission| admission.nonce == 0) {
+        return Err(Malformed::BadAdmissions("name no request (nonce 0)"));
+    }
+    if (meta.admissions.windows(2)).any(|pair| pair[0].node >= pair[1].node) {
+        return Err(Malformed::BadAdmissions(
+            "are not one per node in node order",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::core::Entry;
+    use crate::core::{Entry, NodeId};
 
     fn append(prev: (LogIndex, Term), entries: &[(LogIndex, Term)]) -> Message {
         Message {
@@ -258,5 +278,40 @@ mod tests {
             check_message(&with_bad_membership),
             Err(Malformed::BadMembership("no voters"))
         );
+    }
+
+    /// A snapshot's admissions are bounded by its configuration: one per member, in order.
+    #[test]
+    fn a_snapshots_admissions_are_checked() {
+        let chunk = |admissions: &[(NodeId, u64)]| Message {
+            from: 2,
+            to: 1,
+            term: 3,
+            body: MessageBody::SnapshotChunk {
+                meta: SnapshotMeta {
+                    index: 9,
+                    term: 3,
+                    membership: Membership::with_voters([1, 2, 3]),
+                    admissions: (admissions.iter())
+                        .map(|&(node, nonce)| crate::core::Admission { node, nonce })
+                        .collect(),
+                },
+                offset: 0,
+                data: Bytes::new(),
+                done: true,
+            },
+        };
+        assert_eq!(check_message(&chunk(&[(1, 5), (3, 7)])), Ok(()));
+        for (admissions, reason) in [
+            (&[(4, 5)][..], "name a node that is no member"),
+            (&[(1, 0)][..], "name no request (nonce 0)"),
+            (&[(3, 5), (1, 7)][..], "are not one per node in node order"),
+            (&[(1, 5), (1, 7)][..], "are not one per node in node order"),
+        ] {
+            assert_eq!(
+                check_message(&chunk(admissions)),
+                Err(Malformed::BadAdmissions(reason))
+            );
+        }
     }
 }

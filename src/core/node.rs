@@ -18,7 +18,7 @@ use super::message_check::check_message;
 use super::progress::Progress;
 use super::read_forwarding::{ForwardedReads, ReadWaiter};
 use super::types::{
-    Entry, HardState, LogIndex, NodeId, ReadMode, Refusal, Role, SnapshotMeta, Term,
+    Admission, Entry, HardState, LogIndex, NodeId, ReadMode, Refusal, Role, SnapshotMeta, Term,
 };
 
 /// What storage handed back after a restart: the durable hard state, the snapshot the state
@@ -176,6 +176,11 @@ pub struct RawNode {
     pub(super) admission_at: Option<LogIndex>,
     /// Configuration entries in the log after the snapshot, in order.
     pub(super) membership_log: Vec<(LogIndex, Membership)>,
+    /// The admissions (`Admission`) carried by the configuration entries after the snapshot,
+    /// by index: kept apart from the entries, which leave memory once applied and durable
+    /// everywhere, because the join workflow needs them for as long as the snapshot does not
+    /// hold them.
+    pub(super) admission_log: Vec<(LogIndex, Admission)>,
     /// A peer said the configuration committed at this index no longer has this node, and no
     /// later configuration it holds has it again (`reconfiguration::handle_removed`).
     pub(super) removed_at: Option<LogIndex>,
@@ -233,11 +238,13 @@ impl RawNode {
                 index: 0,
                 term: 0,
                 membership: Membership::with_voters(config.voters.iter().copied()),
+                admissions: Vec::new(),
             }),
             membership: Membership::default(),
             joining: config.joining,
             admission_at: None,
             membership_log: Vec::new(),
+            admission_log: Vec::new(),
             removed_at: None,
             snapshot_requested: false,
             snapshot_wanted: false,
@@ -338,12 +345,14 @@ impl RawNode {
             }
             Input::SnapshotSaved { meta } => self.snapshot_saved(meta),
             Input::ChangeMembership { id, change } => self.change_membership(id, change),
+            // The index the joiner reports is not trusted: it proves nothing about what the
+            // joiner acknowledged before (see `drive_join_pool`).
             Input::Join {
                 id,
                 node,
-                last_index,
+                last_index: _,
                 nonce,
-            } => self.join(id, node, last_index, nonce),
+            } => self.join(id, node, nonce),
             Input::Admitted => self.joining = false,
             Input::SnapshotChunkRead {
                 to,

@@ -35,6 +35,7 @@ impl RawNode {
     /// configurations that were cut and pick up the new ones.
     pub(super) fn log_changed_from(&mut self, from: LogIndex) {
         self.membership_log.retain(|(at, _)| *at < from);
+        self.admission_log.retain(|(at, _)| *at < from);
         if self.admission_at.is_some_and(|at| at >= from) {
             self.admission_at = None;
         }
@@ -50,6 +51,9 @@ impl RawNode {
             }) = self.log.entry(index)
             {
                 self.membership_log.push((index, membership.clone()));
+                if let Some(admission) = admission {
+                    self.admission_log.push((index, *admission));
+                }
                 let for_me = self.config.join_nonce != 0 && *admission == Some(mine);
                 if self.joining && for_me && self.admission_at.is_none() {
                     self.admission_at = Some(index);
@@ -73,9 +77,22 @@ impl RawNode {
         }
     }
 
-    /// A snapshot was installed: its configuration is the base.
+    /// A snapshot was installed: its configuration is the base. A joiner whose admission the
+    /// snapshot covers (the entry made for its request was compacted away) learns it here, and
+    /// counts as admitted once the snapshot is durable.
     pub(super) fn installed_snapshot(&mut self, meta: super::types::SnapshotMeta) {
+        let mine = Admission {
+            node: self.config.id,
+            nonce: self.config.join_nonce,
+        };
+        if self.joining && self.config.join_nonce != 0 && meta.admissions.contains(&mine) {
+            self.admission_at = Some(
+                self.admission_at
+                    .map_or(meta.index, |at| at.min(meta.index)),
+            );
+        }
         self.membership_log.retain(|(at, _)| *at > meta.index);
+        self.admission_log.retain(|(at, _)| *at > meta.index);
         self.snapshot = meta;
         self.adopt_latest_membership();
     }

@@ -13,7 +13,7 @@ use super::io::Action;
 use super::message::{AppendResponse, MessageBody};
 use super::node::{follower_progress, RawNode};
 use super::progress::ProgressState;
-use super::types::{NodeId, SnapshotMeta};
+use super::types::{Admission, NodeId, SnapshotMeta};
 
 /// Heartbeat answers without snapshot progress before the outstanding chunk is sent again.
 const STALLED_HEARTBEATS_MAX: u8 = 2;
@@ -52,11 +52,15 @@ impl RawNode {
         };
         self.snapshot_requested = true;
         let membership = self.membership_at(applied);
+        let admissions = (self.admissions_through(applied).into_iter())
+            .map(|(node, nonce)| Admission { node, nonce })
+            .collect();
         self.events.push(Action::TakeSnapshot {
             meta: SnapshotMeta {
                 index: applied,
                 term,
                 membership,
+                admissions,
             },
         });
     }

@@ -74,12 +74,19 @@ pub struct HardState {
 }
 
 /// What a snapshot of the state machine covers: every entry up to `index`, the last of term
-/// `term`, and the configuration in effect there (the entries that set it are compacted away).
+/// `term`, the configuration in effect there, and the members' admissions (the entries that set
+/// both are compacted away).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SnapshotMeta {
     pub index: LogIndex,
     pub term: Term,
     pub membership: Membership,
+    /// For each member the join workflow admitted, the latest request it was admitted for
+    /// (sorted by node, one per node). A leader answers a member's repeated join request at
+    /// once only with this evidence that the very request was admitted, and it must outlive
+    /// compaction: without it, a retry whose answer was lost looks like a member that lost its
+    /// data, and is removed for nothing.
+    pub admissions: Vec<Admission>,
 }
 
 /// The role a node plays in its current term.

@@ -3,7 +3,7 @@
 //! is not well formed is refused by [`peer_message_from_proto`]. Either way the message is dropped
 //! (and counted and logged), never handed to the core.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
@@ -21,6 +21,8 @@ pub enum ConvertError {
     ZeroNode(&'static str),
     #[error("message field `{0}` holds a value this node does not know")]
     Unknown(&'static str),
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 pub fn message_to_proto(message: &Message) -> pb::RaftMessage {
@@ -368,17 +370,42 @@ fn snapshot_meta_to_proto(meta: &SnapshotMeta) -> pb::SnapshotMeta {
         index: meta.index,
         term: meta.term,
         membership: Some(membership_to_proto(&meta.membership)),
+        admissions: (meta.admissions.iter())
+            .map(|admission| pb::JoinAdmission {
+                node: admission.node,
+                nonce: admission.nonce,
+            })
+            .collect(),
     }
 }
 
 fn snapshot_meta_from_proto(meta: pb::SnapshotMeta) -> Result<SnapshotMeta, ConvertError> {
+    let membership = membership_from_proto(
+        meta.membership
+            .ok_or(ConvertError::Missing("snapshot membership"))?,
+    )?;
+    // One admission per member at most, in node order, as the core builds them: a peer's list
+    // cannot grow beyond the configuration it comes with.
+    let mut admissions = BTreeMap::new();
+    for admission in meta.admissions {
+        if !membership.is_member(admission.node) || admission.nonce == 0 {
+            return Err(ConvertError::Invalid(
+                "a snapshot's admission names no member, or no request",
+            ));
+        }
+        if admissions.insert(admission.node, admission.nonce).is_some() {
+            return Err(ConvertError::Invalid(
+                "a snapshot names one member's admission twice",
+            ));
+        }
+    }
     Ok(SnapshotMeta {
         index: meta.index,
         term: meta.term,
-        membership: membership_from_proto(
-            meta.membership
-                .ok_or(ConvertError::Missing("snapshot membership"))?,
-        )?,
+        membership,
+        admissions: (admissions.into_iter())
+            .map(|(node, nonce)| Admission { node, nonce })
+            .collect(),
     })
 }
 
@@ -402,6 +429,10 @@ mod tests {
             index: 40,
             term: 3,
             membership: membership(),
+            admissions: vec![
+                Admission { node: 2, nonce: 7 },
+                Admission { node: 9, nonce: 11 },
+            ],
         };
         vec![
             MessageBody::VoteRequest {
@@ -514,6 +545,38 @@ mod tests {
             let bytes = message_to_proto(&message).encode_to_vec();
             let decoded = pb::RaftMessage::decode(bytes.as_slice()).expect("decodes");
             assert_eq!(message_from_proto(decoded), Ok(message));
+        }
+    }
+
+    /// A peer's snapshot names at most one admission per member, and only of members: anything
+    /// else is refused with a reason, so the list stays bounded by the configuration.
+    #[test]
+    fn a_snapshots_admissions_name_each_member_once() {
+        let meta = |admissions: Vec<(u64, u64)>| pb::SnapshotMeta {
+            index: 40,
+            term: 3,
+            membership: Some(membership_to_proto(&membership())),
+            admissions: (admissions.into_iter())
+                .map(|(node, nonce)| pb::JoinAdmission { node, nonce })
+                .collect(),
+        };
+        let decoded = snapshot_meta_from_proto(meta(vec![(9, 11), (2, 7)])).expect("valid");
+        assert_eq!(
+            decoded.admissions,
+            vec![
+                Admission { node: 2, nonce: 7 },
+                Admission { node: 9, nonce: 11 }
+            ],
+            "in node order, as the core builds them"
+        );
+        for bad in [vec![(4, 1)], vec![(2, 0)], vec![(2, 7), (2, 8)]] {
+            assert!(
+                matches!(
+                    snapshot_meta_from_proto(meta(bad.clone())),
+                    Err(ConvertError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
         }
     }
 

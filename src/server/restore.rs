@@ -99,6 +99,7 @@ pub fn restore_backup(
         index: header.index,
         term,
         membership: Membership::with_voters([node_id]),
+        admissions: Vec::new(),
     };
     storage.save_snapshot(meta, &image)?;
     storage.set_hard_state(HardState {

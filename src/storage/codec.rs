@@ -198,6 +198,33 @@ pub struct SnapshotHeader {
     pub index: LogIndex,
     pub term: Term,
     pub membership: MembershipRecord,
+    /// (node, nonce) of each admitted member's latest join request; see
+    /// [`SnapshotMeta::admissions`].
+    pub admissions: Vec<(u64, u64)>,
+}
+
+/// The header as written before it carried admissions. Such a header ends where the new one's
+/// admissions begin, so each layout decodes only as itself.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+struct SnapshotHeaderBeforeAdmissions {
+    index: LogIndex,
+    term: Term,
+    membership: MembershipRecord,
+}
+
+impl SnapshotHeader {
+    /// Decodes a header in either layout (one without admissions reads as having none).
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotHeader, CodecError> {
+        decode::<SnapshotHeader>(bytes).or_else(|error| {
+            let old: SnapshotHeaderBeforeAdmissions = decode(bytes).map_err(|_| error)?;
+            Ok(SnapshotHeader {
+                index: old.index,
+                term: old.term,
+                membership: old.membership,
+                admissions: Vec::new(),
+            })
+        })
+    }
 }
 
 impl From<&SnapshotMeta> for SnapshotHeader {
@@ -206,6 +233,9 @@ impl From<&SnapshotMeta> for SnapshotHeader {
             index: meta.index,
             term: meta.term,
             membership: (&meta.membership).into(),
+            admissions: (meta.admissions.iter())
+                .map(|admission| (admission.node, admission.nonce))
+                .collect(),
         }
     }
 }
@@ -216,6 +246,9 @@ impl From<SnapshotHeader> for SnapshotMeta {
             index: header.index,
             term: header.term,
             membership: header.membership.into(),
+            admissions: (header.admissions.into_iter())
+                .map(|(node, nonce)| Admission { node, nonce })
+                .collect(),
         }
     }
 }
@@ -430,6 +463,37 @@ mod tests {
         }
     }
 
+    /// A snapshot header keeps the members' admissions, and a header written before it carried
+    /// them still reads (with none): snapshot files from earlier builds stay readable.
+    #[test]
+    fn a_snapshot_header_keeps_its_admissions_and_reads_the_older_layout() {
+        let meta = SnapshotMeta {
+            index: 40,
+            term: 3,
+            membership: Membership::with_voters([1, 2, 3]),
+            admissions: vec![Admission { node: 3, nonce: 99 }],
+        };
+        let bytes = encode(&SnapshotHeader::from(&meta));
+        assert_eq!(
+            SnapshotHeader::decode(&bytes).map(SnapshotMeta::from),
+            Ok(meta.clone())
+        );
+        let older = encode(&SnapshotHeaderBeforeAdmissions {
+            index: 40,
+            term: 3,
+            membership: (&meta.membership).into(),
+        });
+        let read = SnapshotHeader::decode(&older).map(SnapshotMeta::from);
+        assert_eq!(
+            read,
+            Ok(SnapshotMeta {
+                admissions: Vec::new(),
+                ..meta
+            })
+        );
+        assert!(SnapshotHeader::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
     /// A snapshot header whose voter list claims 2^60 entries (a flipped length, say): without a
     /// decoding limit, bincode reserves that much memory up front and the process aborts.
     #[test]
@@ -505,6 +569,7 @@ mod tests {
             index: 1,
             term: 1,
             membership: MembershipRecord::default(),
+            admissions: Vec::new(),
         });
         bytes[0] = 9;
         assert_eq!(

@@ -285,6 +285,7 @@ mod tests {
             index: 1,
             term: 1,
             membership: Default::default(),
+            admissions: Vec::new(),
         };
         storage.save_snapshot(meta.clone(), b"image").unwrap();
         let (_, state, snapshot) = disk.open().unwrap();
@@ -305,6 +306,7 @@ mod tests {
             index,
             term: 1,
             membership: Default::default(),
+            admissions: Vec::new(),
         };
         let older = storage
             .snapshot_writer()

@@ -348,8 +348,8 @@ fn parse_head(path: &Path, bytes: &[u8]) -> Result<(SnapshotMeta, u64), StorageE
             "the snapshot header does not match its checksum",
         ));
     };
-    let header: SnapshotHeader =
-        codec::decode(body).map_err(|error| corrupt(path, 0, &error.to_string()))?;
+    let header =
+        SnapshotHeader::decode(body).map_err(|error| corrupt(path, 0, &error.to_string()))?;
     if bytes.len() < len + 4 {
         return Err(corrupt(
             path,

@@ -24,7 +24,7 @@ impl World {
         ticket: Ticket,
         reply: replica::Reply<KvStateMachine>,
     ) -> Result<(), Violation> {
-        if let Some(joiner) = self.join_requests.get(&ticket).copied() {
+        if let Some((joiner, incarnation)) = self.join_requests.get(&ticket).copied() {
             match reply {
                 Ok(_) => {
                     // The join workflow's promise: a node told it joined is a voter in the
@@ -36,6 +36,27 @@ impl World {
                             "node {id} told node {joiner} it joined, but node {joiner} is no \
                              voter in the configuration node {id} committed (voters {:?})",
                             committed.voters
+                        ));
+                    }
+                    if incarnation != self.node_ref(joiner).incarnation {
+                        // The node restarted since it asked (perhaps without its disk): the
+                        // answer reaches no one, and the node asks again.
+                        self.trace.line(self.now_us, || {
+                            format!("n{joiner} restarted since it asked: the answer is lost")
+                        });
+                        return Ok(());
+                    }
+                    // A member back without its disk forgot what it acknowledged and whom it
+                    // voted for: it may be told it joined (and count again) only once some
+                    // leader held it out of its voters, so that what it holds now came from
+                    // that leader's replication. A log refilled by a leader deposed without
+                    // knowing it looks complete too, and proves nothing.
+                    let forgetful = self.node_ref(joiner);
+                    if joiner != id && forgetful.joining && forgetful.readmitted_by.is_empty() {
+                        return Err(format!(
+                            "node {id} told node {joiner} it joined, back without its disk, \
+                             though no leader has held it out of its voters since the loss \
+                             (answered as a retry: it may count what it forgot)"
                         ));
                     }
                     if let Some(join) = self.joins.get_mut(&joiner) {

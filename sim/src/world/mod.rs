@@ -217,9 +217,10 @@ pub struct World {
     founders: Vec<NodeId>,
     /// Request ids of membership changes and joins (out of the clients' range).
     next_change_id: u64,
-    /// Spares going through the join workflow, and which join request came from whom.
+    /// Spares going through the join workflow, and which join request came from whom (the
+    /// node and its incarnation: an answer to an earlier start reaches no one).
     joins: BTreeMap<NodeId, Join>,
-    join_requests: BTreeMap<u64, NodeId>,
+    join_requests: BTreeMap<u64, (NodeId, u64)>,
     tuning: Tuning,
     network: Network,
     clients: Vec<Client>,
