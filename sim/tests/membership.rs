@@ -806,3 +806,58 @@ fn a_joiner_learns_its_admission_from_the_snapshot() {
     assert!(admitted(77));
     assert!(!admitted(76), "another start's admission admits nothing");
 }
+
+/// What the pool admitted holds only for the start of the node it admitted. Node 4 is added as
+/// a learner (so the pool trusts what it holds from then on); then it loses its disk and asks
+/// again, with a new start's nonce, while its first request is still queued. Merged into that request, the new one inherited its trust: the forgetful
+/// node would have been promoted (and counted) without being removed first.
+#[test]
+fn a_new_start_of_a_queued_joiner_is_not_trusted_for_the_old_one() {
+    let mut cluster = TestCluster::with_spares(3, 1, |config| {
+        if config.id == 4 {
+            config.voters.clear();
+            config.joining = true;
+            config.join_nonce = 77;
+        }
+    });
+    cluster.elect(1);
+    cluster.propose(1, 1, b"history");
+    cluster.run_for(50);
+    // Node 4's answers never arrive: it stays a learner, and its request stays queued.
+    cluster.cut_link(4, 1);
+    cluster.step(
+        1,
+        Input::Join {
+            id: 100,
+            node: 4,
+            last_index: 0,
+            nonce: 77,
+        },
+    );
+    cluster.run_for(200);
+    assert!(cluster.core(1).membership().learners.contains(&4));
+
+    cluster.crash(4);
+    cluster.wipe(4);
+    cluster.restart_joining(4);
+    cluster.heal();
+    cluster.step(
+        1,
+        Input::Join {
+            id: 101,
+            node: 4,
+            last_index: 0,
+            nonce: cluster.join_nonce(4),
+        },
+    );
+    assert!(
+        !cluster.core(1).membership().is_member(4),
+        "node 4's new start is removed before it is added again"
+    );
+    cluster.run_for(1_000);
+    let events = cluster.take_events(1);
+    for id in [100, 101] {
+        assert!(events.contains(&Action::JoinCompleted { id, node: 4 }));
+    }
+    assert_eq!(voters(&cluster, 1), set(&[1, 2, 3, 4]));
+}
