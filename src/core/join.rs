@@ -164,6 +164,13 @@ impl RawNode {
         }
     }
 
+    /// The nonce of the latest request this node was admitted for, as its own log and snapshot
+    /// hold it. A node that resumes from its disk (not joining) uses it to ask again to finish
+    /// a join: only a node that kept its disk holds it.
+    pub fn own_admission_nonce(&self) -> Option<u64> {
+        (self.admissions_through(self.log.last_index())).remove(&self.config.id)
+    }
+
     /// Each member's latest admission through `index` (node to nonce): the snapshot's, then
     /// those of the configuration entries after it. A nonce is drawn anew at every start of the
     /// node, so an admission of its current nonce means that this incarnation was held out of

@@ -689,9 +689,15 @@ pub(crate) async fn run<S: StateMachine>(
         // earlier start's request must not admit this one.
         config.join_nonce = join_nonce(config.seed ^ now_seed().rotate_left(17));
     }
-    let join_nonce = config.join_nonce;
+    let mut join_nonce = config.join_nonce;
     let mut core = RawNode::new(config, state.into(), 0)
         .map_err(|error| NodeError::Invalid(error.to_string()))?;
+    if entry == Entry::Resume {
+        // A learner that resumes asks again to finish its join (below), with the nonce of the
+        // request its own disk holds the admission of: the leader recognises it by that alone.
+        // Any other nonce would make it look like a member that lost its data, to be removed.
+        join_nonce = core.own_admission_nonce().unwrap_or(0);
+    }
     if entry == Entry::Bootstrap {
         // Alone in a new cluster: no one to wait for, so no election timeout to sit out.
         core.step(crate::core::Input::Campaign);
