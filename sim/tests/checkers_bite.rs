@@ -273,6 +273,17 @@ fn counting_a_node_not_admitted_again_is_caught_where_it_counts() {
     assert!(failure.contains("not admitted again yet"), "{failure}");
 }
 
+/// A leader that answers a member's repeated join request as a retry without evidence that
+/// this very request was admitted: a member back without its disk counts again without being
+/// removed first. Caught where the answer is given, with the disk-loss family on.
+#[test]
+fn answering_a_forgetful_members_join_as_a_retry_is_caught() {
+    let mut options = SimOptions::default();
+    options.faults.disk_loss = true;
+    let failure = first_failure_with("rejoin-answered-as-retry", 20, options);
+    assert!(failure.contains("back without its disk"), "{failure}");
+}
+
 /// A leader that counts its own entries before its disk synced them.
 #[test]
 fn a_leader_counting_its_unsynced_entries_is_caught_where_it_counts() {

@@ -66,6 +66,10 @@ pub struct PlantedBugs {
     /// A leader that hears from no majority stays leader (thesis §6.2, check-quorum): a
     /// partitioned leader holds its clients until they time out, however long the partition.
     pub leader_ignores_check_quorum: bool,
+    /// A leader answers a member's repeated join request at once, as a retry, without evidence
+    /// (its nonce in a committed admission) that this very request was admitted: a member that
+    /// lost its disk counts again without being removed and added back first.
+    pub rejoin_answered_as_retry: bool,
 }
 
 impl PlantedBugs {
@@ -98,13 +102,14 @@ impl PlantedBugs {
             "joint-commit-by-new-voters-only" => bugs.joint_commit_by_new_voters_only = true,
             "leader-counts-unpersisted-entries" => bugs.leader_counts_unpersisted_entries = true,
             "leader-ignores-check-quorum" => bugs.leader_ignores_check_quorum = true,
+            "rejoin-answered-as-retry" => bugs.rejoin_answered_as_retry = true,
             _ => return None,
         }
         Some(bugs)
     }
 
     /// Every name `by_name` knows.
-    pub const NAMES: [&'static str; 23] = [
+    pub const NAMES: [&'static str; 24] = [
         "vote-without-log-check",
         "commit-previous-term-by-counting",
         "read-without-read-index",
@@ -128,5 +133,6 @@ impl PlantedBugs {
         "joint-commit-by-new-voters-only",
         "leader-counts-unpersisted-entries",
         "leader-ignores-check-quorum",
+        "rejoin-answered-as-retry",
     ];
 }

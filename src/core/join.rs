@@ -108,6 +108,8 @@ impl RawNode {
             let retried = admission.is_some_and(|admission| {
                 self.admissions_through(commit).get(&node) == Some(&admission.nonce)
             });
+            #[cfg(feature = "planted-bugs")]
+            let retried = retried || self.config.planted_bugs.rejoin_answered_as_retry;
             let lost_data = self.membership.is_member(node) && !pending.admitted_here && !retried;
             let caught_up =
                 matched + self.config.promotion_lag_max_entries >= last && matched >= commit;
