@@ -8,11 +8,11 @@
 //! trusting what it had acknowledged before, however much of the log it holds by now (a leader
 //! deposed without knowing it may have refilled it).
 
+use std::collections::BTreeMap;
+
 use super::io::{Action, RequestId};
 use super::membership::MembershipChange;
 use super::node::RawNode;
-use std::collections::BTreeMap;
-
 use super::types::{Admission, LogIndex, NodeId, Refusal};
 
 /// Joins queued at the leader, at most.
@@ -174,9 +174,10 @@ impl RawNode {
     }
 
     /// Each member's latest admission through `index` (node to nonce): the snapshot's, then
-    /// those of the configuration entries after it. A nonce is drawn anew at every start of the
-    /// node, so an admission of its current nonce means that this incarnation was held out of
-    /// the voters and let in again: everything it acknowledged since is on its disk.
+    /// those of the configuration entries after it. A joiner draws a new nonce at every start,
+    /// and only a node resuming from the disk that holds its admission asks with an old one; so
+    /// an admission of the nonce a node asks with means that the disk it runs on was held out
+    /// of the voters and let in again: everything it acknowledged since is on that disk.
     pub(super) fn admissions_through(&self, index: LogIndex) -> BTreeMap<NodeId, u64> {
         let mut admitted: BTreeMap<NodeId, u64> = (self.snapshot.admissions.iter())
             .map(|admission| (admission.node, admission.nonce))
