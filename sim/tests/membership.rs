@@ -560,18 +560,10 @@ fn three_nodes_led_by_1_with_history() -> (TestCluster, u64) {
     (cluster, committed)
 }
 
-/// Raft's safety rests on every voter keeping what it acknowledged. A member that lost its disk
-/// forgot that (and the terms it saw), so until a leader has removed and re-added it its
-/// acknowledgements must not count. Here node 1 still believes it leads term 1 (it was cut off
-/// while nodes 2 and 3 moved to term 2 and committed there); node 3 loses its disk and comes
-/// back reachable only from node 1. Counting node 3's acknowledgements, node 1 would commit its
-/// own term-1 entry at an index where term 2 already committed another: two committed entries
-/// at one index (the madsim harness found this, seed 228 with `--disk-loss`).
-#[test]
-fn a_member_that_lost_its_data_does_not_count_until_admitted_again() {
-    let (mut cluster, committed) = three_nodes_led_by_1_with_history();
-    assert_eq!(cluster.status(2).commit, committed);
-
+/// From `three_nodes_led_by_1_with_history`: node 1 is cut off and appends a stale entry in its
+/// term while nodes 2 and 3 elect node 3 and commit past it; then node 3 loses its disk and comes
+/// back joining, reachable only from node 1 (node 2 is cut off). Returns the contested index.
+fn deposed_leader_1_meets_forgetful_node_3(cluster: &mut TestCluster, committed: u64) -> u64 {
     cluster.isolate(1);
     cluster.propose(1, 100, b"stale");
     cluster.elect(3);
@@ -583,12 +575,26 @@ fn a_member_that_lost_its_data_does_not_count_until_admitted_again() {
         cluster.status(2).commit > contested,
         "term 2 committed past the contested index"
     );
-
     cluster.crash(3);
     cluster.wipe(3);
     cluster.restart_joining(3);
     cluster.heal();
     cluster.isolate(2);
+    contested
+}
+
+/// Raft's safety rests on every voter keeping what it acknowledged. A member that lost its disk
+/// forgot that (and the terms it saw), so until a leader has removed and re-added it its
+/// acknowledgements must not count. Here node 1 still believes it leads term 1 (it was cut off
+/// while nodes 2 and 3 moved to term 2 and committed there); node 3 loses its disk and comes
+/// back reachable only from node 1. Counting node 3's acknowledgements, node 1 would commit its
+/// own term-1 entry at an index where term 2 already committed another: two committed entries
+/// at one index (the madsim harness found this, seed 228 with `--disk-loss`).
+#[test]
+fn a_member_that_lost_its_data_does_not_count_until_admitted_again() {
+    let (mut cluster, committed) = three_nodes_led_by_1_with_history();
+    assert_eq!(cluster.status(2).commit, committed);
+    let contested = deposed_leader_1_meets_forgetful_node_3(&mut cluster, committed);
     cluster.run_for(500);
 
     let term_at = |cluster: &TestCluster, id, index: u64| cluster.log_terms(id)[index as usize - 1];
@@ -623,20 +629,7 @@ fn a_delayed_answer_from_before_the_disk_loss_does_not_readmit_the_node() {
             joining: false,
         }),
     };
-
-    cluster.isolate(1);
-    cluster.propose(1, 100, b"stale");
-    cluster.elect(3);
-    cluster.propose(3, 200, b"newer");
-    cluster.run_for(50);
-    let contested = committed + 1;
-    assert!(cluster.status(2).commit > contested);
-
-    cluster.crash(3);
-    cluster.wipe(3);
-    cluster.restart_joining(3);
-    cluster.heal();
-    cluster.isolate(2);
+    let contested = deposed_leader_1_meets_forgetful_node_3(&mut cluster, committed);
     cluster.run_for(200);
     assert!(
         cluster.status(1).commit < contested,
@@ -664,19 +657,7 @@ fn a_delayed_answer_from_before_the_disk_loss_does_not_readmit_the_node() {
 #[test]
 fn a_forgetful_member_whose_log_a_deposed_leader_refilled_is_not_answered_as_a_retry() {
     let (mut cluster, committed) = three_nodes_led_by_1_with_history();
-    cluster.isolate(1);
-    cluster.propose(1, 100, b"stale");
-    cluster.elect(3);
-    cluster.propose(3, 200, b"newer");
-    cluster.run_for(50);
-    let contested = committed + 1;
-    assert!(cluster.status(2).commit > contested);
-
-    cluster.crash(3);
-    cluster.wipe(3);
-    cluster.restart_joining(3);
-    cluster.heal();
-    cluster.isolate(2);
+    let contested = deposed_leader_1_meets_forgetful_node_3(&mut cluster, committed);
     cluster.run_for(300);
     let refilled = cluster.core(3).log().last_index();
     assert!(
