@@ -40,10 +40,7 @@ impl RawNode {
             self.admission_at = None;
         }
         let last = self.log.last_index();
-        let mine = Admission {
-            node: self.config.id,
-            nonce: self.config.join_nonce,
-        };
+        let mine = self.own_join_admission();
         for index in from.max(self.log.first_index())..=last {
             if let Some(Entry {
                 payload: EntryPayload::Membership(membership, admission),
@@ -54,13 +51,21 @@ impl RawNode {
                 if let Some(admission) = admission {
                     self.admission_log.push((index, *admission));
                 }
-                let for_me = self.config.join_nonce != 0 && *admission == Some(mine);
+                let for_me = mine.is_some() && *admission == mine;
                 if self.joining && for_me && self.admission_at.is_none() {
                     self.admission_at = Some(index);
                 }
             }
         }
         self.adopt_latest_membership();
+    }
+
+    /// What an entry made for this start's join request carries (none without a nonce).
+    fn own_join_admission(&self) -> Option<Admission> {
+        (self.config.join_nonce != 0).then_some(Admission {
+            node: self.config.id,
+            nonce: self.config.join_nonce,
+        })
     }
 
     /// A joining node whose log holds, durably, a configuration entry made for its own request
@@ -81,11 +86,8 @@ impl RawNode {
     /// snapshot covers (the entry made for its request was compacted away) learns it here, and
     /// counts as admitted once the snapshot is durable.
     pub(super) fn installed_snapshot(&mut self, meta: super::types::SnapshotMeta) {
-        let mine = Admission {
-            node: self.config.id,
-            nonce: self.config.join_nonce,
-        };
-        if self.joining && self.config.join_nonce != 0 && meta.admissions.contains(&mine) {
+        let mine = self.own_join_admission();
+        if self.joining && mine.is_some_and(|mine| meta.admissions.contains(&mine)) {
             self.admission_at = Some(
                 self.admission_at
                     .map_or(meta.index, |at| at.min(meta.index)),
