@@ -1,23 +1,55 @@
-//! A KV gRPC server that does nothing but answer: the ceiling for `ravel bench` on this machine,
-//! so a node's figures can be read against it. Serves on 127.0.0.1:7379; `THREADS` sets its
-//! runtime threads (default 1).
+//! A KV gRPC server that does nothing but answer: the ceiling for `ravel bench` (or h2load) on
+//! this machine, so a node's figures can be read against it. Serves on `ADDRESS` (default
+//! 127.0.0.1:7379); `THREADS` sets its runtime threads (default 1).
+//!
+//! With `SYNC=FILE` it is the "do-nothing server that only group-commits each request to a
+//! file": every put's key and value are appended to FILE, and a put is answered once an fsync
+//! (`fdatasync`) covering it returned. One thread writes and syncs whatever arrived while the
+//! previous sync ran, so a batch costs one sync whatever its size — what a single Raft node's
+//! WAL must do at the least, without replication, a state machine or a log index. Issue 22
+//! measures the node against this one.
 //!
 //! ```text
-//! cargo run --release --example null_server &
+//! SYNC=/tmp/null.wal cargo run --release --example null_server &
 //! ravel bench --endpoints 127.0.0.1:7379 --clients 64 --duration 5
 //! ```
+
+use std::io::Write;
+use std::sync::mpsc;
 
 use ravel::server::proto::ravel::{
     self as pb,
     kv_server::{Kv, KvServer},
 };
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-struct Null;
+/// One put waiting for the group commit: its bytes and whom to answer once they are synced.
+type Pending = (Vec<u8>, oneshot::Sender<()>);
+
+struct Null {
+    /// Where puts go to be synced; `None` answers at once.
+    commits: Option<mpsc::Sender<Pending>>,
+}
 
 #[tonic::async_trait]
 impl Kv for Null {
-    async fn put(&self, _: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        if let Some(commits) = &self.commits {
+            let put = request.into_inner();
+            let mut record = put.key.to_vec();
+            record.extend_from_slice(&put.value);
+            let (synced, answer) = oneshot::channel();
+            commits
+                .send((record, synced))
+                .map_err(|_| Status::unavailable("the commit thread stopped"))?;
+            answer
+                .await
+                .map_err(|_| Status::unavailable("the commit thread stopped"))?;
+        }
         Ok(Response::new(pb::PutResponse { index: 1 }))
     }
 
@@ -40,11 +72,50 @@ impl Kv for Null {
     }
 }
 
+/// Appends every waiting put to `file`, syncs once, answers them all; again while any arrive.
+fn group_commit(mut file: std::fs::File, puts: mpsc::Receiver<Pending>) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    let mut waiting = Vec::new();
+    while let Ok(first) = puts.recv() {
+        waiting.push(first);
+        waiting.extend(puts.try_iter());
+        buffer.clear();
+        for (record, _) in &waiting {
+            buffer.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            buffer.extend_from_slice(record);
+        }
+        file.write_all(&buffer)?;
+        file.sync_data()?;
+        for (_, synced) in waiting.drain(..) {
+            let _ = synced.send(());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = std::env::var("THREADS")
         .ok()
         .and_then(|threads| threads.parse().ok())
         .unwrap_or(1);
+    let address = std::env::var("ADDRESS").unwrap_or_else(|_| "127.0.0.1:7379".into());
+    let commits = match std::env::var_os("SYNC") {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            let (commits, puts) = mpsc::channel();
+            std::thread::spawn(move || {
+                if let Err(error) = group_commit(file, puts) {
+                    eprintln!("null_server: the commit file failed: {error}");
+                    std::process::exit(1);
+                }
+            });
+            Some(commits)
+        }
+        None => None,
+    };
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -56,8 +127,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .build()?;
     runtime.block_on(async {
         tonic::transport::Server::builder()
-            .add_service(KvServer::new(Null))
-            .serve("127.0.0.1:7379".parse()?)
+            .add_service(KvServer::new(Null { commits }))
+            .serve(address.parse()?)
             .await?;
         Ok(())
     })
