@@ -215,7 +215,16 @@ async fn run_peer<S: StateMachine>(
         match timeout(SEND_TIMEOUT, connected.send(request)).await {
             Ok(Ok(reply)) => {
                 metrics.peer_rpc(to, sent.elapsed().as_secs_f64());
-                deliver_answers(reply.into_inner().messages, to, from, &inbox, &metrics).await
+                deliver_answers(reply.into_inner().messages, to, from, &inbox, &metrics).await;
+                // Let the event loop take those answers before the next batch leaves, so that
+                // the batch carries what they brought about: above all the commit index a
+                // follower's acknowledgement advanced. Sent at once instead, the batch would
+                // hold only what was queued before, and the new commit index would wait for
+                // the next round trip, which waits for this peer's fsync: a write made through
+                // a follower is answered only once the follower learns of its commit
+                // (alternating runs, clients spread over 3 nodes: 19.5-19.8k writes/s against
+                // 17.9-18.4k).
+                tokio::task::yield_now().await;
             }
             Ok(Err(status)) => {
                 metrics.send_failed();
