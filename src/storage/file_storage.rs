@@ -34,6 +34,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::codec::{self, Identity, Standing, WalRecord};
+use super::entry_locations::{offset_too_large, EntryLocations, Location};
 use super::error::StorageError;
 use super::recovery;
 use super::snapshot_file::{
@@ -49,9 +50,13 @@ pub(super) const SNAPSHOT_DIR: &str = "snapshots";
 /// How far ahead of its records the active segment is filled with zeros (see the module docs).
 const PREALLOCATE_BYTES: u64 = 1 << 20;
 
+/// Segments are cut at this size whatever `segment_bytes_max` says, so that an entry's offset
+/// in its segment fits the 32 bits the log keeps of it (`EntryLocations`).
+const SEGMENT_BYTES_LIMIT: u64 = 1 << 30;
+
 #[derive(Clone, Debug)]
 pub struct StorageOptions {
-    /// A segment is closed and a new one started once it holds this many bytes.
+    /// A segment is closed and a new one started once it holds this many bytes (at most 1 GiB).
     pub segment_bytes_max: u64,
     /// Entries kept in the log behind a snapshot this node takes, so that a follower a little
     /// behind catches up from the log instead of receiving the whole state: up to this many...
@@ -104,14 +109,6 @@ struct Segment {
     last_index: LogIndex,
 }
 
-/// Where one entry's record lives.
-#[derive(Clone, Copy, Debug)]
-struct Location {
-    sequence: u64,
-    offset: u64,
-    len: u32,
-}
-
 pub struct FileStorage {
     dir: PathBuf,
     /// Holds the directory's exclusive lock for as long as the store is open.
@@ -126,8 +123,8 @@ pub struct FileStorage {
     allocated: u64,
     /// Framed records not yet written to the active segment.
     pending: Vec<u8>,
-    /// `locations[k]` is entry `first_index + k`.
-    locations: Vec<Location>,
+    /// `locations.get(k)` is entry `first_index + k`.
+    locations: EntryLocations,
     first_index: LogIndex,
     hard_state: HardState,
     /// The segment holding the latest hard state record: it is never deleted, even when a
@@ -162,7 +159,7 @@ impl FileStorage {
         let snapshot = latest_snapshot(&snapshots)?;
         let first_index = snapshot.as_ref().map_or(1, |meta| meta.index + 1);
         let mut storage_segments = Vec::new();
-        let mut locations = Vec::new();
+        let mut locations = EntryLocations::default();
         let mut entries: Vec<Entry> = Vec::new();
         let mut hard_state = HardState::default();
         let mut hard_state_segment = 0;
@@ -223,11 +220,13 @@ impl FileStorage {
                         entries.truncate(keep);
                         locations.truncate(keep);
                         entries.push(entry);
-                        locations.push(Location {
-                            sequence: *sequence,
-                            offset,
-                            len,
-                        });
+                        locations
+                            .push(Location {
+                                sequence: *sequence,
+                                offset,
+                                len,
+                            })
+                            .map_err(|offset| offset_too_large(path, offset))?;
                     }
                 }
             }
@@ -347,6 +346,12 @@ impl FileStorage {
             );
             self.locations
                 .truncate((entry.index - self.first_index) as usize);
+            if self.active_len() + self.pending.len() as u64 > u64::from(u32::MAX) / 2 {
+                // Cut the segment before its offsets outgrow what a location holds (it is cut
+                // at `segment_bytes_max` on every sync, at most 1 GiB; only one huge batch
+                // of appends between two syncs gets here).
+                self.write_and_sync()?;
+            }
             let offset = self.active_len() + self.pending.len() as u64;
             let before = self.pending.len();
             codec::frame_into(
@@ -355,11 +360,15 @@ impl FileStorage {
             );
             let active = self.segments.last_mut().expect("an active segment");
             active.last_index = active.last_index.max(entry.index);
-            self.locations.push(Location {
+            let location = Location {
                 sequence: active.sequence,
                 offset,
                 len: (self.pending.len() - before) as u32,
-            });
+            };
+            let path = &active.path;
+            self.locations
+                .push(location)
+                .map_err(|offset| offset_too_large(path, offset))?;
         }
         Ok(())
     }
@@ -419,7 +428,7 @@ impl FileStorage {
             self.pending.clear();
         }
         self.active.sync_data().map_err(io)?;
-        if self.active_len() >= self.options.segment_bytes_max {
+        if self.active_len() >= self.options.segment_bytes_max.min(SEGMENT_BYTES_LIMIT) {
             // The next segment exists before this one is cut to its records, so the last segment
             // on disk is always one being appended to (see the module docs).
             let sequence = self.segments.last().expect("an active segment").sequence + 1;
@@ -465,13 +474,15 @@ impl FileStorage {
         if from < self.first_index || to > self.last_index() || from > to {
             return Ok(Vec::new());
         }
-        let last = self.locations[(to - self.first_index) as usize];
+        let last = self.locations.get((to - self.first_index) as usize);
         let active = self.segments.last().expect("an active segment").sequence;
         if last.sequence == active && last.offset + u64::from(last.len) > self.active_len() {
             self.sync()?;
         }
-        let wanted =
-            &self.locations[(from - self.first_index) as usize..=(to - self.first_index) as usize];
+        let wanted = self.locations.range(
+            (from - self.first_index) as usize,
+            (to - self.first_index) as usize,
+        );
         let mut entries = Vec::with_capacity(wanted.len());
         let mut open: Option<(u64, File)> = None;
         let mut start = 0;
@@ -599,14 +610,14 @@ impl FileStorage {
         };
         let after_dead = self
             .locations
-            .iter()
-            .rposition(|location| dead.contains(&location.sequence))
+            .last_in(&dead)
             .map_or(0, |position| self.first_index + position as LogIndex + 1);
         let first = retained_first.max(after_dead);
         if beyond_log {
             self.locations.clear();
         } else {
-            self.locations.drain(..(first - self.first_index) as usize);
+            self.locations
+                .drain_front((first - self.first_index) as usize);
         }
         self.first_index = first;
         self.snapshot = Some(meta);

@@ -12,6 +12,7 @@
 mod backup_file;
 mod check;
 mod codec;
+mod entry_locations;
 mod error;
 mod file_storage;
 mod memory_disk;
