@@ -145,7 +145,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The plain vector the compact form replaces.
+    /// One thing the log does to its locations; each is done to the compact form and to the
+    /// plain vector of full locations it replaced, which must then agree.
     #[derive(Debug, Clone)]
     enum Step {
         Push { next_segment: bool, len: u32 },
