@@ -3,8 +3,8 @@
 //! 127.0.0.1:7379); `THREADS` sets its runtime threads (default 1).
 //!
 //! With `SYNC=FILE` it is the "do-nothing server that only group-commits each request to a
-//! file": every put's key and value are appended to FILE, and a put is answered once an fsync
-//! (`fdatasync`) covering it returned. One thread writes and syncs whatever arrived while the
+//! file": every put's key and value are appended to FILE (written over zeros laid ahead, as
+//! the node's log does), and a put is answered once an fsync (`fdatasync`) covering it returned. One thread writes and syncs whatever arrived while the
 //! previous sync ran, so a batch costs one sync whatever its size — what a single Raft node's
 //! WAL must do at the least, without replication, a state machine or a log index. Issue 22
 //! measures the node against this one.
@@ -14,7 +14,7 @@
 //! ravel bench --endpoints 127.0.0.1:7379 --clients 64 --duration 5
 //! ```
 
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 
 use ravel::server::proto::ravel::{
@@ -72,8 +72,13 @@ impl Kv for Null {
     }
 }
 
+/// Zeros written ahead of the records, as the node's log does: an fdatasync after a write that
+/// only overwrites allocated blocks need not commit the file's size and block map too.
+const PREALLOCATE_BYTES: u64 = 64 << 20;
+
 /// Appends every waiting put to `file`, syncs once, answers them all; again while any arrive.
-fn group_commit(mut file: std::fs::File, puts: mpsc::Receiver<Pending>) -> std::io::Result<()> {
+fn group_commit(file: std::fs::File, puts: mpsc::Receiver<Pending>) -> std::io::Result<()> {
+    let (mut written, mut allocated) = (0u64, 0u64);
     let mut buffer = Vec::new();
     let mut waiting = Vec::new();
     while let Ok(first) = puts.recv() {
@@ -84,7 +89,12 @@ fn group_commit(mut file: std::fs::File, puts: mpsc::Receiver<Pending>) -> std::
             buffer.extend_from_slice(&(record.len() as u32).to_le_bytes());
             buffer.extend_from_slice(record);
         }
-        file.write_all(&buffer)?;
+        while written + buffer.len() as u64 > allocated {
+            file.write_all_at(&vec![0; PREALLOCATE_BYTES as usize], allocated)?;
+            allocated += PREALLOCATE_BYTES;
+        }
+        file.write_all_at(&buffer, written)?;
+        written += buffer.len() as u64;
         file.sync_data()?;
         for (_, synced) in waiting.drain(..) {
             let _ = synced.send(());
@@ -103,7 +113,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
-                .append(true)
+                .truncate(true)
+                .write(true)
                 .open(path)?;
             let (commits, puts) = mpsc::channel();
             std::thread::spawn(move || {
