@@ -72,9 +72,10 @@ impl Kv for Null {
     }
 }
 
-/// Zeros written ahead of the records, as the node's log does: an fdatasync after a write that
-/// only overwrites allocated blocks need not commit the file's size and block map too.
-const PREALLOCATE_BYTES: u64 = 64 << 20;
+/// Zeros written ahead of the records, a mebibyte at a time as the node's log does: an
+/// fdatasync after a write that only overwrites allocated blocks need not commit the file's size
+/// and block map too.
+const PREALLOCATE_BYTES: u64 = 1 << 20;
 
 /// Appends every waiting put to `file`, syncs once, answers them all; again while any arrive.
 fn group_commit(file: std::fs::File, puts: mpsc::Receiver<Pending>) -> std::io::Result<()> {
